@@ -1,0 +1,290 @@
+"""Every value on an edgeloop topic: a versioned JSON schema, defined here once.
+
+Each value carries a `schema` field such as ``"edgeloop.flow/1"``. Decoding validates
+and raises `RecordError` (with a short `reason` code) on anything it cannot use, so the
+caller can dead-letter the raw bytes and carry on.
+
+    >>> rec = FlowRecord(flow_id="s1-1", first_seen_ms=0, last_seen_ms=5, src_ip="10.0.0.1", ...)
+    >>> decode_flows(raw_bytes)       # -> list of (FlowRecord | RecordError)
+
+A `flows` message is either one FlowRecord or a FlowBatch of many (sensors batch
+naturally; one message per batch keeps the per-event cost of the stream low).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streams.errors import RecordError, SchemaVersionError
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_BATCH_RECORDS = 20_000
+MAX_TEXT = 512
+
+Count = Annotated[int, Field(ge=0, le=10**12)]
+NonNeg = Annotated[float, Field(ge=0, le=1e13, allow_inf_nan=False)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False, allow_inf_nan=False)
+
+
+class FlowRecord(_Record):
+    """One bidirectional flow as metered by NFStream (or adapted from CSV/Parquet/NetFlow).
+
+    Counts and sizes are NFStream's `bidirectional_*` unless prefixed by a direction.
+    `application_name`, `requested_server_name` and `user_agent` are attacker-controlled
+    text: data to quote, never instructions.
+    """
+
+    schema_: Literal["edgeloop.flow/1"] = Field("edgeloop.flow/1", alias="schema")
+    flow_id: Annotated[str, Field(min_length=1, max_length=128)]
+    sensor: Text = ""
+    first_seen_ms: Annotated[int, Field(ge=0, le=10**14)]
+    last_seen_ms: Annotated[int, Field(ge=0, le=10**14)]
+    src_ip: Annotated[str, Field(min_length=2, max_length=64)]
+    dst_ip: Annotated[str, Field(min_length=2, max_length=64)]
+    src_port: Port = 0
+    dst_port: Port = 0
+    protocol: Annotated[int, Field(ge=0, le=255)]
+    ip_version: Literal[4, 6] = 4
+    duration_ms: NonNeg = 0.0
+    packets: Annotated[int, Field(ge=1, le=10**12)]
+    bytes: Count
+    src2dst_packets: Count = 0
+    src2dst_bytes: Count = 0
+    dst2src_packets: Count = 0
+    dst2src_bytes: Count = 0
+    min_ps: NonNeg = 0.0
+    mean_ps: NonNeg = 0.0
+    stddev_ps: NonNeg = 0.0
+    max_ps: NonNeg = 0.0
+    mean_piat_ms: NonNeg = 0.0
+    stddev_piat_ms: NonNeg = 0.0
+    max_piat_ms: NonNeg = 0.0
+    syn_packets: Count = 0
+    ack_packets: Count = 0
+    psh_packets: Count = 0
+    rst_packets: Count = 0
+    fin_packets: Count = 0
+    urg_packets: Count = 0
+    src2dst_syn_packets: Count = 0
+    dst2src_syn_packets: Count = 0
+    dst2src_rst_packets: Count = 0
+    application_name: Text = ""
+    requested_server_name: Text = ""
+    user_agent: Text = ""
+    # Ground truth, only in labelled datasets; never used as a feature.
+    label: Annotated[str, Field(max_length=64)] | None = None
+    # Set by the producer: when the record entered Kafka (epoch ms), for end-to-end latency.
+    produced_ms: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _physical(self) -> "FlowRecord":
+        if self.last_seen_ms < self.first_seen_ms:
+            raise ValueError("last_seen_ms before first_seen_ms")
+        if self.src2dst_packets + self.dst2src_packets not in (0, self.packets):
+            raise ValueError("src2dst_packets + dst2src_packets != packets")
+        flags = (self.syn_packets, self.ack_packets, self.psh_packets, self.rst_packets,
+                 self.fin_packets, self.urg_packets)
+        if max(flags) > self.packets:
+            raise ValueError("a TCP flag count exceeds packets")
+        if self.max_ps and not (self.min_ps <= self.mean_ps <= self.max_ps + 1e-6):
+            raise ValueError("packet sizes not ordered min <= mean <= max")
+        return self
+
+
+FLOW_FIELDS: tuple[str, ...] = tuple(
+    f.alias or name for name, f in FlowRecord.model_fields.items() if name != "schema_"
+)
+TEXT_FIELDS = ("flow_id", "sensor", "src_ip", "dst_ip", "application_name",
+               "requested_server_name", "user_agent", "label")
+
+
+class FlowBatch(_Record):
+    schema_: Literal["edgeloop.flows/1"] = Field("edgeloop.flows/1", alias="schema")
+    sensor: Text = ""
+    records: list[dict[str, Any]] = Field(max_length=MAX_BATCH_RECORDS)
+
+
+class Detection(_Record):
+    """The verdict on one closed window."""
+
+    window_id: str
+    key: str
+    flow_ids: list[str]
+    first_seen_ms: int
+    last_seen_ms: int
+    predicted: str
+    probabilities: list[float]
+    confidence: float
+    ood_score: float
+    uncertain: bool
+    closed_by: Literal["k", "time", "idle", "flush"]
+    model_version: str
+    produced_ms: int | None = None  # earliest produce time of the window's flows
+    scored_ms: int
+
+
+class DetectionBatch(_Record):
+    schema_: Literal["edgeloop.detections/1"] = Field("edgeloop.detections/1", alias="schema")
+    worker: str = ""
+    model_version: str
+    class_names: list[str]
+    detections: list[Detection]
+
+
+class Alert(_Record):
+    """Confident attack verdicts for one key and class, aggregated over an interval."""
+
+    schema_: Literal["edgeloop.alert/1"] = Field("edgeloop.alert/1", alias="schema")
+    alert_id: str
+    key: str
+    attack: str
+    windows: int
+    flows: int
+    first_seen_ms: int
+    last_seen_ms: int
+    max_confidence: float
+    src_ips: list[str]
+    dst_ips: list[str]
+    dst_ports: list[int]
+    model_version: str
+    worker: str = ""
+
+
+class UncertainWindow(_Record):
+    """A window the detector is unsure about (or an audit sample), with its raw flows."""
+
+    schema_: Literal["edgeloop.uncertain/1"] = Field("edgeloop.uncertain/1", alias="schema")
+    window_id: str
+    key: str
+    reason: Literal["low_confidence", "ood", "audit"]
+    flows: list[FlowRecord]
+    predicted: str
+    probabilities: list[float]
+    class_names: list[str]
+    confidence: float
+    ood_score: float
+    model_version: str
+    worker: str = ""
+
+
+class ModelRelease(_Record):
+    """A promoted bundle. Detectors load `uri`, verify `sha256` and the feature schema, then swap."""
+
+    schema_: Literal["edgeloop.model_release/1"] = Field("edgeloop.model_release/1", alias="schema")
+    version: str
+    sha256: str
+    uri: str
+    feature_schema_sha256: str
+    class_names: list[str]
+    released_ms: int
+    reason: str = ""
+
+
+class DeadLetter(_Record):
+    """A value nobody could use, kept with why and where it came from."""
+
+    schema_: Literal["edgeloop.deadletter/1"] = Field("edgeloop.deadletter/1", alias="schema")
+    reason: str
+    error: str
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    value: str  # the raw value, utf-8 with replacement, truncated
+    value_bytes: int
+    worker: str = ""
+    at_ms: int
+
+
+SCHEMAS: dict[str, type[_Record]] = {
+    m.model_fields["schema_"].default: m
+    for m in (FlowRecord, FlowBatch, DetectionBatch, Alert, UncertainWindow, ModelRelease, DeadLetter)
+}
+
+
+def _reject_constant(token: str) -> float:
+    raise RecordError("non_finite", f"JSON constant {token} is not allowed")
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON strictly: size-limited, and NaN/Infinity are errors, not floats."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise RecordError("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except RecordError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError("bad_json", str(exc)[:200]) from exc
+
+
+def _validation_reason(exc: ValidationError) -> RecordError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    kind = err.get("type", "invalid")
+    reason = "missing_field" if kind == "missing" else "non_finite" if "finite" in kind else "invalid"
+    return RecordError(reason, f"{loc}: {err['msg']}" if loc else err["msg"])
+
+
+def validate(cls: type[_Record], obj: Any) -> Any:
+    """Validate a parsed JSON object as `cls`, translating errors to RecordError."""
+    if not isinstance(obj, dict):
+        raise RecordError("invalid", f"expected a JSON object, got {type(obj).__name__}")
+    want = cls.model_fields["schema_"].default
+    got = obj.get("schema", want)
+    if got != want:
+        raise SchemaVersionError("schema_version", f"schema {got!r}, this code reads {want!r}")
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as exc:
+        raise _validation_reason(exc) from exc
+
+
+def decode(cls: type[_Record], raw: bytes | str) -> Any:
+    return validate(cls, loads(raw))
+
+
+def decode_flows(raw: bytes | str) -> list[FlowRecord | RecordError]:
+    """Decode a `flows` value (one record or a batch) into records and per-record errors.
+
+    A broken envelope yields one error; a batch with some bad records yields the good
+    records plus one RecordError per bad one, so good flows keep flowing.
+    """
+    try:
+        obj = loads(raw)
+        if isinstance(obj, dict) and obj.get("schema") == "edgeloop.flows/1":
+            batch = validate(FlowBatch, obj)
+            items = batch.records
+        else:
+            items = [obj]
+    except RecordError as exc:
+        return [exc]
+    out: list[FlowRecord | RecordError] = []
+    for item in items:
+        try:
+            out.append(validate(FlowRecord, item))
+        except RecordError as exc:
+            out.append(exc)
+    return out
+
+
+def encode(record: BaseModel) -> bytes:
+    return record.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def encode_flow_batch(records: list[dict[str, Any]], sensor: str = "") -> bytes:
+    """Encode plain flow dicts (already valid) as one FlowBatch value, without re-validation."""
+    return json.dumps({"schema": "edgeloop.flows/1", "sensor": sensor, "records": records},
+                      separators=(",", ":"), allow_nan=False).encode()
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)

@@ -1,0 +1,84 @@
+"""One typed settings object per process, read once at start from `EDGELOOP_*` env vars.
+
+    >>> s = load_settings()            # raises ConfigError naming the key on a bad value
+    >>> s.kafka_bootstrap, s.window_k
+
+Nothing here reads the environment at import time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import ConfigError
+
+WindowKey = Literal["src", "dst", "pair"]
+
+
+class Settings(BaseSettings):
+    """Everything a process can be told. Each field is `EDGELOOP_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGELOOP_", extra="ignore", frozen=True)
+
+    # Where state lives: datasets, registry, audit log, policies.
+    data_dir: Path = Path("var")
+    # Kafka. Empty means: start/use the embedded Tansu broker on `embedded_port`.
+    kafka_bootstrap: str = ""
+    embedded_port: int = Field(9092, ge=1, le=65535)
+    topic_prefix: str = "edgeloop."
+    partitions: int = Field(4, ge=1, le=1024)
+    # Windowing.
+    window_k: int = Field(8, ge=1, le=256)
+    window_seconds: float = Field(10.0, gt=0, le=3600)
+    window_key: WindowKey = "src"
+    max_open_windows: int = Field(200_000, ge=1)
+    # Batched inference: up to N windows or M milliseconds.
+    batch_max: int = Field(256, ge=1, le=65536)
+    batch_wait_ms: float = Field(20.0, ge=0, le=10_000)
+    # Routing.
+    uncertain_rate_per_s: float = Field(50.0, ge=0)
+    audit_sample: float = Field(0.01, ge=0, le=1)
+    alert_min_windows: int = Field(2, ge=1)
+    alert_interval_s: float = Field(5.0, gt=0)
+    # Model: a bundle directory or a registry version; empty = registry's current, else shipped default.
+    model: str = ""
+    # Worker identity and metrics.
+    worker_id: str = ""
+    group_id: str = "edgeloop-edge"
+    metrics_port: int = Field(9400, ge=0, le=65535)
+    # faust consumer tuning (see DESIGN.md: 20 s poll interval is stable on Tansu under load).
+    max_poll_interval_s: float = Field(20.0, gt=0)
+    session_timeout_s: float = Field(30.0, gt=0)
+    heartbeat_s: float = Field(3.0, gt=0)
+    # LLM endpoint: any OpenAI-compatible server. Empty base URL = offline mode.
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: SecretStr = SecretStr("")
+    llm_timeout_s: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_max_requests: int = Field(1000, ge=0)
+    llm_max_tokens: int = Field(2_000_000, ge=0)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if any(c.isspace() for c in v):
+            raise ValueError("must not contain whitespace")
+        return v
+
+    @property
+    def offline(self) -> bool:
+        return not self.llm_base_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; a bad value raises ConfigError with the env key and value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err.get("loc") else "?"
+        raise ConfigError(f"EDGELOOP_{field.upper()}", err.get("input"), err["msg"]) from exc
