@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Install what the traffic lab (streams/lab, deploy/lab) needs, without starting anything.
+#
+# Idempotent: when every package is already installed it does nothing and exits 0.
+# Non-interactive (CI as root). `apt-get update` runs only when a package has no candidate
+# in the current lists. Services are never started on the host: a policy-rc.d that
+# refuses every start is put in place for the install (an existing one is kept), and
+# `dnsmasq-base` is used rather than `dnsmasq`, which would enable a system resolver.
+# The lab starts its own nginx/sshd/dnsmasq inside its network namespaces.
+#
+#   sudo scripts/setup-lab.sh          # install
+#   scripts/setup-lab.sh --check       # exit 1 and list what is missing, install nothing
+set -euo pipefail
+
+# wrk is optional (the benign web client falls back to curl loops without it).
+REQUIRED=(iproute2 nftables nmap hping3 tcpdump nginx openssh-server openssh-client
+          dnsmasq-base slowhttptest hydra iperf3 curl procps)
+OPTIONAL=(wrk)
+
+export DEBIAN_FRONTEND=noninteractive
+
+is_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+has_candidate() {
+    local c
+    c=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    [[ -n "$c" && "$c" != "(none)" ]]
+}
+
+missing=()
+for p in "${REQUIRED[@]}"; do is_installed "$p" || missing+=("$p"); done
+optional_missing=()
+for p in "${OPTIONAL[@]}"; do is_installed "$p" || optional_missing+=("$p"); done
+
+if [[ "${1:-}" == "--check" ]]; then
+    if ((${#missing[@]})); then echo "lab packages missing: ${missing[*]}"; exit 1; fi
+    echo "lab packages present${optional_missing:+ (optional missing: ${optional_missing[*]})}"
+    exit 0
+fi
+
+if ((${#missing[@]} == 0 && ${#optional_missing[@]} == 0)); then
+    echo "setup-lab: all lab packages already installed"
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "setup-lab: must run as root to install: ${missing[*]} ${optional_missing[*]}" >&2
+    exit 1
+fi
+
+need_update=0
+for p in "${missing[@]}"; do has_candidate "$p" || need_update=1; done
+if ((need_update)); then
+    echo "setup-lab: refreshing package lists"
+    apt-get update -qq
+fi
+
+install=("${missing[@]}")
+for p in "${optional_missing[@]}"; do
+    if has_candidate "$p"; then install+=("$p"); else echo "setup-lab: optional $p unavailable, skipping"; fi
+done
+
+# Refuse every service start during the install; remove our guard afterwards.
+POLICY=/usr/sbin/policy-rc.d
+own_policy=0
+if [[ ! -e "$POLICY" ]]; then
+    printf '#!/bin/sh\nexit 101\n' > "$POLICY"
+    chmod 755 "$POLICY"
+    own_policy=1
+fi
+cleanup() { if ((own_policy)); then rm -f "$POLICY"; fi; }
+trap cleanup EXIT
+
+echo "setup-lab: installing ${install[*]}"
+apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${install[@]}"
+
+still=()
+for p in "${REQUIRED[@]}"; do is_installed "$p" || still+=("$p"); done
+if ((${#still[@]})); then
+    echo "setup-lab: failed to install: ${still[*]}" >&2
+    exit 1
+fi
+echo "setup-lab: done"
