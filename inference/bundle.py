@@ -41,7 +41,8 @@ class Thresholds(BaseModel):
     """Below `confidence`, or with an OOD score above `ood`, a window is uncertain."""
 
     confidence: float = Field(0.8, ge=0, le=1)
-    ood: float = Field(float("inf"))
+    # None: no out-of-distribution gate (JSON has no infinity).
+    ood: float | None = None
     # Optional per-class confidence floors (policies can raise these).
     per_class: dict[str, float] = Field(default_factory=dict)
 

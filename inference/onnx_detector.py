@@ -84,7 +84,8 @@ class OnnxDetector:
         pred = probs.argmax(axis=1)
         conf = probs[np.arange(len(pred)), pred]
         low = conf < self._floors[pred]
-        ood = energy > self.thresholds.ood
+        thr = self.thresholds.ood
+        ood = energy > thr if thr is not None else np.zeros(len(pred), dtype=bool)
         return Scores(probs, pred, conf, energy, low | ood, low)
 
     def score_windows(self, windows: Sequence[Any]) -> Scores:

@@ -31,6 +31,7 @@ class RecordError(EdgeloopError):
 
     def __init__(self, reason: str, detail: str) -> None:
         self.reason, self.detail = reason, detail
+        self.item: object = None  # the offending record inside a batch, when there was one
         super().__init__(f"{reason}: {detail}")
 
 

@@ -127,7 +127,7 @@ class Detection(_Record):
     uncertain: bool
     closed_by: Literal["k", "time", "idle", "flush"]
     model_version: str
-    produced_ms: int | None = None  # earliest produce time of the window's flows
+    produced_ms: int | None = None  # when the flow that closed the window was produced
     scored_ms: int
 
 
@@ -256,7 +256,8 @@ def decode_flows(raw: bytes | str) -> list[FlowRecord | RecordError]:
     """Decode a `flows` value (one record or a batch) into records and per-record errors.
 
     A broken envelope yields one error; a batch with some bad records yields the good
-    records plus one RecordError per bad one, so good flows keep flowing.
+    records plus one RecordError per bad one (with the record as `.item`), so good
+    flows keep flowing.
     """
     try:
         obj = loads(raw)
@@ -272,6 +273,7 @@ def decode_flows(raw: bytes | str) -> list[FlowRecord | RecordError]:
         try:
             out.append(validate(FlowRecord, item))
         except RecordError as exc:
+            exc.item = item  # the offending record, for the dead-letter value
             out.append(exc)
     return out
 

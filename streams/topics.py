@@ -1,0 +1,81 @@
+"""Topic names (with the configurable prefix) and idempotent topic creation.
+
+    >>> t = Topics("edgeloop.")
+    >>> t.flows, t.models
+    ('edgeloop.flows', 'edgeloop.models')
+    >>> ensure_topics("127.0.0.1:9092", t, partitions=4)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.errors import BrokerError
+
+# Topics whose consumers want the latest value per key forever.
+COMPACTED = {"models"}
+# Topics that carry per-host traffic and scale with partitions; the rest stay small.
+PARTITIONED = {"flows", "detections", "uncertain"}
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "edgeloop."
+
+    def _n(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @property
+    def flows(self) -> str: return self._n("flows")
+    @property
+    def detections(self) -> str: return self._n("detections")
+    @property
+    def alerts(self) -> str: return self._n("alerts")
+    @property
+    def uncertain(self) -> str: return self._n("uncertain")
+    @property
+    def labels(self) -> str: return self._n("labels")
+    @property
+    def models(self) -> str: return self._n("models")
+    @property
+    def policies_proposed(self) -> str: return self._n("policies.proposed")
+    @property
+    def policies_active(self) -> str: return self._n("policies.active")
+    @property
+    def deadletter(self) -> str: return self._n("deadletter")
+
+    def all(self) -> dict[str, str]:
+        """Short name -> full topic name for every topic in DESIGN.md."""
+        short = ("flows", "detections", "alerts", "uncertain", "labels", "models",
+                 "policies.proposed", "policies.active", "deadletter")
+        return {s: self._n(s) for s in short}
+
+
+def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4, timeout_s: float = 15.0) -> list[str]:
+    """Create any missing topics; return the names created. Safe to call repeatedly."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                 client_id="edgeloop-admin")
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    try:
+        existing = set(admin.list_topics())
+        new = []
+        for short, name in topics.all().items():
+            if name in existing:
+                continue
+            cfg = {"cleanup.policy": "compact"} if short in COMPACTED else {}
+            n = partitions if short in PARTITIONED else 1
+            new.append(NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=cfg))
+        for t in new:
+            try:
+                admin.create_topics([t])
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
