@@ -211,7 +211,11 @@ def judge(proposals: Sequence[ProposalLike], features: np.ndarray, *, store_feat
           rankings: Sequence[RankingLike | None] | None = None,
           policy: AcceptancePolicy = AcceptancePolicy()) -> list[Acceptance]:
     """Decide every proposal. `features[i]`, `rankings[i]` belong to `proposals[i]`."""
-    features = np.asarray(features, dtype=np.float64).reshape(len(proposals), -1)
+    if not proposals:
+        return []
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) != len(proposals):
+        raise ValueError(f"features must be [{len(proposals)}, d], one row per proposal; got {features.shape}")
     store_x = np.asarray(store_features, dtype=np.float64).reshape(len(store_labels), -1) \
         if len(store_labels) else np.zeros((0, features.shape[1]))
     known = set(known_classes) | {str(y) for y in store_labels}
