@@ -1,0 +1,239 @@
+"""`edgeloop train`, `edgeloop evaluate` and `edgeloop models`: the detector's command line.
+
+torch is imported only when `train` runs, so `evaluate` and `models` work on an edge
+install. Settings (data directory, window K/T/key) come from EDGELOOP_* as everywhere.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.errors import EdgeloopError
+
+console = Console(stderr=True)
+FORMATS = ("flows", "cicids2017", "nslkdd")
+
+
+def _settings() -> Any:
+    from streams.settings import load_settings
+
+    try:
+        return load_settings()
+    except EdgeloopError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from exc
+
+
+def _load(path: Path, fmt: str, labels: Path | None = None) -> Any:
+    from inference.evaluate import load_labelled_flows
+
+    try:
+        return load_labelled_flows(path, labels=labels, fmt=fmt)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command("train")
+@click.option("--train", "train_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labelled flows to train on (CSV/Parquet with a `label` column, or see "
+                   "--format). Default: the shipped lab training set.")
+@click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Validation flows for early stopping and temperature fitting. "
+                   "Default: a stratified 20% of the training windows.")
+@click.option("--eval", "eval_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Evaluate the new bundle on this file afterwards. Default: the shipped "
+                   "lab evaluation set when training on the shipped training set.")
+@click.option("--no-eval", is_flag=True, help="Skip the evaluation after training.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="flows", show_default=True,
+              help="Input layout: edgeloop flows, CIC-IDS2017 CSV or NSL-KDD text.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the bundle to this directory instead of the registry.")
+@click.option("--int8", is_flag=True, help="Also quantise statically to int8 (kept only if "
+              "validation accuracy stays within 0.5 points of fp32).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same bundle.")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping may end sooner).")
+@click.option("--k", type=int, default=None, help="Flows per window (default: EDGELOOP_WINDOW_K).")
+@click.option("--seconds", type=float, default=None, help="Window horizon (default: EDGELOOP_WINDOW_SECONDS).")
+@click.option("--key", type=click.Choice(["src", "dst", "pair"]), default=None,
+              help="Window key (default: EDGELOOP_WINDOW_KEY).")
+@click.option("--exclude-class", "exclude", multiple=True, metavar="NAME",
+              help="Drop this class's flows before training (repeatable), e.g. to test "
+                   "how an unseen attack is routed to `uncertain`.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None, no_eval: bool,
+          fmt: str, out: Path | None, int8: bool, seed: int, epochs: int | None, k: int | None,
+          seconds: float | None, key: str | None, exclude: tuple[str, ...], quiet: bool) -> None:
+    """Train the 1-D CNN detector on labelled flows and write a model bundle.
+
+    Windows are built by the edge's own windowing code, features normalised with
+    statistics stored in the bundle, the model calibrated (temperature) and exported to
+    ONNX (checked against torch). The bundle goes into the registry under
+    EDGELOOP_DATA_DIR (not made current: use `edgeloop release`), or to --out.
+
+    \b
+    edgeloop train                                  # the shipped lab data
+    edgeloop train --int8 --seed 1 --exclude-class slow_http_dos
+    edgeloop train --train Tuesday.csv --format cicids2017 --out var/cic-model
+    """
+    try:
+        from inference.train import train_bundle
+    except ImportError as exc:
+        raise click.ClickException(f"training needs torch: pip install 'edgeloop[train]' ({exc})")
+    from inference.datasets.lab import lab_paths
+    from inference.registry import Registry
+
+    s = _settings()
+    if train_file is None:
+        paths = lab_paths()
+        train_file, fmt = paths.train, "flows"
+        eval_file = eval_file or paths.eval
+    t_load = time.perf_counter()
+    train_df = _load(train_file, fmt)
+    val_df = _load(val_file, fmt) if val_file else None
+    console.print(f"loaded {len(train_df)} flows from {train_file} in {time.perf_counter() - t_load:.1f} s")
+    target = out or Path(tempfile.mkdtemp(prefix="edgeloop-train-"))
+    try:
+        bundle = train_bundle(train_df, val_df=val_df, k=k or s.window_k,
+                              seconds=seconds or s.window_seconds, key=key or s.window_key,  # type: ignore[arg-type]
+                              seed=seed, epochs=epochs, exclude_classes=exclude, int8=int8,
+                              progress=not quiet, out_dir=target, dataset=str(train_file))
+        if out is None:
+            bundle = Registry(s.data_dir / "registry").add(target)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    m = bundle.meta
+    console.print(f"trained {m.version} in {m.metrics['train_seconds']:.1f} s "
+                  f"({m.training['epochs_run']} epochs, best {m.training['best_epoch']}; "
+                  f"validation macro-F1 {m.metrics['val_macro_f1']:.4f}, T={m.temperature:.3f}, "
+                  f"int8 {'kept' if m.int8 else 'no'})")
+    console.print(f"bundle: {bundle.path}" + ("" if out else f"   (make it current: edgeloop release {bundle.path})"))
+    if eval_file and not no_eval:
+        _evaluate_and_print(bundle, _load(eval_file, fmt), Path(eval_file).stem, str(eval_file))
+
+
+@click.command("evaluate")
+@click.argument("model")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labels for a pcap (or to relabel a table): CSV/Parquet with flow_id,label "
+                   "or src_ip,start_ms,end_ms,label.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="flows", show_default=True)
+@click.option("--name", default=None, help="Report name (default: the file's stem).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Report directory (default: <bundle>/reports).")
+@click.option("--no-speed", is_flag=True, help="Skip the fp32/int8 speed measurement.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNGs (no matplotlib needed).")
+def evaluate(model: str, file: Path, labels: Path | None, fmt: str, name: str | None,
+             out: Path | None, no_speed: bool, no_plots: bool) -> None:
+    """Evaluate bundle MODEL on labelled flow FILE and write a JSON report next to it.
+
+    MODEL is a bundle directory, a registry version, `current` or `default` (the bundle
+    shipped with edgeloop). FILE is CSV/Parquet with a `label` column, or a pcap with
+    --labels. Reports per-class precision/recall/F1, macro-F1, a confusion matrix and a
+    reliability diagram (PNG), expected calibration error, fp32 vs int8 accuracy and
+    windows/s, and how many windows of labels the model never saw went to `uncertain`.
+    """
+    from inference.evaluate import evaluate_bundle
+
+    bundle = _resolve(model)
+    df = _load(file, fmt, labels)
+    try:
+        report = evaluate_bundle(bundle, df, name=name or file.stem, out_dir=out,
+                                 plots=not no_plots, speed=not no_speed, source=str(file))
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_report(report)
+
+
+def _resolve(model: str) -> Any:
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+    from inference.registry import Registry, resolve_bundle
+
+    s = _settings()
+    root = s.data_dir / "registry"
+    try:
+        if model == "default":
+            return Bundle.load(DEFAULT_BUNDLE_DIR)
+        if model == "current":
+            cur = Registry(root).current()
+            if cur is None:
+                raise click.ClickException(f"no current model in {root}")
+            return cur
+        return resolve_bundle(model, root)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _evaluate_and_print(bundle: Any, df: Any, name: str, source: str) -> None:
+    from inference.evaluate import evaluate_bundle
+
+    _print_report(evaluate_bundle(bundle, df, name=name, source=source))
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    t = Table(title=f"{r['dataset']['name']}: {r['windows']} windows, bundle {r['bundle']['version']}")
+    for col in ("class", "precision", "recall", "F1", "support", "uncertain"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for c, v in r["per_class"].items():
+        t.add_row(c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}",
+                  str(v["support"]), str(r["uncertain"]["per_class"].get(c, 0)))
+    console.print(t)
+    console.print(f"macro-F1 {r['macro_f1']:.4f}  accuracy {r['accuracy']:.4f}  ECE {r['ece']:.4f} "
+                  f"(uncalibrated {r['ece_uncalibrated']:.4f})  uncertain {r['uncertain']['rate']:.2%}")
+    for c in r["confusions"][:5]:
+        console.print(f"  confused: {c['windows']} {c['true']} windows predicted {c['predicted']}")
+    if r["int8"].get("available"):
+        console.print(f"int8: accuracy {r['int8']['accuracy']:.4f} "
+                      f"({-r['int8']['accuracy_delta_points']:+.2f} points vs fp32), "
+                      f"agreement {r['int8']['agreement_with_fp32']:.4f}")
+    for prec, rows in ((p, r["speed"].get(p)) for p in ("fp32", "int8")):
+        if rows:
+            console.print(f"{prec} windows/s (1 thread): " + ", ".join(
+                f"batch {x['batch']}: {x['windows_per_s']:,.0f} (p50 {x['p50_ms']:.3f} ms, "
+                f"p99 {x['p99_ms']:.3f} ms)" for x in rows))
+    for label, u in r["unseen"].items():
+        console.print(f"unseen label {label}: {u['uncertain']}/{u['windows']} windows to uncertain "
+                      f"({u['low_confidence']} low confidence, {u['ood']} OOD); predicted {u['predicted']}")
+    missed = [k for k, v in r["targets"].items() if k != "all_met" and not v["met"]]
+    console.print("targets: " + ("all met" if not missed else "missed " + ", ".join(
+        f"{k} ({r['targets'][k]['value']:.4f} vs {r['targets'][k]['target']})" for k in missed)))
+    console.print(f"report: {r['files']['json']}")
+
+
+@click.group("models")
+def models() -> None:
+    """List and inspect the bundles in the model registry (EDGELOOP_DATA_DIR/registry)."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Every registered version, newest first; * marks the current one."""
+    from inference.bundle import Bundle
+    from inference.registry import Registry
+
+    reg = Registry(_settings().data_dir / "registry")
+    cur = reg.current_version()
+    bundles = sorted((Bundle.load(reg.path(v)) for v in reg.versions()),
+                     key=lambda b: b.meta.created_ms, reverse=True)
+    t = Table(title=f"registry {reg.root}")
+    for col in ("", "version", "created", "classes", "val macro-F1", "int8"):
+        t.add_column(col)
+    for b in bundles:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.meta.created_ms / 1000))
+        f1 = b.meta.metrics.get("val_macro_f1")
+        t.add_row("*" if b.version == cur else "", b.version, created, ", ".join(b.class_names),
+                  f"{f1:.4f}" if isinstance(f1, float) else "", "yes" if b.meta.int8 else "")
+    console.print(t)
+
+
+@models.command("show")
+@click.argument("model")
+def models_show(model: str) -> None:
+    """Print a bundle's metadata (MODEL: directory, version, `current` or `default`)."""
+    b = _resolve(model)
+    click.echo(b.meta.model_dump_json(by_alias=True, indent=2, exclude={"metrics"}))

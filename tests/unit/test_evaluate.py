@@ -1,0 +1,98 @@
+"""Evaluation reports: fields, PNGs, unseen labels, and the labels-file join."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from inference.datasets.synthetic import synthetic_flows  # noqa: E402
+from inference.evaluate import TARGETS, evaluate_bundle, label_flows, load_labelled_flows  # noqa: E402
+from inference.train import train_bundle  # noqa: E402
+from streams.errors import SourceError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """Trained without fin_scan, so its windows are a label the model has never seen."""
+    flows = synthetic_flows(hosts_per_class=3, flows_per_host=48, seed=3)
+    return train_bundle(flows, epochs=8, int8=True, exclude_classes=["fin_scan"], progress=False,
+                        out_dir=tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def report(bundle):
+    flows = synthetic_flows(hosts_per_class=2, flows_per_host=48, seed=11)
+    return evaluate_bundle(bundle, flows, name="synthetic-eval", batch_sizes=(1, 32))
+
+
+def test_report_has_per_class_scores_confusion_and_calibration(report, bundle):
+    names = bundle.class_names
+    assert set(report["per_class"]) == set(names)
+    for v in report["per_class"].values():
+        assert {"precision", "recall", "f1", "support"} <= set(v)
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (len(names), len(names)) and cm.sum() == report["windows"]
+    assert report["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert 0 <= report["macro_f1"] <= 1 and 0 <= report["ece"] <= 1
+    assert sum(report["reliability"]["count"]) == report["windows"]
+    assert set(report["targets"]) >= {"macro_f1", "min_recall", "ece", "all_met"}
+    assert report["targets"]["macro_f1"]["target"] == TARGETS["macro_f1"]
+
+
+def test_unseen_label_windows_are_counted_with_their_uncertain_share(report):
+    u = report["unseen"]["fin_scan"]
+    assert u["windows"] == report["dataset"]["labels"]["fin_scan"] > 0
+    assert 0 <= u["uncertain"] <= u["windows"]
+    assert u["uncertain"] == u["low_confidence"] + u["ood"]
+    assert sum(u["predicted"].values()) == u["windows"]
+    assert report["windows"] + u["windows"] == report["dataset"]["windows"]
+
+
+def test_int8_and_speed_figures(report):
+    assert report["int8"]["available"] in (True, False)
+    if report["int8"]["available"]:
+        assert 0 <= report["int8"]["agreement_with_fp32"] <= 1
+        assert "int8_delta_points" in report["targets"]
+        assert [r["batch"] for r in report["speed"]["int8"]] == [1, 32]
+    assert [r["batch"] for r in report["speed"]["fp32"]] == [1, 32]
+    assert all(r["windows_per_s"] > 0 for r in report["speed"]["fp32"])
+
+
+def test_json_and_pngs_are_written_next_to_the_bundle(report, bundle):
+    files = report["files"]
+    assert files["json"] == str(bundle.path / "reports" / "synthetic-eval.json")
+    assert json.loads((bundle.path / "reports" / "synthetic-eval.json").read_text())["macro_f1"] == report["macro_f1"]
+    for key in ("confusion_png", "reliability_png"):
+        data = open(files[key], "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    bundle.verify()  # reports do not touch the hashed content
+
+
+def test_load_labelled_flows_from_csv_and_parquet(tmp_path):
+    flows = synthetic_flows(hosts_per_class=1, flows_per_host=5, seed=0)
+    flows.to_csv(tmp_path / "f.csv", index=False)
+    flows.to_parquet(tmp_path / "f.parquet")
+    for name in ("f.csv", "f.parquet"):
+        df = load_labelled_flows(tmp_path / name)
+        assert df["label"].tolist() == flows["label"].tolist()
+    flows.drop(columns=["label"]).to_parquet(tmp_path / "nolabel.parquet")
+    with pytest.raises(SourceError, match="label"):
+        load_labelled_flows(tmp_path / "nolabel.parquet")
+    (tmp_path / "x.pcap").write_bytes(b"")
+    with pytest.raises(SourceError, match="labels file"):
+        load_labelled_flows(tmp_path / "x.pcap")
+
+
+def test_label_flows_by_flow_id_or_by_source_and_time_span():
+    flows = pd.DataFrame({"flow_id": ["a", "b", "c"], "src_ip": ["h1", "h1", "h2"],
+                          "first_seen_ms": [100, 500, 120]})
+    by_id = label_flows(flows, pd.DataFrame({"flow_id": ["b"], "label": ["syn_scan"]}))
+    assert by_id["label"].tolist() == ["benign", "syn_scan", "benign"]
+    spans = pd.DataFrame({"src_ip": ["h1"], "start_ms": [400], "end_ms": [600], "label": ["ssh_bruteforce"]})
+    assert label_flows(flows, spans)["label"].tolist() == ["benign", "ssh_bruteforce", "benign"]
+    with pytest.raises(SourceError):
+        label_flows(flows, pd.DataFrame({"x": [1]}))

@@ -1,0 +1,124 @@
+"""Training on SYNTHETIC flows: the bundle verifies, ONNX matches torch, the seed fixes the result."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from inference.bundle import Bundle  # noqa: E402
+from inference.datasets.synthetic import synthetic_flows  # noqa: E402
+from inference.export import check_against_torch, export_onnx, run_onnx, torch_logits  # noqa: E402
+from inference.model import ModelConfig, WindowCNN, count_parameters  # noqa: E402
+from inference.onnx_detector import OnnxDetector  # noqa: E402
+from inference.train import frame_windows, train_bundle, train_windows  # noqa: E402
+from streams.errors import ModelError  # noqa: E402
+from streams.windowing import windows_from_frame  # noqa: E402
+
+EPOCHS = 6
+
+
+@pytest.fixture(scope="module")
+def flows():
+    return synthetic_flows(hosts_per_class=3, flows_per_host=48, seed=3)
+
+
+@pytest.fixture(scope="module")
+def bundle(flows, tmp_path_factory):
+    return train_bundle(flows, seed=0, epochs=EPOCHS, progress=False,
+                        out_dir=tmp_path_factory.mktemp("b"), dataset="synthetic")
+
+
+def test_bundle_verifies_and_records_how_it_was_made(bundle):
+    bundle.verify()
+    reloaded = Bundle.load(bundle.path)
+    assert reloaded.version == bundle.version
+    m = reloaded.meta
+    assert m.class_names[0] == "benign" and len(m.class_names) == 6
+    assert m.window.k == 8 and m.thresholds.ood is not None and 0 < m.temperature <= 20
+    assert m.training["seed"] == 0 and m.training["source"]["dataset"] == "synthetic"
+    assert "quantile of free energy" in m.training["thresholds"]["ood"]
+    assert sum(m.training["windows"]["train"].values()) > 0
+    assert m.metrics["train_seconds"] > 0 and len(m.metrics["history"]) == m.training["epochs_run"]
+    assert json.loads((bundle.path / "bundle.json").read_text())["version"] == bundle.version
+
+
+def test_detector_scores_its_training_flows(bundle, flows):
+    det = OnnxDetector(bundle)
+    closed = windows_from_frame(flows, k=8)
+    s = det.score_windows(closed)
+    truth = [w.labels[0] for w in closed]
+    pred = [det.class_names[i] for i in s.predicted]
+    assert np.mean([a == b for a, b in zip(truth, pred)]) > 0.9
+    assert np.allclose(s.probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_same_seed_same_bundle_other_seed_other_bundle(bundle, flows, tmp_path):
+    again = train_bundle(flows, seed=0, epochs=EPOCHS, progress=False, out_dir=tmp_path / "a",
+                         dataset="synthetic")
+    assert again.version == bundle.version
+    assert (again.path / "model.onnx").read_bytes() == (bundle.path / "model.onnx").read_bytes()
+    other = train_bundle(flows, seed=1, epochs=EPOCHS, progress=False, out_dir=tmp_path / "b",
+                         dataset="synthetic")
+    assert other.version != bundle.version
+
+
+def test_train_windows_accepts_string_labels_and_excluded_classes_are_unseen(flows, tmp_path):
+    w = frame_windows(flows[flows.label != "fin_scan"], k=8)
+    b = train_windows(w.x, w.mask, w.labels, epochs=2, progress=False, out_dir=tmp_path)
+    assert "fin_scan" not in b.class_names and b.meta.window.k == 8
+    b2 = train_bundle(flows, exclude_classes=["fin_scan"], epochs=2, progress=False,
+                      out_dir=tmp_path / "x")
+    assert b2.class_names == b.class_names
+    assert b2.meta.training["source"]["excluded_classes"] == ["fin_scan"]
+
+
+def test_unknown_label_is_an_error(flows):
+    w = frame_windows(flows, k=8)
+    with pytest.raises(ModelError, match="not in class_names"):
+        train_windows(w.x, w.mask, w.labels, class_names=["benign", "syn_scan"], epochs=1,
+                      progress=False)
+
+
+@pytest.mark.parametrize("k", [1, 8])
+def test_onnx_export_matches_torch_with_dynamic_batch(k):
+    torch.manual_seed(0)
+    net = WindowCNN(ModelConfig(n_features=34, n_classes=4))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 34, k)).astype(np.float32)
+    mask = (rng.random((64, k)) < 0.7).astype(np.float32)
+    mask[:, 0] = 1.0
+    x *= mask[:, None, :]
+    data = export_onnx(net, x, mask)
+    for n in (1, 7, 64):  # batch sizes other than the export sample's
+        assert np.abs(run_onnx(data, x[:n], mask[:n]) - torch_logits(net, x[:n], mask[:n])).max() < 1e-4
+    assert count_parameters(net) < 100_000
+
+
+def test_padding_does_not_change_logits():
+    """A window's logits depend only on its real flows, whatever the padding holds."""
+    torch.manual_seed(0)
+    net = WindowCNN(ModelConfig(n_features=34, n_classes=3))
+    x = np.random.default_rng(1).normal(size=(2, 34, 8)).astype(np.float32)
+    mask = np.zeros((2, 8), np.float32)
+    mask[:, :3] = 1
+    noisy = x.copy()
+    noisy[:, :, 3:] = 0
+    x[:, :, 3:] = 5.0  # junk where the mask says padding; the model zeroes it after embedding
+    a = torch_logits(net, x * mask[:, None, :], mask)
+    b = torch_logits(net, noisy, mask)
+    assert np.allclose(a, b, atol=1e-6)
+
+
+def test_export_check_refuses_a_graph_that_disagrees():
+    torch.manual_seed(0)
+    net = WindowCNN(ModelConfig(n_features=34, n_classes=3))
+    x = np.random.default_rng(2).normal(size=(8, 34, 4)).astype(np.float32)
+    mask = np.ones((8, 4), np.float32)
+    data = export_onnx(net, x, mask)
+    with torch.no_grad():
+        net.head[-1].bias.add_(1.0)  # the torch model moves on; the graph did not
+    with pytest.raises(ModelError, match="disagrees"):
+        check_against_torch(data, net, x, mask)
