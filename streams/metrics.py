@@ -49,6 +49,8 @@ class EdgeMetrics:
         self.model_swaps = Counter(f"{p}_model_swaps", "Model bundles swapped in", **r)
         self.model_swaps_refused = Counter(f"{p}_model_swaps_refused",
                                            "Model releases refused at verification", ["reason"], **r)
+        self.assigned_partitions = Gauge(f"{p}_assigned_partitions",
+                                         "Partitions of the flows topic this worker owns", **r)
         self.consumer_lag = Gauge(f"{p}_consumer_lag_messages",
                                   "Messages behind the end of the flows topic", ["partition"], **r)
 

@@ -38,7 +38,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         web_enabled=False, topic_partitions=settings.partitions, topic_allow_declare=False,
         consumer_auto_offset_reset="earliest", broker_max_poll_interval=settings.max_poll_interval_s,
         broker_session_timeout=settings.session_timeout_s, broker_heartbeat_interval=settings.heartbeat_s,
-        broker_rebalance_timeout=settings.session_timeout_s, broker_request_timeout=settings.session_timeout_s + 10,
+        broker_rebalance_timeout=settings.rebalance_timeout_s, broker_request_timeout=settings.session_timeout_s + 10,
         producer_linger_ms=5, producer_max_batch_size=1 << 20, stream_wait_empty=False,
         producer_compression_type="gzip", logging_config=None)
 
@@ -69,13 +69,14 @@ class EdgeWorker:
             async for event in stream.events():
                 await self.handle(event.message, event.value)
 
-        interval = max(self.settings.batch_wait_ms / 2000.0, 0.005)
+        # Batches are also flushed as messages arrive; the timer covers quiet periods.
+        interval = max(self.settings.batch_wait_ms / 1000.0, 0.05)
 
         @app.timer(interval=interval, name="edgeloop-tick")
         async def tick() -> None:
             await self.emit(self.engine.tick())
 
-        @app.timer(interval=2.0, name="edgeloop-lag")
+        @app.timer(interval=1.0, name="edgeloop-lag")
         async def lag() -> None:
             self.observe_lag()
 
@@ -118,8 +119,10 @@ class EdgeWorker:
     def observe_lag(self) -> None:
         try:
             consumer = self.app.consumer
-            for tp in consumer.assignment():
-                if tp.topic == self.names["flows"] and tp.partition in self.last_offset:
+            mine = [tp for tp in consumer.assignment() if tp.topic == self.names["flows"]]
+            self.metrics.assigned_partitions.set(len(mine))
+            for tp in mine:
+                if tp.partition in self.last_offset:
                     hw = consumer.highwater(tp)
                     if hw is not None:
                         lag = max(0, hw - self.last_offset[tp.partition] - 1)

@@ -1,0 +1,176 @@
+"""Shared fixtures: one embedded broker per session, own topics per test, worker processes.
+
+    def test_x(broker, topics, edge_worker, tiny_bundle): ...
+
+`tiny_bundle` trains a small CNN on SYNTHETIC flows in a few seconds: a test model,
+never shipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.topics import Topics, ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory):
+    b = EmbeddedBroker(free_port(), log_path=tmp_path_factory.mktemp("broker") / "tansu.log")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def topics(broker: EmbeddedBroker) -> Topics:
+    """Fresh topics (4 partitions for flows) under a prefix unique to this test."""
+    t = Topics(f"t{uuid.uuid4().hex[:8]}.")
+    ensure_topics(broker.bootstrap, t, partitions=4)
+    return t
+
+
+def _train(tmp: Path, seed: int, **kw: Any):
+    pytest.importorskip("torch", reason="training a test model needs the train extra")
+    from inference.datasets.synthetic import synthetic_flows
+    from inference.train import train_bundle
+
+    df = synthetic_flows(hosts_per_class=4, flows_per_host=48, seed=seed)
+    return train_bundle(df, epochs=6, progress=False, out_dir=tmp, seed=seed, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory):
+    """A small CNN trained on SYNTHETIC flows (test-only)."""
+    return _train(tmp_path_factory.mktemp("tiny_bundle"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_b(tmp_path_factory: pytest.TempPathFactory):
+    """A second test model with different weights (another version), for hot swaps."""
+    return _train(tmp_path_factory.mktemp("tiny_bundle_b"), seed=1)
+
+
+class WorkerProc:
+    """An `edgeloop detect` subprocess with its own metrics port."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            text = self.metrics_text()
+        except OSError:
+            return 0.0
+        total = 0.0
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
+                    total += s.value
+        return total
+
+    def wait_for(self, name: str, predicate: Callable[[float], bool], timeout: float = 60,
+                 labels: dict[str, str] | None = None) -> float:
+        deadline = time.monotonic() + timeout
+        v = 0.0
+        while time.monotonic() < deadline:
+            self.assert_alive()
+            v = self.sample(name, labels)
+            if predicate(v):
+                return v
+            time.sleep(0.2)
+        raise AssertionError(f"{name} stuck at {v} after {timeout}s; log:\n{self.log.read_text()[-3000:]}")
+
+    def assert_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def edge_worker(broker: EmbeddedBroker, tmp_path: Path):
+    """Factory: start a detector worker on `topics` with extra EDGELOOP_* settings."""
+    procs: list[WorkerProc] = []
+
+    def start(topics: Topics, model: Path | str, group: str | None = None, **env: Any) -> WorkerProc:
+        port = free_port()
+        log = tmp_path / f"worker-{len(procs)}.log"
+        e = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": broker.bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
+             "EDGELOOP_MODEL": str(model), "EDGELOOP_METRICS_PORT": str(port),
+             "EDGELOOP_GROUP_ID": group or f"g-{topics.prefix}", "EDGELOOP_DATA_DIR": str(tmp_path / "var"),
+             "EDGELOOP_WORKER_ID": f"w{len(procs)}", "EDGELOOP_SESSION_TIMEOUT_S": "6",
+             "EDGELOOP_HEARTBEAT_S": "1"}
+        e.update({f"EDGELOOP_{k.upper()}": str(v) for k, v in env.items()})
+        fh = open(log, "wb")
+        p = subprocess.Popen([sys.executable, "-m", "streams.cli", "detect"], env=e, stdout=fh,
+                             stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        w = WorkerProc(p, port, log)
+        procs.append(w)
+        w.wait_for("edgeloop_open_windows", lambda v: True, timeout=60)  # metrics endpoint is up
+        return w
+
+    yield start
+    for w in procs:
+        if w.proc.poll() is None:
+            w.proc.terminate()
+    for w in procs:
+        try:
+            w.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+
+
+def read_topic(bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], timeout: float = 60) -> list[bytes]:
+    """All values of a topic from the beginning, polling until `until(values)` or timeout."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      consumer_timeout_ms=500, max_poll_interval_ms=5000)
+    parts = c.partitions_for_topic(topic) or {0}
+    tps = [TopicPartition(topic, p) for p in parts]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for batch in c.poll(timeout_ms=300, max_records=5000).values():
+                values.extend(m.value for m in batch)
+            if until(values):
+                break
+    finally:
+        c.close()
+    return values
+
+
+@pytest.fixture
+def topic_reader(broker: EmbeddedBroker):
+    return lambda topic, until, timeout=60: read_topic(broker.bootstrap, topic, until, timeout)
+
+
+def detections_of(values: list[bytes]) -> list[dict]:
+    out = []
+    for v in values:
+        out.extend(json.loads(v)["detections"])
+    return out
+
+
+@pytest.fixture
+def decode_detections():
+    return detections_of

@@ -1,0 +1,154 @@
+"""The edge pipeline on the real embedded broker: replay, detections, dead letters, scaling."""
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from inference.datasets.synthetic import synthetic_flows
+from streams.detector import DetectorConfig
+from streams.producer import FlowPublisher
+from streams.records import encode_flow_batch
+from streams.score import score_frame
+from streams.sources.files import iter_flow_dicts
+from streams.sources.replay import replay_frame
+from streams.windowing import windows_from_frame
+
+pytestmark = pytest.mark.integration
+
+
+def _flows(seed: int = 7, hosts: int = 6, per_host: int = 64) -> pd.DataFrame:
+    return synthetic_flows(hosts_per_class=hosts, flows_per_host=per_host, seed=seed)
+
+
+def test_replay_gives_one_detection_per_window_matching_offline_score(
+        broker, topics, edge_worker, tiny_bundle, topic_reader, decode_detections):
+    df = _flows()
+    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=10.0, key="src")}
+    w = edge_worker(topics, tiny_bundle.path, window_seconds=10, alert_interval_s=1)
+    with FlowPublisher(broker.bootstrap, topics.flows) as pub:
+        replay_frame(df, pub, progress=False)
+    w.wait_for("edgeloop_flows_in_total", lambda v: v == len(df))
+    # Open windows close by the idle rule (T = 10 s of wall-clock silence).
+    dets = decode_detections(topic_reader(
+        topics.detections, lambda vs: len(decode_detections(vs)) >= len(expected), timeout=60))
+    ids = [d["window_id"] for d in dets]
+    assert len(ids) == len(set(ids)), "a window was scored twice"
+    assert set(ids) == expected
+    # The file path gives identical verdicts on the same input.
+    offline = score_frame(df, tiny_bundle, DetectorConfig()).windows.set_index("window_id")
+    for d in dets:
+        row = offline.loc[d["window_id"]]
+        assert d["predicted"] == row["predicted"]
+        assert d["flow_ids"] == list(row["flow_ids"])
+        assert abs(d["confidence"] - row["confidence"]) < 1e-4
+    assert w.sample("edgeloop_windows_scored_total") == len(expected)
+    assert w.sample("edgeloop_inference_seconds_count") > 0
+    assert w.sample("edgeloop_model_info", {"version": tiny_bundle.version}) == 1
+    alerts = topic_reader(topics.alerts, lambda vs: len(vs) > 0, timeout=20)
+    attacks = {json.loads(a)["attack"] for a in alerts}
+    assert attacks and "benign" not in attacks
+
+
+BAD_VALUES = {
+    "bad_json": b'{"schema": "edgeloop.flow/1", "flow_id": ',
+    "schema_version": json.dumps({"schema": "edgeloop.flow/9", "flow_id": "x"}).encode(),
+    "missing_field": json.dumps({"schema": "edgeloop.flow/1", "flow_id": "m1", "src_ip": "10.0.0.1"}).encode(),
+    "non_finite": b'{"schema":"edgeloop.flow/1","flow_id":"n1","packets":NaN}',
+    "too_large": b'{"x":"' + b"a" * (9 * 1024 * 1024) + b'"}',
+}
+
+
+def test_malformed_records_go_to_deadletter_and_good_ones_keep_flowing(
+        broker, topics, edge_worker, tiny_bundle, topic_reader, decode_detections):
+    df = _flows(seed=3, hosts=2, per_host=16)
+    good = list(iter_flow_dicts(df))
+    absurd = dict(good[0], flow_id="absurd", packets=10**15, bytes=10**15)
+    w = edge_worker(topics, tiny_bundle.path)
+    with FlowPublisher(broker.bootstrap, topics.flows) as pub:
+        pub.producer.config["max_request_size"] = 16 << 20
+        for v in BAD_VALUES.values():
+            pub.send_raw(v, partition=0)
+        pub.send_raw(encode_flow_batch([absurd, good[0]]), partition=1)  # one bad inside a batch
+        pub.publish(good[1:])
+    w.wait_for("edgeloop_flows_in_total", lambda v: v == len(good))
+    dl = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 6)]
+    reasons = sorted(d["reason"] for d in dl)
+    assert reasons == sorted([*BAD_VALUES, "invalid"])
+    for d in dl:
+        assert d["source_topic"] == topics.flows and d["offset"] is not None and d["partition"] in (0, 1)
+        assert d["error"]
+    assert any('"absurd"' in d["value"] for d in dl)
+    assert w.sample("edgeloop_deadletter_records_total") == 6
+    dets = decode_detections(topic_reader(topics.detections, lambda vs: len(decode_detections(vs)) >= 4))
+    assert dets, "good flows stopped after bad input"
+    w.assert_alive()
+
+
+def test_hot_swap_under_load_loses_and_repeats_no_window(
+        broker, topics, edge_worker, tiny_bundle, tiny_bundle_b, topic_reader, decode_detections, tmp_path):
+    from streams.hotswap import publish_release
+
+    df = _flows(seed=11, hosts=40, per_host=48)  # 11,520 flows
+    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=3.0, key="src")}
+    w = edge_worker(topics, tiny_bundle.path, window_seconds=3)
+    half = len(df) // 2
+    with FlowPublisher(broker.bootstrap, topics.flows, batch_records=100) as pub:
+        replay_frame(df.iloc[:half], pub, progress=False)
+        w.wait_for("edgeloop_windows_scored_total", lambda v: v > 100)
+        publish_release(broker.bootstrap, topics.models, tiny_bundle_b, reason="test swap")
+        # Keep the load on while the new model loads.
+        for start in range(half, len(df), 500):
+            pub.publish(iter_flow_dicts(df.iloc[start:start + 500]))
+            time.sleep(0.05)
+    w.wait_for("edgeloop_model_swaps_total", lambda v: v == 1)
+    w.wait_for("edgeloop_flows_in_total", lambda v: v == len(df))
+    dets = decode_detections(topic_reader(
+        topics.detections, lambda vs: len(decode_detections(vs)) >= len(expected), timeout=60))
+    ids = [d["window_id"] for d in dets]
+    assert len(ids) == len(set(ids)), "a window was scored twice"
+    assert set(ids) == expected, "a window was lost"
+    versions = [d["model_version"] for d in dets]
+    assert {tiny_bundle.version, tiny_bundle_b.version} == set(versions)
+    old = [d["scored_ms"] for d in dets if d["model_version"] == tiny_bundle.version]
+    new = [d["scored_ms"] for d in dets if d["model_version"] == tiny_bundle_b.version]
+    assert max(old) <= min(new), "old model used after the swap"
+    assert w.sample("edgeloop_model_info", {"version": tiny_bundle_b.version}) == 1
+
+
+def test_release_failing_verification_is_refused(broker, topics, edge_worker, tiny_bundle, tiny_bundle_b, tmp_path):
+    import shutil
+
+    from streams.hotswap import publish_release
+    from inference.bundle import Bundle
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_bundle_b.path, tampered)
+    (tampered / "model.onnx").write_bytes((tampered / "model.onnx").read_bytes() + b"\0")
+    w = edge_worker(topics, tiny_bundle.path)
+    publish_release(broker.bootstrap, topics.models, Bundle.load(tampered), reason="tampered")
+    w.wait_for("edgeloop_model_swaps_refused_total", lambda v: v == 1)
+    assert w.sample("edgeloop_model_info", {"version": tiny_bundle.version}) == 1
+    assert "refused" in w.log.read_text()
+    w.assert_alive()
+
+
+def test_two_workers_split_the_partitions(broker, topics, edge_worker, tiny_bundle, topic_reader, decode_detections):
+    df = _flows(seed=5, hosts=10, per_host=32)
+    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=2.0, key="src")}
+    group = f"pair-{topics.prefix}"
+    a = edge_worker(topics, tiny_bundle.path, group=group, window_seconds=2)
+    b = edge_worker(topics, tiny_bundle.path, group=group, window_seconds=2)
+    for w in (a, b):
+        w.wait_for("edgeloop_assigned_partitions", lambda v: v == 2, timeout=60)
+    with FlowPublisher(broker.bootstrap, topics.flows) as pub:
+        replay_frame(df, pub, progress=False)
+    dets = decode_detections(topic_reader(
+        topics.detections, lambda vs: len(decode_detections(vs)) >= len(expected), timeout=60))
+    ids = [d["window_id"] for d in dets]
+    assert len(ids) == len(set(ids)) and set(ids) == expected
+    fa, fb = a.sample("edgeloop_flows_in_total"), b.sample("edgeloop_flows_in_total")
+    assert fa > 0 and fb > 0 and fa + fb == len(df)
+    assert len({json.loads(v)["worker"] for v in topic_reader(topics.detections, lambda vs: True, 5)}) == 2
