@@ -1,0 +1,197 @@
+"""`edgeloop run`: the whole loop on one machine, with a live view of what happens.
+
+Starts (or reuses) the broker, starts a detector worker process, replays a capture,
+follows detections/uncertain/alerts live, and ends with a summary (and, when the file
+carries ground truth, how well each attack was caught).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from streams.errors import BrokerError, SourceError
+from streams.settings import Settings
+from streams.topics import Topics, ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CAPTURES = ("data/lab/eval.pcap", "data/lab/eval.parquet")
+
+
+def default_capture() -> Path:
+    for rel in DEFAULT_CAPTURES:
+        p = REPO / rel
+        if p.is_file():
+            if p.suffix == ".pcap":
+                try:
+                    import nfstream  # noqa: F401
+                except ImportError:
+                    continue
+            return p
+    raise SourceError(f"no capture to replay: none of {DEFAULT_CAPTURES} exists; pass --flows FILE")
+
+
+def metric(port: int, name: str) -> float:
+    """Sum of a metric's samples on a local /metrics endpoint (0 when unreachable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def start_detector(s: Settings, bootstrap: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_METRICS_PORT": str(s.metrics_port),
+           "EDGELOOP_WORKER_ID": s.worker_id or "edge-0"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "detect"], env=env, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class LiveView:
+    """Counts of what comes out of the detector, rendered as a table."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+        self.by_class: Counter[str] = Counter()
+        self.truth_hits: Counter[str] = Counter()
+        self.uncertain = 0
+        self.windows = 0
+        self.alerts: list[dict] = []
+        self.model = ""
+
+    def feed(self, topic: str, value: bytes) -> None:
+        v = json.loads(value)
+        if topic == self.topics.detections:
+            self.model = v["model_version"]
+            for d in v["detections"]:
+                self.windows += 1
+                self.by_class[d["predicted"]] += 1
+                self.uncertain += d["uncertain"]
+        elif topic == self.topics.alerts:
+            self.alerts.append(v)
+
+    def table(self, sent: int, port: int, elapsed: float) -> Table:
+        t = Table(title=f"edgeloop: {sent:,} flows replayed, {self.windows:,} windows scored "
+                        f"(model {self.model or '…'}), {elapsed:.0f}s", expand=False)
+        t.add_column("predicted class")
+        t.add_column("windows", justify="right")
+        for c, n in self.by_class.most_common():
+            t.add_row(c, f"{n:,}")
+        t.add_row("[yellow]uncertain (to the agent)[/]", f"{self.uncertain:,}")
+        t.add_row("[red]alerts[/]", f"{len(self.alerts):,}")
+        t.caption = f"metrics: http://127.0.0.1:{port}/metrics"
+        return t
+
+
+def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, console: Console) -> None:
+    from kafka import KafkaConsumer
+
+    from streams.broker import EmbeddedBroker
+    from streams.producer import FlowPublisher
+    from streams.sources.files import load_flows
+    from streams.sources.replay import replay_frame
+
+    topics = Topics(s.topic_prefix)
+    capture = flows_file or default_capture()
+    logs = s.data_dir / "logs"
+    with ExitStack() as stack:
+        if s.kafka_bootstrap:
+            bootstrap = s.kafka_bootstrap
+            console.print(f"using Kafka at {bootstrap}")
+        else:
+            logs.mkdir(parents=True, exist_ok=True)
+            b = EmbeddedBroker(s.embedded_port, log_path=logs / "broker.log")
+            b.start()
+            stack.callback(b.stop)
+            bootstrap = b.bootstrap
+            console.print(f"[green]1/4[/] embedded broker (Tansu) ready at {bootstrap}")
+        ensure_topics(bootstrap, topics, s.partitions)
+        det = start_detector(s, bootstrap, logs / "detect.log")
+        stack.callback(_stop, det)
+        console.print(f"[green]2/4[/] detector starting (log {logs / 'detect.log'}); joining consumer group…")
+        _wait_joined(det, s.metrics_port, logs / "detect.log")
+        console.print(f"[green]3/4[/] replaying {capture.relative_to(REPO) if capture.is_relative_to(REPO) else capture}")
+        df = load_flows(capture)
+        with FlowPublisher(bootstrap, topics.flows, key=s.window_key, sensor="demo") as pub:  # type: ignore[arg-type]
+            st = replay_frame(df, pub, speed=speed, progress=True)
+        console.print(f"[green]4/4[/] watching the detector (windows close after {s.window_seconds:.0f}s idle)")
+        view = _watch(KafkaConsumer, bootstrap, topics, det, s, st.records, console)
+        _summary(view, df, console)
+        if keep:
+            console.print("running; Ctrl-C stops broker and detector")
+            try:
+                while det.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _wait_joined(det: subprocess.Popen, port: int, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if det.poll() is not None:
+            raise BrokerError(f"detector exited ({det.returncode}); see {log}:\n{log.read_text()[-2000:]}")
+        if metric(port, "edgeloop_assigned_partitions") > 0:
+            return
+        time.sleep(0.3)
+    raise BrokerError(f"detector did not join its group in {timeout:.0f}s; see {log}")
+
+
+def _watch(consumer_cls, bootstrap: str, topics: Topics, det: subprocess.Popen, s: Settings, sent: int,
+           console: Console) -> LiveView:
+    c = consumer_cls(topics.detections, topics.alerts, bootstrap_servers=bootstrap, group_id=None,
+                     auto_offset_reset="earliest", consumer_timeout_ms=300)
+    view, t0 = LiveView(topics), time.monotonic()
+    port = s.metrics_port
+    try:
+        with Live(view.table(sent, port, 0), console=console, refresh_per_second=4) as live:
+            quiet_since = None
+            while time.monotonic() - t0 < 120 and det.poll() is None:
+                for batch in c.poll(timeout_ms=250).values():
+                    for m in batch:
+                        view.feed(m.topic, m.value)
+                live.update(view.table(sent, port, time.monotonic() - t0))
+                done = (metric(port, "edgeloop_flows_in_total") >= sent
+                        and metric(port, "edgeloop_open_windows") == 0
+                        and view.windows >= metric(port, "edgeloop_windows_scored_total") > 0)
+                quiet_since = (quiet_since or time.monotonic()) if done else None
+                if quiet_since and time.monotonic() - quiet_since > max(1.5, s.alert_interval_s):
+                    break
+    finally:
+        c.close()
+    return view
+
+
+def _summary(view: LiveView, df, console: Console) -> None:
+    if view.alerts:
+        t = Table(title="alerts (confident attack verdicts, aggregated per source and class)")
+        for col in ("attack", "key", "windows", "flows", "dst ports", "max conf"):
+            t.add_column(col)
+        for a in sorted(view.alerts, key=lambda a: -a["windows"])[:15]:
+            ports = ",".join(map(str, a["dst_ports"][:6])) + ("…" if len(a["dst_ports"]) > 6 else "")
+            t.add_row(a["attack"], a["key"], str(a["windows"]), str(a["flows"]), ports, f"{a['max_confidence']:.2f}")
+        console.print(t)
+    console.print(f"{view.windows:,} windows scored, {view.uncertain:,} uncertain, {len(view.alerts)} alerts.")

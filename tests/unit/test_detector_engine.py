@@ -1,0 +1,100 @@
+import json
+import shutil
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inference.bundle import Bundle
+from inference.datasets.synthetic import synthetic_flows
+from inference.onnx_detector import OnnxDetector
+from inference.registry import Registry, resolve_bundle
+from streams.detector import DetectorConfig, EdgeDetector
+from streams.errors import BundleVerificationError, ModelError
+from streams.metrics import EdgeMetrics
+from streams.score import score_frame, summary
+from streams.sources.files import records_from_frame
+
+
+@pytest.fixture(scope="module")
+def flows():
+    return synthetic_flows(hosts_per_class=3, flows_per_host=40, seed=21)
+
+
+def test_every_window_is_scored_once_and_counted(tiny_bundle, flows):
+    reg = CollectorRegistry()
+    now = [0.0]
+    eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(batch_max=16, batch_wait_ms=1000),
+                       EdgeMetrics(reg), clock=lambda: now[0])
+    records, bad = records_from_frame(flows)
+    assert not bad
+    outs = []
+    for i in range(0, len(records), 50):
+        eng.ingest(records[i:i + 50])
+        outs += eng.tick()
+    outs += eng.flush_all()
+    dets = [d for o in outs if o.topic == "detections" for d in json.loads(o.value)["detections"]]
+    ids = [d["window_id"] for d in dets]
+    scored = sum(reg.get_sample_value("edgeloop_windows_scored_total", {"closed_by": c}) or 0
+                 for c in ("k", "time", "idle", "flush"))
+    assert len(ids) == len(set(ids)) == scored
+    assert sum(len(d["flow_ids"]) for d in dets) == len(records)
+    assert reg.get_sample_value("edgeloop_flows_in_total") == len(records)
+    assert reg.get_sample_value("edgeloop_inference_batch_windows_count") >= len(ids) / 16
+    assert any(o.topic == "alerts" for o in outs)
+
+
+def test_batches_wait_at_most_batch_wait(tiny_bundle, flows):
+    now = [0.0]
+    eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(batch_max=10_000, batch_wait_ms=20),
+                       clock=lambda: now[0])
+    records, _ = records_from_frame(flows)
+    eng.ingest(records[:64])
+    assert eng.pending and eng.tick() == []
+    now[0] = 0.021
+    assert [o.topic for o in eng.tick()][0] == "detections" and not eng.pending
+
+
+def test_swap_refuses_a_different_window_k(tiny_bundle):
+    eng = EdgeDetector(OnnxDetector(tiny_bundle))
+    other = OnnxDetector(tiny_bundle)
+    other.k = tiny_bundle.meta.window.k + 1
+    with pytest.raises(BundleVerificationError):
+        eng.swap(other)
+
+
+def test_offline_score_reports_windows_and_ground_truth(tiny_bundle, flows):
+    res = score_frame(flows, tiny_bundle)
+    w = res.windows
+    assert set(w["predicted"]) <= set(tiny_bundle.class_names)
+    assert w["n_flows"].sum() == len(flows)
+    assert (w["label"] == w["predicted"]).mean() > 0.8  # a trained model, on its own kind of data
+    s = summary(w)
+    assert s["windows"].sum() == len(w) and "recall_as_label" in s.columns
+
+
+def test_tampered_bundle_fails_verification(tiny_bundle, tmp_path):
+    t = tmp_path / "b"
+    shutil.copytree(tiny_bundle.path, t)
+    Bundle.load(t).verify()
+    (t / "model.onnx").write_bytes(b"garbage")
+    with pytest.raises(BundleVerificationError, match="sha256"):
+        Bundle.load(t).verify()
+    meta = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    meta["features"]["names"] = meta["features"]["names"][::-1]
+    shutil.copy(tiny_bundle.path / "model.onnx", t / "model.onnx")
+    (t / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleVerificationError):
+        Bundle.load(t).verify()
+
+
+def test_registry_is_content_addressed_and_tracks_current(tiny_bundle, tiny_bundle_b, tmp_path):
+    reg = Registry(tmp_path / "registry")
+    a = reg.add(tiny_bundle.path)
+    assert a.version == tiny_bundle.version and reg.add(tiny_bundle.path).path == a.path
+    reg.add(tiny_bundle_b.path)
+    assert reg.current_version() is None
+    reg.promote(tiny_bundle_b.version, "test")
+    assert resolve_bundle("", tmp_path / "registry").version == tiny_bundle_b.version
+    assert [h["version"] for h in reg.history()] == [tiny_bundle_b.version]
+    with pytest.raises(ModelError):
+        reg.get("nope")

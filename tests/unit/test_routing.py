@@ -1,0 +1,46 @@
+from streams.records import Detection
+from streams.routing import AlertAggregator, TokenBucket, UncertainRouter, audit_pick
+
+
+def det(i, pred="syn_scan", conf=0.99, unc=False, key="10.0.0.66"):
+    return Detection(window_id=f"w{i}", key=key, flow_ids=[f"f{i}"], first_seen_ms=i, last_seen_ms=i + 1,
+                     predicted=pred, probabilities=[1 - conf, conf], confidence=conf, ood_score=0.0,
+                     uncertain=unc, closed_by="k", model_version="v1", scored_ms=0)
+
+
+def test_token_bucket_limits_rate():
+    now = [0.0]
+    b = TokenBucket(rate=2, burst=2, clock=lambda: now[0])
+    assert [b.take() for _ in range(3)] == [True, True, False]
+    now[0] = 0.5
+    assert b.take() and not b.take()
+
+
+def test_uncertain_windows_are_rate_limited_and_counted():
+    r = UncertainRouter(rate_per_s=1, audit_fraction=0)
+    out = [r.route(det(i, unc=True, conf=0.4), True, [], ["benign", "syn_scan"]) for i in range(5)]
+    assert sum(o is not None for o in out) == 1 and r.rate_limited == 4
+    assert out[0].reason == "low_confidence"
+
+
+def test_audit_sample_is_deterministic_and_about_the_fraction():
+    picks = [audit_pick(f"window-{i}", 0.1) for i in range(5000)]
+    assert 350 < sum(picks) < 650
+    assert picks == [audit_pick(f"window-{i}", 0.1) for i in range(5000)]
+
+
+def test_alerts_aggregate_confident_attacks_per_key_and_class():
+    now = [0.0]
+    a = AlertAggregator("benign", min_windows=2, interval_s=5, clock=lambda: now[0])
+    for i in range(3):
+        a.add(det(i), [])
+    a.add(det(9, pred="benign"), [])
+    a.add(det(10, unc=True), [])
+    a.add(det(11, key="10.0.0.7"), [])
+    assert a.drain("v1") == []  # interval not over
+    now[0] = 6
+    (alert,) = a.drain("v1")
+    assert (alert.key, alert.attack, alert.windows) == ("10.0.0.66", "syn_scan", 3)
+    now[0] = 12
+    a.add(det(12, key="10.0.0.7"), [])
+    assert [x.key for x in a.drain("v1")] == ["10.0.0.7"]  # the single window waited, now 2
