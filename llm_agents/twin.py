@@ -394,7 +394,8 @@ class DigitalTwin:
             if col in ("src_ip", "dst_ip"):
                 arrays[col] = self.flows[col].astype(str).to_numpy(dtype=str)
             elif col in self.flows.columns:
-                arrays[col] = self.flows[col].to_numpy(np.float64 if col == "duration_ms" else np.int64)
+                values = self.flows[col].fillna(0)
+                arrays[col] = values.to_numpy(np.float64 if col == "duration_ms" else np.int64)
             else:
                 arrays[col] = np.zeros(self.n_flows, dtype=np.int64)
         arrays["window"] = self.flow_window

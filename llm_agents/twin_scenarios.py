@@ -122,6 +122,8 @@ def synthetic_scenario(name: str, *, seed: int = 0, n_benign: int = 3000,
     """A deterministic synthetic twin dataset: one attack at 30 s inside benign traffic."""
     rng = np.random.default_rng([seed, SCENARIOS.index(name) if name in SCENARIOS else 99])
     df = pd.concat([_background(rng, duration_ms, n_benign), _attack(rng, name, 30_000)], ignore_index=True)
+    flags = [c for c in df.columns if c.endswith("_packets") and df[c].isna().any()]
+    df[flags] = df[flags].fillna(0).astype(np.int64)
     df["first_seen_ms"] += T0_MS
     df["last_seen_ms"] += T0_MS
     df = df.sort_values("first_seen_ms", kind="stable").reset_index(drop=True)

@@ -105,7 +105,7 @@ def _preload():
     for name in ALLOWED_MODULES:
         __import__(name)
     import numpy  # noqa: F401  (already imported; binds the name for _load_view)
-    for name in ("numpy.lib.format", "zipfile", "encodings.idna"):
+    for name in ("numpy.lib.format", "zipfile", "encodings.idna", "encodings.cp437"):
         __import__(name)
 
 
@@ -241,8 +241,11 @@ def _init(req, iso, result_fd):
         try:
             _worker(req, iso, result_fd)
             os._exit(0)
-        except BaseException:  # noqa: BLE001
-            traceback.print_exc()
+        except BaseException as exc:  # noqa: BLE001 - the sandbox itself failed: say how
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:]
+            os.write(result_fd, json.dumps({"ok": False, "isolation": iso, "trace": [], "error": {
+                "step": "sandbox", "type": type(exc).__name__, "message": str(exc)[:1000],
+                "traceback": tb}}).encode())
             os._exit(2)
     status = 0
     while True:
