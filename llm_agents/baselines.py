@@ -51,7 +51,8 @@ FEATURE_GROUP = {
 }
 
 
-def no_augmentation(real: pd.DataFrame, label: str, n_windows: int = 0, *, seed: int = 0) -> pd.DataFrame:
+def no_augmentation(real: pd.DataFrame, label: str, n_windows: int = 0, *,
+                    seed: int = 0) -> pd.DataFrame:
     """The no-augmentation baseline: an empty batch with the frame's columns."""
     return real.iloc[0:0].copy()
 
@@ -171,7 +172,8 @@ class KDEWindowGenerator:
         share = np.sqrt(self.window_share), np.sqrt(1.0 - self.window_share)
         for group, fields in GROUPS.items():
             h = self.bandwidth[group] * self._spread[group]
-            z = share[0] * self.rng.standard_normal(n_windows)[win] + share[1] * self.rng.standard_normal(len(frame))
+            z = (share[0] * self.rng.standard_normal(n_windows)[win]
+                 + share[1] * self.rng.standard_normal(len(frame)))
             for f in fields:
                 v = np.log1p(np.maximum(frame[f].to_numpy(dtype=np.float64), 0.0))
                 frame[f] = np.expm1(np.maximum(v + h * z, 0.0))

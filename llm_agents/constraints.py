@@ -100,10 +100,12 @@ def _rules(v: dict[str, np.ndarray], has_times: bool) -> dict[str, np.ndarray]:
         "bytes_without_packets": ((p1 == 0) & (b1 > 0)) | ((p2 == 0) & (b2 > 0)),
         "bytes<20*packets": (by < hdr * pk) | (b1 < hdr * p1) | (b2 < hdr * p2),
         "flag>packets": (flags > pk).any(axis=0),
-        "tcp_flags_on_non_tcp": (v["protocol"] != 6) & ((flags > 0).any(axis=0) | (dflags > 0).any(axis=0)),
+        "tcp_flags_on_non_tcp": ((v["protocol"] != 6)
+                                 & ((flags > 0).any(axis=0) | (dflags > 0).any(axis=0))),
         "syn_direction": ((v["src2dst_syn_packets"] > p1) | (v["dst2src_syn_packets"] > p2)
                           | (v["src2dst_syn_packets"] + v["dst2src_syn_packets"] > v["syn_packets"])),
-        "rst_direction": (v["dst2src_rst_packets"] > p2) | (v["dst2src_rst_packets"] > v["rst_packets"]),
+        "rst_direction": ((v["dst2src_rst_packets"] > p2)
+                          | (v["dst2src_rst_packets"] > v["rst_packets"])),
         "ps_order": sized & ~((mn <= mean + 1e-6) & (mean <= mx + 1e-6)),
         "ps<header": sized & (mn < hdr),
         "ps_too_large": mx > MAX_PACKET_BYTES,
@@ -228,7 +230,8 @@ def _repair_times(out: pd.DataFrame, pk: np.ndarray) -> None:
     mx = np.where(pk == 2, dur, mx)
     sd = np.clip(np.nan_to_num(_num(out, "stddev_piat_ms")), 0, mx)
     sd = np.where(pk <= 2, 0.0, sd)
-    out["duration_ms"], out["mean_piat_ms"], out["max_piat_ms"], out["stddev_piat_ms"] = dur, mean, mx, sd
+    out["duration_ms"], out["mean_piat_ms"] = dur, mean
+    out["max_piat_ms"], out["stddev_piat_ms"] = mx, sd
 
 
 def _repair_flags(out: pd.DataFrame, p1: np.ndarray, p2: np.ndarray, pk: np.ndarray) -> None:

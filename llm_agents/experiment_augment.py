@@ -112,8 +112,9 @@ def run_experiment(train_flows: pd.DataFrame, eval_flows: pd.DataFrame, out_dir:
     cfg = cfg or AugmentConfig()
     score = train_and_score or ForestScorer(cfg.k, cfg.seed)
     t0 = time.perf_counter()
-    pool = windows_frame(train_flows, k=cfg.k, seconds=cfg.seconds, key=cfg.key)  # type: ignore[arg-type]
-    eval_w = windows_frame(eval_flows, k=cfg.k, seconds=cfg.seconds, key=cfg.key)  # type: ignore[arg-type]
+    cut = dict(k=cfg.k, seconds=cfg.seconds, key=cfg.key)
+    pool = windows_frame(train_flows, **cut)  # type: ignore[arg-type]
+    eval_w = windows_frame(eval_flows, **cut)  # type: ignore[arg-type]
     attack = sorted(set(pool["label"]) - {cfg.benign})
     rows, rounds = [], []
     for size in cfg.sizes:
@@ -127,7 +128,7 @@ def run_experiment(train_flows: pd.DataFrame, eval_flows: pd.DataFrame, out_dir:
                 f1 = score(aug, eval_w)
                 rows.append({"size": size, "repeat": rep, "method": method, "macro_f1": f1,
                              "train_windows": int(train["window_id"].nunique()),
-                             "synthetic_windows": int((aug.drop_duplicates("window_id")["provenance"] != "real").sum()),
+                             "synthetic_windows": _synthetic_windows(aug),
                              "seconds": round(time.perf_counter() - t, 3), **info.pop("row", {})})
                 rounds += [{"size": size, "repeat": rep, **r} for r in info.get("rounds", [])]
                 log.info("augment size=%d repeat=%d %s: macro-F1 %.3f", size, rep, method, f1)
@@ -150,10 +151,12 @@ def _augment(method: str, train: pd.DataFrame, val: pd.DataFrame, attack: list[s
     if method == "none+val":
         return pd.concat([train, val], ignore_index=True), {}
     if method == "smote":
-        extra = [smote_windows(train, c, n_syn, seed=seed, k=cfg.k, seconds=cfg.seconds) for c in attack]
+        extra = [smote_windows(train, c, n_syn, seed=seed, k=cfg.k, seconds=cfg.seconds)
+                 for c in attack]
         return pd.concat([train, *extra], ignore_index=True), {}
     if method == "kde":
-        extra = [KDEWindowGenerator(train, c, seed=seed, seconds=cfg.seconds).generate(n_syn) for c in attack]
+        extra = [KDEWindowGenerator(train, c, seed=seed, seconds=cfg.seconds).generate(n_syn)
+                 for c in attack]
         return pd.concat([train, *extra], ignore_index=True), {}
     if method == "synth":
         synth = Synthesizer(client, k=cfg.k, seconds=cfg.seconds, seed=seed)
@@ -170,6 +173,16 @@ def _augment(method: str, train: pd.DataFrame, val: pd.DataFrame, attack: list[s
                 "rounds": [{"label": r.label, **x.to_dict()} for r in per for x in r.rounds]}
         return res.train, info
     raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+
+
+def _synthetic_windows(df: pd.DataFrame) -> int:
+    return int((df.drop_duplicates("window_id")["provenance"] != "real").sum())
+
+
+def _method_name(method: str, meta: dict[str, Any]) -> str:
+    if method != "synth":
+        return method
+    return f"synth ({meta.get('synth_source') or meta.get('mode')})"
 
 
 def _synth_source(df: pd.DataFrame) -> str:
@@ -189,9 +202,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 
 def markdown_table(table: pd.DataFrame, meta: dict[str, Any]) -> str:
     methods = [m for m in METHODS if m in set(table["method"])]
-    label = {m: m for m in methods}
-    if "synth" in label:
-        label["synth"] = f"synth ({meta.get('synth_source') or meta.get('mode')})"
+    label = {m: _method_name(m, meta) for m in methods}
     head = "| real windows per attack class | " + " | ".join(label[m] for m in methods) + " |"
     lines = [head, "|" + "---|" * (len(methods) + 1)]
     for size, grp in table.groupby("size"):
@@ -211,7 +222,7 @@ def plot(table: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for method in [m for m in METHODS if m in set(table["method"])]:
         t = table[table["method"] == method].sort_values("size")
-        name = f"synth ({meta.get('synth_source') or meta.get('mode')})" if method == "synth" else method
+        name = _method_name(method, meta)
         ax.errorbar(t["size"], t["mean"], yerr=t["std"], marker="o", capsize=3, label=name)
     ax.set_xscale("log")
     ax.set_xticks(sorted(set(table["size"])), labels=[str(s) for s in sorted(set(table["size"]))])

@@ -42,7 +42,8 @@ def _sizes(_: click.Context, __: click.Parameter, value: str) -> tuple[int, ...]
 @click.option("--synth-windows", type=click.IntRange(1, 10_000), default=None,
               help="Synthetic windows per class per batch. Default: max(10, 2 x size).")
 @click.option("--benign-windows", default=200, show_default=True, type=click.IntRange(1))
-@click.option("--offline", is_flag=True, help="Use the statistical generator even if an LLM is configured.")
+@click.option("--offline", is_flag=True,
+              help="Use the statistical generator even if an LLM is configured.")
 @click.option("--seed", default=0, show_default=True)
 def augment(train_path: Path | None, eval_path: Path | None, out_dir: Path | None,
             sizes: tuple[int, ...], repeats: int, rounds: int, synth_windows: int | None,

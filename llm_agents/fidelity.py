@@ -37,7 +37,8 @@ FEATURE_MEANING: dict[str, tuple[str, str]] = {
     "log_duration_ms": ("duration_ms", "ms"), "log_packets": ("packets", "packets"),
     "log_bytes": ("bytes", "bytes"), "log_fwd_packets": ("src2dst_packets", "packets"),
     "log_bwd_packets": ("dst2src_packets", "packets"), "log_fwd_bytes": ("src2dst_bytes", "bytes"),
-    "log_bwd_bytes": ("dst2src_bytes", "bytes"), "bwd_packet_ratio": ("dst2src_packets / packets", "ratio"),
+    "log_bwd_bytes": ("dst2src_bytes", "bytes"),
+    "bwd_packet_ratio": ("dst2src_packets / packets", "ratio"),
     "log_min_ps": ("min_ps", "bytes"), "log_mean_ps": ("mean_ps", "bytes"),
     "log_stddev_ps": ("stddev_ps", "bytes"), "log_max_ps": ("max_ps", "bytes"),
     "log_mean_piat_ms": ("mean_piat_ms", "ms"), "log_stddev_piat_ms": ("stddev_piat_ms", "ms"),
@@ -102,7 +103,9 @@ class FidelityReport:
 
     @property
     def mean_wasserstein(self) -> float:
-        return float(np.mean([d.wasserstein for d in self.distances])) if self.distances else float("nan")
+        if not self.distances:
+            return float("nan")
+        return float(np.mean([d.wasserstein for d in self.distances]))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -142,8 +145,8 @@ def _direction(a: np.ndarray, b: np.ndarray, scale: float) -> str:
     return "close"
 
 
-def discriminator_auc(real: np.ndarray, synth: np.ndarray, *, seed: int = 0, folds: int = 5,
-                      n_estimators: int = 40) -> float:
+def discriminator_auc(real: np.ndarray, synth: np.ndarray, *, seed: int = 0, folds: int = 3,
+                      n_estimators: int = 30) -> float:
     """Cross-validated ROC AUC of trees telling real [n, d] from synthetic [m, d] rows.
 
     NaN when either side has fewer than two rows.
@@ -189,7 +192,7 @@ def tstr(synth_x: np.ndarray, label: str, real_x: np.ndarray, real_y: np.ndarray
         xt = np.concatenate([synth_x, real_x[train_idx]])
         yt = np.r_[np.full(len(synth_x), label, dtype=object), real_y[train_idx]]
         test = np.r_[np.flatnonzero(is_c), test_idx]
-        pred = window_classifier(seed, 40).fit(xt, yt.astype(str)).predict(real_x[test])
+        pred = window_classifier(seed, 30).fit(xt, yt.astype(str)).predict(real_x[test])
         classes = sorted(set(real_y[test]))
         macros.append(macro_f1(real_y[test], pred, classes))
         class_f1s.append(macro_f1(real_y[test], pred, [label]))

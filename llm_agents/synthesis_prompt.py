@@ -31,50 +31,109 @@ from llm_agents.prompts import data_block, render
 # (field, meaning, unit, valid range): the explanation part of the prompt, and the
 # columns of the examples and of the answer, in this order.
 GENERATED_FIELDS: tuple[tuple[str, str, str, str], ...] = (
-    ("gap_ms", "time from the previous flow's start to this flow's start (0 for a window's first flow)", "ms", ">= 0; a window's gaps add up to less than $horizon_ms"),
-    ("new_dst", "whether this flow goes to a different destination host than the previous flow", "0 or 1", "0 for the first flow"),
+    ("gap_ms",
+     "time from the previous flow's start to this flow's start (0 for a window's first flow)",
+     "ms", ">= 0; a window's gaps add up to less than $horizon_ms"),
+    ("new_dst",
+     "whether this flow goes to a different destination host than the previous flow",
+     "0 or 1", "0 for the first flow"),
     ("protocol", "IP protocol number", "-", "6 TCP, 17 UDP, 1 ICMP"),
-    ("src_port", "source port (clients use ephemeral ports 32768-60999)", "-", "0-65535; 0 for ICMP"),
+    ("src_port",
+     "source port (clients use ephemeral ports 32768-60999)",
+     "-", "0-65535; 0 for ICMP"),
     ("dst_port", "destination port (the service)", "-", "0-65535; 0 for ICMP"),
-    ("duration_ms", "time from the flow's first to its last packet", "ms", ">= 0; 0 for one packet"),
-    ("src2dst_packets", "packets from the initiator to the responder", "packets", "integer >= 0; with dst2src_packets at least 1 in total"),
+    ("duration_ms",
+     "time from the flow's first to its last packet",
+     "ms", ">= 0; 0 for one packet"),
+    ("src2dst_packets",
+     "packets from the initiator to the responder",
+     "packets", "integer >= 0; with dst2src_packets at least 1 in total"),
     ("dst2src_packets", "packets from the responder back", "packets", "integer >= 0"),
-    ("src2dst_bytes", "bytes from the initiator, IP headers included", "bytes", "integer; between min_ps and max_ps times src2dst_packets; 0 if no packets"),
-    ("dst2src_bytes", "bytes from the responder, IP headers included", "bytes", "integer; between min_ps and max_ps times dst2src_packets; 0 if no packets"),
-    ("min_ps", "smallest packet in the flow, IP header included", "bytes", ">= 20 (the IPv4 header); TCP SYN without options is 40"),
-    ("max_ps", "largest packet in the flow", "bytes", "min_ps to 65535; equal to min_ps for one packet"),
-    ("stddev_ps", "standard deviation of packet sizes", "bytes", "0 to max_ps - min_ps; 0 for one packet"),
-    ("mean_piat_ms", "mean time between consecutive packets of the flow", "ms", "exactly duration_ms / (packets - 1); 0 for one packet"),
-    ("stddev_piat_ms", "standard deviation of the time between packets", "ms", "0 to max_piat_ms; 0 for up to two packets"),
-    ("max_piat_ms", "longest time between consecutive packets", "ms", "mean_piat_ms to duration_ms; 0 for one packet"),
-    ("syn_packets", "packets with the TCP SYN flag", "packets", "integer 0 to packets; 0 unless protocol is 6"),
-    ("ack_packets", "packets with the TCP ACK flag", "packets", "integer 0 to packets; 0 unless TCP"),
-    ("psh_packets", "packets with the TCP PSH flag", "packets", "integer 0 to packets; 0 unless TCP"),
-    ("rst_packets", "packets with the TCP RST flag", "packets", "integer 0 to packets; 0 unless TCP"),
-    ("fin_packets", "packets with the TCP FIN flag", "packets", "integer 0 to packets; 0 unless TCP"),
-    ("urg_packets", "packets with the TCP URG flag", "packets", "integer 0 to packets; 0 unless TCP"),
-    ("src2dst_syn_packets", "SYN packets from the initiator", "packets", "integer 0 to src2dst_packets"),
-    ("dst2src_syn_packets", "SYN packets from the responder (SYN-ACKs)", "packets", "integer 0 to dst2src_packets"),
-    ("dst2src_rst_packets", "RST packets from the responder (closed port answers)", "packets", "integer 0 to min(rst_packets, dst2src_packets)"),
+    ("src2dst_bytes",
+     "bytes from the initiator, IP headers included",
+     "bytes", "integer; between min_ps and max_ps times src2dst_packets; 0 if no packets"),
+    ("dst2src_bytes",
+     "bytes from the responder, IP headers included",
+     "bytes", "integer; between min_ps and max_ps times dst2src_packets; 0 if no packets"),
+    ("min_ps",
+     "smallest packet in the flow, IP header included",
+     "bytes", ">= 20 (the IPv4 header); TCP SYN without options is 40"),
+    ("max_ps",
+     "largest packet in the flow",
+     "bytes", "min_ps to 65535; equal to min_ps for one packet"),
+    ("stddev_ps",
+     "standard deviation of packet sizes",
+     "bytes", "0 to max_ps - min_ps; 0 for one packet"),
+    ("mean_piat_ms",
+     "mean time between consecutive packets of the flow",
+     "ms", "exactly duration_ms / (packets - 1); 0 for one packet"),
+    ("stddev_piat_ms",
+     "standard deviation of the time between packets",
+     "ms", "0 to max_piat_ms; 0 for up to two packets"),
+    ("max_piat_ms",
+     "longest time between consecutive packets",
+     "ms", "mean_piat_ms to duration_ms; 0 for one packet"),
+    ("syn_packets",
+     "packets with the TCP SYN flag",
+     "packets", "integer 0 to packets; 0 unless protocol is 6"),
+    ("ack_packets",
+     "packets with the TCP ACK flag",
+     "packets", "integer 0 to packets; 0 unless TCP"),
+    ("psh_packets",
+     "packets with the TCP PSH flag",
+     "packets", "integer 0 to packets; 0 unless TCP"),
+    ("rst_packets",
+     "packets with the TCP RST flag",
+     "packets", "integer 0 to packets; 0 unless TCP"),
+    ("fin_packets",
+     "packets with the TCP FIN flag",
+     "packets", "integer 0 to packets; 0 unless TCP"),
+    ("urg_packets",
+     "packets with the TCP URG flag",
+     "packets", "integer 0 to packets; 0 unless TCP"),
+    ("src2dst_syn_packets",
+     "SYN packets from the initiator",
+     "packets", "integer 0 to src2dst_packets"),
+    ("dst2src_syn_packets",
+     "SYN packets from the responder (SYN-ACKs)",
+     "packets", "integer 0 to dst2src_packets"),
+    ("dst2src_rst_packets",
+     "RST packets from the responder (closed port answers)",
+     "packets", "integer 0 to min(rst_packets, dst2src_packets)"),
 )
 FIELD_NAMES = tuple(f[0] for f in GENERATED_FIELDS)
 
 # What the lab's classes are, for the task description. Unknown classes get none.
 CLASS_HINTS = {
     "benign": "ordinary traffic: web, DNS, SSH sessions and similar, completing normally",
-    "syn_scan": "a TCP SYN port scan: one host probes many ports with single SYN packets; closed ports answer RST",
-    "fin_scan": "a TCP FIN scan: one host probes many ports with lone FIN packets; closed ports answer RST, open ones stay silent",
+    "syn_scan":
+        "a TCP SYN port scan: one host probes many ports with single SYN packets; closed ports "
+        "answer RST",
+    "fin_scan":
+        "a TCP FIN scan: one host probes many ports with lone FIN packets; closed ports answer "
+        "RST, open ones stay silent",
     "syn_flood": "a SYN flood: a burst of SYN packets at one service, handshakes never completed",
-    "slow_http_dos": "a slow HTTP denial of service (slowloris-style): long-lived HTTP connections that trickle bytes to keep server slots busy",
-    "ssh_bruteforce": "SSH password guessing: many short SSH sessions to port 22 from one host, each a handshake plus a few login attempts",
+    "slow_http_dos":
+        "a slow HTTP denial of service (slowloris-style): long-lived HTTP connections that trickle"
+        " bytes to keep server slots busy",
+    "ssh_bruteforce":
+        "SSH password guessing: many short SSH sessions to port 22 from one host, each a handshake"
+        " plus a few login attempts",
 }
 RULE_HELP = {
-    "bytes<20*packets": "every packet carries at least a 20-byte IP header: bytes >= 20 x packets, per direction too",
-    "bytes_outside_ps_range": "bytes must lie between min_ps x packets and max_ps x packets, per direction too",
-    "bytes_vs_ps_extremes": "the smallest and largest packets are both in the flow: (n-1) min_ps + max_ps <= bytes <= min_ps + (n-1) max_ps",
+    "bytes<20*packets":
+        "every packet carries at least a 20-byte IP header: bytes >= 20 x packets, per direction "
+        "too",
+    "bytes_outside_ps_range":
+        "bytes must lie between min_ps x packets and max_ps x packets, per direction too",
+    "bytes_vs_ps_extremes":
+        "the smallest and largest packets are both in the flow: (n-1) min_ps + max_ps <= bytes <= "
+        "min_ps + (n-1) max_ps",
     "flag>packets": "a flag count cannot exceed the flow's packets",
     "tcp_flags_on_non_tcp": "only TCP (protocol 6) has SYN/ACK/PSH/RST/FIN/URG flags",
-    "piat_sum_mismatch": "the gaps between packets add up to the duration: mean_piat_ms x (packets - 1) = duration_ms",
+    "piat_sum_mismatch":
+        "the gaps between packets add up to the duration: mean_piat_ms x (packets - 1) = "
+        "duration_ms",
     "piat>duration": "max_piat_ms cannot exceed duration_ms",
     "single_packet_time": "a one-packet flow has duration 0 and no inter-arrival times",
     "single_packet_sizes": "a one-packet flow has min_ps = max_ps and stddev_ps 0",
@@ -125,8 +184,11 @@ class SynthWindow(BaseModel):
 
 
 class SyntheticWindows(BaseModel):
-    """The answer: generated windows. Flows that do not validate are dropped with their
-    window and counted in `malformed_flows` instead of failing the whole answer."""
+    """The answer: generated windows, each a list of flows in time order."""
+
+    # Parsed leniently: a flow that does not validate is dropped with its window and counted
+    # in `malformed_flows` (an entry with no flow list counts as one), instead of failing
+    # the whole answer. Neither counter is part of the JSON schema the model sees.
 
     model_config = ConfigDict(title="synthetic_windows", extra="ignore")
 
@@ -192,7 +254,8 @@ def _num(v: float) -> float | int:
 def feature_guide(horizon_ms: float) -> str:
     lines = ["| field | meaning | unit | valid range |", "|---|---|---|---|"]
     for name, meaning, unit, rng in GENERATED_FIELDS:
-        lines.append(f"| `{name}` | {meaning} | {unit} | {rng.replace('$horizon_ms', f'{horizon_ms:.0f} ms')} |")
+        rng = rng.replace("$horizon_ms", f"{horizon_ms:.0f} ms")
+        lines.append(f"| `{name}` | {meaning} | {unit} | {rng} |")
     return "\n".join(lines)
 
 

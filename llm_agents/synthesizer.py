@@ -164,7 +164,8 @@ class Synthesizer:
         train, best = real, evaluate(real)
         baseline, per_class = best, {}
         for label in classes:
-            res = self.synthesize_class(label, real, n_windows, rounds, evaluate, train=train, best=best)
+            res = self.synthesize_class(label, real, n_windows, rounds, evaluate, train=train,
+                                        best=best)
             per_class[label] = res
             if len(res.kept):
                 train = pd.concat([train, res.kept], ignore_index=True)
@@ -173,7 +174,8 @@ class Synthesizer:
 
     def synthesize_class(self, label: str, real_windows_df: pd.DataFrame, n_windows: int,
                          rounds: int = 3, evaluate: Evaluate | None = None, *,
-                         train: pd.DataFrame | None = None, best: float | None = None) -> SynthesisResult:
+                         train: pd.DataFrame | None = None,
+                         best: float | None = None) -> SynthesisResult:
         """Up to `rounds` batches of `n_windows` windows of `label`, each kept only if it
         improves `evaluate`. `real_windows_df` holds the real training windows (all classes);
         `train` (default: the same) is what batches are added to, `best` its known score."""
@@ -209,12 +211,15 @@ class Synthesizer:
             if gen is not None and rep.source == gen.name and rep.fidelity is not None:
                 rep.bandwidth = gen.adapt(rep.fidelity.worst(self.n_worst))
             feedback = feedback_text(r + 1, rep.fidelity, asked=n_windows, valid=rep.valid_windows,
-                                     violations=rep.violations, kept=rep.kept if len(batch) else None,
-                                     f1_before=rep.f1_before, f1_after=rep.f1_after, n_worst=self.n_worst)
+                                     violations=rep.violations,
+                                     kept=rep.kept if len(batch) else None,
+                                     f1_before=rep.f1_before, f1_after=rep.f1_after,
+                                     n_worst=self.n_worst)
             reports.append(rep)
-            log.info("synthesize %s round %d (%s): %d/%d valid windows, F1 %.3f -> %s, %s", label, r,
-                     rep.source, rep.valid_windows, n_windows, rep.f1_before,
-                     "-" if rep.f1_after is None else f"{rep.f1_after:.3f}", "kept" if rep.kept else "dropped")
+            log.info("synthesize %s round %d (%s): %d/%d valid windows, F1 %.3f -> %s, %s",
+                     label, r, rep.source, rep.valid_windows, n_windows, rep.f1_before,
+                     "-" if rep.f1_after is None else f"{rep.f1_after:.3f}",
+                     "kept" if rep.kept else "dropped")
         kept_df = pd.concat(kept, ignore_index=True) if kept else real_windows_df.iloc[0:0].copy()
         return SynthesisResult(label, kept_df, reports, baseline, best)
 
@@ -231,8 +236,9 @@ class Synthesizer:
                                          horizon_ms=self.seconds * 1000.0, lengths=lengths,
                                          feedback=feedback)
             try:
-                res = self.client.complete_json(TEMPLATE, variables, SyntheticWindows,  # type: ignore[union-attr]
-                                                purpose=PURPOSE, max_tokens=self.max_tokens)
+                res = self.client.complete_json(  # type: ignore[union-attr]
+                    TEMPLATE, variables, SyntheticWindows, purpose=PURPOSE,
+                    max_tokens=self.max_tokens)
             except (LLMBadOutput, LLMBadRequest) as exc:
                 rep.failed_requests += 1
                 rep.errors.append(f"{exc.kind}: {exc}")
@@ -301,7 +307,8 @@ def _derive_totals(rows: pd.DataFrame) -> pd.DataFrame:
     out["packets"] = out["src2dst_packets"] + out["dst2src_packets"]
     out["bytes"] = out["src2dst_bytes"] + out["dst2src_bytes"]
     pk = out["packets"].to_numpy(dtype=np.float64)
-    out["mean_ps"] = np.where(pk > 0, out["bytes"].to_numpy(dtype=np.float64) / np.where(pk > 0, pk, 1.0), 0.0)
+    by = out["bytes"].to_numpy(dtype=np.float64)
+    out["mean_ps"] = np.where(pk > 0, by / np.where(pk > 0, pk, 1.0), 0.0)
     return out
 
 

@@ -55,7 +55,10 @@ def windows_frame(flows: pd.DataFrame, k: int = 8, seconds: float = 10.0, key: K
     order = np.concatenate([np.asarray(w.flow_ids, dtype=np.int64) for w in closed])
     lengths = [len(w.flow_ids) for w in closed]
     out = flows.iloc[order].reset_index(drop=True)
-    out["window_id"] = np.repeat([w.window_id for w in closed], lengths)
+    # Ids as the stream gives them: from the key and the first flow's own id.
+    first_ids = flows["flow_id"].astype(str).to_numpy()
+    ids = [window_id(w.key, first_ids[int(w.flow_ids[0])]) for w in closed]
+    out["window_id"] = np.repeat(ids, lengths)
     labels = [window_label(w.labels) if has_label else "" for w in closed]
     out["label"] = np.repeat(labels, lengths)
     out["provenance"] = provenance
@@ -106,7 +109,8 @@ def row_features(df: pd.DataFrame) -> np.ndarray:
     return feats
 
 
-def window_tensors(df: pd.DataFrame, k: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def window_tensors(df: pd.DataFrame, k: int = 8
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stack a window frame into x [n, F, K], mask [n, K], labels [n] and provenance [n].
 
     Matches `streams.windowing.stack_windows`. A window longer than K is an error.

@@ -60,7 +60,8 @@ def test_each_rule_flags_the_broken_row(flows: pd.DataFrame, changes: dict, rule
 def test_bytes_must_fit_between_smallest_and_largest_packet(flows: pd.DataFrame) -> None:
     row = _first_multi_packet(flows)
     big = row["max_ps"] * row["packets"] + 10 * row["packets"]
-    df = _broken(flows, bytes=big, src2dst_bytes=big - row["dst2src_bytes"], mean_ps=big / row["packets"])
+    df = _broken(flows, bytes=big, src2dst_bytes=big - row["dst2src_bytes"],
+                 mean_ps=big / row["packets"])
     reasons = check_flows(df).reasons[-1]
     assert "bytes_outside_ps_range" in reasons or "ps_order" in reasons
 
@@ -96,8 +97,8 @@ def test_repair_makes_random_numbers_physical() -> None:
             "stddev_ps", "duration_ms", "mean_piat_ms", "stddev_piat_ms", "max_piat_ms", "syn_packets",
             "ack_packets", "psh_packets", "rst_packets", "fin_packets", "urg_packets",
             "src2dst_syn_packets", "dst2src_syn_packets", "dst2src_rst_packets"]
-    raw = pd.DataFrame(np.exp(rng.normal(2, 3, (n, len(cols)))) * rng.choice([-1, 1], (n, len(cols)), p=[.1, .9]),
-                       columns=cols)
+    sign = rng.choice([-1, 1], (n, len(cols)), p=[.1, .9])
+    raw = pd.DataFrame(np.exp(rng.normal(2, 3, (n, len(cols)))) * sign, columns=cols)
     raw["protocol"] = rng.choice([6, 17, 1], n)
     raw["src_port"], raw["dst_port"] = rng.integers(0, 65536, n), rng.integers(0, 65536, n)
     assert not check_flows(raw.assign(packets=1, bytes=1), schema=False).ok.all()
