@@ -13,7 +13,7 @@
 set -euo pipefail
 
 # wrk is optional (the benign web client falls back to curl loops without it).
-REQUIRED=(iproute2 nftables nmap hping3 tcpdump nginx openssh-server openssh-client
+REQUIRED=(iproute2 ethtool nftables nmap hping3 tcpdump nginx openssh-server openssh-client openssl
           dnsmasq-base slowhttptest hydra iperf3 curl procps)
 OPTIONAL=(wrk)
 
