@@ -24,6 +24,7 @@ What a call does:
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -81,8 +82,9 @@ def schema_name(schema: type[BaseModel]) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", schema.__name__).lower()
 
 
+@functools.lru_cache(maxsize=128)
 def strict_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema in the form OpenAI's strict mode accepts.
+    """The model's JSON schema in the form OpenAI's strict mode accepts (cached: don't mutate).
 
     Every object lists all its properties as required and forbids others; defaults are
     dropped; a `$ref` loses its sibling keywords. Use plain models (no free-form dicts).

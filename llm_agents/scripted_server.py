@@ -154,6 +154,10 @@ class ScriptedLLM:
         """Answer task `schema_name` with fn(request_json, prompt_text) -> dict (or raw text)."""
         self._handlers[schema_name] = fn
 
+    def handler(self, schema_name: str) -> Handler:
+        """The current handler of a task, e.g. to wrap the built-in `window_labels` one."""
+        return self._handlers[schema_name]
+
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.script.model or f"scripted-{self.script.role}",
                                             "object": "model", "created": 0, "owned_by": "edgeloop"}]}
@@ -278,6 +282,9 @@ class ScriptedLLM:
 
 class _HTTPHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers do; every reply has a length
+    # Headers and body go out in separate writes; with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms) and every request looks that much slower than it is.
+    disable_nagle_algorithm = True
     server: "_Server"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
