@@ -92,7 +92,8 @@ def _background(rng: np.random.Generator, duration_ms: float, n: int) -> pd.Data
         _flows(rng, n_file, clients, FILESERVER, 445, 6, 0, duration_ms, (10, 200), (200, 1400),
                (100, 8000), "benign", web_flags),
         # The attacker host also resolves names like anyone else: collateral if it is cut off.
-        _flows(rng, 12, ATTACKER, VICTIM, 53, 17, 0, duration_ms, (2, 2), (60, 140), (1, 30), "benign", {}),
+        _flows(rng, max(2, n // 250), ATTACKER, VICTIM, 53, 17, 0, duration_ms, (2, 2), (60, 140), (1, 30),
+               "benign", {}),
     ]
     return pd.concat(parts, ignore_index=True)
 
