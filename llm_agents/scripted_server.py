@@ -335,7 +335,7 @@ def serve(role: str = "oracle", **opts: Any) -> Iterator[ScriptedLLM]:
     llm = ScriptedLLM(Script.for_role(role, **opts))
     server = _Server(("127.0.0.1", 0), _HTTPHandler)
     server.llm = llm
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
                               name=f"scripted-llm-{role}", daemon=True)
     thread.start()
     llm.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
