@@ -36,7 +36,7 @@ GENERATED_FIELDS: tuple[tuple[str, str, str, str], ...] = (
      "ms", ">= 0; a window's gaps add up to less than $horizon_ms"),
     ("new_dst",
      "whether this flow goes to a different destination host than the previous flow",
-     "0 or 1", "0 for the first flow"),
+     "boolean", "false for the first flow; the examples write it as 0 or 1"),
     ("protocol", "IP protocol number", "-", "6 TCP, 17 UDP, 1 ICMP"),
     ("src_port",
      "source port (clients use ephemeral ports 32768-60999)",
