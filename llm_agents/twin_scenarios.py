@@ -145,20 +145,25 @@ def simulated_detector(flows: pd.DataFrame, attack: str, *, noisy: Service | Non
     """
     frame = flows.reindex(columns=list(dict.fromkeys([*flows.columns, *RAW_COLUMNS])), fill_value=0)
     windows = windows_from_frame(frame, k=k, seconds=seconds, key="src", label_column="label")
+    n = len(windows)
     rng = np.random.default_rng([seed, 7])
-    dst = flows.set_index("flow_id")[["dst_ip", "dst_port", "protocol"]]
+    u, conf_hi, conf_lo = rng.random(n), rng.uniform(0.78, 0.99, n), rng.uniform(0.5, 0.72, n)
+    on_noisy = np.zeros(len(flows), dtype=bool)
+    if noisy is not None:
+        on_noisy = ((flows["dst_ip"].astype(str) == noisy.ip) & (flows["dst_port"] == noisy.port)).to_numpy()
+    lens = np.array([len(w.flow_ids) for w in windows], dtype=np.int64)
+    pos = pd.Index(flows["flow_id"].astype(str)).get_indexer([f for w in windows for f in w.flow_ids])
+    all_noisy = np.bincount(np.repeat(np.arange(n), lens), weights=on_noisy[pos], minlength=n) >= lens
     rows = []
-    for w in windows:
+    for i, w in enumerate(windows):
         truth = window_label([str(x).lower() if str(x).lower() not in BENIGN_LABELS else "benign"
                               for x in w.labels])
-        u, conf = rng.random(), rng.uniform(0.78, 0.99)
         if truth != "benign":
-            pred = truth if u < 0.93 else "benign"
+            pred, conf = (truth if u[i] < 0.93 else "benign"), conf_hi[i]
+        elif u[i] < (0.35 if all_noisy[i] else 0.02):
+            pred, conf = attack, conf_lo[i]
         else:
-            d = dst.loc[w.flow_ids]
-            on_noisy = noisy is not None and bool(((d["dst_ip"] == noisy.ip) & (d["dst_port"] == noisy.port)).all())
-            flagged = u < (0.35 if on_noisy else 0.02)
-            pred, conf = (attack, rng.uniform(0.5, 0.72)) if flagged else ("benign", conf)
+            pred, conf = "benign", conf_hi[i]
         rows.append({"window_id": w.window_id, "key": w.key, "flow_ids": list(w.flow_ids),
                      "predicted": pred, "confidence": round(float(conf), 4),
                      "first_seen_ms": w.first_seen_ms, "last_seen_ms": w.last_seen_ms})
