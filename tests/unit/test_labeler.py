@@ -109,10 +109,11 @@ def test_a_bad_answer_fails_its_batch_and_the_rest_go_on() -> None:
 
 
 @pytest.mark.parametrize("role,opts,kind", [("rate_limit", {}, "rate_limit"),
-                                            ("slow", {"delay_s": 1.0}, "timeout")])
+                                            ("slow", {"delay_s": 3.0}, "timeout")])
 def test_transport_failures_stop_the_remaining_batches(role: str, opts: dict, kind: str) -> None:
     with serve(role, truth=BATCH.truth, **opts) as llm:
-        run = make_labeler(llm.base_url, batch_size=20, timeout_s=0.2).label_batch(BATCH.windows)
+        timeout = 0.5 if role == "slow" else 10.0
+        run = make_labeler(llm.base_url, batch_size=20, timeout_s=timeout).label_batch(BATCH.windows)
         assert llm.counts["requests"] == 1
     assert set(run.failed.values()) == {kind} and len(run.failed) == 45
 
