@@ -232,6 +232,10 @@ class LLMClient:
                          fmt, purpose, exc.detail, formats[i + 1])
                 self.metrics.format_fallbacks.labels(purpose=purpose, format=formats[i + 1]).inc()
                 continue
+            except LLMBadOutput:
+                if fmt != start:  # the server took this format; only the answer was bad
+                    self._remember_format(fmt)
+                raise
             if fmt != start:
                 self._remember_format(fmt)
             return result

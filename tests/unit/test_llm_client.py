@@ -271,3 +271,11 @@ def test_parse_json_as_is_defensive() -> None:
         parse_json_as("nothing here", StepPlan)
     with pytest.raises(ValueError, match="schema"):
         parse_json_as('{"steps": "no"}', StepPlan)
+
+
+def test_a_bad_answer_after_a_fallback_still_proves_the_format() -> None:
+    with serve("garbage", garbage="prose", reject_formats={"json_schema"}) as llm:
+        client = make_client(llm.base_url, CollectorRegistry())
+        with pytest.raises(LLMBadOutput):
+            client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
+        assert client.response_format == "json_object"
