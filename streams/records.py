@@ -252,7 +252,29 @@ def decode(cls: type[_Record], raw: bytes | str) -> Any:
     return validate(cls, loads(raw))
 
 
+class _StrictFlowBatch(_Record):
+    """A FlowBatch whose records are validated as FlowRecords in one pass (the fast path)."""
+
+    schema_: Literal["edgeloop.flows/1"] = Field(alias="schema")
+    sensor: Text = ""
+    records: list[FlowRecord] = Field(max_length=MAX_BATCH_RECORDS)
+
+
 def decode_flows(raw: bytes | str) -> list[FlowRecord | RecordError]:
+    """Decode a `flows` value (one record or a batch) into records and per-record errors.
+
+    A clean batch is parsed and validated in one pydantic-core call; only a batch with
+    a problem takes the per-record path that isolates the bad records.
+    """
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        try:
+            return list(_StrictFlowBatch.model_validate_json(raw).records)
+        except ValidationError:
+            pass
+    return _decode_flows_slow(raw)
+
+
+def _decode_flows_slow(raw: bytes | str) -> list[FlowRecord | RecordError]:
     """Decode a `flows` value (one record or a batch) into records and per-record errors.
 
     A broken envelope yields one error; a batch with some bad records yields the good

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_s: float = Field(2.0, gt=0)
     rebalance_timeout_s: float = Field(20.0, gt=0)
+    # Tansu holds every fetch for the full wait (see streams/faust_transport.py).
+    fetch_max_wait_ms: int = Field(10, ge=1, le=30_000)
     # LLM endpoint: any OpenAI-compatible server. Empty base URL = offline mode.
     llm_base_url: str = ""
     llm_model: str = ""

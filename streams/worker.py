@@ -22,6 +22,7 @@ from inference.onnx_detector import OnnxDetector
 from streams.deadletter import dead_letter
 from streams.detector import DetectorConfig, EdgeDetector, Output
 from streams.errors import RecordError
+from streams.faust_transport import app_class
 from streams.hotswap import ModelWatcher
 from streams.metrics import EdgeMetrics
 from streams.records import FlowRecord, decode_flows, encode
@@ -33,7 +34,8 @@ log = logging.getLogger("edgeloop.worker")
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
     """The faust app with consumer timings that are stable on Tansu and Kafka under load."""
-    return faust.App(
+    app_cls = app_class(settings.fetch_max_wait_ms)
+    return app_cls(
         settings.group_id, broker=f"kafka://{bootstrap}", value_serializer="raw", key_serializer="raw",
         web_enabled=False, topic_partitions=settings.partitions, topic_allow_declare=False,
         consumer_auto_offset_reset="earliest", broker_max_poll_interval=settings.max_poll_interval_s,

@@ -1,0 +1,220 @@
+"""Edge pipeline benchmark: prints figures side by side; it does not pass or fail.
+
+    .venv/bin/python tests/bench/bench_edge.py [--flows 200000] [--rate 5000]
+
+In one process tree, on the embedded broker:
+  1. a bare aiokafka consume-and-decode loop on the flows topic (the ceiling);
+  2. one `edgeloop detect` worker end to end on the same topic (flows/s, batch sizes, RSS);
+  3. bare ONNX Runtime on the same windows, and OnnxDetector.score (normalise + calibrate);
+  4. latency from flow produced to detection produced at a paced rate (default 5,000 flows/s),
+     for windows closed by K (windows held open by the T horizon are excluded).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.producer import FlowPublisher  # noqa: E402
+from streams.sources.files import iter_flow_dicts  # noqa: E402
+from streams.topics import Topics, ensure_topics  # noqa: E402
+
+
+def bench_flows(n: int, seed: int = 0):
+    from inference.datasets.synthetic import synthetic_flows
+
+    per_host = 400
+    hosts = max(1, n // (6 * per_host))
+    return synthetic_flows(hosts_per_class=hosts, flows_per_host=per_host, seed=seed).iloc[:n]
+
+
+def model_path(tmp: Path) -> Path:
+    from inference.bundle import DEFAULT_BUNDLE_DIR
+
+    if (DEFAULT_BUNDLE_DIR / "bundle.json").is_file():
+        return DEFAULT_BUNDLE_DIR
+    from inference.train import train_bundle
+
+    print("(no default bundle yet: training a small model on synthetic flows)")
+    return train_bundle(bench_flows(20_000, seed=1), epochs=5, progress=False, out_dir=tmp / "model").path
+
+
+async def bare_consumer(bootstrap: str, topic: str, expect: int) -> tuple[float, int]:
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                         enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    await c.start()
+    n, t0 = 0, None
+    try:
+        while n < expect:
+            batches = await c.getmany(timeout_ms=500, max_records=1000)
+            for msgs in batches.values():
+                for m in msgs:
+                    t0 = t0 or time.perf_counter()
+                    n += len(json.loads(m.value)["records"])
+    finally:
+        await c.stop()
+    return time.perf_counter() - t0, n
+
+
+def metric(port: int, name: str) -> float:
+    sys.path.insert(0, str(REPO))
+    from streams.demo import metric as m
+
+    return m(port, name)
+
+
+def start_worker(bootstrap: str, topics: Topics, model: Path, tmp: Path, group: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
+           "EDGELOOP_MODEL": str(model), "EDGELOOP_METRICS_PORT": str(port), "EDGELOOP_GROUP_ID": group,
+           "EDGELOOP_DATA_DIR": str(tmp / "var"), "EDGELOOP_UNCERTAIN_RATE_PER_S": "1000"}
+    p = subprocess.Popen([sys.executable, "-m", "streams.cli", "detect"], env=env, cwd=REPO,
+                         stdout=open(tmp / f"{group}.log", "wb"), stderr=subprocess.STDOUT)
+    while metric(port, "edgeloop_assigned_partitions") == 0:
+        if p.poll() is not None:
+            raise SystemExit((tmp / f"{group}.log").read_text())
+        time.sleep(0.1)
+    return p, port
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker_throughput(bootstrap, topics, model, tmp, n) -> dict:
+    p, port = start_worker(bootstrap, topics, model, tmp, "bench-throughput")
+    t0 = None
+    while True:
+        v = metric(port, "edgeloop_flows_in_total")
+        if v > 0 and t0 is None:
+            t0, v0 = time.perf_counter(), v
+        if v >= n:
+            break
+        time.sleep(0.05)
+    dt = time.perf_counter() - t0
+    out = {"flows_per_s": (n - v0) / dt, "rss_mb": peak_rss_mb(p.pid),
+           "batches": metric(port, "edgeloop_inference_batch_windows_count"),
+           "windows": metric(port, "edgeloop_inference_batch_windows_sum"),
+           "infer_s": metric(port, "edgeloop_inference_seconds_sum")}
+    p.terminate()
+    p.wait(15)
+    return out
+
+
+def onnx_raw(model: Path, df) -> dict:
+    from inference.bundle import Bundle
+    from inference.onnx_detector import OnnxDetector
+    from streams.windowing import stack_windows, windows_from_frame
+
+    b = Bundle.load(model)
+    det = OnnxDetector(b)
+    closed = windows_from_frame(df, k=b.meta.window.k)
+    x, mask = stack_windows(closed, b.meta.window.k)
+    xn = b.feature_schema.normalise(x, mask)
+    res = {}
+    for bs in (32, 256):
+        t0 = time.perf_counter()
+        for i in range(0, len(x), bs):
+            det.run(xn[i:i + bs], mask[i:i + bs])
+        raw = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(0, len(x), bs):
+            det.score(x[i:i + bs], mask[i:i + bs])
+        full = time.perf_counter() - t0
+        res[bs] = (len(x) / raw, len(x) / full)
+    flows_per_window = mask.sum() / len(mask)
+    return {"windows": len(x), "by_batch": res, "flows_per_window": flows_per_window}
+
+
+def latency(bootstrap, model, tmp, rate: int, seconds: float) -> dict:
+    from kafka import KafkaConsumer
+
+    topics = Topics("benchlat.")
+    ensure_topics(bootstrap, topics, 4)
+    p, port = start_worker(bootstrap, topics, model, tmp, "bench-latency")
+    df = bench_flows(int(rate * seconds), seed=3)
+    step = max(1, rate // 50)  # one batch every 20 ms
+    with FlowPublisher(bootstrap, topics.flows, batch_records=step) as pub:
+        t0 = time.perf_counter()
+        for i, start in enumerate(range(0, len(df), step)):
+            pub.publish(iter_flow_dicts(df.iloc[start:start + step]))
+            pub.producer.flush()
+            delay = t0 + (i + 1) * step / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        sent_s = time.perf_counter() - t0
+    while metric(port, "edgeloop_flows_in_total") < len(df):
+        time.sleep(0.1)
+    time.sleep(1)
+    c = KafkaConsumer(topics.detections, bootstrap_servers=bootstrap, group_id=None,
+                      auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    lat = []
+    for m in c:
+        for d in json.loads(m.value)["detections"]:
+            if d["closed_by"] == "k" and d.get("produced_ms"):
+                lat.append(m.timestamp - d["produced_ms"])
+    c.close()
+    p.terminate()
+    p.wait(15)
+    a = np.array(lat, dtype=float)
+    return {"rate": len(df) / sent_s, "n": len(a), "p50": np.percentile(a, 50), "p99": np.percentile(a, 99),
+            "max": a.max()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flows", type=int, default=200_000)
+    ap.add_argument("--rate", type=int, default=5000)
+    ap.add_argument("--seconds", type=float, default=10)
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="edgeloop-bench-"))
+    model = model_path(tmp)
+    df = bench_flows(a.flows)
+    with EmbeddedBroker(free_port()) as b:
+        topics = Topics("bench.")
+        ensure_topics(b.bootstrap, topics, 4)
+        with FlowPublisher(b.bootstrap, topics.flows) as pub:
+            pub.publish(iter_flow_dicts(df))
+        st = pub.stats
+        print(f"produced {st.records:,} flows in {st.messages} messages: {st.rate:,.0f} flows/s")
+        bare_s, n = asyncio.run(bare_consumer(b.bootstrap, topics.flows, len(df)))
+        w = worker_throughput(b.bootstrap, topics, model, tmp, len(df))
+        o = onnx_raw(model, df)
+        lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
+    print(f"\nmodel {model}")
+    print(f"{'stage':<52}{'figure':>22}")
+    print(f"{'bare aiokafka getmany + json decode':<52}{n / bare_s:>16,.0f} fl/s")
+    print(f"{'edge worker end to end (faust, 1 process)':<52}{w['flows_per_s']:>16,.0f} fl/s")
+    print(f"{'  ratio worker / bare consumer':<52}{w['flows_per_s'] / (n / bare_s):>21.2f}x")
+    print(f"{'  mean inference batch':<52}{w['windows'] / max(w['batches'], 1):>15.1f} windows")
+    print(f"{'  share of worker time in ONNX Runtime':<52}{w['infer_s'] * w['flows_per_s'] / len(df):>21.1%}")
+    print(f"{'  peak RSS of the worker':<52}{w['rss_mb']:>19.0f} MB")
+    for bs, (raw, full) in o["by_batch"].items():
+        print(f"{f'bare ONNX Runtime, batch {bs}':<52}{raw:>12,.0f} windows/s")
+        print(f"{f'OnnxDetector.score (normalise+calibrate), batch {bs}':<52}{full:>12,.0f} windows/s")
+    print(f"{'  flows per window (mean)':<52}{o['flows_per_window']:>22.2f}")
+    label = f"latency produced->detection at {lat['rate']:,.0f} fl/s: p50"
+    print(f"{label:<52}{lat['p50']:>19.1f} ms")
+    print(f"{'  p99':<52}{lat['p99']:>19.1f} ms")
+    print(f"{'  max':<52}{lat['max']:>19.1f} ms  ({lat['n']:,} windows closed by K)")
+
+
+if __name__ == "__main__":
+    main()
