@@ -20,7 +20,7 @@ from rich.table import Table
 
 from streams.errors import LabError
 
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False)
 
 
 @click.group(help="Traffic lab: private network namespaces with a victim (nginx, sshd, dnsmasq, "

@@ -71,36 +71,45 @@ def _nmap(kind: str, flag: str):
             rate = rng.choice([300, 500, 800, 1200, 2000, 3000])
             retries = rng.choice([0, 1, 1, 2])
             dlen = rng.choice([0, 0, 0, 16, 40])
+            # A floor on the rate too: on a busy 2-core lab nmap can mistake late replies
+            # for drops and back off to 10 probes/s, which makes run time unpredictable.
+            floor = max(50, rate // rng.choice([2, 3, 4]))
             argv = ["nmap", flag, "-Pn", "-n", "--disable-arp-ping", "-p", ports, template,
-                    "--max-rate", str(rate), "--max-retries", str(retries),
-                    "--host-timeout", f"{int(n / rate * (retries + 2)) + 30}s"]
+                    "--max-rate", str(rate), "--min-rate", str(floor),
+                    "--max-retries", str(retries),
+                    "--host-timeout", f"{int(n / floor * (retries + 1)) + 30}s"]
             if dlen:
                 argv += ["--data-length", str(dlen)]
             if rng.random() < 0.3:
                 argv += ["-g", str(rng.choice([53, 80, 123, rng.randint(1024, 65000)]))]
-            timeout = n / rate * (retries + 2) + 30
+            timeout = n / floor * (retries + 1) + 40
             runs.append(Run(kind, i, argv + [victim], timeout, n * (retries + 1) + 100, n,
                             {"ports": ports, "template": template, "max_rate": rate,
-                             "max_retries": retries, "data_length": dlen}))
+                             "min_rate": floor, "max_retries": retries, "data_length": dlen}))
         return runs
     return plan
 
 
 def _syn_flood(rng: random.Random, target: int, victim: str, workdir: Path) -> list[Run]:
     runs = []
-    for i, n in enumerate(_split(rng, target, 2, 3)):
+    parts = _split(rng, target, 2, 3)
+    # hping3 counts its source port up from a base; give each run its own range so runs
+    # never reuse a 5-tuple within the idle timeout (NFStream would merge the flows).
+    stride = (65000 - 1024) // len(parts)
+    for i, n in enumerate(parts):
+        base = 1024 + i * stride + rng.randint(0, max(0, stride - n - 1))
         port = rng.choice([80, 80, 443, 22, 8080, 5201])
         interval_us = rng.choice([200, 300, 500, 800, 1200, 2000])
         win = rng.choice([64, 512, 1024, 8192, 29200, 65535])
         dlen = rng.choice([0, 0, 0, 20, 64, 120])
-        argv = ["hping3", "-S", "-q", "-n", "-p", str(port), "-i", f"u{interval_us}",
-                "-c", str(n), "-w", str(win)]
+        argv = ["hping3", "-S", "-q", "-n", "-p", str(port), "-s", str(base),
+                "-i", f"u{interval_us}", "-c", str(n), "-w", str(win)]
         if dlen:
             argv += ["-d", str(dlen)]
         timeout = n * interval_us / 1e6 * 2 + 15
         runs.append(Run("syn_flood", i, argv + [victim], timeout, n, n,
                         {"dst_port": port, "interval_us": interval_us, "count": n,
-                         "window": win, "data_length": dlen}))
+                         "base_src_port": base, "window": win, "data_length": dlen}))
     return runs
 
 
@@ -110,7 +119,7 @@ def _slow_http(rng: random.Random, target: int, victim: str, workdir: Path) -> l
     rng.shuffle(modes)
     for i, n in enumerate(_split(rng, target, 2, 3)):
         mode = modes[i % len(modes)]
-        rate = rng.choice([60, 100, 150, 200, 300])
+        rate = rng.choice([100, 150, 200, 250, 300])
         interval = rng.randint(1, 4)      # below the 5 s idle timeout: one flow per connection
         hold = rng.randint(4, 10)
         length = int(n / rate) + hold
@@ -138,29 +147,40 @@ def _slow_http(rng: random.Random, target: int, victim: str, workdir: Path) -> l
     return runs
 
 
+# Against the lab sshd (MaxAuthTries 3), hydra opens about one connection per guess when
+# it cycles users (-u), and about one per TRIES_PER_CONN guesses when it cycles passwords.
+TRIES_PER_CONN = 2.3
+
+
 def _ssh_bruteforce(rng: random.Random, target: int, victim: str, workdir: Path) -> list[Run]:
     users = (ASSETS / "wordlists" / "users.txt").read_text().split()
     passwords = (ASSETS / "wordlists" / "passwords.txt").read_text().split()
     runs = []
     for i, n in enumerate(_split(rng, target, 2, 3)):
+        cycle_users = rng.random() < 0.65
+        per_conn = 1.0 if cycle_users else TRIES_PER_CONN
         u = rng.sample(users, rng.randint(4, min(12, len(users))))
-        # hydra opens about one connection per user/password pair when it cycles users.
-        per_user = max(1, min(len(passwords), round(n / len(u))))
-        p = rng.sample(passwords, per_user)
+        want = n * per_conn
+        if want / len(u) > len(passwords):  # the small wordlist is the bound: add users
+            u = rng.sample(users, min(len(users), max(len(u), round(want / len(passwords)))))
+        p = rng.sample(passwords, max(1, min(len(passwords), round(want / len(u)))))
         tasks = rng.choice([16, 24, 32, 48, 64])
         wait = rng.choice([1, 1, 2])
         ufile, pfile = f"users-{i}.txt", f"passwords-{i}.txt"
         argv = ["hydra", "-L", str(workdir / ufile), "-P", str(workdir / pfile), "-t", str(tasks),
-                "-w", str(wait), "-I", "-q", "-u"]
+                "-w", str(wait), "-I", "-q"]
+        if cycle_users:
+            argv.append("-u")
         extra = rng.random() < 0.3
         if extra:
-            argv += ["-e", "nsr"]
+            argv += ["-e", "nsr"]   # also try empty, login-as-password and reversed login
         attempts = len(u) * (len(p) + (3 if extra else 0))
-        rate = tasks / (wait + 0.3)
+        rate = tasks / (wait + 0.3) * per_conn
         argv.append(f"ssh://{victim}")
         runs.append(Run("ssh_bruteforce", i, argv, attempts / rate * 2.5 + 20, attempts * 40,
-                        attempts, {"users": len(u), "passwords": len(p), "tasks": tasks,
-                                   "wait_s": wait, "extra_checks": extra},
+                        round(attempts / per_conn),
+                        {"users": len(u), "passwords": len(p), "tasks": tasks, "wait_s": wait,
+                         "cycle_users": cycle_users, "extra_checks": extra},
                         files={ufile: "\n".join(u) + "\n", pfile: "\n".join(p) + "\n"}))
     return runs
 
