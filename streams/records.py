@@ -175,6 +175,24 @@ class UncertainWindow(_Record):
     worker: str = ""
 
 
+class Label(_Record):
+    """A label decision for one window: who proposed it, and whether it was accepted."""
+
+    schema_: Literal["edgeloop.label/1"] = Field("edgeloop.label/1", alias="schema")
+    window_id: str
+    label: str
+    # Where the label came from: "llm:<model>", "human:<who>", "detector:<version>".
+    source: str
+    confidence: float = Field(ge=0, le=1)
+    accepted: bool
+    # Why: "accepted", or the acceptance reason code that sent it to review.
+    reason: str
+    novel: bool = False
+    model_version: str = ""
+    rationale: Annotated[str, Field(max_length=2000)] = ""
+    at_ms: int
+
+
 class ModelRelease(_Record):
     """A promoted bundle. Detectors load `uri`, verify `sha256` and the feature schema, then swap."""
 
@@ -206,7 +224,7 @@ class DeadLetter(_Record):
 
 SCHEMAS: dict[str, type[_Record]] = {
     m.model_fields["schema_"].default: m
-    for m in (FlowRecord, FlowBatch, DetectionBatch, Alert, UncertainWindow, ModelRelease, DeadLetter)
+    for m in (FlowRecord, FlowBatch, DetectionBatch, Alert, UncertainWindow, Label, ModelRelease, DeadLetter)
 }
 
 
