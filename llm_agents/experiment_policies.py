@@ -214,7 +214,7 @@ class ExperimentResult:
         return out
 
     def to_markdown(self) -> str:
-        lines = [f"# Policy intents on the digital twin (Hermes Table I shape)", "",
+        lines = ["# Policy intents on the digital twin (Hermes Table I shape)", "",
                  f"- model: {self.model}", f"- data: {self.data_source}",
                  f"- intents: {len({r.intent_id for r in self.rows})}; success = the twin's KPIs meet the intent's targets",
                  *[f"- {n}" for n in self.notes], "",

@@ -3,7 +3,7 @@
 The twin is built once from a flows DataFrame (FlowRecord columns, with `label` ground
 truth where the data is labelled) and the detector's per-window verdicts for a chosen
 time range. `evaluate(policy)` is then deterministic and vectorised (numpy over integer
-codes; about 20 ms for 100,000 flows here), cheap enough to run inside the blueprint loop:
+codes; about 5 ms for 100,000 flows and 75 ms for 1M here), cheap enough to run inside the blueprint loop:
 
     >>> twin = DigitalTwin(flows_df, detections_df, start_ms=t0, end_ms=t1)
     >>> report = twin.evaluate(Policy(block_sources=["10.9.0.66"]))
@@ -34,9 +34,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from llm_agents.policy_model import PROTOCOLS, Policy
+from llm_agents.twin_kpis import KPI_CATALOGUE, ServiceImpact, TwinReport, compare, frac
+
+__all__ = ["KPI_CATALOGUE", "DigitalTwin", "ServiceImpact", "TwinReport", "compare", "detections_frame",
+           "load_twin"]
 
 BENIGN_LABELS = frozenset({"", "benign", "normal", "none", "nan"})
 REQUIRED_FLOW_COLUMNS = ("flow_id", "first_seen_ms", "src_ip", "dst_ip", "dst_port", "protocol",
@@ -44,77 +47,6 @@ REQUIRED_FLOW_COLUMNS = ("flow_id", "first_seen_ms", "src_ip", "dst_ip", "dst_po
 VIEW_FLOW_COLUMNS = ("first_seen_ms", "duration_ms", "src_ip", "dst_ip", "src_port", "dst_port",
                      "protocol", "packets", "bytes", "syn_packets", "fin_packets", "rst_packets",
                      "ack_packets", "psh_packets")
-
-# Every numeric KPI the twin reports; blueprint KPIs must name one of these.
-KPI_CATALOGUE: dict[str, str] = {
-    "flows_total": "flows in the time range",
-    "attack_flows": "flows whose truth is an attack",
-    "benign_flows": "flows whose truth is benign",
-    "attack_flows_stopped": "attack flows stopped by the policy (fractional for rate limits)",
-    "attack_flows_stopped_frac": "attack_flows_stopped / attack_flows (1 when there are none)",
-    "attack_bytes_stopped": "attack bytes stopped",
-    "attack_bytes_stopped_frac": "attack_bytes_stopped / attack bytes (1 when there are none)",
-    "attack_packets_stopped_frac": "attack packets stopped / attack packets (1 when there are none)",
-    "benign_flows_hurt": "benign flows stopped by the policy (collateral)",
-    "benign_flows_hurt_frac": "benign_flows_hurt / benign_flows",
-    "benign_bytes_hurt": "benign bytes stopped",
-    "benign_bytes_hurt_frac": "benign_bytes_hurt / benign bytes",
-    "alerts_before": "alerting windows without the policy",
-    "alerts_after": "alerting windows with the policy",
-    "alert_reduction_frac": "1 - alerts_after / alerts_before (0 when there were none)",
-    "true_alerts_before": "alerting windows whose truth is an attack, without the policy",
-    "true_alerts_after": "alerting windows whose truth is an attack, with the policy",
-    "true_alerts_kept_frac": "true_alerts_after / true_alerts_before (1 when there were none)",
-    "false_alerts_before": "alerting windows whose truth is benign, without the policy",
-    "false_alerts_after": "alerting windows whose truth is benign, with the policy",
-    "false_alert_reduction_frac": "1 - false_alerts_after / false_alerts_before (0 when none)",
-    "services_affected": "services (dst address, port, protocol) with benign flows hurt",
-}
-
-
-class ServiceImpact(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    dst_ip: str
-    dst_port: int
-    proto: int
-    benign_flows_hurt: float
-    benign_bytes_hurt: float
-
-
-class TwinReport(BaseModel):
-    """What a policy did on the twin: numeric KPIs, the services it hurt, and the caveats."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kpis: dict[str, float]
-    services: list[ServiceImpact]
-    truth: str  # "labels" or "detector"
-    notes: list[str]
-    twin: str
-    eval_seconds: float
-
-    def check(self, targets: Iterable[Any]) -> list[str]:
-        """Each target (anything with name, comparator, target) that the KPIs miss, as a sentence."""
-        misses = []
-        for t in targets:
-            value = self.kpis.get(t.name)
-            if value is None:
-                misses.append(f"KPI {t.name!r} is not one the twin reports")
-            elif not compare(value, t.comparator, t.target):
-                misses.append(f"KPI {t.name} = {value:.4g}, target {t.comparator} {t.target:g}")
-        return misses
-
-
-def compare(value: float, comparator: str, target: float) -> bool:
-    eps = 1e-9
-    return {"<=": value <= target + eps, ">=": value >= target - eps, "<": value < target,
-            ">": value > target, "==": abs(value - target) <= eps}[comparator]
-
-
-def _frac(num: float, den: float, empty: float) -> float:
-    return float(num / den) if den > 0 else empty
-
 
 class _Addresses:
     """The distinct addresses of the twin, parsed once, matched against CIDRs as integers."""
@@ -312,16 +244,16 @@ class DigitalTwin:
         services = self._services(drop, ben)
         k = {
             "flows_total": float(self.n_flows), "attack_flows": a_fl, "benign_flows": b_fl,
-            "attack_flows_stopped": a_stop, "attack_flows_stopped_frac": _frac(a_stop, a_fl, 1.0),
-            "attack_bytes_stopped": a_by_stop, "attack_bytes_stopped_frac": _frac(a_by_stop, a_by, 1.0),
-            "attack_packets_stopped_frac": _frac(a_pk_stop, a_pk, 1.0),
-            "benign_flows_hurt": b_hurt, "benign_flows_hurt_frac": _frac(b_hurt, b_fl, 0.0),
-            "benign_bytes_hurt": b_by_hurt, "benign_bytes_hurt_frac": _frac(b_by_hurt, b_by, 0.0),
+            "attack_flows_stopped": a_stop, "attack_flows_stopped_frac": frac(a_stop, a_fl, 1.0),
+            "attack_bytes_stopped": a_by_stop, "attack_bytes_stopped_frac": frac(a_by_stop, a_by, 1.0),
+            "attack_packets_stopped_frac": frac(a_pk_stop, a_pk, 1.0),
+            "benign_flows_hurt": b_hurt, "benign_flows_hurt_frac": frac(b_hurt, b_fl, 0.0),
+            "benign_bytes_hurt": b_by_hurt, "benign_bytes_hurt_frac": frac(b_by_hurt, b_by, 0.0),
             "alerts_before": float(a0.sum()), "alerts_after": float(a1.sum()),
-            "alert_reduction_frac": 1.0 - _frac(float(a1.sum()), float(a0.sum()), 1.0),
-            "true_alerts_before": t0, "true_alerts_after": t1, "true_alerts_kept_frac": _frac(t1, t0, 1.0),
+            "alert_reduction_frac": 1.0 - frac(float(a1.sum()), float(a0.sum()), 1.0),
+            "true_alerts_before": t0, "true_alerts_after": t1, "true_alerts_kept_frac": frac(t1, t0, 1.0),
             "false_alerts_before": f0, "false_alerts_after": f1,
-            "false_alert_reduction_frac": 1.0 - _frac(f1, f0, 1.0),
+            "false_alert_reduction_frac": 1.0 - frac(f1, f0, 1.0),
             "services_affected": float(len(services)),
         }
         return {name: round(v, 6) for name, v in k.items()}, services

@@ -104,7 +104,6 @@ def _map_user(iso):
 def _preload():
     for name in ALLOWED_MODULES:
         __import__(name)
-    import numpy  # noqa: F401  (already imported; binds the name for _load_view)
     for name in ("numpy.lib.format", "zipfile", "encodings.idna", "encodings.cp437"):
         __import__(name)
 

@@ -12,7 +12,6 @@ written atomically (temporary file, then rename); one file per record.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path

@@ -46,7 +46,7 @@ RUNNER = Path(__file__).with_name("_sandbox_runner.py")
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
        "MKL_NUM_THREADS": "1"}
 STATUSES = ("ok", "error", "timeout", "cpu_limit", "memory_limit", "crashed", "isolation", "bad_output")
-__all__ = ["ALLOWED_MODULES", "Sandbox", "SandboxLimits", "SandboxResult", "StepSource"]
+__all__ = ["ALLOWED_MODULES", "Sandbox", "SandboxLimits", "SandboxResult", "StepSource", "sandbox_available"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,21 @@ class Sandbox:
             err.seek(0)
             stderr = err.read(64 * 1024).decode("utf-8", "replace")
         return _result(raw, stderr, proc.returncode, timed_out, seconds)
+
+
+_AVAILABLE: list[str] = []
+
+
+def sandbox_available() -> tuple[bool, str]:
+    """Whether this machine can confine step code (checked once per process); else why not."""
+    if not _AVAILABLE:
+        if not sys.platform.startswith("linux"):
+            _AVAILABLE.append(f"the sandbox needs Linux namespaces, not {sys.platform}")
+        else:
+            res = Sandbox(SandboxLimits(wall_s=10)).run(
+                [StepSource("probe", "def probe():\n    return {'ok': 1}", [], ["ok"])], final=("ok",))
+            _AVAILABLE.append("" if res.ok else res.problem()[:300])
+    return not _AVAILABLE[0], _AVAILABLE[0]
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -11,7 +11,11 @@ from llm_agents.blueprints import (BlueprintLoop, BlueprintRepository, Coder, De
                                    Intent, Sandbox, SandboxLimits, parse_intent)
 from llm_agents.errors import LLMBadOutput
 from llm_agents.policy_model import PolicyProposal
+from llm_agents.blueprints.sandbox import sandbox_available
 from llm_agents.twin_scenarios import synthetic_scenario
+
+_OK, _WHY = sandbox_available()
+pytestmark = pytest.mark.skipif(not _OK, reason=f"the sandbox cannot confine code here: {_WHY}")
 
 LIB = ExpertLibrary.load()
 INTENT = "block the syn_scan from 10.9.0.66"

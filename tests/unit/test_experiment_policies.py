@@ -16,7 +16,11 @@ from llm_agents.prompts import parse_data_blocks
 from llm_agents.scripted_server import serve
 from llm_agents.twin_scenarios import SCENARIOS, synthetic_scenario
 
+from llm_agents.blueprints.sandbox import sandbox_available
+
 LIB = ExpertLibrary.load()
+_OK, _WHY = sandbox_available()
+needs_sandbox = pytest.mark.skipif(not _OK, reason=f"the sandbox cannot confine code here: {_WHY}")
 
 NAIVE_CODE = '''import numpy as np
 
@@ -75,6 +79,7 @@ def test_intents_cover_every_scenario_and_action():
     assert all(i.intent.required_kpis() for i in intents)
 
 
+@needs_sandbox
 def test_all_four_arms_against_the_scripted_server(tmp_path):
     scenario = synthetic_scenario("syn_scan", n_benign=600)
     with serve("oracle", model="scripted-policy-model") as llm:
@@ -99,6 +104,7 @@ def test_all_four_arms_against_the_scripted_server(tmp_path):
     assert {f.name for f in files} == {"summary.md", "summary.csv", "results.csv", "results.json"}
 
 
+@needs_sandbox
 def test_the_command_runs_offline_with_the_library_alone(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(policies, ["--lab-dir", str(tmp_path / "no-lab"), "--out", str(out),

@@ -1,7 +1,6 @@
 """The sandbox holds its limits: time, processes, network, file system, memory, environment."""
 from __future__ import annotations
 
-import os
 import socket
 import time
 import uuid
@@ -10,20 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_agents.blueprints.sandbox import Sandbox, SandboxLimits, StepSource
+from llm_agents.blueprints.sandbox import Sandbox, SandboxLimits, StepSource, sandbox_available
 
 FAST = SandboxLimits(wall_s=3, cpu_s=3)
-
-
-def _probe() -> str:
-    if not hasattr(os, "fork") or not Path("/proc/self/ns/net").exists():
-        return "not Linux"
-    res = Sandbox(FAST).run([StepSource("f", "def f():\n    return {'y': 1}", [], ["y"])], final=("y",))
-    return "" if res.ok else f"namespaces unavailable here: {res.problem()[:200]}"
-
-
-_WHY = _probe()
-pytestmark = pytest.mark.skipif(bool(_WHY), reason=_WHY or "ok")
+_OK, _WHY = sandbox_available()
+pytestmark = pytest.mark.skipif(not _OK, reason=f"the sandbox cannot confine code here: {_WHY}")
 
 
 def run(src: str, inputs=(), given=None, limits=FAST, **kw):
