@@ -27,30 +27,17 @@ LAZY = {
     "lab": ("streams.lab.cli:lab", "Traffic lab: real tools between network namespaces, labelled datasets."),
     "train": ("inference.cli:train", "Train the CNN detector and write a bundle to the registry (needs torch)."),
     "evaluate": ("inference.cli:evaluate", "Evaluate a bundle on a labelled flow file: F1, calibration, int8."),
-    "experiment": ("llm_agents.experiment_cli:experiment", "Experiments: augmentation (paper) and policies (Hermes)."),
+    "agent": ("llm_agents.cli:agent", "The LLM agent: label uncertain windows, keep the dataset, retrain."),
+    "review": ("llm_agents.cli:review", "The review queue: list, accept or correct labels a person must check."),
+    "retrain": ("llm_agents.cli:retrain", "Retrain now; promote the challenger only if it beats the champion."),
+    "status": ("streams.status:status", "Health of running services, read from their own metrics."),
 }
-
-
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *(n for n in LAZY if self._available(n))])
-
-    @staticmethod
-    def _available(name: str) -> bool:
-        mod = LAZY[name][0].split(":")[0]
-        return importlib.util.find_spec(mod.rsplit(".", 1)[0]) is not None and _module_exists(mod)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in LAZY and self._available(name):
-            mod, attr = LAZY[name][0].split(":")
-            return getattr(importlib.import_module(mod), attr)
-        return super().get_command(ctx, name)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(n, (LAZY[n][1] if n in LAZY else self.commands[n].get_short_help_str(80)))
-                for n in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+EXPERIMENTS = {
+    "augment": ("llm_agents.experiment_cli:augment",
+                "Macro-F1 vs real windows per class: none, SMOTE, synthesis (paper's result)."),
+    "policies": ("llm_agents.experiment_policies:policies",
+                 "Policy success rates: direct, coder-only, blueprint loop, library (Hermes Table I)."),
+}
 
 
 def _module_exists(mod: str) -> bool:
@@ -58,6 +45,32 @@ def _module_exists(mod: str) -> bool:
         return importlib.util.find_spec(mod) is not None
     except ModuleNotFoundError:
         return False
+
+
+class LazyGroup(click.Group):
+    """A click group whose listed subcommands are imported only when invoked."""
+
+    def __init__(self, *args: object, lazy: dict[str, tuple[str, str]] | None = None, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.lazy = LAZY if lazy is None else lazy
+
+    def _available(self, name: str) -> bool:
+        return _module_exists(self.lazy[name][0].split(":")[0])
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *(n for n in self.lazy if self._available(n))])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and self._available(name):
+            mod, attr = self.lazy[name][0].split(":")
+            return getattr(importlib.import_module(mod), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, (self.lazy[n][1] if n in self.lazy else self.commands[n].get_short_help_str(80)))
+                for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 def settings_or_exit() -> Settings:
@@ -83,6 +96,11 @@ def main(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.group(cls=LazyGroup, lazy=EXPERIMENTS)
+def experiment() -> None:
+    """Experiments that reproduce the papers' results on the lab data (tables and plots)."""
 
 
 @main.command()
