@@ -14,7 +14,7 @@ from llm_agents.client import LLMClient
 from llm_agents.experiment_policies import ARMS, build_intents, policies, run_experiment
 from llm_agents.prompts import parse_data_blocks
 from llm_agents.scripted_server import serve
-from llm_agents.twin_scenarios import SCENARIOS, synthetic_scenario
+from llm_agents.twin_scenarios import SCENARIOS, load_scenarios, synthetic_scenario
 
 from llm_agents.blueprints.sandbox import sandbox_available
 
@@ -118,3 +118,15 @@ def test_the_command_runs_offline_with_the_library_alone(tmp_path):
 def test_unknown_arms_are_refused(tmp_path):
     result = CliRunner().invoke(policies, ["--arms", "magic", "--out", str(tmp_path)], env={"EDGELOOP_LLM_BASE_URL": ""})
     assert result.exit_code != 0 and "unknown arms" in result.output
+
+
+def test_lab_captures_are_used_when_present(tmp_path):
+    sc = synthetic_scenario("fin_scan", n_benign=300)
+    capture = sc.flows.drop(columns=["flow_id"]).assign(label=sc.flows["label"].str.upper())
+    capture.to_parquet(tmp_path / "fin_scan.parquet")
+    (loaded,) = load_scenarios(tmp_path)
+    assert loaded.source == "lab:fin_scan.parquet+simulated-detector"
+    assert (loaded.name, loaded.attacker, loaded.victim) == ("fin_scan", sc.attacker, sc.victim)
+    assert loaded.dns is not None and (loaded.dns.port, loaded.dns.proto) == (53, "udp")
+    assert loaded.web.port in (80, 443) and loaded.twin().truth == "labels"
+    assert load_scenarios(tmp_path / "missing")[0].source == "synthetic+simulated-detector"
