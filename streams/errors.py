@@ -8,7 +8,11 @@
      ├── SourceError          a capture or replay input could not be read
      ├── ModelError           a model bundle is unusable
      │    └── BundleVerificationError  hash or feature schema does not match
-     └── LabError             the traffic lab could not be built or torn down
+     ├── LabError             the traffic lab could not be built or torn down
+     ├── LLMError             an LLM call gave no usable answer (llm_agents/errors.py:
+     │                        rate limit, timeout, unavailable, bad request, bad output, budget)
+     └── BlueprintError       no usable blueprint or step code (llm_agents/blueprints/errors.py:
+                              DesignError, CodeError)
 
 Errors carry their context (topic, partition, offset, model version) as attributes so a
 dead-letter record or a log line can report it without parsing messages.
