@@ -29,11 +29,11 @@ from streams.lab.services import ASSETS, DOWNLOADS, IPERF_PORTS, PAGES
 
 # Action weights and base actions per second for each profile.
 PROFILES: dict[str, tuple[dict[str, float], float]] = {
-    "browser": ({"web": 0.45, "tls": 0.25, "dns": 0.2, "wrk": 0.05, "download": 0.05}, 4.0),
-    "api": ({"api": 0.5, "tls": 0.15, "wrk": 0.1, "dns": 0.2, "web": 0.05}, 5.0),
-    "admin": ({"ssh": 0.45, "dns": 0.3, "web": 0.15, "tls": 0.1}, 2.0),
-    "bulk": ({"iperf": 0.1, "download": 0.2, "ssh_upload": 0.15, "dns": 0.4, "web": 0.15}, 1.0),
-    "resolver": ({"dns": 0.7, "web": 0.15, "tls": 0.1, "api": 0.05}, 5.0),
+    "browser": ({"web": 0.45, "tls": 0.25, "dns": 0.2, "wrk": 0.05, "download": 0.05}, 5.0),
+    "api": ({"api": 0.5, "tls": 0.15, "wrk": 0.1, "dns": 0.2, "web": 0.05}, 6.0),
+    "admin": ({"ssh": 0.45, "dns": 0.3, "web": 0.15, "tls": 0.1}, 3.0),
+    "bulk": ({"iperf": 0.1, "download": 0.2, "ssh_upload": 0.15, "dns": 0.4, "web": 0.15}, 2.0),
+    "resolver": ({"dns": 0.7, "web": 0.15, "tls": 0.1, "api": 0.05}, 4.0),
 }
 USER_AGENTS = (
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",

@@ -68,8 +68,7 @@ def build_datasheet(opts, lab, df, meter_s: float, paths: dict[str, Path],
         "seed": opts.seed,
         "scale": opts.scale,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": f"edgeloop lab generate --seed {opts.seed} --scale {opts.scale} "
-                   f"--name {opts.name} --scenarios {','.join(s['scenario'] for s in _uniq(runs))}",
+        "command": _command(opts),
         "label_set": list(LABELS),
         "label_rule": RULE,
         "counts": counts,
@@ -97,13 +96,22 @@ def build_datasheet(opts, lab, df, meter_s: float, paths: dict[str, Path],
     }
 
 
-def _uniq(runs: list[dict]) -> list[dict]:
-    seen, out = set(), []
-    for r in runs:
-        if r["scenario"] not in seen:
-            seen.add(r["scenario"])
-            out.append(r)
-    return out
+def _command(opts) -> str:
+    """The CLI line that regenerates this dataset."""
+    parts = [f"edgeloop lab generate --seed {opts.seed} --scale {opts.scale}",
+             f"--out {opts.out_dir} --name {opts.name}"]
+    if opts.scenarios not in (None, "all"):
+        names = opts.scenarios if isinstance(opts.scenarios, str) else ",".join(opts.scenarios)
+        parts.append(f"--scenarios {names}")
+    if opts.n_clients != 6:
+        parts.append(f"--clients {opts.n_clients}")
+    if (opts.idle_timeout, opts.active_timeout) != (5, 30):
+        parts.append(f"--idle-timeout {opts.idle_timeout} --active-timeout {opts.active_timeout}")
+    if not opts.keep_pcap:
+        parts.append("--no-pcap")
+    elif opts.pcap_max_bytes:
+        parts.append(f"--pcap-max-mb {opts.pcap_max_bytes / 1e6:g}")
+    return " ".join(parts)
 
 
 def render_markdown(sheet: dict[str, Any]) -> str:

@@ -50,6 +50,7 @@ class GenerateOptions:
     active_timeout: int = 30
     snaplen: int = 384
     warmup_s: float = 5.0
+    benign_only_s: float | None = None            # benign-only stretch; None = 20 s x scale
     gap_s: float = 3.0
     max_capture_packets: int = 4_000_000
     keep_pcap: bool = True
@@ -123,11 +124,13 @@ def run_lab(opts: GenerateOptions, work: Path, say: Say = lambda m: None) -> Lab
             services = Services(topo, procs, work, rng)
             services.start()
             capture.start()
-            budget = sum(r.timeout_s for _, runs in plans for r in runs) + 60 + 2 * opts.warmup_s
+            quiet = opts.warmup_s + (20 * opts.scale if opts.benign_only_s is None
+                                     else opts.benign_only_s)
+            budget = sum(r.timeout_s for _, runs in plans for r in runs) + 60 + 2 * quiet
             start_benign(topo, procs, services, profiles, time.time() + budget)
             say(f"lab up: victim {topo.victim.addr}, attacker {topo.attacker.addr}, "
-                f"{len(profiles)} benign clients; warming up {opts.warmup_s:.0f}s")
-            time.sleep(opts.warmup_s)
+                f"{len(profiles)} benign clients; benign only for {quiet:.0f}s")
+            time.sleep(quiet)
             for scenario, runs in plans:
                 t0 = time.monotonic()
                 for run in runs:

@@ -25,12 +25,14 @@ from typing import Sequence
 from streams.errors import LabError
 
 
-def _raise_nofile(limit: int):
-    def preexec() -> None:  # runs in the child before exec
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = min(limit, hard) if hard != resource.RLIM_INFINITY else limit
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
-    return preexec
+def raise_nofile(limit: int = 65536) -> None:
+    """Raise this process's open-file soft limit (children inherit it): nginx and
+    slowhttptest hold thousands of sockets. Done here rather than in a preexec_fn, which
+    is unsafe once threads (rich's progress display) are running."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
@@ -55,15 +57,18 @@ class Procs:
     log_dir: Path
     running: dict[str, subprocess.Popen] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        raise_nofile()
+
     def start(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
-              cwd: Path | None = None, nofile: int = 65536) -> subprocess.Popen:
+              cwd: Path | None = None) -> subprocess.Popen:
         if name in self.running and self.running[name].poll() is None:
             raise LabError(f"process {name!r} is already running")
         log = open(self.log_dir / f"{name}.log", "ab")
         try:
             proc = subprocess.Popen(
                 list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=cwd, start_new_session=True, preexec_fn=_raise_nofile(nofile))
+                env=env, cwd=cwd, start_new_session=True)
         except FileNotFoundError as exc:
             raise LabError(f"{name}: {argv[0]} not found (run scripts/setup-lab.sh)") from exc
         finally:

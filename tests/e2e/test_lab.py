@@ -73,7 +73,7 @@ def generated(netns_ok, tmp_path_factory: pytest.TempPathFactory):
     from streams.lab.generate import GenerateOptions, generate
     out = tmp_path_factory.mktemp("lab")
     opts = GenerateOptions(seed=7, out_dir=out, name="e2e", scenarios=",".join(FAST),
-                           scale=0.06, n_clients=2, warmup_s=2.0, gap_s=1.0)
+                           scale=0.06, n_clients=2, warmup_s=2.0, benign_only_s=0, gap_s=1.0)
     result = generate(opts)
     return result, pd.read_parquet(result.paths["parquet"]), json.loads(
         result.paths["datasheet_json"].read_text())
