@@ -1,0 +1,294 @@
+"""`edgeloop policy ...` (a person decides) and `edgeloop enforce` (a node applies).
+
+    $ edgeloop policy list                       # proposals and their state
+    $ edgeloop policy show 3f2a                  # blueprint, KPIs, code hash, provenance, audit
+    $ edgeloop policy approve 3f2a --who alice   # -> policies.active
+    $ edgeloop policy reject 3f2a --who alice --reason "the scanner is our own"
+    $ edgeloop policy revoke 3f2a --who alice
+    $ edgeloop enforce --netns el-123-vic        # follow policies.active, apply nftables
+
+Every decision is written to the audit log (data_dir/policies/policies.sqlite: who,
+when, action, policy, details). `list`, `show` and `approve` first take in proposals
+published on `policies.proposed` that this data directory has not seen (`--no-sync`
+skips that). Policy ids can be shortened to any unique prefix.
+
+This module imports nothing heavy at load: `enforce` runs on edge nodes (no torch, no
+openai).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from llm_agents.policy_store import STATES, PolicyStore
+from streams.errors import EdgeloopError
+from streams.settings import Settings, load_settings
+from streams.topics import Topics
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except EdgeloopError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from exc
+
+
+def _bootstrap(s: Settings) -> str:
+    return s.kafka_bootstrap or f"127.0.0.1:{s.embedded_port}"
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+class _Ctx:
+    def __init__(self) -> None:
+        self.settings = _settings()
+        self.store = PolicyStore(Path(self.settings.data_dir) / "policies")
+        self.topics = Topics(self.settings.topic_prefix)
+        self.bootstrap = _bootstrap(self.settings)
+
+    def sync(self, enabled: bool) -> None:
+        from kafka.errors import KafkaError
+
+        from llm_agents.policies import sync_proposals
+
+        if enabled:
+            try:
+                n = sync_proposals(self.store, self.bootstrap, self.topics.policies_proposed, timeout_s=10)
+            except (KafkaError, EdgeloopError, OSError) as exc:
+                console.print(f"[yellow]could not read {self.topics.policies_proposed} ({exc}); "
+                              "showing this data directory only[/]")
+                return
+            if n:
+                console.print(f"{n} new proposals from {self.topics.policies_proposed}")
+        self.store.expire_due()
+
+    def resolve(self, policy_id: str) -> str:
+        return self.store.resolve(policy_id)
+
+
+def _run(fn):  # noqa: ANN001, ANN202 - a decorator turning edgeloop errors into click errors
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return fn(*args, **kwargs)
+        except EdgeloopError as exc:
+            raise click.ClickException(str(exc)) from exc
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+sync_option = click.option("--no-sync", is_flag=True, help="Do not read new proposals from policies.proposed first.")
+who_option = click.option("--who", required=True, help="Your name, for the audit log.")
+
+
+@click.group()
+def policy() -> None:
+    """Policy proposals: list, show, approve, reject, revoke. Every decision is audited."""
+
+
+@policy.command("list")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES), help="Only these states (repeatable).")
+@sync_option
+@_run
+def list_(states: tuple[str, ...], no_sync: bool) -> None:
+    """Proposals and their state, oldest first."""
+    ctx = _Ctx()
+    ctx.sync(not no_sync)
+    rows = ctx.store.list(states or None)
+    t = Table(title=f"{len(rows)} policies ({ctx.store.directory})")
+    t.add_column("id", no_wrap=True, min_width=12)
+    t.add_column("state", no_wrap=True)
+    for col in ("created", "attack", "actions", "provenance", "decided by"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r.policy_id[:12], r.state, _when(r.created_ms), r.attack, r.summary, r.provenance,
+                  r.approved_by or "")
+    out.print(t)
+
+
+@policy.command()
+@click.argument("policy_id")
+@sync_option
+@_run
+def show(policy_id: str, no_sync: bool) -> None:
+    """A proposal in full: blueprint, KPIs, code hash, provenance, policy, audit trail."""
+    from llm_agents.blueprints.schema import Blueprint, render_markdown
+
+    ctx = _Ctx()
+    ctx.sync(not no_sync)
+    pid = ctx.resolve(policy_id)
+    row, p = ctx.store.get(pid), ctx.store.proposal(pid)
+    click.echo(f"policy {pid}: {row.state}\nprovenance: {p.provenance}\ncode sha256: {p.code_sha256}\n"
+               f"proposal sha256: {row.proposal_sha256}\ncreated: {_when(p.created_ms)}")
+    if row.approved_by:
+        click.echo(f"approved by {row.approved_by} at {_when(row.approved_ms)}; expires {_when(row.expires_ms)}")
+    click.echo("\nactions:\n" + "\n".join(f"  - {line}" for line in p.policy.describe()) + "\n")
+    click.echo(render_markdown(Blueprint.model_validate(p.blueprint)))
+    t = Table(title="twin KPIs")
+    t.add_column("KPI")
+    t.add_column("value", justify="right")
+    for k, v in p.kpis.items():
+        if isinstance(v, (int, float)):
+            t.add_row(k, f"{v:.4g}")
+    out.print(t)
+    for key in ("truth", "notes", "services", "evidence"):
+        if p.kpis.get(key):
+            click.echo(f"{key}: {p.kpis[key]}")
+    click.echo("\naudit:")
+    for a in ctx.store.audit(pid):
+        click.echo(f"  {_when(a.at_ms)}  {a.who:<16} {a.action:<10} {a.details}")
+
+
+@policy.command()
+@click.argument("policy_id")
+@who_option
+@click.option("--note", default="", help="Why, for the audit log.")
+@click.option("--protect", multiple=True, envvar="EDGELOOP_ENFORCE_PROTECTED_CIDRS",
+              help="CIDRs no policy may touch (repeatable); the brokers and loopback always are.")
+@sync_option
+@_run
+def approve(policy_id: str, who: str, note: str, protect: tuple[str, ...], no_sync: bool) -> None:
+    """Approve a proposal and publish it to policies.active."""
+    from llm_agents.policies import approve_policy
+    from streams.enforce import Guard
+
+    ctx = _Ctx()
+    ctx.sync(not no_sync)
+    pid = ctx.resolve(policy_id)
+    guard = Guard.build(bootstrap=ctx.bootstrap, allow_list=protect)
+    act = approve_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, guard=guard, note=note)
+    console.print(f"[green]approved[/] {pid} by {who}; published to {ctx.topics.policies_active}; "
+                  f"expires {_when(act.expires_ms)}")
+
+
+@policy.command()
+@click.argument("policy_id")
+@who_option
+@click.option("--reason", required=True, help="Why, for the audit log.")
+@_run
+def reject(policy_id: str, who: str, reason: str) -> None:
+    """Reject a proposal: it never reaches policies.active."""
+    from llm_agents.policies import reject_policy
+
+    ctx = _Ctx()
+    pid = ctx.resolve(policy_id)
+    reject_policy(ctx.store, pid, who, reason)
+    console.print(f"rejected {pid} by {who}")
+
+
+@policy.command()
+@click.argument("policy_id")
+@who_option
+@click.option("--reason", default="", help="Why, for the audit log.")
+@_run
+def revoke(policy_id: str, who: str, reason: str) -> None:
+    """Revoke an approved or active policy; enforcers roll it back. Again: publish again."""
+    from llm_agents.policies import revoke_policy
+
+    ctx = _Ctx()
+    pid = ctx.resolve(policy_id)
+    revoke_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, reason=reason)
+    console.print(f"revoked {pid} by {who}; revocation published to {ctx.topics.policies_active}")
+
+
+@click.command()
+@click.option("--netns", default=None, envvar="EDGELOOP_ENFORCE_NETNS",
+              help="Enforce inside this network namespace (e.g. a lab host) instead of the host's.")
+@click.option("--mgmt-addr", "mgmt_addrs", multiple=True, envvar="EDGELOOP_ENFORCE_MGMT_ADDRS",
+              help="This node's management address (repeatable); never blocked.")
+@click.option("--protect", multiple=True, envvar="EDGELOOP_ENFORCE_PROTECTED_CIDRS",
+              help="Allow-listed CIDRs no policy may touch (repeatable).")
+@click.option("--no-protect-local", is_flag=True, help="Do not protect the node's own interface addresses.")
+@click.option("--nft", "nft_bin", default="nft", show_default=True, envvar="EDGELOOP_NFT_BIN")
+@click.option("--table", default="edgeloop", show_default=True, envvar="EDGELOOP_ENFORCE_TABLE",
+              help="The inet table this enforcer owns (and the only one it touches).")
+@click.option("--once", is_flag=True, help="Apply what is on policies.active now, then exit.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--dry-run", is_flag=True, help="Render and check with nft -c, apply nothing, print the ruleset.")
+@click.option("--clear-on-exit", is_flag=True, help="Delete the table on exit (else set timeouts lift it).")
+@click.option("--status-file", type=click.Path(path_type=Path), default=None,
+              help="JSON status after each change (default data_dir/enforce/<netns or host>.json).")
+def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, ...], no_protect_local: bool,
+            nft_bin: str, table: str, once: bool, duration: float | None, dry_run: bool, clear_on_exit: bool,
+            status_file: Path | None) -> None:
+    """Enforce approved policies on this node: follow policies.active, apply nftables, roll back.
+
+    Renders one table (inet edgeloop) from the active policies, checks it with nft -c,
+    applies it atomically, and renders it again without a policy at revocation or
+    expiry. Refuses policies touching the brokers, the management address, this node's
+    addresses, loopback or the --protect CIDRs.
+    """
+    from streams.enforce import Enforcer, Guard, follow, local_addresses
+    from streams.nftables import Nft
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = _settings()
+    boot, topics = _bootstrap(s), Topics(s.topic_prefix)
+    try:
+        local = [] if no_protect_local else local_addresses(netns)
+        guard = Guard.build(bootstrap=boot, mgmt_addrs=mgmt_addrs, allow_list=protect, local_addrs=local)
+        nft = Nft(nft_bin, netns)
+        nft.version()
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    status = status_file or Path(s.data_dir) / "enforce" / f"{netns or 'host'}.json"
+    enforcer = Enforcer(nft, guard, table=table, dry_run=dry_run, status_path=status)
+    console.print(f"enforcing {topics.policies_active} in {'netns ' + netns if netns else 'the host namespace'}, "
+                  f"table inet {table}{' (dry run)' if dry_run else ''}; protected: "
+                  + ", ".join(f"{n} ({why})" for n, why in guard.protected.items()))
+    stopping: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    deadline = time.monotonic() + duration if duration else None
+    try:
+        follow(enforcer, boot, topics.policies_active, once=once, on_bad=_dead_letter(boot, topics),
+               stop=lambda: bool(stopping) or (deadline is not None and time.monotonic() >= deadline))
+    except KeyboardInterrupt:
+        pass
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if clear_on_exit:
+            enforcer.clear()
+    if dry_run:
+        click.echo(enforcer.last_ruleset, nl=False)
+    console.print(f"enforcer stopped: {len(enforcer.applied)} policies applied, {len(enforcer.refused)} refused")
+
+
+def _dead_letter(bootstrap: str, topics: Topics):  # noqa: ANN202
+    def send(exc: Exception, msg: object) -> None:
+        from llm_agents.policies import publish
+        from streams.deadletter import dead_letter
+        from streams.records import encode
+
+        m = msg  # a kafka-python ConsumerRecord
+        dl = dead_letter(exc, topic=m.topic, partition=m.partition, offset=m.offset, value=m.value,  # type: ignore[attr-defined]
+                         key=m.key, worker=f"enforcer:{os.uname().nodename}")  # type: ignore[attr-defined]
+        try:
+            publish(bootstrap, topics.deadletter, dl.key or "", encode(dl))
+        except EdgeloopError as err:
+            logging.getLogger("edgeloop.enforce").error("dead letter not published: %s", err)
+    return send
+
+
+# Standalone use until the commands are wired into `edgeloop`: python -m llm_agents.policy_cli policy list
+cli = click.Group("edgeloop-policy", commands={"policy": policy, "enforce": enforce},
+                  help="Policy approval and enforcement (also `edgeloop policy` and `edgeloop enforce`).")
+
+if __name__ == "__main__":
+    cli()

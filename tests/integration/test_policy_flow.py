@@ -1,0 +1,165 @@
+"""Proposals and approval on the real broker: proposed → approved from the CLI → policies.active.
+
+The proposals come from the real proposer: an alert, the expert library (offline), the
+sandboxed blueprint loop on a twin of the synthetic syn_scan scenario. The person's side
+runs `edgeloop policy ...` through click's CliRunner, from a second data directory that
+learns the proposals from `policies.proposed` alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from llm_agents.blueprints.sandbox import sandbox_available
+from llm_agents.policies import propose_from_alerts
+from llm_agents.policy_cli import cli
+from llm_agents.policy_store import PolicyStore
+from llm_agents.twin_scenarios import ATTACKER, synthetic_scenario
+from streams.active_policies import PolicyActivation, PolicyRevocation, decode_active
+from streams.producer import FlowPublisher
+from streams.records import Detection, DetectionBatch, encode
+from streams.settings import load_settings
+from streams.sources.replay import replay_frame
+
+pytestmark = pytest.mark.integration
+OTHER = "10.9.0.77"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sandbox_ok() -> None:
+    ok, why = sandbox_available()
+    if not ok:
+        pytest.skip(f"the blueprint sandbox cannot confine step code here, so nothing can be proposed: {why}")
+
+
+def scenario(attacker: str = ATTACKER):
+    sc = synthetic_scenario("syn_scan", seed=2, n_benign=1200)
+    if attacker == ATTACKER:
+        return sc
+    flows = sc.flows.replace({"src_ip": {ATTACKER: attacker}})
+    det = sc.detections.assign(key=sc.detections["key"].replace({ATTACKER: attacker}))
+    return type(sc)(sc.name, flows, det, attacker, sc.victim, sc.web, sc.dns, sc.source)
+
+
+def alert_for(sc) -> dict:
+    w = sc.detections[(sc.detections["key"] == sc.attacker) & (sc.detections["predicted"] == sc.name)]
+    return {"alert_id": f"alert-{sc.attacker}", "key": sc.attacker, "attack": sc.name, "windows": len(w),
+            "flows": int(w["flow_ids"].map(len).sum()), "first_seen_ms": int(w["first_seen_ms"].min()),
+            "last_seen_ms": int(w["last_seen_ms"].max()), "max_confidence": float(w["confidence"].max()),
+            "src_ips": [sc.attacker], "dst_ips": [sc.victim], "dst_ports": [], "model_version": "simulated"}
+
+
+def settings_for(broker, topics, data_dir: Path):
+    return load_settings(kafka_bootstrap=broker.bootstrap, topic_prefix=topics.prefix, data_dir=data_dir,
+                         llm_base_url="")
+
+
+def env_for(broker, topics, data_dir: Path) -> dict[str, str]:
+    return {"EDGELOOP_KAFKA_BOOTSTRAP": broker.bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
+            "EDGELOOP_DATA_DIR": str(data_dir), "EDGELOOP_LLM_BASE_URL": ""}
+
+
+def active_records(topic_reader, topics, until, timeout: float = 20) -> list:
+    return [decode_active(v) for v in topic_reader(topics.policies_active,
+                                                   lambda vs: until([decode_active(v) for v in vs]), timeout)]
+
+
+def test_approved_from_the_cli_reaches_active_a_rejected_one_never_does(broker, topics, topic_reader,
+                                                                        tmp_path: Path) -> None:
+    core = settings_for(broker, topics, tmp_path / "core")
+    ids = []
+    for attacker in (ATTACKER, OTHER):
+        sc = scenario(attacker)
+        [out] = propose_from_alerts([alert_for(sc)], core, flows=sc.flows, detections=sc.detections)
+        assert out.status == "proposed", out.reason
+        assert out.proposal.policy.block_sources == [attacker]
+        assert "library:block_source" in out.proposal.provenance  # the library, or its stored copy
+        ids.append(out.proposal.policy_id)
+    published = topic_reader(topics.policies_proposed, lambda vs: len(vs) >= 2, 20)
+    assert sorted(json.loads(v)["policy_id"] for v in published) == sorted(ids)
+    # The same alert again: a live policy already covers it.
+    sc = scenario()
+    [again] = propose_from_alerts([alert_for(sc)], core, flows=sc.flows, detections=sc.detections)
+    assert again.status == "covered"
+
+    # A person, from another data directory: everything they know comes from the topic.
+    run = CliRunner()
+    env = env_for(broker, topics, tmp_path / "desk")
+    res = run.invoke(cli, ["policy", "list"], env=env)
+    assert res.exit_code == 0, res.output
+    assert all(pid[:12] in res.output for pid in ids)
+    res = run.invoke(cli, ["policy", "show", ids[0][:8], "--no-sync"], env=env)
+    assert res.exit_code == 0, res.output
+    assert "# Blueprint `block_source`" in res.output and "code sha256:" in res.output
+    assert "attack_flows_stopped_frac" in res.output and "library:block_source" in res.output
+
+    res = run.invoke(cli, ["policy", "approve", ids[0][:8], "--who", "alice", "--note", "scanner"], env=env)
+    assert res.exit_code == 0, res.output
+    # The guard refuses, at approval already, a policy touching an allow-listed network.
+    res = run.invoke(cli, ["policy", "approve", ids[1], "--who", "bob", "--protect", "10.9.0.0/24"], env=env)
+    assert res.exit_code != 0 and "allow-list" in res.output
+    res = run.invoke(cli, ["policy", "reject", ids[1], "--who", "bob", "--reason", "lab scanner, expected"], env=env)
+    assert res.exit_code == 0, res.output
+    res = run.invoke(cli, ["policy", "approve", ids[1], "--who", "mallory"], env=env)
+    assert res.exit_code != 0 and "rejected" in res.output
+
+    recs = active_records(topic_reader, topics, lambda rs: len(rs) >= 1)
+    time.sleep(1.5)  # give a wrongly published record time to show up
+    recs = active_records(topic_reader, topics, lambda rs: False, timeout=1.5)
+    assert [(type(r), r.policy_id) for r in recs] == [(PolicyActivation, ids[0])]
+    act = recs[0]
+    assert act.approved_by == "alice" and act.note == "scanner" and act.policy.block_sources == [ATTACKER]
+    assert act.expires_ms == act.approved_ms + act.policy.expires_s * 1000
+
+    if os.geteuid() == 0:  # nft -c needs root
+        res = run.invoke(cli, ["enforce", "--once", "--dry-run", "--no-protect-local"], env=env)
+        assert res.exit_code == 0, res.output
+        assert f"{ATTACKER} timeout" in res.output and "drop" in res.output
+
+    res = run.invoke(cli, ["policy", "revoke", ids[0][:8], "--who", "carol", "--reason", "done"], env=env)
+    assert res.exit_code == 0, res.output
+    recs = active_records(topic_reader, topics, lambda rs: len(rs) >= 2)
+    assert isinstance(recs[-1], PolicyRevocation) and recs[-1].revoked_by == "carol"
+    if os.geteuid() == 0:
+        res = run.invoke(cli, ["enforce", "--once", "--dry-run", "--no-protect-local"], env=env)
+        assert res.exit_code == 0 and "policies with network actions: 0" in res.output, res.output
+
+    desk = PolicyStore(tmp_path / "desk" / "policies")
+    assert [r.state for r in (desk.get(ids[0]), desk.get(ids[1]))] == ["revoked", "rejected"]
+    trail = [(a.who, a.action) for a in desk.audit(ids[0])]
+    assert trail == [("sync", "propose"), ("alice", "approve"), ("alice", "activate"), ("carol", "revoke"),
+                     ("carol", "publish")]
+    assert [(a.who, a.action) for a in desk.audit(ids[1])] == [("sync", "propose"), ("bob", "refuse"),
+                                                               ("bob", "reject")]
+
+
+def test_the_twin_is_read_back_from_the_flows_and_detections_topics(broker, topics, tmp_path: Path) -> None:
+    sc = scenario()
+    with FlowPublisher(broker.bootstrap, topics.flows) as pub:
+        replay_frame(sc.flows, pub, progress=False)
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    rows = sc.detections.to_dict("records")
+    for i in range(0, len(rows), 200):
+        dets = [Detection(window_id=r["window_id"], key=r["key"], flow_ids=r["flow_ids"],
+                          first_seen_ms=r["first_seen_ms"], last_seen_ms=r["last_seen_ms"], predicted=r["predicted"],
+                          probabilities=[1 - r["confidence"], r["confidence"]], confidence=r["confidence"],
+                          ood_score=0.0, uncertain=False, closed_by="k", model_version="simulated", scored_ms=1)
+                for r in rows[i:i + 200]]
+        p.send(topics.detections, encode(DetectionBatch(model_version="simulated", class_names=["benign", sc.name],
+                                                        detections=dets)))
+    p.flush()
+    p.close()
+    [out] = propose_from_alerts([alert_for(sc)], settings_for(broker, topics, tmp_path), publish_topic=False)
+    assert out.status == "proposed", out.reason
+    ev = out.proposal.kpis["evidence"]
+    assert ev["twin_flows"] > 0.5 * len(sc.flows) and ev["twin_windows"] > 0
+    assert out.proposal.kpis["attack_flows_stopped_frac"] >= 0.95
+    assert isinstance(pd.Timestamp(ev["twin_time_ms"][0], unit="ms"), pd.Timestamp)
