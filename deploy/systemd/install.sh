@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Install edgeloop on a network node or the core host, without containers.
+#
+#   sudo deploy/systemd/install.sh --roles detect,sensor,enforce --iface eth0
+#   sudo deploy/systemd/install.sh --roles agent --no-start          # the core host
+#   deploy/systemd/install.sh --render-units /tmp/units --venv "$PWD/.venv"   # render only
+#
+# What it does, each step idempotent:
+#   1. a system user `edgeloop`;
+#   2. a venv at --venv (default /opt/edgeloop/venv) with edgeloop from --source (default:
+#      this checkout), plus the extras the roles need: capture (sensor), agent and train
+#      (agent; torch is the CPU build);
+#   3. /etc/edgeloop/*.env from deploy/systemd/env/, copied once and never overwritten
+#      (agent.env holds the LLM key: 0640 root:edgeloop), and detect-N.env per detector
+#      instance N with its metrics port 9400+N (rewritten on every run);
+#   4. the units, with the venv's path, into /etc/systemd/system; then daemon-reload,
+#      enable edgeloop.target and the instances, and start them unless --no-start.
+#
+# Roles: detect (workers, --workers N, default one per core), sensor (one per --iface),
+# enforce, agent. --render-units DIR only writes the units as step 4 would, for review or
+# `systemd-analyze verify`; it needs neither root nor a venv.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+ROLES=detect,sensor,enforce
+WORKERS=$(nproc)
+IFACES=""
+SOURCE=$REPO
+VENV=/opt/edgeloop/venv
+ETC=/etc/edgeloop
+UNIT_DIR=/etc/systemd/system
+RENDER_ONLY=""
+START=1
+PYTHON=${PYTHON:-python3}
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
+
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+while (($#)); do
+    case "$1" in
+        --roles) ROLES=$2; shift 2 ;;
+        --workers) WORKERS=$2; shift 2 ;;
+        --iface) IFACES=${IFACES:+$IFACES,}$2; shift 2 ;;
+        --source) SOURCE=$2; shift 2 ;;
+        --venv) VENV=$2; shift 2 ;;
+        --etc) ETC=$2; shift 2 ;;
+        --unit-dir) UNIT_DIR=$2; shift 2 ;;
+        --render-units) RENDER_ONLY=$2; shift 2 ;;
+        --no-start) START=0; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "install.sh: unknown argument $1" >&2; usage 2 ;;
+    esac
+done
+
+has_role() { [[ ",$ROLES," == *",$1,"* ]]; }
+for r in ${ROLES//,/ }; do
+    case "$r" in detect|sensor|enforce|agent) ;; *) echo "install.sh: unknown role $r" >&2; exit 2 ;; esac
+done
+[[ "$WORKERS" =~ ^[0-9]+$ ]] && ((WORKERS >= 1 && WORKERS <= 64)) \
+    || { echo "install.sh: --workers must be 1..64, got $WORKERS" >&2; exit 2; }
+if has_role sensor && [[ -z "$IFACES" && -z "$RENDER_ONLY" ]]; then
+    echo "install.sh: the sensor role needs --iface IFACE (repeatable)" >&2; exit 2
+fi
+
+# The units name /opt/edgeloop/venv; installing elsewhere rewrites that one path.
+render_units() {
+    local out=$1 f
+    install -d "$out"
+    for f in "$HERE"/*.service "$HERE"/*.target; do
+        sed "s#/opt/edgeloop/venv#${VENV}#g" "$f" > "$out/$(basename "$f")"
+        chmod 644 "$out/$(basename "$f")"
+    done
+}
+
+if [[ -n "$RENDER_ONLY" ]]; then
+    render_units "$RENDER_ONLY"
+    echo "units rendered into $RENDER_ONLY (venv $VENV)"
+    exit 0
+fi
+
+[[ $(id -u) -eq 0 ]] || { echo "install.sh: run as root (or use --render-units)" >&2; exit 1; }
+
+echo "== user"
+getent group edgeloop >/dev/null || groupadd --system edgeloop
+id -u edgeloop >/dev/null 2>&1 || useradd --system --gid edgeloop --home-dir /var/lib/edgeloop \
+    --no-create-home --shell /usr/sbin/nologin edgeloop
+
+echo "== venv $VENV"
+extras=()
+has_role sensor && extras+=(capture)
+has_role agent && extras+=(agent train)
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+if has_role agent; then
+    "$VENV/bin/python" -m pip install -q --index-url "$TORCH_INDEX_URL" torch==2.13.0
+fi
+spec=$SOURCE
+((${#extras[@]})) && spec="$SOURCE[$(IFS=,; echo "${extras[*]}")]"
+"$VENV/bin/python" -m pip install -q "$spec"
+"$VENV/bin/edgeloop" --help >/dev/null
+
+echo "== configuration $ETC"
+install -d -m 755 "$ETC"
+for f in "$HERE"/env/*.env; do
+    dest="$ETC/$(basename "$f")"
+    if [[ ! -e "$dest" ]]; then
+        install -m 644 "$f" "$dest"
+        echo "   wrote $dest"
+    fi
+done
+chown root:edgeloop "$ETC/agent.env" && chmod 640 "$ETC/agent.env"
+if has_role detect; then
+    for ((n = 0; n < WORKERS; n++)); do
+        printf '# Written by install.sh: detector instance %d.\nEDGELOOP_METRICS_PORT=%d\n' \
+            "$n" $((9400 + n)) > "$ETC/detect-$n.env"
+    done
+fi
+install -d -m 755 /usr/share/doc/edgeloop
+install -m 644 "$HERE/../README.md" /usr/share/doc/edgeloop/deploy-README.md
+
+echo "== units $UNIT_DIR"
+render_units "$UNIT_DIR"
+systemctl daemon-reload
+
+units=(edgeloop.target)
+if has_role detect; then for ((n = 0; n < WORKERS; n++)); do units+=("edgeloop-detect@$n.service"); done; fi
+if has_role sensor; then for i in ${IFACES//,/ }; do units+=("edgeloop-sensor@$i.service"); done; fi
+has_role enforce && units+=(edgeloop-enforce.service)
+has_role agent && units+=(edgeloop-agent.service)
+systemctl enable "${units[@]}"
+if ((START)); then
+    systemctl restart "${units[@]}"
+    echo "started: ${units[*]}"
+else
+    echo "enabled, not started: ${units[*]}"
+fi
+
+targets=()
+if has_role detect; then for ((n = 0; n < WORKERS; n++)); do targets+=("127.0.0.1:$((9400 + n))"); done; fi
+has_role enforce && targets+=(127.0.0.1:9390)
+has_role agent && targets+=(127.0.0.1:9391)
+if ((${#targets[@]})); then
+    echo "health: $VENV/bin/edgeloop status$(printf ' --target %s' "${targets[@]}")"
+fi
