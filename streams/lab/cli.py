@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -122,7 +123,8 @@ def generate(seed: int, out_dir: Path, name: str | None, scenario_names: str, sc
               help="Seconds to keep the lab up.")
 @click.option("--benign/--no-benign", default=False, show_default=True,
               help="Also run the benign clients while the lab is up.")
-def up(seed: int, hold: int, benign: bool) -> None:
+@click.option("--keep-logs", is_flag=True, help="Keep the run directory (daemon logs, configs).")
+def up(seed: int, hold: int, benign: bool, keep_logs: bool) -> None:
     from streams.lab import tools
     from streams.lab.generate import client_profiles, start_benign
     from streams.lab.procs import Procs, terminate_raises
@@ -155,7 +157,9 @@ def up(seed: int, hold: int, benign: bool) -> None:
             finally:
                 procs.stop_all()
                 topo.teardown()
-                console.print("lab torn down")
+                if not keep_logs:
+                    shutil.rmtree(work, ignore_errors=True)
+                console.print("lab torn down" + (f"; logs kept in {work}" if keep_logs else ""))
     except LabError as exc:
         raise click.ClickException(str(exc)) from exc
 
