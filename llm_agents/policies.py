@@ -83,7 +83,7 @@ def publish(bootstrap: str, topic: str, key: str, value: bytes, timeout_s: float
         p.close(timeout=5)
 
 
-def read_tail(bootstrap: str, topic: str, *, max_messages: int = 20_000, timeout_s: float = 20.0) -> list[bytes]:
+def read_tail(bootstrap: str, topic: str, *, max_messages: int = 2_000, timeout_s: float = 20.0) -> list[bytes]:
     """The latest values of a topic (at most `max_messages` per partition), up to its end now."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -105,7 +105,7 @@ def read_tail(bootstrap: str, topic: str, *, max_messages: int = 20_000, timeout
         c.close()
 
 
-def read_recorded(bootstrap: str, topics: Topics, start_ms: int, end_ms: int, *, max_messages: int = 20_000,
+def read_recorded(bootstrap: str, topics: Topics, start_ms: int, end_ms: int, *, max_messages: int = 2_000,
                   timeout_s: float = 20.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Flows and detections of [start_ms, end_ms) read back from the topics, for a twin."""
     flows = []

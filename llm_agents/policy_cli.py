@@ -23,6 +23,7 @@ import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -271,14 +272,13 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
 
 
 def _dead_letter(bootstrap: str, topics: Topics):  # noqa: ANN202
-    def send(exc: Exception, msg: object) -> None:
+    def send(exc: Exception, m: Any) -> None:  # m: a kafka-python ConsumerRecord
         from llm_agents.policies import publish
         from streams.deadletter import dead_letter
         from streams.records import encode
 
-        m = msg  # a kafka-python ConsumerRecord
-        dl = dead_letter(exc, topic=m.topic, partition=m.partition, offset=m.offset, value=m.value,  # type: ignore[attr-defined]
-                         key=m.key, worker=f"enforcer:{os.uname().nodename}")  # type: ignore[attr-defined]
+        dl = dead_letter(exc, topic=m.topic, partition=m.partition, offset=m.offset, value=m.value,
+                         key=m.key, worker=f"enforcer:{os.uname().nodename}")
         try:
             publish(bootstrap, topics.deadletter, dl.key or "", encode(dl))
         except EdgeloopError as err:

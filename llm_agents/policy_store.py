@@ -5,9 +5,9 @@
         policies.sqlite              `policies` (one row per proposal, its state) and
                                      `audit` (who, when, action, policy_id, details)
 
-    proposed ──approve──► approved ──activate──► active ──expire──► expired
-        │                    │                     │
-        └──reject──► rejected └──────revoke───────┴──revoke──► revoked
+    proposed ─approve─► approved ─activate─► active ─expire─► expired
+       │                   │                  │
+       └─reject─► rejected └─────revoke───────┴─revoke─► revoked
 
 Every transition checks the current state and writes its audit row in the same SQLite
 transaction (`BEGIN IMMEDIATE`), so two people approving and rejecting at once cannot

@@ -87,7 +87,8 @@ def decode_active(raw: bytes | str) -> ActiveRecord:
     """A `policies.active` value; RecordError (with a reason code) for anything else."""
     obj = loads(raw)
     schema = obj.get("schema") if isinstance(obj, dict) else None
-    cls = {ACTIVATION_SCHEMA: PolicyActivation, REVOCATION_SCHEMA: PolicyRevocation}.get(schema)  # type: ignore[arg-type]
+    kinds: dict[object, type[BaseModel]] = {ACTIVATION_SCHEMA: PolicyActivation, REVOCATION_SCHEMA: PolicyRevocation}
+    cls = kinds.get(schema)
     if cls is None:
         raise RecordError("schema_version", f"schema {schema!r} is not a policies.active record")
     return validate(cls, obj)  # type: ignore[arg-type]

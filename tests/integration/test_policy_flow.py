@@ -163,3 +163,73 @@ def test_the_twin_is_read_back_from_the_flows_and_detections_topics(broker, topi
     assert ev["twin_flows"] > 0.5 * len(sc.flows) and ev["twin_windows"] > 0
     assert out.proposal.kpis["attack_flows_stopped_frac"] >= 0.95
     assert isinstance(pd.Timestamp(ev["twin_time_ms"][0], unit="ms"), pd.Timestamp)
+
+
+def _activation(pid: str, policy) -> bytes:
+    from streams.active_policies import encode_active
+
+    now = int(time.time() * 1000)
+    return encode_active(PolicyActivation(policy_id=pid, policy=policy, approved_by="alice", approved_ms=now,
+                                          expires_ms=now + policy.expires_s * 1000, code_sha256="b" * 64,
+                                          proposal_sha256="c" * 64, provenance="library:raise_class_threshold"))
+
+
+def test_the_detector_side_watcher_hands_over_overrides_from_policies_active(broker, topics) -> None:
+    import asyncio
+
+    from kafka import KafkaProducer
+
+    from llm_agents.policy_model import ClassThreshold, Policy
+    from streams.active_policies import PolicyWatcher, encode_active
+
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    pol = Policy(class_thresholds=[ClassThreshold(attack="syn_scan", min_confidence=0.9)])
+    p.send(topics.policies_active, key=b"t1", value=_activation("t1", pol))
+    p.send(topics.policies_active, key=b"junk", value=b"{not json")
+    p.flush()
+    seen = []
+
+    async def main() -> None:
+        watcher = PolicyWatcher(broker.bootstrap, topics.policies_active, on_change=seen.append)
+        task = asyncio.create_task(watcher.run())
+        for _ in range(200):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        p.send(topics.policies_active, key=b"t1", value=encode_active(
+            PolicyRevocation(policy_id="t1", revoked_by="bob", revoked_ms=int(time.time() * 1000))))
+        p.flush()
+        for _ in range(200):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        assert watcher.bad == 1
+
+    asyncio.run(main())
+    p.close()
+    assert seen[0].per_class_confidence == {"syn_scan": 0.9}
+    assert seen[0].mutes("syn_scan", 0.8, "10.9.0.66") == "threshold"
+    assert seen[1].empty
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="nft -c needs root")
+def test_enforce_dead_letters_bad_records_and_still_applies_the_good_ones(broker, topics, topic_reader,
+                                                                         tmp_path: Path) -> None:
+    from kafka import KafkaProducer
+
+    from llm_agents.policy_model import Policy
+
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    p.send(topics.policies_active, key=b"x", value=b'{"schema": "edgeloop.policy_activation/1", "policy_id": "x"}')
+    p.send(topics.policies_active, key=b"ok", value=_activation("ok", Policy(block_sources=["10.9.0.66"])))
+    p.send(topics.policies_active, key=b"bad", value=_activation("bad", Policy(block_sources=["127.0.0.0/8"])))
+    p.flush()
+    p.close()
+    res = CliRunner().invoke(cli, ["enforce", "--once", "--dry-run", "--no-protect-local"],
+                             env=env_for(broker, topics, tmp_path))
+    assert res.exit_code == 0, res.output
+    assert "10.9.0.66 timeout" in res.output and "127.0.0" not in res.output.split("delete table")[-1]
+    assert "policy bad refused" in res.output or "1 refused" in res.output
+    [dl] = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 1, 20)]
+    assert dl["source_topic"] == topics.policies_active and dl["reason"] == "missing_field" and dl["offset"] == 0

@@ -24,7 +24,8 @@ def scenario():
     return synthetic_scenario("syn_scan", seed=3, n_benign=600)
 
 
-def make_proposal(scenario, source: str = ATTACKER, policy_id: str | None = None, expires_s: int = 900) -> PolicyProposal:
+def make_proposal(scenario, source: str = ATTACKER, policy_id: str | None = None,
+                  expires_s: int = 900) -> PolicyProposal:
     alert = {"alert_id": f"a-{source}", "key": source, "attack": "syn_scan", "windows": 12, "max_confidence": 0.97,
              "src_ips": [source]}
     intent = intent_from_alert(alert, "block_source")
