@@ -19,13 +19,23 @@ The rules (sizes in bytes, times in ms, NFStream's bidirectional semantics):
 - sizes: min_ps <= mean_ps <= max_ps <= `MAX_PACKET_BYTES`; min_ps x packets <= bytes <=
   max_ps x packets, and tighter, since the smallest and largest packets are both in the
   flow: (n-1) min_ps + max_ps <= bytes <= min_ps + (n-1) max_ps; mean_ps x packets =
-  bytes; stddev_ps <= max_ps - min_ps; one packet has one size;
+  bytes; with two packets in opposite directions, each direction's bytes is one of
+  min_ps and max_ps; one packet has one size;
+- spreads: NFStream's standard deviations are sample ones (n - 1). Given n values with
+  their minimum, maximum and mean fixed, the sample std lies between two bounds
+  (`std_bounds`): for sizes, the low one puts every other packet at one common size and
+  the high one sqrt(n/(n-1) (mean-min)(max-mean)); for the n-1 inter-arrival times,
+  which lie in [0, max_piat], sqrt(m/(m-1) mean (max-mean)) and (max-mean) sqrt(m)/(m-1).
+  With two packets the size std is exactly (max-min)/sqrt(2), with three the gap std is
+  exactly (max_piat - mean_piat) sqrt(2). Every flow of the lab captures meets these;
 - flags: each flag count <= packets; SYN/ACK/PSH/RST/FIN/URG only on TCP (protocol 6);
   directional SYN/RST counts fit their direction and their total;
 - time: durations >= 0; last_seen >= first_seen and duration <= last_seen - first_seen;
-  inter-arrival times: mean <= max <= duration, stddev <= max, and the n-1 gaps add up
-  to the duration (mean_piat x (n-1) = duration); one packet has no duration and no gaps.
-Equalities are checked with a small tolerance (1 byte or 1 ms, plus 1%) for rounding.
+  inter-arrival times: mean <= max <= duration, and the n-1 gaps add up to the duration
+  (mean_piat x (n-1) = duration); one packet has no duration and no gaps, two packets
+  one gap (max = mean = duration, std 0).
+Equalities are checked with a small tolerance (1 byte or 1 ms plus 1%; 0.2% for spreads),
+so numbers rounded to a few digits still pass.
 """
 from __future__ import annotations
 
@@ -79,6 +89,24 @@ def _num(df: pd.DataFrame, col: str) -> np.ndarray:
     return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
 
 
+def size_std_bounds(n: np.ndarray, lo: np.ndarray, mean: np.ndarray,
+                    hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest sample std of n >= 2 values with this min, mean and max."""
+    n = np.maximum(n, 2.0)
+    rest = (n * mean - lo - hi) / np.maximum(n - 2, 1)  # the others, all equal
+    var_lo = ((lo - mean) ** 2 + (hi - mean) ** 2 + (n - 2) * (rest - mean) ** 2) / (n - 1)
+    var_hi = n / (n - 1) * (mean - lo) * (hi - mean)
+    return np.sqrt(np.clip(var_lo, 0, None)), np.sqrt(np.clip(var_hi, 0, None))
+
+
+def gap_std_bounds(m: np.ndarray, mean: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest sample std of m >= 2 values in [0, hi] with this mean and max."""
+    m = np.maximum(m, 2.0)
+    lo = (hi - mean) * np.sqrt(m) / (m - 1)
+    var_hi = m / (m - 1) * mean * (hi - mean)
+    return np.clip(lo, 0, None), np.sqrt(np.clip(var_hi, 0, None))
+
+
 def _rules(v: dict[str, np.ndarray], has_times: bool) -> dict[str, np.ndarray]:
     """Each rule's violation mask. NaN compares False, so NaN rows fail only `not_finite`."""
     pk, by = v["packets"], v["bytes"]
@@ -88,6 +116,9 @@ def _rules(v: dict[str, np.ndarray], has_times: bool) -> dict[str, np.ndarray]:
     dur, pmean, psd, pmax = v["duration_ms"], v["mean_piat_ms"], v["stddev_piat_ms"], v["max_piat_ms"]
     sized = mx > 0  # sizes metered (FlowRecord allows 0 = not metered)
     tol_b = pk + 0.01 * by
+    ps_lo, ps_hi = size_std_bounds(pk, mn, mean, mx)
+    pt_lo, pt_hi = gap_std_bounds(pk - 1, pmean, pmax)
+    tol_sd, tol_pt = 0.002 * (1 + mx), 0.002 * (1 + pmax)
     flags = np.stack([v[c] for c in FLAG_COLUMNS])
     dflags = np.stack([v[c] for c in DIRECTIONAL_FLAGS])
     r = {
@@ -115,9 +146,13 @@ def _rules(v: dict[str, np.ndarray], has_times: bool) -> dict[str, np.ndarray]:
         "bytes_vs_ps_extremes": sized & (pk >= 2) & ((by < (pk - 1) * mn + mx - tol_b)
                                                      | (by > mn + (pk - 1) * mx + tol_b)),
         "mean_ps_mismatch": sized & (np.abs(mean * pk - by) > tol_b),
-        "ps_spread": sized & (sd > mx - mn + 1e-6),
+        "ps_spread": sized & (pk >= 2) & ((sd > ps_hi + tol_sd) | (sd < ps_lo - tol_sd)),
+        "two_packet_sizes": sized & (pk == 2) & (p1 == 1) & (p2 == 1)
+                            & (np.minimum(np.abs(b1 - mn), np.abs(b1 - mx)) > 0.5),
         "single_packet_sizes": sized & (pk == 1) & ((mx - mn > 1e-6) | (sd > 1e-6)),
         "piat_order": (pmean > pmax + 1e-6) | (psd > pmax + 1e-6),
+        "piat_spread": (pk >= 3) & ((psd > pt_hi + tol_pt) | (psd < pt_lo - tol_pt)),
+        "single_gap_piat": (pk == 2) & ((np.abs(pmax - dur) > 1.0 + 0.01 * dur) | (psd > tol_pt)),
         "piat>duration": pmax > dur + 1.0,
         "piat_sum_mismatch": (pk >= 2) & (np.abs(pmean * (pk - 1) - dur) > 1.0 + 0.01 * dur),
         "single_packet_time": (pk == 1) & ((dur > 1.0) | (pmax > 0) | (pmean > 0) | (psd > 0)),
@@ -207,7 +242,10 @@ def repair_flows(df: pd.DataFrame) -> pd.DataFrame:
     lo1 = np.maximum(mn * p1, total - mx * p2)
     hi1 = np.minimum(mx * p1, total - mn * p2)
     b1 = np.clip(np.round(total * frac), lo1, hi1)
-    sd = np.clip(np.nan_to_num(g("stddev_ps")), 0, (mx - mn) / 2)
+    pair = (pk == 2) & (p1 == 1) & (p2 == 1)  # one packet each way: each is min or max
+    b1 = np.where(pair, np.where(np.abs(b1 - mn) <= np.abs(b1 - mx), mn, mx), b1)
+    sd_lo, sd_hi = size_std_bounds(pk, mn, total / pk, mx)
+    sd = np.clip(np.nan_to_num(g("stddev_ps")), sd_lo, sd_hi)
     out["src2dst_packets"], out["dst2src_packets"], out["packets"] = p1, p2, pk
     out["src2dst_bytes"], out["dst2src_bytes"], out["bytes"] = b1, total - b1, total
     out["min_ps"], out["max_ps"] = mn, mx
@@ -228,7 +266,8 @@ def _repair_times(out: pd.DataFrame, pk: np.ndarray) -> None:
     mean = dur / np.maximum(pk - 1, 1)
     mx = np.clip(np.nan_to_num(_num(out, "max_piat_ms")), mean, np.maximum(dur, mean))
     mx = np.where(pk == 2, dur, mx)
-    sd = np.clip(np.nan_to_num(_num(out, "stddev_piat_ms")), 0, mx)
+    sd_lo, sd_hi = gap_std_bounds(pk - 1, mean, mx)
+    sd = np.clip(np.nan_to_num(_num(out, "stddev_piat_ms")), sd_lo, sd_hi)
     sd = np.where(pk <= 2, 0.0, sd)
     out["duration_ms"], out["mean_piat_ms"] = dur, mean
     out["max_piat_ms"], out["stddev_piat_ms"] = mx, sd

@@ -62,14 +62,14 @@ GENERATED_FIELDS: tuple[tuple[str, str, str, str], ...] = (
      "largest packet in the flow",
      "bytes", "min_ps to 65535; equal to min_ps for one packet"),
     ("stddev_ps",
-     "standard deviation of packet sizes",
-     "bytes", "0 to max_ps - min_ps; 0 for one packet"),
+     "sample standard deviation (n - 1) of packet sizes",
+     "bytes", "0 for one packet; exactly (max_ps - min_ps) / 1.414 for two packets"),
     ("mean_piat_ms",
      "mean time between consecutive packets of the flow",
      "ms", "exactly duration_ms / (packets - 1); 0 for one packet"),
     ("stddev_piat_ms",
-     "standard deviation of the time between packets",
-     "ms", "0 to max_piat_ms; 0 for up to two packets"),
+     "sample standard deviation of the time between packets",
+     "ms", "0 for up to two packets; exactly (max_piat_ms - mean_piat_ms) x 1.414 for three"),
     ("max_piat_ms",
      "longest time between consecutive packets",
      "ms", "mean_piat_ms to duration_ms; 0 for one packet"),
@@ -142,6 +142,15 @@ RULE_HELP = {
     "syn_direction": "directional SYN counts must fit their direction's packets and syn_packets",
     "rst_direction": "dst2src_rst_packets must fit dst2src_packets and rst_packets",
     "bytes_without_packets": "a direction with no packets has no bytes",
+    "ps_spread":
+        "stddev_ps is a sample standard deviation: it must fit min_ps, max_ps and the mean "
+        "size (for two packets exactly (max_ps - min_ps) / 1.414)",
+    "two_packet_sizes":
+        "with one packet each way, each direction's bytes equal min_ps or max_ps",
+    "piat_spread":
+        "stddev_piat_ms must fit the mean and max gap (for three packets exactly "
+        "(max_piat_ms - mean_piat_ms) x 1.414)",
+    "single_gap_piat": "a two-packet flow has one gap: max_piat_ms = duration_ms, stddev 0",
     "window_span": "a window's gaps must add up to less than the window horizon",
 }
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -302,7 +311,7 @@ def feedback_text(round_no: int, report: FidelityReport | None, *, asked: int, v
     if violations:
         lines.append("- Flows dropped for breaking physical rules (rule: count, and what it requires):")
         lines += [f"  - {rule}: {n}; {RULE_HELP.get(rule, 'see the field table')}"
-                  for rule, n in list(violations.items())[:6]]
+                  for rule, n in sorted(violations.items(), key=lambda kv: -kv[1])[:6]]
     if kept is not None and f1_after is not None:
         verdict = "kept" if kept else "dropped"
         lines.append(f"- The batch was {verdict}: macro-F1 on real validation windows went from "
