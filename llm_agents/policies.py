@@ -65,13 +65,15 @@ def bootstrap_for(settings: Settings) -> str:
 
 
 # -- Kafka: publish one value, read a topic back (bounded) ---------------------------------------
-def publish(bootstrap: str, topic: str, key: str, value: bytes, timeout_s: float = 15.0) -> tuple[int, int]:
+def publish(bootstrap: str, topic: str, key: str, value: bytes, timeout_s: float = 10.0) -> tuple[int, int]:
     """Send one value and wait for the broker's ack; returns (partition, offset)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     try:
-        p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=int(timeout_s * 1000))
+        ms = int(timeout_s * 1000)
+        p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=ms, max_block_ms=ms,
+                          bootstrap_timeout_ms=ms)
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     try:
@@ -87,8 +89,14 @@ def read_tail(bootstrap: str, topic: str, *, max_messages: int = 2_000, timeout_
     """The latest values of a topic (at most `max_messages` per partition), up to its end now."""
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      fetch_max_wait_ms=100, max_poll_interval_ms=10_000, consumer_timeout_ms=1000)
+    from kafka.errors import KafkaError
+
+    try:
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                          fetch_max_wait_ms=100, max_poll_interval_ms=10_000, consumer_timeout_ms=1000,
+                          bootstrap_timeout_ms=int(min(timeout_s, 10) * 1000))
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     try:
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or {0})]
         c.assign(tps)
@@ -253,7 +261,7 @@ def sync_proposals(store: PolicyStore, bootstrap: str, topic: str, *, timeout_s:
 
 
 def approve_policy(store: PolicyStore, policy_id: str, who: str, *, bootstrap: str, topics: Topics,
-                   guard: Any | None = None, note: str = "") -> PolicyActivation:
+                   guard: Any | None = None, note: str = "", timeout_s: float = 10.0) -> PolicyActivation:
     """Approve (when proposed) and publish to `policies.active`; the policy is then active.
 
     A policy left `approved` by a failed publication is published again. With a guard
@@ -272,7 +280,7 @@ def approve_policy(store: PolicyStore, policy_id: str, who: str, *, bootstrap: s
     elif row.state != "approved":
         raise PolicyStateError(policy_id, row.state, "approve")
     act = store.activation(policy_id)
-    part, off = publish(bootstrap, topics.policies_active, policy_id, encode_active(act))
+    part, off = publish(bootstrap, topics.policies_active, policy_id, encode_active(act), timeout_s)
     store.mark_active(policy_id, who, {"topic": topics.policies_active, "partition": part, "offset": off})
     return act
 
@@ -282,13 +290,13 @@ def reject_policy(store: PolicyStore, policy_id: str, who: str, reason: str) -> 
 
 
 def revoke_policy(store: PolicyStore, policy_id: str, who: str, *, bootstrap: str, topics: Topics,
-                  reason: str = "") -> PolicyRevocation:
+                  reason: str = "", timeout_s: float = 10.0) -> PolicyRevocation:
     """Revoke and publish the revocation; on a revoked policy, publish it again."""
     row = store.get(policy_id)
     if row.state != "revoked":
         store.revoke(policy_id, who, reason)
     rev = store.revocation(policy_id)
-    part, off = publish(bootstrap, topics.policies_active, policy_id, encode_active(rev))
+    part, off = publish(bootstrap, topics.policies_active, policy_id, encode_active(rev), timeout_s)
     store.note(policy_id, who, "publish" if row.state != "revoked" else "republish",
                {"topic": topics.policies_active, "partition": part, "offset": off, "record": "revocation"})
     return rev

@@ -35,7 +35,7 @@ from llm_agents.policy_model import Policy
 from streams.active_policies import (ActivePolicies, ActiveRecord, DetectorOverrides, PolicyActivation,
                                      PolicyRevocation, PolicyWatcher, SuppressRule, decode_active,
                                      detector_overrides, encode_active, merge_overrides)
-from streams.errors import RecordError
+from streams.errors import BrokerError, RecordError
 from streams.nftables import (DEFAULT_TABLE, AddressError, EnforceError, IPNetwork, Nft, NftEntry, NftError,
                               network_actions, parse_address, parse_network, render_ruleset)
 
@@ -264,9 +264,14 @@ class Enforcer:
 # -- following the topic --------------------------------------------------------------------
 def _consumer(bootstrap: str, topic: str):  # noqa: ANN202 - kafka-python has no types
     from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      fetch_max_wait_ms=100, max_poll_interval_ms=10_000, request_timeout_ms=15_000)
+    try:
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                          fetch_max_wait_ms=100, max_poll_interval_ms=10_000, request_timeout_ms=15_000,
+                          bootstrap_timeout_ms=15_000)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or {0})]
     c.assign(tps)
     c.seek_to_beginning(*tps)

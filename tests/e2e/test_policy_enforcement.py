@@ -213,8 +213,17 @@ def stop(proc: subprocess.Popen | None) -> None:
         proc.wait(5)
 
 
+def report(source: str, alert: Alert, out, applied: dict, seen_ms: int, restored_s: float, total_s: float) -> None:
+    print(f"\n[policy e2e] alert from {source}: {alert.windows} windows, {alert.flows} flows of {alert.attack} "
+          f"from {alert.key}; proposal {out.proposal.policy_id[:12]} ({out.proposal.provenance})")
+    print(f"[policy e2e] approval -> enforcement: {applied['latency_ms']} ms as the enforcer measured it "
+          f"(approved_ms -> nft applied); {seen_ms - applied['approved_ms']} ms until the test saw the attacker "
+          f"in the victim's ruleset")
+    print(f"[policy e2e] revocation -> access restored: {restored_s * 1000:.0f} ms; test total {total_s:.1f} s")
+
+
 def test_scan_is_blocked_after_approval_benign_traffic_is_not_and_revocation_restores(
-        lab_ok, broker, topics, topic_reader, tmp_path: Path) -> None:
+        lab_ok, broker, topics, topic_reader, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     t_start = time.monotonic()
     cleanup_stale()
     topo = Topology.plan(random.Random(5), n_clients=1)
@@ -277,13 +286,8 @@ def test_scan_is_blocked_after_approval_benign_traffic_is_not_and_revocation_res
             assert probe(topo, "att", (80,)) == {"80": "open"}
             assert benign_requests(topo, 5) == ["200"] * 5
 
-            print(f"\nalert from {source}: {alert.windows} windows, {alert.flows} flows of {alert.attack} "
-                  f"from {alert.key}; proposal {pid[:12]} ({out.proposal.provenance})")
-            print(f"approval -> enforcement: {applied['latency_ms']} ms as the enforcer measured it "
-                  f"(approved_ms -> nft applied); {seen_ms - applied['approved_ms']} ms until this test saw "
-                  f"the attacker in the victim's ruleset")
-            print(f"revocation -> access restored: {restored_s * 1000:.0f} ms; test total "
-                  f"{time.monotonic() - t_start:.1f} s")
+            with capsys.disabled():  # the figures show without -s
+                report(source, alert, out, applied, seen_ms, restored_s, time.monotonic() - t_start)
         finally:
             stop(enforcer)
             procs.stop_all()

@@ -233,3 +233,22 @@ def test_enforce_dead_letters_bad_records_and_still_applies_the_good_ones(broker
     assert "policy bad refused" in res.output or "1 refused" in res.output
     [dl] = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 1, 20)]
     assert dl["source_topic"] == topics.policies_active and dl["reason"] == "missing_field" and dl["offset"] == 0
+
+
+def test_an_approval_whose_publication_failed_stays_approved_and_is_published_on_retry(
+        broker, topics, topic_reader, tmp_path: Path) -> None:
+    from llm_agents.policies import approve_policy
+    from streams.errors import BrokerError
+
+    sc = scenario()
+    [out] = propose_from_alerts([alert_for(sc)], settings_for(broker, topics, tmp_path), flows=sc.flows,
+                                detections=sc.detections, publish_topic=False)
+    store, pid = PolicyStore(tmp_path / "policies"), out.proposal.policy_id
+    with pytest.raises(BrokerError):  # nothing listens there: kafka-python gives up after its timeout
+        approve_policy(store, pid, "alice", bootstrap="127.0.0.1:1", topics=topics, timeout_s=2)
+    assert store.get(pid).state == "approved"
+    act = approve_policy(store, pid, "alice", bootstrap=broker.bootstrap, topics=topics)
+    assert store.get(pid).state == "active"
+    recs = active_records(topic_reader, topics, lambda rs: len(rs) >= 1)
+    assert recs == [act]
+    assert [a.action for a in store.audit(pid)] == ["propose", "approve", "activate"]
