@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from inference.onnx_detector import OnnxDetector
 from streams.errors import BundleVerificationError
@@ -68,6 +68,7 @@ class EdgeDetector:
                                       config.worker, clock)
         self.pending: list[ClosedWindow] = []
         self._pending_since = 0.0
+        self.overrides: Any = None  # streams.active_policies.DetectorOverrides from active policies
         if metrics:
             metrics.set_model(model.version)
 
@@ -79,6 +80,10 @@ class EdgeDetector:
         if self.metrics:
             self.metrics.set_model(model.version)
             self.metrics.model_swaps.inc()
+
+    def set_overrides(self, overrides: Any) -> None:
+        """Apply the detector side of the active policies (thresholds, suppression) from now on."""
+        self.overrides = None if overrides is None or overrides.empty else overrides
 
     def ingest(self, records: Sequence[FlowRecord]) -> None:
         closed = self.windower.push_records(records)
@@ -154,7 +159,11 @@ class EdgeDetector:
                     m.uncertain.labels(reason=u.reason).inc()
             elif d.uncertain and m:
                 m.uncertain_rate_limited.inc()
-            self.alerts.add(d, w.items)
+            muted = self.overrides.mutes(d.predicted, d.confidence, d.key, w.items) if self.overrides else None
+            if muted is None:
+                self.alerts.add(d, w.items)
+            elif m and not d.uncertain and d.predicted != self.alerts.benign:
+                m.alerts_muted.labels(reason=muted).inc()
         batch_msg = DetectionBatch(worker=self.cfg.worker, model_version=model.version,
                                    class_names=names, detections=dets)
         out.insert(0, Output("detections", None, encode(batch_msg)))

@@ -35,6 +35,9 @@ class EdgeMetrics:
         self.uncertain_ratio = Gauge(f"{p}_uncertain_ratio",
                                      "Share of windows scored uncertain in the last batch interval", **r)
         self.alerts = Counter(f"{p}_alerts", "Alerts published, by attack class", ["attack"], **r)
+        self.alerts_muted = Counter(f"{p}_alert_windows_muted",
+                                    "Attack windows kept out of alerts by an active policy", ["reason"], **r)
+        self.active_policies = Gauge(f"{p}_active_policies", "Policies in force at this detector", **r)
         self.batch_windows = Histogram(f"{p}_inference_batch_windows", "Windows per inference batch",
                                        buckets=BATCH_BUCKETS, **r)
         self.inference_seconds = Histogram(f"{p}_inference_seconds", "ONNX Runtime time per batch",

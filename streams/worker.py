@@ -86,6 +86,18 @@ class EdgeWorker:
         async def follow_models() -> None:
             await self.watcher.run()
 
+        @app.task
+        async def follow_policies() -> None:
+            from streams.active_policies import PolicyWatcher
+
+            def on_change(overrides: Any) -> None:
+                self.engine.set_overrides(overrides)
+                self.metrics.active_policies.set(len(watcher.state.current()))
+                log.warning("active policies changed: %d in force", len(watcher.state.current()))
+
+            watcher = PolicyWatcher(self.bootstrap, self.names["policies.active"], on_change)
+            await watcher.run()
+
     async def _swap(self, det: OnnxDetector) -> None:
         # Flush what the old model owns first, so each window is scored by exactly one model.
         await self.emit(self.engine.tick())

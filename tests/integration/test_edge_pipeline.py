@@ -174,3 +174,23 @@ def test_replayed_pcap_yields_one_detection_per_closed_window(
     assert set(ids) == expected
     assert sum(len(d["flow_ids"]) for d in dets) == len(df)
     assert w.sample("edgeloop_windows_scored_total") == len(expected)
+
+
+def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, tiny_bundle):
+    from kafka import KafkaProducer
+
+    from llm_agents.policy_model import ClassThreshold, Policy
+    from streams.active_policies import PolicyActivation, PolicyRevocation, encode_active
+
+    w = edge_worker(topics, tiny_bundle.path)
+    now = int(time.time() * 1000)
+    act = PolicyActivation(policy_id="p1", policy=Policy(class_thresholds=[
+        ClassThreshold(attack="syn_scan", min_confidence=0.99)]), approved_by="test", approved_ms=now,
+        expires_ms=now + 600_000, code_sha256="0" * 64, proposal_sha256="0" * 64, provenance="library:test")
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    p.send(topics.policies_active, key=b"p1", value=encode_active(act)).get(10)
+    w.wait_for("edgeloop_active_policies", lambda v: v == 1, timeout=30)
+    rev = PolicyRevocation(policy_id="p1", revoked_by="test", revoked_ms=now + 1)
+    p.send(topics.policies_active, key=b"p1", value=encode_active(rev)).get(10)
+    p.close()
+    w.wait_for("edgeloop_active_policies", lambda v: v == 0, timeout=30)

@@ -98,3 +98,29 @@ def test_registry_is_content_addressed_and_tracks_current(tiny_bundle, tiny_bund
     assert [h["version"] for h in reg.history()] == [tiny_bundle_b.version]
     with pytest.raises(ModelError):
         reg.get("nope")
+
+
+def test_active_policy_overrides_mute_alerts(tiny_bundle, flows):
+    from llm_agents.policy_model import AlertMatch, ClassThreshold, Policy
+    from streams.active_policies import detector_overrides
+
+    def run(policy):
+        reg = CollectorRegistry()
+        eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(alert_min_windows=1), EdgeMetrics(reg))
+        if policy is not None:
+            eng.set_overrides(detector_overrides(policy))
+        records, _ = records_from_frame(flows)
+        eng.ingest(records)
+        outs = eng.flush_all()
+        return [json.loads(o.value) for o in outs if o.topic == "alerts"], reg
+
+    base, _ = run(None)
+    attacks = sorted({a["attack"] for a in base})
+    assert attacks
+    quiet, reg = run(Policy(class_thresholds=[ClassThreshold(attack=a, min_confidence=1.0) for a in attacks]))
+    assert quiet == []
+    assert reg.get_sample_value("edgeloop_alert_windows_muted_total", {"reason": "threshold"}) > 0
+    one = attacks[0]
+    rest, reg = run(Policy(suppress_alerts=[AlertMatch(attack=one)]))
+    assert {a["attack"] for a in rest} == set(attacks) - {one}
+    assert reg.get_sample_value("edgeloop_alert_windows_muted_total", {"reason": "suppressed"}) > 0
