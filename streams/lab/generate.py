@@ -29,7 +29,7 @@ from streams.lab.benign import PROFILES
 from streams.lab.capture import Capture, CaptureStats
 from streams.lab.labelling import Span, apply_labels, save_spans
 from streams.lab.procs import Procs, terminate_raises
-from streams.lab.scenarios import Run, resolve
+from streams.lab.scenarios import Run, Scenario, resolve
 from streams.lab.services import Services
 from streams.lab.topology import LAB_NET, Topology, can_create_namespaces, cleanup_stale
 from streams.lab.trim import trim_capture
@@ -95,65 +95,97 @@ class GenerateResult:
 Say = Callable[[str], None]
 
 
+@dataclass
+class LabPlan:
+    """Everything drawn from the seed before the lab starts (step 1)."""
+    rng: random.Random
+    topo: Topology
+    attacks: list[tuple[Scenario, list[Run]]]
+    profiles: dict[str, dict]
+
+    @property
+    def topology(self) -> dict:
+        return {"net": str(LAB_NET), "victim": self.topo.victim.addr,
+                "attacker": self.topo.attacker.addr,
+                "clients": [{"role": r, "addr": self.topo.hosts[r].addr, **p}
+                            for r, p in self.profiles.items()]}
+
+
+def plan_lab(opts: GenerateOptions, work: Path) -> LabPlan:
+    """Draw addresses, the scenario order, every attack run and the benign profiles."""
+    rng = random.Random(opts.seed)
+    topo = Topology.plan(rng, opts.n_clients)
+    order = resolve(opts.scenarios)
+    rng.shuffle(order)
+    target = max(50, round(FLOWS_PER_ATTACK * opts.scale))
+    attacks = [(s, s.plan(rng, target, victim=topo.victim.addr, workdir=work)) for s in order]
+    return LabPlan(rng, topo, attacks, client_profiles(rng, topo))
+
+
 def run_lab(opts: GenerateOptions, work: Path, say: Say = lambda m: None) -> LabResult:
     """Steps 1-5: run the lab once and return the capture and the spans. Always tears down,
     also on Ctrl-C or SIGTERM; a SIGKILLed run is cleaned up by the next one."""
-    scenarios = resolve(opts.scenarios)
-    tools.require(*(s.name for s in scenarios))
+    tools.require(*(s.name for s in resolve(opts.scenarios)))
     ok, why = can_create_namespaces()
     if not ok:
         raise LabError(f"cannot build the lab: {why}")
     removed = cleanup_stale()
     if removed:
         say(f"removed stale lab namespaces: {', '.join(removed)}")
-    rng = random.Random(opts.seed)
-    topo = Topology.plan(rng, opts.n_clients)
-    order = list(scenarios)
-    rng.shuffle(order)
-    target = max(50, round(FLOWS_PER_ATTACK * opts.scale))
-    plans = [(s, s.plan(rng, target, victim=topo.victim.addr, workdir=work)) for s in order]
-    profiles = client_profiles(rng, topo)
+    plan = plan_lab(opts, work)
     procs = Procs(work)
-    capture = Capture(topo, procs, work / "capture.pcap", opts.snaplen, opts.max_capture_packets)
-    records: list[RunRecord] = []
-    seconds: dict[str, float] = {}
+    capture = Capture(plan.topo, procs, work / "capture.pcap", opts.snaplen,
+                      opts.max_capture_packets)
     t_start = time.monotonic()
     with terminate_raises():
         try:
-            topo.build()
-            services = Services(topo, procs, work, rng)
-            services.start()
-            capture.start()
-            quiet = opts.warmup_s + (20 * opts.scale if opts.benign_only_s is None
-                                     else opts.benign_only_s)
-            budget = sum(r.timeout_s for _, runs in plans for r in runs) + 60 + 2 * quiet
-            start_benign(topo, procs, services, profiles, time.time() + budget)
-            say(f"lab up: victim {topo.victim.addr}, attacker {topo.attacker.addr}, "
-                f"{len(profiles)} benign clients; benign only for {quiet:.0f}s")
-            time.sleep(quiet)
-            for scenario, runs in plans:
-                t0 = time.monotonic()
-                for run in runs:
-                    rec = _attack(topo, procs, work, run, scenario.label)
-                    say(f"{scenario.name} run {run.index}: {rec.seconds:.1f}s "
-                        f"exit={rec.exit_code} {run.params}")
-                    records.append(rec)
-                    time.sleep(1.0)
-                seconds[scenario.name] = time.monotonic() - t0
-                time.sleep(opts.gap_s)
+            _bring_up(opts, plan, procs, capture, work, say)
+            records, seconds = _run_attacks(opts, plan, procs, work, say)
             # Let the last flows go idle so NFStream closes them inside the capture.
             time.sleep(max(opts.warmup_s, opts.idle_timeout + 1))
-            for role in profiles:
+            for role in plan.profiles:
                 procs.stop(f"benign-{role}")
             time.sleep(0.5)
             stats = capture.stop()
         finally:
             procs.stop_all()
-            topo.teardown()
-    topology = {"net": str(LAB_NET), "victim": topo.victim.addr, "attacker": topo.attacker.addr,
-                "clients": [{"role": r, "addr": topo.hosts[r].addr, **p} for r, p in profiles.items()]}
+            plan.topo.teardown()
     return LabResult(work / "capture.pcap", [r.span for r in records], records, seconds, stats,
-                     topology, time.monotonic() - t_start)
+                     plan.topology, time.monotonic() - t_start)
+
+
+def _bring_up(opts: GenerateOptions, plan: LabPlan, procs: Procs, capture: Capture, work: Path,
+              say: Say) -> None:
+    """Steps 2-3: namespaces, victim services, capture, benign clients, benign-only stretch."""
+    topo = plan.topo
+    topo.build()
+    services = Services(topo, procs, work, plan.rng)
+    services.start()
+    capture.start()
+    quiet = opts.warmup_s + (20 * opts.scale if opts.benign_only_s is None else opts.benign_only_s)
+    budget = sum(r.timeout_s for _, runs in plan.attacks for r in runs) + 60 + 2 * quiet
+    start_benign(topo, procs, services, plan.profiles, time.time() + budget)
+    say(f"lab up: victim {topo.victim.addr}, attacker {topo.attacker.addr}, "
+        f"{len(plan.profiles)} benign clients; benign only for {quiet:.0f}s")
+    time.sleep(quiet)
+
+
+def _run_attacks(opts: GenerateOptions, plan: LabPlan, procs: Procs, work: Path,
+                 say: Say) -> tuple[list[RunRecord], dict[str, float]]:
+    """Step 4: the scenarios one at a time, each run recorded as a span."""
+    records: list[RunRecord] = []
+    seconds: dict[str, float] = {}
+    for scenario, runs in plan.attacks:
+        t0 = time.monotonic()
+        for run in runs:
+            rec = _attack(plan.topo, procs, work, run, scenario.label)
+            say(f"{scenario.name} run {run.index}: {rec.seconds:.1f}s exit={rec.exit_code} "
+                f"{run.params}")
+            records.append(rec)
+            time.sleep(1.0)
+        seconds[scenario.name] = time.monotonic() - t0
+        time.sleep(opts.gap_s)
+    return records, seconds
 
 
 def client_profiles(rng: random.Random, topo: Topology) -> dict[str, dict]:
