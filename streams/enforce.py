@@ -286,39 +286,46 @@ def follow(enforcer: Enforcer, bootstrap: str, topic: str, *, once: bool = False
     With `once`, return after the records present at start are applied (a bounded run).
     A record that cannot be decoded goes to `on_bad(exc, message)` and is skipped.
     """
+    from kafka.errors import KafkaError
+
     c, tps = _consumer(bootstrap, topic)
     try:
-        end = c.end_offsets(tps)
-        caught_up = retry = False
-        next_tick = time.monotonic() + tick_s
-        while not stop():
-            changed, retry = retry, False
-            for msgs in c.poll(timeout_ms=100, max_records=500).values():
-                for m in msgs:
-                    try:
-                        changed |= enforcer.handle(decode_active(m.value))
-                    except RecordError as exc:
-                        log.error("bad record on %s@%s: %s", topic, m.offset, exc)
-                        if on_bad:
-                            on_bad(exc, m)
-            if not caught_up and all(c.position(tp) >= end[tp] for tp in tps):
-                caught_up, changed = True, True
-                log.warning("caught up with %s: %d active policies", topic, len(enforcer.state.entries))
-            if time.monotonic() >= next_tick:
-                changed |= enforcer.tick()
-                next_tick = time.monotonic() + tick_s
-            if caught_up and changed:
-                try:
-                    enforcer.reconcile()
-                except EnforceError as exc:  # the previous table stays; try again next round
-                    if once:
-                        raise
-                    log.error("could not apply the policies: %s", exc)
-                    retry = True
-                    time.sleep(min(tick_s, 1.0))
-            if once and caught_up:
-                return
+        _follow(c, tps, enforcer, topic, once, stop, tick_s, on_bad)
+    except KafkaError as exc:
+        raise BrokerError(f"following {topic} at {bootstrap} failed: {exc}") from exc
     finally:
         c.close()
 
 
+def _follow(c: Any, tps: list[Any], enforcer: Enforcer, topic: str, once: bool, stop: Callable[[], bool],
+            tick_s: float, on_bad: Callable[[Exception, Any], None] | None) -> None:
+    end = c.end_offsets(tps)
+    caught_up = retry = False
+    next_tick = time.monotonic() + tick_s
+    while not stop():
+        changed, retry = retry, False
+        for msgs in c.poll(timeout_ms=100, max_records=500).values():
+            for m in msgs:
+                try:
+                    changed |= enforcer.handle(decode_active(m.value))
+                except RecordError as exc:
+                    log.error("bad record on %s@%s: %s", topic, m.offset, exc)
+                    if on_bad:
+                        on_bad(exc, m)
+        if not caught_up and all(c.position(tp) >= end[tp] for tp in tps):
+            caught_up, changed = True, True
+            log.warning("caught up with %s: %d active policies", topic, len(enforcer.state.entries))
+        if time.monotonic() >= next_tick:
+            changed |= enforcer.tick()
+            next_tick = time.monotonic() + tick_s
+        if caught_up and changed:
+            try:
+                enforcer.reconcile()
+            except EnforceError as exc:  # the previous table stays; try again next round
+                if once:
+                    raise
+                log.error("could not apply the policies: %s", exc)
+                retry = True
+                time.sleep(min(tick_s, 1.0))
+        if once and caught_up:
+            return
