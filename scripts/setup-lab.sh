@@ -73,9 +73,17 @@ fi
 cleanup() { if ((own_policy)); then rm -f "$POLICY"; fi; }
 trap cleanup EXIT
 
+apt_install() {
+    apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
 echo "setup-lab: installing ${install[*]}"
-apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${install[@]}"
+if ! apt_install "${install[@]}"; then
+    # Stale lists point at package versions the mirror no longer has: refresh once, retry.
+    echo "setup-lab: install failed; refreshing package lists and retrying"
+    apt-get update -qq
+    apt_install "${install[@]}"
+fi
 
 still=()
 for p in "${REQUIRED[@]}"; do is_installed "$p" || still+=("$p"); done
