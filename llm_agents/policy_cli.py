@@ -111,13 +111,13 @@ def list_(states: tuple[str, ...], no_sync: bool) -> None:
     ctx.sync(not no_sync)
     rows = ctx.store.list(states or None)
     t = Table(title=f"{len(rows)} policies ({ctx.store.directory})")
-    t.add_column("id", no_wrap=True, min_width=12)
-    t.add_column("state", no_wrap=True)
-    for col in ("created", "attack", "actions", "provenance", "decided by"):
+    for col in ("id", "state", "created"):
+        t.add_column(col, no_wrap=True)
+    for col in ("attack", "actions", "provenance", "decided by"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r.policy_id[:12], r.state, _when(r.created_ms), r.attack, r.summary, r.provenance,
-                  r.approved_by or "")
+        t.add_row(r.policy_id[:12], r.state, _when(r.created_ms)[5:16], r.attack, r.summary.replace("; ", "\n"),
+                  r.provenance, r.approved_by or "")
     out.print(t)
 
 
@@ -138,13 +138,15 @@ def show(policy_id: str, no_sync: bool) -> None:
     if row.approved_by:
         click.echo(f"approved by {row.approved_by} at {_when(row.approved_ms)}; expires {_when(row.expires_ms)}")
     click.echo("\nactions:\n" + "\n".join(f"  - {line}" for line in p.policy.describe()) + "\n")
-    click.echo(render_markdown(Blueprint.model_validate(p.blueprint)))
-    t = Table(title="twin KPIs")
-    t.add_column("KPI")
-    t.add_column("value", justify="right")
+    bp = Blueprint.model_validate(p.blueprint)
+    click.echo(render_markdown(bp))
+    targets = {k.name: str(k) for k in bp.kpis}
+    t = Table(title="the twin's KPIs for this policy")
+    for col, justify in (("KPI", "left"), ("value", "right"), ("target", "left")):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
     for k, v in p.kpis.items():
         if isinstance(v, (int, float)):
-            t.add_row(k, f"{v:.4g}")
+            t.add_row(k, f"{v:.4g}", targets.get(k, "").removeprefix(k).strip())
     out.print(t)
     for key in ("truth", "notes", "services", "evidence"):
         if p.kpis.get(key):
