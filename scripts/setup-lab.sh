@@ -54,7 +54,7 @@ need_update=0
 for p in "${missing[@]}"; do has_candidate "$p" || need_update=1; done
 if ((need_update)); then
     echo "setup-lab: refreshing package lists"
-    apt-get update -qq
+    apt-get update -qq -o DPkg::Lock::Timeout=300
 fi
 
 install=("${missing[@]}")
@@ -74,14 +74,14 @@ cleanup() { if ((own_policy)); then rm -f "$POLICY"; fi; }
 trap cleanup EXIT
 
 apt_install() {
-    apt-get install -y -qq --no-install-recommends \
+    apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
 }
 echo "setup-lab: installing ${install[*]}"
 if ! apt_install "${install[@]}"; then
     # Stale lists point at package versions the mirror no longer has: refresh once, retry.
     echo "setup-lab: install failed; refreshing package lists and retrying"
-    apt-get update -qq
+    apt-get update -qq -o DPkg::Lock::Timeout=300
     apt_install "${install[@]}"
 fi
 
