@@ -58,6 +58,7 @@ class AugmentConfig:
     seconds: float = 10.0
     key: str = "src"
     seed: int = 0
+    score_batches: bool = True  # fidelity reports per round (and offline self-evolution)
 
 
 @dataclass
@@ -159,7 +160,7 @@ def _augment(method: str, train: pd.DataFrame, val: pd.DataFrame, attack: list[s
                  for c in attack]
         return pd.concat([train, *extra], ignore_index=True), {}
     if method == "synth":
-        synth = Synthesizer(client, k=cfg.k, seconds=cfg.seconds, seed=seed)
+        synth = Synthesizer(client, k=cfg.k, seconds=cfg.seconds, seed=seed, score=cfg.score_batches)
         res = synth.synthesize(train, n_syn, evaluate=lambda aug: score(aug, val), classes=attack,
                                rounds=cfg.rounds, benign=cfg.benign)
         per = res.per_class.values()

@@ -129,6 +129,27 @@ class AugmentationResult:
     final_f1: float
 
 
+@dataclass
+class _ClassRun:
+    """The state of one class's self-evolution between rounds."""
+
+    label: str
+    real: pd.DataFrame
+    train: pd.DataFrame
+    best: float
+    use_llm: bool
+    feedback: str = ""
+    gen: KDEWindowGenerator | None = None
+    kept: list[pd.DataFrame] = field(default_factory=list)
+    reports: list[RoundReport] = field(default_factory=list)
+    examples: list = field(init=False)
+    lengths: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.examples = example_rows(self.real, self.label)
+        self.lengths = window_lengths(self.real[self.real["label"] == self.label])
+
+
 class Synthesizer:
     """Per-class synthesis with self-evolution; `client` None means offline (statistical).
 
@@ -182,59 +203,67 @@ class Synthesizer:
         if evaluate is None:
             raise ValueError("synthesize_class needs evaluate: macro-F1 on real validation data")
         train = real_windows_df if train is None else train
-        best = evaluate(train) if best is None else best
-        baseline, kept, reports = best, [], []
-        examples = example_rows(real_windows_df, label)
-        lengths = window_lengths(real_windows_df[real_windows_df["label"] == label])
-        use_llm, feedback = self.client is not None, ""
-        gen: KDEWindowGenerator | None = None
+        run = _ClassRun(label, real_windows_df, train, evaluate(train) if best is None else best,
+                        use_llm=self.client is not None)
+        baseline = run.best
         for r in range(rounds):
-            if use_llm:
-                batch, rep = self._llm_round(r, label, examples, lengths, n_windows, feedback)
-                use_llm = not (rep.llm_gone and self.fallback_to_stat)
-            else:
-                gen = gen or KDEWindowGenerator(real_windows_df, label, seed=self.seed + r,
-                                                bandwidth=self.stat_bandwidth, seconds=self.seconds,
-                                                identity=self.identity)
-                batch, rep = gen.generate(n_windows), RoundReport(r, gen.name, n_windows)
-                rep.generated_windows = rep.valid_windows = _n_windows(batch)
-            rep.f1_before = best
-            if len(batch):
-                if self.score:
-                    rep.fidelity = score_batch(batch, real_windows_df, label, k=self.k, seed=self.seed)
-                rep.f1_after = evaluate(pd.concat([train, batch], ignore_index=True))
-                rep.kept = rep.f1_after > best + self.min_improvement
-            if rep.kept:
-                train = pd.concat([train, batch], ignore_index=True)
-                kept.append(batch)
-                best = rep.f1_after  # type: ignore[assignment]
-            if gen is not None and rep.source == gen.name and rep.fidelity is not None:
-                rep.bandwidth = gen.adapt(rep.fidelity.worst(self.n_worst))
-            feedback = feedback_text(r + 1, rep.fidelity, asked=n_windows, valid=rep.valid_windows,
-                                     violations=rep.violations,
-                                     kept=rep.kept if len(batch) else None,
-                                     f1_before=rep.f1_before, f1_after=rep.f1_after,
-                                     n_worst=self.n_worst)
-            reports.append(rep)
+            batch, rep = self._generate(run, r, n_windows)
+            self._judge(run, batch, rep, evaluate)
+            run.feedback = feedback_text(r + 1, rep.fidelity, asked=n_windows,
+                                         valid=rep.valid_windows, violations=rep.violations,
+                                         kept=rep.kept if len(batch) else None,
+                                         f1_before=rep.f1_before, f1_after=rep.f1_after,
+                                         n_worst=self.n_worst)
+            run.reports.append(rep)
             log.info("synthesize %s round %d (%s): %d/%d valid windows, F1 %.3f -> %s, %s",
                      label, r, rep.source, rep.valid_windows, n_windows, rep.f1_before,
                      "-" if rep.f1_after is None else f"{rep.f1_after:.3f}",
                      "kept" if rep.kept else "dropped")
-        kept_df = pd.concat(kept, ignore_index=True) if kept else real_windows_df.iloc[0:0].copy()
-        return SynthesisResult(label, kept_df, reports, baseline, best)
+        kept = (pd.concat(run.kept, ignore_index=True) if run.kept
+                else real_windows_df.iloc[0:0].copy())
+        return SynthesisResult(label, kept, run.reports, baseline, run.best)
+
+    def _generate(self, run: "_ClassRun", r: int, n_windows: int) -> tuple[pd.DataFrame, RoundReport]:
+        """One round's candidate batch: from the LLM while it answers, else statistical."""
+        if run.use_llm:
+            batch, rep = self._llm_round(r, run, n_windows)
+            run.use_llm = not (rep.llm_gone and self.fallback_to_stat)
+            return batch, rep
+        if run.gen is None:
+            run.gen = KDEWindowGenerator(run.real, run.label, seed=self.seed + r,
+                                         bandwidth=self.stat_bandwidth, seconds=self.seconds,
+                                         identity=self.identity)
+        batch, rep = run.gen.generate(n_windows), RoundReport(r, run.gen.name, n_windows)
+        rep.generated_windows = rep.valid_windows = _n_windows(batch)
+        return batch, rep
+
+    def _judge(self, run: "_ClassRun", batch: pd.DataFrame, rep: RoundReport,
+               evaluate: Evaluate) -> None:
+        """Score the batch, gate it on real validation F1, adapt the statistical generator."""
+        rep.f1_before = run.best
+        if len(batch):
+            if self.score:
+                rep.fidelity = score_batch(batch, run.real, run.label, k=self.k, seed=self.seed)
+            rep.f1_after = evaluate(pd.concat([run.train, batch], ignore_index=True))
+            rep.kept = rep.f1_after > run.best + self.min_improvement
+        if rep.kept:
+            run.train = pd.concat([run.train, batch], ignore_index=True)
+            run.kept.append(batch)
+            run.best = rep.f1_after  # type: ignore[assignment]
+        if run.gen is not None and rep.source == run.gen.name and rep.fidelity is not None:
+            rep.bandwidth = run.gen.adapt(rep.fidelity.worst(self.n_worst))
 
     # The LLM path -----------------------------------------------------------------------
 
-    def _llm_round(self, r: int, label: str, examples: list, lengths: np.ndarray, n_windows: int,
-                   feedback: str) -> tuple[pd.DataFrame, RoundReport]:
-        rep = RoundReport(r, "llm", n_windows, feedback_in=feedback)
+    def _llm_round(self, r: int, run: "_ClassRun", n_windows: int) -> tuple[pd.DataFrame, RoundReport]:
+        rep = RoundReport(r, "llm", n_windows, feedback_in=run.feedback)
         frames = []
         for i in range(math.ceil(n_windows / self.windows_per_request)):
             want = min(self.windows_per_request, n_windows - i * self.windows_per_request)
-            pick = self.rng.permutation(len(examples))[: self.examples_per_request]
-            variables = prompt_variables(label, [examples[j] for j in pick], n_windows=want, k=self.k,
-                                         horizon_ms=self.seconds * 1000.0, lengths=lengths,
-                                         feedback=feedback)
+            pick = self.rng.permutation(len(run.examples))[: self.examples_per_request]
+            variables = prompt_variables(run.label, [run.examples[j] for j in pick], n_windows=want,
+                                         k=self.k, horizon_ms=self.seconds * 1000.0,
+                                         lengths=run.lengths, feedback=run.feedback)
             try:
                 res = self.client.complete_json(  # type: ignore[union-attr]
                     TEMPLATE, variables, SyntheticWindows, purpose=PURPOSE,
@@ -261,7 +290,7 @@ class Synthesizer:
             data: SyntheticWindows = res.data
             rep.malformed_flows += data.malformed_flows
             rep.rejected_windows += len(data.windows) - min(len(data.windows), want)
-            frames.append(self._to_frame(data.windows[:want], label, rep))
+            frames.append(self._to_frame(data.windows[:want], run.label, rep))
         batch = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         rep.valid_windows = _n_windows(batch)
         return batch, rep

@@ -241,9 +241,9 @@ def flow_columns(df: pd.DataFrame) -> list[str]:
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as plain dicts of JSON types (NaN dropped), ready for FlowRecord validation."""
     cols = [c for c in df.columns if c in FLOW_FIELDS]
-    plain = df[cols].astype(object).where(df[cols].notna(), None)
-    return [{k: _plain(v) for k, v in row.items() if v is not None}
-            for row in plain.to_dict(orient="records")]
+    # to_dict boxes numpy scalars to Python ones; NaN (and None) are the missing values.
+    return [{k: _plain(v) for k, v in row.items() if v is not None and v == v}
+            for row in df[cols].to_dict(orient="records")]
 
 
 def _plain(v: Any) -> Any:

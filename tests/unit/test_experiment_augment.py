@@ -30,7 +30,8 @@ def test_small_run_writes_table_plot_and_details(flows, tmp_path: Path) -> None:
         calls.append(train["window_id"].nunique())
         return min(1.0, train["window_id"].nunique() / 100)  # a stand-in trainer
 
-    cfg = AugmentConfig(sizes=(2, 4), repeats=2, rounds=1, benign_windows=4, synth_windows=3)
+    cfg = AugmentConfig(sizes=(2, 4), repeats=2, rounds=1, benign_windows=4, synth_windows=3,
+                        score_batches=False)
     res = run_experiment(*flows, tmp_path, cfg=cfg, train_and_score=train_and_score)
     assert set(res.rows["method"]) == set(METHODS) and len(res.rows) == 2 * 2 * len(METHODS)
     assert set(res.table["size"]) == {2, 4} and (res.table["count"] == 2).all()
