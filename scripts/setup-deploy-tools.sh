@@ -5,6 +5,7 @@
 #           docker-compose  v1 (Debian's), for `docker-compose config`: validates the compose file
 #                           offline; no Docker engine runs here, so nothing is built or started
 #           systemd         systemd-analyze, for `systemd-analyze verify` of the units
+#           ShellCheck      (package shellcheck) for the install scripts
 #   PyPI, into their own venv (.venv/deploy-tools, never the project's .venv, whose pins
 #   they would move: check-jsonschema pulls a click that faust-streaming refuses):
 #           kubernetes-validate  Kubernetes schemas shipped in the wheel (no cluster, no network)
@@ -22,7 +23,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-APT_PACKAGES=(prometheus docker-compose systemd)
+APT_PACKAGES=(prometheus docker-compose systemd shellcheck)
 PIP_PACKAGES=("kubernetes-validate>=1.30" "check-jsonschema>=0.28" "dockerfile>=3.3")
 PIP_MODULES=(kubernetes_validate check_jsonschema dockerfile)
 TOOLS_VENV=${DEPLOY_TOOLS_VENV:-.venv/deploy-tools}
@@ -72,7 +73,8 @@ if ((${#missing[@]})); then
             chmod 755 "$POLICY"
             own_policy=1
         fi
-        trap '((own_policy)) && rm -f "$POLICY"' EXIT
+        cleanup() { if ((own_policy)); then rm -f "$POLICY"; fi; }
+        trap cleanup EXIT
         echo "setup-deploy-tools: installing ${missing[*]}"
         apt-get install -y -qq --no-install-recommends \
             -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null

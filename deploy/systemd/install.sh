@@ -57,8 +57,9 @@ has_role() { [[ ",$ROLES," == *",$1,"* ]]; }
 for r in ${ROLES//,/ }; do
     case "$r" in detect|sensor|enforce|agent) ;; *) echo "install.sh: unknown role $r" >&2; exit 2 ;; esac
 done
-[[ "$WORKERS" =~ ^[0-9]+$ ]] && ((WORKERS >= 1 && WORKERS <= 64)) \
-    || { echo "install.sh: --workers must be 1..64, got $WORKERS" >&2; exit 2; }
+if ! [[ "$WORKERS" =~ ^[0-9]+$ ]] || ((WORKERS < 1 || WORKERS > 64)); then
+    echo "install.sh: --workers must be 1..64, got $WORKERS" >&2; exit 2
+fi
 if has_role sensor && [[ -z "$IFACES" && -z "$RENDER_ONLY" ]]; then
     echo "install.sh: the sensor role needs --iface IFACE (repeatable)" >&2; exit 2
 fi
@@ -96,7 +97,7 @@ if has_role agent; then
     "$VENV/bin/python" -m pip install -q --index-url "$TORCH_INDEX_URL" torch==2.13.0
 fi
 spec=$SOURCE
-((${#extras[@]})) && spec="$SOURCE[$(IFS=,; echo "${extras[*]}")]"
+if ((${#extras[@]})); then spec="${SOURCE}[$(IFS=,; echo "${extras[*]}")]"; fi
 "$VENV/bin/python" -m pip install -q "$spec"
 "$VENV/bin/edgeloop" --help >/dev/null
 
