@@ -1,0 +1,604 @@
+"""The agent service (`edgeloop agent`): uncertain windows in, labels out, retraining on cue.
+
+    >>> agent = LabelAgent(AgentConfig(), bootstrap, Topics(prefix), state=AgentState.open(data_dir),
+    ...                    client=LLMClient.from_settings(settings, registry))   # None = offline
+    >>> await agent.run(stop=event)
+
+The loop reads `uncertain` in a consumer group with manual commits and decides windows in
+batches (`batch_size` per LLM call, default 20; the Labeler renders traffic text as quoted
+data). Each window ends one of four ways, and only then is its offset done:
+
+    accepted     the label passed acceptance (valid, confident, a check agrees): stored
+                 in the dataset store and published on `labels`
+    parked       sent to the review queue: acceptance said no (Label published with
+                 accepted=false), the LLM gave nothing usable, it kept failing
+                 (`max_attempts`), or there is no LLM at all (offline mode)
+    known        the window is already labelled in the store (a window of the reference
+                 data, or a redelivery whose ledger entry was lost)
+    deadletter   the value could not be decoded: sent to `deadletter` with its origin
+
+A partition's offset N+1 is committed only when every window up to N is done. Rate
+limits, timeouts and an unreachable LLM leave windows uncommitted; they are retried
+after an exponential backoff. If the agent dies, uncommitted windows are read again; the
+ledger (llm_agents.audit) says which of them were already decided, so none is labelled,
+stored or parked twice. Labels are published from the ledger's outbox (at least once).
+
+The flows' own `label` field (ground truth in lab replays) is removed as each window is
+decoded: nothing in the agent can see it.
+
+Retraining starts in a background thread after `retrain_min_labels` new accepted labels,
+or when the uncertain share of detections over `drift_window_s` reaches `drift_ratio`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from llm_agents.acceptance import AcceptancePolicy, judge, window_vectors
+from llm_agents.agent_metrics import AgentMetrics
+from llm_agents.audit import AuditLog, Decision, LabelLedger, now_ms
+from llm_agents.labeler import Labeler, LabelProposal
+from llm_agents.review import Parked, ReviewQueue
+from llm_agents.store import DatasetStore, window_rows
+from streams.deadletter import dead_letter
+from streams.errors import RecordError
+from streams.records import Label, UncertainWindow, decode, encode
+from streams.topics import Topics
+
+log = logging.getLogger("edgeloop.agent")
+TRANSIENT = ("rate_limit", "timeout", "connection")
+MAX_PENDING_NOVEL = 200
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    group_id: str = "edgeloop-agent"
+    batch_size: int = 20
+    batch_wait_ms: float = 500.0
+    max_pending: int = 400           # stop fetching while this many windows wait
+    max_attempts: int = 4            # transient LLM failures before a window is parked
+    backoff_s: float = 1.0           # first retry delay; doubles per attempt
+    backoff_max_s: float = 30.0
+    session_timeout_s: float = 10.0  # Tansu holds a joining member for about half of it
+    heartbeat_s: float = 2.0
+    fetch_max_wait_ms: int = 20      # Tansu holds every fetch for the full wait
+    retrain_min_labels: int = 200    # 0: no retrain on labels
+    drift_ratio: float = 0.0         # 0: no retrain on drift
+    drift_window_s: float = 300.0
+    drift_min_windows: int = 500
+    retrain_cooldown_s: float = 300.0
+    worker: str = "agent"
+    policy: AcceptancePolicy = AcceptancePolicy()
+
+    @classmethod
+    def from_settings(cls, s: Any, **overrides: Any) -> "AgentConfig":
+        """From streams.settings; `agent_*`, `retrain_*` and `drift_*` fields when it has them."""
+        names = {"group_id": "agent_group_id", "batch_size": "agent_batch_size",
+                 "batch_wait_ms": "agent_batch_wait_ms", "max_attempts": "agent_max_attempts",
+                 "backoff_s": "agent_backoff_s", "retrain_min_labels": "retrain_min_labels",
+                 "drift_ratio": "drift_uncertain_ratio", "drift_window_s": "drift_window_s",
+                 "drift_min_windows": "drift_min_windows", "retrain_cooldown_s": "retrain_cooldown_s"}
+        kw: dict[str, Any] = {f: getattr(s, n) for f, n in names.items() if hasattr(s, n)}
+        kw.update(session_timeout_s=s.session_timeout_s, heartbeat_s=s.heartbeat_s,
+                  fetch_max_wait_ms=s.fetch_max_wait_ms, worker=s.worker_id or "agent")
+        if hasattr(s, "label_min_confidence"):
+            kw["policy"] = AcceptancePolicy(min_confidence=s.label_min_confidence)
+        return cls(**{**kw, **overrides})
+
+
+@dataclass
+class AgentState:
+    """The durable state under the data directory that the agent and `edgeloop review` share."""
+
+    store: DatasetStore
+    review: ReviewQueue
+    audit: AuditLog
+    ledger: LabelLedger
+
+    @classmethod
+    def open(cls, data_dir: str | Path) -> "AgentState":
+        d = Path(data_dir)
+        audit = AuditLog(d / "audit.sqlite")
+        return cls(DatasetStore(d / "datasets"), ReviewQueue(d / "review.sqlite"), audit, LabelLedger(audit))
+
+
+@dataclass
+class Item:
+    """A window read from Kafka and not yet finished."""
+
+    partition: int
+    offset: int
+    window: UncertainWindow
+    received: float
+    attempts: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """What `Decider.decide` did with a batch: finished ids, and ids to retry (with the kind)."""
+
+    finished: dict[str, str] = field(default_factory=dict)  # window_id -> outcome
+    retry: dict[str, str] = field(default_factory=dict)     # window_id -> failure kind
+
+
+def strip_truth(w: UncertainWindow) -> UncertainWindow:
+    """The window without its flows' ground-truth `label`: the agent must never read it."""
+    if all(f.label is None for f in w.flows):
+        return w
+    return w.model_copy(update={"flows": [f.model_copy(update={"label": None}) for f in w.flows]})
+
+
+def _conf(x: object) -> float:
+    return float(x) if isinstance(x, (int, float)) and 0 <= x <= 1 else 0.0  # NaN fails both
+
+
+class Decider:
+    """Labels, judges and records one batch of windows; Kafka-free, so unit tests drive it."""
+
+    def __init__(self, state: AgentState, client: Any = None, *, policy: AcceptancePolicy = AcceptancePolicy(),
+                 batch_size: int = 20, metrics: AgentMetrics | None = None) -> None:
+        self.s, self.client, self.policy = state, client, policy
+        self.batch_size, self.metrics = batch_size, metrics
+        self._evidence: tuple[int, Any, Any] | None = None
+        self.accepted_total = 0
+
+    def decide(self, windows: Sequence[UncertainWindow], attempts: dict[str, int], max_attempts: int) -> Outcome:
+        out = Outcome()
+        windows = self._unfinished(windows, out)
+        if not windows:
+            return out
+        if self.client is None:
+            self._park([Parked(w, "offline") for w in windows], out)
+            return out
+        classes = self._classes(windows)
+        batch = Labeler(self.client, classes, batch_size=self.batch_size).label_batch(windows)
+        by_id = {w.window_id: w for w in windows}
+        parked: list[Parked] = []
+        for wid, kind in batch.failed.items():
+            if kind in TRANSIENT and attempts.get(wid, 0) + 1 < max_attempts:
+                out.retry[wid] = kind
+            else:
+                parked.append(Parked(by_id[wid], f"llm_{kind}", detail=f"after {attempts.get(wid, 0) + 1} attempts"))
+        parked += [Parked(by_id[wid], "unanswered") for wid in batch.unanswered]
+        if self.metrics:
+            self.metrics.windows_labelled.inc(len(batch.proposals))
+        self._park(parked, out)
+        self._judge(batch.proposals, by_id, classes, out)
+        return out
+
+    def _unfinished(self, windows: Sequence[UncertainWindow], out: Outcome) -> list[UncertainWindow]:
+        """Drop windows already decided; record those the store or queue has but the ledger lacks."""
+        ids = [w.window_id for w in windows]
+        done = self.s.ledger.decided(ids)
+        out.finished.update(done)
+        rest = [w for w in windows if w.window_id not in done]
+        stored = self.s.store.lookup([w.window_id for w in rest])
+        queued = self.s.review.by_window([w.window_id for w in rest if w.window_id not in stored])
+        decisions = []
+        for w in rest:
+            if w.window_id in stored:
+                st = stored[w.window_id]
+                outcome = "known" if st["kind"] == "reference" else "accepted"
+                decisions.append(Decision(w.window_id, outcome, st["label"], action="label_known",
+                                          figures=st, publish=encode(self._label(
+                                              w, st["label"], st["label_source"], st["confidence"], True,
+                                              "already_labelled"))))
+            elif w.window_id in queued:
+                decisions.append(Decision(w.window_id, "parked", None, action="label_parked",
+                                          figures={"reason": queued[w.window_id].reason, "recovered": True}))
+        if decisions:
+            self.s.ledger.commit(decisions)
+            out.finished.update({d.window_id: d.outcome for d in decisions})
+        if self.metrics:
+            self.metrics.windows_skipped.labels(why="redelivered").inc(len(done))
+            self.metrics.windows_skipped.labels(why="already_labelled").inc(len(decisions))
+        return [w for w in rest if w.window_id not in out.finished]
+
+    def _classes(self, windows: Sequence[UncertainWindow]) -> list[str]:
+        """The detector's classes, then every class already in the store (accepted novel ones)."""
+        names = list(dict.fromkeys(c for w in windows for c in w.class_names))
+        _, labels = self._store_evidence()
+        return names + sorted(set(labels.tolist()) - set(names))
+
+    def _store_evidence(self) -> tuple[Any, Any]:
+        seq = self.s.store.seq
+        if self._evidence is None or self._evidence[0] != seq:
+            x, y, _ = self.s.store.evidence()
+            self._evidence = (seq, x, y)
+        return self._evidence[1], self._evidence[2]
+
+    def _judge(self, proposals: list[LabelProposal], by_id: dict[str, UncertainWindow], classes: list[str],
+               out: Outcome) -> None:
+        if not proposals:
+            return
+        # Novel proposals still waiting in the queue join in, so a new class's support can build up.
+        waiting = [i for i in self.s.review.pending(MAX_PENDING_NOVEL, novel_only=True) if i.window_id not in by_id]
+        extra = [LabelProposal(i.window_id, i.proposed or "", i.confidence or 0.0, "", "", i.source)
+                 for i in waiting]
+        wins = [by_id[p.window_id] for p in proposals] + [i.window for i in waiting]
+        sx, sy = self._store_evidence()
+        verdicts = judge([*proposals, *extra], window_vectors(wins), store_features=sx, store_labels=sy,
+                         known_classes=classes, rankings=wins, policy=self.policy)
+        rows, parked, decisions = [], [], []
+        for p, w, a in zip([*proposals, *extra], wins, verdicts):
+            late = p.window_id not in by_id
+            if self.metrics and not late:
+                self.metrics.label_decisions.labels(reason=str(a.reason)).inc()
+            if a.accepted:
+                rows.append(window_rows(w, a.label or "", label_source=p.source, confidence=a.confidence))
+            elif late:
+                continue
+            else:
+                parked.append(Parked(w, str(a.reason), proposed=str(p.label)[:96], label=a.label, source=p.source,
+                                     confidence=a.confidence if a.confidence == a.confidence else None,
+                                     novel=a.novel, detail=a.detail))
+            rec = self._label(w, a.label or str(p.label)[:96], p.source, _conf(p.confidence), a.accepted,
+                              str(a.reason), novel=a.novel, rationale=f"{p.rationale} [{a.detail}]".strip())
+            decisions.append(Decision(w.window_id, "accepted" if a.accepted else "parked", a.label,
+                                      actor=p.source or "agent", figures={"reason": str(a.reason), "detail": a.detail,
+                                      "proposed": str(p.label)[:96], "confidence": _conf(p.confidence),
+                                      "novel": a.novel, "late": late}, publish=encode(rec)))
+        self._apply(rows, parked, decisions, waiting, verdicts[len(proposals):], out)
+
+    def _apply(self, rows: list, parked: list[Parked], decisions: list[Decision], waiting: list,
+               late: list, out: Outcome) -> None:
+        """Durable effects in crash-safe order: store, queue, then the ledger (with the outbox)."""
+        import pandas as pd
+
+        if rows:
+            self.s.store.append("labelled", pd.concat(rows, ignore_index=True), note="agent")
+        self.s.review.park(parked)
+        for item, a in zip(waiting, late):
+            if a.accepted:
+                self.s.review.resolve(item.id, a.label, "agent:acceptance", "accepted")
+        self.s.ledger.commit(decisions)
+        n_acc = sum(d.outcome == "accepted" for d in decisions)
+        self.accepted_total += n_acc
+        out.finished.update({d.window_id: d.outcome for d in decisions if not d.figures.get("late")})
+        if self.metrics:
+            self.metrics.windows_accepted.inc(n_acc)
+            for p in parked:
+                self.metrics.windows_parked.labels(reason=p.reason).inc()
+
+    def _park(self, parked: list[Parked], out: Outcome) -> None:
+        if not parked:
+            return
+        self.s.review.park(parked)
+        self.s.ledger.commit([Decision(p.window.window_id, "parked", None, figures={"reason": p.reason},
+                                       detail=p.detail) for p in parked])
+        out.finished.update({p.window.window_id: "parked" for p in parked})
+        if self.metrics:
+            for p in parked:
+                self.metrics.windows_parked.labels(reason=p.reason).inc()
+
+    @staticmethod
+    def _label(w: UncertainWindow, label: str, source: str, confidence: float, accepted: bool, reason: str,
+               novel: bool = False, rationale: str = "") -> Label:
+        return Label(window_id=w.window_id, label=label, source=source or "agent", confidence=_conf(confidence),
+                     accepted=accepted, reason=reason, novel=novel, model_version=w.model_version,
+                     rationale=rationale[:2000], at_ms=now_ms())
+
+
+class OffsetTracker:
+    """Per partition, the offsets read and which are done; commits only a done prefix."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, dict[int, bool]] = {}   # partition -> {offset: done}, in read order
+        self.committed: dict[int, int] = {}
+
+    def add(self, partition: int, offset: int) -> None:
+        self._open.setdefault(partition, {})[offset] = False
+
+    def done(self, partition: int, offset: int) -> None:
+        if offset in self._open.get(partition, {}):
+            self._open[partition][offset] = True
+
+    def committable(self) -> dict[int, int]:
+        """partition -> next offset to commit, where the done prefix grew since last time."""
+        out = {}
+        for p, offs in self._open.items():
+            last = None
+            while offs:
+                first = next(iter(offs))
+                if not offs[first]:
+                    break
+                del offs[first]
+                last = first
+            if last is not None:
+                out[p] = self.committed[p] = last + 1
+        return out
+
+    def drop(self, partitions: Sequence[int]) -> None:
+        for p in partitions:
+            self._open.pop(p, None)
+
+    def open_count(self) -> int:
+        return sum(len(o) for o in self._open.values())
+
+
+class DriftMonitor:
+    """The uncertain share of detections over a sliding time window (read from `detections`)."""
+
+    def __init__(self, window_s: float, clock: Any = time.monotonic) -> None:
+        self.window_s, self.clock = window_s, clock
+        self._buckets: list[tuple[float, int, int]] = []
+
+    def add(self, windows: int, uncertain: int) -> None:
+        now = self.clock()
+        self._buckets.append((now, windows, uncertain))
+        while self._buckets and self._buckets[0][0] < now - self.window_s:
+            self._buckets.pop(0)
+
+    def ratio(self) -> tuple[float, int]:
+        n = sum(b[1] for b in self._buckets)
+        return (sum(b[2] for b in self._buckets) / n if n else 0.0), n
+
+    def add_batch(self, raw: bytes) -> None:
+        import json
+
+        try:
+            dets = json.loads(raw).get("detections") or []
+        except (ValueError, AttributeError):
+            return  # the edge dead-letters its own output problems; drift is best effort
+        self.add(len(dets), sum(bool(d.get("uncertain")) for d in dets if isinstance(d, dict)))
+
+
+@dataclass
+class AgentStats:
+    received: int = 0
+    deadlettered: int = 0
+    retries: int = 0
+    published: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)  # accepted, parked, known, redelivered...
+
+    @property
+    def finished(self) -> int:
+        return sum(self.outcomes.values()) + self.deadlettered
+
+
+class LabelAgent:
+    """The Kafka side of the agent: consume, batch, decide, publish, commit; see the module doc."""
+
+    def __init__(self, config: AgentConfig, bootstrap: str, topics: Topics, state: AgentState,
+                 client: Any = None, *, metrics: AgentMetrics | None = None, retrainer: Any = None) -> None:
+        self.cfg, self.bootstrap, self.topics, self.state = config, bootstrap, topics, state
+        self.metrics, self.retrainer = metrics, retrainer
+        self.decider = Decider(state, client, policy=config.policy, batch_size=config.batch_size, metrics=metrics)
+        self.tracker = OffsetTracker()
+        self.drift = DriftMonitor(config.drift_window_s)
+        self.items: list[Item] = []
+        self.stats = AgentStats()
+        self.retrains: list[Any] = []       # decisions of retrains this process ran
+        self._retrain: asyncio.Future | None = None
+        self._since_retrain = self._accepted_since_last_retrain()
+        self._last_retrain = -1e18
+        self._end: dict[Any, int] | None = None
+        self.consumer: Any = None
+        self.producer: Any = None
+
+    async def run(self, stop: asyncio.Event | None = None, max_windows: int | None = None,
+                  once: bool = False) -> AgentStats:
+        """Until `stop` is set, `max_windows` windows are finished, or (`once`) the topic is drained."""
+        c = self.cfg
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=c.group_id, client_id=f"edgeloop-{c.worker}",
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=c.fetch_max_wait_ms,
+            session_timeout_ms=int(c.session_timeout_s * 1000), heartbeat_interval_ms=int(c.heartbeat_s * 1000),
+            max_poll_interval_ms=max(300_000, int(c.backoff_max_s * 4000)))
+        self.consumer.subscribe([self.topics.uncertain], listener=_Rebalance(self))
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        await self.producer.start()
+        await self.consumer.start()
+        follow = asyncio.create_task(self._follow_detections()) if c.drift_ratio > 0 else None
+        try:
+            while not (stop is not None and stop.is_set()):
+                await self._step()
+                if max_windows is not None and self.stats.finished >= max_windows:
+                    break
+                if once and await self._drained():
+                    break
+        finally:
+            if self._retrain is not None:
+                await asyncio.shield(self._retrain)
+            await self._flush_outbox()
+            await self._commit()
+            if follow is not None:
+                follow.cancel()
+            await self.consumer.stop()
+            await self.producer.stop()
+        return self.stats
+
+    async def _step(self) -> None:
+        now = time.monotonic()
+        if len(self.items) < self.cfg.max_pending:
+            got = await self.consumer.getmany(timeout_ms=self._wait_ms(now), max_records=self.cfg.batch_size * 5)
+            for tp, msgs in got.items():
+                for m in msgs:
+                    await self._ingest(tp.partition, m)
+        else:
+            await asyncio.sleep(self._wait_ms(now) / 1000)
+        batch = self._due(time.monotonic())
+        if batch:
+            await self._decide(batch)
+        await self._flush_outbox()
+        await self._commit()
+        self._maybe_retrain()
+        if self.metrics:
+            self.metrics.pending_windows.set(len(self.items))
+            self.metrics.review_queue_depth.set(self.state.review.depth())
+
+    def _wait_ms(self, now: float) -> int:
+        ready = [i for i in self.items if i.not_before <= now]
+        if ready:
+            return max(0, min(200, int(self.cfg.batch_wait_ms - (now - ready[0].received) * 1000)))
+        later = [i.not_before for i in self.items]
+        return max(0, min(200, int((min(later) - now) * 1000))) if later else 200
+
+    def _due(self, now: float) -> list[Item]:
+        batch, seen = [], set()
+        for i in self.items:
+            if i.not_before <= now and i.window.window_id not in seen:
+                seen.add(i.window.window_id)
+                batch.append(i)
+                if len(batch) == self.cfg.batch_size:
+                    return batch
+        waited = batch and (now - min(i.received for i in batch)) * 1000 >= self.cfg.batch_wait_ms
+        return batch if waited or any(i.attempts for i in batch) else []
+
+    async def _ingest(self, partition: int, msg: Any) -> None:
+        self.tracker.add(partition, msg.offset)
+        try:
+            w = decode(UncertainWindow, msg.value or b"")
+            if not w.flows:
+                raise RecordError("invalid", "an uncertain window with no flows")
+        except RecordError as exc:
+            await self._dead_letter(exc, msg)
+            return
+        self.stats.received += 1
+        if self.metrics:
+            self.metrics.windows_received.inc()
+        self.items.append(Item(partition, msg.offset, strip_truth(w), time.monotonic()))
+
+    async def _dead_letter(self, exc: RecordError, msg: Any) -> None:
+        key = f"dl:{msg.topic}:{msg.partition}:{msg.offset}"
+        if not self.state.ledger.decided([key]):
+            dl = dead_letter(exc, topic=msg.topic, partition=msg.partition, offset=msg.offset, value=msg.value,
+                             key=msg.key, worker=self.cfg.worker)
+            await self.producer.send_and_wait(self.topics.deadletter, encode(dl), key=msg.key)
+            self.state.ledger.commit([Decision(key, "deadletter", None, figures={"reason": dl.reason},
+                                               detail=dl.error[:500])])
+            if self.metrics:
+                self.metrics.windows_deadlettered.labels(reason=dl.reason).inc()
+        self.stats.deadlettered += 1
+        self.tracker.done(msg.partition, msg.offset)
+
+    async def _decide(self, batch: list[Item]) -> None:
+        t0 = time.perf_counter()
+        attempts = {i.window.window_id: i.attempts for i in batch}
+        out = await asyncio.to_thread(self.decider.decide, [i.window for i in batch], attempts,
+                                      self.cfg.max_attempts)
+        if self.metrics:
+            self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        now, done = time.monotonic(), set()
+        for item in batch:
+            wid = item.window.window_id
+            if wid in out.finished:
+                done.add(id(item))
+                self.tracker.done(item.partition, item.offset)
+                self.stats.outcomes[out.finished[wid]] = self.stats.outcomes.get(out.finished[wid], 0) + 1
+            else:  # a transient LLM failure: back off, keep the offset open
+                item.attempts += 1
+                item.not_before = now + min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2 ** (item.attempts - 1))
+                self.stats.retries += 1
+                if self.metrics:
+                    self.metrics.llm_retries.labels(kind=out.retry.get(wid, "unknown")).inc()
+        self.items = [i for i in self.items if id(i) not in done]
+
+    async def _flush_outbox(self) -> None:
+        rows = self.state.ledger.pending()
+        if not rows:
+            return
+        futs = [await self.producer.send(self.topics.labels, value, key=wid.encode()) for _, wid, value in rows]
+        await asyncio.gather(*futs)
+        self.state.ledger.mark_published([r[0] for r in rows])
+        self.stats.published += len(rows)
+        if self.metrics:
+            self.metrics.labels_published.inc(len(rows))
+
+    async def _commit(self) -> None:
+        offsets = self.tracker.committable()
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit({TopicPartition(self.topics.uncertain, p): o for p, o in offsets.items()})
+        except KafkaError as exc:  # a rebalance: the next owner reads them again; the ledger dedups
+            log.warning("offset commit failed (%s); those windows may be read again", exc)
+
+    async def _drained(self) -> bool:
+        assigned = self.consumer.assignment()
+        if self.items or not assigned or self.state.ledger.unpublished():
+            return False
+        if self._end is None:
+            self._end = await self.consumer.end_offsets(list(assigned))
+        for tp, end in self._end.items():
+            if await self.consumer.position(tp) < end:
+                return False
+        return True
+
+    def _accepted_since_last_retrain(self) -> int:
+        last = self.state.audit.last(["retrain_started"])
+        since = last.at_ms + 1 if last else 0
+        return sum(self.state.audit.count(a, since) for a in ("label_accepted", "review_accept", "review_correct"))
+
+    def _maybe_retrain(self) -> None:
+        if self.retrainer is None or (self._retrain is not None and not self._retrain.done()):
+            return
+        c = self.cfg
+        new = self._since_retrain + self.decider.accepted_total
+        ratio, n = self.drift.ratio()
+        trigger = None
+        if c.retrain_min_labels and new >= c.retrain_min_labels:
+            trigger = "labels"
+        elif (c.drift_ratio > 0 and new > 0 and n >= c.drift_min_windows and ratio >= c.drift_ratio
+              and time.monotonic() - self._last_retrain >= c.retrain_cooldown_s):
+            trigger = "drift"
+        if trigger is None:
+            return
+        self._since_retrain = -self.decider.accepted_total
+        self._last_retrain = time.monotonic()
+        detail = {"new_labels": new, "uncertain_ratio": round(ratio, 4), "detections": n}
+        log.warning("retrain triggered by %s: %s", trigger, detail)
+        self._retrain = asyncio.ensure_future(asyncio.to_thread(self.retrainer.run, trigger, detail))
+        self._retrain.add_done_callback(self._retrain_done)
+
+    def _retrain_done(self, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("retrain failed: %s", exc, exc_info=exc)
+            self.state.audit.record("retrain_failed", detail=f"{type(exc).__name__}: {exc}"[:1000])
+        else:
+            self.retrains.append(fut.result())
+
+    async def _follow_detections(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="latest", fetch_max_wait_ms=self.cfg.fetch_max_wait_ms)
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(self.topics.detections) or {0}
+            consumer.assign([TopicPartition(self.topics.detections, p) for p in parts])
+            while True:
+                got = await consumer.getmany(timeout_ms=500)
+                for msgs in got.values():
+                    for m in msgs:
+                        self.drift.add_batch(m.value)
+                if self.metrics:
+                    self.metrics.uncertain_ratio.set(self.drift.ratio()[0])
+        finally:
+            await consumer.stop()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Commit what is done before partitions go; forget the windows of partitions we lost."""
+
+    def __init__(self, agent: LabelAgent) -> None:
+        self.agent = agent
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.agent._commit()
+        lost = [tp.partition for tp in revoked]
+        self.agent.items = [i for i in self.agent.items if i.partition not in lost]
+        self.agent.tracker.drop(lost)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.agent._end = None

@@ -1,0 +1,283 @@
+"""The agent's commands: `edgeloop agent`, `edgeloop review`, `edgeloop retrain`.
+
+Click command objects, wired into `streams.cli` (lazily: they need the agent extra).
+`python -m llm_agents.cli <command>` runs them without that wiring.
+
+    $ edgeloop agent                      # the service; Ctrl-C or SIGTERM stops it cleanly
+    $ edgeloop agent --once               # decide what is on `uncertain` now, then exit
+    $ edgeloop review                     # pending review items
+    $ edgeloop review accept 12 --who alice
+    $ edgeloop review correct 13 syn_flood --who alice
+    $ edgeloop retrain                    # train a challenger now; prints the gate's figures
+"""
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.errors import EdgeloopError
+
+console = Console(stderr=True)
+
+
+def _settings() -> Any:
+    from streams.cli import settings_or_exit
+    return settings_or_exit()
+
+
+def _bootstrap(s: Any) -> str:
+    from streams.cli import bootstrap_of
+    return bootstrap_of(s)
+
+
+def retrain_config(s: Any, **overrides: Any) -> Any:
+    """RetrainConfig from settings (`retrain_*` fields when streams.settings has them)."""
+    from llm_agents.retrain import RetrainConfig
+
+    names = {"epochs": "retrain_epochs", "holdout_fraction": "retrain_holdout_fraction",
+             "synth_windows": "synth_windows", "synth_rounds": "synth_rounds",
+             "max_recall_drop": "promotion_max_recall_drop"}
+    kw = {f: getattr(s, n) for f, n in names.items() if hasattr(s, n)}
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return RetrainConfig(**kw)
+
+
+def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
+    """Give an empty store its reference data: `path`, else the shipped lab training capture."""
+    from inference.evaluate import load_labelled_flows
+    from llm_agents.store import reference_frame
+
+    if store.parts(("reference",)):
+        return "reference data already in the store"
+    if path is None:
+        from inference.datasets.lab import lab_paths
+        try:
+            path = lab_paths().train
+        except EdgeloopError:
+            return ("no reference data (no lab dataset): acceptance leans on the detector's ranking "
+                    "until labelled windows accumulate")
+    w = champion.meta.window
+    frame = reference_frame(load_labelled_flows(path), classes=champion.class_names, k=w.k,
+                            seconds=w.seconds, key=w.key, source=Path(path).stem)
+    res = store.append("reference", frame, note=f"seeded from {path}")
+    return f"seeded {res.windows} reference windows from {path}"
+
+
+def _publisher(s: Any) -> Any:
+    from streams.hotswap import publish_release
+    from streams.topics import Topics
+
+    bootstrap, topic = _bootstrap(s), Topics(s.topic_prefix).models
+    return lambda bundle, reason: publish_release(bootstrap, topic, bundle, reason)
+
+
+def build_retrainer(s: Any, state: Any, client: Any, metrics: Any = None, **overrides: Any) -> Any:
+    from inference.registry import Registry, resolve_bundle
+    from llm_agents.retrain import Retrainer
+
+    champion = resolve_bundle(s.model, s.data_dir / "registry")
+    return Retrainer(state.store, Registry(s.data_dir / "registry"), state.audit, client=client,
+                     fallback=champion, publish=_publisher(s), config=retrain_config(s, **overrides),
+                     metrics=metrics)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Exit once the uncertain topic is drained.")
+@click.option("--max-windows", type=int, default=None, help="Exit after finishing this many windows.")
+@click.option("--batch-size", type=int, default=None, help="Windows per LLM call (default 20).")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Labelled flows to seed an empty store with (default: the lab training capture).")
+@click.option("--retrain-min-labels", type=int, default=None,
+              help="Retrain after this many new accepted labels (0: never on labels).")
+@click.option("--no-retrain", is_flag=True, help="Label only; never retrain from this process.")
+def agent(once: bool, max_windows: int | None, batch_size: int | None, reference: Path | None,
+          retrain_min_labels: int | None, no_retrain: bool) -> None:
+    """Run the LLM agent: label uncertain windows, keep the accepted ones, retrain and promote.
+
+    Offline (no EDGELOOP_LLM_BASE_URL) every window waits in the review queue. State lives
+    under EDGELOOP_DATA_DIR; a restart picks up from the committed offsets. Metrics on
+    EDGELOOP_METRICS_PORT.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from llm_agents.agent import AgentConfig, AgentState, LabelAgent
+    from llm_agents.agent_metrics import build_agent_metrics
+    from llm_agents.client import LLMClient
+    from streams.metrics import serve_metrics
+    from streams.topics import Topics
+
+    s = _settings()
+    reg = CollectorRegistry()
+    metrics = build_agent_metrics(reg)
+    over = {k: v for k, v in (("batch_size", batch_size), ("retrain_min_labels", retrain_min_labels)) if v is not None}
+    cfg = AgentConfig.from_settings(s, **over)
+    try:
+        client = LLMClient.from_settings(s, reg)
+        state = AgentState.open(s.data_dir)
+        retrainer = None if no_retrain else build_retrainer(s, state, client, metrics)
+        note = seed_reference(state.store, retrainer.champion(), reference) if retrainer else ""
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    port = serve_metrics(reg, s.metrics_port)
+    mode = f"LLM {s.llm_model or '(server default)'} at {s.llm_base_url}" if client else "offline: windows wait for review"
+    console.print(f"agent {cfg.worker}: {mode}; group {cfg.group_id}; batch {cfg.batch_size}; "
+                  f"metrics http://127.0.0.1:{port}/metrics")
+    if note:
+        console.print(note)
+    la = LabelAgent(cfg, _bootstrap(s), Topics(s.topic_prefix), state, client, metrics=metrics, retrainer=retrainer)
+    stats = asyncio.run(_serve(la, max_windows, once))
+    console.print(f"windows received {stats.received}, dead-lettered {stats.deadlettered}, "
+                  f"outcomes {json.dumps(stats.outcomes)}, labels published {stats.published}, "
+                  f"retries {stats.retries}, review queue {state.review.depth()}")
+
+
+async def _serve(la: Any, max_windows: int | None, once: bool) -> Any:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await la.run(stop=stop, max_windows=max_windows, once=once)
+
+
+def _open_review() -> tuple[Any, Any]:
+    from llm_agents.agent import AgentState
+
+    s = _settings()
+    return s, AgentState.open(s.data_dir)
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def review(ctx: click.Context) -> None:
+    """The review queue: list parked windows; accept or correct each one.
+
+    A verdict stores the window with label source human:<who> and queues a Label record
+    that the agent publishes on `labels`.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_items)
+
+
+@review.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Decided items too.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_items(show_all: bool, limit: int, as_json: bool) -> None:
+    """List review items (pending ones, oldest first)."""
+    _, st = _open_review()
+    items = st.review.items(limit=limit) if show_all else st.review.pending(limit)
+    if as_json:
+        for i in items:
+            click.echo(json.dumps({"id": i.id, "window_id": i.window_id, "key": i.window.key, "proposed": i.proposed,
+                                   "label": i.label, "source": i.source, "confidence": i.confidence,
+                                   "reason": i.reason, "status": i.status, "decided_label": i.decided_label,
+                                   "decided_by": i.decided_by, "detector": i.window.predicted}))
+        return
+    t = Table(title=f"review queue: {st.review.depth()} pending")
+    for col in ("id", "window", "key", "flows", "detector", "proposed", "conf", "source", "reason", "status"):
+        t.add_column(col)
+    for i in items:
+        t.add_row(str(i.id), i.window_id, i.window.key, str(len(i.window.flows)),
+                  f"{i.window.predicted} {i.window.confidence:.2f}", i.proposed or "-",
+                  "-" if i.confidence is None else f"{i.confidence:.2f}", i.source or "-", i.reason,
+                  i.status if i.status == "pending" else f"{i.status}: {i.decided_label} ({i.decided_by})")
+    Console().print(t)
+
+
+def _verdict(item_id: int, label: str | None, who: str) -> None:
+    from llm_agents.review import ReviewError, decide
+
+    _, st = _open_review()
+    known = set(st.store.counts()["reference"]) | set(st.store.counts()["labelled"])
+    try:
+        item, chosen = decide(st.review, st.store, st.ledger, item_id, label, who, known=known)
+    except ReviewError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"item {item.id} (window {item.window_id}) stored as {chosen!r} by human:{who}; "
+               f"the agent publishes the label")
+
+
+@review.command()
+@click.argument("item_id", type=int)
+@click.option("--who", default=getpass.getuser, show_default="the login name", help="Who decided.")
+def accept(item_id: int, who: str) -> None:
+    """Accept an item's proposed label."""
+    _verdict(item_id, None, who)
+
+
+@review.command()
+@click.argument("item_id", type=int)
+@click.argument("label")
+@click.option("--who", default=getpass.getuser, show_default="the login name", help="Who decided.")
+def correct(item_id: int, label: str, who: str) -> None:
+    """Label an item yourself (a known class, or a new lower_snake_case name)."""
+    _verdict(item_id, label, who)
+
+
+@click.command()
+@click.option("--epochs", type=int, default=None, help="Training epochs for the challenger.")
+@click.option("--synth-windows", type=int, default=None, help="Synthetic windows per class per round.")
+@click.option("--synth-rounds", type=int, default=None, help="Self-evolution rounds per class.")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Labelled flows to seed an empty store with (default: the lab training capture).")
+def retrain(epochs: int | None, synth_windows: int | None, synth_rounds: int | None, reference: Path | None) -> None:
+    """Retrain now: challenger vs champion on held-out real windows; promote and release if it wins."""
+    from llm_agents.agent import AgentState
+    from llm_agents.client import LLMClient
+
+    s = _settings()
+    try:
+        state = AgentState.open(s.data_dir)
+        rt = build_retrainer(s, state, LLMClient.from_settings(s), epochs=epochs, synth_windows=synth_windows,
+                             synth_rounds=synth_rounds)
+        console.print(seed_reference(state.store, rt.champion(), reference))
+        d = rt.run("request")
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_decision(d)
+
+
+def _print_decision(d: Any) -> None:
+    out = Console()
+    out.print(f"[bold]{'PROMOTED' if d.promoted else 'NOT PROMOTED'}[/] ({d.reason}); "
+              f"champion {d.champion_version}, challenger {d.challenger_version or '-'}; "
+              f"{json.dumps(d.seconds)} s")
+    if d.champion and d.challenger:
+        t = Table(title=f"held-out real windows: {d.champion.windows}")
+        for col in ("class", "support", "recall champion", "recall challenger", "change"):
+            t.add_column(col)
+        for c, n in d.champion.support.items():
+            t.add_row(c, str(n), f"{d.champion.recall[c]:.3f}", f"{d.challenger.recall[c]:.3f}",
+                      f"{100 * d.recall_delta[c]:+.1f} pt")
+        t.add_row("macro-F1", "", f"{d.champion.macro_f1:.4f}", f"{d.challenger.macro_f1:.4f}",
+                  f"{100 * (d.challenger.macro_f1 - d.champion.macro_f1):+.2f} pt")
+        out.print(t)
+    out.print(f"training windows {json.dumps(d.train_windows)}; provenance {json.dumps(d.train_provenance)}")
+    for c, f in d.synthetic.items():
+        out.print(f"synthetic {c}: " + json.dumps({k: f.get(k) for k in ("generated", "kept", "dropped", "sources")}))
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """The agent's commands, for running them without `edgeloop` (python -m llm_agents.cli)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+main.add_command(agent)
+main.add_command(review)
+main.add_command(retrain)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""Retraining and promotion: train a challenger, test it against the champion, release it.
+
+    >>> rt = Retrainer(store, Registry(data_dir / "registry"), audit, client=llm_or_none,
+    ...                fallback=default_bundle, publish=lambda b, why: publish_release(...))
+    >>> d = rt.run("request")
+    >>> d.promoted, d.reason, d.champion.macro_f1, d.challenger.macro_f1
+
+What a run does, every step written to the audit log with its figures:
+
+1. Data. Real windows are the store's `reference` windows (the real training set the
+   detector came from) plus its accepted `labelled` windows. A fixed share of them,
+   `holdout_fraction`, picked by a hash of the window id, is **held out**: no challenger
+   ever trains on it, whatever the run, so a champion that was itself a challenger never
+   saw it either. (The shipped default bundle was trained before the store existed and
+   may have seen the reference part of the held-out set; that favours the champion, so
+   the gate only gets stricter.) Held-out windows are real only, never synthetic.
+2. Synthesis. For every class with fewer than `synth_below` real training windows
+   (typically a class just discovered), the synthesizer runs its self-evolution rounds
+   (the LLM if there is one, else the statistical generator), gated by macro-F1 on a
+   second hash split of the training side; kept windows are checked once more against
+   the physical constraints and stored as `synthetic`, with their provenance.
+3. Training. The challenger is `inference.train.train_windows` on the real training side
+   plus every stored synthetic window, with the champion's window spec and thresholds.
+   New classes (labels the champion lacks, with at least `min_new_class_windows` real
+   training windows) are appended after the champion's classes, so existing class
+   indices keep their meaning. A class name is the accepted label (a `novel:<name>`
+   answer is stored as `<name>`; see llm_agents.acceptance).
+4. The gate. Both models score the held-out windows. The challenger is promoted only if
+   its macro-F1 (over classes with held-out support) is strictly higher than the
+   champion's, and no class the champion knows loses more than `max_recall_drop` recall
+   (1 point). A class the champion lacks has no champion recall to protect.
+5. Release. The challenger goes into the registry, is published on `models` (detectors
+   hot-swap to it), then becomes `current`. A failed publish leaves the champion current.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from inference.bundle import Bundle
+from inference.onnx_detector import OnnxDetector
+from inference.registry import Registry
+from llm_agents.agent_metrics import AgentMetrics
+from llm_agents.audit import AuditLog
+from llm_agents.constraints import check_flows
+from llm_agents.store import REAL_KINDS, DatasetStore
+from llm_agents.window_frames import window_tensors
+from streams.errors import EdgeloopError
+
+log = logging.getLogger("edgeloop.retrain")
+Publish = Callable[[Bundle, str], Any]
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    epochs: int = 40
+    seed: int = 0
+    holdout_fraction: float = 0.2
+    synth_val_fraction: float = 0.25
+    synth_windows: int = 24          # per class per round
+    synth_rounds: int = 2
+    synth_below: int = 200           # synthesize for classes with fewer real training windows
+    max_recall_drop: float = 0.01    # 1 point
+    min_gain: float = 0.0            # macro-F1 must beat the champion's by more than this
+    min_new_class_windows: int = 5
+
+
+@dataclass
+class Figures:
+    """One model on the held-out windows."""
+
+    version: str
+    classes: list[str]
+    windows: int
+    macro_f1: float
+    recall: dict[str, float]
+    f1: dict[str, float]
+    support: dict[str, int]
+
+
+@dataclass
+class RetrainDecision:
+    trigger: str
+    promoted: bool
+    reason: str
+    champion_version: str
+    challenger_version: str = ""
+    champion: Figures | None = None
+    challenger: Figures | None = None
+    recall_delta: dict[str, float] = field(default_factory=dict)
+    train_windows: dict[str, int] = field(default_factory=dict)
+    train_provenance: dict[str, int] = field(default_factory=dict)
+    synthetic: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    release: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def holdout_mask(window_ids: Sequence[str], fraction: float, salt: str = "holdout") -> np.ndarray:
+    """True for held-out windows: a stable hash of the id, so a window never changes side."""
+    h = [int.from_bytes(hashlib.blake2b(f"{salt}|{w}".encode(), digest_size=8).digest(), "big")
+         for w in window_ids]
+    return np.array(h, dtype=np.float64) / 2.0**64 < fraction
+
+
+def score_figures(bundle: Bundle, x: np.ndarray, mask: np.ndarray, truth: np.ndarray) -> Figures:
+    """Macro-F1 and per-class recall/F1 over the classes present in `truth`."""
+    det = OnnxDetector(bundle)
+    pred = np.asarray(det.class_names, dtype=object)[det.score(x, mask).predicted] if len(x) else truth
+    recall, f1, support = {}, {}, {}
+    for c in sorted(set(truth.tolist())):
+        t, p = truth == c, pred == c
+        tp = float((t & p).sum())
+        recall[c] = tp / t.sum()
+        precision = tp / p.sum() if p.sum() else 0.0
+        f1[c] = 2 * precision * recall[c] / (precision + recall[c]) if tp else 0.0
+        support[c] = int(t.sum())
+    macro = float(np.mean(list(f1.values()))) if f1 else 0.0
+    return Figures(bundle.version, list(det.class_names), len(truth), macro, recall, f1, support)
+
+
+def gate(champion: Figures, challenger: Figures, max_recall_drop: float = 0.01,
+         min_gain: float = 0.0) -> tuple[bool, str, dict[str, float]]:
+    """(promote?, reason, recall change per class). Reasons: promoted, no_gain, recall_drop:<c>."""
+    delta = {c: challenger.recall.get(c, 0.0) - champion.recall[c] for c in champion.recall}
+    for c in sorted(delta, key=delta.get):  # type: ignore[arg-type]
+        if c in champion.classes and delta[c] < -max_recall_drop - 1e-12:
+            return False, f"recall_drop:{c}", delta
+    if not challenger.macro_f1 > champion.macro_f1 + min_gain:
+        return False, "no_gain", delta
+    return True, "promoted", delta
+
+
+@dataclass
+class _Real:
+    frame: pd.DataFrame
+    x: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    hold: np.ndarray
+
+
+class Retrainer:
+    """One retrain at a time per data directory (a file lock), from any process."""
+
+    def __init__(self, store: DatasetStore, registry: Registry, audit: AuditLog, *,
+                 client: Any = None, fallback: Bundle | None = None, publish: Publish | None = None,
+                 config: RetrainConfig = RetrainConfig(), metrics: AgentMetrics | None = None) -> None:
+        self.store, self.registry, self.audit = store, registry, audit
+        self.client, self.fallback, self.publish = client, fallback, publish
+        self.cfg, self.metrics = config, metrics
+
+    def champion(self) -> Bundle:
+        """The registry's current bundle; else the fallback, registered as the first champion."""
+        cur = self.registry.current()
+        if cur is not None:
+            return cur
+        if self.fallback is None:
+            raise EdgeloopError("no champion: the registry has no current model and none was given")
+        b = self.registry.add(self.fallback.path)
+        self.registry.promote(b.version, "initial champion")
+        self.audit.record("champion_registered", subject=b.version, figures={"classes": b.class_names})
+        return b
+
+    def run(self, trigger: str = "request", detail: dict[str, Any] | None = None) -> RetrainDecision:
+        lock = self.registry.root / ".retrain.lock"
+        with open(lock, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                return self._run(trigger, detail or {})
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _run(self, trigger: str, detail: dict[str, Any]) -> RetrainDecision:
+        t0 = time.perf_counter()
+        champ = self.champion()
+        n_before = self.audit.count("retrain_started")
+        self.audit.record("retrain_started", subject=champ.version, figures={"trigger": trigger, **detail})
+        if self.metrics:
+            self.metrics.retrains.labels(trigger=trigger).inc()
+        d = RetrainDecision(trigger, False, "", champ.version)
+        real = self._real(champ)
+        d.seconds["data"] = round(time.perf_counter() - t0, 3)
+        if real is None or (~real.hold).sum() == 0 or real.hold.sum() == 0:
+            return self._finish(d, "no_data", t0)
+        classes = self._classes(champ, real)
+        t = time.perf_counter()
+        d.synthetic = self._synthesize(real, classes, champ, seed=self.cfg.seed + n_before)
+        d.seconds["synthesis"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        out = Path(tempfile.mkdtemp(prefix="edgeloop-challenger-"))
+        try:
+            challenger = self._train(real, classes, champ, out, d)
+            d.challenger_version = challenger.version
+            d.seconds["train"] = round(time.perf_counter() - t, 3)
+            t = time.perf_counter()
+            keep = real.hold & np.isin(real.labels, classes)
+            xs, ms, ys = real.x[keep], real.mask[keep], real.labels[keep]
+            d.champion = score_figures(champ, xs, ms, ys)
+            d.challenger = score_figures(challenger, xs, ms, ys)
+            ok, reason, d.recall_delta = gate(d.champion, d.challenger, self.cfg.max_recall_drop,
+                                              self.cfg.min_gain)
+            d.seconds["evaluate"] = round(time.perf_counter() - t, 3)
+            if ok:
+                t = time.perf_counter()
+                reason = self._release(challenger, d)
+                d.seconds["release"] = round(time.perf_counter() - t, 3)
+            d.promoted = reason == "promoted"
+            return self._finish(d, reason, t0)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def _finish(self, d: RetrainDecision, reason: str, t0: float) -> RetrainDecision:
+        d.reason = reason
+        d.seconds["total"] = round(time.perf_counter() - t0, 3)
+        self.audit.record("promoted" if d.promoted else "promotion_rejected",
+                          subject=d.challenger_version or d.champion_version, figures=d.to_dict(),
+                          detail=reason)
+        if self.metrics:
+            self.metrics.retrain_seconds.observe(d.seconds["total"])
+            if d.promoted:
+                self.metrics.promotions.inc()
+            else:
+                self.metrics.promotion_rejections.labels(reason=reason.split(":")[0]).inc()
+        log.warning("retrain (%s): %s; champion %s macro-F1 %s, challenger %s macro-F1 %s", d.trigger,
+                    reason, d.champion_version, _f(d.champion), d.challenger_version or "-", _f(d.challenger))
+        return d
+
+    def _real(self, champ: Bundle) -> _Real | None:
+        frame = self.store.frame(REAL_KINDS)
+        if frame.empty:
+            return None
+        x, mask, labels, _ = window_tensors(frame, champ.meta.window.k)
+        ids = frame["window_id"].astype(str).to_numpy()[_starts(frame)]
+        return _Real(frame, x, mask, labels.astype(str), ids,
+                     holdout_mask(ids, self.cfg.holdout_fraction))
+
+    def _classes(self, champ: Bundle, real: _Real) -> list[str]:
+        train = real.labels[~real.hold]
+        new = sorted(c for c in set(train.tolist()) - set(champ.class_names)
+                     if (train == c).sum() >= self.cfg.min_new_class_windows)
+        return [*champ.class_names, *new]
+
+    def _synthesize(self, real: _Real, classes: list[str], champ: Bundle, seed: int) -> dict[str, dict[str, Any]]:
+        from llm_agents.sklearn_eval import make_sklearn_evaluator
+        from llm_agents.synthesizer import Synthesizer
+
+        train_ids = set(real.ids[~real.hold & np.isin(real.labels, classes)])
+        frame = real.frame[real.frame["window_id"].isin(train_ids)]
+        counts = frame.drop_duplicates("window_id")["label"].value_counts()
+        todo = [c for c in classes if c != champ.meta.benign_class and 2 <= counts.get(c, 0) < self.cfg.synth_below]
+        if not todo:
+            return {}
+        wids = frame["window_id"].astype(str)
+        val = holdout_mask(wids.tolist(), self.cfg.synth_val_fraction, salt="synth-val")
+        fit, check = frame[~val], frame[val]
+        if check.empty or not set(todo) <= set(check["label"]):
+            self.audit.record("synthesis_skipped", figures={"classes": todo}, detail="too few windows to gate")
+            return {c: {"skipped": "too few windows to gate"} for c in todo}
+        spec = champ.meta.window
+        ev = make_sklearn_evaluator(fit, check, k=spec.k, seed=seed)
+        synth = Synthesizer(self.client, k=spec.k, seconds=spec.seconds, seed=seed)
+        res = synth.synthesize(fit, self.cfg.synth_windows, evaluate=ev, classes=todo,
+                               rounds=self.cfg.synth_rounds, benign=champ.meta.benign_class)
+        return {c: self._keep(c, r) for c, r in res.per_class.items()}
+
+    def _keep(self, label: str, res: Any) -> dict[str, Any]:
+        """Store a class's kept synthetic windows once they pass the physical checks again."""
+        kept = res.kept
+        generated = sum(r.generated_windows for r in res.rounds)
+        if len(kept):
+            bad = set(kept.loc[~check_flows(kept).ok, "window_id"])
+            kept = kept[~kept["window_id"].isin(bad)]
+        n_kept = int(kept["window_id"].nunique()) if len(kept) else 0
+        if n_kept:
+            self.store.append("synthetic", kept.assign(label_source="synthesizer", confidence=1.0),
+                              note=f"synthesis for {label}")
+        fig = {"generated": generated, "kept": n_kept, "dropped": generated - n_kept,
+               "sources": res.sources, "provenance": sorted(set(kept["provenance"])) if n_kept else [],
+               "baseline_f1": res.baseline_f1, "final_f1": res.final_f1,
+               "rounds": [{"source": r.source, "valid": r.valid_windows, "kept": r.kept,
+                           "f1_after": r.f1_after, "violations": r.violations,
+                           "auc": r.fidelity.auc if r.fidelity else None} for r in res.rounds]}
+        self.audit.record("synthesis", subject=label, figures=fig)
+        if self.metrics:
+            self.metrics.synthetic_windows.labels(outcome="kept").inc(n_kept)
+            self.metrics.synthetic_windows.labels(outcome="dropped").inc(generated - n_kept)
+        return fig
+
+    def _train(self, real: _Real, classes: list[str], champ: Bundle, out: Path, d: RetrainDecision) -> Bundle:
+        from dataclasses import replace
+
+        from inference.train import TrainConfig, train_windows
+
+        k = champ.meta.window.k
+        keep = ~real.hold & np.isin(real.labels, classes)
+        xs, ms, ys = [real.x[keep]], [real.mask[keep]], [real.labels[keep]]
+        prov = {"real": int(keep.sum())}
+        synth = self.store.frame(("synthetic",))
+        synth = synth[synth["label"].isin(classes)]
+        if len(synth):
+            sx, sm, sy, sp = window_tensors(synth, k)
+            xs.append(sx), ms.append(sm), ys.append(sy.astype(str))
+            prov.update({str(p): int((sp == p).sum()) for p in set(sp.tolist())})
+        y = np.concatenate(ys)
+        d.train_windows = {c: int((y == c).sum()) for c in classes}
+        d.train_provenance = prov
+        cfg = replace(TrainConfig(), confidence=champ.meta.thresholds.confidence)
+        return train_windows(np.concatenate(xs), np.concatenate(ms), y.tolist(), class_names=classes,
+                             window=champ.meta.window, seed=self.cfg.seed, epochs=self.cfg.epochs,
+                             progress=False, out_dir=out, benign=champ.meta.benign_class, config=cfg,
+                             name=champ.meta.name,
+                             source={"dataset": "edgeloop store", "champion": champ.version,
+                                     "provenance": prov, "holdout_fraction": self.cfg.holdout_fraction})
+
+    def _release(self, challenger: Bundle, d: RetrainDecision) -> str:
+        reason = (f"macro-F1 {d.challenger.macro_f1:.4f} > {d.champion.macro_f1:.4f} "  # type: ignore[union-attr]
+                  f"on {d.champion.windows} held-out windows ({d.trigger})")  # type: ignore[union-attr]
+        b = self.registry.add(challenger.path)
+        if self.publish is not None:
+            try:
+                rel = self.publish(b, reason)
+            except Exception as exc:  # a broker error of any client library: keep the champion
+                self.audit.record("release_failed", subject=b.version, detail=str(exc)[:500])
+                return "release_failed"
+            d.release = {"version": b.version, "uri": str(b.path),
+                         "released_ms": getattr(rel, "released_ms", None)}
+            self.audit.record("release_published", subject=b.version, figures=d.release, detail=reason)
+        self.registry.promote(b.version, reason)
+        return "promoted"
+
+
+def _starts(frame: pd.DataFrame) -> np.ndarray:
+    ids = frame["window_id"].astype(str).to_numpy()
+    return np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, dtype=bool)
+
+
+def _f(fig: Figures | None) -> str:
+    return f"{fig.macro_f1:.4f}" if fig else "-"

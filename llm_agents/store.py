@@ -1,0 +1,274 @@
+"""The dataset store: labelled windows as flow rows in append-only Parquet parts.
+
+    <data_dir>/datasets/
+        manifest.json                  the parts that count, replaced atomically
+        reference/part-000001-<h>.parquet    real labelled training data (e.g. the lab capture)
+        labelled/part-000002-<h>.parquet     windows labelled by the agent or a person
+        synthetic/part-000003-<h>.parquet    synthetic windows the synthesizer kept
+
+Every part is a *window frame* (see `llm_agents.window_frames`): one row per flow, in
+window order, with FlowRecord columns plus
+
+    window_id      the edge's deterministic window id
+    label          the class the window was labelled with
+    provenance     where the samples came from: "real", "llm:<model>", "stat:kde"
+    label_source   where the label came from: "llm:<model>", "human:<who>",
+                   "dataset:<name>", "synthesizer"
+    confidence     the labeller's confidence (1.0 for a person or a dataset)
+    model_version  the detector version that sent the window (real windows)
+    added_ms       when the part was written
+
+A window id is stored at most once across reference and labelled windows: appending one
+that is already there is skipped and reported, so a redelivered window cannot be counted
+twice. A part file that is not in the manifest (a crash between writing it and updating
+the manifest) is ignored and removed by the next append. Ground truth that travels with
+flows (`FlowRecord.label`) never enters the store: `window_rows` drops it.
+
+    >>> store = DatasetStore(settings.data_dir / "datasets")
+    >>> store.append("labelled", window_rows(w, "syn_scan", label_source="llm:m", confidence=0.9))
+    >>> store.frame(("reference", "labelled"))          # a window frame
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from inference.features import flow_features, raw_matrix_from_frame
+from llm_agents.audit import now_ms
+from llm_agents.window_frames import window_starts, windows_frame
+from streams.records import FLOW_FIELDS, UncertainWindow
+
+KINDS = ("reference", "labelled", "synthetic")
+REAL_KINDS = ("reference", "labelled")
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "edgeloop.dataset_manifest/1"
+# Flow columns kept in the store: FlowRecord minus ground truth and transport timing.
+FLOW_COLUMNS = tuple(c for c in FLOW_FIELDS if c not in ("label", "produced_ms"))
+META_COLUMNS = ("window_id", "label", "provenance", "label_source", "confidence",
+                "model_version", "added_ms")
+COLUMNS = FLOW_COLUMNS + META_COLUMNS
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    part: str | None
+    windows: int
+    rows: int
+    skipped: list[str]  # window ids already in the store
+
+
+def window_rows(window: UncertainWindow, label: str, *, label_source: str, confidence: float,
+                provenance: str = "real") -> pd.DataFrame:
+    """One uncertain window as store rows; the flows' own `label` (ground truth) is dropped."""
+    rows = [f.model_dump(include=set(FLOW_COLUMNS)) for f in window.flows]
+    df = pd.DataFrame(rows, columns=list(FLOW_COLUMNS))
+    return df.assign(window_id=window.window_id, label=label, provenance=provenance,
+                     label_source=label_source, confidence=float(confidence),
+                     model_version=window.model_version)
+
+
+def reference_frame(flows: pd.DataFrame, *, classes: Iterable[str] | None = None, k: int = 8,
+                    seconds: float = 10.0, key: str = "src", source: str = "lab") -> pd.DataFrame:
+    """Real labelled flows cut into windows as the edge does; windows of other classes dropped.
+
+    For seeding the store with the data the detector was trained on, so acceptance has
+    labelled neighbours and retraining has the real training set.
+    """
+    frame = windows_frame(flows, k=k, seconds=seconds, key=key)  # type: ignore[arg-type]
+    if classes is not None:
+        frame = frame[frame["label"].isin(set(classes))]
+    return frame.assign(label_source=f"dataset:{source}", confidence=1.0, model_version="")
+
+
+class DatasetStore:
+    """Append-only window store; safe to share between threads and processes."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._cache: dict[str, pd.DataFrame] = {}
+        self._vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._mlock = threading.Lock()
+
+    # Writing -----------------------------------------------------------------------------
+
+    def append(self, kind: str, frame: pd.DataFrame, note: str = "") -> AppendResult:
+        """Add a window frame as one part; windows already stored are skipped."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        frame = _conform(frame)
+        with self._file_lock():
+            manifest = self.manifest()
+            scope = REAL_KINDS if kind in REAL_KINDS else (kind,)
+            have = self.window_ids(scope)
+            ids = frame["window_id"].astype(str)
+            skipped = sorted(set(ids[ids.isin(have)]))
+            new = frame[~ids.isin(have)].reset_index(drop=True)
+            if new.empty:
+                return AppendResult(None, 0, 0, skipped)
+            seq = int(manifest["seq"]) + 1
+            new = new.assign(added_ms=now_ms())
+            data = _parquet_bytes(new)
+            digest = hashlib.sha256(data).hexdigest()
+            rel = f"{kind}/part-{seq:06d}-{digest[:12]}.parquet"
+            _atomic_write(self.root / rel, data)
+            windows = new.drop_duplicates("window_id")
+            manifest["seq"] = seq
+            manifest["parts"].append({
+                "file": rel, "kind": kind, "rows": len(new), "windows": len(windows),
+                "sha256": digest, "created_ms": now_ms(), "note": note,
+                "labels": {str(k): int(v) for k, v in windows["label"].value_counts().items()},
+                "provenance": {str(k): int(v) for k, v in windows["provenance"].value_counts().items()}})
+            _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
+            self._remove_orphans(manifest)
+        return AppendResult(rel, len(windows), len(new), skipped)
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        with self._mlock, open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _remove_orphans(self, manifest: dict[str, Any]) -> None:
+        listed = {p["file"] for p in manifest["parts"]}
+        for kind in KINDS:
+            for f in (self.root / kind).glob("part-*.parquet"):
+                if f"{kind}/{f.name}" not in listed:
+                    f.unlink(missing_ok=True)
+
+    # Reading -----------------------------------------------------------------------------
+
+    def manifest(self) -> dict[str, Any]:
+        f = self.root / MANIFEST
+        if not f.is_file():
+            return {"schema": MANIFEST_SCHEMA, "seq": 0, "parts": []}
+        return json.loads(f.read_text())
+
+    @property
+    def seq(self) -> int:
+        """Grows with every append: a cheap way to tell whether anything changed."""
+        return int(self.manifest()["seq"])
+
+    def parts(self, kinds: Sequence[str] = KINDS) -> list[dict[str, Any]]:
+        return [p for p in self.manifest()["parts"] if p["kind"] in kinds]
+
+    def _part(self, rel: str) -> pd.DataFrame:
+        df = self._cache.get(rel)
+        if df is None:
+            df = pd.read_parquet(self.root / rel)
+            self._cache[rel] = df
+        return df
+
+    def frame(self, kinds: Sequence[str] = KINDS) -> pd.DataFrame:
+        """Every stored window of these kinds, as one window frame (parts in order)."""
+        frames = [self._part(p["file"]) for p in self.parts(kinds)]
+        if not frames:
+            return pd.DataFrame(columns=list(COLUMNS))
+        return pd.concat(frames, ignore_index=True)
+
+    def window_ids(self, kinds: Sequence[str] = KINDS) -> set[str]:
+        return {str(i) for p in self.parts(kinds) for i in self._part(p["file"])["window_id"].unique()}
+
+    def lookup(self, window_ids: Iterable[str], kinds: Sequence[str] = REAL_KINDS) -> dict[str, dict[str, Any]]:
+        """For stored windows among `window_ids`: kind, label, label_source, confidence."""
+        want, out = set(window_ids), {}
+        for p in self.parts(kinds):
+            df = self._part(p["file"])
+            hit = df[df["window_id"].isin(want)].drop_duplicates("window_id")
+            for r in hit.itertuples(index=False):
+                out[r.window_id] = {"kind": p["kind"], "label": r.label, "label_source": r.label_source,
+                                    "confidence": float(r.confidence), "provenance": r.provenance}
+        return out
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Windows per label, per kind."""
+        out: dict[str, dict[str, int]] = {k: {} for k in KINDS}
+        for p in self.parts():
+            for label, n in p["labels"].items():
+                out[p["kind"]][label] = out[p["kind"]].get(label, 0) + n
+        return out
+
+    def evidence(self, kinds: Sequence[str] = REAL_KINDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(vectors [n, 2F], labels [n], window ids [n]) of stored windows for acceptance.
+
+        Vectors are `acceptance.window_vector`: mean and max of each flow feature.
+        """
+        parts = [self._part_vectors(p["file"]) for p in self.parts(kinds)]
+        if not parts:
+            return np.zeros((0, 0)), np.zeros(0, dtype=object), np.zeros(0, dtype=object)
+        return (np.vstack([v for v, _, _ in parts]), np.concatenate([y for _, y, _ in parts]),
+                np.concatenate([i for _, _, i in parts]))
+
+    def _part_vectors(self, rel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if rel not in self._vectors:
+            df = self._part(rel)
+            self._vectors[rel] = (frame_vectors(df), *_window_meta(df))
+        return self._vectors[rel]
+
+
+def frame_vectors(df: pd.DataFrame) -> np.ndarray:
+    """`acceptance.window_vector` for every window of a window frame, vectorised: [n, 2F]."""
+    start, ordinal, _ = window_starts(df)
+    feats = flow_features(raw_matrix_from_frame(df)).astype(np.float64)
+    if not len(feats):
+        return np.zeros((0, 2 * feats.shape[1]))
+    idx = np.flatnonzero(start)
+    counts = np.bincount(ordinal).astype(np.float64)[:, None]
+    mean = np.add.reduceat(feats, idx, axis=0) / counts
+    return np.hstack([mean, np.maximum.reduceat(feats, idx, axis=0)])
+
+
+def _window_meta(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    start, _, _ = window_starts(df)
+    return df["label"].astype(str).to_numpy()[start], df["window_id"].astype(str).to_numpy()[start]
+
+
+def _conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """The store's columns, in order; missing metadata filled, anything else dropped."""
+    missing = [c for c in ("window_id", "label", "provenance") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"a window frame needs columns {missing}")
+    out = frame.copy()
+    defaults = {"label_source": "", "confidence": 1.0, "model_version": "", "added_ms": 0,
+                "sensor": "", "application_name": "", "requested_server_name": "", "user_agent": ""}
+    for c, v in defaults.items():
+        if c not in out.columns:
+            out[c] = v
+    absent = [c for c in FLOW_COLUMNS if c not in out.columns]
+    if absent:
+        raise ValueError(f"a window frame needs flow columns {absent}")
+    window_starts(out)  # raises when a window's rows are not contiguous
+    for c in ("sensor", "application_name", "requested_server_name", "user_agent", "flow_id",
+              "src_ip", "dst_ip", "window_id", "label", "provenance", "label_source", "model_version"):
+        out[c] = out[c].fillna("").astype(str)
+    return out.loc[:, list(COLUMNS)].reset_index(drop=True)
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,142 @@
+"""Retraining: the promotion gate, the held-out split, and whole runs on SYNTHETIC flows."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llm_agents.audit import AuditLog
+from llm_agents.constraints import check_flows
+from llm_agents.retrain import Figures, RetrainConfig, Retrainer, gate, holdout_mask
+from llm_agents.store import DatasetStore, reference_frame
+from llm_agents.window_frames import window_tensors, windows_frame
+
+pytest.importorskip("torch", reason="retraining needs the train extra")
+
+KNOWN = ["benign", "fin_scan", "ssh_bruteforce", "syn_flood", "syn_scan"]
+FAST = RetrainConfig(epochs=5, synth_windows=8, synth_rounds=1, synth_below=20)
+
+
+def fig(recall: dict[str, float], macro: float, classes=KNOWN) -> Figures:
+    return Figures("v", list(classes), 100, macro, recall, dict(recall), {c: 10 for c in recall})
+
+
+def test_gate_needs_strictly_better_macro_f1_and_no_recall_drop_over_one_point() -> None:
+    champ = fig({"benign": 0.99, "syn_scan": 0.95}, 0.90)
+    assert gate(champ, fig({"benign": 0.99, "syn_scan": 0.95}, 0.90))[:2] == (False, "no_gain")
+    assert gate(champ, fig({"benign": 0.985, "syn_scan": 0.97}, 0.93))[:2] == (True, "promoted")
+    ok, reason, delta = gate(champ, fig({"benign": 0.97, "syn_scan": 1.0}, 0.95))
+    assert (ok, reason) == (False, "recall_drop:benign") and delta["benign"] == pytest.approx(-0.02)
+    # A class the champion never had carries no recall to protect (it was 0 by definition).
+    champ2 = fig({"benign": 0.99, "slow_http_dos": 0.0}, 0.5)
+    chal2 = fig({"benign": 0.99, "slow_http_dos": 0.9}, 0.9, classes=[*KNOWN, "slow_http_dos"])
+    assert gate(champ2, chal2)[:2] == (True, "promoted")
+
+
+def test_holdout_is_stable_per_window_and_near_the_fraction() -> None:
+    ids = [f"w{i}" for i in range(4000)]
+    h = holdout_mask(ids, 0.2)
+    assert 0.17 < h.mean() < 0.23
+    assert np.array_equal(h[:100], holdout_mask(ids[:100], 0.2))
+    assert not (h & holdout_mask(ids, 0.2, salt="synth-val")).all()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """SYNTHETIC flows: a champion trained without slow_http_dos, the windows it never saw."""
+    from inference.datasets.synthetic import synthetic_flows
+    from inference.train import train_windows
+
+    flows = synthetic_flows(hosts_per_class=5, flows_per_host=48, seed=21)
+    ref = reference_frame(flows, classes=KNOWN, source="synthetic")
+    x, m, y, _ = window_tensors(ref, 8)
+    ids = ref.drop_duplicates("window_id")["window_id"].to_numpy()
+    tr = ~holdout_mask(ids, FAST.holdout_fraction)
+    import tempfile
+    champ = train_windows(x[tr], m[tr], list(y[tr]), class_names=KNOWN, epochs=5, progress=False,
+                          out_dir=tempfile.mkdtemp(prefix="champ-"))
+    novel = windows_frame(flows[flows["label"] == "slow_http_dos"]).assign(label_source="llm:oracle",
+                                                                          confidence=0.95)
+    # Fewer windows of the new class than of the others (24 training windows each): as when
+    # a class has just been discovered, and the reason synthesis runs for it alone.
+    novel = novel[novel["window_id"].isin(novel["window_id"].unique()[:18])]
+    return ref, novel, champ
+
+
+def _retrainer(tmp_path, ref, champ, published, **kw) -> Retrainer:
+    from inference.registry import Registry
+
+    store = DatasetStore(tmp_path / "datasets")
+    store.append("reference", ref)
+    return Retrainer(store, Registry(tmp_path / "registry"), AuditLog(tmp_path / "audit.sqlite"), fallback=champ,
+                     publish=lambda b, why: published.append((b.version, why)), config=kw.pop("config", FAST), **kw)
+
+
+def test_new_class_is_learned_promoted_released_and_audited(tmp_path, lab) -> None:
+    ref, novel, champ = lab
+    published: list = []
+    rt = _retrainer(tmp_path, ref, champ, published)
+    rt.store.append("labelled", novel)
+    d = rt.run("labels", {"new_labels": 40})
+    assert d.promoted and d.reason == "promoted", d.to_dict()
+    assert d.challenger.classes == [*KNOWN, "slow_http_dos"], "known class indices must not move"
+    assert d.champion.recall["slow_http_dos"] == 0.0 and d.challenger.recall["slow_http_dos"] >= 0.9
+    assert d.challenger.macro_f1 > d.champion.macro_f1
+    assert all(d.recall_delta[c] >= -0.01 for c in KNOWN)
+    assert rt.registry.current_version() == d.challenger_version and published[0][0] == d.challenger_version
+    # Synthesis ran for the new class only (the others have enough real windows) and says where rows came from.
+    assert set(d.synthetic) == {"slow_http_dos"}
+    synth = rt.store.frame(("synthetic",))
+    if len(synth):
+        assert set(synth["provenance"]) == {"stat:kde"} and check_flows(synth).ok.all()
+        assert set(synth["label_source"]) == {"synthesizer"}
+    assert d.train_provenance["real"] > 0
+    actions = [e.action for e in rt.audit.events()]
+    assert actions == ["champion_registered", "retrain_started", "synthesis", "release_published", "promoted"]
+    promoted = rt.audit.events(action="promoted")[0]
+    assert promoted.figures["challenger"]["macro_f1"] == pytest.approx(d.challenger.macro_f1)
+    # Nothing new: the next challenger cannot beat the one just promoted.
+    d2 = rt.run("request")
+    assert not d2.promoted and d2.reason in ("no_gain",) or d2.reason.startswith("recall_drop")
+    assert rt.registry.current_version() == d.challenger_version and len(published) == 1
+
+
+def test_poisoned_labels_never_replace_the_champion(tmp_path, lab) -> None:
+    """Labels that slipped past acceptance (they cannot, but say they did) meet the gate."""
+    ref, _, champ = lab
+    published: list = []
+    rt = _retrainer(tmp_path, ref, champ, published, config=RetrainConfig(epochs=5, synth_below=0))
+    rt.champion()
+    benign = ref[ref["label"] == "benign"].copy()
+    poisoned = benign.assign(window_id=benign["window_id"] + "x", label="syn_scan", label_source="llm:liar")
+    rt.store.append("labelled", poisoned)
+    d = rt.run("request")
+    assert not d.promoted and (d.reason == "no_gain" or d.reason.startswith("recall_drop")), d.to_dict()
+    assert rt.registry.current_version() == champ.version and published == []
+    assert rt.audit.events(action="promotion_rejected")[0].detail == d.reason
+
+
+def test_a_failed_release_keeps_the_champion_current(tmp_path, lab) -> None:
+    ref, novel, champ = lab
+
+    def broken(bundle, why):
+        raise ConnectionError("broker down")
+
+    rt = _retrainer(tmp_path, ref, champ, [], config=RetrainConfig(epochs=5, synth_below=0))
+    rt.publish = broken
+    rt.store.append("labelled", novel)
+    d = rt.run("request")
+    assert not d.promoted and d.reason == "release_failed"
+    assert rt.registry.current_version() == champ.version
+    assert d.challenger_version in rt.registry.versions()  # kept for a later manual release
+    assert "broker down" in rt.audit.events(action="release_failed")[0].detail
+
+
+def test_an_empty_store_is_reported_not_trained(tmp_path, lab) -> None:
+    _, _, champ = lab
+    from inference.registry import Registry
+
+    rt = Retrainer(DatasetStore(tmp_path / "d"), Registry(tmp_path / "r"), AuditLog(tmp_path / "a.sqlite"),
+                   fallback=champ, config=FAST)
+    d = rt.run("request")
+    assert not d.promoted and d.reason == "no_data" and d.champion_version == champ.version
