@@ -253,7 +253,10 @@ def example_rows(real: pd.DataFrame, label: str) -> list[list[list[float]]]:
 
 
 def _round(v: float) -> float:
-    return float(f"{v:.4g}") if abs(v) < 1e6 else float(round(v))
+    """Whole numbers exactly (counts, ports, bytes); others to 4 significant digits or 0.1."""
+    if float(v).is_integer():
+        return v
+    return float(f"{v:.4g}") if abs(v) < 1000 else round(v, 1)
 
 
 def _num(v: float) -> float | int:

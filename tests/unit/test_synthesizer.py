@@ -233,3 +233,11 @@ def test_garbage_answers_over_http_are_counted_not_raised(real: pd.DataFrame) ->
     r = res.rounds[0]
     assert r.failed_requests == 2 and r.valid_windows == 0 and not r.kept
     assert all(e.startswith("bad_output") for e in r.errors) and res.kept.empty
+
+
+def test_examples_shown_to_the_model_are_themselves_valid_answers(real: pd.DataFrame) -> None:
+    """Rounded for the prompt, a real window copied back verbatim must still pass the checks."""
+    llm = FakeLLM(lambda n, blocks: {"windows": [good(w, i) for i, w in enumerate(blocks["examples"])]})
+    res = Synthesizer(llm, windows_per_request=4, examples_per_request=4, seed=11,
+                      score=False).synthesize_class(LABEL, real, 4, rounds=1, evaluate=rising())
+    assert res.rounds[0].valid_windows == 4 and res.rounds[0].rejected_flows == 0
