@@ -8,6 +8,7 @@ points `EDGELOOP_KAFKA_BOOTSTRAP` at Apache Kafka instead and never starts this.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -34,10 +35,23 @@ def broker_binary() -> str:
 
 def wait_until_ready(bootstrap: str, timeout_s: float = 20.0) -> None:
     """Block until the broker answers a metadata request."""
+    deadline = time.monotonic() + timeout_s
+    # Refused connections are expected while the broker starts; keep them out of the log.
+    quiet = logging.getLogger("kafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        _probe(bootstrap, deadline)
+    except BrokerError as exc:
+        raise BrokerError(f"broker at {bootstrap} not ready after {timeout_s:.0f}s: {exc}") from exc
+    finally:
+        quiet.setLevel(level)
+
+
+def _probe(bootstrap: str, deadline: float) -> None:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
@@ -49,7 +63,7 @@ def wait_until_ready(bootstrap: str, timeout_s: float = 20.0) -> None:
         except (KafkaError, OSError) as exc:
             last = exc
             time.sleep(0.1)
-    raise BrokerError(f"broker at {bootstrap} not ready after {timeout_s:.0f}s: {last}")
+    raise BrokerError(str(last))
 
 
 class EmbeddedBroker:

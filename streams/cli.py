@@ -31,6 +31,8 @@ LAZY = {
     "review": ("llm_agents.cli:review", "The review queue: list, accept or correct labels a person must check."),
     "retrain": ("llm_agents.cli:retrain", "Retrain now; promote the challenger only if it beats the champion."),
     "status": ("streams.status:status", "Health of running services, read from their own metrics."),
+    "policy": ("llm_agents.policy_cli:policy", "Policy proposals: list, show, approve, reject, revoke (audited)."),
+    "enforce": ("llm_agents.policy_cli:enforce", "Enforce approved policies on this node: nftables, with guard and expiry."),
 }
 EXPERIMENTS = {
     "augment": ("llm_agents.experiment_cli:augment",
@@ -96,6 +98,9 @@ def main(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # kafka-python logs every refused connection at ERROR; edgeloop reports the failure itself.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 @main.group(cls=LazyGroup, lazy=EXPERIMENTS)

@@ -7,6 +7,7 @@ carries ground truth, how well each attack was caught).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -71,12 +72,14 @@ class LiveView:
         self.uncertain = 0
         self.windows = 0
         self.alerts: list[dict] = []
+        self.detections: list[dict] = []  # kept for the policy twin (a demo-sized capture)
         self.model = ""
 
     def feed(self, topic: str, value: bytes) -> None:
         v = json.loads(value)
         if topic == self.topics.detections:
             self.model = v["model_version"]
+            self.detections.extend(v["detections"])
             for d in v["detections"]:
                 self.windows += 1
                 self.by_class[d["predicted"]] += 1
@@ -85,15 +88,15 @@ class LiveView:
             self.alerts.append(v)
 
     def table(self, sent: int, port: int, elapsed: float) -> Table:
-        t = Table(title=f"edgeloop: {sent:,} flows replayed, {self.windows:,} windows scored "
-                        f"(model {self.model or '…'}), {elapsed:.0f}s", expand=False)
+        t = Table(title=f"{sent:,} flows replayed, {self.windows:,} windows scored, {elapsed:.0f}s",
+                  caption=f"model {self.model or '…'}", min_width=60)
         t.add_column("predicted class")
         t.add_column("windows", justify="right")
         for c, n in self.by_class.most_common():
             t.add_row(c, f"{n:,}")
         t.add_row("[yellow]uncertain (to the agent)[/]", f"{self.uncertain:,}")
         t.add_row("[red]alerts[/]", f"{len(self.alerts):,}")
-        t.caption = f"metrics: http://127.0.0.1:{port}/metrics"
+        t.caption = f"model {self.model or '…'}; metrics http://127.0.0.1:{port}/metrics"
         return t
 
 
@@ -118,19 +121,21 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
             b.start()
             stack.callback(b.stop)
             bootstrap = b.bootstrap
-            console.print(f"[green]1/4[/] embedded broker (Tansu) ready at {bootstrap}")
+            step(console, 1, f"embedded broker (Tansu) ready at {bootstrap}")
         ensure_topics(bootstrap, topics, s.partitions)
         det = start_detector(s, bootstrap, logs / "detect.log")
         stack.callback(_stop, det)
-        console.print(f"[green]2/4[/] detector starting (log {logs / 'detect.log'}); joining consumer group…")
+        step(console, 2, f"detector starting (log {logs / 'detect.log'}); joining its consumer group…")
         _wait_joined(det, s.metrics_port, logs / "detect.log")
-        console.print(f"[green]3/4[/] replaying {capture.relative_to(REPO) if capture.is_relative_to(REPO) else capture}")
+        step(console, 3, f"replaying {capture.relative_to(REPO) if capture.is_relative_to(REPO) else capture}")
         df = load_flows(capture)
         with FlowPublisher(bootstrap, topics.flows, key=s.window_key, sensor="demo") as pub:  # type: ignore[arg-type]
             st = replay_frame(df, pub, speed=speed, progress=True)
-        console.print(f"[green]4/4[/] watching the detector (windows close after {s.window_seconds:.0f}s idle)")
+        step(console, 4, f"watching the detector (open windows close after {s.window_seconds:.0f}s idle)")
         view = _watch(KafkaConsumer, bootstrap, topics, det, s, st.records, console)
         _summary(view, df, console)
+        step(console, 5, "proposing policies for the alerts (blueprints validated on a digital twin)")
+        _propose(view, df, s, bootstrap, console)
         if keep:
             console.print("running; Ctrl-C stops broker and detector")
             try:
@@ -138,6 +143,44 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
                     time.sleep(1)
             except KeyboardInterrupt:
                 pass
+
+
+STEPS = 5
+
+
+def step(console: Console, n: int, text: str) -> None:
+    console.print(f"[green]{n}/{STEPS}[/] {text}")
+
+
+def _propose(view: LiveView, df, s: Settings, bootstrap: str, console: Console) -> None:
+    """Offline (or with the configured LLM): a proposal per strongest alert, waiting for a person."""
+    import pandas as pd
+
+    from llm_agents.policies import propose_from_alerts
+
+    logging.getLogger("edgeloop.policies").setLevel(logging.ERROR)  # the table below says it all
+    if not view.alerts:
+        console.print("no alerts, nothing to propose")
+        return
+    outcomes = propose_from_alerts(view.alerts, s, flows=df, detections=pd.DataFrame(view.detections),
+                                   bootstrap=bootstrap, max_alerts=3)
+    t = Table(title="policy proposals (waiting for approval)")
+    t.add_column("policy", no_wrap=True)
+    t.add_column("for alert", no_wrap=True)
+    t.add_column("status")
+    t.add_column("why")
+    waiting = []
+    for o in outcomes:
+        pid = o.proposal.policy_id if o.proposal else "-"
+        if o.proposal:
+            waiting.append(pid)
+        t.add_row(pid, o.alert_id, o.status, o.reason[:90])
+    console.print(t)
+    for pid in waiting[:1]:
+        console.print(f"review it:   edgeloop policy show {pid}\n"
+                      f"approve it:  edgeloop policy approve {pid} --who \"$USER\"\n"
+                      "             (approval publishes to policies.active: it needs a broker, so run "
+                      "`edgeloop run --keep` or set EDGELOOP_KAFKA_BOOTSTRAP; `edgeloop enforce` applies it)")
 
 
 def _stop(p: subprocess.Popen) -> None:
@@ -163,7 +206,7 @@ def _wait_joined(det: subprocess.Popen, port: int, log: Path, timeout: float = 9
 def _watch(consumer_cls, bootstrap: str, topics: Topics, det: subprocess.Popen, s: Settings, sent: int,
            console: Console) -> LiveView:
     c = consumer_cls(topics.detections, topics.alerts, bootstrap_servers=bootstrap, group_id=None,
-                     auto_offset_reset="earliest", consumer_timeout_ms=300)
+                     auto_offset_reset="earliest", consumer_timeout_ms=300, enable_auto_commit=False)
     view, t0 = LiveView(topics), time.monotonic()
     port = s.metrics_port
     try:
