@@ -100,6 +100,9 @@ spec=$SOURCE
 if ((${#extras[@]})); then spec="${SOURCE}[$(IFS=,; echo "${extras[*]}")]"; fi
 "$VENV/bin/python" -m pip install -q "$spec"
 "$VENV/bin/edgeloop" --help >/dev/null
+if has_role enforce && ! command -v nft >/dev/null; then
+    echo "   warning: the enforcer runs nft: apt-get install nftables" >&2
+fi
 
 echo "== configuration $ETC"
 install -d -m 755 "$ETC"
@@ -139,7 +142,6 @@ fi
 
 targets=()
 if has_role detect; then for ((n = 0; n < WORKERS; n++)); do targets+=("127.0.0.1:$((9400 + n))"); done; fi
-has_role enforce && targets+=(127.0.0.1:9390)
 has_role agent && targets+=(127.0.0.1:9391)
 if ((${#targets[@]})); then
     echo "health: $VENV/bin/edgeloop status$(printf ' --target %s' "${targets[@]}")"

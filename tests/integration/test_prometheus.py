@@ -189,6 +189,14 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return out
 
 
+def dashboard_answers(prom: Prometheus) -> dict[str, list]:
+    """Every dashboard query run on `prom` (each must be valid): panel title -> all series."""
+    answers: dict[str, list] = {}
+    for title, expr in dashboard_queries():
+        answers.setdefault(title, []).extend(prom.query(expr)["result"])
+    return answers
+
+
 def test_prometheus_scrapes_a_worker_and_sees_metrics_move_with_traffic(
         broker, topics, edge_worker, tiny_bundle, prometheus):
     w = edge_worker(topics, tiny_bundle.path, window_seconds=2, alert_interval_s=1)
@@ -209,23 +217,23 @@ def test_prometheus_scrapes_a_worker_and_sees_metrics_move_with_traffic(
     assert prom.value("edgeloop_assigned_partitions") == 4.0
 
     # Every dashboard query is valid PromQL on this data, and the edge panels have data.
-    answers = {title: prom.query(expr)["result"] for title, expr in dashboard_queries()}
+    answers = dashboard_answers(prom)
     for title in ("Flows in", "Flows per second", "Windows scored per second",
                   "Detections per second by class", "Inference time per batch", "Model version per detector",
                   "Partitions owned"):
         assert answers[title], f"dashboard panel {title!r} shows nothing"
 
     # Every metric the dashboard and the rules name is declared by this live worker, or
-    # (edgeloop_llm_*) by the builder the agent registers its LLM metrics with; the agent
-    # test below checks those against a live agent.
+    # (edgeloop_agent_*, edgeloop_llm_*) by the builder the agent registers its metrics
+    # with; the agent test below checks those against a live agent.
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from llm_agents.metrics import build_llm_metrics
+    from llm_agents.agent_metrics import build_agent_metrics
 
     reg = CollectorRegistry()
-    build_llm_metrics(reg)
+    build_agent_metrics(reg)
     assert_referenced_metrics_exist(edge=exposed_names(w.metrics_text()),
-                                    llm=exposed_names(generate_latest(reg).decode()))
+                                    agent=exposed_names(generate_latest(reg).decode()))
     w.assert_alive()
 
 
@@ -239,7 +247,7 @@ def test_prometheus_scrapes_the_agent_and_sees_uncertain_windows_reach_it(
     prom.wait(lambda: prom.value('sum(up{job=~"edgeloop-.*"})') == 2.0, "worker and agent up", timeout=20)
     # Offline, the agent's LLM metrics are declared but have no samples yet: the names the
     # dashboard and rules use are all there.
-    assert_referenced_metrics_exist(edge=exposed_names(metrics_text_when_up(w)), llm=exposed_names(agent_text))
+    assert_referenced_metrics_exist(edge=exposed_names(metrics_text_when_up(w)), agent=exposed_names(agent_text))
 
     n = publish(broker.bootstrap, topics.flows, seed=23)
     prom.wait(lambda: prom.value("edgeloop_flows_in_total") == n, f"flows_in == {n}")
@@ -247,8 +255,9 @@ def test_prometheus_scrapes_the_agent_and_sees_uncertain_windows_reach_it(
               "windows sent to uncertain")
     prom.wait(lambda: (prom.value('sum(edgeloop_agent_windows_received_total{job="edgeloop-agent"})') or 0) > 0,
               "the agent received uncertain windows", timeout=60)
-    for title, expr in dashboard_queries():
-        prom.query(expr)  # still valid with both jobs present
+    answers = dashboard_answers(prom)
+    for title in ("Uncertain windows through the agent", "Review queue and pending windows"):
+        assert answers[title], f"dashboard panel {title!r} shows nothing"
     agent.assert_alive()
     w.assert_alive()
 
@@ -287,11 +296,11 @@ def referenced_names() -> dict[str, set[str]]:
     return {"rules": set(METRIC.findall(RULES.read_text())), "dashboard": dash}
 
 
-def assert_referenced_metrics_exist(edge: set[str], llm: set[str]) -> None:
+def assert_referenced_metrics_exist(edge: set[str], agent: set[str]) -> None:
     refs = referenced_names()
     assert refs["rules"] and refs["dashboard"]
     for where, names in refs.items():
-        llm_refs = {n for n in names if n.startswith("edgeloop_llm_")}
-        assert names - llm_refs - edge == set(), f"{where} names metrics no worker exposes"
-        assert llm_refs - llm == set(), f"{where} names LLM metrics the agent does not expose"
+        agent_refs = {n for n in names if n.startswith(("edgeloop_llm_", "edgeloop_agent_"))}
+        assert names - agent_refs - edge == set(), f"{where} names metrics no worker exposes"
+        assert agent_refs - agent == set(), f"{where} names agent metrics the agent does not expose"
     assert "edgeloop_flows_in_total" in refs["dashboard"] and "edgeloop_consumer_lag_messages" in refs["rules"]

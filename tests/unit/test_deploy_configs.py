@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from llm_agents.agent_metrics import build_agent_metrics
 from llm_agents.metrics import build_llm_metrics
 from streams.metrics import EdgeMetrics
 
@@ -98,6 +99,7 @@ def test_rules_and_dashboard_name_only_metrics_defined_in_code():
     reg = CollectorRegistry()
     EdgeMetrics(reg)
     build_llm_metrics(reg)
+    build_agent_metrics(reg)
     defined = _declared(reg)
     name = re.compile(r"\bedgeloop_[a-z0-9_]+")
     dash = json.loads((DEPLOY / "grafana" / "dashboards" / "edgeloop.json").read_text())
@@ -132,6 +134,7 @@ def test_dashboard_is_provisioned_and_well_formed():
         boxes.append((g["x"], g["y"], g["w"], g["h"], p["title"]))
     titles = {p["title"] for p in dash["panels"]}
     for wanted in ("Throughput", "Latency", "Confidence and the uncertain rate", "Dead letters",
+                   "Label and retrain loop (agent)", "Retrains and promotions",
                    "Uncertain share by detector", "End to end (flow produced to detection)"):
         assert wanted in titles
 
