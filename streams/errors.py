@@ -9,6 +9,8 @@
      ├── ModelError           a model bundle is unusable
      │    └── BundleVerificationError  hash or feature schema does not match
      ├── LabError             the traffic lab could not be built or torn down
+     ├── EnforceError         a policy could not be enforced (streams/nftables.py, streams/enforce.py:
+     │                        AddressError, NftError, PolicyRefused by the guard)
      ├── LLMError             an LLM call gave no usable answer (llm_agents/errors.py:
      │                        rate limit, timeout, unavailable, bad request, bad output, budget)
      └── BlueprintError       no usable blueprint or step code (llm_agents/blueprints/errors.py:
