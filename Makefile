@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test setup lab-deps bench unit integration e2e clean help
+.PHONY: run test setup lab-deps deploy-tools bench unit integration e2e clean help
 
 help:
 	@echo "make run    - broker + detector + replay of the bundled capture, with a live view"
@@ -28,16 +28,20 @@ lab-deps:
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/setup-lab.sh; \
 	 else echo "not root: skipping lab tools (e2e lab tests will skip)"; fi
 
+# promtool, systemd-analyze, compose/k8s validators for the deploy/ checks (apt part needs root).
+deploy-tools:
+	@bash scripts/setup-deploy-tools.sh
+
 run: setup
 	$(VENV)/bin/edgeloop run
 
-test: setup lab-deps
+test: setup lab-deps deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: setup
+unit: setup deploy-tools
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: setup
+integration: setup deploy-tools
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 e2e: setup lab-deps

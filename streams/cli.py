@@ -123,7 +123,7 @@ def broker(port: int | None) -> None:
     b = EmbeddedBroker(port or s.embedded_port)
     try:
         b.start()
-        created = ensure_topics(b.bootstrap, Topics(s.topic_prefix), s.partitions)
+        created = ensure_topics(b.bootstrap, Topics(s.topic_prefix), s.partitions)  # embedded: 1 replica
     except EdgeloopError as exc:
         b.stop()
         raise click.ClickException(str(exc)) from exc
@@ -164,10 +164,28 @@ def detect() -> None:
         w = EdgeWorker(s, bootstrap_of(s), bundle, reg)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
-    port = serve_metrics(reg, s.metrics_port)
+    port = serve_metrics(reg, s.metrics_port, s.metrics_addr)
     console.print(f"detector {w.worker_id}: model {bundle.version} ({', '.join(bundle.class_names)}), "
-                  f"K={bundle.meta.window.k}, key={s.window_key}; metrics http://127.0.0.1:{port}/metrics")
+                  f"K={bundle.meta.window.k}, key={s.window_key}; metrics http://{s.metrics_addr}:{port}/metrics")
     w.run()
+
+
+@main.command()
+@click.option("--partitions", type=int, default=None, help="Partitions for flows/detections/uncertain "
+              "(default EDGELOOP_PARTITIONS).")
+@click.option("--replication-factor", type=int, default=None,
+              help="Replicas per partition (default EDGELOOP_REPLICATION_FACTOR; 3 on a real cluster).")
+def topics(partitions: int | None, replication_factor: int | None) -> None:
+    """Create edgeloop's topics on the configured Kafka (idempotent; `models` is compacted)."""
+    from streams.topics import Topics, ensure_topics
+
+    s = settings_or_exit()
+    try:
+        created = ensure_topics(bootstrap_of(s), Topics(s.topic_prefix), partitions or s.partitions,
+                                replication_factor=replication_factor or s.replication_factor)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"created {len(created)} topics: {', '.join(created) or 'none (all existed)'}")
 
 
 @main.command()

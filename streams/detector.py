@@ -180,6 +180,7 @@ class EdgeDetector:
         for d in dets:
             m.windows_scored.labels(closed_by=d.closed_by).inc()
             m.detections.labels(predicted=d.predicted).inc()
+            m.confidence.observe(d.confidence)
             n_unc += d.uncertain
             if d.produced_ms and d.closed_by == "k":
                 m.end_to_end_seconds.observe(max(0.0, (now_ms - d.produced_ms) / 1000))

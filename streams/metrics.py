@@ -45,6 +45,8 @@ class EdgeMetrics:
         self.end_to_end_seconds = Histogram(
             f"{p}_end_to_end_seconds", "From the window's last flow produced to its detection produced",
             buckets=LATENCY_BUCKETS, **r)
+        self.confidence = Histogram(f"{p}_window_confidence", "Calibrated confidence of scored windows",
+                                    buckets=(0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0), **r)
         self.deadletters = Counter(f"{p}_deadletter_records", "Records sent to the dead-letter topic",
                                    ["reason", "topic"], **r)
         self.open_windows = Gauge(f"{p}_open_windows", "Windows waiting for more flows", **r)

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     worker_id: str = ""
     group_id: str = "edgeloop-edge"
     metrics_port: int = Field(9400, ge=0, le=65535)
+    # Bind address of /metrics: 0.0.0.0 where Prometheus scrapes from another host or pod.
+    metrics_addr: str = "127.0.0.1"
+    # Replication factor when edgeloop creates topics (1 for the embedded broker).
+    replication_factor: int = Field(1, ge=1, le=16)
     # faust consumer tuning. DESIGN.md: a 20 s poll interval is stable on Tansu under load.
     # Measured here: Tansu holds a joining member for half the session timeout, so 10 s
     # gives a 5 s join (30 s gave 15 s); heartbeats every 2 s keep it well inside.

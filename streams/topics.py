@@ -50,7 +50,8 @@ class Topics:
         return {s: self._n(s) for s in short}
 
 
-def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4, timeout_s: float = 15.0) -> list[str]:
+def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4, timeout_s: float = 15.0,
+                  replication_factor: int = 1) -> list[str]:
     """Create any missing topics; return the names created. Safe to call repeatedly."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -68,7 +69,7 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4, timeout_s
                 continue
             cfg = {"cleanup.policy": "compact"} if short in COMPACTED else {}
             n = partitions if short in PARTITIONED else 1
-            new.append(NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=cfg))
+            new.append(NewTopic(name, num_partitions=n, replication_factor=replication_factor, topic_configs=cfg))
         for t in new:
             try:
                 admin.create_topics([t])

@@ -58,6 +58,7 @@ class EdgeWorker:
         self.engine = EdgeDetector(OnnxDetector(bundle), cfg, self.metrics)
         self.app = faust_app(settings, bootstrap)
         self.last_offset: dict[int, int] = {}
+        self._lag_series: set[str] = set()
         self.watcher = ModelWatcher(bootstrap, self.names["models"], self._swap,
                                     lambda: self.engine.model.version, self.metrics)
         self._wire()
@@ -135,6 +136,10 @@ class EdgeWorker:
             consumer = self.app.consumer
             mine = [tp for tp in consumer.assignment() if tp.topic == self.names["flows"]]
             self.metrics.assigned_partitions.set(len(mine))
+            owned = {str(tp.partition) for tp in mine}
+            for part in self._lag_series - owned:  # a partition lost in a rebalance is not ours to report
+                self.metrics.consumer_lag.remove(part)
+            self._lag_series = owned
             for tp in mine:
                 if tp.partition in self.last_offset:
                     hw = consumer.highwater(tp)

@@ -122,8 +122,16 @@ def edge_worker(broker: EmbeddedBroker, tmp_path: Path):
                              stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
         w = WorkerProc(p, port, log)
         procs.append(w)
-        w.wait_for("edgeloop_open_windows", lambda v: True, timeout=60)  # metrics endpoint is up
-        return w
+        deadline = time.monotonic() + 60
+        while True:  # until /metrics answers
+            w.assert_alive()
+            try:
+                w.metrics_text()
+                return w
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     yield start
     for w in procs:
