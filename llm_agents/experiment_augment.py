@@ -107,9 +107,11 @@ def split_budget(pool: pd.DataFrame, size: int, cfg: AugmentConfig,
 def run_experiment(train_flows: pd.DataFrame, eval_flows: pd.DataFrame, out_dir: str | Path, *,
                    client: JSONClient | None = None, cfg: AugmentConfig | None = None,
                    train_and_score: TrainAndScore | None = None, model: str = "",
-                   methods: Sequence[str] = METHODS) -> ExperimentResult:
+                   methods: Sequence[str] = METHODS,
+                   data: dict[str, Any] | None = None) -> ExperimentResult:
     """Run every (size, repeat, method); write rows CSV, table CSV + Markdown, plot PNG and
-    a JSON of the synthesizer's rounds and the run's metadata into `out_dir`."""
+    a JSON of the synthesizer's rounds and the run's metadata into `out_dir`. `data`
+    describes the inputs (paths, hashes) for the record."""
     cfg = cfg or AugmentConfig()
     score = train_and_score or ForestScorer(cfg.k, cfg.seed)
     t0 = time.perf_counter()
@@ -139,7 +141,8 @@ def run_experiment(train_flows: pd.DataFrame, eval_flows: pd.DataFrame, out_dir:
                 "synth_source": _synth_source(df), "model": model or _synth_source(df),
                 "train_windows_available": pool.groupby("label")["window_id"].nunique().to_dict(),
                 "eval_windows": eval_w.groupby("label")["window_id"].nunique().to_dict(),
-                "scorer": type(score).__name__, "seconds": round(time.perf_counter() - t0, 1)}
+                "scorer": type(score).__name__, "seconds": round(time.perf_counter() - t0, 1),
+                "data": data or {}}
     res.paths = write_outputs(res, Path(out_dir))
     return res
 

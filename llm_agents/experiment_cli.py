@@ -10,11 +10,16 @@ window K/T/key from the settings, output in `var/experiments/augment/`.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
 import click
 import pandas as pd
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _sizes(_: click.Context, __: click.Parameter, value: str) -> tuple[int, ...]:
@@ -67,8 +72,10 @@ def augment(train_path: Path | None, eval_path: Path | None, out_dir: Path | Non
                         benign_windows=benign_windows, k=settings.window_k,
                         seconds=settings.window_seconds, key=settings.window_key, seed=seed)
     out = out_dir or Path(settings.data_dir) / "experiments" / "augment"
+    data = {name: {"path": str(path), "sha256": _sha256(path)}
+            for name, path in (("train", train_path), ("eval", eval_path))}
     res = run_experiment(pd.read_parquet(train_path), pd.read_parquet(eval_path), out,
-                         client=client, cfg=cfg, model=model)
+                         client=client, cfg=cfg, model=model, data=data)
     click.echo(Path(res.paths["table_md"]).read_text(encoding="utf-8"))
     for name, path in res.paths.items():
         click.echo(f"{name}: {path}")
