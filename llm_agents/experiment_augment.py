@@ -224,12 +224,17 @@ def plot(table: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for method in [m for m in METHODS if m in set(table["method"])]:
+    methods = [m for m in METHODS if m in set(table["method"])]
+    for i, method in enumerate(methods):
         t = table[table["method"] == method].sort_values("size")
-        name = _method_name(method, meta)
-        ax.errorbar(t["size"], t["mean"], yerr=t["std"], marker="o", capsize=3, label=name)
+        dodge = 1.0 + 0.025 * (i - (len(methods) - 1) / 2)  # side by side on the log axis
+        ax.errorbar(t["size"] * dodge, t["mean"], yerr=t["std"], marker="o", capsize=3,
+                    label=_method_name(method, meta))
     ax.set_xscale("log")
-    ax.set_xticks(sorted(set(table["size"])), labels=[str(s) for s in sorted(set(table["size"]))])
+    ax.minorticks_off()
+    sizes = sorted(set(table["size"]))
+    ax.set_xticks(sizes, labels=[str(s) for s in sizes])
+    ax.set_ylim(top=1.005)
     ax.set_xlabel("real training windows per attack class")
     ax.set_ylabel("macro-F1 on real evaluation windows")
     ax.set_title("Augmentation: none vs SMOTE vs synthesis with self-evolution")
