@@ -15,7 +15,10 @@ _EXPORTS = {
     "build_llm_metrics": "llm_agents.metrics",
     "Labeler": "llm_agents.labeler", "LabelProposal": "llm_agents.labeler",
     "judge": "llm_agents.acceptance", "AcceptancePolicy": "llm_agents.acceptance",
-    "Synthesizer": "llm_agents.synthesizer",
+    "Synthesizer": "llm_agents.synthesizer", "make_sklearn_evaluator": "llm_agents.sklearn_eval",
+    "check_flows": "llm_agents.constraints", "score_batch": "llm_agents.fidelity",
+    "smote_windows": "llm_agents.baselines", "KDEWindowGenerator": "llm_agents.baselines",
+    "run_experiment": "llm_agents.experiment_augment",
     "DigitalTwin": "llm_agents.twin", "Policy": "llm_agents.policy_model",
     "PolicyProposal": "llm_agents.policy_model",
 }
