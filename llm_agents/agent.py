@@ -35,27 +35,23 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from llm_agents.acceptance import AcceptancePolicy, judge, window_vectors
+from llm_agents.acceptance import AcceptancePolicy
 from llm_agents.agent_metrics import AgentMetrics
-from llm_agents.audit import AuditLog, Decision, LabelLedger, now_ms
-from llm_agents.labeler import Labeler, LabelProposal
-from llm_agents.review import Parked, ReviewQueue
-from llm_agents.store import DatasetStore, window_rows
+from llm_agents.audit import Decision
+from llm_agents.decider import AgentState, Decider, strip_truth
 from streams.deadletter import dead_letter
 from streams.errors import RecordError
-from streams.records import Label, UncertainWindow, decode, encode
+from streams.records import UncertainWindow, decode, encode
 from streams.topics import Topics
 
+__all__ = ["AgentConfig", "AgentState", "AgentStats", "Decider", "DriftMonitor", "LabelAgent", "OffsetTracker"]
 log = logging.getLogger("edgeloop.agent")
-TRANSIENT = ("rate_limit", "timeout", "connection")
-MAX_PENDING_NOVEL = 200
 
 
 @dataclass(frozen=True)
@@ -95,22 +91,6 @@ class AgentConfig:
 
 
 @dataclass
-class AgentState:
-    """The durable state under the data directory that the agent and `edgeloop review` share."""
-
-    store: DatasetStore
-    review: ReviewQueue
-    audit: AuditLog
-    ledger: LabelLedger
-
-    @classmethod
-    def open(cls, data_dir: str | Path) -> "AgentState":
-        d = Path(data_dir)
-        audit = AuditLog(d / "audit.sqlite")
-        return cls(DatasetStore(d / "datasets"), ReviewQueue(d / "review.sqlite"), audit, LabelLedger(audit))
-
-
-@dataclass
 class Item:
     """A window read from Kafka and not yet finished."""
 
@@ -120,172 +100,6 @@ class Item:
     received: float
     attempts: int = 0
     not_before: float = 0.0
-
-
-@dataclass
-class Outcome:
-    """What `Decider.decide` did with a batch: finished ids, and ids to retry (with the kind)."""
-
-    finished: dict[str, str] = field(default_factory=dict)  # window_id -> outcome
-    retry: dict[str, str] = field(default_factory=dict)     # window_id -> failure kind
-
-
-def strip_truth(w: UncertainWindow) -> UncertainWindow:
-    """The window without its flows' ground-truth `label`: the agent must never read it."""
-    if all(f.label is None for f in w.flows):
-        return w
-    return w.model_copy(update={"flows": [f.model_copy(update={"label": None}) for f in w.flows]})
-
-
-def _conf(x: object) -> float:
-    return float(x) if isinstance(x, (int, float)) and 0 <= x <= 1 else 0.0  # NaN fails both
-
-
-class Decider:
-    """Labels, judges and records one batch of windows; Kafka-free, so unit tests drive it."""
-
-    def __init__(self, state: AgentState, client: Any = None, *, policy: AcceptancePolicy = AcceptancePolicy(),
-                 batch_size: int = 20, metrics: AgentMetrics | None = None) -> None:
-        self.s, self.client, self.policy = state, client, policy
-        self.batch_size, self.metrics = batch_size, metrics
-        self._evidence: tuple[int, Any, Any] | None = None
-        self.accepted_total = 0
-
-    def decide(self, windows: Sequence[UncertainWindow], attempts: dict[str, int], max_attempts: int) -> Outcome:
-        out = Outcome()
-        windows = self._unfinished(windows, out)
-        if not windows:
-            return out
-        if self.client is None:
-            self._park([Parked(w, "offline") for w in windows], out)
-            return out
-        classes = self._classes(windows)
-        batch = Labeler(self.client, classes, batch_size=self.batch_size).label_batch(windows)
-        by_id = {w.window_id: w for w in windows}
-        parked: list[Parked] = []
-        for wid, kind in batch.failed.items():
-            if kind in TRANSIENT and attempts.get(wid, 0) + 1 < max_attempts:
-                out.retry[wid] = kind
-            else:
-                parked.append(Parked(by_id[wid], f"llm_{kind}", detail=f"after {attempts.get(wid, 0) + 1} attempts"))
-        parked += [Parked(by_id[wid], "unanswered") for wid in batch.unanswered]
-        if self.metrics:
-            self.metrics.windows_labelled.inc(len(batch.proposals))
-        self._park(parked, out)
-        self._judge(batch.proposals, by_id, classes, out)
-        return out
-
-    def _unfinished(self, windows: Sequence[UncertainWindow], out: Outcome) -> list[UncertainWindow]:
-        """Drop windows already decided; record those the store or queue has but the ledger lacks."""
-        ids = [w.window_id for w in windows]
-        done = self.s.ledger.decided(ids)
-        out.finished.update(done)
-        rest = [w for w in windows if w.window_id not in done]
-        stored = self.s.store.lookup([w.window_id for w in rest])
-        queued = self.s.review.by_window([w.window_id for w in rest if w.window_id not in stored])
-        decisions = []
-        for w in rest:
-            if w.window_id in stored:
-                st = stored[w.window_id]
-                outcome = "known" if st["kind"] == "reference" else "accepted"
-                decisions.append(Decision(w.window_id, outcome, st["label"], action="label_known",
-                                          figures=st, publish=encode(self._label(
-                                              w, st["label"], st["label_source"], st["confidence"], True,
-                                              "already_labelled"))))
-            elif w.window_id in queued:
-                decisions.append(Decision(w.window_id, "parked", None, action="label_parked",
-                                          figures={"reason": queued[w.window_id].reason, "recovered": True}))
-        if decisions:
-            self.s.ledger.commit(decisions)
-            out.finished.update({d.window_id: d.outcome for d in decisions})
-        if self.metrics:
-            self.metrics.windows_skipped.labels(why="redelivered").inc(len(done))
-            self.metrics.windows_skipped.labels(why="already_labelled").inc(len(decisions))
-        return [w for w in rest if w.window_id not in out.finished]
-
-    def _classes(self, windows: Sequence[UncertainWindow]) -> list[str]:
-        """The detector's classes, then every class already in the store (accepted novel ones)."""
-        names = list(dict.fromkeys(c for w in windows for c in w.class_names))
-        _, labels = self._store_evidence()
-        return names + sorted(set(labels.tolist()) - set(names))
-
-    def _store_evidence(self) -> tuple[Any, Any]:
-        seq = self.s.store.seq
-        if self._evidence is None or self._evidence[0] != seq:
-            x, y, _ = self.s.store.evidence()
-            self._evidence = (seq, x, y)
-        return self._evidence[1], self._evidence[2]
-
-    def _judge(self, proposals: list[LabelProposal], by_id: dict[str, UncertainWindow], classes: list[str],
-               out: Outcome) -> None:
-        if not proposals:
-            return
-        # Novel proposals still waiting in the queue join in, so a new class's support can build up.
-        waiting = [i for i in self.s.review.pending(MAX_PENDING_NOVEL, novel_only=True) if i.window_id not in by_id]
-        extra = [LabelProposal(i.window_id, i.proposed or "", i.confidence or 0.0, "", "", i.source)
-                 for i in waiting]
-        wins = [by_id[p.window_id] for p in proposals] + [i.window for i in waiting]
-        sx, sy = self._store_evidence()
-        verdicts = judge([*proposals, *extra], window_vectors(wins), store_features=sx, store_labels=sy,
-                         known_classes=classes, rankings=wins, policy=self.policy)
-        rows, parked, decisions = [], [], []
-        for p, w, a in zip([*proposals, *extra], wins, verdicts):
-            late = p.window_id not in by_id
-            if self.metrics and not late:
-                self.metrics.label_decisions.labels(reason=str(a.reason)).inc()
-            if a.accepted:
-                rows.append(window_rows(w, a.label or "", label_source=p.source, confidence=a.confidence))
-            elif late:
-                continue
-            else:
-                parked.append(Parked(w, str(a.reason), proposed=str(p.label)[:96], label=a.label, source=p.source,
-                                     confidence=a.confidence if a.confidence == a.confidence else None,
-                                     novel=a.novel, detail=a.detail))
-            rec = self._label(w, a.label or str(p.label)[:96], p.source, _conf(p.confidence), a.accepted,
-                              str(a.reason), novel=a.novel, rationale=f"{p.rationale} [{a.detail}]".strip())
-            decisions.append(Decision(w.window_id, "accepted" if a.accepted else "parked", a.label,
-                                      actor=p.source or "agent", figures={"reason": str(a.reason), "detail": a.detail,
-                                      "proposed": str(p.label)[:96], "confidence": _conf(p.confidence),
-                                      "novel": a.novel, "late": late}, publish=encode(rec)))
-        self._apply(rows, parked, decisions, waiting, verdicts[len(proposals):], out)
-
-    def _apply(self, rows: list, parked: list[Parked], decisions: list[Decision], waiting: list,
-               late: list, out: Outcome) -> None:
-        """Durable effects in crash-safe order: store, queue, then the ledger (with the outbox)."""
-        import pandas as pd
-
-        if rows:
-            self.s.store.append("labelled", pd.concat(rows, ignore_index=True), note="agent")
-        self.s.review.park(parked)
-        for item, a in zip(waiting, late):
-            if a.accepted:
-                self.s.review.resolve(item.id, a.label, "agent:acceptance", "accepted")
-        self.s.ledger.commit(decisions)
-        n_acc = sum(d.outcome == "accepted" for d in decisions)
-        self.accepted_total += n_acc
-        out.finished.update({d.window_id: d.outcome for d in decisions if not d.figures.get("late")})
-        if self.metrics:
-            self.metrics.windows_accepted.inc(n_acc)
-            for p in parked:
-                self.metrics.windows_parked.labels(reason=p.reason).inc()
-
-    def _park(self, parked: list[Parked], out: Outcome) -> None:
-        if not parked:
-            return
-        self.s.review.park(parked)
-        self.s.ledger.commit([Decision(p.window.window_id, "parked", None, figures={"reason": p.reason},
-                                       detail=p.detail) for p in parked])
-        out.finished.update({p.window.window_id: "parked" for p in parked})
-        if self.metrics:
-            for p in parked:
-                self.metrics.windows_parked.labels(reason=p.reason).inc()
-
-    @staticmethod
-    def _label(w: UncertainWindow, label: str, source: str, confidence: float, accepted: bool, reason: str,
-               novel: bool = False, rationale: str = "") -> Label:
-        return Label(window_id=w.window_id, label=label, source=source or "agent", confidence=_conf(confidence),
-                     accepted=accepted, reason=reason, novel=novel, model_version=w.model_version,
-                     rationale=rationale[:2000], at_ms=now_ms())
 
 
 class OffsetTracker:
@@ -530,7 +344,10 @@ class LabelAgent:
         if self._end is None:
             self._end = await self.consumer.end_offsets(list(assigned))
         for tp, end in self._end.items():
-            if await self.consumer.position(tp) < end:
+            # Tansu's ListOffsets can under-report the end of a partition written in
+            # multi-record batches; a fetch response's high watermark is right.
+            hw = self.consumer.highwater(tp)
+            if hw is None or await self.consumer.position(tp) < max(end, hw):
                 return False
         return True
 

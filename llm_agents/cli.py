@@ -98,8 +98,9 @@ def build_retrainer(s: Any, state: Any, client: Any, metrics: Any = None, **over
 @click.option("--retrain-min-labels", type=int, default=None,
               help="Retrain after this many new accepted labels (0: never on labels).")
 @click.option("--no-retrain", is_flag=True, help="Label only; never retrain from this process.")
+@click.option("--group-id", default=None, help="Consumer group on `uncertain` (default edgeloop-agent).")
 def agent(once: bool, max_windows: int | None, batch_size: int | None, reference: Path | None,
-          retrain_min_labels: int | None, no_retrain: bool) -> None:
+          retrain_min_labels: int | None, no_retrain: bool, group_id: str | None) -> None:
     """Run the LLM agent: label uncertain windows, keep the accepted ones, retrain and promote.
 
     Offline (no EDGELOOP_LLM_BASE_URL) every window waits in the review queue. State lives
@@ -117,7 +118,8 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     s = _settings()
     reg = CollectorRegistry()
     metrics = build_agent_metrics(reg)
-    over = {k: v for k, v in (("batch_size", batch_size), ("retrain_min_labels", retrain_min_labels)) if v is not None}
+    over = {k: v for k, v in (("batch_size", batch_size), ("retrain_min_labels", retrain_min_labels),
+                              ("group_id", group_id)) if v is not None}
     cfg = AgentConfig.from_settings(s, **over)
     try:
         client = LLMClient.from_settings(s, reg)

@@ -20,7 +20,9 @@ What a run does, every step written to the audit log with its figures:
    second hash split of the training side; kept windows are checked once more against
    the physical constraints and stored as `synthetic`, with their provenance.
 3. Training. The challenger is `inference.train.train_windows` on the real training side
-   plus every stored synthetic window, with the champion's window spec and thresholds.
+   plus every stored synthetic window, with the champion's window spec and thresholds;
+   early stopping, the temperature and the OOD threshold use a stable split of the real
+   training side (`val_fraction`), never synthetic windows.
    New classes (labels the champion lacks, with at least `min_new_class_windows` real
    training windows) are appended after the champion's classes, so existing class
    indices keep their meaning. A class name is the accepted label (a `novel:<name>`
@@ -67,6 +69,7 @@ class RetrainConfig:
     seed: int = 0
     holdout_fraction: float = 0.2
     synth_val_fraction: float = 0.25
+    val_fraction: float = 0.2        # of the real training side: early stopping and calibration
     synth_windows: int = 24          # per class per round
     synth_rounds: int = 2
     synth_below: int = 200           # synthesize for classes with fewer real training windows
@@ -303,12 +306,16 @@ class Retrainer:
     def _train(self, real: _Real, classes: list[str], champ: Bundle, out: Path, d: RetrainDecision) -> Bundle:
         from dataclasses import replace
 
-        from inference.train import TrainConfig, train_windows
+        from inference.train import TrainConfig, Windows, train_windows
 
         k = champ.meta.window.k
-        keep = ~real.hold & np.isin(real.labels, classes)
-        xs, ms, ys = [real.x[keep]], [real.mask[keep]], [real.labels[keep]]
-        prov = {"real": int(keep.sum())}
+        side = ~real.hold & np.isin(real.labels, classes)
+        # Early stopping, temperature and the OOD threshold are fitted on real windows only:
+        # a third stable split of the training side (never the held-out one).
+        val = side & holdout_mask(real.ids, self.cfg.val_fraction, salt="val")
+        fit = side & ~val
+        xs, ms, ys = [real.x[fit]], [real.mask[fit]], [real.labels[fit]]
+        prov = {"real": int(fit.sum()), "real_validation": int(val.sum())}
         synth = self.store.frame(("synthetic",))
         synth = synth[synth["label"].isin(classes)]
         if len(synth):
@@ -320,6 +327,7 @@ class Retrainer:
         d.train_provenance = prov
         cfg = replace(TrainConfig(), confidence=champ.meta.thresholds.confidence)
         return train_windows(np.concatenate(xs), np.concatenate(ms), y.tolist(), class_names=classes,
+                             val=Windows(real.x[val], real.mask[val], real.labels[val].tolist()),
                              window=champ.meta.window, seed=self.cfg.seed, epochs=self.cfg.epochs,
                              progress=False, out_dir=out, benign=champ.meta.benign_class, config=cfg,
                              name=champ.meta.name,
