@@ -38,6 +38,15 @@ def _bootstrap(s: Any) -> str:
     return bootstrap_of(s)
 
 
+def single_threaded_blas() -> None:
+    """One BLAS thread for this process. Acceptance runs small matrix products in a worker
+    thread beside the event loop; a threaded OpenBLAS spin-waits against them, measured 15x
+    slower on 2 cores (tests/bench/bench_agent.py). Training sets torch's own threads."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 def retrain_config(s: Any, **overrides: Any) -> Any:
     """RetrainConfig from settings (`retrain_*` fields when streams.settings has them)."""
     from llm_agents.retrain import RetrainConfig
@@ -116,6 +125,7 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     from streams.topics import Topics
 
     s = _settings()
+    single_threaded_blas()
     reg = CollectorRegistry()
     metrics = build_agent_metrics(reg)
     over = {k: v for k, v in (("batch_size", batch_size), ("retrain_min_labels", retrain_min_labels),

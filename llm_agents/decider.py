@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from llm_agents.acceptance import AcceptancePolicy, judge, window_vectors
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import AuditLog, Decision, LabelLedger, now_ms
 from llm_agents.labeler import Labeler, LabelProposal
 from llm_agents.review import Parked, ReviewItem, ReviewQueue
-from llm_agents.store import DatasetStore, window_rows
+from llm_agents.store import DatasetStore, windows_rows
 from streams.records import Label, UncertainWindow, encode
 
 TRANSIENT = ("rate_limit", "timeout", "connection")
@@ -186,7 +185,7 @@ class Decider:
             if self.metrics and not late:
                 self.metrics.label_decisions.labels(reason=str(a.reason)).inc()
             if a.accepted:
-                rows.append(window_rows(w, a.label or "", label_source=p.source, confidence=a.confidence))
+                rows.append((w, a.label or "", p.source, a.confidence))
             elif late:
                 continue
             else:
@@ -209,7 +208,7 @@ class Decider:
                late: list, out: Outcome) -> None:
         """Durable effects in crash-safe order: store, queue, then the ledger (with the outbox)."""
         if rows:
-            self.s.store.append("labelled", pd.concat(rows, ignore_index=True), note="agent")
+            self.s.store.append("labelled", windows_rows(rows), note="agent")
         self.s.review.park(parked)
         for item, a in zip(waiting, late):
             if a.accepted:

@@ -58,6 +58,7 @@ FLOW_COLUMNS = tuple(c for c in FLOW_FIELDS if c not in ("label", "produced_ms")
 META_COLUMNS = ("window_id", "label", "provenance", "label_source", "confidence",
                 "model_version", "added_ms")
 COLUMNS = FLOW_COLUMNS + META_COLUMNS
+_FLOW_SET = set(FLOW_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,18 @@ class AppendResult:
 def window_rows(window: UncertainWindow, label: str, *, label_source: str, confidence: float,
                 provenance: str = "real") -> pd.DataFrame:
     """One uncertain window as store rows; the flows' own `label` (ground truth) is dropped."""
-    rows = [f.model_dump(include=set(FLOW_COLUMNS)) for f in window.flows]
-    df = pd.DataFrame(rows, columns=list(FLOW_COLUMNS))
-    return df.assign(window_id=window.window_id, label=label, provenance=provenance,
-                     label_source=label_source, confidence=float(confidence),
-                     model_version=window.model_version)
+    return windows_rows([(window, label, label_source, confidence)], provenance=provenance)
+
+
+def windows_rows(entries: Sequence[tuple[UncertainWindow, str, str, float]],
+                 provenance: str = "real") -> pd.DataFrame:
+    """Many (window, label, label_source, confidence) as one frame, built in one pass."""
+    rows: list[dict[str, Any]] = []
+    for w, label, source, conf in entries:
+        meta = {"window_id": w.window_id, "label": label, "provenance": provenance, "label_source": source,
+                "confidence": float(conf), "model_version": w.model_version}
+        rows += [{**f.model_dump(include=_FLOW_SET), **meta} for f in w.flows]
+    return pd.DataFrame(rows, columns=[*FLOW_COLUMNS, *META_COLUMNS[:-1]])
 
 
 def reference_frame(flows: pd.DataFrame, *, classes: Iterable[str] | None = None, k: int = 8,
@@ -99,6 +107,7 @@ class DatasetStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._cache: dict[str, pd.DataFrame] = {}
         self._vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._index: dict[str, dict[str, dict[str, Any]]] = {}
         self._mlock = threading.Lock()
 
     # Writing -----------------------------------------------------------------------------
@@ -180,18 +189,26 @@ class DatasetStore:
             return pd.DataFrame(columns=list(COLUMNS))
         return pd.concat(frames, ignore_index=True)
 
+    def _part_index(self, rel: str, kind: str) -> dict[str, dict[str, Any]]:
+        """window_id -> what `lookup` reports, per part (parts never change, so built once)."""
+        idx = self._index.get(rel)
+        if idx is None:
+            df = self._part(rel).drop_duplicates("window_id")
+            cols = [df[c].tolist() for c in ("window_id", "label", "label_source", "confidence", "provenance")]
+            idx = {w: {"kind": kind, "label": y, "label_source": src, "confidence": float(c), "provenance": pv}
+                   for w, y, src, c, pv in zip(*cols)}
+            self._index[rel] = idx
+        return idx
+
     def window_ids(self, kinds: Sequence[str] = KINDS) -> set[str]:
-        return {str(i) for p in self.parts(kinds) for i in self._part(p["file"])["window_id"].unique()}
+        return {w for p in self.parts(kinds) for w in self._part_index(p["file"], p["kind"])}
 
     def lookup(self, window_ids: Iterable[str], kinds: Sequence[str] = REAL_KINDS) -> dict[str, dict[str, Any]]:
         """For stored windows among `window_ids`: kind, label, label_source, confidence."""
-        want, out = set(window_ids), {}
+        want, out = list(window_ids), {}
         for p in self.parts(kinds):
-            df = self._part(p["file"])
-            hit = df[df["window_id"].isin(want)].drop_duplicates("window_id")
-            for r in hit.itertuples(index=False):
-                out[r.window_id] = {"kind": p["kind"], "label": r.label, "label_source": r.label_source,
-                                    "confidence": float(r.confidence), "provenance": r.provenance}
+            idx = self._part_index(p["file"], p["kind"])
+            out.update({w: idx[w] for w in want if w in idx and w not in out})
         return out
 
     def counts(self) -> dict[str, dict[str, int]]:

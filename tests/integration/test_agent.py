@@ -198,7 +198,7 @@ def test_gates_hold_with_hallucinating_garbage_and_injecting_models(broker, tmp_
     with serve("hallucinating", seed=9) as llm:
         llm.handle("synthetic_windows", _half_broken_synthesis)
         rt = Retrainer(st.store, Registry(tmp_path / "registry"), st.audit, client=client_for(llm), fallback=champ,
-                       config=RetrainConfig(epochs=4, synth_windows=6, synth_rounds=1, synth_below=1000))
+                       config=RetrainConfig(epochs=4, synth_windows=4, synth_rounds=1, synth_below=1000))
         d = rt.run("request")
     synth = st.store.frame(("synthetic",))
     assert check_flows(synth).ok.all() if len(synth) else True
@@ -280,11 +280,13 @@ def test_offline_windows_wait_for_review_and_verdicts_reach_labels(broker, topic
     items = st.review.pending()
     assert [i.reason for i in items] == ["offline"] * 8 and all(i.proposed is None for i in items)
     assert stats.published == 0
-    # A person labels two; the next agent run publishes those verdicts.
+    # A person labels two; the next agent run publishes those verdicts. It runs in a new
+    # group, so it reads every window again: the ledger knows them all, none is parked twice.
     decide(st.review, st.store, st.ledger, items[0].id, data.truth[items[0].window_id], "alice")
     decide(st.review, st.store, st.ledger, items[1].id, data.truth[items[1].window_id], "alice")
-    _, stats2 = run_agent(broker.bootstrap, topics, st, None, group)
-    assert stats2.received == 0 and stats2.published == 2
+    _, stats2 = run_agent(broker.bootstrap, topics, st, None, group + "-2")
+    assert stats2.received == 8 and stats2.published == 2
+    assert stats2.outcomes == {"accepted": 2, "parked": 6} and st.review.depth() == 6
     recs = labels_on(topic_reader, topics, 2)
     assert {(r.window_id, r.source, r.accepted) for r in recs} == {
         (items[0].window_id, "human:alice", True), (items[1].window_id, "human:alice", True)}
