@@ -12,9 +12,10 @@ those), fp32 against int8 accuracy, and windows/s for both.
     >>> report["macro_f1"], report["files"]["json"]     # <bundle>/reports/eval.json
 
 Input files: CSV or Parquet with FlowRecord columns and a `label` column; or a pcap plus
-a labels file (CSV/Parquet). A labels file either has `flow_id,label` (exact match on the
-metered flow ids), or `src_ip,start_ms,end_ms,label` spans (a flow from src_ip whose
-first_seen_ms lies in [start_ms, end_ms] gets the label). Flows no span covers are benign.
+a labels file. A labels file is CSV/Parquet with either `flow_id,label` (exact match on the
+metered flow ids) or `src_ip,start_ms,end_ms,label` spans (a flow from src_ip whose
+first_seen_ms lies in [start_ms, end_ms] gets the label; `ip` instead of `src_ip` matches
+either end), or the lab's `<name>.labels.json`. Flows no span covers are benign.
 
 Needs onnxruntime, numpy and pandas; matplotlib only for the PNGs. No torch.
 """
@@ -71,29 +72,57 @@ def load_labelled_flows(path: str | Path, labels: str | Path | None = None,
             raise SourceError(f"{path}: a pcap needs a labels file (--labels)")
         from streams.sources.pcap import meter_pcap
 
-        return label_flows(meter_pcap(path), _read_table(Path(labels)))
+        table, meter_opts = _read_labels(Path(labels))
+        return label_flows(meter_pcap(path, **meter_opts), table)
     df = _read_table(path)
     if labels is not None:
-        df = label_flows(df.drop(columns=["label"], errors="ignore"), _read_table(Path(labels)))
+        df = label_flows(df.drop(columns=["label"], errors="ignore"), _read_labels(Path(labels))[0])
     if "label" not in df.columns:
         raise SourceError(f"{path}: no `label` column (or pass a labels file)")
     return df
 
 
+def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
+    """A labels table, plus metering options when the file is a lab labels JSON.
+
+    The traffic lab writes `<name>.labels.json` (schema edgeloop.lab_labels/1): spans of
+    an attacker address with a grace period, matching flows from *or* to that address,
+    and the NFStream timeouts the capture was metered with.
+    """
+    if path.suffix.lower() != ".json":
+        return _read_table(path), {}
+    import pandas as pd
+
+    doc = json.loads(path.read_text())
+    grace = int(doc.get("grace_ms", 0))
+    spans = pd.DataFrame([{"ip": s["attacker_ip"], "start_ms": s["start_ms"] - grace,
+                           "end_ms": s["end_ms"] + grace, "label": s["label"]}
+                          for s in doc.get("spans", [])], columns=["ip", "start_ms", "end_ms", "label"])
+    opts = {k: int(doc[k]) for k in ("idle_timeout", "active_timeout") if k in doc}
+    return spans, opts
+
+
 def label_flows(flows: Any, labels: Any, benign: str = "benign") -> Any:
-    """Attach labels by flow_id, or by (src_ip, time span); unmatched flows are benign."""
+    """Attach labels by flow_id, or by address and time span; unmatched flows are benign.
+
+    Span tables have `src_ip` (matches the flow's source) or `ip` (matches either end),
+    plus `start_ms`, `end_ms` and `label`; a flow matches when its first_seen_ms is inside.
+    """
     out = flows.copy()
     if {"flow_id", "label"} <= set(labels.columns):
         mapping = dict(zip(labels["flow_id"].astype(str), labels["label"].astype(str)))
         out["label"] = out["flow_id"].astype(str).map(mapping).fillna(benign)
         return out
-    if not {"src_ip", "start_ms", "end_ms", "label"} <= set(labels.columns):
-        raise SourceError("labels file needs flow_id,label or src_ip,start_ms,end_ms,label columns")
+    either = "ip" in labels.columns
+    if not {"ip" if either else "src_ip", "start_ms", "end_ms", "label"} <= set(labels.columns):
+        raise SourceError("labels file needs flow_id,label or src_ip|ip,start_ms,end_ms,label columns")
     lab = np.full(len(out), benign, dtype=object)
     src, ts = out["src_ip"].astype(str).to_numpy(), out["first_seen_ms"].to_numpy()
-    for row in labels.itertuples(index=False):
-        hit = (src == str(row.src_ip)) & (ts >= row.start_ms) & (ts <= row.end_ms)
-        lab[hit] = str(row.label)
+    dst = out["dst_ip"].astype(str).to_numpy() if either else src
+    for row in labels.to_dict("records"):
+        ip = str(row["ip"] if either else row["src_ip"])
+        hit = ((src == ip) | (dst == ip)) & (ts >= row["start_ms"]) & (ts <= row["end_ms"])
+        lab[hit] = str(row["label"])
     out["label"] = lab
     return out
 

@@ -24,7 +24,9 @@ import numpy as np
 from inference.onnx_detector import make_session
 from streams.errors import ModelError
 
-QUANTISED_OPS = ("Conv", "Gemm", "MatMul")
+# The convolutions and the head's Gemms; the feature-distance MatMul stays float so the
+# OOD term keeps its precision.
+QUANTISED_OPS = ("Conv", "Gemm")
 
 
 def calibration_sample(x: np.ndarray, mask: np.ndarray, y: np.ndarray | None = None,

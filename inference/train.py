@@ -2,9 +2,12 @@
 
 Flows are windowed by `streams.windowing.windows_from_frame`, the code the edge runs, and
 each window takes `window_label` of its flows' labels, so training sees exactly the tensors
-a detector will see. Then: feature statistics from the training windows, a class-weighted
-WindowCNN with early stopping on validation macro-F1, a temperature fitted on validation
-logits, thresholds, ONNX export checked against torch, optional static int8, and a bundle.
+a detector will see. Then: feature statistics from the training windows (near-constant
+features neutralised), a class-weighted WindowCNN trained with nuisance augmentation (port
+classes randomised, input noise) and early stopping on validation macro-F1, a temperature
+fitted on validation logits, thresholds, ONNX export checked against torch, optional
+static int8, and a bundle. The validation windows are by default each class's latest ones,
+so early stopping and calibration see traffic later than what the network learned from.
 
     >>> b = train_bundle(flows_df, k=8, seed=0, out_dir="out/model")     # -> Bundle
     >>> b = train_windows(x, mask, labels, class_names=names, out_dir=d)  # from windows
@@ -25,13 +28,21 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from inference.bundle import Bundle, BundleMeta, OnnxFile, Thresholds, WindowSpec, write_bundle
-from inference.calibration import (energy_threshold, expected_calibration_error, fit_temperature,
-                                   nll)
+from inference.calibration import (T_MAX, T_MIN, energy_threshold, expected_calibration_error,
+                                   fit_temperature, nll)
 from inference.features import FeatureSchema
 from inference.onnx_detector import calibrate
 from inference.scores import accuracy, confusion_matrix, macro_f1
 from streams.errors import ModelError
 from streams.windowing import KeyMode, stack_windows, window_label, windows_from_frame
+
+# Port-class features and the raw values each class takes (see port_class_dropout).
+PORT_CLASSES: tuple[tuple[tuple[str, ...], tuple[tuple[float, ...], ...]], ...] = (
+    (("dst_port_wellknown", "dst_port_registered"), ((1, 0), (0, 1), (0, 0))),
+    (("src_port_wellknown",), ((1,), (0,))),
+)
+IGNORED_STD = 1e4
+MIN_OOD_WINDOWS = 50
 
 
 @dataclass(frozen=True)
@@ -44,10 +55,25 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 10
     val_fraction: float = 0.2
+    # "tail": each class's last val_fraction of windows (in the given, i.e. time, order)
+    # validate, so validation is a later stretch of traffic, close to a run never seen;
+    # "random": a random stratified fraction (for shuffled inputs, e.g. real + synthetic).
+    val_split: str = "tail"
+    # Gaussian noise (in standard deviations) added to real positions of training windows.
+    input_noise: float = 0.1
     channels: int = 64
     hidden: int = 64
-    dropout: float = 0.1
+    dropout: float = 0.3
     max_class_weight: float = 20.0
+    # Chance that a training window's destination-port class (well-known / registered /
+    # dynamic), and independently its source-port class, is replaced by a random one:
+    # attackers choose both ports (a scan of 1-350 from source port 123 is still a scan),
+    # so a port class seen with one attack in training must not decide the verdict.
+    port_class_dropout: float = 0.5
+    # A feature whose training std is below this carries no learnable signal; its std is set
+    # to IGNORED_STD so it normalises to ~0 and cannot swing a verdict when it does vary
+    # (e.g. a scan sent from source port 123 when training never had a well-known one).
+    min_feature_std: float = 0.05
     confidence: float = 0.8
     ood_quantile: float = 0.995
     max_int8_drop: float = 0.005  # int8 is kept only within 0.5 accuracy points of fp32
@@ -109,7 +135,9 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
     """Train from raw windows x [n, F, K], mask [n, K] and one string label per window.
 
     For the retraining loop: real and synthetic windows can be mixed freely, provided they
-    were built by the edge's windowing (or match it) and the mask marks real flows.
+    were built by the edge's windowing (or match it) and the mask marks real flows. Pass
+    `val=` with real held-out windows then: without it, the default "tail" split validates
+    on the last windows of each class, which would be the synthetic ones if appended last.
     """
     t0 = time.perf_counter() if t0 is None else t0
     cfg = config or TrainConfig()
@@ -119,22 +147,47 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
         raise ModelError(f"windows {x.shape} / mask {mask.shape} do not match K={window.k}")
     names = list(class_names) if class_names else _default_classes(labels, benign)
     y = _encode(labels, names)
-    rng = np.random.default_rng(seed)
     if val is None:
-        tr_idx, va_idx = _stratified_split(y, cfg.val_fraction, rng)
+        tr_idx, va_idx = _stratified_split(y, cfg.val_fraction, np.random.default_rng(seed),
+                                           tail=cfg.val_split == "tail")
         xv, mv, yv = x[va_idx], mask[va_idx], y[va_idx]
         x, mask, y = x[tr_idx], mask[tr_idx], y[tr_idx]
     else:
         xv, mv, yv = val.x, val.mask, _encode(val.labels, names)
     if len(y) == 0:
         raise ModelError("no training windows")
-    schema = FeatureSchema.fit(x, mask)
-    xn, xvn = schema.normalise(x, mask), schema.normalise(xv, mv)
+    schema, ignored = _fit_schema(x, mask, cfg.min_feature_std)
+    tr = _Set(schema.normalise(x, mask), mask, y)
+    va = _Set(schema.normalise(xv, mv), mv, yv)
     with _deterministic(seed, cfg.threads):
-        fit = _fit(xn, mask, y, xvn, mv, yv, len(names), cfg, seed, progress)
-        onnx_bytes = _export(fit.model, xvn if len(xvn) else xn, mv if len(xvn) else mask)
-    return _assemble(fit, onnx_bytes, names, schema, window, cfg, seed, xn, mask, y, xvn, mv, yv,
-                     int8, out_dir, benign, source or {}, name, t0)
+        fit = _fit(tr, va, len(names), cfg, seed, progress, _port_codes(schema))
+        onnx_bytes = _export(fit.model, va if len(va.y) else tr)
+    int8_bytes, int8_info, speed = (_int8(onnx_bytes, tr, va, len(names), cfg, seed)
+                                    if int8 else (None, {"requested": False}, {}))
+    meta = _meta(fit, tr, va, names, schema, window, cfg, seed, benign, source or {}, name)
+    meta.training["int8"] = int8_info
+    meta.training["ignored_features"] = ignored
+    meta.metrics["int8_speed"] = speed
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="edgeloop-bundle-"))
+    meta.metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
+    return write_bundle(out, onnx_bytes, meta, int8_bytes)
+
+
+@dataclass
+class _Set:
+    """Normalised windows with their mask and class indices."""
+
+    x: np.ndarray
+    mask: np.ndarray
+    y: np.ndarray
+
+
+def _fit_schema(x: np.ndarray, mask: np.ndarray, min_std: float) -> tuple[FeatureSchema, list[str]]:
+    """FeatureSchema.fit, with (near-)constant features neutralised (see min_feature_std)."""
+    fitted = FeatureSchema.fit(x, mask)
+    ignored = [n for n, sd in zip(fitted.names, fitted.std) if sd < min_std]
+    std = tuple(IGNORED_STD if n in ignored else sd for n, sd in zip(fitted.names, fitted.std))
+    return replace(fitted, std=std), ignored
 
 
 def _default_classes(labels: Sequence[str], benign: str) -> list[str]:
@@ -150,12 +203,14 @@ def _encode(labels: Sequence[str], names: list[str]) -> np.ndarray:
     return np.array([index[lab] for lab in labels], dtype=np.int64)
 
 
-def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, a random `fraction` (at least one window, if the class has two) validates."""
+def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator,
+                      tail: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, `fraction` of the windows (at least one, if the class has two) validate:
+    the last ones in order with `tail`, else a random choice."""
     val: list[np.ndarray] = []
     for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
+        idx = np.flatnonzero(y == c)
+        idx = idx[::-1] if tail else rng.permutation(idx)
         n_val = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
         val.append(idx[:max(n_val, 1 if len(idx) > 1 else 0)])
     va = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
@@ -200,22 +255,46 @@ def _class_weights(y: np.ndarray, n_classes: int, cap: float) -> np.ndarray:
     return np.minimum(w, cap)
 
 
-def _fit(xn: np.ndarray, mask: np.ndarray, y: np.ndarray, xvn: np.ndarray, mv: np.ndarray,
-         yv: np.ndarray, n_classes: int, cfg: TrainConfig, seed: int, progress: bool) -> _Fit:
+def _port_codes(schema: FeatureSchema) -> list[tuple[list[int], np.ndarray]]:
+    """Per port-class group: its feature rows and their normalised values for each class."""
+    mean, std = np.array(schema.mean), np.array(schema.std)
+    out = []
+    for names, raw in PORT_CLASSES:
+        rows = [schema.names.index(n) for n in names]
+        out.append((rows, ((np.array(raw, dtype=np.float64) - mean[rows]) / std[rows]).astype(np.float32)))
+    return out
+
+
+def _shuffle_port_class(xb: Any, mb: Any, groups: list[tuple[list[int], Any]], p: float,
+                        gen: Any) -> Any:
+    """Per group, with probability p per window, give all its flows one random port class."""
+    import torch
+
+    out, n = xb.clone(), xb.shape[0]
+    for rows, codes in groups:
+        hit = torch.rand(n, generator=gen) < p
+        new = codes[torch.randint(0, len(codes), (n,), generator=gen)][:, :, None] * mb[:, None, :]
+        out[:, rows, :] = torch.where(hit[:, None, None], new, out[:, rows, :])
+    return out
+
+
+def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progress: bool,
+         port_codes: list[tuple[list[int], np.ndarray]]) -> _Fit:
     import torch
 
     from inference.export import torch_logits
-    from inference.model import ModelConfig, WindowCNN
+    from inference.model import ModelConfig, WindowCNN, fit_distance
 
-    model = WindowCNN(ModelConfig(xn.shape[1], n_classes, cfg.channels, cfg.hidden,
+    model = WindowCNN(ModelConfig(tr.x.shape[1], n_classes, cfg.channels, cfg.hidden,
                                   dropout=cfg.dropout))
-    weights = _class_weights(y, n_classes, cfg.max_class_weight)
+    weights = _class_weights(tr.y, n_classes, cfg.max_class_weight)
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
-    xt, mt, yt = torch.from_numpy(xn), torch.from_numpy(mask), torch.from_numpy(y)
+    xt, mt, yt = torch.from_numpy(tr.x), torch.from_numpy(tr.mask), torch.from_numpy(tr.y)
     gen = torch.Generator().manual_seed(seed)
-    batch = _batch_size(len(y), cfg.batch_size)
+    batch = _batch_size(len(yt), cfg.batch_size)
+    groups = [(rows, torch.from_numpy(codes)) for rows, codes in port_codes]
     best: tuple[float, float] = (-1.0, float("inf"))
     best_state, best_epoch, history = None, -1, []
     with _progress(progress, cfg.epochs) as step:
@@ -224,13 +303,18 @@ def _fit(xn: np.ndarray, mask: np.ndarray, y: np.ndarray, xvn: np.ndarray, mv: n
             perm, total = torch.randperm(len(yt), generator=gen), 0.0
             for i in range(0, len(yt), batch):
                 idx = perm[i:i + batch]
+                xb, mb = xt[idx], mt[idx]
+                if cfg.port_class_dropout > 0:
+                    xb = _shuffle_port_class(xb, mb, groups, cfg.port_class_dropout, gen)
+                if cfg.input_noise > 0:
+                    xb = xb + cfg.input_noise * torch.randn(xb.shape, generator=gen) * mb[:, None, :]
                 opt.zero_grad()
-                loss = loss_fn(model(xt[idx], mt[idx]), yt[idx])
+                loss = loss_fn(model(xb, mb), yt[idx])
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)
             sched.step()
-            row = _validate(torch_logits(model, xvn, mv), yv, n_classes, total / len(yt), epoch)
+            row = _validate(torch_logits(model, va.x, va.mask), va.y, n_classes, total / len(yt), epoch)
             history.append(row)
             if (row["val_macro_f1"], -row["val_nll"]) > (best[0], -best[1]):
                 best, best_epoch = (row["val_macro_f1"], row["val_nll"]), epoch
@@ -241,8 +325,11 @@ def _fit(xn: np.ndarray, mask: np.ndarray, y: np.ndarray, xvn: np.ndarray, mv: n
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return _Fit(model, weights.tolist(), len(history), best_epoch, best[0], history,
-                torch_logits(model, xvn, mv), torch_logits(model, xn, mask))
+    with torch.no_grad():
+        feats = model.features(torch.from_numpy(tr.x), torch.from_numpy(tr.mask)).numpy()
+    shifted = fit_distance(model, feats, tr.y).eval()
+    return _Fit(shifted, weights.tolist(), len(history), best_epoch, best[0], history,
+                torch_logits(shifted, va.x, va.mask), torch_logits(shifted, tr.x, tr.mask))
 
 
 def _batch_size(n: int, largest: int) -> int:
@@ -280,79 +367,80 @@ def _progress(enabled: bool, epochs: int) -> Iterator[Any]:
         yield step
 
 
-def _export(model: Any, x: np.ndarray, mask: np.ndarray) -> bytes:
+def _export(model: Any, sample: _Set) -> bytes:
     from inference.export import export_onnx
 
-    return export_onnx(model, x, mask)
+    return export_onnx(model, sample.x, sample.mask)
 
 
-def _assemble(fit: _Fit, onnx_bytes: bytes, names: list[str], schema: FeatureSchema,
-              window: WindowSpec, cfg: TrainConfig, seed: int, xn: np.ndarray, mask: np.ndarray,
-              y: np.ndarray, xvn: np.ndarray, mv: np.ndarray, yv: np.ndarray, int8: bool,
-              out_dir: str | Path | None, benign: str, source: dict[str, Any], name: str,
-              t0: float) -> Bundle:
-    has_val = len(yv) > 0
-    cal_logits, cal_y = (fit.val_logits, yv) if has_val else (fit.train_logits, y)
-    temperature = fit_temperature(cal_logits, cal_y)
-    ood_logits = fit.val_logits if len(yv) >= 500 else np.concatenate([fit.train_logits, fit.val_logits])
+def _meta(fit: _Fit, tr: _Set, va: _Set, names: list[str], schema: FeatureSchema,
+          window: WindowSpec, cfg: TrainConfig, seed: int, benign: str, source: dict[str, Any],
+          name: str) -> BundleMeta:
+    """Temperature, thresholds and the record of how the bundle was made."""
+    has_val = len(va.y) > 0
+    cal_logits, cal_y = (fit.val_logits, va.y) if has_val else (fit.train_logits, tr.y)
+    if np.any(cal_logits.argmax(axis=1) != cal_y):
+        temperature = fit_temperature(cal_logits, cal_y)
+        how = (f"fitted on {'validation' if has_val else 'training'} logits by NLL "
+               f"(golden-section over 1/T in [{T_MIN}, {T_MAX}])")
+    else:  # no errors: NLL keeps falling as T -> 0, so it has no minimum to fit
+        temperature = 1.0
+        how = (f"kept at 1.0: the {len(cal_y)} {'validation' if has_val else 'training'} windows "
+               "have no errors, so NLL has no minimum over T")
+    # Validation windows were not used to fit the network or the class distances, so their
+    # scores are the honest in-distribution reference; training windows (closer to the
+    # class means than anything new) are used only when there are too few.
+    ood_on_val = len(va.y) >= MIN_OOD_WINDOWS
+    ood_logits = fit.val_logits if ood_on_val else np.concatenate([fit.train_logits, fit.val_logits])
     ood = energy_threshold(ood_logits, temperature, cfg.ood_quantile)
-    int8_bytes, int8_info, speed = (_int8(onnx_bytes, xn, mask, y, xvn, mv, yv, cfg, seed)
-                                    if int8 else (None, {"requested": False}, {}))
     training = {
         "seed": seed, "config": asdict(cfg), "source": source,
-        "model": {"arch": "WindowCNN", "channels": cfg.channels, "hidden": cfg.hidden,
-                  "kernel": 3, "n_features": int(xn.shape[1]), "n_classes": len(names)},
-        "windows": {"train": _counts(y, names), "val": _counts(yv, names)},
+        "model": {"arch": "WindowCNN", **fit.model.net.config.to_json(),
+                  "ood_distance": "logits minus D log(1 + d/D), d the min-class squared Mahalanobis distance of "
+                                  "the pooled features (class means, tied covariance of the "
+                                  "training windows); softmax unchanged, energy raised"},
+        "windows": {"train": _counts(tr.y, names), "val": _counts(va.y, names)},
         "class_weights": dict(zip(names, map(float, np.round(fit.class_weights, 6)))),
-        "batch_size": _batch_size(len(y), cfg.batch_size), "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch + 1,
-        "temperature": f"fitted on {'validation' if has_val else 'training'} logits by NLL "
-                       f"(golden-section over 1/T)",
+        "batch_size": _batch_size(len(tr.y), cfg.batch_size), "epochs_run": fit.epochs_run,
+        "best_epoch": fit.best_epoch + 1,
+        "temperature": how,
         "thresholds": {
             "confidence": f"fixed at {cfg.confidence} (calibrated max probability)",
-            "ood": f"{cfg.ood_quantile:.1%} quantile of free energy on {len(ood_logits)} "
-                   f"in-distribution {'validation' if len(yv) >= 500 else 'train+validation'} windows"},
-        "int8": int8_info,
+            "ood": f"{cfg.ood_quantile:.1%} quantile of free energy (incl. the distance term) on {len(ood_logits)} in-distribution "
+                   f"{'validation' if ood_on_val else 'train+validation'} windows"},
     }
-    val_probs, _ = calibrate(fit.val_logits, temperature)
-    raw_probs, _ = calibrate(fit.val_logits, 1.0)
-    metrics = {"val_macro_f1": fit.best_val_f1, "history": fit.history,
-               "val_ece_uncalibrated": expected_calibration_error(raw_probs, yv) if has_val else None,
-               "val_ece": expected_calibration_error(val_probs, yv) if has_val else None,
-               "int8_speed": speed}
-    meta = BundleMeta(name=name, created_ms=int(time.time() * 1000), class_names=names,
+    metrics: dict[str, Any] = {"val_macro_f1": fit.best_val_f1, "history": fit.history}
+    if has_val:
+        metrics["val_ece_uncalibrated"] = expected_calibration_error(calibrate(fit.val_logits, 1.0)[0], va.y)
+        metrics["val_ece"] = expected_calibration_error(calibrate(fit.val_logits, temperature)[0], va.y)
+    return BundleMeta(name=name, created_ms=int(time.time() * 1000), class_names=names,
                       benign_class=benign, window=window, features=schema.to_json(),
                       temperature=temperature,
                       thresholds=Thresholds(confidence=cfg.confidence, ood=ood),
                       onnx=OnnxFile(file="model.onnx", sha256=""), metrics=metrics,
                       training=training)
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="edgeloop-bundle-"))
-    meta.metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
-    return write_bundle(out, onnx_bytes, meta, int8_bytes)
 
 
 def _counts(y: np.ndarray, names: list[str]) -> dict[str, int]:
     return {n: int(c) for n, c in zip(names, np.bincount(y, minlength=len(names)))}
 
 
-def _int8(onnx_bytes: bytes, xn: np.ndarray, mask: np.ndarray, y: np.ndarray, xvn: np.ndarray,
-          mv: np.ndarray, yv: np.ndarray, cfg: TrainConfig, seed: int
+def _int8(onnx_bytes: bytes, tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int
           ) -> tuple[bytes | None, dict[str, Any], dict[str, Any]]:
     """Quantise on training windows; keep int8 only if validation accuracy holds."""
     from inference.export import run_onnx
     from inference.quantize import calibration_sample, measure_speed, quantize_int8
 
-    xc, mc = calibration_sample(xn, mask, y, seed=seed)
+    xc, mc = calibration_sample(tr.x, tr.mask, tr.y, seed=seed)
     q = quantize_int8(onnx_bytes, xc, mc)
-    xe, me, ye = (xvn, mv, yv) if len(yv) else (xn, mask, y)
-    n = int(run_onnx(onnx_bytes, xe[:1], me[:1]).shape[1])
-    acc = {tag: accuracy(confusion_matrix(ye, run_onnx(b, xe, me).argmax(axis=1), n))
+    ev = va if len(va.y) else tr
+    acc = {tag: accuracy(confusion_matrix(ev.y, run_onnx(b, ev.x, ev.mask).argmax(axis=1), n_classes))
            for tag, b in (("fp32", onnx_bytes), ("int8", q))}
-    drop = acc["fp32"] - acc["int8"]
-    keep = drop <= cfg.max_int8_drop
+    keep = acc["fp32"] - acc["int8"] <= cfg.max_int8_drop
     info = {"requested": True, "included": keep, "calibration_windows": int(len(xc)),
             "method": "static QDQ, MinMax, uint8 activations / int8 per-channel weights",
             "val_accuracy_fp32": acc["fp32"], "val_accuracy_int8": acc["int8"],
             "rule": f"kept if validation accuracy drops by <= {cfg.max_int8_drop:.1%}"}
-    speed = {tag: measure_speed(b, xe, me, batch_sizes=(256,), min_seconds=0.2)[0]
+    speed = {tag: measure_speed(b, ev.x, ev.mask, batch_sizes=(256,), min_seconds=0.2)[0]
              for tag, b in (("fp32", onnx_bytes), ("int8", q))}
     return (q if keep else None), info, speed

@@ -96,3 +96,17 @@ def test_label_flows_by_flow_id_or_by_source_and_time_span():
     assert label_flows(flows, spans)["label"].tolist() == ["benign", "ssh_bruteforce", "benign"]
     with pytest.raises(SourceError):
         label_flows(flows, pd.DataFrame({"x": [1]}))
+
+
+def test_lab_labels_json_marks_flows_to_or_from_the_attacker(tmp_path):
+    from inference.evaluate import _read_labels
+
+    doc = {"schema": "edgeloop.lab_labels/1", "grace_ms": 100, "idle_timeout": 5, "active_timeout": 30,
+           "spans": [{"label": "syn_scan", "attacker_ip": "10.0.0.9", "start_ms": 1000, "end_ms": 2000}]}
+    (tmp_path / "x.labels.json").write_text(json.dumps(doc))
+    spans, opts = _read_labels(tmp_path / "x.labels.json")
+    assert opts == {"idle_timeout": 5, "active_timeout": 30}
+    flows = pd.DataFrame({"flow_id": list("abcd"), "src_ip": ["10.0.0.9", "10.0.0.2", "10.0.0.9", "10.0.0.9"],
+                          "dst_ip": ["10.0.0.1", "10.0.0.9", "10.0.0.1", "10.0.0.1"],
+                          "first_seen_ms": [950, 1500, 2200, 1999]})
+    assert label_flows(flows, spans)["label"].tolist() == ["syn_scan", "syn_scan", "benign", "syn_scan"]

@@ -122,3 +122,63 @@ def test_export_check_refuses_a_graph_that_disagrees():
         net.head[-1].bias.add_(1.0)  # the torch model moves on; the graph did not
     with pytest.raises(ModelError, match="disagrees"):
         check_against_torch(data, net, x, mask)
+
+
+def test_constant_features_are_neutralised_and_recorded(bundle):
+    """urg_ratio is always 0 in the synthetic flows: it must not be able to sway a verdict."""
+    m = bundle.meta
+    assert "urg_ratio" in m.training["ignored_features"]
+    schema = bundle.feature_schema
+    assert schema.std[schema.names.index("urg_ratio")] >= 1e3
+    det = OnnxDetector(bundle)
+    x = np.zeros((1, 34, 8), np.float32)
+    mask = np.ones((1, 8), np.float32)
+    wild = x.copy()
+    wild[0, schema.names.index("urg_ratio")] = 1.0  # never seen in training
+    assert np.allclose(det.score(x, mask).probabilities, det.score(wild, mask).probabilities, atol=1e-3)
+
+
+def test_port_class_shuffle_only_touches_port_rows_of_real_flows():
+    from inference.features import FeatureSchema
+    from inference.train import _port_codes, _shuffle_port_class
+
+    groups = [(rows, torch.from_numpy(codes)) for rows, codes in _port_codes(FeatureSchema())]
+    x = torch.full((64, 34, 8), 7.0)
+    mask = torch.ones(64, 8)
+    mask[:, 5:] = 0
+    out = _shuffle_port_class(x * mask[:, None, :], mask, groups, 1.0, torch.Generator().manual_seed(0))
+    port_rows = [r for rows, _ in groups for r in rows]
+    others = [i for i in range(34) if i not in port_rows]
+    assert torch.equal(out[:, others], (x * mask[:, None, :])[:, others])
+    assert torch.all(out[:, :, 5:] == 0)
+    dst, src = groups[0][0], groups[1][0]
+    assert {tuple(out[i, dst, 0].tolist()) for i in range(64)} == {(1.0, 0.0), (0.0, 1.0), (0.0, 0.0)}
+    assert {tuple(out[i, src, 0].tolist()) for i in range(64)} == {(1.0,), (0.0,)}
+    assert all(len(set(out[i, dst[0], :5].tolist())) == 1 for i in range(64))  # one class per window
+
+
+def test_distance_shift_keeps_probabilities_and_raises_energy_of_novel_windows():
+    from inference.model import fit_distance
+    from inference.onnx_detector import calibrate
+
+    torch.manual_seed(0)
+    net = WindowCNN(ModelConfig(n_features=34, n_classes=3)).eval()
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 34, 8)).astype(np.float32)
+    mask = np.ones((300, 8), np.float32)
+    y = rng.integers(0, 3, 300)
+    with torch.no_grad():
+        feats = net.features(torch.from_numpy(x), torch.from_numpy(mask)).numpy()
+    shifted = fit_distance(net, feats, y).eval()
+    far = (x * 5).clip(-8, 8)  # windows unlike anything the distances were fitted on
+    for batch in (x, far):
+        p0, e0 = calibrate(torch_logits(net, batch, mask), 1.5)
+        p1, e1 = calibrate(torch_logits(shifted, batch, mask), 1.5)
+        assert np.allclose(p0, p1, atol=2e-4)     # verdicts and confidence untouched
+        assert np.all(e1 >= e0 - 1e-3)            # energy only goes up, by the distance
+    rise = lambda b: (calibrate(torch_logits(shifted, b, mask), 1.5)[1]  # noqa: E731
+                      - calibrate(torch_logits(net, b, mask), 1.5)[1]).mean()
+    assert rise(far) > 3 * rise(x)
+    data = export_onnx(shifted, x, mask)  # the wrapper exports and matches torch
+    assert np.allclose(run_onnx(data, far[:4], mask[:4]), torch_logits(shifted, far[:4], mask[:4]),
+                       rtol=1e-4, atol=1e-2)
