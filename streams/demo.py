@@ -134,7 +134,10 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
         step(console, 4, f"watching the detector (open windows close after {s.window_seconds:.0f}s idle)")
         view = _watch(KafkaConsumer, bootstrap, topics, det, s, st.records, console)
         _summary(view, df, console)
-        step(console, 5, "proposing policies for the alerts (blueprints validated on a digital twin)")
+        step(console, 5, "the agent takes the uncertain windows (offline without EDGELOOP_LLM_BASE_URL: "
+                         "they wait for a person in the review queue)")
+        _agent(s, bootstrap, logs / "agent.log", console)
+        step(console, 6, "proposing policies for the alerts (blueprints validated on a digital twin)")
         _propose(view, df, s, bootstrap, console)
         if keep:
             console.print("running; Ctrl-C stops broker and detector")
@@ -145,11 +148,30 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
                 pass
 
 
-STEPS = 5
+STEPS = 6
 
 
 def step(console: Console, n: int, text: str) -> None:
     console.print(f"[green]{n}/{STEPS}[/] {text}")
+
+
+def _agent(s: Settings, bootstrap: str, log: Path, console: Console) -> None:
+    """Run the agent until `uncertain` is drained; show what it did with the windows."""
+    env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_METRICS_PORT": str(s.metrics_port + 1)}
+    try:
+        r = subprocess.run([sys.executable, "-m", "streams.cli", "agent", "--once", "--no-retrain"], env=env,
+                           capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        console.print(f"[yellow]the agent did not drain `uncertain` in 180 s; see {log}[/]")
+        return
+    log.write_text(r.stdout + r.stderr)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip() and "WARNING" not in ln]
+    for ln in lines[-6:]:
+        console.print(f"  {ln}")
+    if r.returncode != 0:
+        console.print(f"[yellow]agent exited {r.returncode}; see {log}[/]")
+    else:
+        console.print("  a person labels them with: edgeloop review list / edgeloop review accept|correct")
 
 
 def _propose(view: LiveView, df, s: Settings, bootstrap: str, console: Console) -> None:
