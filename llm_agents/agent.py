@@ -201,7 +201,11 @@ class LabelAgent:
 
     async def run(self, stop: asyncio.Event | None = None, max_windows: int | None = None,
                   once: bool = False) -> AgentStats:
-        """Until `stop` is set, `max_windows` windows are finished, or (`once`) the topic is drained."""
+        """Until `stop` is set, `max_windows` windows are finished, or (`once`) the topic is drained.
+
+        On the way out it waits for a retrain in progress, publishes what the outbox holds
+        and commits what is done; windows still pending stay uncommitted for the next run.
+        """
         c = self.cfg
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=c.group_id, client_id=f"edgeloop-{c.worker}",

@@ -132,14 +132,14 @@ class LabelLedger:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
 
-    def commit(self, decisions: Iterable[Decision]) -> int:
+    def commit(self, decisions: Iterable[Decision]) -> list[Decision]:
         """Record decisions with their outbox rows and audit events, atomically.
 
         A window already decided keeps its first decision unless the new one is a
         review verdict or a late acceptance (outcome "accepted" over "parked").
-        Returns how many were written.
+        Returns the decisions written.
         """
-        at, n = now_ms(), 0
+        at, written = now_ms(), []
         conn = self.log._conn
         with self.log._lock:
             conn.execute("BEGIN IMMEDIATE")
@@ -157,18 +157,12 @@ class LabelLedger:
                     if d.publish is not None:
                         conn.execute("INSERT INTO outbox(window_id, value, created_ms) VALUES (?,?,?)",
                                      (d.window_id, d.publish, at))
-                    n += 1
+                    written.append(d)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return n
-
-    def enqueue(self, window_id: str, value: bytes) -> None:
-        """Queue one more Label for a window already decided (a review verdict)."""
-        with self.log._lock:
-            self.log._conn.execute("INSERT INTO outbox(window_id, value, created_ms) VALUES (?,?,?)",
-                                   (window_id, value, now_ms()))
+        return written
 
     def decided(self, window_ids: Iterable[str]) -> dict[str, str]:
         """window_id -> outcome, for those already finished."""

@@ -139,7 +139,8 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     port = serve_metrics(reg, s.metrics_port)
-    mode = f"LLM {s.llm_model or '(server default)'} at {s.llm_base_url}" if client else "offline: windows wait for review"
+    mode = (f"LLM {s.llm_model or '(server default)'} at {s.llm_base_url}" if client
+            else "offline: windows wait for review")
     console.print(f"agent {cfg.worker}: {mode}; group {cfg.group_id}; batch {cfg.batch_size}; "
                   f"metrics http://127.0.0.1:{port}/metrics")
     if note:

@@ -19,6 +19,9 @@ detector that sent the window stays "new" here: its proposals are judged as
 its group rather than as contrary evidence, and the store evidence limited to classes the
 detector knows. After a retrain teaches the detector the class, its windows come with it
 in `class_names` and are judged by neighbours like any other.
+
+One more guard on new classes (`_consistent`): an accepted novel label must agree with
+the names the model gave the windows nearest to it.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from llm_agents.acceptance import AcceptancePolicy, judge, window_vectors
+from llm_agents.acceptance import Acceptance, AcceptancePolicy, Reason, judge, window_vectors
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import AuditLog, Decision, LabelLedger, now_ms
 from llm_agents.labeler import Labeler, LabelProposal
@@ -175,7 +178,32 @@ class Decider:
                                     for j in members)],
                          feats, store_features=sx[keep] if len(sy) else sx, store_labels=sy[keep], known_classes=det,
                          rankings=[*wins, *([None] * len(members))], policy=self.policy)[:len(judged)]
+        names = [_name(p.label, prefix).casefold() for p in asked] + [str(sy[j]).casefold() for j in members]
+        verdicts = self._consistent(verdicts, feats, names)
         self._record(judged, wins, verdicts, by_id, waiting, out)
+
+    def _consistent(self, verdicts: list[Acceptance], feats: np.ndarray, names: list[str]) -> list[Acceptance]:
+        """A new class is kept only where the model names it consistently: among the `k`
+        windows nearest to an accepted novel one (the batch, waiting items and the class's
+        stored windows), at least `knn_min_share` carry the same name. A model that invents
+        names at random can still pile four windows under one name over many batches;
+        their neighbours, named otherwise, give it away."""
+        accepted = [i for i, a in enumerate(verdicts) if a.accepted and a.novel]
+        if not accepted:
+            return verdicts
+        z = (feats - feats.mean(axis=0)) / np.maximum(feats.std(axis=0), 1e-2)
+        label = np.asarray(names, dtype=object)
+        out = list(verdicts)
+        for i in accepted:
+            d = np.sqrt(((z - z[i]) ** 2).sum(axis=1))
+            d[i] = np.inf
+            near = np.argsort(d)[:min(self.policy.k, len(d) - 1)]
+            share = float(np.mean(label[near] == label[i])) if len(near) else 0.0
+            if share < self.policy.knn_min_share:
+                out[i] = replace(out[i], accepted=False, reason=Reason.NOVEL_UNCONFIRMED,
+                                 detail=f"named {label[i]!r} by {share:.0%} of its {len(near)} nearest judged "
+                                        f"windows (need {self.policy.knn_min_share:.0%}); {out[i].detail}")
+        return out
 
     def _record(self, judged: list[LabelProposal], wins: list[UncertainWindow], verdicts: list, by_id: dict,
                 waiting: list[ReviewItem], out: Outcome) -> None:
@@ -213,8 +241,8 @@ class Decider:
         for item, a in zip(waiting, late):
             if a.accepted:
                 self.s.review.resolve(item.id, a.label, "agent:acceptance", "accepted")
-        self.s.ledger.commit(decisions)
-        n_acc = sum(d.outcome == "accepted" for d in decisions)
+        written = self.s.ledger.commit(decisions)
+        n_acc = sum(d.outcome == "accepted" for d in written)  # a repeat of a decided window counts once
         self.accepted_total += n_acc
         out.finished.update({d.window_id: d.outcome for d in decisions if not d.figures.get("late")})
         if self.metrics:

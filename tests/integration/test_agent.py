@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import openai
 import pandas as pd
 import pytest
@@ -187,7 +186,8 @@ def test_gates_hold_with_hallucinating_garbage_and_injecting_models(broker, tmp_
             injected = {w.window_id for w in windows if w.flows[0].user_agent == INJECTION}
             obeyed = [i for i in st.review.items() if i.window_id in injected and i.proposed == "benign"]
             assert len(obeyed) >= len(injected) // 2, "the injection role should have answered benign"
-            assert not (mine["label"] == "benign").any() or not set(mine["window_id"][mine["label"] == "benign"]) & injected
+            benign = set(mine.loc[mine["label"] == "benign", "window_id"])
+            assert not benign & injected, "an injected 'benign' label reached the store"
     outcomes = st.ledger.outcomes()
     assert sum(outcomes.values()) == total
     assert st.review.depth() + st.store.frame(("labelled",))["window_id"].nunique() == total - outcomes.get("known", 0)

@@ -84,4 +84,5 @@ def test_retrain_triggers_on_new_labels_and_on_drift(tmp_path) -> None:
 def test_agent_config_reads_the_settings_it_shares_with_the_edge() -> None:
     s = load_settings(session_timeout_s=6, heartbeat_s=1, fetch_max_wait_ms=15, worker_id="agent-7")
     c = AgentConfig.from_settings(s, batch_size=10)
-    assert (c.session_timeout_s, c.heartbeat_s, c.fetch_max_wait_ms, c.worker, c.batch_size) == (6, 1, 15, "agent-7", 10)
+    got = (c.session_timeout_s, c.heartbeat_s, c.fetch_max_wait_ms, c.worker, c.batch_size)
+    assert got == (6, 1, 15, "agent-7", 10)
