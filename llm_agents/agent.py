@@ -56,6 +56,8 @@ log = logging.getLogger("edgeloop.agent")
 
 @dataclass(frozen=True)
 class AgentConfig:
+    """How the agent consumes, batches, retries and when it retrains (see from_settings)."""
+
     group_id: str = "edgeloop-agent"
     batch_size: int = 20
     batch_wait_ms: float = 500.0
