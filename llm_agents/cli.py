@@ -138,7 +138,7 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
         note = seed_reference(state.store, retrainer.champion(), reference) if retrainer else ""
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
-    port = serve_metrics(reg, s.metrics_port)
+    port = serve_metrics(reg, s.metrics_port, s.metrics_addr)
     mode = (f"LLM {s.llm_model or '(server default)'} at {s.llm_base_url}" if client
             else "offline: windows wait for review")
     console.print(f"agent {cfg.worker}: {mode}; group {cfg.group_id}; batch {cfg.batch_size}; "
