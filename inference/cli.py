@@ -44,7 +44,7 @@ def _load(path: Path, fmt: str, labels: Path | None = None) -> Any:
                    "--format). Default: the shipped lab training set.")
 @click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Validation flows for early stopping and temperature fitting. "
-                   "Default: a stratified 20% of the training windows.")
+                   "Default: the latest 20% of each class's training windows.")
 @click.option("--eval", "eval_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Evaluate the new bundle on this file afterwards. Default: the shipped "
                    "lab evaluation set when training on the shipped training set.")
@@ -80,12 +80,9 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
     edgeloop train --int8 --seed 1 --exclude-class slow_http_dos
     edgeloop train --train Tuesday.csv --format cicids2017 --out var/cic-model
     """
-    try:
-        from inference.train import train_bundle
-    except ImportError as exc:
-        raise click.ClickException(f"training needs torch: pip install 'edgeloop[train]' ({exc})")
     from inference.datasets.lab import lab_paths
     from inference.registry import Registry
+    from inference.train import train_bundle  # torch itself is imported when training starts
 
     s = _settings()
     if train_file is None:
@@ -222,7 +219,7 @@ def models_list() -> None:
                      key=lambda b: b.meta.created_ms, reverse=True)
     t = Table(title=f"registry {reg.root}")
     for col in ("", "version", "created", "classes", "val macro-F1", "int8"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col != "classes")
     for b in bundles:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.meta.created_ms / 1000))
         f1 = b.meta.metrics.get("val_macro_f1")

@@ -221,7 +221,10 @@ def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator,
 @contextmanager
 def _deterministic(seed: int, threads: int) -> Iterator[None]:
     """Seeded, deterministic torch on a fixed thread count; the previous state is restored."""
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelError("training needs torch: pip install 'edgeloop[train]'") from exc
 
     prev = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
