@@ -106,8 +106,8 @@ def train_bundle(train_df: Any, *, val_df: Any = None, k: int = 8, seconds: floa
     """Train on labelled flows (FlowRecord columns + `label`) and write a bundle to out_dir.
 
     `exclude_classes` drops those classes' flows before windowing, so the detector never
-    sees them (for OOD experiments). Without `val_df`, a stratified `val_fraction` of the
-    training windows validates. `out_dir=None` writes to a fresh temporary directory.
+    sees them (for OOD experiments). Without `val_df`, `val_fraction` of each class's
+    training windows validates (the latest ones by default; see TrainConfig.val_split). `out_dir=None` writes to a fresh temporary directory.
     """
     t0 = time.perf_counter()
     drop = set(exclude_classes)
