@@ -67,20 +67,27 @@ def test_capture_publishes_metered_flows(broker, topics, topic_reader, veth_pair
     from streams.sources.live import capture
 
     requests_done = []
+    stop = threading.Event()
 
     def traffic() -> None:
         time.sleep(1.0)  # let the capture open the interface
-        for _ in range(20):  # bounded: 20 requests to the namespace's server, nothing else
+        for _ in range(200):  # bounded: at most 200 requests to the namespace's server, nothing else
+            if stop.is_set():
+                return
             urllib.request.urlopen(f"http://{NS_IP}:8000/", timeout=2).read()
             requests_done.append(1)
             time.sleep(0.05)
 
     t = threading.Thread(target=traffic)
     t.start()
-    with FlowPublisher(broker.bootstrap, topics.flows, sensor="live-test") as pub:
-        st = capture(veth_pair, pub, duration_s=6, max_flows=20, idle_timeout=1, active_timeout=5)
-    t.join(10)
-    assert len(requests_done) == 20
+    try:
+        with FlowPublisher(broker.bootstrap, topics.flows, sensor="live-test") as pub:
+            # Stops at 20 flows or 20 s, whichever first; traffic keeps flows expiring until then.
+            st = capture(veth_pair, pub, duration_s=20, max_flows=20, idle_timeout=1, active_timeout=5)
+    finally:
+        stop.set()
+        t.join(30)
+    assert len(requests_done) >= 20
     values = topic_reader(topics.flows, lambda vs: sum(len(json.loads(v)["records"]) for v in vs) >= st.records)
     flows = [r for v in values for r in json.loads(v)["records"]]
     web = [f for f in flows if f["dst_ip"] == NS_IP and f["dst_port"] == 8000]
