@@ -27,6 +27,7 @@ LAZY = {
     "lab": ("streams.lab.cli:lab", "Traffic lab: real tools between network namespaces, labelled datasets."),
     "train": ("inference.cli:train", "Train the CNN detector and write a bundle to the registry (needs torch)."),
     "evaluate": ("inference.cli:evaluate", "Evaluate a bundle on a labelled flow file: F1, calibration, int8."),
+    "models": ("inference.cli:models", "The model registry: list and show bundles."),
     "agent": ("llm_agents.cli:agent", "The LLM agent: label uncertain windows, keep the dataset, retrain."),
     "review": ("llm_agents.cli:review", "The review queue: list, accept or correct labels a person must check."),
     "retrain": ("llm_agents.cli:retrain", "Retrain now; promote the challenger only if it beats the champion."),
