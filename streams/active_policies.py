@@ -229,21 +229,14 @@ class PolicyWatcher:
             await res
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from streams.topics import follow_topic
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        try:
-            parts = consumer.partitions_for_topic(self.topic) or {0}
-            consumer.assign([TopicPartition(self.topic, p) for p in parts])
-            while True:
-                changed = False
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                    for msg in msgs:
-                        changed |= await self.handle(msg.value)
-                changed |= bool(self.state.expire(self.clock()))
-                if changed:
-                    await self.changed()
-        finally:
-            await consumer.stop()
+        async def on_poll(values: list[bytes]) -> None:
+            changed = False
+            for raw in values:
+                changed |= await self.handle(raw)
+            changed |= bool(self.state.expire(self.clock()))
+            if changed:
+                await self.changed()
+
+        await follow_topic(self.bootstrap, self.topic, on_poll)

@@ -94,18 +94,10 @@ class ModelWatcher:
             self.metrics.model_swaps_refused.labels(reason=reason).inc()
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from streams.topics import follow_topic
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        try:
-            parts = consumer.partitions_for_topic(self.topic) or {0}
-            consumer.assign([TopicPartition(self.topic, p) for p in parts])
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for msgs in batches.values():
-                    for msg in msgs:
-                        await self.handle(msg.value)
-        finally:
-            await consumer.stop()
+        async def on_poll(values: list[bytes]) -> None:
+            for raw in values:
+                await self.handle(raw)
+
+        await follow_topic(self.bootstrap, self.topic, on_poll)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from streams.errors import BrokerError
 
@@ -80,3 +81,26 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4, timeout_s
         admin.close()
 
 
+
+
+async def follow_topic(bootstrap: str, topic: str,
+                       on_poll: Callable[[list[bytes]], Awaitable[None]], poll_ms: int = 500) -> None:
+    """Read every value of `topic` from the beginning, with no consumer group, forever.
+
+    For state every node needs whole (model releases, active policies): each follower sees
+    every record. `on_poll` gets each poll's values, possibly none, so it can also do
+    periodic work such as expiry.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or {0}
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        while True:
+            batches = await consumer.getmany(timeout_ms=poll_ms)
+            await on_poll([m.value for msgs in batches.values() for m in msgs])
+    finally:
+        await consumer.stop()
