@@ -25,14 +25,29 @@
 
 plus the LLM client metrics (`llm_agents.metrics`) on the same registry and prefix.
 Built once per (registry, prefix), like the LLM metrics.
+
+The policy store (data_dir/policies) is read at scrape time by `PolicyStoreCollector`,
+so its figures are those of the durable store, whoever changed it (the proposer, a person
+running `edgeloop policy approve`), and survive restarts:
+
+    <p>_policies{state}                           proposed, approved, active, rejected,
+                                                  revoked, expired
+    <p>_policy_oldest_proposed_age_seconds        how long the oldest proposal has waited
+                                                  for a person (0: none waiting)
+    <p>_policy_decisions_total{action}            audit rows: propose, approve, reject,
+                                                  activate, revoke, expire, refuse, ...
 """
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import weakref
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from llm_agents.metrics import LLMMetrics, build_llm_metrics
 
@@ -110,3 +125,44 @@ def _define(registry: CollectorRegistry, prefix: str) -> AgentMetrics:
                                   "evaluation and release.", buckets=RETRAIN_BUCKETS, **r),
         llm=build_llm_metrics(registry, prefix),
     )
+
+
+class PolicyStoreCollector:
+    """Policy figures read from the durable store at each scrape (see the module docstring).
+
+        >>> registry.register(PolicyStoreCollector(PolicyStore(data_dir / "policies")))
+
+    A store that cannot be read (locked past its timeout, a broken file) gives a scrape
+    without these samples and a log line, never a failed scrape.
+    """
+
+    def __init__(self, store: Any, prefix: str = "edgeloop") -> None:
+        self.store, self.prefix = store, prefix
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily]:
+        p = self.prefix
+        return (GaugeMetricFamily(f"{p}_policies", "Policies in the store, by state (an active policy past "
+                                  "its expiry counts as expired).", labels=["state"]),
+                GaugeMetricFamily(f"{p}_policy_oldest_proposed_age_seconds", "Age of the oldest proposal "
+                                  "waiting for approval (0: none waiting)."),
+                CounterMetricFamily(f"{p}_policy_decisions", "Audit log rows by action (propose, approve, "
+                                    "reject, activate, revoke, expire, refuse, publish).", labels=["action"]))
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        states, oldest, decisions = self._families()
+        try:
+            c = self.store.counts()
+        except (sqlite3.Error, OSError) as exc:
+            logging.getLogger("edgeloop.agent").warning("policy store %s unreadable for metrics: %s",
+                                                        self.store.directory, exc)
+            return iter(())
+        for state, n in sorted(c.states.items()):
+            states.add_metric([state], n)
+        now_ms = self.store.clock()
+        oldest.add_metric([], 0.0 if c.oldest_proposed_ms is None else max(0, now_ms - c.oldest_proposed_ms) / 1000)
+        for action, n in sorted(c.actions.items()):
+            decisions.add_metric([action], n)
+        return iter((states, oldest, decisions))

@@ -119,8 +119,9 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     from prometheus_client import CollectorRegistry
 
     from llm_agents.agent import AgentConfig, AgentState, LabelAgent
-    from llm_agents.agent_metrics import build_agent_metrics
+    from llm_agents.agent_metrics import PolicyStoreCollector, build_agent_metrics
     from llm_agents.client import LLMClient
+    from llm_agents.policy_store import PolicyStore
     from streams.metrics import serve_metrics
     from streams.topics import Topics
 
@@ -136,13 +137,14 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
         state = AgentState.open(s.data_dir)
         retrainer = None if no_retrain else build_retrainer(s, state, client, metrics)
         note = seed_reference(state.store, retrainer.champion(), reference) if retrainer else ""
+        reg.register(PolicyStoreCollector(PolicyStore(s.data_dir / "policies")))
+        port = serve_metrics(reg, s.metrics_port, s.metrics_addr)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
-    port = serve_metrics(reg, s.metrics_port, s.metrics_addr)
     mode = (f"LLM {s.llm_model or '(server default)'} at {s.llm_base_url}" if client
             else "offline: windows wait for review")
     console.print(f"agent {cfg.worker}: {mode}; group {cfg.group_id}; batch {cfg.batch_size}; "
-                  f"metrics http://127.0.0.1:{port}/metrics")
+                  f"metrics http://{s.metrics_addr}:{port}/metrics")
     if note:
         console.print(note)
     la = LabelAgent(cfg, _bootstrap(s), Topics(s.topic_prefix), state, client, metrics=metrics, retrainer=retrainer)

@@ -23,7 +23,7 @@ import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -33,6 +33,9 @@ from llm_agents.policy_store import STATES, PolicyStore
 from streams.errors import EdgeloopError
 from streams.settings import Settings, load_settings
 from streams.topics import Topics
+
+if TYPE_CHECKING:
+    from streams.metrics import EnforcerMetrics
 
 console = Console(stderr=True)
 out = Console()
@@ -225,17 +228,26 @@ def revoke(policy_id: str, who: str, reason: str) -> None:
 @click.option("--clear-on-exit", is_flag=True, help="Delete the table on exit (else set timeouts lift it).")
 @click.option("--status-file", type=click.Path(path_type=Path), default=None,
               help="JSON status after each change (default data_dir/enforce/<netns or host>.json).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Port of /metrics (default EDGELOOP_METRICS_PORT; 0: a free one).")
+@click.option("--no-metrics", is_flag=True, help="Serve no /metrics (e.g. with --once).")
 def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, ...], no_protect_local: bool,
             nft_bin: str, table: str, once: bool, duration: float | None, dry_run: bool, clear_on_exit: bool,
-            status_file: Path | None) -> None:
+            status_file: Path | None, metrics_port: int | None, no_metrics: bool) -> None:
     """Enforce approved policies on this node: follow policies.active, apply nftables, roll back.
 
     Renders one table (inet edgeloop) from the active policies, checks it with nft -c,
     applies it atomically, and renders it again without a policy at revocation or
     expiry. Refuses policies touching the brokers, the management address, this node's
     addresses, loopback or the --protect CIDRs.
+
+    Serves /metrics on EDGELOOP_METRICS_PORT: policies in force, refusals, rollbacks,
+    approval-to-enforcement latency, failed applies and dead letters.
     """
+    from prometheus_client import CollectorRegistry
+
     from streams.enforce import Enforcer, Guard, follow, local_addresses
+    from streams.metrics import EnforcerMetrics, serve_metrics
     from streams.nftables import Nft
 
     if not logging.getLogger().handlers:
@@ -247,10 +259,15 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
         guard = Guard.build(bootstrap=boot, mgmt_addrs=mgmt_addrs, allow_list=protect, local_addrs=local)
         nft = Nft(nft_bin, netns)
         nft.version()
+        metrics = None if no_metrics else EnforcerMetrics(CollectorRegistry())
+        if metrics is not None:
+            port = serve_metrics(metrics.registry, s.metrics_port if metrics_port is None else metrics_port,
+                                 s.metrics_addr)
+            console.print(f"metrics http://{s.metrics_addr}:{port}/metrics")
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     status = status_file or Path(s.data_dir) / "enforce" / f"{netns or 'host'}.json"
-    enforcer = Enforcer(nft, guard, table=table, dry_run=dry_run, status_path=status)
+    enforcer = Enforcer(nft, guard, table=table, dry_run=dry_run, status_path=status, metrics=metrics)
     console.print(f"enforcing {topics.policies_active} in {'netns ' + netns if netns else 'the host namespace'}, "
                   f"table inet {table}{' (dry run)' if dry_run else ''}; protected: "
                   + ", ".join(f"{n} ({why})" for n, why in guard.protected.items()))
@@ -258,7 +275,7 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     deadline = time.monotonic() + duration if duration else None
     try:
-        follow(enforcer, boot, topics.policies_active, once=once, on_bad=_dead_letter(boot, topics),
+        follow(enforcer, boot, topics.policies_active, once=once, on_bad=_dead_letter(boot, topics, metrics),
                stop=lambda: bool(stopping) or (deadline is not None and time.monotonic() >= deadline))
     except KeyboardInterrupt:
         pass
@@ -273,7 +290,7 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
     console.print(f"enforcer stopped: {len(enforcer.applied)} policies applied, {len(enforcer.refused)} refused")
 
 
-def _dead_letter(bootstrap: str, topics: Topics):  # noqa: ANN202
+def _dead_letter(bootstrap: str, topics: Topics, metrics: EnforcerMetrics | None = None):  # noqa: ANN202
     def send(exc: Exception, m: Any) -> None:  # m: a kafka-python ConsumerRecord
         from llm_agents.policies import publish
         from streams.deadletter import dead_letter
@@ -281,6 +298,8 @@ def _dead_letter(bootstrap: str, topics: Topics):  # noqa: ANN202
 
         dl = dead_letter(exc, topic=m.topic, partition=m.partition, offset=m.offset, value=m.value,
                          key=m.key, worker=f"enforcer:{os.uname().nodename}")
+        if metrics is not None:
+            metrics.deadletters.labels(reason=dl.reason, topic=m.topic).inc()
         try:
             publish(bootstrap, topics.deadletter, dl.key or "", encode(dl))
         except EdgeloopError as err:

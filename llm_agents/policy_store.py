@@ -106,6 +106,15 @@ class AuditRow:
     details: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class PolicyCounts:
+    """What the store holds at one moment, for metrics (`PolicyStore.counts`)."""
+
+    states: dict[str, int]           # every state in STATES, 0 included
+    oldest_proposed_ms: int | None   # created_ms of the longest-waiting proposal
+    actions: dict[str, int]          # audit rows per action, ever
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -294,6 +303,20 @@ class PolicyStore:
             except PolicyStateError:
                 continue  # revoked meanwhile
         return done
+
+    def counts(self, now_ms: int | None = None) -> PolicyCounts:
+        """Policies per state, the oldest waiting proposal and audit rows per action (read-only).
+
+        An active policy past its expiry counts as expired: enforcers have already lifted
+        it, whether or not `expire_due` has marked it yet."""
+        now = self.clock() if now_ms is None else now_ms
+        with self._tx(write=False) as db:
+            rows = db.execute("SELECT CASE WHEN state = 'active' AND expires_ms <= ? THEN 'expired' ELSE state END, "
+                              "COUNT(*) FROM policies GROUP BY 1", (now,)).fetchall()
+            oldest = db.execute("SELECT MIN(created_ms) FROM policies WHERE state = 'proposed'").fetchone()[0]
+            actions = db.execute("SELECT action, COUNT(*) FROM audit GROUP BY action").fetchall()
+        return PolicyCounts({st: 0 for st in STATES} | {r[0]: r[1] for r in rows}, oldest,
+                            {r[0]: r[1] for r in actions})
 
     def note(self, policy_id: str, who: str, action: str, details: dict[str, Any] | None = None) -> None:
         """An audit row without a state change (publication, refusal, republication)."""

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -19,6 +20,9 @@ from rich.table import Table
 
 from streams.errors import EdgeloopError
 from streams.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from streams.metrics import SensorMetrics
 
 console = Console(stderr=True)
 
@@ -163,9 +167,9 @@ def detect() -> None:
         bundle.verify()
         reg = CollectorRegistry()
         w = EdgeWorker(s, bootstrap_of(s), bundle, reg)
+        port = serve_metrics(reg, s.metrics_port, s.metrics_addr)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
-    port = serve_metrics(reg, s.metrics_port, s.metrics_addr)
     console.print(f"detector {w.worker_id}: model {bundle.version} ({', '.join(bundle.class_names)}), "
                   f"K={bundle.meta.window.k}, key={s.window_key}; metrics http://{s.metrics_addr}:{port}/metrics")
     w.run()
@@ -189,6 +193,35 @@ def topics(partitions: int | None, replication_factor: int | None) -> None:
     console.print(f"created {len(created)} topics: {', '.join(created) or 'none (all existed)'}")
 
 
+def serve_sensor_metrics(s: Settings, port: int | None) -> SensorMetrics | None:
+    """SensorMetrics served on `port` (None: no metrics); a port already taken is a ClickException."""
+    if port is None:
+        return None
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import SensorMetrics, serve_metrics
+
+    m = SensorMetrics(CollectorRegistry())
+    try:
+        port = serve_metrics(m.registry, port, s.metrics_addr)
+    except EdgeloopError as exc:
+        raise click.ClickException(f"{exc} (or --metrics-port)") from exc
+    console.print(f"sensor metrics http://{s.metrics_addr}:{port}/metrics")
+    return m
+
+
+def hold_until_stopped(what: str) -> None:
+    """Block until Ctrl-C or SIGTERM (a service manager's stop), keeping /metrics up."""
+    console.print(f"{what}; serving /metrics until stopped (Ctrl-C)")
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        while not stopping:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--speed", type=float, default=0.0, show_default=True,
@@ -196,7 +229,13 @@ def topics(partitions: int | None, replication_factor: int | None) -> None:
 @click.option("--batch", type=int, default=500, show_default=True, help="Flows per Kafka message.")
 @click.option("--limit", type=int, default=None, help="Send at most this many flows.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def replay(file: Path, speed: float, batch: int, limit: int | None, quiet: bool) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the sensor's /metrics on this port while replaying (0: a free one). Off by default: "
+                   "a one-off replay beside a detector would otherwise fight it for EDGELOOP_METRICS_PORT.")
+@click.option("--hold", is_flag=True, help="After the replay, keep serving /metrics until stopped, so a "
+              "Prometheus scraping this sensor sees its final counts instead of a target gone down.")
+def replay(file: Path, speed: float, batch: int, limit: int | None, quiet: bool, metrics_port: int | None,
+           hold: bool) -> None:
     """Publish a pcap (metered by NFStream), CSV, Parquet or JSONL file of flows to Kafka."""
     from streams.producer import FlowPublisher
     from streams.sources.files import load_flows
@@ -204,35 +243,52 @@ def replay(file: Path, speed: float, batch: int, limit: int | None, quiet: bool)
     from streams.topics import Topics
 
     s = settings_or_exit()
+    metrics = serve_sensor_metrics(s, metrics_port)
     try:
         df = load_flows(file)
         with FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
-                           sensor=f"replay:{file.name}", batch_records=batch) as pub:
+                           sensor=f"replay:{file.name}", batch_records=batch, metrics=metrics) as pub:
             st = replay_frame(df, pub, speed=speed, progress=not quiet, limit=limit)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"sent {st.records:,} flows in {st.messages:,} messages ({st.bytes / 1e6:.1f} MB "
                   f"compressed before send) in {st.seconds:.1f}s: {st.rate:,.0f} flows/s")
+    if hold and metrics is not None:
+        hold_until_stopped("replay done")
 
 
 @main.command()
 @click.option("--iface", required=True, help="Interface to meter, e.g. eth0.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--max-flows", type=int, default=None, help="Stop after this many flows.")
-def capture(iface: str, duration: float | None, max_flows: int | None) -> None:
-    """Meter a live interface with NFStream and publish the flows (needs root and the capture extra)."""
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Port of the sensor's /metrics (default EDGELOOP_METRICS_PORT; 0: a free one).")
+@click.option("--no-metrics", is_flag=True, help="Serve no /metrics.")
+def capture(iface: str, duration: float | None, max_flows: int | None, metrics_port: int | None,
+            no_metrics: bool) -> None:
+    """Meter a live interface with NFStream and publish the flows (needs root and the capture extra).
+
+    Runs until Ctrl-C or SIGTERM unless --duration or --max-flows bound it. Serves
+    /metrics (flows acknowledged by the broker, send errors, time of the last send) on
+    EDGELOOP_METRICS_PORT: give it a port of its own beside detectors on one host.
+    """
     from streams.producer import FlowPublisher
     from streams.sources.live import capture as run_capture
     from streams.topics import Topics
 
     s = settings_or_exit()
+    metrics = None if no_metrics else serve_sensor_metrics(s, s.metrics_port if metrics_port is None else metrics_port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a service manager's stop: flush and exit
     try:
         with FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
-                           sensor=f"live:{iface}") as pub:
+                           sensor=f"live:{iface}", metrics=metrics) as pub:
             st = run_capture(iface, pub, duration_s=duration, max_flows=max_flows,
                              on_batch=lambda n: console.print(f"published {n} flows"))
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
+    except (KeyboardInterrupt, SystemExit):
+        console.print("capture stopped")
+        return
     console.print(f"captured and sent {st.records:,} flows")
 
 

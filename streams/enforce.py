@@ -9,7 +9,8 @@ own addresses, loopback and the configured allow-list. A policy nft itself rejec
 refused alone; the others still apply.
 
     >>> guard = Guard.build(bootstrap="10.0.0.5:9092", mgmt_addrs=["10.0.0.2"], allow_list=["10.1.0.0/16"])
-    >>> enforcer = Enforcer(Nft(netns="el-1-vic"), guard, status_path=Path("var/enforce/status.json"))
+    >>> enforcer = Enforcer(Nft(netns="el-1-vic"), guard, status_path=Path("var/enforce/status.json"),
+    ...                     metrics=EnforcerMetrics(registry))
     >>> follow(enforcer, bootstrap, topics.policies_active)          # until stop(); once=True: bounded
 
 Enforcement outlives the enforcer: every address sits in a set whose elements time out
@@ -36,6 +37,7 @@ from streams.active_policies import (ActivePolicies, ActiveRecord, DetectorOverr
                                      PolicyRevocation, PolicyWatcher, SuppressRule, decode_active,
                                      detector_overrides, encode_active, merge_overrides)
 from streams.errors import BrokerError, RecordError
+from streams.metrics import EnforcerMetrics
 from streams.nftables import (DEFAULT_TABLE, AddressError, EnforceError, IPNetwork, Nft, NftEntry, NftError,
                               network_actions, parse_address, parse_network, render_ruleset)
 
@@ -165,9 +167,10 @@ class Enforcer:
     """Keeps the node's nftables table equal to the active, guarded policies."""
 
     def __init__(self, nft: Nft, guard: Guard, *, table: str = DEFAULT_TABLE, dry_run: bool = False,
-                 status_path: Path | None = None, clock: Callable[[], int] = _now_ms) -> None:
+                 status_path: Path | None = None, clock: Callable[[], int] = _now_ms,
+                 metrics: EnforcerMetrics | None = None) -> None:
         self.nft, self.guard, self.table, self.dry_run = nft, guard, table, dry_run
-        self.status_path, self.clock = status_path, clock
+        self.status_path, self.clock, self.metrics = status_path, clock, metrics
         self.state = ActivePolicies()
         self.applied: dict[str, Applied] = {}
         self.refused: dict[str, str] = {}
@@ -179,9 +182,7 @@ class Enforcer:
             try:
                 self.guard.check(rec.policy_id, rec.policy)
             except (PolicyRefused, AddressError) as exc:
-                if rec.policy_id not in self.refused:
-                    log.error("%s", exc)
-                self.refused[rec.policy_id] = str(exc)
+                self._refuse(rec.policy_id, str(exc), "guard")
                 return False
         return self.state.apply(rec, self.clock())
 
@@ -192,8 +193,28 @@ class Enforcer:
             log.warning("policy %s expired: rolling back", pid)
         return bool(gone)
 
+    def _refuse(self, policy_id: str, why: str, reason: str) -> None:
+        if policy_id not in self.refused:
+            log.error("policy %s refused (%s): %s", policy_id, reason, why)
+            if self.metrics:
+                self.metrics.policies_refused.labels(reason=reason).inc()
+        self.refused[policy_id] = why
+
     def reconcile(self) -> str:
-        """Render, check and apply the table for the active policies; returns the ruleset."""
+        """Render, check and apply the table for the active policies; returns the ruleset.
+
+        Raises EnforceError (the previous table stays in force), counted as an error."""
+        try:
+            text = self._reconcile()
+        except EnforceError:
+            if self.metrics:
+                self.metrics.reconciles.labels(outcome="error").inc()
+            raise
+        if self.metrics:
+            self.metrics.reconciles.labels(outcome="ok").inc()
+        return text
+
+    def _reconcile(self) -> str:
         entries = self._entries()
         text = render_ruleset(entries, now_ms=self.clock(), table=self.table)
         try:
@@ -222,8 +243,7 @@ class Enforcer:
                 self.nft.check(render_ruleset([e], now_ms=self.clock(), table=self.table))
                 keep.append(e)
             except (NftError, EnforceError) as one:
-                log.error("policy %s refused by nft -c: %s", e.policy_id, one)
-                self.refused[e.policy_id] = f"nft -c: {one}"
+                self._refuse(e.policy_id, f"nft -c: {one}", "nft")
         if len(keep) == len(entries):
             raise exc
         return keep
@@ -231,20 +251,30 @@ class Enforcer:
     def _record(self, entries: list[NftEntry]) -> None:
         now, ids = self.clock(), {e.policy_id for e in entries}
         for pid in [p for p in self.applied if p not in ids]:
-            log.warning("policy %s rolled back (revoked or expired)", pid)
+            why = "revoked" if pid in self.state.revoked else "expired"
+            log.warning("policy %s rolled back (%s)", pid, why)
             del self.applied[pid]
+            if self.metrics:
+                self.metrics.rollbacks.labels(why=why).inc()
         for a in self.state.current():
             if a.policy_id in ids and a.policy_id not in self.applied:
                 self.applied[a.policy_id] = Applied(a.approved_ms, now, a.expires_ms, a.approved_by)
                 kind = "nftables" if network_actions(a.policy) else "detector-side only, no rules"
                 log.warning("policy %s applied (%s) %d ms after approval by %s", a.policy_id, kind,
                             now - a.approved_ms, a.approved_by)
-        self.write_status()
+                if self.metrics:
+                    self.metrics.apply_latency.observe(max(0, now - a.approved_ms) / 1000)
+        self._enforced_changed()
 
     def clear(self) -> None:
         if not self.dry_run:
             self.nft.delete_table(self.table)
         self.applied.clear()
+        self._enforced_changed()
+
+    def _enforced_changed(self) -> None:
+        if self.metrics:
+            self.metrics.policies_enforced.set(len(self.applied))
         self.write_status()
 
     def status(self) -> dict[str, Any]:
@@ -314,6 +344,8 @@ def _follow(c: Any, tps: list[Any], enforcer: Enforcer, topic: str, once: bool, 
                         on_bad(exc, m)
         if not caught_up and all(c.position(tp) >= end[tp] for tp in tps):
             caught_up, changed = True, True
+            if enforcer.metrics:
+                enforcer.metrics.caught_up.set(1)
             log.warning("caught up with %s: %d active policies", topic, len(enforcer.state.entries))
         if time.monotonic() >= next_tick:
             changed |= enforcer.tick()

@@ -1,21 +1,35 @@
 """Every Prometheus metric the edge processes expose, defined in one place.
 
-    >>> m = EdgeMetrics(CollectorRegistry())
+    >>> m = EdgeMetrics(CollectorRegistry())          # `edgeloop detect`
     >>> m.flows_in.inc(100)
+    >>> SensorMetrics(CollectorRegistry())            # `edgeloop capture` / `replay`
+    >>> EnforcerMetrics(CollectorRegistry())          # `edgeloop enforce`
 
-Base units throughout: seconds, `_total` counters. The exposition is served per process
-by `serve_metrics(registry, port)`.
+Each process registers one of these on its own registry; the dead-letter counter is the
+same series in every process that dead-letters (one alert rule covers them all). Base
+units throughout: seconds, `_total` counters. The exposition is served per process by
+`serve_metrics(registry, port, addr)`.
 """
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from streams.errors import ConfigError
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# Approval to enforcement: a person's click to nft applying the table (measured: ~70 ms).
+APPLY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+def deadletter_counter(registry: CollectorRegistry, prefix: str = "edgeloop") -> Counter:
+    """`<prefix>_deadletter_records_total{reason,topic}`: records sent to the dead-letter topic."""
+    return Counter(f"{prefix}_deadletter_records", "Records sent to the dead-letter topic",
+                   ["reason", "topic"], registry=registry)
 
 
 class EdgeMetrics:
-    """Detector, sensor and dead-letter metrics, registered on the given registry."""
+    """Detector and dead-letter metrics, registered on the given registry."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str = "edgeloop") -> None:
         p = prefix
@@ -23,7 +37,6 @@ class EdgeMetrics:
         self.registry = registry
         self.flows_in = Counter(f"{p}_flows_in", "Flow records decoded from the flows topic", **r)
         self.messages_in = Counter(f"{p}_flow_messages_in", "Messages read from the flows topic", **r)
-        self.flows_sent = Counter(f"{p}_flows_sent", "Flow records published by sensors/replay", **r)
         self.windows_scored = Counter(f"{p}_windows_scored", "Windows scored, by how they closed",
                                       ["closed_by"], **r)
         self.detections = Counter(f"{p}_detections", "Detections by predicted class", ["predicted"], **r)
@@ -47,8 +60,7 @@ class EdgeMetrics:
             buckets=LATENCY_BUCKETS, **r)
         self.confidence = Histogram(f"{p}_window_confidence", "Calibrated confidence of scored windows",
                                     buckets=(0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0), **r)
-        self.deadletters = Counter(f"{p}_deadletter_records", "Records sent to the dead-letter topic",
-                                   ["reason", "topic"], **r)
+        self.deadletters = deadletter_counter(registry, p)
         self.open_windows = Gauge(f"{p}_open_windows", "Windows waiting for more flows", **r)
         self.model_info = Gauge(f"{p}_model_info", "The model version in use (value 1)", ["version"], **r)
         self.model_swaps = Counter(f"{p}_model_swaps", "Model bundles swapped in", **r)
@@ -64,10 +76,62 @@ class EdgeMetrics:
         self.model_info.labels(version=version).set(1)
 
 
+class SensorMetrics:
+    """A sensor's publishing: what reached the broker, what did not, and when it last did.
+
+    Flows count when the broker acknowledges their message, so a sensor whose broker is
+    unreachable shows no progress rather than flows that were only queued.
+    """
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "edgeloop") -> None:
+        p, r = f"{prefix}_sensor", dict(registry=registry)
+        self.registry = registry
+        self.flows_sent = Counter(f"{p}_flows_sent", "Flow records acknowledged by the broker", **r)
+        self.messages_sent = Counter(f"{p}_messages_sent", "Flow messages (batches) acknowledged", **r)
+        self.bytes_sent = Counter(f"{p}_bytes_sent", "Encoded bytes of acknowledged flow messages", **r)
+        self.send_errors = Counter(f"{p}_send_errors", "Flow messages the broker did not take, by error",
+                                   ["kind"], **r)
+        self.flows_lost = Counter(f"{p}_flows_lost", "Flow records in messages that failed to send", **r)
+        self.batch_flows = Histogram(f"{p}_batch_flows", "Flow records per message",
+                                     buckets=BATCH_BUCKETS, **r)
+        self.last_sent = Gauge(f"{p}_last_sent_timestamp_seconds",
+                               "Unix time of the last acknowledged flow message", **r)
+
+
+class EnforcerMetrics:
+    """An enforcer's view of the approved policies: in force, refused, rolled back, how fast."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "edgeloop") -> None:
+        p, r = f"{prefix}_enforcer", dict(registry=registry)
+        self.registry = registry
+        self.policies_enforced = Gauge(f"{p}_policies_enforced", "Approved policies in force in this "
+                                       "node's nftables table", **r)
+        self.policies_refused = Counter(f"{p}_policies_refused", "Approved policies this enforcer "
+                                        "refused: guard (protected address) or nft (nft -c rejected)",
+                                        ["reason"], **r)
+        self.rollbacks = Counter(f"{p}_rollbacks", "Policies taken out of the table, by why "
+                                 "(revoked, expired)", ["why"], **r)
+        self.apply_latency = Histogram(f"{p}_apply_latency_seconds", "From a person's approval to the "
+                                       "table applied on this node", buckets=APPLY_BUCKETS, **r)
+        self.reconciles = Counter(f"{p}_reconciles", "Table renders checked and applied, by outcome "
+                                  "(ok, error: the previous table stays in force)", ["outcome"], **r)
+        self.caught_up = Gauge(f"{p}_caught_up", "1 once the enforcer has read policies.active to its "
+                               "end at start", **r)
+        self.deadletters = deadletter_counter(registry, prefix)
+
+
 def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:
-    """Serve /metrics on addr:port (0 = pick a free port); return the port used."""
+    """Serve /metrics on addr:port (0 = pick a free port); return the port used.
+
+    Raises ConfigError naming EDGELOOP_METRICS_PORT when the address cannot be bound, so
+    two services started on one host with the same port fail at start, clearly.
+    """
     if port == 0:
         from streams.broker import free_port
         port = free_port()
-    start_http_server(port, addr=addr, registry=registry)
+    try:
+        start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        raise ConfigError("EDGELOOP_METRICS_PORT", port, f"cannot serve /metrics on {addr}:{port}: "
+                          f"{exc.strerror or exc} (give each service on a host its own port)") from exc
     return port

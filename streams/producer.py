@@ -5,9 +5,12 @@ destination or the pair, modulo the partition count), so every flow of a key rea
 the same edge worker however many sensors publish. One message carries up to
 `batch_records` flows: the stream then pays its per-event cost once per batch.
 
-    >>> with FlowPublisher(bootstrap, topics.flows, key="src") as pub:
+    >>> with FlowPublisher(bootstrap, topics.flows, key="src", metrics=SensorMetrics(registry)) as pub:
     ...     pub.publish(dicts)
     >>> pub.stats
+
+With metrics, each message's outcome is counted when the broker answers (the producer's
+I/O thread calls back): flows acknowledged, or the message's error kind and its flows lost.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from streams.errors import BrokerError
+from streams.metrics import SensorMetrics
 from streams.records import encode_flow_batch
 from streams.windowing import KeyMode, key_function
 
@@ -36,11 +40,11 @@ class PublishStats:
 
 class FlowPublisher:
     def __init__(self, bootstrap: str, topic: str, key: KeyMode = "src", sensor: str = "",
-                 batch_records: int = 500, compression: str = "gzip") -> None:
+                 batch_records: int = 500, compression: str = "gzip", metrics: SensorMetrics | None = None) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        self.topic, self.sensor, self.batch_records = topic, sensor, batch_records
+        self.topic, self.sensor, self.batch_records, self.metrics = topic, sensor, batch_records, metrics
         self._key = key_function(key)
         try:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=compression,
@@ -86,10 +90,34 @@ class FlowPublisher:
         for r in batch:
             r["produced_ms"] = now
         value = encode_flow_batch(batch, self.sensor)
-        self.producer.send(self.topic, value=value, partition=partition)
+        try:
+            fut = self.producer.send(self.topic, value=value, partition=partition)
+        except Exception as exc:  # kafka-python raises KafkaError subclasses and ValueError here
+            self.failed(len(batch), exc)
+            raise BrokerError(f"cannot send {len(batch)} flows to {self.topic}[{partition}]: {exc}") from exc
+        if self.metrics is not None:
+            n, size = len(batch), len(value)
+            fut.add_callback(lambda _md: self.acked(n, size))
+            fut.add_errback(lambda exc: self.failed(n, exc))
         self.stats.records += len(batch)
         self.stats.messages += 1
         self.stats.bytes += len(value)
+
+    def acked(self, flows: int, size: int) -> None:
+        """The broker took a message of `flows` records (`size` bytes encoded)."""
+        if self.metrics is not None:
+            m = self.metrics
+            m.flows_sent.inc(flows)
+            m.messages_sent.inc()
+            m.bytes_sent.inc(size)
+            m.batch_flows.observe(flows)
+            m.last_sent.set_to_current_time()
+
+    def failed(self, flows: int, exc: BaseException) -> None:
+        """A message of `flows` records did not reach the broker."""
+        if self.metrics is not None:
+            self.metrics.send_errors.labels(kind=type(exc).__name__).inc()
+            self.metrics.flows_lost.inc(flows)
 
     def flush(self) -> PublishStats:
         self.producer.flush(timeout=60)

@@ -194,3 +194,33 @@ def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, t
     p.send(topics.policies_active, key=b"p1", value=encode_active(rev)).get(10)
     p.close()
     w.wait_for("edgeloop_active_policies", lambda v: v == 0, timeout=30)
+
+
+def test_sensor_metrics_count_what_the_broker_acknowledged_and_what_it_refused(broker, topics, topic_reader):
+    from prometheus_client import CollectorRegistry
+
+    from streams.errors import BrokerError
+    from streams.metrics import SensorMetrics
+
+    m = SensorMetrics(CollectorRegistry())
+    df = _flows(seed=11, hosts=2, per_host=40)
+    before = time.time()
+    with FlowPublisher(broker.bootstrap, topics.flows, batch_records=100, metrics=m) as pub:
+        st = replay_frame(df, pub, progress=False)
+    sample = m.registry.get_sample_value
+    assert sample("edgeloop_sensor_flows_sent_total") == len(df) == st.records
+    assert sample("edgeloop_sensor_messages_sent_total") == st.messages == sample("edgeloop_sensor_batch_flows_count")
+    assert sample("edgeloop_sensor_bytes_sent_total") == st.bytes
+    assert sample("edgeloop_sensor_last_sent_timestamp_seconds") >= before
+    msgs = topic_reader(topics.flows, lambda vs: len(vs) >= st.messages, timeout=30)
+    assert len(msgs) == st.messages
+
+    # A message the producer cannot send (no such partition) is counted, with its flows, and raised.
+    with FlowPublisher(broker.bootstrap, topics.flows, metrics=m) as pub:
+        pub.partitions = [*pub.partitions, 99]
+        with pytest.raises(BrokerError, match=r"\[99\]"):
+            pub._send(99, [dict(r) for r in iter_flow_dicts(df.iloc[:3])])
+    errors = [(s.labels["kind"], s.value) for s in m.send_errors.collect()[0].samples if s.name.endswith("_total")]
+    assert errors == [("ValueError", 1.0)], errors  # kafka-python: "Unrecognized partition"
+    assert sample("edgeloop_sensor_flows_lost_total") == 3
+    assert sample("edgeloop_sensor_flows_sent_total") == len(df)

@@ -18,8 +18,8 @@ from streams.enforce import (ActivePolicies, DetectorOverrides, Enforcer, Guard,
                              PolicyRevocation, broker_hosts, decode_active, detector_overrides, encode_active,
                              merge_overrides)
 from streams.errors import RecordError
-from streams.nftables import (AddressError, EnforceError, Nft, NftEntry, parse_address, parse_network, policy_tag,
-                              render_ruleset)
+from streams.nftables import (AddressError, EnforceError, Nft, NftEntry, NftError, parse_address, parse_network,
+                              policy_tag, render_ruleset)
 from streams.records import FlowRecord
 
 NOW = 1_767_225_600_000
@@ -344,3 +344,70 @@ def test_apply_then_revoke_in_a_namespace_leaves_no_table(netns: str) -> None:
     enf.reconcile()
     assert nft.list_table("edgeloop_test") == ""
     assert ("inet", "edgeloop_test") not in nft.tables()
+
+
+class RefusingNft(RecordingNft):
+    """nft -c rejects any table naming `bad` (as it would a rule the kernel cannot take)."""
+
+    def __init__(self, bad: str) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def check(self, text: str) -> None:
+        if self.bad in text:
+            raise NftError("check", f"Error: could not process rule for {self.bad}", 1)
+        super().check(text)
+
+
+def test_enforcer_metrics_count_refusals_once_applies_latency_and_rollbacks_by_why(guard: Guard) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import EnforcerMetrics
+
+    m = EnforcerMetrics(CollectorRegistry())
+    clock = [NOW + 250]  # applied 250 ms after approval
+
+    def sample(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    enf = Enforcer(RefusingNft("10.9.0.99"), guard, clock=lambda: clock[0], metrics=m)
+    guarded = activation("guarded", Policy(block_sources=["10.0.0.5"]))
+    assert not enf.handle(guarded) and not enf.handle(guarded)  # replayed: still one refusal
+    enf.handle(activation("nft-bad", Policy(block_sources=["10.9.0.99"])))
+    enf.handle(activation("short", Policy(block_sources=["10.9.0.66"], expires_s=60)))
+    enf.handle(activation("long", Policy(block_sources=["10.9.0.77"], expires_s=600)))
+    enf.reconcile()
+    assert sample("edgeloop_enforcer_policies_refused_total", reason="guard") == 1
+    assert sample("edgeloop_enforcer_policies_refused_total", reason="nft") == 1
+    assert sample("edgeloop_enforcer_policies_enforced") == 2
+    assert sample("edgeloop_enforcer_reconciles_total", outcome="ok") == 1
+    assert sample("edgeloop_enforcer_apply_latency_seconds_count") == 2
+    assert sample("edgeloop_enforcer_apply_latency_seconds_sum") == pytest.approx(0.5)
+
+    enf.handle(PolicyRevocation(policy_id="long", revoked_by="bob", revoked_ms=clock[0]))
+    enf.reconcile()
+    clock[0] += 61_000
+    assert enf.tick()
+    enf.reconcile()
+    assert sample("edgeloop_enforcer_rollbacks_total", why="revoked") == 1
+    assert sample("edgeloop_enforcer_rollbacks_total", why="expired") == 1
+    assert sample("edgeloop_enforcer_policies_enforced") == 0
+
+
+def test_a_failed_apply_is_counted_and_keeps_what_was_in_force(guard: Guard) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import EnforcerMetrics
+
+    class BrokenApply(RecordingNft):
+        def apply(self, text: str) -> None:
+            raise NftError("apply", "netlink: Error: Operation not permitted", 1)
+
+    m = EnforcerMetrics(CollectorRegistry())
+    enf = Enforcer(BrokenApply(), guard, clock=lambda: NOW, metrics=m)
+    enf.handle(activation("p", Policy(block_sources=["10.9.0.66"])))
+    with pytest.raises(NftError):
+        enf.reconcile()
+    assert m.registry.get_sample_value("edgeloop_enforcer_reconciles_total", {"outcome": "error"}) == 1
+    assert m.registry.get_sample_value("edgeloop_enforcer_policies_enforced") == 0
+    assert enf.applied == {}

@@ -212,3 +212,51 @@ def test_live_covering_finds_policies_that_already_name_the_sources(store: Polic
     assert [r.policy_id for r in store.live_covering([ATTACKER])] == [p.policy_id]
     store.reject(p.policy_id, "bob", "no")
     assert store.live_covering([ATTACKER]) == []
+
+
+def test_metrics_read_the_store_at_each_scrape_and_count_expired_actives_as_expired(
+        store: PolicyStore, scenario) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from llm_agents.agent_metrics import PolicyStoreCollector
+
+    reg = CollectorRegistry()
+    reg.register(PolicyStoreCollector(store))
+
+    def sample(name: str, **labels: str) -> float | None:
+        return reg.get_sample_value(name, labels)
+
+    assert sample("edgeloop_policies", state="proposed") == 0
+    assert sample("edgeloop_policy_oldest_proposed_age_seconds") == 0
+    a, b, c = (make_proposal(scenario, src, expires_s=60) for src in ("10.9.0.66", "10.9.0.77", "10.9.0.88"))
+    for p in (a, b, c):
+        store.add(p)
+    store.clock.t = T0 + 90_000  # the proposals were created at T0: they have waited 90 s
+    assert sample("edgeloop_policies", state="proposed") == 3
+    assert sample("edgeloop_policy_oldest_proposed_age_seconds") == 90
+    store.approve(a.policy_id, "alice")
+    store.mark_active(a.policy_id, "alice")
+    store.reject(b.policy_id, "bob", "false positive")
+    assert [sample("edgeloop_policies", state=s) for s in ("proposed", "active", "rejected")] == [1, 1, 1]
+    assert sample("edgeloop_policy_decisions_total", action="propose") == 3
+    assert sample("edgeloop_policy_decisions_total", action="approve") == 1
+    assert sample("edgeloop_policy_decisions_total", action="reject") == 1
+    # Past its expiry the active policy is expired for metrics, before expire_due marks it.
+    store.clock.t += 61_000
+    assert sample("edgeloop_policies", state="active") == 0 and sample("edgeloop_policies", state="expired") == 1
+    assert store.get(a.policy_id).state == "active"
+    store.reject(c.policy_id, "bob", "done")
+    assert sample("edgeloop_policy_oldest_proposed_age_seconds") == 0
+
+
+def test_metrics_of_an_unreadable_store_leave_the_scrape_working(store: PolicyStore) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llm_agents.agent_metrics import PolicyStoreCollector
+
+    reg = CollectorRegistry()
+    reg.register(PolicyStoreCollector(store))
+    store.db_path.unlink()
+    store.db_path.mkdir()  # sqlite cannot open a directory
+    text = generate_latest(reg).decode()
+    assert "edgeloop_policies{" not in text
