@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ from inference.features import RAW_COLUMNS
 from llm_agents.policy_model import Service
 from llm_agents.twin import BENIGN_LABELS, DigitalTwin
 from streams.windowing import window_label, windows_from_frame
+
+if TYPE_CHECKING:
+    from llm_agents.policy_model import PolicyProposal
 
 SCENARIOS = ("syn_scan", "fin_scan", "syn_flood", "slow_http_dos", "ssh_bruteforce")
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a fixed origin keeps runs identical
@@ -213,3 +217,28 @@ def load_scenarios(lab_dir: Path | None = Path("data/lab"), *, seed: int = 0) ->
         except (ValueError, KeyError):
             continue
     return out or [synthetic_scenario(name, seed=seed) for name in SCENARIOS]
+
+
+def library_proposal(scenario: Scenario, source: str = ATTACKER, *, policy_id: str | None = None,
+                     expires_s: int = 900, created_ms: int = T0_MS) -> PolicyProposal:
+    """A block_source proposal from the expert library, its KPIs from the scenario's twin.
+
+    The proposal a person would be asked to approve, made without the sandboxed loop: for
+    tests and examples of the store, approval and enforcement.
+
+        >>> p = library_proposal(synthetic_scenario("syn_scan", seed=3), "10.9.0.66")
+    """
+    from llm_agents.blueprints import ExpertLibrary, code_sha256, intent_from_alert
+    from llm_agents.policy_model import Policy, PolicyProposal
+
+    alert = {"alert_id": f"a-{source}", "key": source, "attack": scenario.name, "windows": 12,
+             "max_confidence": 0.97, "src_ips": [source]}
+    intent = intent_from_alert(alert, "block_source")
+    expert = ExpertLibrary.load().get("block_source")
+    policy = Policy(block_sources=[source], expires_s=expires_s)
+    report = scenario.twin().evaluate(policy)
+    extra = {"policy_id": policy_id} if policy_id else {}
+    return PolicyProposal(intent=intent.model_dump(mode="json", by_alias=True),
+                          blueprint=expert.instantiate(intent).dump(), code_sha256=code_sha256(expert.code),
+                          policy=policy, kpis={**report.kpis, "truth": report.truth},
+                          provenance="library:block_source", created_ms=created_ms, **extra)

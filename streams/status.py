@@ -1,10 +1,13 @@
 """`edgeloop status`: the health of running edgeloop services, read from their own /metrics.
 
-    $ edgeloop status --target node-a:9400 --target node-a:9401 --target core:9391
+    $ edgeloop status --target node-a:9400 --target node-a:9401 --target core:9391 \
+        --target node-a:9380 --target node-a:9390        # a sensor and the enforcer
 
 Each target is scraped twice, `--interval` seconds apart, so rates (flows/s, dead
 letters/s, the uncertain share, the LLM failure share) describe what the service is doing
-now rather than since it started. No Prometheus is needed: this is the view an operator
+now rather than since it started. Each service is recognised by what it exports:
+detectors (flows in), sensors (flows the broker acknowledged), enforcers (policies in
+force, refused) and the agent (labels; policies waiting for approval). No Prometheus is needed: this is the view an operator
 gets on a node with nothing else installed. The exit status is 0 when every target is
 up and inside the thresholds, 1 otherwise, so scripts and probes can use it.
 """
@@ -52,6 +55,7 @@ class Health:
     model_version: str | None = None
     llm_failures: float | None = None
     llm_failure_ratio: float | None = None
+    policies: str | None = None  # enforcer: in force / refused; agent: waiting for approval
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -99,6 +103,10 @@ def _not_audit(labels: dict[str, str]) -> bool:
 def service_of(s: Scrape) -> str:
     if "edgeloop_flows_in_total" in s:
         return "detector"
+    if "edgeloop_sensor_flows_sent_total" in s:
+        return "sensor"
+    if "edgeloop_enforcer_policies_enforced" in s:
+        return "enforcer"
     if any(n.startswith(("edgeloop_agent_", "edgeloop_llm_")) for n in s):
         return "agent"
     return "edgeloop" if any(n.startswith("edgeloop_") for n in s) else "?"
@@ -112,7 +120,8 @@ def assess(target: str, first: Scrape, second: Scrape, seconds: float,
     def per_s(d: float | None) -> float | None:
         return None if d is None or seconds <= 0 else d / seconds
 
-    h.flows_per_s = per_s(_delta(first, second, "edgeloop_flows_in_total"))
+    flows = "edgeloop_sensor_flows_sent_total" if h.service == "sensor" else "edgeloop_flows_in_total"
+    h.flows_per_s = per_s(_delta(first, second, flows))
     h.lag = total(second, "edgeloop_consumer_lag_messages")
     scored = _delta(first, second, "edgeloop_windows_scored_total")
     if scored:
@@ -130,8 +139,38 @@ def assess(target: str, first: Scrape, second: Scrape, seconds: float,
     if calls:
         errors = _delta(first, second, "edgeloop_llm_requests_total", lambda lb: lb.get("outcome") == "error")
         h.llm_failure_ratio = (errors or 0.0) / calls
+    h.policies = policies_of(second)
     h.problems = problems(h, limits, refused=_delta(first, second, "edgeloop_model_swaps_refused_total"))
+    h.problems += service_problems(first, second)
     return h
+
+
+def policies_of(s: Scrape) -> str | None:
+    """What a service knows of policies: an enforcer's table, the agent's waiting proposals."""
+    enforced = total(s, "edgeloop_enforcer_policies_enforced")
+    if enforced is not None:
+        refused = total(s, "edgeloop_enforcer_policies_refused_total") or 0.0
+        return f"{enforced:.0f} enforced, {refused:.0f} refused"
+    waiting = total(s, "edgeloop_policies", lambda lb: lb.get("state") == "proposed")
+    if waiting is None:
+        return None
+    age = total(s, "edgeloop_policy_oldest_proposed_age_seconds") or 0.0
+    return f"{waiting:.0f} awaiting approval" + (f" (oldest {age / 60:,.0f} min)" if waiting else "")
+
+
+def service_problems(first: Scrape, second: Scrape) -> list[str]:
+    """Sensor and enforcer failures during the interval."""
+    out = []
+    lost = _delta(first, second, "edgeloop_sensor_flows_lost_total")
+    if lost:
+        out.append(f"{lost:,.0f} flows lost (Kafka refused their messages)")
+    failed = _delta(first, second, "edgeloop_enforcer_reconciles_total", lambda lb: lb.get("outcome") == "error")
+    if failed:
+        out.append("nftables apply failing (previous table in force)")
+    refused = _delta(first, second, "edgeloop_enforcer_policies_refused_total")
+    if refused:
+        out.append(f"{refused:.0f} approved policies refused")
+    return out
 
 
 def problems(h: Health, limits: Thresholds, refused: float | None = None) -> list[str]:
@@ -182,7 +221,7 @@ def _fmt(v: float | None, spec: str) -> str:
 def table(healths: list[Health]) -> Table:
     t = Table(title="edgeloop status")
     for col in ("service", "target", "state", "flows/s", "lag", "uncertain", "dead letters",
-                "model", "LLM failures", "problems"):
+                "model", "LLM failures", "policies", "problems"):
         t.add_column(col, overflow="fold")
     for h in healths:
         state = "[green]ok[/]" if h.healthy else ("[red]down[/]" if not h.up else "[yellow]unhealthy[/]")
@@ -190,7 +229,8 @@ def table(healths: list[Health]) -> Table:
         llm = "-" if h.llm_failures is None else \
             f"{h.llm_failures:,.0f}" + ("" if h.llm_failure_ratio is None else f" ({h.llm_failure_ratio:.0%} now)")
         t.add_row(h.service, h.target, state, _fmt(h.flows_per_s, ",.0f"), _fmt(h.lag, ",.0f"),
-                  _fmt(h.uncertain_ratio, ".1%"), dl, h.model_version or "-", llm, "; ".join(h.problems))
+                  _fmt(h.uncertain_ratio, ".1%"), dl, h.model_version or "-", llm, h.policies or "-",
+                  "; ".join(h.problems))
     return t
 
 
@@ -223,7 +263,11 @@ def _default_targets() -> list[str]:
 def status(targets: tuple[str, ...], interval: float, timeout: float, max_lag: float, max_uncertain: float,
            max_deadletter_rate: float, max_llm_failures: float, as_json: bool) -> None:
     """Health of running services from their own metrics: up, flows/s, lag, uncertain share,
-    dead letters, model version, LLM failures. Exits 1 when any target is down or unhealthy."""
+    dead letters, model version, LLM failures, policies. Exits 1 when any target is down or unhealthy.
+
+    Detectors, sensors (flows sent; flows lost), enforcers (policies in force; refusals and
+    failed applies) and the agent (LLM failures; proposals awaiting approval) are told apart
+    by the metrics they export."""
     limits = Thresholds(max_lag, max_uncertain, max_deadletter_rate, max_llm_failures)
     healths = check(list(targets) or _default_targets(), interval, timeout, limits)
     if as_json:

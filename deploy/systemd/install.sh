@@ -11,14 +11,15 @@
 #      this checkout), plus the extras the roles need: capture (sensor), agent and train
 #      (agent; torch is the CPU build);
 #   3. /etc/edgeloop/*.env from deploy/systemd/env/, copied once and never overwritten
-#      (agent.env holds the LLM key: 0640 root:edgeloop), and detect-N.env per detector
-#      instance N with its metrics port 9400+N (rewritten on every run);
+#      (agent.env holds the LLM key: 0640 root:edgeloop), detect-N.env per detector
+#      instance N with its metrics port 9400+N and sensor-IFACE.env per sensor with 9380+i
+#      for the i-th --iface (both rewritten on every run); enforcer 9390, agent 9391;
 #   4. the units, with the venv's path, into /etc/systemd/system; then daemon-reload,
 #      enable edgeloop.target and the instances, and start them unless --no-start.
 #
-# Roles: detect (workers, --workers N, default one per core), sensor (one per --iface),
-# enforce, agent. --render-units DIR only writes the units as step 4 would, for review or
-# `systemd-analyze verify`; it needs neither root nor a venv.
+# Roles: detect (workers, --workers N, default one per core), sensor (one per --iface, at
+# most 10), enforce, agent. --render-units DIR only writes the units as step 4 would, for
+# review or `systemd-analyze verify`; it needs neither root nor a venv.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -62,6 +63,11 @@ if ! [[ "$WORKERS" =~ ^[0-9]+$ ]] || ((WORKERS < 1 || WORKERS > 64)); then
 fi
 if has_role sensor && [[ -z "$IFACES" && -z "$RENDER_ONLY" ]]; then
     echo "install.sh: the sensor role needs --iface IFACE (repeatable)" >&2; exit 2
+fi
+# Sensor i serves /metrics on 9380+i: ten fit below the enforcer's 9390.
+read -r -a IFACE_LIST <<< "${IFACES//,/ }"
+if ((${#IFACE_LIST[@]} > 10)); then
+    echo "install.sh: at most 10 --iface (metrics ports 9380-9389), got ${#IFACE_LIST[@]}" >&2; exit 2
 fi
 
 # The units name /opt/edgeloop/venv; installing elsewhere rewrites that one path.
@@ -120,6 +126,12 @@ if has_role detect; then
             "$n" $((9400 + n)) > "$ETC/detect-$n.env"
     done
 fi
+if has_role sensor; then
+    for i in "${!IFACE_LIST[@]}"; do
+        printf '# Written by install.sh: the sensor on %s (--iface number %d).\nEDGELOOP_METRICS_PORT=%d\n' \
+            "${IFACE_LIST[i]}" "$i" $((9380 + i)) > "$ETC/sensor-${IFACE_LIST[i]}.env"
+    done
+fi
 install -d -m 755 /usr/share/doc/edgeloop
 install -m 644 "$HERE/../README.md" /usr/share/doc/edgeloop/deploy-README.md
 
@@ -129,7 +141,7 @@ systemctl daemon-reload
 
 units=(edgeloop.target)
 if has_role detect; then for ((n = 0; n < WORKERS; n++)); do units+=("edgeloop-detect@$n.service"); done; fi
-if has_role sensor; then for i in ${IFACES//,/ }; do units+=("edgeloop-sensor@$i.service"); done; fi
+if has_role sensor; then for i in "${IFACE_LIST[@]}"; do units+=("edgeloop-sensor@$i.service"); done; fi
 has_role enforce && units+=(edgeloop-enforce.service)
 has_role agent && units+=(edgeloop-agent.service)
 systemctl enable "${units[@]}"
@@ -142,6 +154,8 @@ fi
 
 targets=()
 if has_role detect; then for ((n = 0; n < WORKERS; n++)); do targets+=("127.0.0.1:$((9400 + n))"); done; fi
+if has_role sensor; then for i in "${!IFACE_LIST[@]}"; do targets+=("127.0.0.1:$((9380 + i))"); done; fi
+has_role enforce && targets+=(127.0.0.1:9390)
 has_role agent && targets+=(127.0.0.1:9391)
 if ((${#targets[@]})); then
     echo "health: $VENV/bin/edgeloop status$(printf ' --target %s' "${targets[@]}")"

@@ -1,8 +1,10 @@
-"""A real Prometheus (Debian's package) on loopback scrapes a running edge worker and agent.
+"""A real Prometheus (Debian's package) on loopback scrapes running edgeloop services:
+edge workers, the agent, a sensor (`edgeloop replay --metrics-port`) and an enforcer.
 
-Checks that the metrics arrive and move as flows are replayed, that every query in the
-Grafana dashboard is valid PromQL on real data, and that every metric the dashboard and
-the alert rules name exists in a live process's exposition.
+Checks that the metrics arrive and move as flows are replayed and policies decided, that
+every query in the Grafana dashboard is valid PromQL on real data, and that every metric
+the dashboard and the alert rules name exists in the exposition of the live process that
+owns it.
 """
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy/grafana/dashboards/edgeloop.json"
 RULES = REPO / "deploy/prometheus/rules/edgeloop.rules.yml"
 METRIC = re.compile(r"\bedgeloop_[a-z0-9_]+")
+# Panels that must show data once a sensor has sent flows and a person has decided policies.
+SENSOR_AND_POLICY_PANELS = (
+    "Policies waiting for approval", "Policies enforced", "Sensor flows acknowledged per second",
+    "Sensor bytes per second", "Seconds since the last acknowledged message", "Flows per sensor message",
+    "Policies by state", "Policy decisions over the range by action", "Policies in force: enforcers and detectors",
+    "Policy refusals and rollbacks")
 
 
 class Prometheus:
@@ -120,22 +128,26 @@ def agent_available() -> bool:
     return hasattr(cli, "agent")
 
 
-class AgentProc:
-    """An `edgeloop agent` subprocess (offline: no LLM endpoint) with its own metrics port."""
+class ServiceProc:
+    """An `edgeloop <command>` subprocess on the test's topics, with its own metrics port
+    (EDGELOOP_METRICS_PORT, and `{port}` in argv for commands that take it as an option)."""
 
-    def __init__(self, bootstrap: str, prefix: str, tmp: Path) -> None:
-        self.port = free_port()
-        self.log = tmp / "agent.log"
+    def __init__(self, name: str, argv: list[str], bootstrap: str, prefix: str, tmp: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.name, self.port = name, free_port()
+        self.log = tmp / f"{name}.log"
         env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_TOPIC_PREFIX": prefix,
-               "EDGELOOP_METRICS_PORT": str(self.port), "EDGELOOP_DATA_DIR": str(tmp / "agent-data"),
-               "EDGELOOP_LLM_BASE_URL": "", "EDGELOOP_SESSION_TIMEOUT_S": "6", "EDGELOOP_HEARTBEAT_S": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "agent", "--no-retrain"], env=env,
+               "EDGELOOP_METRICS_PORT": str(self.port), "EDGELOOP_DATA_DIR": str(tmp / f"{name}-data"),
+               "EDGELOOP_LLM_BASE_URL": "", **(env or {})}
+        self.data_dir = Path(env["EDGELOOP_DATA_DIR"])
+        argv = [a.format(port=self.port) for a in argv]
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *argv], env=env,
                                      stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=REPO,
                                      start_new_session=True)
 
     def assert_alive(self) -> None:
         if self.proc.poll() is not None:
-            raise AssertionError(f"agent exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
@@ -152,20 +164,27 @@ class AgentProc:
 
 
 @pytest.fixture
-def edge_agent(broker, tmp_path: Path):
-    """Factory: start `edgeloop agent` on a test's topics; skips where the command does not exist."""
-    if not agent_available():
-        pytest.skip("`edgeloop agent` is not in this checkout (llm_agents.cli.agent)")
-    procs: list[AgentProc] = []
+def services(broker, tmp_path: Path):
+    """Factory: start(name, argv, topics, **env) runs `edgeloop <argv>`; all stopped at the end."""
+    procs: list[ServiceProc] = []
 
-    def start(topics: Any) -> AgentProc:
-        a = AgentProc(broker.bootstrap, topics.prefix, tmp_path)
-        procs.append(a)
-        return a
+    def start(name: str, argv: list[str], topics: Any, **env: str) -> ServiceProc:
+        p = ServiceProc(name, argv, broker.bootstrap, topics.prefix, tmp_path, env)
+        procs.append(p)
+        return p
 
     yield start
-    for a in procs:
-        a.stop()
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+def edge_agent(services):
+    """Factory: start `edgeloop agent` (offline) on a test's topics; skips where the command does not exist."""
+    if not agent_available():
+        pytest.skip("`edgeloop agent` is not in this checkout (llm_agents.cli.agent)")
+    return lambda topics: services("agent", ["agent", "--no-retrain"], topics,
+                                   EDGELOOP_SESSION_TIMEOUT_S="6", EDGELOOP_HEARTBEAT_S="1")
 
 
 def publish(bootstrap: str, topic: str, seed: int, hosts: int = 2, per_host: int = 32) -> int:
@@ -223,17 +242,9 @@ def test_prometheus_scrapes_a_worker_and_sees_metrics_move_with_traffic(
                   "Partitions owned"):
         assert answers[title], f"dashboard panel {title!r} shows nothing"
 
-    # Every metric the dashboard and the rules name is declared by this live worker, or
-    # (edgeloop_agent_*, edgeloop_llm_*) by the builder the agent registers its metrics
-    # with; the agent test below checks those against a live agent.
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from llm_agents.agent_metrics import build_agent_metrics
-
-    reg = CollectorRegistry()
-    build_agent_metrics(reg)
-    assert_referenced_metrics_exist(edge=exposed_names(w.metrics_text()),
-                                    agent=exposed_names(generate_latest(reg).decode()))
+    # Every detector metric the dashboard and the rules name is declared by this live
+    # worker; the last test checks the other services' metrics against live processes.
+    assert_referenced_metrics_exist({"detector": exposed_names(w.metrics_text())})
     w.assert_alive()
 
 
@@ -247,7 +258,8 @@ def test_prometheus_scrapes_the_agent_and_sees_uncertain_windows_reach_it(
     prom.wait(lambda: prom.value('sum(up{job=~"edgeloop-.*"})') == 2.0, "worker and agent up", timeout=20)
     # Offline, the agent's LLM metrics are declared but have no samples yet: the names the
     # dashboard and rules use are all there.
-    assert_referenced_metrics_exist(edge=exposed_names(metrics_text_when_up(w)), agent=exposed_names(agent_text))
+    assert_referenced_metrics_exist({"detector": exposed_names(metrics_text_when_up(w)),
+                                     "agent": exposed_names(agent_text)})
 
     n = publish(broker.bootstrap, topics.flows, seed=23)
     prom.wait(lambda: prom.value("edgeloop_flows_in_total") == n, f"flows_in == {n}")
@@ -260,6 +272,81 @@ def test_prometheus_scrapes_the_agent_and_sees_uncertain_windows_reach_it(
         assert answers[title], f"dashboard panel {title!r} shows nothing"
     agent.assert_alive()
     w.assert_alive()
+
+
+def nft_missing() -> str | None:
+    """Why the enforcer's `nft -c` cannot run here, or None."""
+    if shutil.which("nft") is None:
+        return "nft is not installed (scripts/setup-lab.sh installs Debian's nftables)"
+    if os.geteuid() != 0:
+        return "nft -c needs root"
+    return None
+
+
+def test_prometheus_scrapes_a_sensor_an_enforcer_and_the_policy_loop(
+        broker, topics, edge_worker, edge_agent, services, tiny_bundle, prometheus, tmp_path):
+    from llm_agents.policies import approve_policy, publish
+    from llm_agents.policy_store import PolicyStore
+    from llm_agents.twin_scenarios import library_proposal, synthetic_scenario
+
+    why = nft_missing()
+    if why:
+        pytest.skip(f"the enforcer checks its table with nft -c: {why}")
+    w = edge_worker(topics, tiny_bundle.path, window_seconds=2, alert_interval_s=1)
+    agent = edge_agent(topics)
+    enforcer = services("enforcer", ["enforce", "--dry-run", "--no-protect-local"], topics)
+    df = synthetic_flows(hosts_per_class=2, flows_per_host=32, seed=24)
+    df.to_parquet(tmp_path / "flows.parquet")
+    sensor = services("sensor", ["replay", str(tmp_path / "flows.parquet"), "--metrics-port", "{port}", "--hold",
+                                 "--quiet"], topics)
+    procs = {"detector": w, "agent": agent, "enforcer": enforcer, "sensor": sensor}
+    live = {name: exposed_names(metrics_text_when_up(p)) for name, p in procs.items()}
+    prom = prometheus({"edgeloop-edge": [f"127.0.0.1:{w.port}"], "edgeloop-agent": [f"127.0.0.1:{agent.port}"],
+                       "edgeloop-enforcer": [f"127.0.0.1:{enforcer.port}"],
+                       "edgeloop-sensor": [f"127.0.0.1:{sensor.port}"]})
+    prom.wait(lambda: prom.value('sum(up{job=~"edgeloop-.*"})') == 4.0, "four services up", timeout=20)
+    # Every metric the dashboard and the rules name, in the live process that owns it.
+    assert_referenced_metrics_exist(live)
+
+    # The sensor's flows: acknowledged by the broker, and the detector read every one.
+    prom.wait(lambda: prom.value('edgeloop_sensor_flows_sent_total{job="edgeloop-sensor"}') == len(df),
+              f"sensor sent {len(df)}")
+    prom.wait(lambda: prom.value("edgeloop_flows_in_total") == len(df), f"detector read {len(df)}")
+    assert prom.value('edgeloop_sensor_last_sent_timestamp_seconds') > time.time() - 120
+    assert prom.value('sum(edgeloop_sensor_flows_lost_total)') == 0
+
+    # A proposal waits in the agent's store; a person approves it; the enforcer checks
+    # the table with it (dry run: nft -c, nothing applied).
+    prom.wait(lambda: prom.value("edgeloop_enforcer_caught_up") == 1, "enforcer caught up")
+    ok0 = prom.value('sum(edgeloop_enforcer_reconciles_total{outcome="ok"})') or 0
+    store = PolicyStore(agent.data_dir / "policies")
+    scenario = synthetic_scenario("syn_scan", seed=3, n_benign=600)
+    now_ms = int(time.time() * 1000)
+    good = library_proposal(scenario, "10.9.0.66", created_ms=now_ms)
+    store.add(good)
+    prom.wait(lambda: prom.value('edgeloop_policies{state="proposed"}') == 1, "one proposal waiting")
+    approve_policy(store, good.policy_id, "prom-test", bootstrap=broker.bootstrap, topics=topics)
+    prom.wait(lambda: prom.value('edgeloop_policies{state="active"}') == 1, "the policy active in the store")
+    assert prom.value('edgeloop_policies{state="proposed"}') == 0
+    assert prom.value('edgeloop_policy_decisions_total{action="approve"}') == 1
+    prom.wait(lambda: (prom.value('sum(edgeloop_enforcer_reconciles_total{outcome="ok"})') or 0) > ok0,
+              "the enforcer checked a table with the approved policy")
+
+    # Approved without the CLI's guard, a policy blocking loopback reaches the enforcer,
+    # whose own guard refuses it; garbage on policies.active is dead-lettered.
+    bad = library_proposal(scenario, "127.0.0.1", created_ms=now_ms)
+    store.add(bad)
+    approve_policy(store, bad.policy_id, "prom-test", bootstrap=broker.bootstrap, topics=topics)
+    publish(broker.bootstrap, topics.policies_active, "junk", b"{not json")
+    prom.wait(lambda: prom.value('edgeloop_enforcer_policies_refused_total{reason="guard"}') == 1, "guard refusal")
+    prom.wait(lambda: prom.value('sum(edgeloop_deadletter_records_total{job="edgeloop-enforcer"})') == 1,
+              "the enforcer's dead letter")
+
+    # rate()/increase() need a second sample of a counter that just appeared: wait for it.
+    for title in SENSOR_AND_POLICY_PANELS:
+        prom.wait(lambda: bool(dashboard_answers(prom)[title]), f"dashboard panel {title!r} shows data", timeout=15)
+    for p in procs.values():
+        p.assert_alive()
 
 
 def metrics_text_when_up(w: Any, timeout: float = 60) -> str:
@@ -296,11 +383,25 @@ def referenced_names() -> dict[str, set[str]]:
     return {"rules": set(METRIC.findall(RULES.read_text())), "dashboard": dash}
 
 
-def assert_referenced_metrics_exist(edge: set[str], agent: set[str]) -> None:
+def owner_of(metric: str) -> str:
+    """The service whose exposition must declare `metric` (by its name)."""
+    if metric.startswith("edgeloop_sensor_"):
+        return "sensor"
+    if metric.startswith("edgeloop_enforcer_"):
+        return "enforcer"
+    if metric.startswith(("edgeloop_llm_", "edgeloop_agent_", "edgeloop_policies", "edgeloop_policy_")):
+        return "agent"
+    return "detector"
+
+
+def assert_referenced_metrics_exist(exposed: dict[str, set[str]]) -> None:
+    """Every metric the rules and the dashboard name, owned by one of the `exposed`
+    services, is in that service's live exposition; with all four services given, every
+    referenced metric is checked."""
     refs = referenced_names()
     assert refs["rules"] and refs["dashboard"]
     for where, names in refs.items():
-        agent_refs = {n for n in names if n.startswith(("edgeloop_llm_", "edgeloop_agent_"))}
-        assert names - agent_refs - edge == set(), f"{where} names metrics no worker exposes"
-        assert agent_refs - agent == set(), f"{where} names agent metrics the agent does not expose"
+        for service, have in exposed.items():
+            owned = {n for n in names if owner_of(n) == service}
+            assert owned - have == set(), f"{where} names {service} metrics the live {service} does not expose"
     assert "edgeloop_flows_in_total" in refs["dashboard"] and "edgeloop_consumer_lag_messages" in refs["rules"]

@@ -18,9 +18,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llm_agents.agent_metrics import build_agent_metrics
+from llm_agents.agent_metrics import PolicyStoreCollector, build_agent_metrics
 from llm_agents.metrics import build_llm_metrics
-from streams.metrics import EdgeMetrics
+from llm_agents.policy_store import PolicyStore
+from streams.metrics import EdgeMetrics, EnforcerMetrics, SensorMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -94,19 +95,68 @@ def _declared(registry: CollectorRegistry) -> set[str]:
             for s in suffixes.get(f.type, ("",))}
 
 
-def test_rules_and_dashboard_name_only_metrics_defined_in_code():
+def test_rules_and_dashboard_name_only_metrics_defined_in_code(tmp_path):
     """The fast in-process check; tests/integration/test_prometheus.py repeats it on live processes."""
-    reg = CollectorRegistry()
-    EdgeMetrics(reg)
-    build_llm_metrics(reg)
-    build_agent_metrics(reg)
-    defined = _declared(reg)
+    defined: set[str] = set()
+    # One registry per process kind, as they serve them: detector, agent (with the policy
+    # store), sensor, enforcer (whose dead-letter counter repeats the detector's).
+    edge, agent, sensor, enforcer = (CollectorRegistry() for _ in range(4))
+    EdgeMetrics(edge)
+    build_llm_metrics(agent)
+    build_agent_metrics(agent)
+    agent.register(PolicyStoreCollector(PolicyStore(tmp_path / "policies")))
+    SensorMetrics(sensor)
+    EnforcerMetrics(enforcer)
+    for reg in (edge, agent, sensor, enforcer):
+        defined |= _declared(reg)
     name = re.compile(r"\bedgeloop_[a-z0-9_]+")
     dash = json.loads((DEPLOY / "grafana" / "dashboards" / "edgeloop.json").read_text())
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
     for where, text in {"rules": (PROM / "rules" / "edgeloop.rules.yml").read_text(), "dashboard": exprs}.items():
         used = set(name.findall(text))
         assert used and used <= defined, f"{where}: undefined metrics {used - defined}"
+
+
+JOBS = {"edgeloop-edge", "edgeloop-agent", "edgeloop-sensor", "edgeloop-enforcer"}
+
+
+def _jobs(config: str) -> set[str]:
+    return set(re.findall(r"^  - job_name: (edgeloop\S*)$", (PROM / config).read_text(), re.M))
+
+
+def test_scrape_jobs_are_the_ones_the_rules_group_by():
+    """Compose has no enforcer (nftables belongs to the hosts); the nodes run all four."""
+    assert _jobs("prometheus-nodes.yml") == JOBS
+    assert _jobs("prometheus.yml") == JOBS - {"edgeloop-enforcer"}
+    kube = (PROM / "prometheus-kubernetes.yml").read_text()
+    assert "replacement: edgeloop-$1\n        target_label: job" in kube
+    for name in ("edge", "sensor", "agent"):
+        manifest = (DEPLOY / "k8s" / f"{name}.yaml").read_text()
+        assert f"app.kubernetes.io/component: {name}\n" in manifest
+
+
+def test_the_port_plan_holds_everywhere():
+    """systemd: sensors 9380+i, enforcer 9390, agent 9391, detectors 9400+N; the file_sd
+    examples, install.sh and the units agree. Compose: 9400 in every container."""
+    env = DEPLOY / "systemd" / "env"
+    install = (DEPLOY / "systemd" / "install.sh").read_text()
+    assert "EDGELOOP_METRICS_PORT=9390" in (env / "enforce.env").read_text()
+    assert "EDGELOOP_METRICS_PORT=9391" in (env / "agent.env").read_text()
+    assert "$((9380 + i))" in install and "$((9400 + n))" in install and 'sensor-${IFACE_LIST[i]}.env' in install
+    sensor_unit = (DEPLOY / "systemd" / "edgeloop-sensor@.service").read_text()
+    files = re.findall(r"^EnvironmentFile=-?(\S+)$", sensor_unit, re.M)
+    # Later files override earlier ones: the per-interface port comes last.
+    assert files == ["/etc/edgeloop/edgeloop.env", "/etc/edgeloop/sensor.env", "/etc/edgeloop/sensor-%i.env"]
+    ports = {"sensor": {9380}, "enforcer": {9390}, "agent": {9391}, "edge": {9400, 9401}}
+    for name, want in ports.items():
+        text = (PROM / "file_sd" / f"{name}.yml").read_text()
+        assert {int(p) for p in re.findall(r":(\d+)\"", text)} == want, name
+    compose = (DEPLOY / "compose" / "compose.yaml").read_text()
+    assert re.search(r'"--metrics-port", "9400", "--hold"\]', compose)
+    assert '"sensor:9400"' in (PROM / "prometheus.yml").read_text()
+    sensor = (DEPLOY / "k8s" / "sensor.yaml").read_text()
+    assert 'prometheus.io/port: "9380"' in sensor and "containerPort: 9380" in sensor
+    assert re.search(r'name: EDGELOOP_METRICS_PORT\n\s+value: "9380"', sensor)
 
 
 # --- Grafana ----------------------------------------------------------------------------

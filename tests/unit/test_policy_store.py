@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from llm_agents.blueprints import ExpertLibrary, code_sha256, intent_from_alert
-from llm_agents.policy_model import Policy, PolicyProposal
+from llm_agents.policy_model import PolicyProposal
 from llm_agents.policy_store import PolicyNotFound, PolicyStateError, PolicyStore, PolicyStoreError
-from llm_agents.twin_scenarios import ATTACKER, synthetic_scenario
+from llm_agents.twin_scenarios import ATTACKER, library_proposal, synthetic_scenario
 from streams.active_policies import PolicyActivation, decode_active, encode_active
 
 T0 = 1_767_225_600_000
@@ -26,17 +25,7 @@ def scenario():
 
 def make_proposal(scenario, source: str = ATTACKER, policy_id: str | None = None,
                   expires_s: int = 900) -> PolicyProposal:
-    alert = {"alert_id": f"a-{source}", "key": source, "attack": "syn_scan", "windows": 12, "max_confidence": 0.97,
-             "src_ips": [source]}
-    intent = intent_from_alert(alert, "block_source")
-    expert = ExpertLibrary.load().get("block_source")
-    policy = Policy(block_sources=[source], expires_s=expires_s)
-    report = scenario.twin().evaluate(policy)
-    extra = {"policy_id": policy_id} if policy_id else {}
-    return PolicyProposal(intent=intent.model_dump(mode="json", by_alias=True),
-                          blueprint=expert.instantiate(intent).dump(), code_sha256=code_sha256(expert.code),
-                          policy=policy, kpis={**report.kpis, "truth": report.truth}, provenance="library:block_source",
-                          created_ms=T0, **extra)
+    return library_proposal(scenario, source, policy_id=policy_id, expires_s=expires_s, created_ms=T0)
 
 
 class Clock:

@@ -147,3 +147,38 @@ def test_cli_names_a_bad_setting():
     r = CliRunner().invoke(status, [], env={"EDGELOOP_METRICS_PORT": "seventy"})
     assert r.exit_code != 0
     assert "EDGELOOP_METRICS_PORT" in r.output
+
+
+def test_sensors_and_enforcers_are_recognised_and_their_failures_are_problems():
+    from streams.metrics import EnforcerMetrics, SensorMetrics
+
+    sensor, enforcer = SensorMetrics(CollectorRegistry()), EnforcerMetrics(CollectorRegistry())
+    sensor.flows_sent.inc(1_000)
+    enforcer.policies_enforced.set(2)
+    s1, e1 = snap(sensor.registry), snap(enforcer.registry)
+    sensor.flows_sent.inc(600)
+    h = assess("node-a:9380", s1, snap(sensor.registry), seconds=2.0)
+    assert (h.service, h.flows_per_s, h.healthy) == ("sensor", pytest.approx(300), True)
+    sensor.flows_lost.inc(500)
+    assert assess("node-a:9380", s1, snap(sensor.registry), 2.0).problems == [
+        "500 flows lost (Kafka refused their messages)"]
+
+    h = assess("node-a:9390", e1, snap(enforcer.registry), seconds=2.0)
+    assert (h.service, h.policies, h.healthy) == ("enforcer", "2 enforced, 0 refused", True)
+    enforcer.policies_refused.labels(reason="guard").inc()
+    enforcer.reconciles.labels(outcome="error").inc(3)
+    h = assess("node-a:9390", e1, snap(enforcer.registry), seconds=2.0)
+    assert h.policies == "2 enforced, 1 refused"
+    assert h.problems == ["nftables apply failing (previous table in force)", "1 approved policies refused"]
+
+
+def test_the_agent_shows_proposals_awaiting_approval(tmp_path):
+    from llm_agents.agent_metrics import PolicyStoreCollector, build_agent_metrics
+    from llm_agents.policy_store import PolicyStore
+
+    reg = CollectorRegistry()
+    build_agent_metrics(reg)
+    store = PolicyStore(tmp_path / "policies")
+    reg.register(PolicyStoreCollector(store))
+    h = assess("agent:9391", snap(reg), snap(reg), seconds=2.0)
+    assert (h.service, h.policies, h.healthy) == ("agent", "0 awaiting approval", True)
