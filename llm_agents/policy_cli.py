@@ -17,6 +17,7 @@ openai).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -230,7 +231,7 @@ def revoke(policy_id: str, who: str, reason: str) -> None:
               help="JSON status after each change (default data_dir/enforce/<netns or host>.json).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Port of /metrics (default EDGELOOP_METRICS_PORT; 0: a free one).")
-@click.option("--no-metrics", is_flag=True, help="Serve no /metrics (e.g. with --once).")
+@click.option("--no-metrics", is_flag=True, help="Serve no /metrics.")
 def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, ...], no_protect_local: bool,
             nft_bin: str, table: str, once: bool, duration: float | None, dry_run: bool, clear_on_exit: bool,
             status_file: Path | None, metrics_port: int | None, no_metrics: bool) -> None:
@@ -242,40 +243,55 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
     addresses, loopback or the --protect CIDRs.
 
     Serves /metrics on EDGELOOP_METRICS_PORT: policies in force, refusals, rollbacks,
-    approval-to-enforcement latency, failed applies and dead letters.
+    approval-to-enforcement latency, failed applies and dead letters. A bounded --once run
+    serves none unless --metrics-port is given.
     """
     from prometheus_client import CollectorRegistry
 
-    from streams.enforce import Enforcer, Guard, follow, local_addresses
-    from streams.metrics import EnforcerMetrics, serve_metrics
+    from streams.enforce import Enforcer, Guard, local_addresses
+    from streams.metrics import EnforcerMetrics, metrics_server
     from streams.nftables import Nft
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = _settings()
     boot, topics = _bootstrap(s), Topics(s.topic_prefix)
-    try:
-        local = [] if no_protect_local else local_addresses(netns)
-        guard = Guard.build(bootstrap=boot, mgmt_addrs=mgmt_addrs, allow_list=protect, local_addrs=local)
-        nft = Nft(nft_bin, netns)
-        nft.version()
-        metrics = None if no_metrics else EnforcerMetrics(CollectorRegistry())
-        if metrics is not None:
-            port = serve_metrics(metrics.registry, s.metrics_port if metrics_port is None else metrics_port,
-                                 s.metrics_addr)
-            console.print(f"metrics http://{s.metrics_addr}:{port}/metrics")
-    except EdgeloopError as exc:
-        raise click.ClickException(str(exc)) from exc
-    status = status_file or Path(s.data_dir) / "enforce" / f"{netns or 'host'}.json"
-    enforcer = Enforcer(nft, guard, table=table, dry_run=dry_run, status_path=status, metrics=metrics)
-    console.print(f"enforcing {topics.policies_active} in {'netns ' + netns if netns else 'the host namespace'}, "
-                  f"table inet {table}{' (dry run)' if dry_run else ''}; protected: "
-                  + ", ".join(f"{n} ({why})" for n, why in guard.protected.items()))
+    with contextlib.ExitStack() as stack:
+        try:
+            local = [] if no_protect_local else local_addresses(netns)
+            guard = Guard.build(bootstrap=boot, mgmt_addrs=mgmt_addrs, allow_list=protect, local_addrs=local)
+            nft = Nft(nft_bin, netns)
+            nft.version()
+            metrics = None
+            if not no_metrics and not (once and metrics_port is None):
+                metrics = EnforcerMetrics(CollectorRegistry())
+                port = stack.enter_context(metrics_server(
+                    metrics.registry, s.metrics_port if metrics_port is None else metrics_port, s.metrics_addr))
+                console.print(f"metrics http://{s.metrics_addr}:{port}/metrics")
+        except EdgeloopError as exc:
+            raise click.ClickException(str(exc)) from exc
+        status = status_file or Path(s.data_dir) / "enforce" / f"{netns or 'host'}.json"
+        enforcer = Enforcer(nft, guard, table=table, dry_run=dry_run, status_path=status, metrics=metrics)
+        console.print(f"enforcing {topics.policies_active} in {'netns ' + netns if netns else 'the host namespace'}, "
+                      f"table inet {table}{' (dry run)' if dry_run else ''}; protected: "
+                      + ", ".join(f"{n} ({why})" for n, why in guard.protected.items()))
+        _follow_until_stopped(enforcer, boot, topics, once=once, duration=duration, clear_on_exit=clear_on_exit)
+    if dry_run:
+        click.echo(enforcer.last_ruleset, nl=False)
+    console.print(f"enforcer stopped: {len(enforcer.applied)} policies applied, {len(enforcer.refused)} refused")
+
+
+def _follow_until_stopped(enforcer: Any, boot: str, topics: Topics, *, once: bool, duration: float | None,
+                          clear_on_exit: bool) -> None:
+    """Follow policies.active until SIGTERM, Ctrl-C, --duration or (--once) caught up."""
+    from streams.enforce import follow
+
     stopping: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     deadline = time.monotonic() + duration if duration else None
     try:
-        follow(enforcer, boot, topics.policies_active, once=once, on_bad=_dead_letter(boot, topics, metrics),
+        follow(enforcer, boot, topics.policies_active, once=once,
+               on_bad=_dead_letter(boot, topics, enforcer.metrics),
                stop=lambda: bool(stopping) or (deadline is not None and time.monotonic() >= deadline))
     except KeyboardInterrupt:
         pass
@@ -285,9 +301,6 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
         signal.signal(signal.SIGTERM, previous)
         if clear_on_exit:
             enforcer.clear()
-    if dry_run:
-        click.echo(enforcer.last_ruleset, nl=False)
-    console.print(f"enforcer stopped: {len(enforcer.applied)} policies applied, {len(enforcer.refused)} refused")
 
 
 def _dead_letter(bootstrap: str, topics: Topics, metrics: EnforcerMetrics | None = None):  # noqa: ANN202

@@ -6,13 +6,14 @@ torch still works.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import click
 from rich.console import Console
@@ -193,21 +194,21 @@ def topics(partitions: int | None, replication_factor: int | None) -> None:
     console.print(f"created {len(created)} topics: {', '.join(created) or 'none (all existed)'}")
 
 
-def serve_sensor_metrics(s: Settings, port: int | None) -> SensorMetrics | None:
-    """SensorMetrics served on `port` (None: no metrics); a port already taken is a ClickException."""
+@contextlib.contextmanager
+def sensor_metrics(s: Settings, port: int | None) -> Iterator[SensorMetrics | None]:
+    """SensorMetrics served on `port` while the block runs (None: no metrics); the port is
+    released at the end. A port already taken raises ConfigError naming it."""
     if port is None:
-        return None
+        yield None
+        return
     from prometheus_client import CollectorRegistry
 
-    from streams.metrics import SensorMetrics, serve_metrics
+    from streams.metrics import SensorMetrics, metrics_server
 
     m = SensorMetrics(CollectorRegistry())
-    try:
-        port = serve_metrics(m.registry, port, s.metrics_addr)
-    except EdgeloopError as exc:
-        raise click.ClickException(f"{exc} (or --metrics-port)") from exc
-    console.print(f"sensor metrics http://{s.metrics_addr}:{port}/metrics")
-    return m
+    with metrics_server(m.registry, port, s.metrics_addr) as bound:
+        console.print(f"sensor metrics http://{s.metrics_addr}:{bound}/metrics")
+        yield m
 
 
 def hold_until_stopped(what: str) -> None:
@@ -243,18 +244,18 @@ def replay(file: Path, speed: float, batch: int, limit: int | None, quiet: bool,
     from streams.topics import Topics
 
     s = settings_or_exit()
-    metrics = serve_sensor_metrics(s, metrics_port)
     try:
-        df = load_flows(file)
-        with FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
-                           sensor=f"replay:{file.name}", batch_records=batch, metrics=metrics) as pub:
-            st = replay_frame(df, pub, speed=speed, progress=not quiet, limit=limit)
+        with sensor_metrics(s, metrics_port) as metrics:
+            df = load_flows(file)
+            with FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
+                               sensor=f"replay:{file.name}", batch_records=batch, metrics=metrics) as pub:
+                st = replay_frame(df, pub, speed=speed, progress=not quiet, limit=limit)
+            console.print(f"sent {st.records:,} flows in {st.messages:,} messages ({st.bytes / 1e6:.1f} MB "
+                          f"compressed before send) in {st.seconds:.1f}s: {st.rate:,.0f} flows/s")
+            if hold and metrics is not None:
+                hold_until_stopped("replay done")
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(f"sent {st.records:,} flows in {st.messages:,} messages ({st.bytes / 1e6:.1f} MB "
-                  f"compressed before send) in {st.seconds:.1f}s: {st.rate:,.0f} flows/s")
-    if hold and metrics is not None:
-        hold_until_stopped("replay done")
 
 
 @main.command()
@@ -277,11 +278,12 @@ def capture(iface: str, duration: float | None, max_flows: int | None, metrics_p
     from streams.topics import Topics
 
     s = settings_or_exit()
-    metrics = None if no_metrics else serve_sensor_metrics(s, s.metrics_port if metrics_port is None else metrics_port)
+    port = None if no_metrics else (s.metrics_port if metrics_port is None else metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a service manager's stop: flush and exit
     try:
-        with FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
-                           sensor=f"live:{iface}", metrics=metrics) as pub:
+        with sensor_metrics(s, port) as metrics, \
+                FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
+                              sensor=f"live:{iface}", metrics=metrics) as pub:
             st = run_capture(iface, pub, duration_s=duration, max_flows=max_flows,
                              on_batch=lambda n: console.print(f"published {n} flows"))
     except EdgeloopError as exc:

@@ -2,7 +2,9 @@
 
 Starts (or reuses) the broker, starts a detector worker process, replays a capture,
 follows detections/uncertain/alerts live, and ends with a summary (and, when the file
-carries ground truth, how well each attack was caught).
+carries ground truth, how well each attack was caught), the agent's pass over the
+uncertain windows, the health of detector and sensor read from their own /metrics (what
+Prometheus scrapes; `edgeloop status`), and policy proposals waiting for approval.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import urllib.request
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
@@ -24,6 +27,9 @@ from rich.table import Table
 from streams.errors import BrokerError, SourceError
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
+
+if TYPE_CHECKING:
+    from streams.metrics import SensorMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CAPTURES = ("data/lab/eval.pcap", "data/lab/eval.parquet")
@@ -127,9 +133,14 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
         stack.callback(_stop, det)
         step(console, 2, f"detector starting (log {logs / 'detect.log'}); joining its consumer group…")
         _wait_joined(det, s.metrics_port, logs / "detect.log")
-        step(console, 3, f"replaying {capture.relative_to(REPO) if capture.is_relative_to(REPO) else capture}")
+        sensor, sensor_port = _sensor_metrics(s)
+        step(console, 3, f"replaying {capture.relative_to(REPO) if capture.is_relative_to(REPO) else capture} "
+                         f"(sensor metrics http://127.0.0.1:{sensor_port}/metrics)")
         df = load_flows(capture)
-        with FlowPublisher(bootstrap, topics.flows, key=s.window_key, sensor="demo") as pub:  # type: ignore[arg-type]
+        targets = [f"127.0.0.1:{s.metrics_port}", f"127.0.0.1:{sensor_port}"]
+        before = _scrape_all(targets)
+        with FlowPublisher(bootstrap, topics.flows, key=s.window_key, sensor="demo",  # type: ignore[arg-type]
+                           metrics=sensor) as pub:
             st = replay_frame(df, pub, speed=speed, progress=True)
         step(console, 4, f"watching the detector (open windows close after {s.window_seconds:.0f}s idle)")
         view = _watch(KafkaConsumer, bootstrap, topics, det, s, st.records, console)
@@ -137,7 +148,10 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
         step(console, 5, "the agent takes the uncertain windows (offline without EDGELOOP_LLM_BASE_URL: "
                          "they wait for a person in the review queue)")
         _agent(s, bootstrap, logs / "agent.log", console)
-        step(console, 6, "proposing policies for the alerts (blueprints validated on a digital twin)")
+        step(console, 6, "health from each service's own /metrics (what Prometheus scrapes; `edgeloop status`), "
+                         "rates over the run")
+        _health(targets, before, console)
+        step(console, 7, "proposing policies for the alerts (blueprints validated on a digital twin)")
         _propose(view, df, s, bootstrap, console)
         if keep:
             console.print("running; Ctrl-C stops broker and detector")
@@ -148,11 +162,40 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
                 pass
 
 
-STEPS = 6
+STEPS = 7
 
 
 def step(console: Console, n: int, text: str) -> None:
     console.print(f"[green]{n}/{STEPS}[/] {text}")
+
+
+def _sensor_metrics(s: Settings) -> tuple[SensorMetrics, int]:
+    """The replay's sensor metrics, served beside the detector's (its port + 2, else a free one)."""
+    from prometheus_client import CollectorRegistry
+
+    from streams.errors import ConfigError
+    from streams.metrics import SensorMetrics, serve_metrics
+
+    m = SensorMetrics(CollectorRegistry())
+    try:
+        return m, serve_metrics(m.registry, s.metrics_port + 2 if 0 < s.metrics_port <= 65533 else 0)
+    except ConfigError:
+        return m, serve_metrics(m.registry, 0)
+
+
+def _scrape_all(targets: list[str]) -> tuple[float, list[dict]]:
+    from streams.status import scrape
+
+    return time.monotonic(), [scrape(t) for t in targets]
+
+
+def _health(targets: list[str], before: tuple[float, list[dict]], console: Console) -> None:
+    """`edgeloop status`'s table, its rates taken from before the replay to now."""
+    from streams.status import assess, table
+
+    t0, first = before
+    seconds, now = time.monotonic() - t0, _scrape_all(targets)[1]
+    console.print(table([assess(t, a, b, seconds) for t, a, b in zip(targets, first, now)]))
 
 
 def _agent(s: Settings, bootstrap: str, log: Path, console: Console) -> None:

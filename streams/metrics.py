@@ -7,10 +7,14 @@
 
 Each process registers one of these on its own registry; the dead-letter counter is the
 same series in every process that dead-letters (one alert rule covers them all). Base
-units throughout: seconds, `_total` counters. The exposition is served per process by
-`serve_metrics(registry, port, addr)`.
+units throughout: seconds, `_total` counters. The exposition is served by
+`serve_metrics(registry, port, addr)` for the life of a service, or by
+`with metrics_server(registry, port, addr):` for a command that ends and must free its port.
 """
 from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -120,18 +124,34 @@ class EnforcerMetrics:
         self.deadletters = deadletter_counter(registry, prefix)
 
 
-def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:
-    """Serve /metrics on addr:port (0 = pick a free port); return the port used.
-
-    Raises ConfigError naming EDGELOOP_METRICS_PORT when the address cannot be bound, so
-    two services started on one host with the same port fail at start, clearly.
-    """
+def _start(registry: CollectorRegistry, port: int, addr: str) -> tuple[Any, int]:
     if port == 0:
         from streams.broker import free_port
         port = free_port()
     try:
-        start_http_server(port, addr=addr, registry=registry)
+        httpd, _thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:
         raise ConfigError("EDGELOOP_METRICS_PORT", port, f"cannot serve /metrics on {addr}:{port}: "
                           f"{exc.strerror or exc} (give each service on a host its own port)") from exc
-    return port
+    return httpd, port
+
+
+def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:
+    """Serve /metrics on addr:port for the life of the process (0 = pick a free port); return the port.
+
+    Raises ConfigError naming EDGELOOP_METRICS_PORT when the address cannot be bound, so
+    two services started on one host with the same port fail at start, clearly.
+    """
+    return _start(registry, port, addr)[1]
+
+
+@contextlib.contextmanager
+def metrics_server(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Iterator[int]:
+    """Serve /metrics while the block runs, then release the port (commands that end:
+    replay, a bounded capture or enforcer). Yields the port; errors as `serve_metrics`."""
+    httpd, port = _start(registry, port, addr)
+    try:
+        yield port
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -225,7 +225,8 @@ def table(healths: list[Health]) -> Table:
         t.add_column(col, overflow="fold")
     for h in healths:
         state = "[green]ok[/]" if h.healthy else ("[red]down[/]" if not h.up else "[yellow]unhealthy[/]")
-        dl = "-" if h.deadletters is None else f"{h.deadletters:,.0f} (+{_fmt(h.deadletters_per_s, '.1f')}/s)"
+        dl = "-" if h.deadletters is None else f"{h.deadletters:,.0f}" + (
+            "" if h.deadletters_per_s is None else f" (+{h.deadletters_per_s:.1f}/s)")
         llm = "-" if h.llm_failures is None else \
             f"{h.llm_failures:,.0f}" + ("" if h.llm_failure_ratio is None else f" ({h.llm_failure_ratio:.0%} now)")
         t.add_row(h.service, h.target, state, _fmt(h.flows_per_s, ",.0f"), _fmt(h.lag, ",.0f"),

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +37,7 @@ from click.testing import CliRunner
 from llm_agents.blueprints.sandbox import sandbox_available
 from llm_agents.policies import propose_from_alerts
 from llm_agents.policy_cli import cli
+from streams.broker import free_port
 from streams.lab import tools
 from streams.lab.capture import Capture
 from streams.lab.labelling import Span, apply_labels
@@ -194,12 +196,25 @@ def read_status(path: Path) -> dict:
         return {}
 
 
-def start_enforcer(topo: Topology, env: dict[str, str], status: Path, log: Path) -> subprocess.Popen:
+def start_enforcer(topo: Topology, env: dict[str, str], status: Path, log: Path, port: int) -> subprocess.Popen:
     argv = [sys.executable, "-m", "llm_agents.policy_cli", "enforce", "--netns", topo.victim.ns,
-            "--status-file", str(status), "--clear-on-exit", "--duration", "85"]
+            "--status-file", str(status), "--clear-on-exit", "--duration", "85", "--metrics-port", str(port)]
     with open(log, "wb") as fh:
         return subprocess.Popen(argv, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
                                 start_new_session=True)
+
+
+def enforcer_metric(port: int, name: str, **labels: str) -> float | None:
+    """One sample of the enforcer's live /metrics (None: absent or unreachable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())), None)
 
 
 def stop(proc: subprocess.Popen | None) -> None:
@@ -259,7 +274,8 @@ def test_scan_is_blocked_after_approval_benign_traffic_is_not_and_revocation_res
             proposed = topic_reader(topics.policies_proposed, lambda vs: len(vs) >= 1, 20)
             assert [json.loads(v)["policy_id"] for v in proposed] == [pid]
 
-            enforcer = start_enforcer(topo, env, status, enf_log)
+            metrics_port = free_port()
+            enforcer = start_enforcer(topo, env, status, enf_log, metrics_port)
             assert wait_for(lambda: "applied" in read_status(status), 60), enf_log.read_text()[-2000:]
             assert probe(topo, "att", (80,)) == {"80": "open"}  # before approval: reachable
 
@@ -272,6 +288,10 @@ def test_scan_is_blocked_after_approval_benign_traffic_is_not_and_revocation_res
             assert applied, enf_log.read_text()[-2000:]
             probes = probe(topo, "att")
             assert set(probes.values()) == {"timeout"}, probes
+            # The enforcer's metrics say the same: one policy in force, its latency observed.
+            assert enforcer_metric(metrics_port, "edgeloop_enforcer_policies_enforced") == 1
+            assert enforcer_metric(metrics_port, "edgeloop_enforcer_apply_latency_seconds_sum") == \
+                pytest.approx(applied["latency_ms"] / 1000)
 
             # 3. the benign client's requests all still succeed
             assert benign_requests(topo, 20) == ["200"] * 20
@@ -285,6 +305,9 @@ def test_scan_is_blocked_after_approval_benign_traffic_is_not_and_revocation_res
             restored_s = time.monotonic() - t_revoke
             assert probe(topo, "att", (80,)) == {"80": "open"}
             assert benign_requests(topo, 5) == ["200"] * 5
+            assert wait_for(lambda: enforcer_metric(metrics_port, "edgeloop_enforcer_rollbacks_total",
+                                                    why="revoked") == 1, 5)
+            assert enforcer_metric(metrics_port, "edgeloop_enforcer_policies_enforced") == 0
 
             with capsys.disabled():  # the figures show without -s
                 report(source, alert, out, applied, seen_ms, restored_s, time.monotonic() - t_start)
