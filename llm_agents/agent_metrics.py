@@ -22,6 +22,14 @@
     <p>_agent_promotion_rejections_total{reason}  challengers kept out, by gate reason
     <p>_agent_synthetic_windows_total{outcome}    synthetic windows kept or dropped
     <p>_agent_retrain_seconds                     one retrain, end to end
+    <p>_agent_alerts_received_total               alerts read by the policy proposer
+    <p>_agent_alerts_deadlettered_total{reason}   undecodable `alerts` values
+    <p>_agent_policy_proposals_total{status}      per alert considered: proposed, covered
+                                                  (a live policy already names its sources),
+                                                  failed (nothing validated on the twin);
+                                                  error: a whole batch failed
+    <p>_agent_proposal_seconds                    one batch of alerts: twin read back,
+                                                  blueprint loop, store and publish
 
 plus the LLM client metrics (`llm_agents.metrics`) on the same registry and prefix.
 Built once per (registry, prefix), like the LLM metrics.
@@ -75,6 +83,10 @@ class AgentMetrics:
     promotion_rejections: Counter
     synthetic_windows: Counter
     retrain_seconds: Histogram
+    alerts_received: Counter
+    alerts_deadlettered: Counter
+    policy_proposals: Counter
+    proposal_seconds: Histogram
     llm: LLMMetrics
 
 
@@ -123,6 +135,13 @@ def _define(registry: CollectorRegistry, prefix: str) -> AgentMetrics:
                                   "dropped by the checks.", ["outcome"], **r),
         retrain_seconds=Histogram(f"{p}_retrain_seconds", "One retrain: data, synthesis, training, "
                                   "evaluation and release.", buckets=RETRAIN_BUCKETS, **r),
+        alerts_received=Counter(f"{p}_alerts_received", "Alerts read by the policy proposer.", **r),
+        alerts_deadlettered=Counter(f"{p}_alerts_deadlettered", "Undecodable alerts values sent to the "
+                                    "dead-letter topic, by reason.", ["reason"], **r),
+        policy_proposals=Counter(f"{p}_policy_proposals", "Alerts considered for a policy, by outcome: "
+                                 "proposed, covered, failed; error when a whole batch failed.", ["status"], **r),
+        proposal_seconds=Histogram(f"{p}_proposal_seconds", "One batch of alerts: twin read back, blueprint "
+                                   "loop, store and publish.", buckets=BATCH_BUCKETS, **r),
         llm=build_llm_metrics(registry, prefix),
     )
 

@@ -107,14 +107,19 @@ def build_retrainer(s: Any, state: Any, client: Any, metrics: Any = None, **over
 @click.option("--retrain-min-labels", type=int, default=None,
               help="Retrain after this many new accepted labels (0: never on labels).")
 @click.option("--no-retrain", is_flag=True, help="Label only; never retrain from this process.")
-@click.option("--group-id", default=None, help="Consumer group on `uncertain` (default edgeloop-agent).")
+@click.option("--group-id", default=None, help="Consumer group on `uncertain` (default edgeloop-agent); "
+              "the policy proposer uses it plus -policies on `alerts`.")
+@click.option("--no-propose", is_flag=True, help="Do not follow `alerts` to propose policies.")
 def agent(once: bool, max_windows: int | None, batch_size: int | None, reference: Path | None,
-          retrain_min_labels: int | None, no_retrain: bool, group_id: str | None) -> None:
-    """Run the LLM agent: label uncertain windows, keep the accepted ones, retrain and promote.
+          retrain_min_labels: int | None, no_retrain: bool, group_id: str | None, no_propose: bool) -> None:
+    """Run the LLM agent: label uncertain windows, keep the accepted ones, retrain and promote,
+    and propose policies for alerts.
 
-    Offline (no EDGELOOP_LLM_BASE_URL) every window waits in the review queue. State lives
-    under EDGELOOP_DATA_DIR; a restart picks up from the committed offsets. Metrics on
-    EDGELOOP_METRICS_PORT.
+    Offline (no EDGELOOP_LLM_BASE_URL) every window waits in the review queue and policies
+    come from the library of validated blueprints. Proposals wait for a person
+    (`edgeloop policy list`). State lives under EDGELOOP_DATA_DIR; a restart picks up from
+    the committed offsets. Metrics on EDGELOOP_METRICS_PORT. With --once or --max-windows
+    (bounded runs) no policies are proposed.
     """
     from prometheus_client import CollectorRegistry
 
@@ -148,18 +153,46 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     if note:
         console.print(note)
     la = LabelAgent(cfg, _bootstrap(s), Topics(s.topic_prefix), state, client, metrics=metrics, retrainer=retrainer)
-    stats = asyncio.run(_serve(la, max_windows, once))
+    proposer = None
+    if not (no_propose or once or max_windows is not None):
+        from llm_agents.alert_proposer import AlertProposer
+        from llm_agents.blueprints.sandbox import sandbox_available
+
+        ok, why = sandbox_available()
+        if ok:
+            proposer = AlertProposer(s, _bootstrap(s), Topics(s.topic_prefix), llm=client, metrics=metrics,
+                                     group_id=f"{cfg.group_id}-policies")
+            console.print(f"proposing policies for {Topics(s.topic_prefix).alerts} (group {cfg.group_id}-policies); "
+                          "proposals wait for `edgeloop policy approve`")
+        else:  # labelling still works; say loudly that the policy half does not
+            console.print(f"[red]not proposing policies: the blueprint sandbox cannot confine step code here "
+                          f"({why}). It needs root or unprivileged user namespaces (in a container: allow "
+                          "unshare). Labelling goes on.[/]")
+    stats = asyncio.run(_serve(la, max_windows, once, proposer))
     console.print(f"windows received {stats.received}, dead-lettered {stats.deadlettered}, "
                   f"outcomes {json.dumps(stats.outcomes)}, labels published {stats.published}, "
                   f"retries {stats.retries}, review queue {state.review.depth()}")
 
 
-async def _serve(la: Any, max_windows: int | None, once: bool) -> Any:
+async def _serve(la: Any, max_windows: int | None, once: bool, proposer: Any = None) -> Any:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    return await la.run(stop=stop, max_windows=max_windows, once=once)
+    policies = asyncio.create_task(proposer.run(stop)) if proposer is not None else None
+    if policies is not None:
+        # A proposer that dies (the broker gone for good) stops the whole agent, so the
+        # service manager restarts it instead of it labelling on without proposing.
+        policies.add_done_callback(lambda _t: stop.set())
+    try:
+        return await la.run(stop=stop, max_windows=max_windows, once=once)
+    finally:
+        stop.set()
+        if policies is not None:
+            try:
+                await policies  # a batch in progress finishes and its offsets are committed
+            except Exception as exc:  # noqa: BLE001 - reported as the command's error
+                raise click.ClickException(f"the policy proposer stopped: {type(exc).__name__}: {exc}") from exc
 
 
 def _open_review() -> tuple[Any, Any]:

@@ -139,8 +139,9 @@ def test_approved_from_the_cli_reaches_active_a_rejected_one_never_does(broker, 
                                                                ("bob", "reject")]
 
 
-def test_the_twin_is_read_back_from_the_flows_and_detections_topics(broker, topics, tmp_path: Path) -> None:
-    sc = scenario()
+def publish_recorded(broker, topics, sc) -> None:
+    """The scenario's flows on `flows` and its detector verdicts on `detections`, as a
+    sensor and a detector would have left them."""
     with FlowPublisher(broker.bootstrap, topics.flows) as pub:
         replay_frame(sc.flows, pub, progress=False)
     from kafka import KafkaProducer
@@ -157,6 +158,11 @@ def test_the_twin_is_read_back_from_the_flows_and_detections_topics(broker, topi
                                                         detections=dets)))
     p.flush()
     p.close()
+
+
+def test_the_twin_is_read_back_from_the_flows_and_detections_topics(broker, topics, tmp_path: Path) -> None:
+    sc = scenario()
+    publish_recorded(broker, topics, sc)
     [out] = propose_from_alerts([alert_for(sc)], settings_for(broker, topics, tmp_path), publish_topic=False)
     assert out.status == "proposed", out.reason
     ev = out.proposal.kpis["evidence"]
@@ -252,3 +258,100 @@ def test_an_approval_whose_publication_failed_stays_approved_and_is_published_on
     recs = active_records(topic_reader, topics, lambda rs: len(rs) >= 1)
     assert recs == [act]
     assert [a.action for a in store.audit(pid)] == ["propose", "approve", "activate"]
+
+
+def test_the_agent_proposes_once_for_a_repeated_alert_and_dead_letters_garbage(broker, topics, topic_reader,
+                                                                               tmp_path: Path) -> None:
+    import asyncio
+
+    from kafka import KafkaProducer
+    from prometheus_client import CollectorRegistry
+
+    from llm_agents.agent_metrics import build_agent_metrics
+    from llm_agents.alert_proposer import AlertProposer
+    from streams.records import Alert
+
+    sc = scenario()
+    publish_recorded(broker, topics, sc)
+    alert = Alert.model_validate(alert_for(sc))
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    p.send(topics.alerts, encode(alert))
+    p.send(topics.alerts, b"{not an alert")
+    p.flush()
+    settings = settings_for(broker, topics, tmp_path / "core")
+    reg = CollectorRegistry()
+    m = build_agent_metrics(reg)
+    store = PolicyStore(tmp_path / "core" / "policies")
+
+    async def run_until(proposer: AlertProposer, done, timeout: float = 90) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(proposer.run(stop))
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+
+    def proposer() -> AlertProposer:
+        return AlertProposer(settings, broker.bootstrap, topics, metrics=m, group_id=f"{topics.prefix}policies",
+                             settle_s=0.3)
+
+    first = proposer()
+    asyncio.run(run_until(first, lambda: first.outcomes and reg.get_sample_value(
+        "edgeloop_agent_alerts_deadlettered_total", {"reason": "bad_json"}) == 1))
+    assert [o.status for o in first.outcomes] == ["proposed"], [o.reason for o in first.outcomes]
+    [row] = store.list()
+    assert row.state == "proposed" and row.alert_id == alert.alert_id and row.sources == [sc.attacker]
+    proposed = topic_reader(topics.policies_proposed, lambda vs: len(vs) >= 1, 20)
+    assert [json.loads(v)["policy_id"] for v in proposed] == [row.policy_id]
+    [dl] = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 1, 20)]
+    assert dl["source_topic"] == topics.alerts and dl["offset"] == 1
+
+    # The attack goes on: the detector raises the alert again. A restarted agent resumes
+    # after its committed offsets and finds the proposal already covers the source.
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    p.send(topics.alerts, encode(alert.model_copy(update={"alert_id": "alert-again", "windows": alert.windows + 3})))
+    p.flush()
+    p.close()
+    second = proposer()
+    asyncio.run(run_until(second, lambda: bool(second.outcomes)))
+    assert [o.status for o in second.outcomes] == ["covered"]
+    assert len(store.list()) == 1
+    assert reg.get_sample_value("edgeloop_agent_alerts_received_total") == 2
+    assert reg.get_sample_value("edgeloop_agent_policy_proposals_total", {"status": "proposed"}) == 1
+    assert reg.get_sample_value("edgeloop_agent_policy_proposals_total", {"status": "covered"}) == 1
+
+
+def test_the_agent_service_proposes_for_alerts_and_stops_cleanly(broker, topics, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from kafka import KafkaProducer
+
+    from streams.broker import free_port
+    from streams.records import Alert
+
+    sc = scenario()
+    publish_recorded(broker, topics, sc)
+    env = {**os.environ, **env_for(broker, topics, tmp_path / "core"), "EDGELOOP_METRICS_PORT": str(free_port()),
+           "EDGELOOP_SESSION_TIMEOUT_S": "6", "EDGELOOP_HEARTBEAT_S": "1"}
+    log = tmp_path / "agent.log"
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "agent", "--no-retrain"], env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        p.send(topics.alerts, encode(Alert.model_validate(alert_for(sc))))
+        p.flush()
+        p.close()
+        store = PolicyStore(tmp_path / "core" / "policies")
+        deadline = time.monotonic() + 90
+        while not store.list() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        [row] = store.list()
+        assert row.state == "proposed" and row.sources == [sc.attacker]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    assert rc == 0, log.read_text()[-3000:]
+    assert "proposing policies for" in log.read_text()

@@ -183,7 +183,8 @@ def edge_agent(services):
     """Factory: start `edgeloop agent` (offline) on a test's topics; skips where the command does not exist."""
     if not agent_available():
         pytest.skip("`edgeloop agent` is not in this checkout (llm_agents.cli.agent)")
-    return lambda topics: services("agent", ["agent", "--no-retrain"], topics,
+    # No proposer: the detector's alerts would add proposals beside the ones a test makes.
+    return lambda topics: services("agent", ["agent", "--no-retrain", "--no-propose"], topics,
                                    EDGELOOP_SESSION_TIMEOUT_S="6", EDGELOOP_HEARTBEAT_S="1")
 
 
