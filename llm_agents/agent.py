@@ -298,6 +298,7 @@ class LabelAgent:
                                                detail=dl.error[:500])])
             if self.metrics:
                 self.metrics.windows_deadlettered.labels(reason=dl.reason).inc()
+                self.metrics.deadletters.labels(reason=dl.reason, topic=msg.topic).inc()
         self.stats.deadlettered += 1
         self.tracker.done(msg.partition, msg.offset)
 

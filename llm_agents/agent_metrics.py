@@ -30,6 +30,9 @@
                                                   error: a whole batch failed
     <p>_agent_proposal_seconds                    one batch of alerts: twin read back,
                                                   blueprint loop, store and publish
+    <p>_deadletter_records_total{reason,topic}    every dead letter the agent sends, on the
+                                                  series detectors and enforcers use (one
+                                                  alert rule, one dashboard panel for all)
 
 plus the LLM client metrics (`llm_agents.metrics`) on the same registry and prefix.
 Built once per (registry, prefix), like the LLM metrics.
@@ -58,6 +61,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from llm_agents.metrics import LLMMetrics, build_llm_metrics
+from streams.metrics import deadletter_counter
 
 BATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 RETRAIN_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -87,6 +91,7 @@ class AgentMetrics:
     alerts_deadlettered: Counter
     policy_proposals: Counter
     proposal_seconds: Histogram
+    deadletters: Counter
     llm: LLMMetrics
 
 
@@ -142,6 +147,7 @@ def _define(registry: CollectorRegistry, prefix: str) -> AgentMetrics:
                                  "proposed, covered, failed; error when a whole batch failed.", ["status"], **r),
         proposal_seconds=Histogram(f"{p}_proposal_seconds", "One batch of alerts: twin read back, blueprint "
                                    "loop, store and publish.", buckets=BATCH_BUCKETS, **r),
+        deadletters=deadletter_counter(registry, prefix),
         llm=build_llm_metrics(registry, prefix),
     )
 

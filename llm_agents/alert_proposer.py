@@ -103,6 +103,7 @@ class AlertProposer:
             log.error("bad value on %s@%d: %s", msg.topic, msg.offset, exc)
             if self.metrics:
                 self.metrics.alerts_deadlettered.labels(reason=dl.reason).inc()
+                self.metrics.deadletters.labels(reason=dl.reason, topic=msg.topic).inc()
             return None
         if self.metrics:
             self.metrics.alerts_received.inc()

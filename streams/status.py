@@ -129,7 +129,7 @@ def assess(target: str, first: Scrape, second: Scrape, seconds: float,
                  (_delta(first, second, "edgeloop_uncertain_rate_limited_total") or 0.0)
         h.uncertain_ratio = unsure / scored
     h.deadletters = total(second, "edgeloop_deadletter_records_total")
-    if h.deadletters is None and h.service == "detector":
+    if h.deadletters is None and h.service in ("detector", "enforcer", "agent"):
         h.deadletters = 0.0  # labelled: absent until the first dead letter
     h.deadletters_per_s = per_s(_delta(first, second, "edgeloop_deadletter_records_total"))
     versions = [lbl.get("version", "") for lbl, v in second.get("edgeloop_model_info", []) if v == 1]

@@ -151,6 +151,8 @@ def test_oracle_labels_are_accepted_stored_published_and_every_offset_committed(
     assert get("edgeloop_agent_windows_received_total") == 80
     assert get("edgeloop_agent_windows_accepted_total") == len(stored)
     assert get("edgeloop_agent_windows_deadlettered_total", {"reason": "bad_json"}) == 1
+    # ... and on the series the dead-letter alert rule and dashboard read for every service.
+    assert get("edgeloop_deadletter_records_total", {"reason": "bad_json", "topic": topics.uncertain}) == 1
     assert get("edgeloop_llm_requests_total", {"purpose": "label", "outcome": "ok"}) == 4
     assert get("edgeloop_agent_review_queue_depth") == st.review.depth()
 

@@ -320,6 +320,8 @@ def test_the_agent_proposes_once_for_a_repeated_alert_and_dead_letters_garbage(b
     assert reg.get_sample_value("edgeloop_agent_alerts_received_total") == 2
     assert reg.get_sample_value("edgeloop_agent_policy_proposals_total", {"status": "proposed"}) == 1
     assert reg.get_sample_value("edgeloop_agent_policy_proposals_total", {"status": "covered"}) == 1
+    assert reg.get_sample_value("edgeloop_deadletter_records_total",
+                                {"reason": "bad_json", "topic": topics.alerts}) == 1
 
 
 def test_the_agent_service_proposes_for_alerts_and_stops_cleanly(broker, topics, tmp_path: Path) -> None:
