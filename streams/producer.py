@@ -40,7 +40,8 @@ class PublishStats:
 
 class FlowPublisher:
     def __init__(self, bootstrap: str, topic: str, key: KeyMode = "src", sensor: str = "",
-                 batch_records: int = 500, compression: str = "gzip", metrics: SensorMetrics | None = None) -> None:
+                 batch_records: int = 500, compression: str | None = "lz4",
+                 metrics: SensorMetrics | None = None) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 

@@ -42,7 +42,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_session_timeout=settings.session_timeout_s, broker_heartbeat_interval=settings.heartbeat_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s, broker_request_timeout=settings.session_timeout_s + 10,
         producer_linger_ms=5, producer_max_batch_size=1 << 20, stream_wait_empty=False,
-        producer_compression_type="gzip", logging_config=None)
+        producer_compression_type=settings.kafka_compression, logging_config=None)
 
 
 class EdgeWorker:

@@ -13,7 +13,7 @@ def test_env_values_are_typed(monkeypatch):
 
 @pytest.mark.parametrize("key,value", [("EDGELOOP_WINDOW_K", "eight"), ("EDGELOOP_WINDOW_KEY", "mac"),
                                        ("EDGELOOP_BATCH_MAX", "0"), ("EDGELOOP_AUDIT_SAMPLE", "2"),
-                                       ("EDGELOOP_HEARTBEAT_S", "9")])
+                                       ("EDGELOOP_HEARTBEAT_S", "9"), ("EDGELOOP_COMPRESSION", "brotli")])
 def test_bad_value_names_key_and_value(monkeypatch, key, value):
     monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError) as e:
@@ -27,3 +27,9 @@ def test_api_key_is_secret(monkeypatch):
     assert "sk-very-secret" not in repr(s)
     assert s.llm_api_key.get_secret_value() == "sk-very-secret"
     assert s.offline
+
+
+def test_compression_maps_to_what_kafka_clients_take(monkeypatch):
+    assert load_settings().kafka_compression == "lz4"
+    monkeypatch.setenv("EDGELOOP_COMPRESSION", "none")
+    assert load_settings().kafka_compression is None
