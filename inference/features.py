@@ -78,14 +78,22 @@ def flow_features(raw: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1).astype(np.float32)
 
 
-def context_features(first_seen_ms: np.ndarray, dst_port: np.ndarray, dst_ip: Sequence[str]) -> np.ndarray:
-    """Features of each flow relative to the previous one in its window ([n, 3])."""
+def context_features(first_seen_ms: np.ndarray, dst_port: np.ndarray, dst_ip: Sequence[str],
+                     starts: np.ndarray | None = None) -> np.ndarray:
+    """Features of each flow relative to the previous one in its window ([n, 3]).
+
+    With `starts`, the flows are several windows laid end to end, each starting at one
+    of those row indices: the first flow of each window has no previous one (zeros), as
+    when each window is computed alone."""
     n = len(first_seen_ms)
     out = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float32)
     if n > 1:
         out[1:, 0] = np.log1p(np.maximum(np.diff(first_seen_ms), 0.0))
         out[1:, 1] = dst_port[1:] != dst_port[:-1]
-        out[1:, 2] = [a != b for a, b in zip(dst_ip[1:], dst_ip[:-1])]
+        ips = np.asarray(dst_ip, dtype=object)
+        out[1:, 2] = ips[1:] != ips[:-1]
+        if starts is not None:
+            out[starts] = 0.0
     return out
 
 

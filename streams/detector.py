@@ -14,6 +14,7 @@ by exactly one model.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -142,17 +143,19 @@ class EdgeDetector:
         now_ms = int(time.time() * 1000)
         names = model.class_names
         dets, out = [], []
+        # Python scalars once per batch, not numpy scalars per window.
+        predicted, probs, conf = s.predicted.tolist(), s.probabilities.tolist(), s.confidence.tolist()
+        ood, unsure, low = s.ood.tolist(), s.uncertain.tolist(), s.low_confidence.tolist()
         for i, w in enumerate(batch):
-            produced = [r.produced_ms for r in w.items if getattr(r, "produced_ms", None)]
+            produced = max((getattr(r, "produced_ms", None) or 0 for r in w.items), default=0)
             d = Detection.model_construct(
                 window_id=w.window_id, key=w.key, flow_ids=w.flow_ids, first_seen_ms=w.first_seen_ms,
-                last_seen_ms=w.last_seen_ms, predicted=names[s.predicted[i]],
-                probabilities=[round(float(p), 5) for p in s.probabilities[i]],
-                confidence=round(float(s.confidence[i]), 5), ood_score=round(float(s.ood[i]), 4),
-                uncertain=bool(s.uncertain[i]), closed_by=w.closed_by, model_version=model.version,
-                produced_ms=max(produced) if produced else None, scored_ms=now_ms)
+                last_seen_ms=w.last_seen_ms, predicted=names[predicted[i]],
+                probabilities=[round(p, 5) for p in probs[i]], confidence=round(conf[i], 5),
+                ood_score=round(ood[i], 4), uncertain=bool(unsure[i]), closed_by=w.closed_by,
+                model_version=model.version, produced_ms=produced or None, scored_ms=now_ms)
             dets.append(d)
-            u = self.router.route(d, bool(s.low_confidence[i]), list(w.items), names)
+            u = self.router.route(d, bool(low[i]), list(w.items), names)
             if u is not None:
                 out.append(Output("uncertain", w.key.encode(), encode(u)))
                 if m:
@@ -176,10 +179,14 @@ class EdgeDetector:
     def _observe(self, dets: list[Detection], now_ms: int) -> None:
         m = self.metrics
         assert m is not None
+        # One labelled increment per label value and batch: a labels() lookup costs more
+        # than the rest of a window's bookkeeping.
+        for how, n in Counter(d.closed_by for d in dets).items():
+            m.windows_scored.labels(closed_by=how).inc(n)
+        for cls, n in Counter(d.predicted for d in dets).items():
+            m.detections.labels(predicted=cls).inc(n)
         n_unc = 0
         for d in dets:
-            m.windows_scored.labels(closed_by=d.closed_by).inc()
-            m.detections.labels(predicted=d.predicted).inc()
             m.confidence.observe(d.confidence)
             n_unc += d.uncertain
             if d.produced_ms and d.closed_by == "k":

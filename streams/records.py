@@ -88,11 +88,12 @@ class FlowRecord(_Record):
     def _physical(self) -> "FlowRecord":
         if self.last_seen_ms < self.first_seen_ms:
             raise ValueError("last_seen_ms before first_seen_ms")
-        if self.src2dst_packets + self.dst2src_packets not in (0, self.packets):
+        p = self.packets
+        if self.src2dst_packets + self.dst2src_packets not in (0, p):
             raise ValueError("src2dst_packets + dst2src_packets != packets")
-        flags = (self.syn_packets, self.ack_packets, self.psh_packets, self.rst_packets,
-                 self.fin_packets, self.urg_packets)
-        if max(flags) > self.packets:
+        # Chained comparisons, not max() of a tuple: this runs once per flow on the hot path.
+        if (self.syn_packets > p or self.ack_packets > p or self.psh_packets > p or self.rst_packets > p
+                or self.fin_packets > p or self.urg_packets > p):
             raise ValueError("a TCP flag count exceeds packets")
         if self.max_ps and not (self.min_ps <= self.mean_ps <= self.max_ps + 1e-6):
             raise ValueError("packet sizes not ordered min <= mean <= max")
