@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections import deque
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -37,23 +38,17 @@ from streams.topics import Topics
 log = logging.getLogger("edgeloop.agent.policies")
 
 
-def _propose_from_alerts(*args: Any, **kwargs: Any) -> Any:
-    from llm_agents.policies import propose_from_alerts  # the blueprint loop: imported when first used
-
-    return propose_from_alerts(*args, **kwargs)
-
-
 class AlertProposer:
     """Follows `alerts` and proposes policies for them; see the module docstring."""
 
     def __init__(self, settings: Settings, bootstrap: str, topics: Topics, *, llm: Any = None,
                  metrics: AgentMetrics | None = None, group_id: str = "edgeloop-agent-policies",
-                 settle_s: float = 2.0, batch_max: int = 200, max_alerts: int = 5,
-                 propose: Callable[..., Any] = _propose_from_alerts) -> None:
+                 settle_s: float = 2.0, batch_max: int = 200, max_alerts: int = 5) -> None:
         self.settings, self.bootstrap, self.topics = settings, bootstrap, topics
         self.llm, self.metrics, self.group_id = llm, metrics, group_id
-        self.settle_s, self.batch_max, self.max_alerts, self.propose = settle_s, batch_max, max_alerts, propose
-        self.outcomes: list[Any] = []   # every ProposalOutcome this process produced
+        self.settle_s, self.batch_max, self.max_alerts = settle_s, batch_max, max_alerts
+        # The latest ProposalOutcomes, for inspection; bounded, the service runs for months.
+        self.outcomes: deque[Any] = deque(maxlen=100)
         self.consumer: Any = None
         self.producer: Any = None
 
@@ -110,9 +105,11 @@ class AlertProposer:
         return alert
 
     async def _handle(self, alerts: list[Alert]) -> None:
+        from llm_agents.policies import propose_from_alerts  # the blueprint loop: imported when first used
+
         t0 = time.perf_counter()
         try:
-            outcomes = await asyncio.to_thread(self.propose, alerts, self.settings, bootstrap=self.bootstrap,
+            outcomes = await asyncio.to_thread(propose_from_alerts, alerts, self.settings, bootstrap=self.bootstrap,
                                                llm=self.llm, max_alerts=self.max_alerts)
         except EdgeloopError as exc:
             log.error("proposing for %d alerts failed: %s", len(alerts), exc)

@@ -182,3 +182,10 @@ def test_the_agent_shows_proposals_awaiting_approval(tmp_path):
     reg.register(PolicyStoreCollector(store))
     h = assess("agent:9391", snap(reg), snap(reg), seconds=2.0)
     assert (h.service, h.policies, h.healthy) == ("agent", "0 awaiting approval", True)
+
+    from llm_agents.twin_scenarios import library_proposal, synthetic_scenario
+
+    created = store.clock() - 30 * 60_000  # proposed half an hour ago
+    store.add(library_proposal(synthetic_scenario("syn_scan", seed=3, n_benign=300), created_ms=created))
+    h = assess("agent:9391", snap(reg), snap(reg), seconds=2.0)
+    assert h.policies == "1 awaiting approval (oldest 30 min)" and h.healthy
