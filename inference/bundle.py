@@ -48,9 +48,17 @@ class Thresholds(BaseModel):
 
 
 class WindowSpec(BaseModel):
+    """How the windows a bundle was trained on were cut: a detector must cut them the same."""
+
     k: int = Field(8, ge=1)
     seconds: float = 10.0
     key: str = "src"
+    # Every view the windows were keyed by ("src", "dst", "pair"); `key` is the first.
+    # Bundles from before views existed were trained on source windows only.
+    views: list[str] = Field(default_factory=lambda: ["src"])
+
+    def describe(self) -> str:
+        return f"K={self.k}, T={self.seconds:g}s, views={','.join(self.views)}"
 
 
 class BundleMeta(BaseModel):

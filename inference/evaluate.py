@@ -138,7 +138,7 @@ def evaluate_bundle(bundle: Bundle, flows_df: Any, *, name: str = "flows",
     meta = bundle.meta
     spec = meta.window
     closed = windows_from_frame(flows_df, k=spec.k, seconds=spec.seconds, key=spec.key,  # type: ignore[arg-type]
-                                label_column="label")
+                                label_column="label", views=spec.views)
     if not closed:
         raise ModelError(f"{name}: no windows in {len(flows_df)} flows")
     x, mask = stack_windows(closed, spec.k)

@@ -1,10 +1,12 @@
 """The feature schema: how flow records become the numbers the CNN sees.
 
-Each flow becomes `FLOW_FEATURES` (vectorised over a batch), and when a window closes
+Each flow becomes `FLOW_FEATURES` (vectorised over a batch). When a window closes,
 `CONTEXT_FEATURES` are added from the flow's position in the window (gap to the previous
-flow, whether the destination changed). A bundle stores the names, the schema version and
-its normalisation statistics; a detector refuses a bundle whose schema hash differs from
-the one this code computes.
+flow, whether the destination port or the peer changed) and the window's view (keyed by
+source or by destination), and `HISTORY_FEATURES` from what the window's host did over the
+last minutes (`inference.history`). A bundle stores the names, the schema version and its
+normalisation statistics; a detector refuses a bundle whose schema hash differs from the
+one this code computes.
 
     >>> raw = raw_matrix(records)            # [N, len(RAW_COLUMNS)] float64
     >>> f = flow_features(raw)               # [N, len(FLOW_FEATURES)] float32
@@ -19,7 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from inference.history import HISTORY_FEATURES
+
+SCHEMA_VERSION = 2
 
 RAW_COLUMNS: tuple[str, ...] = (
     "duration_ms", "packets", "bytes", "src2dst_packets", "dst2src_packets", "src2dst_bytes",
@@ -38,8 +42,10 @@ FLOW_FEATURES: tuple[str, ...] = (
     "fwd_syn_ratio", "bwd_syn_ratio", "bwd_rst_ratio", "proto_tcp", "proto_udp", "proto_icmp",
     "dst_port_wellknown", "dst_port_registered", "src_port_wellknown", "log_bytes_per_packet",
 )
-CONTEXT_FEATURES: tuple[str, ...] = ("log_gap_ms", "dst_port_changed", "dst_ip_changed")
-FEATURE_NAMES: tuple[str, ...] = FLOW_FEATURES + CONTEXT_FEATURES
+# The peer is the flow's other end as seen from the window's key: the destination in the
+# `src` view, the source in the `dst` view.
+CONTEXT_FEATURES: tuple[str, ...] = ("log_gap_ms", "dst_port_changed", "peer_changed", "view_dst")
+FEATURE_NAMES: tuple[str, ...] = FLOW_FEATURES + CONTEXT_FEATURES + HISTORY_FEATURES
 N_FEATURES = len(FEATURE_NAMES)
 
 _getter = attrgetter(*RAW_COLUMNS)
@@ -78,9 +84,18 @@ def flow_features(raw: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1).astype(np.float32)
 
 
-def context_features(first_seen_ms: np.ndarray, dst_port: np.ndarray, dst_ip: Sequence[str],
-                     starts: np.ndarray | None = None) -> np.ndarray:
-    """Features of each flow relative to the previous one in its window ([n, 3]).
+def failed_flags(raw: np.ndarray) -> np.ndarray:
+    """Per flow: nobody answered (no packet back), or the answer was a reset, or a TCP SYN
+    got no SYN back; the connections a scan or a flood leaves behind ([N] bool)."""
+    c = lambda name: raw[:, _C[name]]  # noqa: E731
+    no_synack = (c("protocol") == 6) & (c("src2dst_syn_packets") > 0) & (c("dst2src_syn_packets") == 0)
+    return (c("dst2src_packets") == 0) | (c("dst2src_rst_packets") > 0) | no_synack
+
+
+def context_features(first_seen_ms: np.ndarray, dst_port: np.ndarray, peer_ip: Sequence[str],
+                     starts: np.ndarray | None = None, view_dst: bool = False) -> np.ndarray:
+    """Features of each flow relative to the previous one in its window, and the view
+    ([n, len(CONTEXT_FEATURES)]).
 
     With `starts`, the flows are several windows laid end to end, each starting at one
     of those row indices: the first flow of each window has no previous one (zeros), as
@@ -90,10 +105,12 @@ def context_features(first_seen_ms: np.ndarray, dst_port: np.ndarray, dst_ip: Se
     if n > 1:
         out[1:, 0] = np.log1p(np.maximum(np.diff(first_seen_ms), 0.0))
         out[1:, 1] = dst_port[1:] != dst_port[:-1]
-        ips = np.asarray(dst_ip, dtype=object)
+        ips = np.asarray(peer_ip, dtype=object)
         out[1:, 2] = ips[1:] != ips[:-1]
         if starts is not None:
-            out[starts] = 0.0
+            out[starts, :3] = 0.0
+    if view_dst:
+        out[:, 3] = 1.0
     return out
 
 

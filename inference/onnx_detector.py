@@ -59,6 +59,7 @@ class OnnxDetector:
         self.version = bundle.version
         self.class_names = list(meta.class_names)
         self.k = meta.window.k
+        self.window = meta.window
         self.schema = bundle.feature_schema
         self.temperature = meta.temperature
         self.thresholds = meta.thresholds

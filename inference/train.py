@@ -78,6 +78,14 @@ class TrainConfig:
     ood_quantile: float = 0.995
     max_int8_drop: float = 0.005  # int8 is kept only within 0.5 accuracy points of fp32
     threads: int = 2
+    # Outlier exposure: benign windows whose host history is made `outlier_rate` times as
+    # intense (flows, new peers, new services) are trained towards a uniform prediction
+    # with this weight, so "benign flows at attack rates" is not benign. 0 turns it off.
+    outlier_weight: float = 0.0
+    outlier_rate: tuple[float, float] = (5.0, 200.0)
+
+
+CAPTURE_COLUMN = "capture"
 
 
 @dataclass
@@ -90,15 +98,24 @@ class Windows:
 
 
 def frame_windows(df: Any, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
-                  benign: str = "benign") -> Windows:
-    """Window a labelled flow DataFrame exactly as the edge does and label each window."""
-    closed = windows_from_frame(df, k=k, seconds=seconds, key=key, label_column="label")
+                  benign: str = "benign", views: Sequence[str] | None = None) -> Windows:
+    """Window a labelled flow DataFrame exactly as the edge does and label each window.
+
+    Rows with different values in a `capture` column are separate captures (separate
+    networks, separate days): each is windowed on its own, so no host history runs from
+    one into the next."""
+    parts = ([g for _, g in df.groupby(CAPTURE_COLUMN, sort=False)]
+             if CAPTURE_COLUMN in getattr(df, "columns", ()) else [df])
+    closed = [w for part in parts
+              for w in windows_from_frame(part, k=k, seconds=seconds, key=key, label_column="label",
+                                          views=views)]
     x, mask = stack_windows(closed, k)
     return Windows(x, mask, [window_label(w.labels, benign) for w in closed])
 
 
 def train_bundle(train_df: Any, *, val_df: Any = None, k: int = 8, seconds: float = 10.0,
-                 key: KeyMode = "src", seed: int = 0, epochs: int | None = None,
+                 key: KeyMode = "src", views: Sequence[str] | None = None, seed: int = 0,
+                 epochs: int | None = None,
                  class_names: Sequence[str] | None = None, exclude_classes: Sequence[str] = (),
                  int8: bool = False, progress: bool = True, out_dir: str | Path | None = None,
                  benign: str = "benign", dataset: str = "", config: TrainConfig | None = None,
@@ -114,13 +131,14 @@ def train_bundle(train_df: Any, *, val_df: Any = None, k: int = 8, seconds: floa
     if drop:
         train_df = train_df[~train_df["label"].isin(drop)]
         val_df = None if val_df is None else val_df[~val_df["label"].isin(drop)]
-    tr = frame_windows(train_df, k, seconds, key, benign)
-    val = None if val_df is None else frame_windows(val_df, k, seconds, key, benign)
+    views = list(views or (key,))
+    tr = frame_windows(train_df, k, seconds, key, benign, views)
+    val = None if val_df is None else frame_windows(val_df, k, seconds, key, benign, views)
     source = {"dataset": dataset, "train_flows": int(len(train_df)),
               "val_flows": None if val_df is None else int(len(val_df)),
               "excluded_classes": sorted(drop)}
     return train_windows(tr.x, tr.mask, tr.labels, val=val, class_names=class_names,
-                         window=WindowSpec(k=k, seconds=seconds, key=key), seed=seed,
+                         window=WindowSpec(k=k, seconds=seconds, key=views[0], views=views), seed=seed,
                          epochs=epochs, int8=int8, progress=progress, out_dir=out_dir,
                          benign=benign, source=source, config=config, name=name, t0=t0)
 
@@ -159,8 +177,13 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
     schema, ignored = _fit_schema(x, mask, cfg.min_feature_std)
     tr = _Set(schema.normalise(x, mask), mask, y)
     va = _Set(schema.normalise(xv, mv), mv, yv)
+    outliers = None
+    if cfg.outlier_weight > 0 and benign in names:
+        ox, om = intensified(x[y == names.index(benign)], mask[y == names.index(benign)],
+                             np.random.default_rng(seed), cfg.outlier_rate)
+        outliers = _Set(schema.normalise(ox, om), om, np.zeros(len(ox), np.int64))
     with _deterministic(seed, cfg.threads):
-        fit = _fit(tr, va, len(names), cfg, seed, progress, _port_codes(schema))
+        fit = _fit(tr, va, len(names), cfg, seed, progress, _port_codes(schema), outliers)
         onnx_bytes = _export(fit.model, va if len(va.y) else tr)
     int8_bytes, int8_info, speed = (_int8(onnx_bytes, tr, va, len(names), cfg, seed)
                                     if int8 else (None, {"requested": False}, {}))
@@ -281,8 +304,30 @@ def _shuffle_port_class(xb: Any, mb: Any, groups: list[tuple[list[int], Any]], p
     return out
 
 
+def intensified(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                rate: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of (benign) raw windows whose hosts act `r` times as intensely, r log-uniform
+    in `rate`: more flows, and for half of them as many more new peers and services (fan-out)
+    and every flow failed (no answer). What such a window means, the model has not seen:
+    it should not call it benign."""
+    from inference.features import FEATURE_NAMES
+    from inference.history import HISTORY_SCALES_S
+
+    out = x.copy()
+    n = len(out)
+    r = np.exp(rng.uniform(np.log(rate[0]), np.log(rate[1]), n))[:, None]
+    fan = rng.random(n) < 0.5
+    fail = rng.random(n) < 0.5
+    for s in HISTORY_SCALES_S:
+        for stat, rows in (("flows", slice(None)), ("new_peers", fan), ("new_services", fan)):
+            i = FEATURE_NAMES.index(f"h{int(s)}_{stat}")
+            out[rows, i, :] = np.log1p(np.expm1(out[rows, i, :]) * r[rows])
+        out[fail, FEATURE_NAMES.index(f"h{int(s)}_failed"), :] = 1.0
+    return out * mask[:, None, :], mask
+
+
 def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progress: bool,
-         port_codes: list[tuple[list[int], np.ndarray]]) -> _Fit:
+         port_codes: list[tuple[list[int], np.ndarray]], outliers: _Set | None = None) -> _Fit:
     import torch
 
     from inference.export import torch_logits
@@ -295,6 +340,8 @@ def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progre
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     xt, mt, yt = torch.from_numpy(tr.x), torch.from_numpy(tr.mask), torch.from_numpy(tr.y)
+    if outliers is not None:
+        ox, om = torch.from_numpy(outliers.x), torch.from_numpy(outliers.mask)
     gen = torch.Generator().manual_seed(seed)
     batch = _batch_size(len(yt), cfg.batch_size)
     groups = [(rows, torch.from_numpy(codes)) for rows, codes in port_codes]
@@ -313,6 +360,10 @@ def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progre
                     xb = xb + cfg.input_noise * torch.randn(xb.shape, generator=gen) * mb[:, None, :]
                 opt.zero_grad()
                 loss = loss_fn(model(xb, mb), yt[idx])
+                if outliers is not None:
+                    oi = torch.randint(0, len(ox), (max(1, len(idx) // 4),), generator=gen)
+                    z = model(ox[oi], om[oi])
+                    loss = loss + cfg.outlier_weight * (torch.logsumexp(z, 1) - z.mean(1)).mean()
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)

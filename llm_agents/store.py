@@ -17,6 +17,9 @@ window order, with FlowRecord columns plus
     confidence     the labeller's confidence (1.0 for a person or a dataset)
     model_version  the detector version that sent the window (real windows)
     added_ms       when the part was written
+    view           the window's view ("src", "dst", "pair")
+    h10_flows ...  the host history the detector saw with each flow
+                   (inference.history.HISTORY_FEATURES; empty for synthetic windows)
 
 A window id is stored at most once across reference and labelled windows: appending one
 that is already there is skipped and reported, so a redelivered window cannot be counted
@@ -45,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from inference.features import flow_features, raw_matrix_from_frame
+from inference.history import HISTORY_FEATURES
 from llm_agents.audit import now_ms
 from llm_agents.window_frames import window_starts, windows_frame
 from streams.records import FLOW_FIELDS, UncertainWindow
@@ -56,8 +60,8 @@ MANIFEST_SCHEMA = "edgeloop.dataset_manifest/1"
 # Flow columns kept in the store: FlowRecord minus ground truth and transport timing.
 FLOW_COLUMNS = tuple(c for c in FLOW_FIELDS if c not in ("label", "produced_ms"))
 META_COLUMNS = ("window_id", "label", "provenance", "label_source", "confidence",
-                "model_version", "added_ms")
-COLUMNS = FLOW_COLUMNS + META_COLUMNS
+                "model_version", "added_ms", "view")
+COLUMNS = FLOW_COLUMNS + HISTORY_FEATURES + META_COLUMNS
 _FLOW_SET = set(FLOW_COLUMNS)
 
 
@@ -81,19 +85,23 @@ def windows_rows(entries: Sequence[tuple[UncertainWindow, str, str, float]],
     rows: list[dict[str, Any]] = []
     for w, label, source, conf in entries:
         meta = {"window_id": w.window_id, "label": label, "provenance": provenance, "label_source": source,
-                "confidence": float(conf), "model_version": w.model_version}
-        rows += [{**f.model_dump(include=_FLOW_SET), **meta} for f in w.flows]
-    return pd.DataFrame(rows, columns=[*FLOW_COLUMNS, *META_COLUMNS[:-1]])
+                "confidence": float(conf), "model_version": w.model_version, "view": w.view}
+        hist = w.history if len(w.history) == len(w.flows) else [[None] * len(HISTORY_FEATURES)] * len(w.flows)
+        rows += [{**f.model_dump(include=_FLOW_SET), **dict(zip(HISTORY_FEATURES, h)), **meta}
+                 for f, h in zip(w.flows, hist)]
+    cols = [*FLOW_COLUMNS, *HISTORY_FEATURES, *(c for c in META_COLUMNS if c != "added_ms")]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def reference_frame(flows: pd.DataFrame, *, classes: Iterable[str] | None = None, k: int = 8,
-                    seconds: float = 10.0, key: str = "src", source: str = "lab") -> pd.DataFrame:
+                    seconds: float = 10.0, key: str = "src", source: str = "lab",
+                    views: Any = None) -> pd.DataFrame:
     """Real labelled flows cut into windows as the edge does; windows of other classes dropped.
 
     For seeding the store with the data the detector was trained on, so acceptance has
     labelled neighbours and retraining has the real training set.
     """
-    frame = windows_frame(flows, k=k, seconds=seconds, key=key)  # type: ignore[arg-type]
+    frame = windows_frame(flows, k=k, seconds=seconds, key=key, views=views)  # type: ignore[arg-type]
     if classes is not None:
         frame = frame[frame["label"].isin(set(classes))]
     return frame.assign(label_source=f"dataset:{source}", confidence=1.0, model_version="")
@@ -261,7 +269,8 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"a window frame needs columns {missing}")
     out = frame.copy()
     defaults = {"label_source": "", "confidence": 1.0, "model_version": "", "added_ms": 0,
-                "sensor": "", "application_name": "", "requested_server_name": "", "user_agent": ""}
+                "sensor": "", "application_name": "", "requested_server_name": "", "user_agent": "",
+                "view": "src", **{h: np.nan for h in HISTORY_FEATURES}}
     for c, v in defaults.items():
         if c not in out.columns:
             out[c] = v
@@ -272,6 +281,9 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
     for c in ("sensor", "application_name", "requested_server_name", "user_agent", "flow_id",
               "src_ip", "dst_ip", "window_id", "label", "provenance", "label_source", "model_version"):
         out[c] = out[c].fillna("").astype(str)
+    out["view"] = out["view"].fillna("src").astype(str)
+    for h in HISTORY_FEATURES:
+        out[h] = pd.to_numeric(out[h], errors="coerce").astype("float64")
     return out.loc[:, list(COLUMNS)].reset_index(drop=True)
 
 

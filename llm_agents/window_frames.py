@@ -1,9 +1,12 @@
 """Windows as DataFrames: the form in which the synthesizer, its checks and baselines trade data.
 
 A *window frame* is a DataFrame of flow rows (FlowRecord columns) plus three columns:
-`window_id`, `label` and `provenance`. The rows of one window are contiguous and in time
+`window_id`, `label` and `provenance`, and optionally `view` ("src" when absent) and the
+`inference.history.HISTORY_FEATURES` columns: what the window's host had done when each
+flow came, as the detector computed it. The rows of one window are contiguous and in time
 order. Provenance says where a window came from: ``"real"``, ``"llm:<model>"``,
-``"stat:<generator>"`` or ``"smote"``.
+``"stat:<generator>"`` or ``"smote"``. A window without history columns (synthetic
+windows) is taken as its host's whole history.
 
     >>> real = windows_frame(flows_df, k=8)           # window real flows as the stream would
     >>> x, mask, labels, prov = window_tensors(real, k=8)   # [n, F, K], [n, K], [n], [n]
@@ -24,11 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inference.features import N_FEATURES, flow_features, raw_matrix_from_frame
+from inference.features import (CONTEXT_FEATURES, FLOW_FEATURES, N_FEATURES, RAW_COLUMNS,
+                                failed_flags, flow_features, raw_matrix_from_frame)
+from inference.history import HISTORY_FEATURES, HostHistory
 from streams.records import FLOW_FIELDS
 from streams.windowing import KeyMode, window_id, window_label, windows_from_frame
 
 WINDOW_COLUMNS = ("window_id", "label", "provenance")
+VIEW_COLUMN = "view"
 SYNTHETIC_SENSOR = "synthetic"
 _SRC_NET = ipaddress.IPv4Network("198.18.0.0/16")
 _DST_NET = ipaddress.IPv4Network("198.19.0.0/16")
@@ -37,18 +43,20 @@ _WINDOW_SPACING_MS = 60_000
 
 
 def windows_frame(flows: pd.DataFrame, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
-                  min_flows: int = 1, provenance: str = "real") -> pd.DataFrame:
-    """Cut a flow table into windows exactly as the stream does, one row per flow.
+                  min_flows: int = 1, provenance: str = "real",
+                  views: Any = None) -> pd.DataFrame:
+    """Cut a flow table into windows exactly as the stream does, one row per flow per view.
 
     `flows` needs FlowRecord columns and, for labelled data, a `label` column (a window's
     label is `streams.windowing.window_label` of its flows). Windows with fewer than
-    `min_flows` flows are left out. Flows keep their columns; row order follows windows.
+    `min_flows` flows are left out. Flows keep their columns; row order follows windows;
+    each row carries its window's `view` and the host history the stream computed.
     """
     flows = flows.reset_index(drop=True)
     positional = flows.assign(flow_id=np.arange(len(flows)).astype(str))
     has_label = "label" in flows.columns
     closed = windows_from_frame(positional, k=k, seconds=seconds, key=key,
-                                label_column="label" if has_label else None)
+                                label_column="label" if has_label else None, views=views)
     closed = [w for w in closed if len(w.flow_ids) >= min_flows]
     if not closed:
         return _empty_like(flows)
@@ -57,11 +65,15 @@ def windows_frame(flows: pd.DataFrame, k: int = 8, seconds: float = 10.0, key: K
     out = flows.iloc[order].reset_index(drop=True)
     # Ids as the stream gives them: from the key and the first flow's own id.
     first_ids = flows["flow_id"].astype(str).to_numpy()
-    ids = [window_id(w.key, first_ids[int(w.flow_ids[0])]) for w in closed]
+    ids = [window_id(w.key, first_ids[int(w.flow_ids[0])], w.view) for w in closed]
     out["window_id"] = np.repeat(ids, lengths)
     labels = [window_label(w.labels) if has_label else "" for w in closed]
     out["label"] = np.repeat(labels, lengths)
     out["provenance"] = provenance
+    out[VIEW_COLUMN] = np.repeat([w.view for w in closed], lengths)
+    hist = np.concatenate([w.history for w in closed])
+    for j, name in enumerate(HISTORY_FEATURES):
+        out[name] = hist[:, j]
     return out
 
 
@@ -88,25 +100,54 @@ def window_starts(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def row_features(df: pd.DataFrame) -> np.ndarray:
-    """Per-row features [N, N_FEATURES]: flow features plus context within the row's window.
-
-    The same numbers `streams.windowing.Windower` computes when it closes a window.
+    """Per-row features [N, N_FEATURES]: flow features, context within the row's window
+    and its view, and host history: the same numbers `streams.windowing.Windower`
+    computes when it closes a window. History comes from the frame's history columns
+    where they are filled; elsewhere each window is taken as its host's whole history.
     """
     start, _, _ = window_starts(df)
     feats = np.zeros((len(df), N_FEATURES), dtype=np.float32)
     if len(df) == 0:
         return feats
     raw = raw_matrix_from_frame(df)
-    nf = feats.shape[1] - 3
+    nf, nc = len(FLOW_FEATURES), len(CONTEXT_FEATURES)
     feats[:, :nf] = flow_features(raw)
     cont = ~start
     ts = df["first_seen_ms"].to_numpy(dtype=np.float64)
     dport = df["dst_port"].to_numpy(dtype=np.float64)
-    dst = df["dst_ip"].astype(str).to_numpy()
+    dst_view = _views(df) == "dst"
+    peer = np.where(dst_view, df["src_ip"].astype(str).to_numpy(), df["dst_ip"].astype(str).to_numpy())
     feats[1:, nf] = np.where(cont[1:], np.log1p(np.maximum(np.diff(ts), 0.0)), 0.0)
     feats[1:, nf + 1] = cont[1:] & (dport[1:] != dport[:-1])
-    feats[1:, nf + 2] = cont[1:] & (dst[1:] != dst[:-1])
+    feats[1:, nf + 2] = cont[1:] & (peer[1:] != peer[:-1])
+    feats[:, nf + 3] = dst_view
+    feats[:, nf + nc:] = _history(df, raw, peer, ts, dport)
     return feats
+
+
+def _views(df: pd.DataFrame) -> np.ndarray:
+    if VIEW_COLUMN not in df.columns:
+        return np.full(len(df), "src", dtype=object)
+    return df[VIEW_COLUMN].fillna("src").astype(str).to_numpy()
+
+
+def _history(df: pd.DataFrame, raw: np.ndarray, peer: np.ndarray, ts: np.ndarray,
+             dport: np.ndarray) -> np.ndarray:
+    """Stored history where every value of a row is there; the window alone elsewhere."""
+    have = np.zeros(len(df), dtype=bool)
+    out = np.zeros((len(df), len(HISTORY_FEATURES)), dtype=np.float32)
+    if set(HISTORY_FEATURES) <= set(df.columns):
+        stored = df.loc[:, list(HISTORY_FEATURES)].to_numpy(dtype=np.float64, na_value=np.nan)
+        have = ~np.isnan(stored).any(axis=1)
+        out[have] = stored[have]
+    if not have.all():
+        miss = ~have
+        own = HostHistory(max_hosts=max(1, int(miss.sum())), max_pairs=max(1, 2 * int(miss.sum())))
+        out[miss] = own.update(df["window_id"].astype(str).to_numpy()[miss].tolist(), peer[miss].tolist(),
+                               dport[miss].astype(int).tolist(), ts[miss].tolist(),
+                               failed_flags(raw[miss]).tolist(),
+                               raw[miss, RAW_COLUMNS.index("bytes")].tolist())
+    return out
 
 
 def window_tensors(df: pd.DataFrame, k: int = 8

@@ -62,7 +62,7 @@ class EdgeDetector:
         self.model, self.cfg, self.metrics, self.clock = model, config, metrics, clock
         self.on_scored = on_scored
         self.windower = Windower(k=model.k, seconds=config.seconds, key=config.key,  # type: ignore[arg-type]
-                                 max_open=config.max_open, clock=clock)
+                                 max_open=config.max_open, clock=clock, views=model.window.views)
         self.router = UncertainRouter(config.uncertain_rate_per_s, config.audit_sample, config.worker)
         benign = model.bundle.meta.benign_class
         self.alerts = AlertAggregator(benign, config.alert_min_windows, config.alert_interval_s,
@@ -153,16 +153,17 @@ class EdgeDetector:
                 last_seen_ms=w.last_seen_ms, predicted=names[predicted[i]],
                 probabilities=[round(p, 5) for p in probs[i]], confidence=round(conf[i], 5),
                 ood_score=round(ood[i], 4), uncertain=bool(unsure[i]), closed_by=w.closed_by,
-                model_version=model.version, produced_ms=produced or None, scored_ms=now_ms)
+                model_version=model.version, produced_ms=produced or None, scored_ms=now_ms,
+                view=w.view)
             dets.append(d)
-            u = self.router.route(d, bool(low[i]), list(w.items), names)
+            u = self.router.route(d, bool(low[i]), list(w.items), names, w.history)
             if u is not None:
                 out.append(Output("uncertain", w.key.encode(), encode(u)))
                 if m:
                     m.uncertain.labels(reason=u.reason).inc()
             elif d.uncertain and m:
                 m.uncertain_rate_limited.inc()
-            muted = self.overrides.mutes(d.predicted, d.confidence, d.key, w.items) if self.overrides else None
+            muted = self.overrides.mutes(d.predicted, conf[i], d.key, w.items) if self.overrides else None
             if muted is None:
                 self.alerts.add(d, w.items)
             elif m and not d.uncertain and d.predicted != self.alerts.benign:

@@ -130,6 +130,9 @@ class Detection(_Record):
     model_version: str
     produced_ms: int | None = None  # when the flow that closed the window was produced
     scored_ms: int
+    # The window's view: keyed by source ("src"), by destination ("dst": `key` is the
+    # victim of a fan-in attack) or by the pair.
+    view: Literal["src", "dst", "pair"] = "src"
 
 
 class DetectionBatch(_Record):
@@ -174,6 +177,10 @@ class UncertainWindow(_Record):
     ood_score: float
     model_version: str
     worker: str = ""
+    view: Literal["src", "dst", "pair"] = "src"
+    # What the window's host had done when each flow came (inference.history: one row of
+    # HISTORY_FEATURES per flow), so the agent and retraining see what the detector saw.
+    history: list[list[float]] = Field(default_factory=list, max_length=MAX_BATCH_RECORDS)
 
 
 class Label(_Record):

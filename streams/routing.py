@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 from streams.records import Alert, Detection, FlowRecord, UncertainWindow
 
@@ -114,7 +116,9 @@ class UncertainRouter:
         self.rate_limited = 0
 
     def route(self, d: Detection, low_confidence: bool, flows: list[FlowRecord],
-              class_names: list[str]) -> UncertainWindow | None:
+              class_names: list[str], history: Any = None) -> UncertainWindow | None:
+        """The message for `uncertain`, or None. `history` (an array [n, N_HISTORY]) rides
+        with the flows, rounded, only when a message is sent."""
         if d.uncertain:
             reason = "low_confidence" if low_confidence else "ood"
             if self.bucket is not None and not self.bucket.take():
@@ -127,4 +131,6 @@ class UncertainRouter:
         return UncertainWindow(window_id=d.window_id, key=d.key, reason=reason, flows=flows,
                                predicted=d.predicted, probabilities=d.probabilities,
                                class_names=class_names, confidence=d.confidence,
-                               ood_score=d.ood_score, model_version=d.model_version, worker=self.worker)
+                               ood_score=d.ood_score, model_version=d.model_version, worker=self.worker,
+                               view=d.view,
+                               history=[] if history is None else np.round(history, 5).tolist())

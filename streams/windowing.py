@@ -1,14 +1,19 @@
 """Windows of K consecutive flows per key: the unit the detector scores.
 
-A window collects flows that share a key (source, destination or the pair). It closes
-when it holds K flows ("k"), when a flow arrives more than T seconds (event time) after
-the window's first flow ("time": that flow starts the next window), when the key has
-been silent for T seconds of wall-clock ("idle"), or at end of input ("flush").
-Membership depends only on each key's own flow sequence, so replaying a file as fast as
-possible over Kafka gives the same windows as scoring it offline. Training builds its
-windows with this same class: no train/serve skew.
+A window collects flows that share a key. It closes when it holds K flows ("k"), when a
+flow arrives more than T seconds (event time) after the window's first flow ("time": that
+flow starts the next window), when the key has been silent for T seconds of wall-clock
+("idle"), or at end of input ("flush"). Membership depends only on each key's own flow
+sequence, so replaying a file as fast as possible over Kafka gives the same windows as
+scoring it offline. Training builds its windows with this same class: no train/serve skew.
 
-    >>> w = Windower(k=8, seconds=10, key="src")
+A Windower can look at the flows from several **views** at once: keyed by source ("src":
+fan-out, one attacker's scan or brute force), by destination ("dst": fan-in, a spoofed
+flood or a reflection attack on one victim) or by the pair. Every flow enters one window
+per view; each view keeps its own open windows and its own bounded host history
+(`inference.history`), whose features ride beside each flow.
+
+    >>> w = Windower(k=8, seconds=10, views=("src", "dst"))
     >>> closed = w.push_records(records)      # windows closed by these records
     >>> closed += w.flush()                   # end of input
     >>> x, mask = stack_windows(closed, k=8)  # [n, F, K], [n, K]
@@ -22,16 +27,19 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
-from inference.features import (FLOW_FEATURES, N_FEATURES, RAW_COLUMNS, context_features,
+from inference.features import (N_FEATURES, RAW_COLUMNS, context_features, failed_flags,
                                  flow_features, raw_matrix, raw_matrix_from_frame)
+from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory
 
 KeyMode = Literal["src", "dst", "pair"]
+VIEWS: tuple[str, ...] = ("src", "dst", "pair")
 ClosedBy = Literal["k", "time", "idle", "flush"]
 _TS = RAW_COLUMNS.index("first_seen_ms")
 _DPORT = RAW_COLUMNS.index("dst_port")
+_BYTES = RAW_COLUMNS.index("bytes")
 
 
-def key_function(mode: KeyMode) -> Callable[[str, str], str]:
+def key_function(mode: KeyMode | str) -> Callable[[str, str], str]:
     if mode == "src":
         return lambda src, dst: src
     if mode == "dst":
@@ -41,9 +49,20 @@ def key_function(mode: KeyMode) -> Callable[[str, str], str]:
     raise ValueError(f"unknown window key mode {mode!r} (src, dst, pair)")
 
 
-def window_id(key: str, first_flow_id: str) -> str:
+def parse_views(views: str | Sequence[str]) -> tuple[str, ...]:
+    """("src", "dst") from "src,dst" or a sequence; raises ValueError on an unknown view."""
+    items = [v.strip() for v in views.split(",")] if isinstance(views, str) else list(views)
+    items = [v for v in items if v]
+    bad = [v for v in items if v not in VIEWS]
+    if bad or not items or len(set(items)) != len(items):
+        raise ValueError(f"views {views!r}: give distinct views out of {', '.join(VIEWS)}")
+    return tuple(items)
+
+
+def window_id(key: str, first_flow_id: str, view: str = "src") -> str:
     """Deterministic id: the same window gets the same id in the stream and in a file."""
-    return hashlib.blake2b(f"{key}|{first_flow_id}".encode(), digest_size=8).hexdigest()
+    tag = f"{key}|{first_flow_id}" if view == "src" else f"{view}|{key}|{first_flow_id}"
+    return hashlib.blake2b(tag.encode(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -57,6 +76,12 @@ class ClosedWindow:
     closed_by: ClosedBy
     items: list[Any] = field(default_factory=list)  # the source records, when kept
     labels: list[Any] = field(default_factory=list)
+    view: str = "src"
+
+    @property
+    def history(self) -> np.ndarray:
+        """The host-history part of the features, one row per flow."""
+        return self.features[:, N_FEATURES - N_HISTORY:]
 
 
 @dataclass
@@ -65,62 +90,97 @@ class _Open:
     wall: float
     flow_ids: list[str] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)  # flow features, one row per flow
+    hist: list[np.ndarray] = field(default_factory=list)  # host history, one row per flow
     ts: list[float] = field(default_factory=list)         # first_seen_ms, for context features
     dports: list[float] = field(default_factory=list)
-    dst_ips: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)
     items: list[Any] = field(default_factory=list)
     labels: list[Any] = field(default_factory=list)
 
 
+class _View:
+    """One view's open windows and host history."""
+
+    def __init__(self, name: str, max_hosts: int) -> None:
+        self.name = name
+        self.key = key_function(name)
+        self.peer = (lambda src, dst: src) if name == "dst" else (lambda src, dst: dst)
+        self.open: dict[str, _Open] = {}
+        self.history = HostHistory(max_hosts=max_hosts)
+
+
 class Windower:
-    """Incremental windowing over any number of keys, bounded by `max_open` windows."""
+    """Incremental windowing over any number of keys and views, bounded by `max_open`
+    windows and `max_hosts` remembered hosts per view."""
 
     def __init__(self, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
                  max_open: int = 200_000, keep_items: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 views: Sequence[str] | str | None = None,
+                 max_hosts: int = DEFAULT_MAX_HOSTS) -> None:
         self.k, self.horizon_ms, self.max_open = k, seconds * 1000.0, max_open
         self.seconds, self.keep_items, self.clock = seconds, keep_items, clock
-        self._key = key_function(key)
-        self._open: dict[str, _Open] = {}
+        self.views = parse_views(views if views is not None else (key,))
+        self._views = [_View(v, max_hosts) for v in self.views]
 
     def __len__(self) -> int:
-        return len(self._open)
+        return sum(len(v.open) for v in self._views)
+
+    @property
+    def history_entries(self) -> int:
+        """Host-history entries held over all views (bounded by max_hosts per view)."""
+        return sum(v.history.entries for v in self._views)
 
     def push(self, src_ips: Sequence[str], dst_ips: Sequence[str], flow_ids: Sequence[str],
              raw: np.ndarray, items: Sequence[Any] | None = None,
              labels: Sequence[Any] | None = None) -> list[ClosedWindow]:
-        """Add N flows (columns already extracted); return the windows they closed, in order."""
+        """Add N flows (columns already extracted); return the windows they closed, in order
+        (view by view)."""
         feats = flow_features(raw)
+        failed = failed_flags(raw).tolist()
         all_ts, all_dports = raw[:, _TS].tolist(), raw[:, _DPORT].tolist()
+        nbytes = raw[:, _BYTES].tolist()
         now = self.clock()
-        done: list[tuple[str, _Open, ClosedBy]] = []
-        opened, keyf, k, horizon = self._open, self._key, self.k, self.horizon_ms
         keep = items if self.keep_items else None
+        done: list[tuple[_View, str, _Open, ClosedBy]] = []
+        for view in self._views:
+            keyf, peerf = view.key, view.peer
+            keys = [keyf(s, d) for s, d in zip(src_ips, dst_ips)]
+            peers = [peerf(s, d) for s, d in zip(src_ips, dst_ips)]
+            hist = view.history.update(keys, peers, all_dports, all_ts, failed, nbytes)
+            self._assign(view, keys, peers, flow_ids, feats, hist, all_ts, all_dports, keep, labels,
+                         now, done)
+        return self._close(done)
+
+    def _assign(self, view: _View, keys: list[str], peers: list[str], flow_ids: Sequence[str],
+                feats: np.ndarray, hist: np.ndarray, all_ts: list[float], all_dports: list[float],
+                keep: Sequence[Any] | None, labels: Sequence[Any] | None, now: float,
+                done: list[tuple[_View, str, _Open, ClosedBy]]) -> None:
+        opened, k, horizon = view.open, self.k, self.horizon_ms
         for i in range(len(flow_ids)):
-            key = keyf(src_ips[i], dst_ips[i])
-            ts = all_ts[i]
+            key, ts = keys[i], all_ts[i]
             w = opened.get(key)
             if w is not None and ts - w.first_ts > horizon:
-                done.append((key, opened.pop(key), "time"))
+                done.append((view, key, opened.pop(key), "time"))
                 w = None
             if w is None:
                 if len(opened) >= self.max_open:
                     oldest = next(iter(opened))
-                    done.append((oldest, opened.pop(oldest), "idle"))
+                    done.append((view, oldest, opened.pop(oldest), "idle"))
                 w = opened[key] = _Open(first_ts=ts, wall=now)
             w.wall = now
             w.flow_ids.append(flow_ids[i])
             w.rows.append(feats[i])
+            w.hist.append(hist[i])
             w.ts.append(ts)
             w.dports.append(all_dports[i])
-            w.dst_ips.append(dst_ips[i])
+            w.peers.append(peers[i])
             if keep is not None:
                 w.items.append(keep[i])
             if labels is not None:
                 w.labels.append(labels[i])
             if len(w.flow_ids) >= k:
-                done.append((key, opened.pop(key), "k"))
-        return self._close(done)
+                done.append((view, key, opened.pop(key), "k"))
 
     def push_records(self, records: Sequence[Any]) -> list[ClosedWindow]:
         """Add FlowRecord objects (anything with FlowRecord attributes)."""
@@ -130,32 +190,40 @@ class Windower:
     def expire(self, now: float | None = None) -> list[ClosedWindow]:
         """Close windows whose key has been silent for T seconds of wall-clock."""
         now = self.clock() if now is None else now
-        stale = [key for key, w in self._open.items() if now - w.wall >= self.seconds]
-        return self._close([(key, self._open.pop(key), "idle") for key in stale])
+        done: list[tuple[_View, str, _Open, ClosedBy]] = []
+        for view in self._views:
+            stale = [key for key, w in view.open.items() if now - w.wall >= self.seconds]
+            done += [(view, key, view.open.pop(key), "idle") for key in stale]
+        return self._close(done)
 
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (end of input)."""
-        out = self._close([(key, w, "flush") for key, w in self._open.items()])
-        self._open.clear()
-        return out
+        done: list[tuple[_View, str, _Open, ClosedBy]] = []
+        for view in self._views:
+            done += [(view, key, w, "flush") for key, w in view.open.items()]
+            view.open.clear()
+        return self._close(done)
 
     @staticmethod
-    def _close(done: list[tuple[str, _Open, ClosedBy]]) -> list[ClosedWindow]:
+    def _close(done: list[tuple[_View, str, _Open, ClosedBy]]) -> list[ClosedWindow]:
         """The closed windows, in order, their features built in one pass over all their
         flows laid end to end (a few numpy calls per push, not per window)."""
         if not done:
             return []
-        sizes = np.fromiter((len(w.flow_ids) for _, w, _ in done), dtype=np.int64, count=len(done))
+        sizes = np.fromiter((len(w.flow_ids) for _, _, w, _ in done), dtype=np.int64, count=len(done))
         starts = np.zeros(len(done), dtype=np.int64)
         np.cumsum(sizes[:-1], out=starts[1:])
-        ts = np.fromiter((t for _, w, _ in done for t in w.ts), dtype=np.float64, count=int(sizes.sum()))
-        dports = np.fromiter((p for _, w, _ in done for p in w.dports), dtype=np.float64, count=len(ts))
-        ctx = context_features(ts, dports, [ip for _, w, _ in done for ip in w.dst_ips], starts)
-        feats = np.concatenate([np.stack([r for _, w, _ in done for r in w.rows]), ctx], axis=1)
+        total = int(sizes.sum())
+        ts = np.fromiter((t for _, _, w, _ in done for t in w.ts), dtype=np.float64, count=total)
+        dports = np.fromiter((p for _, _, w, _ in done for p in w.dports), dtype=np.float64, count=total)
+        ctx = context_features(ts, dports, [ip for _, _, w, _ in done for ip in w.peers], starts)
+        ctx[:, 3] = np.repeat([v.name == "dst" for v, _, _, _ in done], sizes)
+        feats = np.concatenate([np.stack([r for _, _, w, _ in done for r in w.rows]), ctx,
+                                np.stack([h for _, _, w, _ in done for h in w.hist])], axis=1)
         lo, hi = np.minimum.reduceat(ts, starts).tolist(), np.maximum.reduceat(ts, starts).tolist()
-        return [ClosedWindow(window_id(key, w.flow_ids[0]), key, w.flow_ids, feats[s:s + n], int(lo[j]),
-                             int(hi[j]), how, w.items, w.labels)
-                for j, ((key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist()))]
+        return [ClosedWindow(window_id(key, w.flow_ids[0], v.name), key, w.flow_ids, feats[s:s + n],
+                             int(lo[j]), int(hi[j]), how, w.items, w.labels, v.name)
+                for j, ((v, key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist()))]
 
 
 def stack_windows(windows: Sequence[ClosedWindow], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,14 +248,17 @@ def window_label(labels: Iterable[Any], benign: str = "benign") -> str:
 
 
 def windows_from_frame(df: Any, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
-                       label_column: str | None = "label") -> list[ClosedWindow]:
-    """Window a DataFrame of flows in row order, exactly as the stream would, then flush."""
-    w = Windower(k=k, seconds=seconds, key=key, max_open=10**9, keep_items=False)
+                       label_column: str | None = "label", views: Sequence[str] | str | None = None,
+                       max_hosts: int = DEFAULT_MAX_HOSTS) -> list[ClosedWindow]:
+    """Window a DataFrame of flows in row order, exactly as the stream would, then flush.
+
+    One frame is one capture: host history runs across all its rows. Window separate
+    captures with separate calls."""
+    w = Windower(k=k, seconds=seconds, key=key, max_open=10**9, keep_items=False, views=views,
+                 max_hosts=max_hosts)
     labels = (df[label_column].tolist()
               if label_column and label_column in df.columns else None)
     closed = w.push(df["src_ip"].astype(str).tolist(), df["dst_ip"].astype(str).tolist(),
                     df["flow_id"].astype(str).tolist(), raw_matrix_from_frame(df), labels=labels)
     return closed + w.flush()
 
-
-assert len(FLOW_FEATURES) + 3 == N_FEATURES

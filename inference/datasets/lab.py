@@ -10,6 +10,7 @@ so evaluation measures generalisation to a capture the model never saw.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,12 +42,54 @@ def lab_paths(root: str | Path | None = None) -> LabPaths:
     return LabPaths(train=one("train"), eval=one("eval"))
 
 
-def load_lab(split: Literal["train", "eval"], root: str | Path | None = None) -> Any:
-    """The split as a DataFrame (FlowRecord columns + `label`), in capture order."""
+def load_lab(split: Literal["train", "eval"], root: str | Path | None = None,
+             separate_runs: bool = False) -> Any:
+    """The split as a DataFrame (FlowRecord columns + `label`), in capture order.
+
+    With `separate_runs`, every attack run comes from a host of its own (see
+    `separate_attack_runs`), read from the spans in `<name>.labels.json` beside it."""
     import pandas as pd
 
     path = getattr(lab_paths(root), split)
     df = pd.read_parquet(path)
     if "label" not in df.columns:
         raise SourceError(f"{path}: no `label` column")
+    if separate_runs:
+        labels = path.with_name(path.name.replace(".parquet", ".labels.json"))
+        df = separate_attack_runs(df, json.loads(labels.read_text()).get("spans", []))
     return df
+
+
+# Addresses for attack runs given hosts of their own; inside the lab's 10.77.0.0/16 and
+# outside the lab network proper (10.77.0.0/24), so they collide with no lab host.
+RUN_NET = "10.77.128.0/17"
+
+
+def separate_attack_runs(df: Any, spans: list[dict[str, Any]]) -> Any:
+    """Give each attack run's flows an attacker address of its own.
+
+    The lab runs every scenario from one attacker address, one after the other, so that
+    host's history (inference.history: the last 10 s to 5 min) would carry the previous
+    attack into the next: a brute force would look like the scan before it. Training on
+    that teaches the order of the lab's script. Here the flows a span labelled (its label,
+    its attacker as either end, inside its time span) get the span's own address instead,
+    as if each run came from a fresh host. Spans matched by victim (spoofed sources) have
+    no attacker address to change and are left alone. Returns a copy.
+    """
+    import ipaddress
+
+    import numpy as np
+
+    out = df.copy()
+    net = ipaddress.ip_network(RUN_NET)
+    src, dst = out["src_ip"].astype(str).to_numpy(), out["dst_ip"].astype(str).to_numpy()
+    first, label = out["first_seen_ms"].to_numpy(), out["label"].astype(str).to_numpy()
+    src_new, dst_new = src.copy(), dst.copy()
+    for i, span in enumerate(s for s in spans if s.get("attacker_ip")):
+        ip, grace = span["attacker_ip"], 1000
+        inside = (first >= span["start_ms"] - grace) & (first <= span["end_ms"] + grace) & (label == span["label"])
+        fresh = str(net.network_address + 1 + i)
+        src_new[inside & (src == ip)] = fresh
+        dst_new[inside & (dst == ip)] = fresh
+    out["src_ip"], out["dst_ip"] = src_new, dst_new
+    return out

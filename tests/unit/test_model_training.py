@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from inference.features import N_FEATURES  # noqa: E402
 from inference.bundle import Bundle  # noqa: E402
 from inference.datasets.synthetic import synthetic_flows  # noqa: E402
 from inference.export import check_against_torch, export_onnx, run_onnx, torch_logits  # noqa: E402
@@ -85,9 +86,9 @@ def test_unknown_label_is_an_error(flows):
 @pytest.mark.parametrize("k", [1, 8])
 def test_onnx_export_matches_torch_with_dynamic_batch(k):
     torch.manual_seed(0)
-    net = WindowCNN(ModelConfig(n_features=34, n_classes=4))
+    net = WindowCNN(ModelConfig(n_features=N_FEATURES, n_classes=4))
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 34, k)).astype(np.float32)
+    x = rng.normal(size=(64, N_FEATURES, k)).astype(np.float32)
     mask = (rng.random((64, k)) < 0.7).astype(np.float32)
     mask[:, 0] = 1.0
     x *= mask[:, None, :]
@@ -100,8 +101,8 @@ def test_onnx_export_matches_torch_with_dynamic_batch(k):
 def test_padding_does_not_change_logits():
     """A window's logits depend only on its real flows, whatever the padding holds."""
     torch.manual_seed(0)
-    net = WindowCNN(ModelConfig(n_features=34, n_classes=3))
-    x = np.random.default_rng(1).normal(size=(2, 34, 8)).astype(np.float32)
+    net = WindowCNN(ModelConfig(n_features=N_FEATURES, n_classes=3))
+    x = np.random.default_rng(1).normal(size=(2, N_FEATURES, 8)).astype(np.float32)
     mask = np.zeros((2, 8), np.float32)
     mask[:, :3] = 1
     noisy = x.copy()
@@ -114,8 +115,8 @@ def test_padding_does_not_change_logits():
 
 def test_export_check_refuses_a_graph_that_disagrees():
     torch.manual_seed(0)
-    net = WindowCNN(ModelConfig(n_features=34, n_classes=3))
-    x = np.random.default_rng(2).normal(size=(8, 34, 4)).astype(np.float32)
+    net = WindowCNN(ModelConfig(n_features=N_FEATURES, n_classes=3))
+    x = np.random.default_rng(2).normal(size=(8, N_FEATURES, 4)).astype(np.float32)
     mask = np.ones((8, 4), np.float32)
     data = export_onnx(net, x, mask)
     with torch.no_grad():
@@ -131,7 +132,7 @@ def test_constant_features_are_neutralised_and_recorded(bundle):
     schema = bundle.feature_schema
     assert schema.std[schema.names.index("urg_ratio")] >= 1e3
     det = OnnxDetector(bundle)
-    x = np.zeros((1, 34, 8), np.float32)
+    x = np.zeros((1, N_FEATURES, 8), np.float32)
     mask = np.ones((1, 8), np.float32)
     wild = x.copy()
     wild[0, schema.names.index("urg_ratio")] = 1.0  # never seen in training
@@ -143,12 +144,12 @@ def test_port_class_shuffle_only_touches_port_rows_of_real_flows():
     from inference.train import _port_codes, _shuffle_port_class
 
     groups = [(rows, torch.from_numpy(codes)) for rows, codes in _port_codes(FeatureSchema())]
-    x = torch.full((64, 34, 8), 7.0)
+    x = torch.full((64, N_FEATURES, 8), 7.0)
     mask = torch.ones(64, 8)
     mask[:, 5:] = 0
     out = _shuffle_port_class(x * mask[:, None, :], mask, groups, 1.0, torch.Generator().manual_seed(0))
     port_rows = [r for rows, _ in groups for r in rows]
-    others = [i for i in range(34) if i not in port_rows]
+    others = [i for i in range(N_FEATURES) if i not in port_rows]
     assert torch.equal(out[:, others], (x * mask[:, None, :])[:, others])
     assert torch.all(out[:, :, 5:] == 0)
     dst, src = groups[0][0], groups[1][0]
@@ -162,9 +163,9 @@ def test_distance_shift_keeps_probabilities_and_raises_energy_of_novel_windows()
     from inference.onnx_detector import calibrate
 
     torch.manual_seed(0)
-    net = WindowCNN(ModelConfig(n_features=34, n_classes=3)).eval()
+    net = WindowCNN(ModelConfig(n_features=N_FEATURES, n_classes=3)).eval()
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(300, 34, 8)).astype(np.float32)
+    x = rng.normal(size=(300, N_FEATURES, 8)).astype(np.float32)
     mask = np.ones((300, 8), np.float32)
     y = rng.integers(0, 3, 300)
     with torch.no_grad():

@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from inference.features import N_FEATURES  # noqa: E402
 from inference.datasets.synthetic import synthetic_flows  # noqa: E402
 from inference.export import export_onnx, run_onnx  # noqa: E402
 from inference.features import FeatureSchema  # noqa: E402
@@ -53,7 +54,7 @@ def test_bundle_keeps_int8_only_within_tolerance(tmp_path):
     assert info["val_accuracy_fp32"] - info["val_accuracy_int8"] <= 0.005 or b.meta.int8 is None
     b.verify()
     if b.meta.int8 is not None:
-        s = OnnxDetector(b, int8=True).score(np.zeros((2, 34, 8), np.float32), np.ones((2, 8), np.float32))
+        s = OnnxDetector(b, int8=True).score(np.zeros((2, N_FEATURES, 8), np.float32), np.ones((2, 8), np.float32))
         assert s.probabilities.shape == (2, len(b.class_names))
     strict = TrainConfig(max_int8_drop=-1.0)  # int8 can never be within a negative tolerance
     b2 = train_bundle(flows, epochs=6, int8=True, progress=False, out_dir=tmp_path / "b",

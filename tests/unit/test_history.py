@@ -1,0 +1,118 @@
+"""Host history beside each window (inference.history) and the views of the Windower."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inference.features import FEATURE_NAMES
+from inference.history import HISTORY_FEATURES, HostHistory
+from streams.records import FlowRecord
+from streams.windowing import Windower, windows_from_frame
+
+
+def col(name: str) -> int:
+    return HISTORY_FEATURES.index(name)
+
+
+def test_decayed_count_follows_the_half_life():
+    h = HostHistory()
+    n = 30
+    rows = h.update(["a"] * n, ["b"] * n, [80] * n, [i * 1000.0 for i in range(n)], [False] * n, [100.0] * n)
+    want = sum(2 ** (-i / 10) for i in range(n))  # 10 s half-life, one flow a second
+    assert rows[-1, col("h10_flows")] == pytest.approx(math.log1p(want), rel=1e-5)
+    want300 = sum(2 ** (-i / 300) for i in range(n))
+    assert rows[-1, col("h300_flows")] == pytest.approx(math.log1p(want300), rel=1e-5)
+    assert rows[-1, col("h10_bytes")] == pytest.approx(math.log1p(100.0), rel=1e-5)
+
+
+def test_new_services_count_distinct_destination_ports_within_the_scale():
+    h = HostHistory()
+    # 20 distinct ports in 20 s, then the same 20 again: the repeats are not new within 60 s.
+    ports = list(range(1, 21)) * 2
+    ts = [i * 1000.0 for i in range(40)]
+    rows = h.update(["s"] * 40, ["v"] * 40, ports, ts, [True] * 40, [60.0] * 40)
+    new60 = np.expm1(rows[:, col("h60_new_services")])
+    assert new60[19] == pytest.approx(sum(2 ** (-(19 - i) / 60) for i in range(20)), rel=1e-4)
+    assert new60[39] < new60[19]  # nothing new since: only decay
+    # One peer throughout: new_peers counted once, then decays.
+    assert np.expm1(rows[0, col("h60_new_peers")]) == pytest.approx(1.0)
+    assert rows[:, col("h60_failed")].min() == pytest.approx(1.0)
+
+
+def test_out_of_order_flows_do_not_decay_backwards():
+    h = HostHistory()
+    rows = h.update(["a"] * 3, ["b", "c", "d"], [1, 2, 3], [10_000.0, 5_000.0, 10_000.0], [False] * 3, [1.0] * 3)
+    flows = np.expm1(rows[:, col("h10_flows")])
+    assert flows.tolist() == pytest.approx([1.0, 2.0, 3.0])
+
+
+def test_memory_is_bounded_whatever_the_number_of_sources():
+    h = HostHistory(max_hosts=1000, max_pairs=2000)
+    n = 300_000
+    keys = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(n)]
+    h.update(keys, ["192.0.2.1"] * n, [80] * n, [float(i) for i in range(n)], [True] * n, [60.0] * n)
+    assert len(h) == 1000 and h.entries <= 1000 + 2 * 2000
+
+
+def _flood(n_sources: int, victim: str = "10.77.0.10") -> list[FlowRecord]:
+    return [FlowRecord(flow_id=f"f{i}", first_seen_ms=1_000_000 + i, last_seen_ms=1_000_000 + i,
+                       src_ip=f"172.16.{i >> 8 & 255}.{i & 255}", dst_ip=victim, src_port=1024 + i % 50000,
+                       dst_port=80, protocol=6, packets=1, bytes=60, src2dst_packets=1, src2dst_bytes=60,
+                       syn_packets=1, src2dst_syn_packets=1, min_ps=60, mean_ps=60, max_ps=60)
+            for i in range(n_sources)]
+
+
+def test_a_spoofed_flood_fills_destination_windows_on_the_victim():
+    w = Windower(k=8, seconds=10, views=("src", "dst"))
+    closed = w.push_records(_flood(4000)) + w.flush()
+    by_view = {v: [c for c in closed if c.view == v] for v in ("src", "dst")}
+    assert all(len(c.flow_ids) == 1 for c in by_view["src"])
+    dst = by_view["dst"]
+    assert {c.key for c in dst} == {"10.77.0.10"} and len(dst) == 500
+    last = dst[-1].history[-1]
+    # Every flow came from a new source: new peers keep pace with flows on the victim.
+    assert np.expm1(last[col("h10_new_peers")]) == pytest.approx(np.expm1(last[col("h10_flows")]), rel=1e-3)
+    assert dst[-1].features[0, FEATURE_NAMES.index("view_dst")] == 1.0
+    assert by_view["src"][0].features[0, FEATURE_NAMES.index("view_dst")] == 0.0
+    assert len({c.window_id for c in closed}) == len(closed)
+
+
+def test_history_is_the_same_pushed_in_chunks_as_windowed_at_once():
+    from inference.datasets.synthetic import synthetic_flows
+
+    df = synthetic_flows(hosts_per_class=3, flows_per_host=40, seed=3).sort_values("first_seen_ms")
+    whole = windows_from_frame(df, k=8, seconds=10.0, views=("src", "dst"))
+    recs = [FlowRecord.model_validate(r) for r in df.drop(columns=["label"]).to_dict("records")]
+    w = Windower(k=8, seconds=10.0, views=("src", "dst"), clock=lambda: 0.0)
+    chunked = []
+    for i in range(0, len(recs), 37):
+        chunked += w.push_records(recs[i:i + 37])
+    chunked += w.flush()
+    a = {c.window_id: c.features for c in whole}
+    b = {c.window_id: c.features for c in chunked}
+    assert a.keys() == b.keys()
+    for wid in a:
+        np.testing.assert_allclose(a[wid], b[wid], rtol=1e-6)
+
+
+def test_a_window_frame_keeps_the_history_the_stream_saw():
+    from inference.datasets.synthetic import synthetic_flows
+    from llm_agents.window_frames import window_tensors, windows_frame
+    from streams.windowing import stack_windows
+
+    df = synthetic_flows(hosts_per_class=2, flows_per_host=30, seed=9).reset_index(drop=True)
+    frame = windows_frame(df, k=8, views=("src", "dst"))
+    x, mask, _, _ = window_tensors(frame, k=8)
+    closed = windows_from_frame(df, k=8, views=("src", "dst"))
+    x2, mask2 = stack_windows(closed, 8)
+    np.testing.assert_allclose(x, x2, rtol=1e-6)
+    # Without the stored history (a synthetic window), each window is its host's whole past.
+    bare = frame.drop(columns=list(HISTORY_FEATURES))
+    x3, _, _, _ = window_tensors(bare, k=8)
+    hist = slice(len(FEATURE_NAMES) - len(HISTORY_FEATURES), None)
+    np.testing.assert_allclose(x3[:, :hist.start], x[:, :hist.start], rtol=1e-6)
+    assert not np.allclose(x3[:, hist], x[:, hist])
+    assert pd.Series(frame["view"]).isin(["src", "dst"]).all()
