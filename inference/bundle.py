@@ -60,6 +60,25 @@ class WindowSpec(BaseModel):
     def describe(self) -> str:
         return f"K={self.k}, T={self.seconds:g}s, views={','.join(self.views)}"
 
+    def same_cut(self, other: "WindowSpec") -> bool:
+        """Whether windows cut with `other` are the windows this spec was trained on."""
+        return (self.k, float(self.seconds), list(self.views)) == (other.k, float(other.seconds), list(other.views))
+
+
+def check_window(bundle: "Bundle", k: int, seconds: float, views: Any, *, follow: bool = False) -> WindowSpec:
+    """The window spec to run `bundle` with: its own, when the settings agree or `follow`
+    is set; otherwise BundleVerificationError naming both (train/serve skew: a model fed
+    windows cut another way scores inputs it never saw)."""
+    spec = bundle.meta.window
+    asked = WindowSpec(k=k, seconds=seconds, key=list(views)[0], views=list(views))
+    if follow or spec.same_cut(asked):
+        return spec
+    raise BundleVerificationError(
+        bundle.version or str(bundle.path),
+        f"window spec {spec.describe()} differs from the settings' {asked.describe()} "
+        "(EDGELOOP_WINDOW_K/_SECONDS/_VIEWS); set them to the bundle's, or "
+        "EDGELOOP_FOLLOW_BUNDLE_WINDOW=true to run with the bundle's")
+
 
 class BundleMeta(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -91,6 +110,8 @@ def sha256_file(path: Path) -> str:
 def content_version(meta: BundleMeta) -> str:
     """Content address: hash of the ONNX hashes plus metadata, ignoring version/metrics."""
     d = meta.model_dump(by_alias=True, exclude={"version", "metrics", "created_ms"})
+    if d["window"].get("views") == ["src"]:  # bundles from before views keep their version
+        del d["window"]["views"]
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -51,7 +51,9 @@ MARGIN_MS = 60_000
 
 @dataclass
 class ProposalOutcome:
-    """What became of one alert: `proposed` (with the proposal), `covered` or `failed`."""
+    """What became of one alert: `proposed` (with the proposal), `covered`, `unblockable`
+    (a fan-in attack from more sources than an alert can list: blocking a few of them,
+    or the victim it names, would not stop it) or `failed`."""
 
     alert_id: str
     status: str
@@ -153,6 +155,10 @@ class PolicyProposer:
         from llm_agents.blueprints import intent_from_alert
 
         a = alert if isinstance(alert, Alert) else Alert.model_validate(dict(alert))
+        if a.view == "dst" and a.sources > len(a.src_ips):
+            return ProposalOutcome(a.alert_id, "unblockable",
+                                   f"{a.attack} on {a.key} from {a.sources} sources (spoofed or distributed): "
+                                   "source blocks cannot stop it; protect the victim upstream")
         first = intent_from_alert(a, self.actions[0])
         covered = self.store.live_covering(first.sources or first.hosts)
         if covered:
@@ -189,8 +195,8 @@ def _rank(alerts: Iterable[Alert | Mapping[str, Any]], limit: int) -> list[Alert
     seen, out = set(), []
     parsed = [a if isinstance(a, Alert) else Alert.model_validate(dict(a)) for a in alerts]
     for a in sorted(parsed, key=lambda a: (-a.windows, -a.max_confidence, a.alert_id)):
-        if (a.key, a.attack) not in seen:
-            seen.add((a.key, a.attack))
+        if (a.view, a.key, a.attack) not in seen:
+            seen.add((a.view, a.key, a.attack))
             out.append(a)
     return out[:limit]
 

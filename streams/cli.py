@@ -33,6 +33,7 @@ LAZY = {
     "train": ("inference.cli:train", "Train the CNN detector and write a bundle to the registry (needs torch)."),
     "evaluate": ("inference.cli:evaluate", "Evaluate a bundle on a labelled flow file: F1, calibration, int8."),
     "models": ("inference.cli:models", "The model registry: list and show bundles."),
+    "datasets": ("inference.cli:datasets", "Build shipped datasets from their sources: the nDPI foreign set."),
     "agent": ("llm_agents.cli:agent", "The LLM agent: label uncertain windows, keep the dataset, retrain."),
     "review": ("llm_agents.cli:review", "The review queue: list, accept or correct labels a person must check."),
     "retrain": ("llm_agents.cli:retrain", "Retrain now; promote the challenger only if it beats the champion."),
@@ -151,9 +152,12 @@ def broker(port: int | None) -> None:
 def detect() -> None:
     """Run an edge detector worker (faust) on the flows topic.
 
-    Windows flows per key (EDGELOOP_WINDOW_KEY: src, dst or pair), scores batches with
-    ONNX Runtime and publishes detections, uncertain windows and alerts. Follows the
-    models topic and hot-swaps verified releases. Start several with the same
+    Windows every flow once per view (EDGELOOP_WINDOW_VIEWS, default src,dst: by source
+    for fan-out attacks, by destination for fan-in ones such as spoofed floods), scores
+    batches with ONNX Runtime and publishes detections, uncertain windows and alerts.
+    Refuses a bundle whose window spec (K, T, views) differs from the settings, naming
+    both, unless EDGELOOP_FOLLOW_BUNDLE_WINDOW=true. Follows the models topic and
+    hot-swaps verified releases with the same window spec. Start several with the same
     EDGELOOP_GROUP_ID to share partitions. Metrics on EDGELOOP_METRICS_PORT.
     """
     from prometheus_client import CollectorRegistry
@@ -172,7 +176,7 @@ def detect() -> None:
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"detector {w.worker_id}: model {bundle.version} ({', '.join(bundle.class_names)}), "
-                  f"K={bundle.meta.window.k}, key={s.window_key}; metrics http://{s.metrics_addr}:{port}/metrics")
+                  f"{bundle.meta.window.describe()}; metrics http://{s.metrics_addr}:{port}/metrics")
     w.run()
 
 
@@ -300,12 +304,16 @@ def capture(iface: str, duration: float | None, max_flows: int | None, metrics_p
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write one row per window: .parquet (default) or .jsonl.")
 @click.option("--model", default=None, help="Bundle directory or registry version (default: current).")
-def score(file: Path, output: Path | None, model: str | None) -> None:
+@click.option("--follow-bundle", is_flag=True, help="Cut windows as the bundle was trained (K, T, "
+              "views) even where EDGELOOP_WINDOW_* say otherwise.")
+def score(file: Path, output: Path | None, model: str | None, follow_bundle: bool) -> None:
     """Score a flow file offline (pcap, CSV, Parquet) with the edge's own windowing and model.
 
     Like `suricata -r`: no broker. Prints a summary per predicted class; with a label
-    column in the input, also how often each predicted class matched it.
+    column in the input, also how often each predicted class matched it. Like a
+    detector, refuses a bundle whose window spec differs from the settings.
     """
+    from inference.bundle import check_window
     from inference.registry import resolve_bundle
     from streams.detector import DetectorConfig
     from streams.score import score_frame, summary, write_windows
@@ -314,6 +322,8 @@ def score(file: Path, output: Path | None, model: str | None) -> None:
     s = settings_or_exit()
     try:
         bundle = resolve_bundle(model or s.model, s.data_dir / "registry")
+        check_window(bundle, s.window_k, s.window_seconds, s.views,
+                     follow=follow_bundle or s.follow_bundle_window)
         res = score_frame(load_flows(file), bundle, DetectorConfig.from_settings(s))
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc

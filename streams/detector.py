@@ -44,6 +44,8 @@ class DetectorConfig:
     alert_min_windows: int = 2
     alert_interval_s: float = 5.0
     worker: str = ""
+    idle_s: float | None = None
+    max_hosts: int = 50_000
 
     @classmethod
     def from_settings(cls, s: object) -> "DetectorConfig":
@@ -52,7 +54,7 @@ class DetectorConfig:
             ("batch_max", "batch_max"), ("batch_wait_ms", "batch_wait_ms"),
             ("uncertain_rate_per_s", "uncertain_rate_per_s"), ("audit_sample", "audit_sample"),
             ("alert_min_windows", "alert_min_windows"), ("alert_interval_s", "alert_interval_s"),
-            ("worker", "worker_id"))})
+            ("worker", "worker_id"), ("idle_s", "window_idle_s"), ("max_hosts", "max_hosts"))})
 
 
 class EdgeDetector:
@@ -61,8 +63,12 @@ class EdgeDetector:
                  on_scored: Callable[[list[Detection]], None] | None = None) -> None:
         self.model, self.cfg, self.metrics, self.clock = model, config, metrics, clock
         self.on_scored = on_scored
-        self.windower = Windower(k=model.k, seconds=config.seconds, key=config.key,  # type: ignore[arg-type]
-                                 max_open=config.max_open, clock=clock, views=model.window.views)
+        # Windows are cut exactly as the model's were in training (its K, T and views);
+        # `check_window` is where settings that disagree are refused.
+        spec = model.window
+        self.windower = Windower(k=spec.k, seconds=spec.seconds, key=spec.views[0],  # type: ignore[arg-type]
+                                 max_open=config.max_open, clock=clock, views=spec.views,
+                                 max_hosts=config.max_hosts, idle_s=config.idle_s)
         self.router = UncertainRouter(config.uncertain_rate_per_s, config.audit_sample, config.worker)
         benign = model.bundle.meta.benign_class
         self.alerts = AlertAggregator(benign, config.alert_min_windows, config.alert_interval_s,
@@ -74,9 +80,12 @@ class EdgeDetector:
             metrics.set_model(model.version)
 
     def swap(self, model: OnnxDetector) -> None:
-        """Use `model` from the next batch on. Refuses a bundle with a different window K."""
-        if model.k != self.model.k:
-            raise BundleVerificationError(model.version, f"window K {model.k} != running K {self.model.k}")
+        """Use `model` from the next batch on. Refuses a bundle whose windows are cut
+        differently (K, T, views): the open windows and host history were built for the
+        running one."""
+        if not model.window.same_cut(self.model.window):
+            raise BundleVerificationError(model.version, f"window spec {model.window.describe()} differs "
+                                          f"from the running model's {self.model.window.describe()}")
         self.model = model
         if self.metrics:
             self.metrics.set_model(model.version)

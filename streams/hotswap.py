@@ -82,9 +82,13 @@ class ModelWatcher:
         except EdgeloopError as exc:
             self._refuse(rel.version, "load", str(exc))
             return
-        res = self.on_model(det)
-        if asyncio.iscoroutine(res):
-            await res
+        try:
+            res = self.on_model(det)
+            if asyncio.iscoroutine(res):
+                await res
+        except BundleVerificationError as exc:  # e.g. windows cut differently from the running model's
+            self._refuse(rel.version, "verification", exc.detail)
+            return
         log.warning("model swapped in: %s (%s)", rel.version, rel.reason or "release")
 
     def _refuse(self, version: str, reason: str, detail: str) -> None:

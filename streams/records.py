@@ -160,6 +160,10 @@ class Alert(_Record):
     dst_ports: list[int]
     model_version: str
     worker: str = ""
+    # "src": `key` is the attacking source; "dst": `key` is the victim of a fan-in attack
+    # (spoofed flood, reflection) and `src_ips` only the first of `sources` addresses.
+    view: Literal["src", "dst", "pair"] = "src"
+    sources: int = 0
 
 
 class UncertainWindow(_Record):

@@ -53,30 +53,38 @@ class _AlertAgg:
     src_ips: set[str] = field(default_factory=set)
     dst_ips: set[str] = field(default_factory=set)
     dst_ports: set[int] = field(default_factory=set)
+    sources: int = 0  # distinct source addresses seen, counted up to SOURCE_CAP
+    _seen: set[str] = field(default_factory=set)
 
 
 class AlertAggregator:
-    """Collect confident attack detections per (key, attack); emit when the interval ends."""
+    """Collect confident attack detections per (view, key, attack); emit when the interval
+    ends. In the `dst` view the key is the victim, and `sources` says how many distinct
+    addresses attacked it (a spoofed flood: thousands)."""
 
     MAX_LISTED = 50
+    SOURCE_CAP = 1_000_000  # distinct sources counted per alert (a spoofed flood has many)
 
     def __init__(self, benign: str, min_windows: int, interval_s: float, worker: str = "",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.benign, self.min_windows, self.interval_s = benign, min_windows, interval_s
         self.worker, self.clock = worker, clock
-        self._aggs: dict[tuple[str, str], _AlertAgg] = {}
+        self._aggs: dict[tuple[str, str, str], _AlertAgg] = {}
         self._since = clock()
 
     def add(self, d: Detection, flows: list[FlowRecord]) -> None:
         if d.uncertain or d.predicted == self.benign:
             return
-        a = self._aggs.setdefault((d.key, d.predicted), _AlertAgg())
+        a = self._aggs.setdefault((d.view, d.key, d.predicted), _AlertAgg())
         a.windows += 1
         a.flows += len(d.flow_ids)
         a.first_seen_ms = min(a.first_seen_ms, d.first_seen_ms)
         a.last_seen_ms = max(a.last_seen_ms, d.last_seen_ms)
         a.max_confidence = max(a.max_confidence, d.confidence)
         for f in flows:
+            if a.sources < self.SOURCE_CAP and f.src_ip not in a._seen:
+                a._seen.add(f.src_ip)
+                a.sources += 1
             if len(a.src_ips) < self.MAX_LISTED:
                 a.src_ips.add(f.src_ip)
             if len(a.dst_ips) < self.MAX_LISTED:
@@ -92,16 +100,18 @@ class AlertAggregator:
         if not force and not self.due():
             return []
         out, keep = [], {}
-        for (key, attack), a in self._aggs.items():
+        for (view, key, attack), a in self._aggs.items():
             if a.windows >= self.min_windows or force:
-                aid = hashlib.blake2b(f"{key}|{attack}|{a.first_seen_ms}".encode(), digest_size=8).hexdigest()
+                tag = f"{key}|{attack}|{a.first_seen_ms}" if view == "src" else f"{view}|{key}|{attack}|{a.first_seen_ms}"
+                aid = hashlib.blake2b(tag.encode(), digest_size=8).hexdigest()
                 out.append(Alert(alert_id=aid, key=key, attack=attack, windows=a.windows, flows=a.flows,
                                  first_seen_ms=a.first_seen_ms, last_seen_ms=a.last_seen_ms,
                                  max_confidence=round(a.max_confidence, 4), src_ips=sorted(a.src_ips),
                                  dst_ips=sorted(a.dst_ips), dst_ports=sorted(a.dst_ports),
-                                 model_version=model_version, worker=self.worker))
+                                 model_version=model_version, worker=self.worker, view=view,
+                                 sources=a.sources))
             else:
-                keep[(key, attack)] = a
+                keep[(view, key, attack)] = a
         self._aggs = keep
         self._since = self.clock()
         return out

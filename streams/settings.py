@@ -32,11 +32,21 @@ class Settings(BaseSettings):
     embedded_port: int = Field(9092, ge=1, le=65535)
     topic_prefix: str = "edgeloop."
     partitions: int = Field(4, ge=1, le=1024)
-    # Windowing.
+    # Windowing. K, T and the views must be those the bundle was trained with (a detector
+    # refuses a bundle whose window spec differs) unless follow_bundle_window is set.
     window_k: int = Field(8, ge=1, le=256)
     window_seconds: float = Field(10.0, gt=0, le=3600)
+    # Every flow is windowed once per view: by source (fan-out), by destination (fan-in).
+    window_views: str = "src,dst"
+    # How the flows topic is keyed (partitioned) by sensors.
     window_key: WindowKey = "src"
+    # Wall-clock silence after which an open window closes (default: T). Serving only:
+    # training has no wall clock, so this is not part of the window spec.
+    window_idle_s: float | None = Field(None, gt=0, le=3600)
+    follow_bundle_window: bool = False
     max_open_windows: int = Field(200_000, ge=1)
+    # Hosts remembered per view for host history (inference.history): the memory bound.
+    max_hosts: int = Field(50_000, ge=1, le=10_000_000)
     # Batched inference: up to N windows or M milliseconds.
     batch_max: int = Field(256, ge=1, le=65536)
     batch_wait_ms: float = Field(20.0, ge=0, le=10_000)
@@ -83,6 +93,13 @@ class Settings(BaseSettings):
             raise ValueError("must not contain whitespace")
         return v
 
+    @field_validator("window_views")
+    @classmethod
+    def _views(cls, v: str) -> str:
+        from streams.windowing import parse_views
+
+        return ",".join(parse_views(v))
+
     @field_validator("heartbeat_s")
     @classmethod
     def _heartbeat(cls, v: float, info: ValidationInfo) -> float:
@@ -95,6 +112,10 @@ class Settings(BaseSettings):
     def kafka_compression(self) -> str | None:
         """The value Kafka clients take for `compression_type` (None: uncompressed)."""
         return None if self.compression == "none" else self.compression
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(self.window_views.split(","))
 
     @property
     def offline(self) -> bool:

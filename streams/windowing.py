@@ -117,9 +117,10 @@ class Windower:
                  max_open: int = 200_000, keep_items: bool = True,
                  clock: Callable[[], float] = time.monotonic,
                  views: Sequence[str] | str | None = None,
-                 max_hosts: int = DEFAULT_MAX_HOSTS) -> None:
+                 max_hosts: int = DEFAULT_MAX_HOSTS, idle_s: float | None = None) -> None:
         self.k, self.horizon_ms, self.max_open = k, seconds * 1000.0, max_open
         self.seconds, self.keep_items, self.clock = seconds, keep_items, clock
+        self.idle_s = seconds if idle_s is None else idle_s
         self.views = parse_views(views if views is not None else (key,))
         self._views = [_View(v, max_hosts) for v in self.views]
 
@@ -188,11 +189,11 @@ class Windower:
                          [r.flow_id for r in records], raw_matrix(records), items=records)
 
     def expire(self, now: float | None = None) -> list[ClosedWindow]:
-        """Close windows whose key has been silent for T seconds of wall-clock."""
+        """Close windows whose key has been silent for `idle_s` (default T) of wall-clock."""
         now = self.clock() if now is None else now
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
         for view in self._views:
-            stale = [key for key, w in view.open.items() if now - w.wall >= self.seconds]
+            stale = [key for key, w in view.open.items() if now - w.wall >= self.idle_s]
             done += [(view, key, view.open.pop(key), "idle") for key in stale]
         return self._close(done)
 

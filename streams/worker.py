@@ -17,7 +17,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from inference.bundle import Bundle
+from inference.bundle import Bundle, check_window
 from inference.onnx_detector import OnnxDetector
 from streams.deadletter import dead_letter
 from streams.detector import DetectorConfig, EdgeDetector, Output
@@ -53,6 +53,8 @@ class EdgeWorker:
         self.names = self.topics.all()
         self.metrics = EdgeMetrics(registry or CollectorRegistry())
         self.worker_id = settings.worker_id or f"edge-{int(time.time() * 1000) % 10**8}"
+        check_window(bundle, settings.window_k, settings.window_seconds, settings.views,
+                     follow=settings.follow_bundle_window)
         cfg = DetectorConfig.from_settings(settings)
         cfg = DetectorConfig(**{**cfg.__dict__, "worker": self.worker_id})
         self.engine = EdgeDetector(OnnxDetector(bundle), cfg, self.metrics)

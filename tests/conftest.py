@@ -47,6 +47,7 @@ def _train(tmp: Path, seed: int, **kw: Any):
     from inference.train import train_bundle
 
     df = synthetic_flows(hosts_per_class=4, flows_per_host=48, seed=seed)
+    kw.setdefault("views", ["src", "dst"])  # the product's default window views
     return train_bundle(df, epochs=6, progress=False, out_dir=tmp, seed=seed, **kw)
 
 

@@ -37,7 +37,10 @@ def test_every_window_is_scored_once_and_counted(tiny_bundle, flows):
     scored = sum(reg.get_sample_value("edgeloop_windows_scored_total", {"closed_by": c}) or 0
                  for c in ("k", "time", "idle", "flush"))
     assert len(ids) == len(set(ids)) == scored
-    assert sum(len(d["flow_ids"]) for d in dets) == len(records)
+    # Every flow is in exactly one window of each view.
+    for view in tiny_bundle.meta.window.views:
+        ids_in_view = [f for d in dets if d["view"] == view for f in d["flow_ids"]]
+        assert sorted(ids_in_view) == sorted(r.flow_id for r in records), view
     assert reg.get_sample_value("edgeloop_flows_in_total") == len(records)
     assert reg.get_sample_value("edgeloop_inference_batch_windows_count") >= len(ids) / 16
     assert any(o.topic == "alerts" for o in outs)
@@ -54,19 +57,38 @@ def test_batches_wait_at_most_batch_wait(tiny_bundle, flows):
     assert [o.topic for o in eng.tick()][0] == "detections" and not eng.pending
 
 
-def test_swap_refuses_a_different_window_k(tiny_bundle):
+@pytest.mark.parametrize("change", [{"k": 9}, {"seconds": 30.0}, {"views": ["src"]}, {"views": ["dst", "src"]}])
+def test_swap_refuses_a_bundle_whose_windows_are_cut_differently(tiny_bundle, change):
     eng = EdgeDetector(OnnxDetector(tiny_bundle))
     other = OnnxDetector(tiny_bundle)
-    other.k = tiny_bundle.meta.window.k + 1
-    with pytest.raises(BundleVerificationError):
+    other.window = tiny_bundle.meta.window.model_copy(update=change)
+    with pytest.raises(BundleVerificationError, match="window spec"):
         eng.swap(other)
+    same = OnnxDetector(tiny_bundle)
+    eng.swap(same)
+    assert eng.model is same
+
+
+def test_a_detector_refuses_settings_that_cut_windows_another_way(tiny_bundle):
+    from inference.bundle import check_window
+
+    spec = tiny_bundle.meta.window
+    assert check_window(tiny_bundle, spec.k, spec.seconds, spec.views) == spec
+    with pytest.raises(BundleVerificationError) as err:
+        check_window(tiny_bundle, spec.k, spec.seconds, ["src"])
+    assert "views=src,dst" in str(err.value) and "views=src " in str(err.value) + " "
+    assert "EDGELOOP_FOLLOW_BUNDLE_WINDOW" in str(err.value)
+    with pytest.raises(BundleVerificationError, match="K=16"):
+        check_window(tiny_bundle, 16, spec.seconds, spec.views)
+    assert check_window(tiny_bundle, 16, 3.0, ["dst"], follow=True) == spec
 
 
 def test_offline_score_reports_windows_and_ground_truth(tiny_bundle, flows):
     res = score_frame(flows, tiny_bundle)
     w = res.windows
     assert set(w["predicted"]) <= set(tiny_bundle.class_names)
-    assert w["n_flows"].sum() == len(flows)
+    assert (w.groupby("view")["n_flows"].sum() == len(flows)).all()
+    assert set(w["view"]) == set(tiny_bundle.meta.window.views)
     assert (w["label"] == w["predicted"]).mean() > 0.8  # a trained model, on its own kind of data
     s = summary(w)
     assert s["windows"].sum() == len(w) and "recall_as_label" in s.columns
