@@ -114,27 +114,59 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
 
 
 @click.command("evaluate")
-@click.argument("model")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model", required=False)
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--open-world", "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Judge MODEL on the foreign captures this manifest lists (TOML or JSON; see "
+                   "docs/openworld.md) by window verdicts, instead of scoring FILE.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Labels for a pcap (or to relabel a table): CSV/Parquet with flow_id,label "
                    "or src_ip,start_ms,end_ms,label.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="flows", show_default=True)
-@click.option("--name", default=None, help="Report name (default: the file's stem).")
+@click.option("--name", default=None, help="Report name (default: the file's stem; "
+              "openworld-<manifest stem> with --open-world).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Report directory (default: <bundle>/reports).")
 @click.option("--no-speed", is_flag=True, help="Skip the fp32/int8 speed measurement.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNGs (no matplotlib needed).")
-def evaluate(model: str, file: Path, labels: Path | None, fmt: str, name: str | None,
-             out: Path | None, no_speed: bool, no_plots: bool) -> None:
-    """Evaluate bundle MODEL on labelled flow FILE and write a JSON report next to it.
+@click.option("--fail-on-targets", is_flag=True, help="With --open-world: exit 1 when a target "
+              "is missed (benign <= 1% false alerts and <= 5% deferred; known classes >= 95% ok; "
+              "unknown kinds <= 1% missed; by window, over all views).")
+@click.option("--windows", "windows_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --open-world: also write every judged window to this Parquet file.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(model: str | None, file: Path | None, manifest: Path | None, labels: Path | None,
+             fmt: str, name: str | None, out: Path | None, no_speed: bool, no_plots: bool,
+             fail_on_targets: bool, windows_out: Path | None, quiet: bool) -> None:
+    """Evaluate bundle MODEL on labelled flow FILE, or on foreign captures (--open-world).
 
     MODEL is a bundle directory, a registry version, `current` or `default` (the bundle
     shipped with edgeloop). FILE is CSV/Parquet with a `label` column, or a pcap with
     --labels. Reports per-class precision/recall/F1, macro-F1, a confusion matrix and a
     reliability diagram (PNG), expected calibration error, fp32 vs int8 accuracy and
     windows/s, and how many windows of labels the model never saw went to `uncertain`.
+
+    With --open-world MANIFEST [MODEL] (MODEL defaults to what the edge would load:
+    EDGELOOP_MODEL, else the registry's current bundle, else the shipped default), every
+    capture in the manifest is scored by the edge's own engine and each window judged:
+    benign windows ok / false_alert / deferred; windows of a known class ok / deferred /
+    miss / wrong_class; windows of a kind the model never saw caught_uncertain /
+    caught_alert / miss. Prints rates per group by window and by capture, per view,
+    beside a fan-out rule (>= 20 distinct dst:port pairs in 5 minutes) and the targets;
+    writes JSON and a PNG. Captures that fail to load or meter are counted per reason.
+
+    \b
+    edgeloop evaluate default data/lab/eval.parquet
+    edgeloop evaluate --open-world data/openworld/ndpi-test.toml default
+    edgeloop evaluate --open-world data/openworld/ndpi-test.toml --fail-on-targets
     """
+    if manifest is not None:
+        if file is not None:
+            raise click.UsageError("--open-world takes MANIFEST [MODEL], not a FILE too")
+        _evaluate_open_world(manifest, model, name, out, no_plots, fail_on_targets, windows_out, quiet)
+        return
+    if model is None or file is None:
+        raise click.UsageError("give MODEL and FILE (or --open-world MANIFEST [MODEL])")
     from inference.evaluate import evaluate_bundle
 
     bundle = _resolve(model)
@@ -145,6 +177,31 @@ def evaluate(model: str, file: Path, labels: Path | None, fmt: str, name: str | 
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     _print_report(report)
+
+
+def _evaluate_open_world(manifest: Path, model: str | None, name: str | None, out: Path | None,
+                         no_plots: bool, fail_on_targets: bool, windows_out: Path | None,
+                         quiet: bool) -> None:
+    from inference.openworld import evaluate_open_world
+    from inference.openworld_table import print_report
+    from inference.registry import resolve_bundle
+
+    if model is None:
+        s = _settings()
+        try:
+            bundle = resolve_bundle(s.model, s.data_dir / "registry")
+        except EdgeloopError as exc:
+            raise click.ClickException(str(exc)) from exc
+    else:
+        bundle = _resolve(model)
+    try:
+        report = evaluate_open_world(manifest, bundle, out_dir=out, name=name, plots=not no_plots,
+                                     progress=not quiet, windows_out=windows_out)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    print_report(report, Console(stderr=True, width=max(console.width, 160)))
+    if fail_on_targets and not report["targets_met"]:
+        raise SystemExit(1)
 
 
 def _resolve(model: str) -> Any:
@@ -234,3 +291,43 @@ def models_show(model: str) -> None:
     """Print a bundle's metadata (MODEL: directory, version, `current` or `default`)."""
     b = _resolve(model)
     click.echo(b.meta.model_dump_json(by_alias=True, indent=2, exclude={"metrics"}))
+
+
+@click.group("datasets")
+def datasets() -> None:
+    """Build the datasets edgeloop ships from their sources (the lab's own: `edgeloop lab`)."""
+
+
+@datasets.command("ndpi")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write flows.parquet and the datasheet (default: data/ndpi in the repo).")
+@click.option("--captures", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The nDPI capture folder with MANIFEST.tsv (default: ../shared/captures/ndpi).")
+@click.option("--idle-timeout", type=int, default=5, show_default=True, help="NFStream idle timeout, s.")
+@click.option("--active-timeout", type=int, default=30, show_default=True, help="NFStream active timeout, s.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def datasets_ndpi(out: Path | None, captures: Path | None, idle_timeout: int, active_timeout: int,
+                  quiet: bool) -> None:
+    """Meter the nDPI foreign captures (real benign traffic, LGPL-3.0, ntop/nDPI) into flows.
+
+    Every capture file is metered with NFStream; each one yields flows or is recorded
+    with the reason it failed. Files are split by a keyed hash of their name into a
+    `train` and a `test` half (237 each); the test half is for evaluation only. Writes
+    flows.parquet (FlowRecord columns + `file`, `split`; label benign), datasheet.json
+    (per-file records: flows, packets, link types, IP versions, caveats, failures) and
+    datasheet.md (source, licence and credit). About 30 s for the 474 files.
+    """
+    from inference.datasets.ndpi import NDPI_DIR, build_ndpi
+
+    try:
+        sheet = build_ndpi(out or NDPI_DIR, captures, idle_timeout=idle_timeout,
+                           active_timeout=active_timeout, progress=not quiet)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for split, v in sheet["splits"].items():
+        console.print(f"{split}: {v['files']} files, {v['files_metered']} metered, "
+                      f"{v['files_failed']} failed, {v['flows']:,} flows")
+    fails = ", ".join(f"{k} {n}" for k, n in sorted(sheet["failures"].items())) or "none"
+    console.print(f"metering failures by reason: {fails}")
+    console.print(f"wrote {out or NDPI_DIR}/flows.parquet, datasheet.json, datasheet.md "
+                  f"in {sheet['metering']['seconds']:.0f} s")

@@ -75,3 +75,55 @@ def reliability_png(bins: dict[str, list[Any]], path: Path, title: str,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# Verdict colours: greens for right calls, yellow/cyan for sent to a person, reds for wrong.
+VERDICT_COLOURS = {"ok": "#2e7d32", "caught_alert": "#66bb6a", "caught_uncertain": "#4fc3f7",
+                   "deferred": "#fbc02d", "wrong_class": "#ab47bc", "false_alert": "#e53935",
+                   "miss": "#8e0000"}
+
+
+def openworld_png(report: dict[str, Any], path: Path, title: str) -> Path:
+    """Stacked verdict shares per group, kind and view: by window (left), by capture (right).
+
+    One bar per row, labelled "group · kind · view (n)"; a black diamond marks the share
+    the fan-out heuristic flagged (false alerts for benign rows, detections otherwise).
+    """
+    plt = _pyplot()
+    rows = [(f"{g} · {k} · {v}", b) for g, grp in report["groups"].items()
+            for v, kinds in grp.get("views", {}).items() for k, b in kinds.items()]
+    if not rows:
+        rows = [("nothing scored", None)]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 1.2 + 0.45 * len(rows)), sharey=True)
+    seen: dict[str, Any] = {}
+    for ax, unit, fkey in ((axes[0], "windows", "windows_rate"), (axes[1], "captures", "captures_rate")):
+        for y, (_, b) in enumerate(rows):
+            if b is None:
+                continue
+            left = 0.0
+            for verdict, share in b[unit]["rates"].items():
+                if share:
+                    seen[verdict] = ax.barh(y, share, left=left, color=VERDICT_COLOURS[verdict],
+                                            edgecolor="white", height=0.7)
+                    if share >= 0.06:
+                        ax.text(left + share / 2, y, f"{100 * share:.0f}%", ha="center",
+                                va="center", fontsize=7, color="white")
+                    left += share
+            rate = b["fanout"][fkey]
+            if rate is not None:
+                seen["fan-out heuristic flagged"] = ax.plot(rate, y, "D", color="black", ms=5)[0]
+            ax.text(1.01, y, f"n={b[unit]['total']:,}", va="center", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0%", "25%", "50%", "75%", "100%"])
+        ax.set_xlabel(f"share of judged {unit}")
+        ax.set_title(f"by {unit[:-1]}")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), [r for r, _ in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(title)
+    fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=min(8, len(seen)),
+               fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.2 / len(rows), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
