@@ -7,7 +7,7 @@ pcap of a SYN scan (built packet by packet, metered by NFStream), a file that is
 capture and an entry whose file is missing (both counted as failures).
 
     >>> manifest = write_crafted_set(tmp_path)     # writes the files and crafted.toml
-    $ edgeloop evaluate --open-world data/openworld/crafted/crafted.toml default
+    $ edgeloop evaluate --open-world data/openworld/crafted/crafted.toml default   # shipped copy
 """
 from __future__ import annotations
 

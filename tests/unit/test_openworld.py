@@ -332,7 +332,9 @@ def test_glob_split_keeps_the_ndpi_half_of_each_capture_file(tmp_path):
 
 def test_shipped_manifests_parse():
     root = Path(__file__).resolve().parents[2] / "data" / "openworld"
-    names = {p.name: load_manifest(p) for p in root.glob("*.toml")}
-    assert {"ndpi-test.toml", "ndpi-test-pcap.toml", "lab-heldout.toml"} <= set(names)
+    names = {p.name: load_manifest(p) for p in [*root.glob("*.toml"), root / "crafted" / "crafted.toml"]}
+    assert {"ndpi-test.toml", "ndpi-test-pcap.toml", "lab-heldout.toml", "crafted.toml"} <= set(names)
+    crafted = [e.path for e in names["crafted.toml"].entries]
+    assert sum(not p.is_file() for p in crafted) == 1  # missing.parquet, on purpose
     e = names["ndpi-test.toml"].entries[0]
     assert (e.split, e.capture_column, e.expect, e.path.is_file()) == ("test", "file", "benign", True)
