@@ -81,7 +81,7 @@ class TrainConfig:
     # Outlier exposure: benign windows whose host history is made `outlier_rate` times as
     # intense (flows, new peers, new services) are trained towards a uniform prediction
     # with this weight, so "benign flows at attack rates" is not benign. 0 turns it off.
-    outlier_weight: float = 0.0
+    outlier_weight: float = 0.5
     outlier_rate: tuple[float, float] = (5.0, 200.0)
 
 

@@ -60,24 +60,27 @@ def retrain_config(s: Any, **overrides: Any) -> Any:
 
 
 def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
-    """Give an empty store its reference data: `path`, else the shipped lab training capture."""
+    """Give an empty store its reference data: `path`, else the default training set (the
+    lab training capture plus the nDPI train half as foreign benign)."""
     from inference.evaluate import load_labelled_flows
     from llm_agents.store import reference_frame
 
     if store.parts(("reference",)):
         return "reference data already in the store"
     if path is None:
-        from inference.datasets.lab import lab_paths
+        from inference.datasets.training import training_flows
         try:
-            path = lab_paths().train
+            flows, source = training_flows(), "default-training-set"
         except EdgeloopError:
             return ("no reference data (no lab dataset): acceptance leans on the detector's ranking "
                     "until labelled windows accumulate")
+    else:
+        flows, source = load_labelled_flows(path), Path(path).stem
     w = champion.meta.window
-    frame = reference_frame(load_labelled_flows(path), classes=champion.class_names, k=w.k,
-                            seconds=w.seconds, key=w.key, source=Path(path).stem)
-    res = store.append("reference", frame, note=f"seeded from {path}")
-    return f"seeded {res.windows} reference windows from {path}"
+    frame = reference_frame(flows, classes=champion.class_names, k=w.k, seconds=w.seconds, key=w.key,
+                            source=source, views=w.views)
+    res = store.append("reference", frame, note=f"seeded from {path or source}")
+    return f"seeded {res.windows} reference windows from {path or source}"
 
 
 def _publisher(s: Any) -> Any:
@@ -95,7 +98,17 @@ def build_retrainer(s: Any, state: Any, client: Any, metrics: Any = None, **over
     champion = resolve_bundle(s.model, s.data_dir / "registry")
     return Retrainer(state.store, Registry(s.data_dir / "registry"), state.audit, client=client,
                      fallback=champion, publish=_publisher(s), config=retrain_config(s, **overrides),
-                     metrics=metrics)
+                     metrics=metrics, reference=open_world_reference(s))
+
+
+def open_world_reference(s: Any) -> Any:
+    """The promotion gate's foreign reference (inference.gate), with the site baseline in
+    EDGELOOP_DATA_DIR/baseline when there is one; loaded when a retrain needs it."""
+    from inference.baseline import has_baseline
+    from inference.gate import default_reference
+
+    site = s.data_dir / "baseline"
+    return lambda: default_reference(site_baseline=site if has_baseline(site) else None)
 
 
 @click.command()
@@ -290,10 +303,10 @@ def retrain(epochs: int | None, synth_windows: int | None, synth_rounds: int | N
         d = rt.run("request")
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
-    _print_decision(d)
+    print_decision(d)
 
 
-def _print_decision(d: Any) -> None:
+def print_decision(d: Any) -> None:
     out = Console()
     out.print(f"[bold]{'PROMOTED' if d.promoted else 'NOT PROMOTED'}[/] ({d.reason}); "
               f"champion {d.champion_version}, challenger {d.challenger_version or '-'}; "
@@ -308,6 +321,22 @@ def _print_decision(d: Any) -> None:
         t.add_row("macro-F1", "", f"{d.champion.macro_f1:.4f}", f"{d.challenger.macro_f1:.4f}",
                   f"{100 * (d.challenger.macro_f1 - d.champion.macro_f1):+.2f} pt")
         out.print(t)
+    ow = d.open_world
+    if ow.get("champion"):
+        t = Table(title=f"open-world reference: {ow['captures']} captures, "
+                        f"{ow['champion']['benign_windows']} benign windows")
+        for col in ("", "champion", "challenger", "change", "tolerance"):
+            t.add_column(col)
+        tol = ow["tolerance"]
+        for name, tk in (("benign false alerts", "false_alerts"), ("benign deferred", "deferrals")):
+            a, b = ow["champion"][tk], ow["challenger"][tk]
+            t.add_row(name, f"{a:.2%}", f"{b:.2%}", f"{100 * (b - a):+.2f} pt", f"+{100 * tol[tk]:.1f} pt")
+        for c, h in sorted(ow["champion"]["hits"].items()):
+            b = ow["challenger"]["hits"].get(c, 0.0)
+            t.add_row(f"hits {c}", f"{h:.1%}", f"{b:.1%}", f"{100 * (b - h):+.1f} pt", f"-{100 * tol['known_hits']:.0f} pt")
+        out.print(t)
+    elif ow.get("error"):
+        out.print(f"open-world reference unavailable: {ow['error']}")
     out.print(f"training windows {json.dumps(d.train_windows)}; provenance {json.dumps(d.train_provenance)}")
     for c, f in d.synthetic.items():
         out.print(f"synthetic {c}: " + json.dumps({k: f.get(k) for k in ("generated", "kept", "dropped", "sources")}))

@@ -30,7 +30,11 @@ What a run does, every step written to the audit log with its figures:
 4. The gate. Both models score the held-out windows. The challenger is promoted only if
    its macro-F1 (over classes with held-out support) is strictly higher than the
    champion's, and no class the champion knows loses more than `max_recall_drop` recall
-   (1 point). A class the champion lacks has no champion recall to protect.
+   (1 point). A class the champion lacks has no champion recall to protect. Then, when
+   the retrainer has a foreign `reference` (inference.gate: the nDPI train half, the
+   lab evaluation capture, the site baseline), both models are judged window by window
+   on it, and the challenger is refused if it raises benign false alerts or deferrals, or
+   loses hits on a known class, beyond `open_world` tolerances, whatever its macro-F1.
 5. Release. The challenger goes into the registry, is published on `models` (detectors
    hot-swap to it), then becomes `current`. A failed publish leaves the champion current.
 """
@@ -76,6 +80,9 @@ class RetrainConfig:
     max_recall_drop: float = 0.01    # 1 point
     min_gain: float = 0.0            # macro-F1 must beat the champion's by more than this
     min_new_class_windows: int = 5
+    # The open-world gate's tolerances (inference.gate.Tolerance); used when the
+    # retrainer has a reference.
+    open_world: Any = None
 
 
 @dataclass
@@ -106,6 +113,7 @@ class RetrainDecision:
     synthetic: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     release: dict[str, Any] = field(default_factory=dict)
+    open_world: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,10 +169,12 @@ class Retrainer:
 
     def __init__(self, store: DatasetStore, registry: Registry, audit: AuditLog, *,
                  client: Any = None, fallback: Bundle | None = None, publish: Publish | None = None,
-                 config: RetrainConfig = RetrainConfig(), metrics: AgentMetrics | None = None) -> None:
+                 config: RetrainConfig = RetrainConfig(), metrics: AgentMetrics | None = None,
+                 reference: Callable[[], list[Any]] | None = None) -> None:
         self.store, self.registry, self.audit = store, registry, audit
         self.client, self.fallback, self.publish = client, fallback, publish
         self.cfg, self.metrics = config, metrics
+        self.reference = reference  # () -> [inference.gate.RefCapture]: the open-world gate
 
     def champion(self) -> Bundle:
         """The registry's current bundle; else the fallback, registered as the first champion."""
@@ -217,6 +227,10 @@ class Retrainer:
             ok, reason, d.recall_delta = gate(d.champion, d.challenger, self.cfg.max_recall_drop,
                                               self.cfg.min_gain)
             d.seconds["evaluate"] = round(time.perf_counter() - t, 3)
+            if ok and self.reference is not None:
+                t = time.perf_counter()
+                ok, reason = self._open_world(champ, challenger, d)
+                d.seconds["open_world"] = round(time.perf_counter() - t, 3)
             if ok:
                 t = time.perf_counter()
                 reason = self._release(challenger, d)
@@ -225,6 +239,22 @@ class Retrainer:
             return self._finish(d, reason, t0)
         finally:
             shutil.rmtree(out, ignore_errors=True)
+
+    def _open_world(self, champ: Bundle, challenger: Bundle, d: RetrainDecision) -> tuple[bool, str]:
+        """Both models on the foreign reference; refuse a challenger that is worse there."""
+        from inference.gate import Tolerance, open_world_gate, reference_figures
+
+        try:
+            ref = self.reference()  # type: ignore[misc]
+        except EdgeloopError as exc:  # no reference data: never promote blind
+            d.open_world = {"error": str(exc)}
+            return False, "no_open_world_reference"
+        champ_fig, chall_fig = reference_figures(champ, ref), reference_figures(challenger, ref)
+        ok, why, detail = open_world_gate(champ_fig, chall_fig, self.cfg.open_world or Tolerance())
+        d.open_world = {"captures": len(ref), "champion": champ_fig.to_dict(),
+                        "challenger": chall_fig.to_dict(), "change": detail,
+                        "tolerance": asdict(self.cfg.open_world or Tolerance())}
+        return ok, "promoted" if ok else why
 
     def _finish(self, d: RetrainDecision, reason: str, t0: float) -> RetrainDecision:
         d.reason = reason

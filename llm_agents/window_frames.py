@@ -50,8 +50,14 @@ def windows_frame(flows: pd.DataFrame, k: int = 8, seconds: float = 10.0, key: K
     `flows` needs FlowRecord columns and, for labelled data, a `label` column (a window's
     label is `streams.windowing.window_label` of its flows). Windows with fewer than
     `min_flows` flows are left out. Flows keep their columns; row order follows windows;
-    each row carries its window's `view` and the host history the stream computed.
+    each row carries its window's `view` and the host history the stream computed. Rows
+    with different values in a `capture` column are windowed as separate captures.
     """
+    if "capture" in flows.columns:
+        parts = [windows_frame(g.drop(columns=["capture"]), k, seconds, key, min_flows, provenance, views)
+                 for _, g in flows.groupby("capture", sort=False)]
+        parts = [p for p in parts if len(p)]
+        return pd.concat(parts, ignore_index=True) if parts else _empty_like(flows.drop(columns=["capture"]))
     flows = flows.reset_index(drop=True)
     positional = flows.assign(flow_id=np.arange(len(flows)).astype(str))
     has_label = "label" in flows.columns

@@ -37,6 +37,7 @@ LAZY = {
     "agent": ("llm_agents.cli:agent", "The LLM agent: label uncertain windows, keep the dataset, retrain."),
     "review": ("llm_agents.cli:review", "The review queue: list, accept or correct labels a person must check."),
     "retrain": ("llm_agents.cli:retrain", "Retrain now; promote the challenger only if it beats the champion."),
+    "baseline": ("llm_agents.baseline_cli:baseline", "Learn this site's benign traffic; retrain through the promotion gate."),
     "status": ("streams.status:status", "Health of running services, read from their own metrics."),
     "policy": ("llm_agents.policy_cli:policy", "Policy proposals: list, show, approve, reject, revoke (audited)."),
     "enforce": ("llm_agents.policy_cli:enforce", "Enforce approved policies on this node: nftables, with guard and expiry."),

@@ -30,10 +30,15 @@ class ScoreResult:
     class_names: list[str] = field(default_factory=list)
 
 
-def score_frame(df: pd.DataFrame, bundle: Bundle, config: DetectorConfig = DetectorConfig()) -> ScoreResult:
-    """Score every window of a flow DataFrame; bad rows are reported, not scored."""
+def score_frame(df: pd.DataFrame, bundle: Bundle, config: DetectorConfig = DetectorConfig(),
+                model: OnnxDetector | None = None) -> ScoreResult:
+    """Score every window of a flow DataFrame; bad rows are reported, not scored.
+
+    One frame is one capture (host history runs through it). Pass `model` (an
+    OnnxDetector of `bundle`) to score many captures without loading the model each time.
+    """
     records, bad = records_from_frame(df)
-    model = OnnxDetector(bundle)
+    model = model or OnnxDetector(bundle)
     rows: list[dict[str, Any]] = []
     truth: dict[str, str] = {}
 

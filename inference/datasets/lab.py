@@ -85,7 +85,7 @@ def separate_attack_runs(df: Any, spans: list[dict[str, Any]]) -> Any:
     src, dst = out["src_ip"].astype(str).to_numpy(), out["dst_ip"].astype(str).to_numpy()
     first, label = out["first_seen_ms"].to_numpy(), out["label"].astype(str).to_numpy()
     src_new, dst_new = src.copy(), dst.copy()
-    for i, span in enumerate(s for s in spans if s.get("attacker_ip")):
+    for i, span in enumerate(s for s in spans if s.get("attacker_ip") and s.get("match", "attacker") == "attacker"):
         ip, grace = span["attacker_ip"], 1000
         inside = (first >= span["start_ms"] - grace) & (first <= span["end_ms"] + grace) & (label == span["label"])
         fresh = str(net.network_address + 1 + i)

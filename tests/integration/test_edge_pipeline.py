@@ -18,6 +18,7 @@ from streams.sources.replay import replay_frame
 from streams.windowing import windows_from_frame
 
 pytestmark = pytest.mark.integration
+VIEWS = ("src", "dst")  # the tiny bundle's, as the product's default
 
 
 def _flows(seed: int = 7, hosts: int = 6, per_host: int = 64) -> pd.DataFrame:
@@ -27,30 +28,51 @@ def _flows(seed: int = 7, hosts: int = 6, per_host: int = 64) -> pd.DataFrame:
 def test_replay_gives_one_detection_per_window_matching_offline_score(
         broker, topics, edge_worker, tiny_bundle, topic_reader, decode_detections):
     df = _flows()
-    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=10.0, key="src")}
-    w = edge_worker(topics, tiny_bundle.path, window_seconds=10, alert_interval_s=1)
+    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=10.0, views=VIEWS) if w.view == "src"}
+    w = edge_worker(topics, tiny_bundle.path, window_idle_s=10, alert_interval_s=1)
     with FlowPublisher(broker.bootstrap, topics.flows) as pub:
         replay_frame(df, pub, progress=False)
     w.wait_for("edgeloop_flows_in_total", lambda v: v == len(df))
-    # Open windows close by the idle rule (T = 10 s of wall-clock silence).
-    dets = decode_detections(topic_reader(
-        topics.detections, lambda vs: len(decode_detections(vs)) >= len(expected), timeout=60))
+    # Open windows close by the idle rule (10 s of wall-clock silence).
+    dets = _all_windows(topic_reader, decode_detections, topics, len(df))
     ids = [d["window_id"] for d in dets]
     assert len(ids) == len(set(ids)), "a window was scored twice"
-    assert set(ids) == expected
-    # The file path gives identical verdicts on the same input.
+    src, dst = _by_view(dets, df)
+    assert {d["window_id"] for d in src} == expected
+    # The file path gives identical verdicts on the same input (source windows: each
+    # source's flows keep their order in its partition, so the windows are the same).
     offline = score_frame(df, tiny_bundle, DetectorConfig()).windows.set_index("window_id")
-    for d in dets:
+    for d in src:
         row = offline.loc[d["window_id"]]
         assert d["predicted"] == row["predicted"]
         assert d["flow_ids"] == list(row["flow_ids"])
         assert abs(d["confidence"] - row["confidence"]) < 1e-4
-    assert w.sample("edgeloop_windows_scored_total") == len(expected)
+    assert w.sample("edgeloop_windows_scored_total") == len(dets)
     assert w.sample("edgeloop_inference_seconds_count") > 0
     assert w.sample("edgeloop_model_info", {"version": tiny_bundle.version}) == 1
     alerts = topic_reader(topics.alerts, lambda vs: len(vs) > 0, timeout=20)
     attacks = {json.loads(a)["attack"] for a in alerts}
     assert attacks and "benign" not in attacks
+
+
+def _all_windows(topic_reader, decode_detections, topics, n_flows: int) -> list[dict]:
+    """Detections until every flow is in a window of each view."""
+    return decode_detections(topic_reader(
+        topics.detections, lambda vs: sum(len(d["flow_ids"]) for d in decode_detections(vs)) >= len(VIEWS) * n_flows,
+        timeout=90))
+
+
+def _by_view(dets: list[dict], df: pd.DataFrame) -> tuple[list[dict], list[dict]]:
+    """Source and destination windows; each view holds every flow exactly once.
+
+    A destination's flows come from sources in different partitions, so the stream
+    interleaves them in arrival order, not file order: destination windows can differ
+    from offline scoring's, but no flow is lost or windowed twice."""
+    src = [d for d in dets if d["view"] == "src"]
+    dst = [d for d in dets if d["view"] == "dst"]
+    for part in (src, dst):
+        assert sorted(f for d in part for f in d["flow_ids"]) == sorted(df["flow_id"])
+    return src, dst
 
 
 BAD_VALUES = {
@@ -93,8 +115,8 @@ def test_hot_swap_under_load_loses_and_repeats_no_window(
     from streams.hotswap import publish_release
 
     df = _flows(seed=11, hosts=40, per_host=48)  # 11,520 flows
-    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=3.0, key="src")}
-    w = edge_worker(topics, tiny_bundle.path, window_seconds=3)
+    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=10.0, views=VIEWS) if w.view == "src"}
+    w = edge_worker(topics, tiny_bundle.path, window_idle_s=3)
     half = len(df) // 2
     with FlowPublisher(broker.bootstrap, topics.flows, batch_records=100) as pub:
         replay_frame(df.iloc[:half], pub, progress=False)
@@ -106,11 +128,11 @@ def test_hot_swap_under_load_loses_and_repeats_no_window(
             time.sleep(0.05)
     w.wait_for("edgeloop_model_swaps_total", lambda v: v == 1)
     w.wait_for("edgeloop_flows_in_total", lambda v: v == len(df))
-    dets = decode_detections(topic_reader(
-        topics.detections, lambda vs: len(decode_detections(vs)) >= len(expected), timeout=60))
+    dets = _all_windows(topic_reader, decode_detections, topics, len(df))
     ids = [d["window_id"] for d in dets]
     assert len(ids) == len(set(ids)), "a window was scored twice"
-    assert set(ids) == expected, "a window was lost"
+    src, _ = _by_view(dets, df)
+    assert {d["window_id"] for d in src} == expected, "a window was lost"
     versions = [d["model_version"] for d in dets]
     assert {tiny_bundle.version, tiny_bundle_b.version} == set(versions)
     old = [d["scored_ms"] for d in dets if d["model_version"] == tiny_bundle.version]
@@ -138,18 +160,25 @@ def test_release_failing_verification_is_refused(broker, topics, edge_worker, ti
 
 def test_two_workers_split_the_partitions(broker, topics, edge_worker, tiny_bundle, topic_reader, decode_detections):
     df = _flows(seed=5, hosts=10, per_host=32)
-    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=2.0, key="src")}
+    closed = windows_from_frame(df, k=8, seconds=10.0, views=VIEWS)
+    expected = {w.window_id for w in closed if w.view == "src"}
     group = f"pair-{topics.prefix}"
-    a = edge_worker(topics, tiny_bundle.path, group=group, window_seconds=2)
-    b = edge_worker(topics, tiny_bundle.path, group=group, window_seconds=2)
+    a = edge_worker(topics, tiny_bundle.path, group=group, window_idle_s=2)
+    b = edge_worker(topics, tiny_bundle.path, group=group, window_idle_s=2)
     for w in (a, b):
         w.wait_for("edgeloop_assigned_partitions", lambda v: v == 2, timeout=60)
     with FlowPublisher(broker.bootstrap, topics.flows) as pub:
         replay_frame(df, pub, progress=False)
     dets = decode_detections(topic_reader(
-        topics.detections, lambda vs: len(decode_detections(vs)) >= len(expected), timeout=60))
+        topics.detections, lambda vs: sum(len(d["flow_ids"]) for d in decode_detections(vs)) >= 2 * len(df),
+        timeout=60))
     ids = [d["window_id"] for d in dets]
-    assert len(ids) == len(set(ids)) and set(ids) == expected
+    # Flows are partitioned by source: each worker sees all of a source's flows (the same
+    # source windows as one process) but only part of a destination's, so destination
+    # windows differ from one process's; still every flow is in exactly one of them.
+    assert len(ids) == len(set(ids)) and {d["window_id"] for d in dets if d["view"] == "src"} == expected
+    dst_flows = [f for d in dets if d["view"] == "dst" for f in d["flow_ids"]]
+    assert sorted(dst_flows) == sorted(df["flow_id"])
     fa, fb = a.sample("edgeloop_flows_in_total"), b.sample("edgeloop_flows_in_total")
     assert fa > 0 and fb > 0 and fa + fb == len(df)
     assert len({json.loads(v)["worker"] for v in topic_reader(topics.detections, lambda vs: True, 5)}) == 2
@@ -162,18 +191,17 @@ def test_replayed_pcap_yields_one_detection_per_closed_window(
         broker, topics, edge_worker, tiny_bundle, topic_reader, decode_detections):
     pytest.importorskip("nfstream", reason="metering a pcap needs the capture extra")
     df = load_flows(PCAP)  # NFStream meters the shipped lab capture, as `edgeloop replay` does
-    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=2.0, key="src")}
-    w = edge_worker(topics, tiny_bundle.path, window_seconds=2)
+    expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=10.0, views=VIEWS) if w.view == "src"}
+    w = edge_worker(topics, tiny_bundle.path, window_idle_s=2)
     with FlowPublisher(broker.bootstrap, topics.flows) as pub:
         st = replay_frame(df, pub, progress=False)
     assert st.records == len(df) > 1000
-    dets = decode_detections(topic_reader(
-        topics.detections, lambda vs: len(decode_detections(vs)) >= len(expected), timeout=90))
+    dets = _all_windows(topic_reader, decode_detections, topics, len(df))
     ids = [d["window_id"] for d in dets]
-    assert len(ids) == len(set(ids)) == len(expected)
-    assert set(ids) == expected
-    assert sum(len(d["flow_ids"]) for d in dets) == len(df)
-    assert w.sample("edgeloop_windows_scored_total") == len(expected)
+    assert len(ids) == len(set(ids))
+    src, _ = _by_view(dets, df)
+    assert {d["window_id"] for d in src} == expected
+    assert w.sample("edgeloop_windows_scored_total") == len(dets)
 
 
 def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, tiny_bundle):

@@ -54,7 +54,7 @@ CFG = RetrainConfig(epochs=EPOCHS, synth_windows=24, synth_rounds=2)
 @pytest.fixture(scope="module")
 def lab():
     try:
-        return load_lab("train"), load_lab("eval")
+        return load_lab("train", separate_runs=True), load_lab("eval", separate_runs=True)
     except SourceError as exc:
         pytest.skip(f"no lab dataset: {exc}")
 
@@ -164,7 +164,7 @@ def test_novel_attack_is_learned_and_detected_after_a_hot_swap(
     before = recall_of(champ, evalset, NEW)
 
     t = time.perf_counter()
-    worker = edge_worker(topics, champ.path, uncertain_rate_per_s=0, audit_sample=AUDIT_SAMPLE, window_seconds=10)
+    worker = edge_worker(topics, champ.path, uncertain_rate_per_s=0, audit_sample=AUDIT_SAMPLE, window_views="src")
     truth = {w.window_id: window_label(w.labels)
              for df in (train, evalset) for w in windows_from_frame(df, k=8, seconds=10.0, key="src")}
     reg = CollectorRegistry()
@@ -291,7 +291,7 @@ def test_gates_hold_on_the_lab_loop_with_bad_models(broker, topics, edge_worker,
     replayed.loc[replayed["label"] == NEW, "user_agent"] = INJECTION
     truth = {w.window_id: window_label(w.labels) for w in windows_from_frame(train, k=8, seconds=10.0, key="src")}
     worker = edge_worker(topics, champion[0].path, uncertain_rate_per_s=0, audit_sample=AUDIT_SAMPLE,
-                         window_seconds=10)
+                         window_views="src")
     with FlowPublisher(broker.bootstrap, topics.flows) as pub:
         replay_frame(replayed, pub, progress=False)
     worker.wait_for("edgeloop_windows_scored_total", lambda v: v >= len(truth), timeout=90)

@@ -219,7 +219,7 @@ def dashboard_answers(prom: Prometheus) -> dict[str, list]:
 
 def test_prometheus_scrapes_a_worker_and_sees_metrics_move_with_traffic(
         broker, topics, edge_worker, tiny_bundle, prometheus):
-    w = edge_worker(topics, tiny_bundle.path, window_seconds=2, alert_interval_s=1)
+    w = edge_worker(topics, tiny_bundle.path, window_idle_s=2, alert_interval_s=1)
     prom = prometheus({"edgeloop-edge": [f"127.0.0.1:{w.port}"]})
     prom.wait(lambda: prom.value('up{job="edgeloop-edge"}') == 1.0, "edge worker up", timeout=20)
     assert prom.value("edgeloop_flows_in_total") == 0.0
@@ -252,7 +252,7 @@ def test_prometheus_scrapes_a_worker_and_sees_metrics_move_with_traffic(
 def test_prometheus_scrapes_the_agent_and_sees_uncertain_windows_reach_it(
         broker, topics, edge_worker, edge_agent, tiny_bundle, prometheus):
     # Every window goes to `uncertain` (audit sample 1, no rate limit), so the agent has work.
-    w = edge_worker(topics, tiny_bundle.path, window_seconds=2, audit_sample=1.0, uncertain_rate_per_s=0)
+    w = edge_worker(topics, tiny_bundle.path, window_idle_s=2, audit_sample=1.0, uncertain_rate_per_s=0)
     agent = edge_agent(topics)
     agent_text = metrics_text_when_up(agent)
     prom = prometheus({"edgeloop-edge": [f"127.0.0.1:{w.port}"], "edgeloop-agent": [f"127.0.0.1:{agent.port}"]})
@@ -293,7 +293,7 @@ def test_prometheus_scrapes_a_sensor_an_enforcer_and_the_policy_loop(
     why = nft_missing()
     if why:
         pytest.skip(f"the enforcer checks its table with nft -c: {why}")
-    w = edge_worker(topics, tiny_bundle.path, window_seconds=2, alert_interval_s=1)
+    w = edge_worker(topics, tiny_bundle.path, window_idle_s=2, alert_interval_s=1)
     agent = edge_agent(topics)
     enforcer = services("enforcer", ["enforce", "--dry-run", "--no-protect-local"], topics)
     df = synthetic_flows(hosts_per_class=2, flows_per_host=32, seed=24)

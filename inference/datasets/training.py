@@ -1,0 +1,51 @@
+"""The default training set: the lab's own capture plus foreign benign traffic.
+
+A detector trained only on the lab's generator learns the lab: two thirds of ordinary
+traffic from other networks then looks unlike anything it knows. The default set is
+
+    lab-train        data/lab/train.parquet, every attack run from a host of its own
+                     (inference.datasets.lab.separate_attack_runs)
+    ndpi:<file>      the *train* half of the nDPI captures (inference.datasets.ndpi), as
+                     benign, one capture per file
+
+Each capture is windowed on its own (`capture` column): host history never runs from one
+network into another. The nDPI test half is never part of it.
+
+    >>> df = training_flows()
+    >>> df.groupby("capture").size()
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CAPTURE = "capture"
+
+
+def training_flows(lab_root: str | Path | None = None, ndpi_path: str | Path | None = None,
+                   foreign: bool = True) -> Any:
+    """Labelled flows of the default training set, with a `capture` column."""
+    import pandas as pd
+
+    from inference.datasets.lab import load_lab
+
+    parts = [load_lab("train", root=lab_root, separate_runs=True).assign(**{CAPTURE: "lab-train"})]
+    if foreign:
+        parts.append(foreign_benign(ndpi_path))
+    return pd.concat(parts, ignore_index=True)
+
+
+def foreign_benign(path: str | Path | None = None) -> Any:
+    """The nDPI train half as benign flows, one capture per file."""
+    from inference.datasets.ndpi import load_ndpi
+
+    nd = load_ndpi("train", purpose="train", path=path)
+    return nd.assign(**{CAPTURE: "ndpi:" + nd["file"].astype(str)}).drop(columns=["file", "split"])
+
+
+def lab_eval_flows(lab_root: str | Path | None = None) -> Any:
+    """The lab's own evaluation capture (another seed of the same generator), its attack
+    runs given hosts of their own as in training."""
+    from inference.datasets.lab import load_lab
+
+    return load_lab("eval", root=lab_root, separate_runs=True)
