@@ -41,14 +41,17 @@ def _load(path: Path, fmt: str, labels: Path | None = None) -> Any:
 @click.command("train")
 @click.option("--train", "train_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Labelled flows to train on (CSV/Parquet with a `label` column, or see "
-                   "--format). Default: the shipped lab training set.")
+                   "--format). Default: the default training set (the lab training capture "
+                   "plus the nDPI train half as foreign benign; inference.datasets.training).")
 @click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Validation flows for early stopping and temperature fitting. "
                    "Default: the latest 20% of each class's training windows.")
 @click.option("--eval", "eval_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Evaluate the new bundle on this file afterwards. Default: the shipped "
-                   "lab evaluation set when training on the shipped training set.")
+                   "lab evaluation set when training on the default set.")
 @click.option("--no-eval", is_flag=True, help="Skip the evaluation after training.")
+@click.option("--no-foreign", is_flag=True, help="Default set without the nDPI foreign benign "
+              "half (the lab alone: expect deferrals and false alerts on other networks).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="flows", show_default=True,
               help="Input layout: edgeloop flows, CIC-IDS2017 CSV or NSL-KDD text.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -59,58 +62,76 @@ def _load(path: Path, fmt: str, labels: Path | None = None) -> Any:
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping may end sooner).")
 @click.option("--k", type=int, default=None, help="Flows per window (default: EDGELOOP_WINDOW_K).")
 @click.option("--seconds", type=float, default=None, help="Window horizon (default: EDGELOOP_WINDOW_SECONDS).")
-@click.option("--key", type=click.Choice(["src", "dst", "pair"]), default=None,
-              help="Window key (default: EDGELOOP_WINDOW_KEY).")
+@click.option("--views", default=None, help="Window views, e.g. src,dst (default: EDGELOOP_WINDOW_VIEWS).")
 @click.option("--exclude-class", "exclude", multiple=True, metavar="NAME",
               help="Drop this class's flows before training (repeatable), e.g. to test "
                    "how an unseen attack is routed to `uncertain`.")
+@click.option("--outlier-weight", type=click.FloatRange(0, 10), default=None,
+              help="Outlier exposure weight (0: off; default from TrainConfig).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None, no_eval: bool,
-          fmt: str, out: Path | None, int8: bool, seed: int, epochs: int | None, k: int | None,
-          seconds: float | None, key: str | None, exclude: tuple[str, ...], quiet: bool) -> None:
+          no_foreign: bool, fmt: str, out: Path | None, int8: bool, seed: int, epochs: int | None,
+          k: int | None, seconds: float | None, views: str | None, exclude: tuple[str, ...],
+          outlier_weight: float | None, quiet: bool) -> None:
     """Train the 1-D CNN detector on labelled flows and write a model bundle.
 
-    Windows are built by the edge's own windowing code, features normalised with
-    statistics stored in the bundle, the model calibrated (temperature) and exported to
-    ONNX (checked against torch). The bundle goes into the registry under
-    EDGELOOP_DATA_DIR (not made current: use `edgeloop release`), or to --out.
+    Windows are built by the edge's own windowing code (every view, with host history),
+    features normalised with statistics stored in the bundle, the model trained with
+    outlier exposure (benign windows at attack intensity must not look benign),
+    calibrated (temperature) and exported to ONNX (checked against torch). The bundle
+    goes into the registry under EDGELOOP_DATA_DIR (not made current: use
+    `edgeloop release`), or to --out. Judge it on traffic it never saw with
+    `edgeloop evaluate --open-world data/openworld/ndpi-test.toml BUNDLE`.
 
     \b
-    edgeloop train                                  # the shipped lab data
+    edgeloop train                                  # the default training set
     edgeloop train --int8 --seed 1 --exclude-class slow_http_dos
     edgeloop train --train Tuesday.csv --format cicids2017 --out var/cic-model
     """
-    from inference.datasets.lab import lab_paths
+    from dataclasses import replace
+
     from inference.registry import Registry
-    from inference.train import train_bundle  # torch itself is imported when training starts
+    from inference.train import TrainConfig, train_bundle  # torch itself is imported when training starts
+    from streams.windowing import parse_views
 
     s = _settings()
-    if train_file is None:
-        paths = lab_paths()
-        train_file, fmt = paths.train, "flows"
-        eval_file = eval_file or paths.eval
     t_load = time.perf_counter()
-    train_df = _load(train_file, fmt)
+    if train_file is None:
+        from inference.datasets.lab import lab_paths
+        from inference.datasets.training import lab_eval_flows, training_flows
+
+        try:
+            train_df, source = training_flows(foreign=not no_foreign), "default training set"
+            eval_df = None if eval_file else lab_eval_flows()
+        except EdgeloopError as exc:
+            raise click.ClickException(str(exc)) from exc
+        eval_name, eval_src = "eval", str(lab_paths().eval)
+    else:
+        train_df, source, eval_df, eval_name, eval_src = _load(train_file, fmt), str(train_file), None, "", ""
+    if eval_file:
+        eval_df, eval_name, eval_src = _load(eval_file, fmt), Path(eval_file).stem, str(eval_file)
     val_df = _load(val_file, fmt) if val_file else None
-    console.print(f"loaded {len(train_df)} flows from {train_file} in {time.perf_counter() - t_load:.1f} s")
+    console.print(f"loaded {len(train_df)} flows from {source} in {time.perf_counter() - t_load:.1f} s")
     target = out or Path(tempfile.mkdtemp(prefix="edgeloop-train-"))
+    cfg = TrainConfig() if outlier_weight is None else replace(TrainConfig(), outlier_weight=outlier_weight)
     try:
-        bundle = train_bundle(train_df, val_df=val_df, k=k or s.window_k,
-                              seconds=seconds or s.window_seconds, key=key or s.window_key,  # type: ignore[arg-type]
-                              seed=seed, epochs=epochs, exclude_classes=exclude, int8=int8,
-                              progress=not quiet, out_dir=target, dataset=str(train_file))
+        vs = parse_views(views or s.window_views)
+        bundle = train_bundle(train_df, val_df=val_df, k=k or s.window_k, seconds=seconds or s.window_seconds,
+                              key=vs[0], views=vs, seed=seed, epochs=epochs,  # type: ignore[arg-type]
+                              exclude_classes=exclude, int8=int8, progress=not quiet, out_dir=target,
+                              dataset=source, config=cfg)
         if out is None:
             bundle = Registry(s.data_dir / "registry").add(target)
-    except EdgeloopError as exc:
+    except (EdgeloopError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     m = bundle.meta
     console.print(f"trained {m.version} in {m.metrics['train_seconds']:.1f} s "
                   f"({m.training['epochs_run']} epochs, best {m.training['best_epoch']}; "
                   f"validation macro-F1 {m.metrics['val_macro_f1']:.4f}, T={m.temperature:.3f}, "
-                  f"int8 {'kept' if m.int8 else 'no'})")
+                  f"int8 {'kept' if m.int8 else 'no'}; {m.window.describe()})")
     console.print(f"bundle: {bundle.path}" + ("" if out else f"   (make it current: edgeloop release {bundle.path})"))
-    if eval_file and not no_eval:
-        _evaluate_and_print(bundle, _load(eval_file, fmt), Path(eval_file).stem, str(eval_file))
+    if eval_df is not None and not no_eval:
+        _evaluate_and_print(bundle, eval_df, eval_name, eval_src)
 
 
 @click.command("evaluate")

@@ -47,6 +47,8 @@ EXPERIMENTS = {
                 "Macro-F1 vs real windows per class: none, SMOTE, synthesis (paper's result)."),
     "policies": ("llm_agents.experiment_policies:policies",
                  "Policy success rates: direct, coder-only, blueprint loop, library (Hermes Table I)."),
+    "open-world": ("inference.experiment_openworld:open_world",
+                   "Train per seed on the default set; judge each on foreign captures and held-out kinds."),
 }
 
 

@@ -295,11 +295,13 @@ def _watch(consumer_cls, bootstrap: str, topics: Topics, det: subprocess.Popen, 
 
 def _summary(view: LiveView, df, console: Console) -> None:
     if view.alerts:
-        t = Table(title="alerts (confident attack verdicts, aggregated per source and class)")
-        for col in ("attack", "key", "windows", "flows", "dst ports", "max conf"):
+        t = Table(title="alerts (confident attack verdicts, aggregated per view, key and class)")
+        for col in ("attack", "from / on", "windows", "flows", "sources", "dst ports", "max conf"):
             t.add_column(col)
         for a in sorted(view.alerts, key=lambda a: -a["windows"])[:15]:
             ports = ",".join(map(str, a["dst_ports"][:6])) + ("…" if len(a["dst_ports"]) > 6 else "")
-            t.add_row(a["attack"], a["key"], str(a["windows"]), str(a["flows"]), ports, f"{a['max_confidence']:.2f}")
+            who = f"on {a['key']}" if a.get("view") == "dst" else f"from {a['key']}"
+            t.add_row(a["attack"], who, str(a["windows"]), str(a["flows"]), f"{a.get('sources', 0):,}", ports,
+                      f"{a['max_confidence']:.2f}")
         console.print(t)
     console.print(f"{view.windows:,} windows scored, {view.uncertain:,} uncertain, {len(view.alerts)} alerts.")

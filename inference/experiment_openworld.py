@@ -1,0 +1,197 @@
+"""`edgeloop experiment open-world`: does detection hold up outside the lab, for every seed?
+
+For each training seed: train on the default training set (inference.datasets.training),
+score the lab's own evaluation capture (macro-F1 over both views), and judge the bundle on
+every open-world manifest (inference.openworld): benign false alerts and deferrals, known
+classes hit, unknown kinds missed. One table puts the seeds side by side with the
+targets, so a figure that holds for one seed only shows; a JSON file keeps everything and
+a plot shows each figure's spread over the seeds.
+
+    edgeloop experiment open-world --seeds 0,1,2
+    edgeloop experiment open-world --seeds 0 --manifest data/openworld/ndpi-test.toml
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MANIFESTS = (REPO / "data" / "openworld" / "ndpi-test.toml",
+                     REPO / "data" / "openworld" / "lab-heldout.toml")
+# (kind, verdict, op, target) per figure, as in inference.openworld_report's targets.
+TARGETS = {("benign", "false_alert"): ("<=", 0.01), ("benign", "deferred"): ("<=", 0.05),
+           ("known", "ok"): (">=", 0.95), ("unknown", "miss"): ("<=", 0.01)}
+LAB_F1_TARGET = 0.98
+
+
+def lab_macro_f1(bundle: Any) -> dict[str, float]:
+    """Macro-F1 of confident-or-not predictions on the lab evaluation capture, per view."""
+    from inference.datasets.training import lab_eval_flows
+    from inference.scores import confusion_matrix, macro_f1
+    from streams.score import score_frame
+
+    w = score_frame(lab_eval_flows(), bundle).windows
+    w = w[w["label"].isin(bundle.class_names)]
+    index = {c: i for i, c in enumerate(bundle.class_names)}
+    out = {}
+    for view, g in [("all", w), *w.groupby("view")]:
+        cm = confusion_matrix(g["label"].map(index).to_numpy(), g["predicted"].map(index).to_numpy(),
+                              len(index))
+        out[str(view)] = macro_f1(cm)
+    return out
+
+
+def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows (manifest group, view all): benign rates, and per label the known/unknown rates."""
+    rows = []
+    for group, g in report["groups"].items():
+        for kind, block in g.get("views", {}).get("all", {}).items():
+            labels = block["labels"] if kind != "benign" else {"benign": {"windows": block["windows"]["counts"]}}
+            for label, v in labels.items():
+                counts = v["windows"]
+                total = sum(counts.values())
+                for (k, verdict), (op, target) in TARGETS.items():
+                    if k == kind and total:
+                        rows.append({"group": group, "kind": kind, "label": label, "verdict": verdict,
+                                     "windows": total, "value": counts.get(verdict, 0) / total,
+                                     "op": op, "target": target})
+    return rows
+
+
+def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epochs: int | None = None,
+        say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Train and judge one bundle per seed; write out_dir/openworld-seeds.json (+ .png)."""
+    from inference.bundle import Bundle
+    from inference.datasets.training import training_flows
+    from inference.openworld import evaluate_open_world
+    from inference.train import train_bundle
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flows = training_flows()
+    per_seed = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        path = out_dir / f"seed-{seed}"
+        if (path / "bundle.json").is_file():
+            bundle = Bundle.load(path)
+            say(f"seed {seed}: reusing {path}")
+        else:
+            bundle = train_bundle(flows, views=["src", "dst"], seed=seed, epochs=epochs, progress=False,
+                                  out_dir=path, dataset="default training set")
+        rec = {"seed": seed, "version": bundle.version, "train_seconds": bundle.meta.metrics.get("train_seconds"),
+               "lab_macro_f1": lab_macro_f1(bundle), "figures": [], "reports": {}}
+        for m in manifests:
+            rep = evaluate_open_world(m, bundle, out_dir=path / "reports", plots=False, progress=False)
+            rec["reports"][m.stem] = rep["files"]["json"]
+            rec["figures"] += [{"manifest": m.stem, **f} for f in figures(rep)]
+            rec.setdefault("failures", {})[m.stem] = rep["failures"]
+        rec["seconds"] = round(time.perf_counter() - t0, 1)
+        say(f"seed {seed}: {bundle.version}, lab macro-F1 {rec['lab_macro_f1']['all']:.4f}, {rec['seconds']} s")
+        per_seed.append(rec)
+    result = {"schema": "edgeloop.openworld_seeds/1", "seeds": list(seeds), "per_seed": per_seed,
+              "manifests": [str(m) for m in manifests], "lab_f1_target": LAB_F1_TARGET,
+              "table": table_rows(per_seed)}
+    (out_dir / "openworld-seeds.json").write_text(json.dumps(result, indent=2, default=float))
+    result["plot"] = str(plot(result, out_dir / "openworld-seeds.png"))
+    return result
+
+
+def table_rows(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per figure: the value for each seed, the worst, and whether all seeds meet it."""
+    keyed: dict[tuple, dict[str, Any]] = {}
+    for rec in per_seed:
+        for f in rec["figures"]:
+            k = (f["manifest"], f["group"], f["kind"], f["label"], f["verdict"])
+            row = keyed.setdefault(k, {"manifest": k[0], "group": k[1], "kind": k[2], "label": k[3],
+                                       "verdict": k[4], "op": f["op"], "target": f["target"],
+                                       "windows": f["windows"], "values": {}})
+            row["values"][rec["seed"]] = f["value"]
+    for row in keyed.values():
+        vals = list(row["values"].values())
+        row["worst"] = max(vals) if row["op"] == "<=" else min(vals)
+        row["met"] = all((v <= row["target"]) if row["op"] == "<=" else (v >= row["target"]) for v in vals)
+    rows = list(keyed.values())
+    rows.insert(0, {"manifest": "lab-eval", "group": "lab evaluation capture", "kind": "known", "label": "macro-F1",
+                    "verdict": "macro_f1", "op": ">=", "target": LAB_F1_TARGET, "windows": None,
+                    "values": {r["seed"]: r["lab_macro_f1"]["all"] for r in per_seed},
+                    "worst": min(r["lab_macro_f1"]["all"] for r in per_seed),
+                    "met": all(r["lab_macro_f1"]["all"] >= LAB_F1_TARGET for r in per_seed)})
+    return rows
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """Each figure against its target: one marker per seed, the target as a tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["table"]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.5))
+    for i, r in enumerate(rows):
+        vals = list(r["values"].values())
+        ax.scatter(vals, [i] * len(vals), color="tab:green" if r["met"] else "tab:red", s=22, zorder=3)
+        ax.plot([r["target"]] * 2, [i - 0.35, i + 0.35], color="black", lw=1.5)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['group']}: {r['label']} {r['verdict']} ({r['op']} {r['target']:g})" for r in rows],
+                       fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("share of windows (dots: seeds; bar: target; red: a seed misses it)")
+    ax.set_title(f"open world, seeds {', '.join(map(str, result['seeds']))}")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _seeds(_: Any, __: Any, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: comma-separated integers, e.g. 0,1,2") from exc
+
+
+@click.command("open-world")
+@click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds, help="Training seeds.")
+@click.option("--manifest", "manifests", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Open-world manifests (repeatable; default: the nDPI test half and the lab "
+                   "held-out capture).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("var/experiments/openworld"), show_default=True,
+              help="Bundles (seed-N/, reused when present), reports, JSON and plot.")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs per training.")
+def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Path, epochs: int | None) -> None:
+    """Train one detector per seed on the default training set and judge each outside the lab.
+
+    Prints every open-world figure (benign false alerts and deferrals, known classes
+    hit, unknown kinds missed) and the lab's own macro-F1, one column per seed, beside
+    its target; writes openworld-seeds.json and openworld-seeds.png in --out.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from streams.errors import EdgeloopError
+
+    err = Console(stderr=True)
+    try:
+        res = run(seeds, manifests or [m for m in DEFAULT_MANIFESTS if m.is_file()], out_dir,
+                  epochs=epochs, say=err.log)
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    t = Table(title=f"open world over seeds {', '.join(map(str, seeds))}")
+    for col in ("group", "label", "verdict", "windows", *(f"seed {s}" for s in seeds), "target", "all met"):
+        t.add_column(col)
+    for r in res["table"]:
+        t.add_row(r["group"], r["label"], r["verdict"], "" if r["windows"] is None else f"{r['windows']:,}",
+                  *(f"{r['values'].get(s, float('nan')):.2%}" if r["verdict"] != "macro_f1"
+                    else f"{r['values'].get(s, float('nan')):.4f}" for s in seeds),
+                  f"{r['op']} {r['target']:g}", "yes" if r["met"] else "[red]no[/]")
+    Console().print(t)
+    err.print(f"wrote {out_dir / 'openworld-seeds.json'} and {res['plot']}")
