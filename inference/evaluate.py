@@ -85,9 +85,15 @@ def load_labelled_flows(path: str | Path, labels: str | Path | None = None,
 def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
     """A labels table, plus metering options when the file is a lab labels JSON.
 
-    The traffic lab writes `<name>.labels.json` (schema edgeloop.lab_labels/1): spans of
-    an attacker address with a grace period, matching flows from *or* to that address,
-    and the NFStream timeouts the capture was metered with.
+    The traffic lab writes `<name>.labels.json` (schema edgeloop.lab_labels/1 or /2): spans
+    with a grace period and the NFStream timeouts the capture was metered with. A span of
+    version 1 (or `match: attacker`) matches flows from *or* to its attacker address. Version
+    2 adds spans for spoofed traffic (see streams.lab.labelling): `match: victim` (flows to
+    victim_ip from anyone but `not_with`) and `match: pair` (flows between victim_ip and its
+    `peers`). Both become ordered rows of the `ip` table: the span's label on the victim (or
+    on each peer), then `benign` on every address in `not_with`, which label_flows applies
+    in order. For the lab, whose other hosts and LAN groups are all listed in `not_with`,
+    that gives the same labels as streams.lab.labelling.apply_labels.
     """
     if path.suffix.lower() != ".json":
         return _read_table(path), {}
@@ -95,9 +101,18 @@ def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
 
     doc = json.loads(path.read_text())
     grace = int(doc.get("grace_ms", 0))
-    spans = pd.DataFrame([{"ip": s["attacker_ip"], "start_ms": s["start_ms"] - grace,
-                           "end_ms": s["end_ms"] + grace, "label": s["label"]}
-                          for s in doc.get("spans", [])], columns=["ip", "start_ms", "end_ms", "label"])
+    rows: list[dict[str, Any]] = []
+    for s in doc.get("spans", []):
+        lo, hi, match = s["start_ms"] - grace, s["end_ms"] + grace, s.get("match", "attacker")
+        if match == "attacker":
+            ips = [s["attacker_ip"]]
+        else:
+            ips = [s["victim_ip"]] if match == "victim" else list(s.get("peers", []))
+        rows += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": s["label"]} for ip in ips]
+        if match != "attacker":
+            rows += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": "benign"}
+                     for ip in s.get("not_with", [])]
+    spans = pd.DataFrame(rows, columns=["ip", "start_ms", "end_ms", "label"])
     opts = {k: int(doc[k]) for k in ("idle_timeout", "active_timeout") if k in doc}
     return spans, opts
 

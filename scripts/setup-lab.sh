@@ -27,7 +27,7 @@ set -euo pipefail
 # wrk is optional (the benign web client falls back to curl loops without it).
 REQUIRED=(iproute2 ethtool nftables nmap hping3 tcpdump nginx openssh-server openssh-client openssl
           dnsmasq-base slowhttptest hydra iperf3 curl procps
-          masscan zmap medusa patator ncrack fping busybox
+          iputils-ping masscan zmap medusa patator ncrack fping busybox t50
           vsftpd memcached snmpd snmp samba smbclient mosquitto mosquitto-clients)
 OPTIONAL=(wrk)
 # Daemons whose packages enable a host service; disabled right after we install them.

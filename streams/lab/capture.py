@@ -1,9 +1,15 @@
-"""Packet capture on the victim's interface (tcpdump), and shrinking a pcap for shipping.
+"""Packet capture at the lab's switch (tcpdump on br0), where every packet is seen once.
 
-Every lab host talks only to the victim, so its interface sees all lab traffic, once.
-tcpdump runs inside the victim namespace with a large kernel buffer, a packet-count cap
-(`-c`, a bound on the whole capture) and a snap length that keeps headers plus enough
-payload for nDPI (HTTP host, TLS SNI, SSH banner). Sizes in the flows are wire sizes,
+Lab traffic is not only to and from the victim: sweeps cross to many (often unowned)
+addresses, reflectors answer the victim, clients use the servers. So tcpdump runs in the
+switch namespace on the bridge itself, in promiscuous mode: the bridge then hands a copy
+of every frame that enters it from any port to br0, before forwarding (so each frame is
+seen exactly once, at the moment it reaches the switch; frames flooded to several ports
+are still seen once). With emulated link conditions that is after the sender's uplink
+and before the receiver's downlink, like a sensor in the middle of the path. tcpdump
+runs with a large kernel buffer, a packet-count cap (`-c`, a bound on the whole capture)
+and a snap length that keeps headers plus enough payload for nDPI (HTTP host, TLS SNI,
+SSH banner). Sizes in the flows are wire sizes,
 so cutting the snap length later (`streams.lab.trim`) changes no numeric flow feature.
 
     >>> cap = Capture(topo, procs, run_dir / "lab.pcap", snaplen=384)
@@ -19,6 +25,8 @@ from pathlib import Path
 from streams.errors import LabError
 from streams.lab.procs import Procs, wait_until
 from streams.lab.topology import Topology
+
+INTERFACE = "br0 in the switch namespace (promiscuous: every frame entering the bridge, once)"
 
 
 @dataclass(frozen=True)
@@ -36,8 +44,8 @@ class Capture:
         self.snaplen, self.max_packets = snaplen, max_packets
 
     def start(self, timeout: float = 5.0) -> None:
-        self.procs.start("tcpdump", self.topo.exec("vic", [
-            "tcpdump", "-i", "eth0", "-n", "-s", str(self.snaplen), "-B", "32768", "-U",
+        self.procs.start("tcpdump", self.topo.exec("sw", [
+            "tcpdump", "-i", "br0", "-n", "-s", str(self.snaplen), "-B", "65536", "-U",
             "-Z", "root", "-c", str(self.max_packets), "-w", str(self.path)]))
         if not wait_until(lambda: "listening on" in self.procs.log("tcpdump"), timeout):
             raise LabError(f"tcpdump did not start: {self.procs.log('tcpdump')[-300:]}")

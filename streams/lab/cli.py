@@ -24,22 +24,26 @@ from streams.errors import LabError
 console = Console(stderr=True, log_path=False)
 
 
-@click.group(help="Traffic lab: private network namespaces with a victim (nginx, sshd, dnsmasq, "
-                  "iperf3), benign clients and an attacker, used to generate labelled flow "
-                  "datasets. Building a lab needs root; traffic never leaves the lab's "
-                  "namespaces (10.77.0.0/24, no routes out).")
+@click.group(help="Traffic lab: private network namespaces with a victim (web, SSH, DNS/DHCP, FTP, "
+                  "SMB, MQTT, iperf3), servers (DNS, NTP, SNMP, memcached), benign clients and "
+                  "attackers, used to generate labelled flow datasets. Building a lab needs root; "
+                  "traffic never leaves the lab's namespaces (10.77.0.0/16, no routes out).")
 def lab() -> None:
     pass
 
 
-@lab.command(help="List the attack scenarios, the tool each runs, and the label set.")
+@lab.command(help="List the attack scenarios (classes), their variants (tool and settings, "
+                  "tagged train or heldout), the label set and the held-out kinds.")
 def scenarios() -> None:
-    from streams.lab.scenarios import LABELS, SCENARIOS
-    table = Table("scenario (= label)", "tool", "what it does")
-    for s in SCENARIOS.values():
-        table.add_row(s.name, s.tool, s.summary)
+    from streams.lab.scenarios import HELDOUT_KINDS, LABELS, variants_table
+    table = Table("scenario (= label)", "variant", "split", "tool", "what it does")
+    for v in variants_table():
+        name = v["scenario"] + (" (held-out kind)" if v["held_out_kind"] else "")
+        table.add_row(name, v["variant"], v["split"], v["tool"], v["summary"])
     Console().print(table)
     Console().print(f"label set: {', '.join(LABELS)} (benign runs throughout every generation)")
+    Console().print(f"held-out kinds (kept out of training; --scenarios known leaves them out): "
+                    f"{', '.join(HELDOUT_KINDS)}")
 
 
 @lab.command(help="Check that the lab can run here: root, network namespaces, and every tool "
@@ -68,12 +72,24 @@ def check() -> None:
               default=Path("var/lab"), show_default=True, help="Directory to write into.")
 @click.option("--name", default=None, help="File name stem [default: lab-s<seed>].")
 @click.option("--scenarios", "scenario_names", default="all", show_default=True,
-              help="Comma-separated scenarios to run (see `edgeloop lab scenarios`).")
+              help="Scenarios to run: all, known (all but the held-out kinds), heldout-kinds, or "
+              "a comma-separated list (see `edgeloop lab scenarios`).")
+@click.option("--variants", default="train", show_default=True,
+              help="Which variants run: train, heldout, all, or a comma-separated list of "
+              "scenario/variant names (e.g. syn_flood/hping3_syn_spoofed).")
+@click.option("--conditions", type=click.Choice(["none", "train", "heldout"]), default="none",
+              show_default=True, help="Link conditions: none; train (per-host delay, jitter, loss, "
+              "rate and a per-lab MTU drawn from the seed, outside the held-out region); heldout "
+              "(the evaluation-only profile: long delay, high loss, low rate, MTU 1280).")
 @click.option("--scale", "--duration-scale", "scale", type=click.FloatRange(0.01, 10.0),
               default=1.0, show_default=True, help="Duration scale: each attack class gets "
-              "about 2500 x SCALE flows, and run time grows with it (1.0: about 2-3 minutes).")
+              "about 2000 x SCALE flows, and run time grows with it.")
 @click.option("--clients", type=click.IntRange(1, 20), default=6, show_default=True,
               help="Number of benign client hosts.")
+@click.option("--servers", "n_servers", type=click.IntRange(0, 4), default=2, show_default=True,
+              help="Number of lab servers (DNS, NTP, SNMP, memcached; the reflectors).")
+@click.option("--attackers", "n_attackers", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="Number of attacker hosts (each scenario runs from one, drawn from the seed).")
 @click.option("--idle-timeout", type=click.IntRange(1, 600), default=5, show_default=True,
               help="NFStream idle timeout, seconds.")
 @click.option("--active-timeout", type=click.IntRange(1, 3600), default=30, show_default=True,
@@ -84,12 +100,14 @@ def check() -> None:
               help="Also write the capture as <name>.pcap.")
 @click.option("--pcap-max-mb", type=click.FloatRange(0.5, None), default=None,
               help="Trim the written pcap to this size, keeping whole flows (see streams.lab.trim).")
-def generate(seed: int, out_dir: Path, name: str | None, scenario_names: str, scale: float,
-             clients: int, idle_timeout: int, active_timeout: int, snaplen: int,
+def generate(seed: int, out_dir: Path, name: str | None, scenario_names: str, variants: str,
+             conditions: str, scale: float, clients: int, n_servers: int, n_attackers: int,
+             idle_timeout: int, active_timeout: int, snaplen: int,
              keep_pcap: bool, pcap_max_mb: float | None) -> None:
     from streams.lab.generate import GenerateOptions, generate as run_generate
     opts = GenerateOptions(seed=seed, out_dir=out_dir, name=name or f"lab-s{seed}",
-                           scenarios=scenario_names, scale=scale, n_clients=clients,
+                           scenarios=scenario_names, variants=variants, conditions=conditions,
+                           scale=scale, n_clients=clients, n_servers=n_servers, n_attackers=n_attackers,
                            idle_timeout=idle_timeout, active_timeout=active_timeout,
                            snaplen=snaplen, keep_pcap=keep_pcap,
                            pcap_max_bytes=int(pcap_max_mb * 1e6) if pcap_max_mb else None)
@@ -128,6 +146,7 @@ def up(seed: int, hold: int, benign: bool, keep_logs: bool) -> None:
     from streams.lab import tools
     from streams.lab.generate import client_profiles, start_benign
     from streams.lab.procs import Procs, terminate_raises
+    from streams.lab.servers import Servers
     from streams.lab.services import Services
     from streams.lab.topology import Topology, cleanup_stale
     try:
@@ -142,6 +161,7 @@ def up(seed: int, hold: int, benign: bool, keep_logs: bool) -> None:
                 topo.build()
                 services = Services(topo, procs, work, rng)
                 services.start()
+                Servers(topo, procs, work, rng).start(time.time() + hold + 5)
                 if benign:
                     start_benign(topo, procs, services, client_profiles(rng, topo),
                                  time.time() + hold)

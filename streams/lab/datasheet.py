@@ -1,9 +1,10 @@
 """The datasheet that travels with every generated dataset (JSON for code, Markdown for people).
 
-It says what is in the data and how it was made: counts per class, per-class feature
-summaries, every attack run with its parameters and flow count, the benign clients, the
-capture and metering settings (NFStream timeouts included), tool versions, and the seed,
-so a dataset can be regenerated and its numbers checked.
+It says what is in the data and how it was made: counts per class and per variant,
+per-class feature summaries, every attack run with its tool, variant, parameters and flow
+count, the hosts and benign clients, the link conditions of every host, the capture and
+metering settings (NFStream timeouts included), tool versions, and the seed, so a dataset
+can be regenerated and its numbers checked.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import Any
 
 from streams.lab import tools
 from streams.lab.labelling import BENIGN, GRACE_MS, RULE, span_counts
-from streams.lab.scenarios import LABELS, SCENARIOS
+from streams.lab.capture import INTERFACE
+from streams.lab.scenarios import HELDOUT_KINDS, LABELS, SCENARIOS, variants_table
 
-DATASHEET_SCHEMA = "edgeloop.lab_datasheet/1"
+DATASHEET_SCHEMA = "edgeloop.lab_datasheet/2"
 SUMMARY_COLUMNS = ("duration_ms", "packets", "bytes", "src2dst_packets", "dst2src_packets",
                    "mean_ps", "max_ps", "mean_piat_ms", "syn_packets", "ack_packets",
                    "rst_packets", "fin_packets", "psh_packets")
@@ -51,15 +53,20 @@ def feature_summary(df) -> dict[str, dict[str, dict[str, float]]]:
 def build_datasheet(opts, lab, df, meter_s: float, paths: dict[str, Path],
                     replay: dict | None = None) -> dict[str, Any]:
     per_span = span_counts(df, lab.spans)
-    runs = [{"scenario": r.run.scenario, "run": r.run.index, "tool_argv": r.run.argv,
+    runs = [{"scenario": r.run.scenario, "run": r.run.index, "variant": r.run.variant,
+             "tool": r.run.tool, "match": r.run.match, "tool_argv": r.run.argv,
              "params": r.run.params, "start_ms": r.span.start_ms, "end_ms": r.span.end_ms,
              "seconds": round(r.seconds, 2), "exit_code": r.exit_code,
              "expected_flows": r.run.expected_flows, "flows": n,
              "max_packets": r.run.max_packets, "timeout_s": round(r.run.timeout_s, 1)}
             for r, n in zip(lab.runs, per_span)]
-    attacker = lab.topology["attacker"]
-    from_attacker = (df["src_ip"] == attacker) | (df["dst_ip"] == attacker)
+    attackers = lab.topology.get("attackers") or [lab.topology["attacker"]]
+    from_attacker = df["src_ip"].isin(attackers) | df["dst_ip"].isin(attackers)
     counts = {label: int((df["label"] == label).sum()) for label in LABELS}
+    per_variant: dict[str, int] = {}
+    for r, n in zip(lab.runs, per_span):
+        key = f"{r.run.scenario}/{r.run.variant}"
+        per_variant[key] = per_variant.get(key, 0) + n
     files = {k: {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
              for k, p in paths.items() if p.exists()}
     return {
@@ -70,16 +77,25 @@ def build_datasheet(opts, lab, df, meter_s: float, paths: dict[str, Path],
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": _command(opts),
         "label_set": list(LABELS),
+        "classes_run": sorted({r.run.scenario for r in lab.runs}),
+        "held_out_kinds": list(HELDOUT_KINDS),
+        "variants_selected": opts.variants,
         "label_rule": RULE,
         "counts": counts,
+        "counts_per_variant": per_variant,
+        "ip_versions": {str(k): int(v) for k, v in df["ip_version"].value_counts().items()},
         "flows": int(len(df)),
         "attacker_flows_labelled_benign": int((from_attacker & (df["label"] == BENIGN)).sum()),
-        "scenarios": {name: {"tool": SCENARIOS[name].tool, "summary": SCENARIOS[name].summary,
-                             "seconds": round(sec, 2)}
+        "scenarios": {name: {"tools": sorted({r.run.tool for r in lab.runs if r.run.scenario == name}),
+                             "variants": sorted({r.run.variant for r in lab.runs if r.run.scenario == name}),
+                             "summary": SCENARIOS[name].summary, "seconds": round(sec, 2)}
                       for name, sec in lab.scenario_seconds.items()},
+        "variant_registry": variants_table(),
+        "conditions": lab.conditions,
+        "link_counters": lab.link_counters or None,
         "runs": runs,
         "topology": lab.topology,
-        "capture": {"interface": "victim eth0", "snaplen": opts.snaplen,
+        "capture": {"interface": INTERFACE, "snaplen": opts.snaplen,
                     "packets": lab.capture.packets, "dropped_by_kernel": lab.capture.dropped,
                     "pcap_bytes": lab.capture.bytes, "max_packets": opts.max_capture_packets,
                     "lab_seconds": round(lab.seconds, 2)},
@@ -103,8 +119,15 @@ def _command(opts) -> str:
     if opts.scenarios not in (None, "all"):
         names = opts.scenarios if isinstance(opts.scenarios, str) else ",".join(opts.scenarios)
         parts.append(f"--scenarios {names}")
+    parts.append(f"--variants {opts.variants} --conditions {opts.conditions}")
     if opts.n_clients != 6:
         parts.append(f"--clients {opts.n_clients}")
+    if opts.n_servers != 2:
+        parts.append(f"--servers {opts.n_servers}")
+    if opts.n_attackers != 1:
+        parts.append(f"--attackers {opts.n_attackers}")
+    if opts.snaplen != 384:
+        parts.append(f"--snaplen {opts.snaplen}")
     if (opts.idle_timeout, opts.active_timeout) != (5, 30):
         parts.append(f"--idle-timeout {opts.idle_timeout} --active-timeout {opts.active_timeout}")
     if not opts.keep_pcap:
@@ -122,18 +145,26 @@ def render_markdown(sheet: dict[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in sheet["counts"].items()]
     lines += [f"| **total** | {sheet['flows']} |", "",
               f"Attacker flows labelled benign (outside every span): "
-              f"{sheet['attacker_flows_labelled_benign']}.", "", "## Attack runs", "",
-              "| scenario | run | seconds | exit | flows | expected | parameters |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+              f"{sheet['attacker_flows_labelled_benign']}. Variants selected: "
+              f"`{sheet['variants_selected']}`; held-out kinds (never in training sets): "
+              f"{', '.join(sheet['held_out_kinds'])}. Flows per IP version: {sheet['ip_versions']}.",
+              "", "## Attack runs", "",
+              "| scenario | variant | tool | match | run | seconds | exit | flows | expected | parameters |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in sheet["runs"]:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-        lines.append(f"| {r['scenario']} | {r['run']} | {r['seconds']} | {r['exit_code']} | "
-                     f"{r['flows']} | {r['expected_flows']} | {params} |")
+        lines.append(f"| {r['scenario']} | {r['variant']} | {r['tool']} | {r['match']} | {r['run']} | "
+                     f"{r['seconds']} | {r['exit_code']} | {r['flows']} | {r['expected_flows']} | {params} |")
+    lines += ["", "| variant | flows |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(sheet["counts_per_variant"].items())]
+    lines += _conditions_md(sheet["conditions"])
     topo = sheet["topology"]
+    servers = ", ".join(f"{h['role']} {h['addr']}" for h in topo.get("servers", []))
     lines += ["", "## Hosts", "", f"Network {topo['net']} (namespaces only, no route out). "
-              f"Victim {topo['victim']} (nginx, sshd, dnsmasq, iperf3); "
-              f"attacker {topo['attacker']}.", "", "| client | address | profile | rate x |",
-              "|---|---|---|---:|"]
+              f"Victim {topo['victim']} (nginx, sshd, dnsmasq with DHCP, iperf3, vsftpd, smbd, "
+              f"mosquitto); servers {servers or 'none'} (dnsmasq, NTP, snmpd, memcached); "
+              f"attackers {', '.join(topo.get('attackers', [topo['attacker']]))}.", "",
+              "| client | address | profile | rate x |", "|---|---|---|---:|"]
     lines += [f"| {c['role']} | {c['addr']} | {c['profile']} | {c['rate']} |"
               for c in topo["clients"]]
     cap, met = sheet["capture"], sheet["metering"]
@@ -165,6 +196,22 @@ def render_markdown(sheet: dict[str, Any]) -> str:
     lines += [f"| {f['file']} | {f['bytes']} | `{f['sha256'][:16]}…` |"
               for f in sheet["files"].values()]
     return "\n".join(lines) + "\n"
+
+
+def _conditions_md(cond: dict) -> list[str]:
+    lines = ["", "## Link conditions", ""]
+    if not cond or cond.get("mode") == "none":
+        return lines + ["None: every host on the bare bridge (MTU 1500)."]
+    lines += [f"Mode `{cond['mode']}`, MTU {cond['mtu']}, applied by {cond['applied_by']}. A host's "
+              "delay is the round trip its access link adds (half each way), jitter the standard "
+              "deviation of each direction, loss per direction.", "",
+              "| host | delay ms | jitter ms | loss | rate Mbit/s |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r} | {c['delay_ms']} | {c['jitter_ms']} | {c['loss']:.2%} | {c['rate_mbit'] or '-'} |"
+              for r, c in cond["links"].items()]
+    extra = cond.get("train_ranges") or cond.get("heldout_profile")
+    if extra:
+        lines += ["", "Drawn from: " + "; ".join(f"{k}: {v}" for k, v in extra.items()) + "."]
+    return lines
 
 
 def write_datasheet(sheet: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:

@@ -1,20 +1,23 @@
 """`edgeloop lab generate`: build the lab, run the scenarios, meter, label, write a dataset.
 
 One generation, for one seed:
- 1. plan everything from the seed: addresses, benign client profiles, every attack run;
- 2. build the namespaces and start the victim's services and the capture;
- 3. start the benign clients, which run throughout;
+ 1. plan everything from the seed (`streams.lab.plan`): addresses, link conditions,
+    benign client profiles, every attack run of the selected variants;
+ 2. build the namespaces (and the link emulator when conditions are on), start the
+    victim's services, the lab servers and the capture at the switch;
+ 3. start LAN housekeeping and the benign clients, which run throughout;
  4. run the scenarios one at a time, each run bounded and recorded as a labelled span;
  5. stop everything and tear the lab down (always, in `finally`);
  6. meter the pcap with NFStream, label the flows from the spans, and write
     `<name>.parquet`, `<name>.labels.json`, `<name>.datasheet.{json,md}` (and the pcap).
 
-    >>> result = generate(GenerateOptions(seed=1, out_dir=Path("data/lab"), name="train"))
+    >>> result = generate(GenerateOptions(seed=1, out_dir=Path("data/lab"), name="train",
+    ...                                   scenarios="known", variants="train", conditions="train"))
     >>> result.counts        # {'benign': ..., 'syn_scan': ..., ...}
 """
 from __future__ import annotations
 
-import random
+import json
 import shutil
 import sys
 import tempfile
@@ -25,36 +28,20 @@ from typing import Callable
 
 from streams.errors import LabError
 from streams.lab import tools
-from streams.lab.benign import PROFILES
 from streams.lab.capture import Capture, CaptureStats
-from streams.lab.labelling import Span, apply_labels, save_spans
-from streams.lab.procs import Procs, terminate_raises
-from streams.lab.scenarios import Run, Scenario, resolve
+from streams.lab.labelling import GRACE_MS, Span, apply_labels, save_spans
+from streams.lab.plan import (FLOWS_PER_ATTACK, GenerateOptions, LabPlan, client_profiles,  # noqa: F401
+                              plan_lab, span_for)
+from streams.lab.procs import Procs, terminate_raises, wait_until
+from streams.lab.scenarios import Run, resolve
+from streams.lab.servers import Servers
 from streams.lab.services import Services
-from streams.lab.topology import LAB_NET, Topology, can_create_namespaces, cleanup_stale
+from streams.lab.topology import Host, Topology, can_create_namespaces, cleanup_stale
 from streams.lab.trim import trim_capture
 
-FLOWS_PER_ATTACK = 2500
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class GenerateOptions:
-    seed: int
-    out_dir: Path
-    name: str = "lab"
-    scenarios: str | list[str] | None = None     # None/"all" = every scenario
-    scale: float = 1.0                            # x FLOWS_PER_ATTACK flows per attack class
-    n_clients: int = 6
-    idle_timeout: int = 5
-    active_timeout: int = 30
-    snaplen: int = 384
-    warmup_s: float = 5.0
-    benign_only_s: float | None = None            # benign-only stretch; None = 20 s x scale
-    gap_s: float = 3.0
-    max_capture_packets: int = 4_000_000
-    keep_pcap: bool = True
-    pcap_max_bytes: int | None = None   # trim the kept pcap to fit (whole flows), if set
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(REPO_ROOT),
+       "HOME": "/root", "LANG": "C.UTF-8"}
 
 
 @dataclass
@@ -75,6 +62,8 @@ class LabResult:
     capture: CaptureStats
     topology: dict
     seconds: float
+    conditions: dict = field(default_factory=dict)
+    link_counters: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -95,33 +84,6 @@ class GenerateResult:
 Say = Callable[[str], None]
 
 
-@dataclass
-class LabPlan:
-    """Everything drawn from the seed before the lab starts (step 1)."""
-    rng: random.Random
-    topo: Topology
-    attacks: list[tuple[Scenario, list[Run]]]
-    profiles: dict[str, dict]
-
-    @property
-    def topology(self) -> dict:
-        return {"net": str(LAB_NET), "victim": self.topo.victim.addr,
-                "attacker": self.topo.attacker.addr,
-                "clients": [{"role": r, "addr": self.topo.hosts[r].addr, **p}
-                            for r, p in self.profiles.items()]}
-
-
-def plan_lab(opts: GenerateOptions, work: Path) -> LabPlan:
-    """Draw addresses, the scenario order, every attack run and the benign profiles."""
-    rng = random.Random(opts.seed)
-    topo = Topology.plan(rng, opts.n_clients)
-    order = resolve(opts.scenarios)
-    rng.shuffle(order)
-    target = max(50, round(FLOWS_PER_ATTACK * opts.scale))
-    attacks = [(s, s.plan(rng, target, victim=topo.victim.addr, workdir=work)) for s in order]
-    return LabPlan(rng, topo, attacks, client_profiles(rng, topo))
-
-
 def run_lab(opts: GenerateOptions, work: Path, say: Say = lambda m: None) -> LabResult:
     """Steps 1-5: run the lab once and return the capture and the spans. Always tears down,
     also on Ctrl-C or SIGTERM; a SIGKILLed run is cleaned up by the next one."""
@@ -134,40 +96,83 @@ def run_lab(opts: GenerateOptions, work: Path, say: Say = lambda m: None) -> Lab
         say(f"removed stale lab namespaces: {', '.join(removed)}")
     plan = plan_lab(opts, work)
     procs = Procs(work)
-    capture = Capture(plan.topo, procs, work / "capture.pcap", opts.snaplen,
-                      opts.max_capture_packets)
+    capture = Capture(plan.topo, procs, work / "capture.pcap", opts.snaplen, opts.max_capture_packets)
     t_start = time.monotonic()
+    links: dict = {}
     with terminate_raises():
         try:
             _bring_up(opts, plan, procs, capture, work, say)
             records, seconds = _run_attacks(opts, plan, procs, work, say)
             # Let the last flows go idle so NFStream closes them inside the capture.
             time.sleep(max(opts.warmup_s, opts.idle_timeout + 1))
-            for role in plan.profiles:
-                procs.stop(f"benign-{role}")
+            for name in [n for n in procs.running if n.startswith(("benign-", "lan-"))]:
+                procs.stop(name)
             time.sleep(0.5)
             stats = capture.stop()
+            if "linkemu" in procs.running:
+                procs.stop("linkemu")
+                links = _last_json(procs.log("linkemu"))
         finally:
             procs.stop_all()
             plan.topo.teardown()
     return LabResult(work / "capture.pcap", [r.span for r in records], records, seconds, stats,
-                     plan.topology, time.monotonic() - t_start)
+                     plan.topology, time.monotonic() - t_start, plan.conditions.to_dict(), links)
 
 
 def _bring_up(opts: GenerateOptions, plan: LabPlan, procs: Procs, capture: Capture, work: Path,
               say: Say) -> None:
-    """Steps 2-3: namespaces, victim services, capture, benign clients, benign-only stretch."""
-    topo = plan.topo
-    topo.build()
+    """Steps 2-3: namespaces, link emulator, services, capture, LAN chatter, benign clients."""
+    topo, cond = plan.topo, plan.conditions
+    quiet = opts.warmup_s + (20 * opts.scale if opts.benign_only_s is None else opts.benign_only_s)
+    budget = sum(r.timeout_s + 3 for _, runs, _ in plan.attacks for r in runs) + 60 + 2 * quiet
+    until = time.time() + budget
+    topo.build(emulate=cond.emulated, mtu=cond.mtu)
+    if cond.emulated:
+        start_linkemu(topo, procs, cond, work, opts.seed, until)
     services = Services(topo, procs, work, plan.rng)
     services.start()
+    Servers(topo, procs, work, plan.rng).start(until)
     capture.start()
-    quiet = opts.warmup_s + (20 * opts.scale if opts.benign_only_s is None else opts.benign_only_s)
-    budget = sum(r.timeout_s for _, runs in plan.attacks for r in runs) + 60 + 2 * quiet
-    start_benign(topo, procs, services, plan.profiles, time.time() + budget)
-    say(f"lab up: victim {topo.victim.addr}, attacker {topo.attacker.addr}, "
-        f"{len(plan.profiles)} benign clients; benign only for {quiet:.0f}s")
+    if opts.lan_chatter:
+        start_lan(topo, procs, opts.seed, until)
+    start_benign(topo, procs, services, plan.profiles, until)
+    say(f"lab up: victim {topo.victim.addr}, attackers {[h.addr for h in topo.attackers]}, "
+        f"servers {[h.addr for h in topo.servers]}, {len(plan.profiles)} benign clients, conditions "
+        f"{cond.mode} (MTU {cond.mtu}); benign only for {quiet:.0f}s")
     time.sleep(quiet)
+
+
+def start_linkemu(topo: Topology, procs: Procs, cond, work: Path, seed: int, until: float) -> None:
+    links = []
+    for role in sorted(cond.emulated):
+        up, down = cond.link(role).shapes()
+        links.append({"host_dev": f"p-{role}", "bridge_dev": f"q-{role}", "up": up, "down": down})
+    path = work / "links.json"
+    path.write_text(json.dumps({"seed": seed, "links": links}))
+    procs.start("linkemu", topo.exec("sw", [sys.executable, "-m", "streams.lab.linkemu",
+                                            "--config", str(path), "--until", f"{until:.0f}"]), env=ENV)
+    if not wait_until(lambda: "linkemu ready" in procs.log("linkemu"), 10):
+        raise LabError(f"link emulator did not start: {procs.log('linkemu')[-400:]}")
+
+
+def start_lan(topo: Topology, procs: Procs, seed: int, until: float) -> None:
+    for i, host in enumerate(h for h in topo.hosts.values() if h.kind != "attacker"):
+        argv = [sys.executable, "-m", "streams.lab.lan", "--name", host.role, "--kind", host.kind,
+                "--addr", host.addr, "--seed", str(seed * 1000 + i), "--until", f"{until:.0f}"]
+        if host.kind == "client":
+            argv.append("--dhcp")
+        procs.start(f"lan-{host.role}", topo.exec(host.role, argv), env=ENV)
+
+
+def start_benign(topo: Topology, procs: Procs, services: Services, profiles: dict,
+                 until: float) -> None:
+    servers = ",".join(h.addr for h in topo.servers)
+    for role, p in profiles.items():
+        procs.start(f"benign-{role}", topo.exec(role, [
+            sys.executable, "-m", "streams.lab.benign", "--victim", topo.victim.addr,
+            "--servers", servers, "--profile", p["profile"], "--seed", str(p["seed"]),
+            "--rate", str(p["rate"]), "--until", f"{until:.3f}", "--key", str(services.client_key),
+            "--admin-pass", str(services.admin_password_file)]), env=ENV)
 
 
 def _run_attacks(opts: GenerateOptions, plan: LabPlan, procs: Procs, work: Path,
@@ -175,51 +180,46 @@ def _run_attacks(opts: GenerateOptions, plan: LabPlan, procs: Procs, work: Path,
     """Step 4: the scenarios one at a time, each run recorded as a span."""
     records: list[RunRecord] = []
     seconds: dict[str, float] = {}
-    for scenario, runs in plan.attacks:
+    for scenario, runs, attacker in plan.attacks:
         t0 = time.monotonic()
-        for run in runs:
-            rec = _attack(plan.topo, procs, work, run, scenario.label)
-            say(f"{scenario.name} run {run.index}: {rec.seconds:.1f}s exit={rec.exit_code} "
-                f"{run.params}")
+        for i, run in enumerate(runs):
+            rec = _attack(plan.topo, procs, work, run, attacker)
+            say(f"{scenario.name}/{run.variant} run {run.index}: {rec.seconds:.1f}s "
+                f"exit={rec.exit_code} {run.params}")
             records.append(rec)
-            time.sleep(1.0)
+            # Spans of different rules must not share their grace margins (see labelling).
+            nxt = runs[i + 1] if i + 1 < len(runs) else None
+            time.sleep(1.0 if nxt is None or nxt.match == run.match else 2 * GRACE_MS / 1000 + 0.5)
         seconds[scenario.name] = time.monotonic() - t0
         time.sleep(opts.gap_s)
     return records, seconds
 
 
-def client_profiles(rng: random.Random, topo: Topology) -> dict[str, dict]:
-    names = sorted(PROFILES)
-    rng.shuffle(names)
-    return {h.role: {"profile": names[i % len(names)], "rate": round(rng.uniform(0.6, 1.6), 2),
-                     "seed": rng.getrandbits(32)} for i, h in enumerate(topo.clients)}
-
-
-def start_benign(topo: Topology, procs: Procs, services: Services, profiles: dict,
-                 until: float) -> None:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(REPO_ROOT),
-           "HOME": "/root", "LANG": "C.UTF-8"}
-    for role, p in profiles.items():
-        procs.start(f"benign-{role}", topo.exec(role, [
-            sys.executable, "-m", "streams.lab.benign", "--victim", topo.victim.addr,
-            "--profile", p["profile"], "--seed", str(p["seed"]), "--rate", str(p["rate"]),
-            "--until", f"{until:.3f}", "--key", str(services.client_key)]), env=env)
-
-
-def _attack(topo: Topology, procs: Procs, work: Path, run: Run, label: str) -> RunRecord:
+def _attack(topo: Topology, procs: Procs, work: Path, run: Run, attacker: Host) -> RunRecord:
     for fname, content in run.files.items():
-        (work / fname).write_text(content)
+        (work / fname).write_bytes(content if isinstance(content, bytes) else content.encode())
     name = f"{run.scenario}-{run.index}"
-    argv = ["timeout", "-k", "2", f"{run.timeout_s:.0f}", *run.argv]
+    argv = [sys.executable if a == "python3" and i == 0 else a for i, a in enumerate(run.argv)]
+    argv = ["timeout", "-k", "2", f"{run.timeout_s:.0f}", *argv]
     t0 = time.monotonic()
     start_ms = int(time.time() * 1000)
-    procs.start(name, topo.exec("att", argv), cwd=work)
+    procs.start(name, topo.exec(attacker.role, argv), cwd=work, env=ENV)
     code = procs.wait(name, run.timeout_s + 5)
     procs.stop(name)
     end_ms = int(time.time() * 1000)
-    span = Span(label, topo.attacker.addr, start_ms, end_ms, run.scenario, run.index,
-                {**run.params, "max_packets": run.max_packets, "timeout_s": round(run.timeout_s, 1)})
+    span = span_for(run, topo, attacker, start_ms, end_ms,
+                    {"max_packets": run.max_packets, "timeout_s": round(run.timeout_s, 1)})
     return RunRecord(run, span, code, time.monotonic() - t0)
+
+
+def _last_json(log: str) -> dict:
+    for line in reversed(log.splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return {}
+    return {}
 
 
 def generate(opts: GenerateOptions, say: Say = lambda m: None) -> GenerateResult:
@@ -252,8 +252,10 @@ def _write_outputs(opts: GenerateOptions, lab: LabResult, df) -> tuple[dict[str,
     paths = {"parquet": out / f"{name}.parquet", "labels": out / f"{name}.labels.json"}
     df.to_parquet(paths["parquet"], index=False, compression="zstd")
     save_spans(paths["labels"], lab.spans, attacker_ip=lab.topology["attacker"],
-               victim_ip=lab.topology["victim"], seed=opts.seed, sensor=f"lab-s{opts.seed}",
-               idle_timeout=opts.idle_timeout, active_timeout=opts.active_timeout)
+               attackers=lab.topology["attackers"], victim_ip=lab.topology["victim"],
+               seed=opts.seed, sensor=f"lab-s{opts.seed}", idle_timeout=opts.idle_timeout,
+               active_timeout=opts.active_timeout, variants=opts.variants,
+               conditions=lab.conditions.get("mode", "none"))
     replay: dict = {}
     if opts.keep_pcap:
         paths["pcap"] = out / f"{name}.pcap"

@@ -2,6 +2,8 @@
 
     >>> require("syn_scan", "ssh_bruteforce")   # LabError listing what is missing
     >>> versions()                              # for the datasheet
+
+A scenario needs the tools of every one of its variants (`Variant.needs`).
 """
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from streams.errors import LabError
 
 # Needed by every lab run: topology, victim services, benign clients, capture.
 BASE = ("ip", "ethtool", "sysctl", "ss", "tcpdump", "nginx", "sshd", "dnsmasq", "iperf3",
-        "curl", "ssh", "ssh-keygen", "openssl", "timeout")
-SCENARIO_TOOLS = {"syn_scan": ("nmap",), "fin_scan": ("nmap",), "syn_flood": ("hping3",),
-                  "slow_http_dos": ("slowhttptest",), "ssh_bruteforce": ("hydra",)}
+        "curl", "ssh", "scp", "ssh-keygen", "openssl", "timeout", "vsftpd", "smbd", "smbclient",
+        "mosquitto", "mosquitto_pub", "mosquitto_sub", "memcached", "snmpd", "snmpget",
+        "snmpbulkwalk", "busybox", "ping")
 OPTIONAL = ("wrk",)
 PACKAGES = ("iproute2", "ethtool", "tcpdump", "nginx", "openssh-server", "dnsmasq-base",
-            "iperf3", "curl", "wrk", "nmap", "hping3", "slowhttptest", "hydra", "openssl")
+            "iperf3", "curl", "wrk", "nmap", "hping3", "slowhttptest", "hydra", "openssl",
+            "masscan", "zmap", "medusa", "patator", "ncrack", "fping", "iputils-ping", "busybox",
+            "vsftpd", "memcached", "snmpd", "snmp", "samba", "smbclient", "mosquitto",
+            "mosquitto-clients")
 PY_PACKAGES = ("nfstream", "pandas", "pyarrow", "numpy")
 _SBIN = "/usr/sbin:/sbin"
 
@@ -28,10 +33,16 @@ def which(tool: str) -> str | None:
     return shutil.which(tool) or shutil.which(tool, path=_SBIN)
 
 
+def scenario_tools(name: str) -> tuple[str, ...]:
+    from streams.lab.scenarios import SCENARIOS
+    scenario = SCENARIOS.get(name)
+    return tuple(t for v in scenario.variants for t in v.needs) if scenario else ()
+
+
 def missing(*scenarios: str) -> list[str]:
     tools = list(BASE)
     for name in scenarios:
-        tools += SCENARIO_TOOLS.get(name, ())
+        tools += scenario_tools(name)
     return sorted({t for t in tools if which(t) is None})
 
 

@@ -1,16 +1,28 @@
 """The lab's network: private namespaces on one bridge, with no way out.
 
-    el-<pid>-sw    holds bridge br0; each host's veth peer is a port on it
-    el-<pid>-vic   the victim segment (nginx, sshd, dnsmasq, iperf3 servers)
+    el-<pid>-sw    holds bridge br0 (the capture point); each host's link ends here
+    el-<pid>-vic   the victim (nginx, sshd, dnsmasq with DHCP, iperf3, vsftpd, smbd, ...)
+    el-<pid>-r1..  servers: DNS, NTP, SNMP, memcached (the reflectors of `reflection`)
     el-<pid>-c1..  benign clients
-    el-<pid>-att   the attacker
+    el-<pid>-att   the attacker (and att2, att3 ... with --attackers)
 
 <pid> is the process that built the lab, so a lab whose owner has died is recognisably
 stale and `cleanup_stale()` removes it, while a lab still in use by another run is left
-alone. Addresses come from LAB_NET (10.77.0.0/24). No namespace has a default route and
-nothing is attached to the host's interfaces, so lab traffic cannot leave the lab. IPv6
-and NIC offloads are off: no neighbour-discovery noise, and the capture sees packets as
-they would be on a wire, not 64 KB GSO super-packets.
+alone. Addresses: hosts in LAB_NET (10.77.0.0/24, drawn from HOST_POOL), a DHCP pool that
+nobody configures, and DARKNET (10.77.128.0/20), which nobody owns. No namespace has a
+default route and nothing is attached to the host's interfaces, so lab traffic cannot
+leave the lab; every address any run targets lies in LAB_SPACE (10.77.0.0/16).
+
+Sweeps must put packets for unowned addresses on the wire, as on a real LAN. So each
+attacker has permanent neighbour entries that point every unowned LAN_NET address at
+DARK_MAC (a MAC nobody has: the bridge floods those frames, nobody accepts them) and a
+route to DARKNET via DEAD_GATEWAY, itself one of those dark addresses.
+
+Hosts run IPv6 link-local only (ND, MLD and router solicitations happen, as on any LAN);
+the switch namespace has no IP at all. NIC offloads are off, so the capture sees packets
+as they would be on a wire, not 64 KB GSO super-packets. With `emulate` links, a host's
+veth ends in the switch as p-<role> and a second pair q-<role>/b-<role> joins the bridge;
+`streams.lab.linkemu` shapes the traffic between p and q.
 
     >>> topo = Topology.plan(rng, n_clients=5)
     >>> topo.build()
@@ -32,15 +44,29 @@ from streams.errors import LabError
 from streams.lab.procs import run
 
 LAB_NET = ipaddress.ip_network("10.77.0.0/24")
+LAB_SPACE = ipaddress.ip_network("10.77.0.0/16")
+DARKNET = ipaddress.ip_network("10.77.128.0/20")
+HOST_POOL = [str(LAB_NET.network_address + i) for i in range(2, 200)]
+DHCP_POOL = (str(LAB_NET.network_address + 200), str(LAB_NET.network_address + 239))
+DEAD_GATEWAY = str(LAB_NET.network_address + 254)
+DARK_MAC = "02:00:5e:77:de:ad"
+# Where LAN housekeeping goes that is not one host: mDNS, SSDP, IGMPv3 reports, DHCP.
+LAN_GROUPS = ("224.0.0.251", "239.255.255.250", "224.0.0.22", "224.0.0.1", "255.255.255.255",
+              str(LAB_NET.broadcast_address), "0.0.0.0")
 PREFIX = "el-"
 _NS_RE = re.compile(rf"^{PREFIX}(\d+)-([a-z0-9]+)$")
 
 
 @dataclass(frozen=True)
 class Host:
-    role: str      # "vic", "att", "c1", ...
+    role: str      # "vic", "att", "att2", "r1", "c1", ...
     ns: str        # namespace name
     addr: str      # IPv4 address inside LAB_NET
+    mac: str = ""  # eth0's MAC (drawn from the seed, so IPv6 link-local addresses are too)
+
+    @property
+    def kind(self) -> str:
+        return {"v": "victim", "a": "attacker", "r": "server", "c": "client"}[self.role[0]]
 
 
 @dataclass
@@ -48,6 +74,8 @@ class Topology:
     owner: int
     hosts: dict[str, Host] = field(default_factory=dict)
     built: list[str] = field(default_factory=list)
+    emulated: set[str] = field(default_factory=set)   # roles whose link goes through linkemu
+    mtu: int = 1500
 
     @property
     def switch(self) -> str:
@@ -61,30 +89,57 @@ class Topology:
     def attacker(self) -> Host:
         return self.hosts["att"]
 
+    def _kind(self, kind: str) -> list[Host]:
+        return [h for h in self.hosts.values() if h.kind == kind]
+
+    @property
+    def attackers(self) -> list[Host]:
+        return self._kind("attacker")
+
+    @property
+    def servers(self) -> list[Host]:
+        return self._kind("server")
+
     @property
     def clients(self) -> list[Host]:
-        return [h for r, h in self.hosts.items() if r.startswith("c")]
+        return self._kind("client")
+
+    @property
+    def addresses(self) -> list[str]:
+        return [h.addr for h in self.hosts.values()]
+
+    def unowned(self) -> list[str]:
+        """Every LAB_NET host address no lab host has (what a sweep finds dark)."""
+        owned = set(self.addresses)
+        return [str(a) for a in LAB_NET.hosts() if str(a) not in owned]
 
     @classmethod
-    def plan(cls, rng: random.Random, n_clients: int = 5, owner: int | None = None) -> "Topology":
-        """Pick addresses for the victim, clients and attacker from the seed."""
+    def plan(cls, rng: random.Random, n_clients: int = 5, owner: int | None = None,
+             n_servers: int = 2, n_attackers: int = 1) -> "Topology":
+        """Pick addresses and MACs for every host from the seed."""
         if not 1 <= n_clients <= 20:
             raise LabError(f"n_clients={n_clients}: must be 1..20")
+        if not 0 <= n_servers <= 4 or not 1 <= n_attackers <= 4:
+            raise LabError(f"n_servers={n_servers}, n_attackers={n_attackers}: must be 0..4, 1..4")
         owner = os.getpid() if owner is None else owner
-        pool = [str(a) for a in list(LAB_NET.hosts())[1:250]]
-        addrs = rng.sample(pool, n_clients + 2)
-        roles = ["vic", "att"] + [f"c{i + 1}" for i in range(n_clients)]
+        roles = (["vic", "att"] + [f"c{i + 1}" for i in range(n_clients)]
+                 + [f"r{i + 1}" for i in range(n_servers)]
+                 + [f"att{i + 2}" for i in range(n_attackers - 1)])
+        addrs = rng.sample(HOST_POOL, len(roles))
         topo = cls(owner=owner)
         for role, addr in zip(roles, addrs):
-            topo.hosts[role] = Host(role, f"{PREFIX}{owner}-{role}", addr)
+            mac = "02:77:" + ":".join(f"{rng.getrandbits(8):02x}" for _ in range(4))
+            topo.hosts[role] = Host(role, f"{PREFIX}{owner}-{role}", addr, mac)
         return topo
 
     def exec(self, role: str, argv: list[str]) -> list[str]:
-        """argv that runs `argv` inside the namespace of host `role`."""
-        return ["ip", "netns", "exec", self.hosts[role].ns, *argv]
+        """argv that runs `argv` inside the namespace of host `role` (or "sw": the switch)."""
+        ns = self.switch if role == "sw" else self.hosts[role].ns
+        return ["ip", "netns", "exec", ns, *argv]
 
-    def build(self) -> None:
-        """Create the namespaces, bridge and veths. On any failure, tear down and raise."""
+    def build(self, emulate: set[str] | None = None, mtu: int = 1500) -> None:
+        """Create the namespaces, bridge and links. On any failure, tear down and raise."""
+        self.emulated, self.mtu = set(emulate or ()), mtu
         try:
             self._add_ns(self.switch)
             sw = ["ip", "-n", self.switch]
@@ -92,6 +147,8 @@ class Topology:
             run([*sw, "link", "set", "br0", "up"], what="bridge up")
             for host in self.hosts.values():
                 self._add_host(host)
+            for host in self.attackers:
+                self._darken(host)
         except BaseException:
             self.teardown()
             raise
@@ -104,16 +161,49 @@ class Topology:
 
     def _add_host(self, host: Host) -> None:
         self._add_ns(host.ns)
-        port = f"p-{host.role}"
-        run(["ip", "-n", self.switch, "link", "add", port, "type", "veth",
-             "peer", "name", "eth0", "netns", host.ns], what=f"veth {host.role}")
-        run(["ip", "-n", self.switch, "link", "set", port, "master", "br0", "up"], what="port")
-        run(["ip", "-n", host.ns, "addr", "add", f"{host.addr}/{LAB_NET.prefixlen}",
-             "dev", "eth0"], what=f"addr {host.role}")
-        run(["ip", "-n", host.ns, "link", "set", "eth0", "up"], what=f"up {host.role}")
-        _sysctl(host.ns, "net.ipv6.conf.eth0.disable_ipv6=1")
+        port, sw = f"p-{host.role}", ["ip", "-n", self.switch]
+        run([*sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host.ns],
+            what=f"veth {host.role}")
+        h = ["ip", "-n", host.ns]
+        if host.mac:
+            run([*h, "link", "set", "eth0", "address", host.mac], what=f"mac {host.role}")
+        run([*h, "link", "set", "eth0", "mtu", str(self.mtu)], what=f"mtu {host.role}")
+        run([*sw, "link", "set", port, "mtu", str(self.mtu)], what="port mtu")
+        if host.role in self.emulated:
+            q, b = f"q-{host.role}", f"b-{host.role}"
+            run([*sw, "link", "add", q, "type", "veth", "peer", "name", b], what=f"veth {q}")
+            for dev in (q, b):
+                run([*sw, "link", "set", dev, "mtu", str(self.mtu)], what=f"{dev} mtu")
+            run([*sw, "link", "set", b, "master", "br0", "up"], what=f"{b} port")
+            run([*sw, "link", "set", q, "up"], what=f"{q} up")
+            run([*sw, "link", "set", port, "up"], what=f"{port} up")
+            for dev in (q, b):
+                _no_offload(self.switch, dev)
+        else:
+            run([*sw, "link", "set", port, "master", "br0", "up"], what="port")
+        # IPv6 link-local on the host's link only: ND, MLD, RS happen as on a real LAN.
+        _sysctl(host.ns, "net.ipv6.conf.eth0.disable_ipv6=0")
+        run([*h, "addr", "add", f"{host.addr}/{LAB_NET.prefixlen}", "dev", "eth0"],
+            what=f"addr {host.role}")
+        run([*h, "link", "set", "eth0", "up"], what=f"up {host.role}")
+        # Multicast (mDNS, SSDP) needs a route; it stays on the link like everything else.
+        run([*h, "route", "add", "224.0.0.0/4", "dev", "eth0"], what=f"mcast route {host.role}")
         _no_offload(host.ns, "eth0")
         _no_offload(self.switch, port)
+
+    def _darken(self, host: Host) -> None:
+        """Neighbour entries and a route that put packets for dark addresses on the wire."""
+        lines = [f"neigh replace {a} lladdr {DARK_MAC} dev eth0 nud permanent"
+                 for a in self.unowned()]
+        lines.append(f"route add {DARKNET} via {DEAD_GATEWAY} dev eth0 onlink")
+        batch = "\n".join(lines) + "\n"
+        path = f"/tmp/{host.ns}.neigh"
+        with open(path, "w") as f:
+            f.write(batch)
+        try:
+            run(["ip", "-n", host.ns, "-batch", path], what=f"dark neighbours {host.role}")
+        finally:
+            os.unlink(path)
 
     def teardown(self) -> None:
         """Remove every namespace of this lab, killing anything left inside. Idempotent."""

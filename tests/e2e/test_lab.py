@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,35 +18,53 @@ import pytest
 
 from streams.errors import LabError
 from streams.lab import tools
-from streams.lab.scenarios import LABELS, SCENARIOS
-from streams.lab.topology import LAB_NET, PREFIX, cleanup_stale, list_namespaces
+from streams.lab.scenarios import LABELS, SCENARIOS, Target, variant_filter
+from streams.lab.topology import (DARKNET, LAB_NET, LAB_SPACE, PREFIX, Topology, cleanup_stale,
+                                  list_namespaces)
 
 pytestmark = pytest.mark.e2e
 FAST = ("syn_scan", "syn_flood", "ssh_bruteforce")
-VICTIM = "10.77.0.10"
 
 
-# -- plans: bounded, aimed only at the victim, seeded (no root needed) ----------------------
+# -- plans: bounded, aimed only at the lab, seeded (no root needed) ----------------------------
+
+def _target(seed: int, tmp_path: Path) -> Target:
+    topo = Topology.plan(random.Random(seed), 6, owner=1)
+    return Target(victim=topo.victim.addr, attacker=topo.attacker.addr, workdir=tmp_path,
+                  victim_mac=topo.victim.mac, hosts=tuple(topo.addresses),
+                  servers=tuple(h.addr for h in topo.servers), dark=tuple(topo.unowned()))
+
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_every_planned_run_is_bounded_and_aimed_only_at_the_victim(seed: int, tmp_path: Path) -> None:
-    rng = random.Random(seed)
+def test_every_planned_run_is_bounded_and_aimed_only_at_the_lab(seed: int, tmp_path: Path) -> None:
+    """Every run of every variant: bounded in time and packets; every address it names
+    (targets, sweep blocks, spoofed sources, reflectors, zmap allow-lists) inside the lab."""
+    rng, target = random.Random(seed), _target(seed, tmp_path)
     for scenario in SCENARIOS.values():
-        for run in scenario.plan(rng, 2500, victim=VICTIM, workdir=tmp_path):
+        for run in scenario.plan(rng, 2500, target, variant_filter("all")):
             assert 0 < run.timeout_s <= 600, run
             assert 0 < run.max_packets <= 500_000, run
-            addrs = [a for a in run.argv if a.count(".") == 3 and a[0].isdigit()]
-            urls = [a for a in run.argv if "://" in a]
-            assert set(addrs) <= {VICTIM}, run.argv
-            assert all(f"://{VICTIM}" in u for u in urls), run.argv
-            assert addrs or urls, run.argv
+            text = " ".join(run.argv) + " " + " ".join(
+                c.decode("latin-1") if isinstance(c, bytes) else c for c in run.files.values())
+            addrs = re.findall(r"\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?", text)
+            assert addrs, run.argv
+            for a in addrs:
+                assert ipaddress.ip_network(a, strict=False).subnet_of(LAB_SPACE), (run.variant, a)
+            if "://" in text:
+                assert all(LAB_SPACE.supernet_of(ipaddress.ip_network(u, strict=False))
+                           for u in re.findall(r"://([\d.]+)", text)), run.argv
+            if run.match == "pair":                       # reflectors are lab servers
+                assert set(run.peers) <= set(target.servers), run
+            if run.variant.endswith("_spoofed") or "--src" in run.argv:
+                # spoofed sources: random ones only towards the victim, or the victim itself
+                assert run.argv[-1] == target.victim or target.victim in run.argv, run.argv
 
 
 def test_same_seed_same_plan_and_different_seeds_differ(tmp_path: Path) -> None:
     def plan(seed: int) -> list:
-        rng = random.Random(seed)
+        rng, target = random.Random(seed), _target(1, tmp_path)
         return [r.argv for s in SCENARIOS.values()
-                for r in s.plan(rng, 2500, victim=VICTIM, workdir=tmp_path)]
+                for r in s.plan(rng, 2500, target, variant_filter("all"))]
     assert plan(5) == plan(5)
     assert plan(5) != plan(6)
 
@@ -82,6 +101,7 @@ def generated(netns_ok, tmp_path_factory: pytest.TempPathFactory):
 def test_lab_generates_flows_with_the_expected_labels_and_classes(generated) -> None:
     result, df, sheet = generated
     assert set(df["label"]) == {"benign", *FAST}
+    assert {r["variant"] for r in sheet["runs"]} <= {"nmap_sS", "nmap_sS_top", "hping3_syn", "hydra_ssh"}
     assert set(df["label"]) <= set(LABELS)
     for run in sheet["runs"]:
         share = 0.5 if run["scenario"] == "ssh_bruteforce" else 0.8
@@ -111,7 +131,18 @@ def test_lab_traffic_stays_inside_the_lab_network(generated) -> None:
     _, df, _ = generated
     for addr in set(df["src_ip"]) | set(df["dst_ip"]):
         ip = ipaddress.ip_address(addr)
-        assert ip in LAB_NET or ip.is_multicast or ip.is_unspecified, addr
+        assert (ip in LAB_NET or ip.is_multicast or ip.is_unspecified or ip.is_link_local
+                or addr == "255.255.255.255"), addr
+
+
+def test_benign_side_has_lan_housekeeping_and_new_services(generated) -> None:
+    """IPv6 ND/MLD, mDNS, SSDP, DHCP and the new services show up as benign flows."""
+    _, df, _ = generated
+    benign = df[df["label"] == "benign"]
+    assert (benign["ip_version"] == 6).sum() > 0 and (benign["protocol"] == 58).sum() > 0
+    udp_ports = set(benign.loc[benign["protocol"] == 17, "dst_port"])
+    assert {5353, 1900, 67} <= udp_ports, sorted(udp_ports)[:40]
+    assert len(set(benign["dst_port"]) & {21, 445, 1883, 11211, 161, 123, 443}) >= 3
 
 
 def test_every_row_is_a_valid_flow_record_and_files_are_written(generated) -> None:
@@ -156,3 +187,46 @@ def test_stale_lab_of_a_dead_run_is_cleaned_up(netns_ok) -> None:
         if sleeper.poll() is None:
             sleeper.kill()
         subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+
+
+def test_switch_capture_sees_every_frame_once_and_dark_addresses_appear(netns_ok, tmp_path: Path) -> None:
+    """tcpdump on br0 sees forwarded unicast between two client ports exactly once per
+    packet; the attacker's probes to unowned LAN addresses and to the darknet reach the
+    wire (and nobody answers); no namespace has a default route."""
+    from streams.lab.capture import Capture
+    from streams.lab.procs import Procs
+    from streams.sources.pcap import meter_pcap
+
+    cleanup_stale()
+    topo = Topology.plan(random.Random(11), 2, n_servers=0)
+    procs = Procs(tmp_path)
+    dark, far = topo.unowned()[0], str(DARKNET.network_address + 77)
+    try:
+        topo.build()
+        for h in topo.hosts.values():
+            routes = subprocess.run(topo.exec(h.role, ["ip", "route"]), capture_output=True,
+                                    text=True, check=True).stdout
+            assert "default" not in routes, (h.role, routes)
+        cap = Capture(topo, procs, tmp_path / "c.pcap", snaplen=96, max_packets=5000)
+        cap.start()
+        c2 = topo.hosts["c2"].addr
+        for role, dst, n in (("c1", c2, 20), ("att", dark, 3), ("att", far, 3)):
+            subprocess.run(topo.exec(role, ["ping", "-c", str(n), "-i", "0.05", "-W", "1", dst]),
+                           capture_output=True, timeout=30)
+        import time
+        time.sleep(0.5)
+        cap.stop()
+        seen = subprocess.run(["tcpdump", "-n", "-r", str(tmp_path / "c.pcap"), "icmp"],
+                              capture_output=True, text=True).stdout.splitlines()
+        c1 = topo.hosts["c1"].addr
+        assert sum(f"{c1} > {c2}: ICMP echo request" in line for line in seen) == 20
+        assert sum(f"{c2} > {c1}: ICMP echo reply" in line for line in seen) == 20
+        for addr in (dark, far):
+            assert sum(f"> {addr}: ICMP echo request" in line for line in seen) == 3, addr
+            assert not any(f"{addr} >" in line for line in seen)
+        flows = meter_pcap(tmp_path / "c.pcap", sensor="t")
+        assert {far, dark} <= set(flows["dst_ip"])
+    finally:
+        procs.stop_all()
+        topo.teardown()
+    assert _ours() == []

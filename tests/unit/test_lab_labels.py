@@ -1,0 +1,113 @@
+"""Span rules (attacker, victim, pair), the labels file format (v1 still readable), and the
+evaluation reader giving the same labels as the lab for every rule."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from inference.evaluate import _read_labels, label_flows
+from streams.errors import LabError
+from streams.lab.labelling import Span, apply_labels, load_spans, save_spans, span_counts
+from streams.lab.topology import LAN_GROUPS
+
+VIC, ATT, C1, C2, R1, R2 = "10.77.0.10", "10.77.0.20", "10.77.0.30", "10.77.0.31", "10.77.0.40", "10.77.0.41"
+HOSTS = (VIC, ATT, C1, C2, R1, R2)
+T0 = 1_000_000
+
+
+def flows(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    return pd.DataFrame([{"flow_id": f"f{i}", "src_ip": s, "dst_ip": d, "first_seen_ms": t,
+                          "src_port": 1000 + i, "dst_port": 80, "protocol": 6}
+                         for i, (s, d, t) in enumerate(rows)])
+
+
+def spoofed_span() -> Span:
+    return Span("syn_flood", ATT, T0, T0 + 5000, "syn_flood", 0, match="victim", victim_ip=VIC,
+                not_with=tuple(h for h in HOSTS if h != VIC) + LAN_GROUPS)
+
+
+def reflection_span() -> Span:
+    others = tuple(h for h in HOSTS if h not in (VIC, R1, R2))
+    return Span("reflection", ATT, T0 + 20_000, T0 + 25_000, "reflection", 0, match="pair",
+                victim_ip=VIC, peers=(R1, R2), not_with=others + LAN_GROUPS)
+
+
+def mixed() -> pd.DataFrame:
+    """Flows during a spoofed flood, then during a reflection, with benign traffic around."""
+    return flows([
+        ("1.2.3.4", VIC, T0 + 10), ("203.0.113.9", VIC, T0 + 20),     # 0,1 spoofed -> flood
+        (C1, VIC, T0 + 30), (VIC, C1, T0 + 40),                       # 2,3 benign to/from victim
+        (VIC, "224.0.0.251", T0 + 50), (VIC, "255.255.255.255", T0 + 60),  # 4,5 victim's LAN chatter
+        ("1.2.3.4", VIC, T0 + 9000),                                  # 6 after the span + grace
+        (C1, C2, T0 + 100),                                           # 7 unrelated benign
+        (R1, VIC, T0 + 20_100), (VIC, R2, T0 + 20_200),               # 8,9 reflection, both ways
+        (C1, R1, T0 + 20_300), (R1, C2, T0 + 20_400),                 # 10,11 clients use the servers
+        (R1, "224.0.0.251", T0 + 20_500), (C1, VIC, T0 + 20_600),     # 12,13 benign
+        (R1, VIC, T0 + 40_000),                                       # 14 outside the span
+    ])
+
+
+EXPECTED = ["syn_flood", "syn_flood", "benign", "benign", "benign", "benign", "benign", "benign",
+            "reflection", "reflection", "benign", "benign", "benign", "benign", "benign"]
+
+
+def test_victim_and_pair_rules() -> None:
+    df = apply_labels(mixed(), [spoofed_span(), reflection_span()])
+    assert list(df["label"]) == EXPECTED
+    assert span_counts(df, [spoofed_span(), reflection_span()]) == [2, 2]
+
+
+def test_attacker_rule_matches_either_end_within_the_grace() -> None:
+    span = Span("syn_scan", ATT, T0, T0 + 1000)
+    df = apply_labels(flows([(ATT, VIC, T0 + 5), (VIC, ATT, T0 + 1900), (ATT, VIC, T0 + 2500),
+                             (C1, VIC, T0 + 5), (ATT, "10.77.130.7", T0 + 10)]), [span])
+    assert list(df["label"]) == ["syn_scan", "syn_scan", "benign", "benign", "syn_scan"]
+
+
+def test_spans_that_overlap_with_different_labels_are_refused() -> None:
+    a = Span("syn_scan", ATT, T0, T0 + 1000)
+    b = Span("syn_flood", ATT, T0 + 500, T0 + 2000)
+    with pytest.raises(LabError, match="two spans"):
+        apply_labels(flows([(ATT, VIC, T0 + 700)]), [a, b])
+
+
+def test_bad_spans_are_refused() -> None:
+    with pytest.raises(LabError):
+        Span("x", ATT, 0, 1, match="sideways")
+    with pytest.raises(LabError):
+        Span("x", ATT, 0, 1, match="victim")
+    with pytest.raises(LabError):
+        Span("x", ATT, 0, 1, match="pair", victim_ip=VIC)
+
+
+def test_labels_file_round_trip_and_version_1_still_loads(tmp_path: Path) -> None:
+    spans = [Span("syn_scan", ATT, T0, T0 + 1000, "syn_scan", 0, {"ports": "1-100"}),
+             spoofed_span(), reflection_span()]
+    save_spans(tmp_path / "l.json", spans, seed=1)
+    doc = json.loads((tmp_path / "l.json").read_text())
+    assert doc["schema"] == "edgeloop.lab_labels/2"
+    for s in doc["spans"]:     # every version-1 field is still there
+        assert {"label", "attacker_ip", "start_ms", "end_ms", "scenario", "run", "params"} <= set(s)
+    assert load_spans(tmp_path / "l.json") == spans
+    v1 = {"schema": "edgeloop.lab_labels/1", "grace_ms": 1000,
+          "spans": [{"label": "syn_scan", "attacker_ip": ATT, "start_ms": T0, "end_ms": T0 + 10,
+                     "scenario": "syn_scan", "run": 0, "params": {}}]}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    [old] = load_spans(tmp_path / "v1.json")
+    assert old.match == "attacker" and old.attacker_ip == ATT
+
+
+def test_evaluation_reader_labels_like_the_lab(tmp_path: Path) -> None:
+    spans = [Span("syn_scan", ATT, T0 - 10_000, T0 - 9000, "syn_scan", 0), spoofed_span(),
+             reflection_span()]
+    save_spans(tmp_path / "l.json", spans, idle_timeout=5, active_timeout=30)
+    df = mixed()
+    df = pd.concat([df, flows([(ATT, VIC, T0 - 9500)]).assign(flow_id="scan")], ignore_index=True)
+    table, opts = _read_labels(tmp_path / "l.json")
+    assert opts == {"idle_timeout": 5, "active_timeout": 30}
+    theirs = label_flows(df, table)["label"].tolist()
+    ours = apply_labels(df.copy(), spans)["label"].tolist()
+    assert theirs == ours == EXPECTED + ["syn_scan"]
