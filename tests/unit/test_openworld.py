@@ -308,7 +308,9 @@ def test_cli_open_world_report_matches_score_frame(tmp_path):
     assert checked == 7
     scan = records["portscan"]
     assert scan["fanout"]["capture_flagged"] and scan["meter"]["flows"] == 30
-    assert scan["top_keys"] == {"src": "10.66.0.66"}
+    # The scanner is the top key of the source view; its victim that of the destination view.
+    assert scan["top_keys"]["src"] == "10.66.0.66"
+    assert set(scan["top_keys"]) == set(bundle.meta.window.views)
     (unit,) = scan["units"]["all"]  # 30 SYNs, K=8: the rule fires from the 20th pair on
     assert 0 < unit["fanout_windows"] < sum(unit["windows"].values()) and unit["fanout_flagged"]
 
