@@ -194,7 +194,9 @@ class PolicyProposer:
 def _rank(alerts: Iterable[Alert | Mapping[str, Any]], limit: int) -> list[Alert]:
     seen, out = set(), []
     parsed = [a if isinstance(a, Alert) else Alert.model_validate(dict(a)) for a in alerts]
-    for a in sorted(parsed, key=lambda a: (-a.windows, -a.max_confidence, a.alert_id)):
+    # Source-view alerts first: they name the attacker, which a policy can act on; a
+    # destination-view alert names the victim and is for fan-in attacks.
+    for a in sorted(parsed, key=lambda a: (a.view != "src", -a.windows, -a.max_confidence, a.alert_id)):
         if (a.view, a.key, a.attack) not in seen:
             seen.add((a.view, a.key, a.attack))
             out.append(a)
