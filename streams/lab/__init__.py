@@ -1,18 +1,27 @@
 """The traffic lab: real tools, private network namespaces, labelled flow datasets.
 
-    topology.py   namespaces, bridge and veths (10.77.0.0/24, no route out); stale cleanup
-    services.py   the victim: nginx, sshd, dnsmasq, iperf3 (configs in deploy/lab/)
-    benign.py     benign clients, one process per client namespace
-    scenarios.py  the attacks, as seeded plans of bounded tool runs
-    capture.py    tcpdump on the victim's interface
-    labelling.py  spans (attacker + time + scenario) -> flow labels
-    trim.py       cutting a capture to a shippable size, whole flows only
-    generate.py   one lab session end to end -> Parquet + labels + datasheet
-    datasheet.py  counts, feature summaries, runs, tool versions
-    cli.py        `edgeloop lab ...`
+    topology.py     namespaces, bridge and links (10.77.0.0/16, no route out); dark addresses
+    conditions.py   per-host delay, jitter, loss, rate and a per-lab MTU (train / heldout)
+    linkemu.py      applies the conditions in userspace (no netem needed)
+    services.py     the victim: nginx (h2, auth), sshd, dnsmasq+DHCP, iperf3, vsftpd, smbd, mosquitto
+    servers.py      DNS, NTP, SNMP and memcached servers (the reflectors)
+    ntpserver.py    the lab's NTP server (monlist included; never sets the clock)
+    benign.py       benign clients (benign_more.py: the newer protocols), one per namespace
+    lan.py          mDNS, SSDP, DHCP and IPv6 neighbour chatter on every non-attacker host
+    scenarios.py    the class registry: scenarios, variants (train/heldout), held-out kinds
+    attacks/        the attacks as seeded plans of bounded tool runs, one module per family
+    spoof.py        spoofed UDP requests for reflection; slowloris.py: a held-out slowloris
+    capture.py      tcpdump on the switch's bridge (every frame once)
+    labelling.py    spans (who + time + rule) -> flow labels
+    trim.py         cutting a capture to a shippable size, whole flows only
+    plan.py         everything drawn from the seed before the lab starts
+    generate.py     one lab session end to end -> Parquet + labels + datasheet
+    datasheet.py    counts, feature summaries, runs, conditions, tool versions
+    cli.py          `edgeloop lab ...`
 
     >>> from streams.lab import GenerateOptions, generate
-    >>> generate(GenerateOptions(seed=1, out_dir=Path("var/lab"), name="train"))
+    >>> generate(GenerateOptions(seed=1, out_dir=Path("var/lab"), name="train",
+    ...                          scenarios="known", variants="train", conditions="train"))
 
 Heavy modules (pandas, NFStream) load on first use, so a benign client process that
 imports `streams.lab.benign` stays light.
@@ -23,11 +32,14 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "GenerateOptions": "streams.lab.generate", "GenerateResult": "streams.lab.generate",
+    "GenerateOptions": "streams.lab.plan", "GenerateResult": "streams.lab.generate",
     "generate": "streams.lab.generate", "run_lab": "streams.lab.generate",
     "Span": "streams.lab.labelling", "apply_labels": "streams.lab.labelling",
     "load_spans": "streams.lab.labelling", "save_spans": "streams.lab.labelling",
     "SCENARIOS": "streams.lab.scenarios", "LABELS": "streams.lab.scenarios",
+    "HELDOUT_KINDS": "streams.lab.scenarios", "KNOWN": "streams.lab.scenarios",
+    "variant_filter": "streams.lab.scenarios", "Conditions": "streams.lab.conditions",
+    "draw_conditions": "streams.lab.conditions",
     "Topology": "streams.lab.topology", "cleanup_stale": "streams.lab.topology",
     "can_create_namespaces": "streams.lab.topology", "trim_capture": "streams.lab.trim",
 }

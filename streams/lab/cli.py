@@ -96,20 +96,25 @@ def check() -> None:
               help="NFStream active timeout, seconds.")
 @click.option("--snaplen", type=click.IntRange(68, 65535), default=384, show_default=True,
               help="Capture snap length (sizes in flows are wire sizes regardless).")
+@click.option("--benign-only", "benign_only_s", type=click.FloatRange(0, 600), default=None,
+              help="Seconds of benign-only traffic before the first attack [default: 20 x SCALE].")
+@click.option("--lan/--no-lan", "lan_chatter", default=True, show_default=True,
+              help="LAN housekeeping (mDNS, SSDP, DHCP, IPv6 ND) on every non-attacker host.")
 @click.option("--pcap/--no-pcap", "keep_pcap", default=True, show_default=True,
               help="Also write the capture as <name>.pcap.")
 @click.option("--pcap-max-mb", type=click.FloatRange(0.5, None), default=None,
               help="Trim the written pcap to this size, keeping whole flows (see streams.lab.trim).")
 def generate(seed: int, out_dir: Path, name: str | None, scenario_names: str, variants: str,
              conditions: str, scale: float, clients: int, n_servers: int, n_attackers: int,
-             idle_timeout: int, active_timeout: int, snaplen: int,
-             keep_pcap: bool, pcap_max_mb: float | None) -> None:
+             idle_timeout: int, active_timeout: int, snaplen: int, benign_only_s: float | None,
+             lan_chatter: bool, keep_pcap: bool, pcap_max_mb: float | None) -> None:
     from streams.lab.generate import GenerateOptions, generate as run_generate
     opts = GenerateOptions(seed=seed, out_dir=out_dir, name=name or f"lab-s{seed}",
                            scenarios=scenario_names, variants=variants, conditions=conditions,
                            scale=scale, n_clients=clients, n_servers=n_servers, n_attackers=n_attackers,
                            idle_timeout=idle_timeout, active_timeout=active_timeout,
-                           snaplen=snaplen, keep_pcap=keep_pcap,
+                           snaplen=snaplen, benign_only_s=benign_only_s, lan_chatter=lan_chatter,
+                           keep_pcap=keep_pcap,
                            pcap_max_bytes=int(pcap_max_mb * 1e6) if pcap_max_mb else None)
     t0 = time.monotonic()
     try:

@@ -90,6 +90,10 @@ class Conditions:
         slow_rate = 1.5 if rates and min(rates) < 8 else 1.0
         return round(min(4.0, (1 + rtt / 150 + 10 * loss) * slow_rate), 2)
 
+    def fragile(self, *roles: str) -> bool:
+        """Whether any of these links is lossy (>= 2 %) or slow (< 8 Mbit/s)."""
+        return any(self.link(r).loss >= 0.02 or (self.link(r).rate_mbit or 1e9) < 8 for r in roles)
+
     def to_dict(self) -> dict:
         return {"mode": self.mode, "mtu": self.mtu,
                 "links": {r: asdict(c) for r, c in sorted(self.links.items())},

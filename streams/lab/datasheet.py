@@ -128,6 +128,10 @@ def _command(opts) -> str:
         parts.append(f"--attackers {opts.n_attackers}")
     if opts.snaplen != 384:
         parts.append(f"--snaplen {opts.snaplen}")
+    if opts.benign_only_s is not None:
+        parts.append(f"--benign-only {opts.benign_only_s:g}")
+    if not opts.lan_chatter:
+        parts.append("--no-lan")
     if (opts.idle_timeout, opts.active_timeout) != (5, 30):
         parts.append(f"--idle-timeout {opts.idle_timeout} --active-timeout {opts.active_timeout}")
     if not opts.keep_pcap:

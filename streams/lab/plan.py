@@ -70,7 +70,8 @@ def target_for(topo: Topology, attacker: Host, work: Path, conditions: Condition
     return Target(victim=topo.victim.addr, attacker=attacker.addr, workdir=work,
                   victim_mac=topo.victim.mac, hosts=tuple(topo.addresses),
                   servers=tuple(h.addr for h in topo.servers), dark=tuple(topo.unowned()),
-                  slowdown=conditions.slowdown(attacker.role, "vic"))
+                  slowdown=conditions.slowdown(attacker.role, "vic"),
+                  fragile=conditions.fragile(attacker.role, "vic"))
 
 
 def plan_lab(opts: GenerateOptions, work: Path) -> LabPlan:

@@ -25,7 +25,7 @@ SPLITS = ("train", "heldout")
 MAX_TIMEOUT_S = 600
 # What a planner may ask for in one run: a tool that stalls (a brute-forcer waiting on a
 # lost connection over a slow link) should cost a generation minutes, not ten of them.
-RUN_CAP_S = 240
+RUN_CAP_S = 150
 MAX_PACKETS = 500_000
 OPEN_TCP = (21, 22, 80, 443, 445, 1883, 5201, 5202, 5203)
 _IPV4 = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(/\d{1,2})?(?![\w.])")
@@ -42,6 +42,7 @@ class Target:
     servers: tuple[str, ...] = ()     # the reflectors (DNS, NTP, SNMP, memcached)
     dark: tuple[str, ...] = ()        # LAB_NET addresses nobody owns
     slowdown: float = 1.0             # link conditions: tools take this much longer
+    fragile: bool = False             # attacker or victim link is lossy or slow (< 8 Mbit/s)
 
     @property
     def live(self) -> tuple[str, ...]:

@@ -38,10 +38,13 @@ def wordlists(rng: random.Random, attempts: float, service: str) -> tuple[list[s
 
 
 def parallel(choices: list[int], rng: random.Random, t: Target) -> int:
-    """Tasks/threads for a run: fewer over slow, lossy links, where a brute-forcer with many
-    tasks outruns sshd's MaxStartups and falls into a connect-reset loop of thousands of flows."""
+    """Tasks/threads for a run. Over lossy, slow links fewer (hydra with 32 tasks was seen
+    falling into a connect-reset loop of tens of thousands of flows there); over long but
+    clean links more, as an attacker would, since each guess then waits on round trips."""
     n = rng.choice(choices)
-    return max(4, round(n / t.slowdown)) if t.slowdown > 1.2 else n
+    if t.fragile:
+        return max(4, round(n / t.slowdown))
+    return min(64, round(n * min(2.0, t.slowdown / 1.5))) if t.slowdown > 1.5 else n
 
 
 def _url(service: str, t: Target) -> str:
