@@ -9,7 +9,7 @@
 <pid> is the process that built the lab, so a lab whose owner has died is recognisably
 stale and `cleanup_stale()` removes it, while a lab still in use by another run is left
 alone. Addresses: hosts in LAB_NET (10.77.0.0/24, drawn from HOST_POOL), a DHCP pool that
-nobody configures, and DARKNET (10.77.128.0/20), which nobody owns. No namespace has a
+nobody configures, and DARKNET (10.77.16.0/20), which nobody owns. No namespace has a
 default route and nothing is attached to the host's interfaces, so lab traffic cannot
 leave the lab; every address any run targets lies in LAB_SPACE (10.77.0.0/16).
 
@@ -45,7 +45,8 @@ from streams.lab.procs import run
 
 LAB_NET = ipaddress.ip_network("10.77.0.0/24")
 LAB_SPACE = ipaddress.ip_network("10.77.0.0/16")
-DARKNET = ipaddress.ip_network("10.77.128.0/20")
+# Kept clear of 10.77.128.0/17, where inference.datasets.lab re-addresses attack runs.
+DARKNET = ipaddress.ip_network("10.77.16.0/20")
 HOST_POOL = [str(LAB_NET.network_address + i) for i in range(2, 200)]
 DHCP_POOL = (str(LAB_NET.network_address + 200), str(LAB_NET.network_address + 239))
 DEAD_GATEWAY = str(LAB_NET.network_address + 254)

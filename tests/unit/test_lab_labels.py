@@ -63,7 +63,7 @@ def test_victim_and_pair_rules() -> None:
 def test_attacker_rule_matches_either_end_within_the_grace() -> None:
     span = Span("syn_scan", ATT, T0, T0 + 1000)
     df = apply_labels(flows([(ATT, VIC, T0 + 5), (VIC, ATT, T0 + 1900), (ATT, VIC, T0 + 2500),
-                             (C1, VIC, T0 + 5), (ATT, "10.77.130.7", T0 + 10)]), [span])
+                             (C1, VIC, T0 + 5), (ATT, "10.77.18.7", T0 + 10)]), [span])
     assert list(df["label"]) == ["syn_scan", "syn_scan", "benign", "benign", "syn_scan"]
 
 
