@@ -87,12 +87,14 @@ def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
 
     The traffic lab writes `<name>.labels.json` (schema edgeloop.lab_labels/1 or /2): spans
     with a grace period and the NFStream timeouts the capture was metered with. A span of
-    version 1 (or `match: attacker`) matches flows from *or* to its attacker address. Version
+    version 1 (or `match: attacker`) matches flows from *or* to its attacker address, until
+    `end_ms` plus the larger of the grace and its `tail_ms` (version 2). Version
     2 adds spans for spoofed traffic (see streams.lab.labelling): `match: victim` (flows to
     victim_ip from anyone but `not_with`) and `match: pair` (flows between victim_ip and its
     `peers`). Both become ordered rows of the `ip` table: the span's label on the victim (or
     on each peer), then `benign` on every address in `not_with`, which label_flows applies
-    in order. For the lab, whose other hosts and LAN groups are all listed in `not_with`,
+    in order; then the attacker spans' tails, then their runs (so a run beats a tail, as in
+    the lab). For the lab, whose other hosts and LAN groups are all listed in `not_with`,
     that gives the same labels as streams.lab.labelling.apply_labels.
     """
     if path.suffix.lower() != ".json":
@@ -101,17 +103,25 @@ def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
 
     doc = json.loads(path.read_text())
     grace = int(doc.get("grace_ms", 0))
-    rows: list[dict[str, Any]] = []
+    spoofed: list[dict[str, Any]] = []
+    tails: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     for s in doc.get("spans", []):
-        lo, hi, match = s["start_ms"] - grace, s["end_ms"] + grace, s.get("match", "attacker")
+        match = s.get("match", "attacker")
+        lo, hi = s["start_ms"] - grace, s["end_ms"] + grace
         if match == "attacker":
-            ips = [s["attacker_ip"]]
-        else:
-            ips = [s["victim_ip"]] if match == "victim" else list(s.get("peers", []))
-        rows += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": s["label"]} for ip in ips]
-        if match != "attacker":
-            rows += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": "benign"}
-                     for ip in s.get("not_with", [])]
+            runs.append({"ip": s["attacker_ip"], "start_ms": lo, "end_ms": hi, "label": s["label"]})
+            tail = int(s.get("tail_ms", 0))
+            if tail > grace:
+                tails.append({"ip": s["attacker_ip"], "start_ms": hi + 1, "end_ms": s["end_ms"] + tail,
+                              "label": s["label"]})
+            continue
+        ips = [s["victim_ip"]] if match == "victim" else list(s.get("peers", []))
+        spoofed += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": s["label"]} for ip in ips]
+        spoofed += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": "benign"}
+                    for ip in s.get("not_with", [])]
+    # Later rows win: attacker tails over the benign rows above, attacker runs over tails.
+    rows = spoofed + tails + runs
     spans = pd.DataFrame(rows, columns=["ip", "start_ms", "end_ms", "label"])
     opts = {k: int(doc[k]) for k in ("idle_timeout", "active_timeout") if k in doc}
     return spans, opts

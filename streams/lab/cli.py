@@ -81,7 +81,7 @@ def check() -> None:
               show_default=True, help="Link conditions: none; train (per-host delay, jitter, loss, "
               "rate and a per-lab MTU drawn from the seed, outside the held-out region); heldout "
               "(the evaluation-only profile: long delay, high loss, low rate, MTU 1280).")
-@click.option("--scale", "--duration-scale", "scale", type=click.FloatRange(0.01, 10.0),
+@click.option("--scale", "--duration-scale", "scale", type=click.FloatRange(0.01, 20.0),
               default=1.0, show_default=True, help="Duration scale: each attack class gets "
               "about 2000 x SCALE flows, and run time grows with it.")
 @click.option("--clients", type=click.IntRange(1, 20), default=6, show_default=True,
@@ -196,6 +196,21 @@ def down(force: bool) -> None:
     from streams.lab.topology import cleanup_stale
     removed = cleanup_stale(force=force)
     console.print(f"removed {len(removed)} namespaces" + (f": {', '.join(removed)}" if removed else ""))
+
+
+@lab.command(help="Re-apply the current label rules to generated datasets (their Parquet and "
+                  "labels.json), updating the datasheets, without running the lab again.")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--dir", "out_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=Path("data/lab"), show_default=True, help="Directory holding the datasets.")
+def relabel(names: tuple[str, ...], out_dir: Path) -> None:
+    from streams.lab.relabel import relabel as run_relabel
+    try:
+        for name in names:
+            counts = run_relabel(out_dir, name)
+            console.print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @lab.command(help="Meter a pcap with NFStream into a Parquet file of FlowRecord columns; with "

@@ -29,7 +29,7 @@ from typing import Callable
 from streams.errors import LabError
 from streams.lab import tools
 from streams.lab.capture import Capture, CaptureStats
-from streams.lab.labelling import GRACE_MS, Span, apply_labels, save_spans
+from streams.lab.labelling import GRACE_MS, Span, apply_labels, save_spans, with_tails
 from streams.lab.plan import (FLOWS_PER_ATTACK, GenerateOptions, LabPlan, client_profiles,  # noqa: F401
                               plan_lab, span_for)
 from streams.lab.procs import Procs, terminate_raises, wait_until
@@ -115,6 +115,8 @@ def run_lab(opts: GenerateOptions, work: Path, say: Say = lambda m: None) -> Lab
         finally:
             procs.stop_all()
             plan.topo.teardown()
+    for rec, span in zip(records, with_tails([r.span for r in records])):
+        rec.span = span
     return LabResult(work / "capture.pcap", [r.span for r in records], records, seconds, stats,
                      plan.topology, time.monotonic() - t_start, plan.conditions.to_dict(), links)
 

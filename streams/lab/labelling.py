@@ -10,7 +10,12 @@ benign. There are three rules (`Span.match`):
               the attacker's own address, brute force, slow HTTP). "Endpoint", not just
               source: NFStream starts a new flow after an active or idle timeout with
               whichever packet comes next, so the continuation of a long attack
-              connection (slowloris) can come out oriented victim -> attacker.
+              connection (slowloris) can come out oriented victim -> attacker. An
+              attacker span also has a tail (`tail_ms`, set by `with_tails`): over slow,
+              lossy links a tool's last packets (FIN retransmissions, late replies) reach
+              the wire seconds after it exited, and the attacker sends nothing of its
+              own between runs, so such flows are still this run's, up to TAIL_MS or
+              until the attacker's next run.
     victim    the flow goes to `victim_ip` from an address that is none of `not_with`
               (spoofed-source floods: the sources are random; `not_with` lists the lab's
               own hosts and LAN groups, whose flows to the victim stay benign).
@@ -38,6 +43,7 @@ from streams.errors import LabError
 
 BENIGN = "benign"
 GRACE_MS = 1000
+TAIL_MS = 30_000
 LABELS_SCHEMA = "edgeloop.lab_labels/2"
 READABLE_SCHEMAS = ("edgeloop.lab_labels/1", LABELS_SCHEMA)
 MATCHES = ("attacker", "victim", "pair")
@@ -57,6 +63,7 @@ class Span:
     peers: tuple[str, ...] = ()
     not_with: tuple[str, ...] = ()
     variant: str = ""
+    tail_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.match not in MATCHES:
@@ -68,11 +75,16 @@ class Span:
         object.__setattr__(self, "peers", tuple(self.peers))
         object.__setattr__(self, "not_with", tuple(self.not_with))
 
-    def hits(self, src, dst, first, grace_ms: int = GRACE_MS):
-        """Boolean mask over flow columns (numpy arrays of src_ip, dst_ip, first_seen_ms)."""
+    def hits(self, src, dst, first, grace_ms: int = GRACE_MS, part: str = "all"):
+        """Boolean mask over flow columns (numpy arrays of src_ip, dst_ip, first_seen_ms).
+        `part`: "core" (the run plus the grace), "tail" (after that, to the tail) or "all"."""
         import numpy as np
 
-        inside = (first >= self.start_ms - grace_ms) & (first <= self.end_ms + grace_ms)
+        core_end = self.end_ms + grace_ms
+        tail_end = self.end_ms + max(grace_ms, self.tail_ms) if self.match == "attacker" else core_end
+        lo, hi = {"core": (self.start_ms - grace_ms, core_end), "tail": (core_end + 1, tail_end),
+                  "all": (self.start_ms - grace_ms, tail_end)}[part]
+        inside = (first >= lo) & (first <= hi)
         if self.match == "attacker":
             return inside & ((src == self.attacker_ip) | (dst == self.attacker_ip))
         if self.match == "victim":
@@ -83,32 +95,71 @@ class Span:
                          | ((dst == self.victim_ip) & np.isin(src, peers)))
 
 
+def with_tails(spans: list[Span], tail_ms: int = TAIL_MS, grace_ms: int = GRACE_MS) -> list[Span]:
+    """Give each attacker span its tail: TAIL_MS after its end, cut short where the same
+    attacker's next attacker span begins (minus the grace), never shorter than the grace."""
+    from dataclasses import replace
+
+    out = []
+    for s in spans:
+        if s.match != "attacker":
+            out.append(s)
+            continue
+        later = [o.start_ms for o in spans if o.match == "attacker" and o.attacker_ip == s.attacker_ip
+                 and o.start_ms > s.end_ms]
+        room = (min(later) - grace_ms - s.end_ms - 1) if later else tail_ms
+        out.append(replace(s, tail_ms=int(max(grace_ms, min(tail_ms, room)))))
+    return out
+
+
 def _columns(df):
     return (df["src_ip"].astype(str).to_numpy(), df["dst_ip"].astype(str).to_numpy(),
             df["first_seen_ms"].to_numpy())
+
+
+def owners(df, spans: list[Span], grace_ms: int = GRACE_MS):
+    """For each flow, the index of the span that labels it (-1: benign).
+
+    A flow inside a span's run (plus the grace) belongs to it; two such spans with different
+    labels are an error. A flow only inside tails goes to the latest span whose tail holds it
+    (a late packet of one attacker's run can land in another's run: the run wins)."""
+    import numpy as np
+
+    owner = np.full(len(df), -1, dtype=np.int64)
+    cols = _columns(df)
+    for i, span in enumerate(spans):
+        hit = span.hits(*cols, grace_ms=grace_ms, part="core")
+        taken = owner[hit]
+        other = taken[taken >= 0]
+        if len(other) and any(spans[j].label != span.label for j in set(other.tolist())):
+            raise LabError(f"flows fall in two spans with different labels ({span.label} and "
+                           "another); spans must not overlap")
+        owner[hit] = i
+    core = owner >= 0
+    for i, span in enumerate(spans):
+        if span.match == "attacker" and span.tail_ms > grace_ms:
+            owner[span.hits(*cols, grace_ms=grace_ms, part="tail") & ~core] = i
+    return owner
 
 
 def apply_labels(df, spans: Iterable[Span], grace_ms: int = GRACE_MS):
     """Set `label` on a flow frame (FlowRecord columns) from the spans; returns the frame."""
     import numpy as np
 
-    labels = np.full(len(df), BENIGN, dtype=object)
-    cols = _columns(df)
-    for span in spans:
-        hit = span.hits(*cols, grace_ms=grace_ms)
-        clash = hit & (labels != BENIGN) & (labels != span.label)
-        if clash.any():
-            raise LabError(f"{int(clash.sum())} flows fall in two spans with different labels "
-                           f"({span.label} and another); spans must not overlap")
-        labels[hit] = span.label
-    df["label"] = labels
+    spans = list(spans)
+    owner = owners(df, spans, grace_ms)
+    names = np.array([s.label for s in spans] + [BENIGN], dtype=object)
+    df["label"] = names[owner]          # owner -1 picks the trailing BENIGN
     return df
 
 
 def span_counts(df, spans: Iterable[Span], grace_ms: int = GRACE_MS) -> list[int]:
     """How many flows each span labelled (same rule as apply_labels)."""
-    cols = _columns(df)
-    return [int(s.hits(*cols, grace_ms=grace_ms).sum()) for s in spans]
+    import numpy as np
+
+    spans = list(spans)
+    owner = owners(df, spans, grace_ms)
+    return np.bincount(owner[owner >= 0], minlength=len(spans)).tolist() if spans else []
 
 
 def save_spans(path: Path, spans: list[Span], **meta: Any) -> None:
@@ -131,7 +182,8 @@ def load_spans(path: str | Path) -> list[Span]:
 
 
 RULE = ("label = the span's scenario for a flow whose first_seen_ms lies in [start_ms - "
-        f"{GRACE_MS}, end_ms + {GRACE_MS}] and that matches the span: match=attacker, src_ip or "
-        "dst_ip is attacker_ip; match=victim, dst_ip is victim_ip and src_ip is none of "
+        f"{GRACE_MS}, end_ms + {GRACE_MS}] (for match=attacker: end_ms + max({GRACE_MS}, tail_ms), "
+        "the tail reaching at most to the same attacker's next run) and that matches the span: "
+        "match=attacker, src_ip or dst_ip is attacker_ip; match=victim, dst_ip is victim_ip and src_ip is none of "
         "not_with (spoofed sources); match=pair, the flow is between victim_ip and one of peers "
         "(reflection); every other flow is benign")

@@ -139,7 +139,9 @@ def run(lan: Lan, until: float) -> None:
     periods = {"mdns": (8, 40), "ssdp": (20, 90), "ping6": (45, 180)}
     if lan.dhcp:
         periods["dhcp"] = (30, 120)
-    due = {k: time.monotonic() + lan.rng.uniform(0.5, lo) for k, (lo, _) in periods.items()}
+    # A host that comes up asks DHCP and announces itself at once; the rest follows.
+    first = {"mdns": 4, "ssdp": 6, "dhcp": 3, "ping6": 20}
+    due = {k: time.monotonic() + lan.rng.uniform(0.5, first[k]) for k in periods}
     sel = selectors.DefaultSelector()
     sel.register(lan.mdns, selectors.EVENT_READ)
     sel.register(lan.ssdp, selectors.EVENT_READ)

@@ -10,7 +10,8 @@ import pytest
 
 from inference.evaluate import _read_labels, label_flows
 from streams.errors import LabError
-from streams.lab.labelling import Span, apply_labels, load_spans, save_spans, span_counts
+from streams.lab.labelling import (TAIL_MS, Span, apply_labels, load_spans, save_spans, span_counts,
+                                   with_tails)
 from streams.lab.topology import LAN_GROUPS
 
 VIC, ATT, C1, C2, R1, R2 = "10.77.0.10", "10.77.0.20", "10.77.0.30", "10.77.0.31", "10.77.0.40", "10.77.0.41"
@@ -67,6 +68,28 @@ def test_attacker_rule_matches_either_end_within_the_grace() -> None:
     assert list(df["label"]) == ["syn_scan", "syn_scan", "benign", "benign", "syn_scan"]
 
 
+def test_attacker_tails_reach_late_packets_but_stop_at_the_next_run() -> None:
+    """Over slow links a tool's last packets hit the wire seconds after it exited; the
+    attacker sends nothing else, so they belong to its run, until its next run."""
+    first = Span("slow_http_dos", ATT, T0, T0 + 1000)
+    other = Span("syn_scan", "10.77.0.21", T0 + 2000, T0 + 3000)      # another attacker
+    nxt = Span("syn_flood", ATT, T0 + 10_000, T0 + 11_000)
+    spans = with_tails([first, other, nxt, spoofed_span()])
+    assert spans[0].tail_ms == 10_000 - 1000 - 1000 - 1                # up to the next run
+    assert spans[2].tail_ms == TAIL_MS and spans[1].tail_ms == TAIL_MS
+    assert spans[3].tail_ms == 0                                        # not an attacker span
+    df = apply_labels(flows([(VIC, ATT, T0 + 4000), (ATT, VIC, T0 + 8900), (ATT, VIC, T0 + 9500),
+                             (VIC, ATT, T0 + 30_000), (VIC, ATT, T0 + 42_500)]), spans)
+    assert list(df["label"]) == ["slow_http_dos", "slow_http_dos", "syn_flood", "syn_flood", "benign"]
+    bare = apply_labels(flows([(VIC, ATT, T0 + 4000)]), [first])
+    assert list(bare["label"]) == ["benign"]                            # without a tail: missed
+    # A late packet between the two attackers (one swept the other) inside the other's
+    # run goes to that run, not to the tail; no clash is raised.
+    both = apply_labels(flows([(ATT, "10.77.0.21", T0 + 2500)]), spans)
+    assert list(both["label"]) == ["syn_scan"]
+    assert span_counts(flows([(VIC, ATT, T0 + 4000), (ATT, "10.77.0.21", T0 + 2500)]), spans) == [1, 1, 0, 0]
+
+
 def test_spans_that_overlap_with_different_labels_are_refused() -> None:
     a = Span("syn_scan", ATT, T0, T0 + 1000)
     b = Span("syn_flood", ATT, T0 + 500, T0 + 2000)
@@ -101,13 +124,20 @@ def test_labels_file_round_trip_and_version_1_still_loads(tmp_path: Path) -> Non
 
 
 def test_evaluation_reader_labels_like_the_lab(tmp_path: Path) -> None:
-    spans = [Span("syn_scan", ATT, T0 - 10_000, T0 - 9000, "syn_scan", 0), spoofed_span(),
-             reflection_span()]
+    spans = with_tails([Span("syn_scan", ATT, T0 - 10_000, T0 - 9000, "syn_scan", 0), spoofed_span(),
+                        reflection_span()])
     save_spans(tmp_path / "l.json", spans, idle_timeout=5, active_timeout=30)
     df = mixed()
-    df = pd.concat([df, flows([(ATT, VIC, T0 - 9500)]).assign(flow_id="scan")], ignore_index=True)
+    # The scan's tail reaches into the spoofed flood's span: still the scan's (the flood's
+    # benign rows for the lab's hosts must not undo it in the evaluation reader).
+    spans.append(Span("host_sweep", "10.77.0.21", T0 - 6000, T0 - 5500, "host_sweep", 0))
+    spans = with_tails(spans)
+    save_spans(tmp_path / "l.json", spans, idle_timeout=5, active_timeout=30)
+    df = pd.concat([df, flows([(ATT, VIC, T0 - 9500), (VIC, ATT, T0 - 5000), (ATT, VIC, T0 + 3000),
+                               (ATT, "10.77.0.21", T0 - 5800)]).assign(
+        flow_id=["scan", "tail", "tail2", "cross"])], ignore_index=True)
     table, opts = _read_labels(tmp_path / "l.json")
     assert opts == {"idle_timeout": 5, "active_timeout": 30}
     theirs = label_flows(df, table)["label"].tolist()
     ours = apply_labels(df.copy(), spans)["label"].tolist()
-    assert theirs == ours == EXPECTED + ["syn_scan"]
+    assert theirs == ours == EXPECTED + ["syn_scan"] * 3 + ["host_sweep"]
