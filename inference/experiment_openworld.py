@@ -28,20 +28,43 @@ TARGETS = {("benign", "false_alert"): ("<=", 0.01), ("benign", "deferred"): ("<=
 LAB_F1_TARGET = 0.98
 
 
-def lab_macro_f1(bundle: Any) -> dict[str, float]:
-    """Macro-F1 of confident-or-not predictions on the lab evaluation capture, per view."""
+def judged_lab_eval(bundle: Any) -> Any:
+    """The lab evaluation capture's windows, judged as the open world judges a labelled lab
+    capture: benign windows, and each attack in the windows keyed by its principal (the
+    attacker's source windows; the victim's destination windows for spoofed and reflected
+    attacks); the rest is collateral (inference.openworld_verdicts.judge_windows)."""
+    import json
+
+    from inference.datasets.lab import lab_paths, span_principals
     from inference.datasets.training import lab_eval_flows
-    from inference.scores import confusion_matrix, macro_f1
+    from inference.openworld_captures import attacked_times
+    from inference.openworld_verdicts import judge_windows
     from streams.score import score_frame
 
-    w = score_frame(lab_eval_flows(), bundle).windows
-    w = w[w["label"].isin(bundle.class_names)]
+    flows = lab_eval_flows()
+    labels = lab_paths().eval.with_name(lab_paths().eval.stem + ".labels.json")
+    spans = json.loads(labels.read_text()).get("spans", [])
+    w = score_frame(flows, bundle).windows
+    return judge_windows(w, expect=None, scope="labels", class_names=bundle.class_names,
+                         benign=bundle.meta.benign_class, principals=span_principals(spans, separated=True),
+                         attacked=attacked_times(flows, bundle.meta.benign_class))
+
+
+def lab_macro_f1(bundle: Any) -> dict[str, float]:
+    """Macro-F1 (predicted class, confident or not) on the lab evaluation capture: over the
+    judged windows ("all", and per view), and over every window ("every_window")."""
+    from inference.scores import confusion_matrix, macro_f1
+
+    j = judged_lab_eval(bundle)
     index = {c: i for i, c in enumerate(bundle.class_names)}
-    out = {}
-    for view, g in [("all", w), *w.groupby("view")]:
-        cm = confusion_matrix(g["label"].map(index).to_numpy(), g["predicted"].map(index).to_numpy(),
-                              len(index))
-        out[str(view)] = macro_f1(cm)
+
+    def f1(g: Any) -> float:
+        g = g[g["label"].isin(index)]
+        return macro_f1(confusion_matrix(g["label"].map(index).to_numpy(), g["predicted"].map(index).to_numpy(),
+                                         len(index)))
+    judged = j[j["scoped"]]
+    out = {"all": f1(judged), "every_window": f1(j)}
+    out.update({str(v): f1(g) for v, g in judged.groupby("view")})
     return out
 
 

@@ -68,12 +68,14 @@ def score_capture(cap: Capture, bundle: Any, config: Any) -> tuple[dict[str, Any
                                                f"{len(res.bad_rows)} invalid, no window")
         return rec, None
     judged = judge_windows(res.windows, expect=e.expect, scope=e.scope,
-                           class_names=res.class_names, benign=bundle.meta.benign_class)
+                           class_names=res.class_names, benign=bundle.meta.benign_class,
+                           principals=got.principals, attacked=got.attacked)
     flags = fanout_flags(got.flows)
     flagged = flagged_times(got.flows, flags)
     judged["fanout"] = flag_windows(judged, flagged)
     rec.update(status="scored", views=sorted(judged["view"].unique().tolist()),
-               judged_windows=int(judged["scoped"].sum()), units=capture_units(judged),
+               judged_windows=int(judged["scoped"].sum()),
+               collateral_windows=int(judged["collateral"].sum()), units=capture_units(judged),
                fanout={"capture_flagged": bool(flagged), "flagged_sources": sorted(flagged)[:20],
                        "n_flagged_sources": len(flagged)})
     if e.scope == "top_key":

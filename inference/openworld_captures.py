@@ -43,6 +43,10 @@ class Loaded:
     reason: str | None = None
     detail: str = ""
     meter: dict[str, Any] | None = None
+    # Per attack label, the (view, key) pairs that carry it (lab spans): see judge_windows.
+    principals: dict[str, set[tuple[str, str]]] | None = None
+    # Per destination, the start times of attack flows to it (sorted): who was under attack.
+    attacked: dict[str, Any] | None = None
 
 
 @dataclass
@@ -154,6 +158,15 @@ def _load_pcap(entry: Entry, path: Path) -> Loaded:
     return got
 
 
+def attacked_times(flows: Any, benign: str = "benign") -> dict[str, Any]:
+    """Per destination address, the sorted start times of the attack flows it received."""
+    import numpy as np
+
+    hit = flows[flows["label"].astype(str) != benign]
+    return {str(d): np.sort(g["first_seen_ms"].to_numpy(dtype=np.float64))
+            for d, g in hit.groupby(hit["dst_ip"].astype(str))}
+
+
 def _labels(path: Path) -> tuple[Any, dict[str, Any]]:
     """The labels table and metering options, via inference.evaluate's own reader."""
     from inference.evaluate import _read_labels
@@ -184,5 +197,21 @@ def _finish(entry: Entry, flows: Any, source: str, labels: Any = None) -> Loaded
         if "label" not in flows.columns or flows["label"].isna().all():
             return Loaded(reason="no_labels", detail=f"{source}: scope = labels needs a labels "
                                                      "file or a `label` column")
+        principals = None
+        if entry.labels is not None and entry.labels.suffix.lower() == ".json":
+            import json
+
+            from inference.datasets.lab import separate_attack_runs, span_principals
+
+            try:
+                spans = json.loads(entry.labels.read_text()).get("spans", [])
+            except (OSError, ValueError) as exc:
+                return Loaded(reason="bad_labels", detail=f"{entry.labels}: {exc}")
+            if entry.separate_runs:
+                flows = separate_attack_runs(flows, spans)
+            principals = span_principals(spans, separated=entry.separate_runs)
+        keep = [c for c in FLOW_FIELDS if c in flows.columns]
+        return Loaded(flows=flows.loc[:, keep].reset_index(drop=True), principals=principals,
+                      attacked=attacked_times(flows) if principals is not None else None)
     keep = [c for c in FLOW_FIELDS if c in flows.columns]
     return Loaded(flows=flows.loc[:, keep].reset_index(drop=True))

@@ -26,11 +26,15 @@ A manifest is TOML (or JSON with the same keys). Paths are relative to the manif
     path = "../lab/heldout.parquet"
     scope = "labels"                          # each window's own label is its expectation
     labels = "../lab/heldout.labels.json"     # CSV/Parquet flow_id,label or spans, or lab JSON
+    separate_runs = true                      # lab captures: each attack run from a host of its own
 
 `split` on a table keeps the rows whose `split` column equals it; on capture files found
 by `glob` it keeps the files that `inference.datasets.ndpi.split_files` puts in that half,
 computed over every capture file in the file's directory. `scope = "labels"` needs a
 `labels` file or a `label` column in the table; `expect` is then not used.
+`separate_runs` (lab labels JSON only) gives each attack run an attacker address of its own
+(inference.datasets.lab.separate_attack_runs), as training does: the lab runs one attack
+after another from the same hosts, and a host's history would carry one into the next.
 
 Errors name the manifest, the entry and the field: ManifestError (a SourceError).
 """
@@ -47,7 +51,7 @@ from streams.errors import SourceError
 MANIFEST_SCHEMA = "edgeloop.openworld_manifest/1"
 SCOPES = ("all", "top_key", "labels")
 ENTRY_KEYS = ("name", "path", "glob", "split", "capture_column", "expect", "scope", "labels",
-              "group", "sensor", "idle_timeout", "active_timeout")
+              "group", "sensor", "idle_timeout", "active_timeout", "separate_runs")
 TOP_KEYS = ("schema", "name", "description", "defaults", "capture")
 
 
@@ -78,6 +82,7 @@ class Entry:
     sensor: str = "pcap"
     idle_timeout: int | None = None
     active_timeout: int | None = None
+    separate_runs: bool = False
 
     @property
     def label(self) -> str:
@@ -142,6 +147,9 @@ def _entry(mf: Path, i: int, raw: Any) -> Entry:
     for key in ("idle_timeout", "active_timeout"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] <= 0):
             raise fail(key, f"must be a positive integer (seconds), got {raw[key]!r}")
+    if "separate_runs" in raw and (not isinstance(raw["separate_runs"], bool)
+                                   or (raw["separate_runs"] and "labels" not in raw)):
+        raise fail("separate_runs", "must be true or false, and true only with a lab `labels` JSON")
     if ("path" in raw) == ("glob" in raw):
         raise fail("path", "give exactly one of `path` or `glob`")
     scope = raw.get("scope", "all")
@@ -160,4 +168,4 @@ def _entry(mf: Path, i: int, raw: Any) -> Entry:
                  capture_column=raw.get("capture_column"),
                  labels=(base / raw["labels"]) if "labels" in raw else None,
                  sensor=raw.get("sensor", "pcap"), idle_timeout=raw.get("idle_timeout"),
-                 active_timeout=raw.get("active_timeout"))
+                 active_timeout=raw.get("active_timeout"), separate_runs=raw.get("separate_runs", False))

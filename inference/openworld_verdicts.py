@@ -36,6 +36,7 @@ VERDICTS: dict[str, tuple[str, ...]] = {
     "unknown": ("caught_uncertain", "caught_alert", "miss"),
 }
 ALL_VIEWS = "all"  # the figures over every view together
+ATTACK_LOOKBACK_MS = 10_000  # a destination under attack this long before a window opened
 _WORST_FIRST = ("miss", "wrong_class", "deferred", "ok")
 
 
@@ -72,11 +73,22 @@ def top_keys(windows: Any) -> dict[str, str]:
 
 
 def judge_windows(windows: Any, *, expect: str | None, scope: str, class_names: Sequence[str],
-                  benign: str = "benign") -> Any:
-    """The windows with `view`, `scoped`, `kind`, `expected` and `verdict` columns added.
+                  benign: str = "benign", principals: dict[str, set[tuple[str, str]]] | None = None,
+                  attacked: dict[str, Any] | None = None) -> Any:
+    """The windows with `view`, `scoped`, `collateral`, `kind`, `expected` and `verdict`
+    columns added.
 
     A missing `view` column counts as all "src". Windows outside the scope keep
-    verdict None. With scope "labels" each window's `label` is its expectation.
+    verdict None. With scope "labels" each window's `label` is its expectation; with
+    `principals` (per attack label, the (view, key) pairs that carry it: the attacker's
+    source windows, or the victim's destination windows of a spoofed or reflected attack)
+    an attack window keyed by anything else (a spoofed source's one-flow window, a
+    victim's window mixing the attack into its clients' traffic) is `collateral`: counted,
+    not judged, since no key in it names the attack. With `attacked` (per destination,
+    the start times of attack flows to it), a benign window of the destination view whose
+    key was receiving an attack while it was open (from ATTACK_LOOKBACK_MS before its first
+    flow to its last) is collateral too: its flows are benign, but its host was under
+    attack, and the host history beside them says so.
     """
     w = windows.copy()
     if "view" not in w.columns:
@@ -94,6 +106,21 @@ def judge_windows(windows: Any, *, expect: str | None, scope: str, class_names: 
         pairs = [expectation(str(expect), class_names, benign)] * len(w)
     w["kind"] = [k for k, _ in pairs]
     w["expected"] = [e for _, e in pairs]
+    w["collateral"] = False
+    if scope == "labels" and principals is not None and len(w):
+        attack = w["kind"].to_numpy() != "benign"
+        carried = np.array([(v, str(k)) in principals.get(e, ()) for v, k, e in
+                            zip(w["view"], w["key"], w["expected"])], dtype=bool)
+        under = np.zeros(len(w), dtype=bool)
+        if attacked:
+            for i, (v, k, kind, lo, hi) in enumerate(zip(w["view"], w["key"], w["kind"], w["first_seen_ms"],
+                                                          w["last_seen_ms"])):
+                ts = attacked.get(str(k)) if v == "dst" and kind == "benign" else None
+                if ts is not None:
+                    j = np.searchsorted(ts, lo - ATTACK_LOOKBACK_MS)
+                    under[i] = j < len(ts) and ts[j] <= hi
+        w["collateral"] = (attack & ~carried) | under
+        w.loc[w["collateral"].to_numpy(), "scoped"] = False
     scoped = w["scoped"].to_numpy(dtype=bool)
     w.loc[~scoped, ["kind", "expected"]] = None
     verdict = window_verdicts(w["kind"].to_numpy(), w["expected"].to_numpy(),

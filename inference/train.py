@@ -82,7 +82,17 @@ class TrainConfig:
     # intense (flows, new peers, new services) are trained towards a uniform prediction
     # with this weight, so "benign flows at attack rates" is not benign. 0 turns it off.
     outlier_weight: float = 0.5
-    outlier_rate: tuple[float, float] = (5.0, 200.0)
+    # How much more intense than the most intense benign host seen (its 99.9th percentile,
+    # per history feature) an outlier is: log-uniform in this range. Relative to the top of
+    # benign, not to each window, so no intensity a benign host really had is taught away.
+    outlier_rate: tuple[float, float] = (1.5, 30.0)
+    # Which benign windows are intensified: "src" (a host's own activity; a busy server's
+    # fan-in is ordinary, and its load varies by orders of magnitude) or "all".
+    outlier_views: str = "src"
+    # Link conditions stretch or squeeze a window's times (round trips, rate limits): each
+    # training window's time features are shifted together by N(0, timing_jitter) in log
+    # space (1.0: times x e^N(0,1)). 0 turns it off.
+    timing_jitter: float = 0.0
 
 
 CAPTURE_COLUMN = "capture"
@@ -179,11 +189,15 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
     va = _Set(schema.normalise(xv, mv), mv, yv)
     outliers = None
     if cfg.outlier_weight > 0 and benign in names:
-        ox, om = intensified(x[y == names.index(benign)], mask[y == names.index(benign)],
-                             np.random.default_rng(seed), cfg.outlier_rate)
+        pick = y == names.index(benign)
+        if cfg.outlier_views == "src":
+            from inference.features import FEATURE_NAMES
+            pick &= x[:, FEATURE_NAMES.index("view_dst"), 0] == 0
+        ox, om = intensified(x[pick], mask[pick], np.random.default_rng(seed), cfg.outlier_rate)
         outliers = _Set(schema.normalise(ox, om), om, np.zeros(len(ox), np.int64))
     with _deterministic(seed, cfg.threads):
-        fit = _fit(tr, va, len(names), cfg, seed, progress, _port_codes(schema), outliers)
+        fit = _fit(tr, va, len(names), cfg, seed, progress, _port_codes(schema), outliers,
+                   _time_rows(schema))
         onnx_bytes = _export(fit.model, va if len(va.y) else tr)
     int8_bytes, int8_info, speed = (_int8(onnx_bytes, tr, va, len(names), cfg, seed)
                                     if int8 else (None, {"requested": False}, {}))
@@ -281,6 +295,15 @@ def _class_weights(y: np.ndarray, n_classes: int, cap: float) -> np.ndarray:
     return np.minimum(w, cap)
 
 
+TIME_FEATURES = ("log_duration_ms", "log_mean_piat_ms", "log_stddev_piat_ms", "log_max_piat_ms", "log_gap_ms")
+
+
+def _time_rows(schema: FeatureSchema) -> tuple[list[int], np.ndarray]:
+    """Rows of the time features and 1 / their std: a log-space shift, normalised."""
+    rows = [schema.names.index(n) for n in TIME_FEATURES]
+    return rows, (1.0 / np.asarray(schema.std, dtype=np.float64)[rows]).astype(np.float32)
+
+
 def _port_codes(schema: FeatureSchema) -> list[tuple[list[int], np.ndarray]]:
     """Per port-class group: its feature rows and their normalised values for each class."""
     mean, std = np.array(schema.mean), np.array(schema.std)
@@ -305,29 +328,36 @@ def _shuffle_port_class(xb: Any, mb: Any, groups: list[tuple[list[int], Any]], p
 
 
 def intensified(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                rate: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Copies of (benign) raw windows whose hosts act `r` times as intensely, r log-uniform
-    in `rate`: more flows, and for half of them as many more new peers and services (fan-out)
-    and every flow failed (no answer). What such a window means, the model has not seen:
+                rate: tuple[float, float], top: float = 0.999) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of (benign) raw windows whose hosts act beyond any benign host in `x`: their
+    flow counts, and for half of them their new peers and services too (fan-out), set to
+    `r` times the `top` quantile of the benign values, r log-uniform in `rate`; and for half
+    of them every flow failed (no answer). What such a window means, the model has not seen:
     it should not call it benign."""
     from inference.features import FEATURE_NAMES
     from inference.history import HISTORY_SCALES_S
 
     out = x.copy()
     n = len(out)
+    real = mask.astype(bool)
     r = np.exp(rng.uniform(np.log(rate[0]), np.log(rate[1]), n))[:, None]
     fan = rng.random(n) < 0.5
     fail = rng.random(n) < 0.5
     for s in HISTORY_SCALES_S:
+        idx = {stat: FEATURE_NAMES.index(f"h{int(s)}_{stat}") for stat in ("flows", "new_peers", "new_services")}
         for stat, rows in (("flows", slice(None)), ("new_peers", fan), ("new_services", fan)):
-            i = FEATURE_NAMES.index(f"h{int(s)}_{stat}")
-            out[rows, i, :] = np.log1p(np.expm1(out[rows, i, :]) * r[rows])
+            i = idx[stat]
+            hi = np.expm1(np.quantile(x[:, i, :][real], top)) if real.any() else 1.0
+            out[rows, i, :] = np.log1p(np.maximum(np.expm1(out[rows, i, :]), hi) * r[rows])
+        f = idx["flows"]  # a host cannot have more new peers than flows
+        out[:, f, :] = np.maximum.reduce([out[:, f, :], out[:, idx["new_peers"], :], out[:, idx["new_services"], :]])
         out[fail, FEATURE_NAMES.index(f"h{int(s)}_failed"), :] = 1.0
     return out * mask[:, None, :], mask
 
 
 def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progress: bool,
-         port_codes: list[tuple[list[int], np.ndarray]], outliers: _Set | None = None) -> _Fit:
+         port_codes: list[tuple[list[int], np.ndarray]], outliers: _Set | None = None,
+         time_rows: tuple[list[int], np.ndarray] | None = None) -> _Fit:
     import torch
 
     from inference.export import torch_logits
@@ -356,6 +386,11 @@ def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progre
                 xb, mb = xt[idx], mt[idx]
                 if cfg.port_class_dropout > 0:
                     xb = _shuffle_port_class(xb, mb, groups, cfg.port_class_dropout, gen)
+                if cfg.timing_jitter > 0 and time_rows is not None:
+                    rows, inv = time_rows
+                    shift = torch.randn(len(idx), generator=gen) * cfg.timing_jitter
+                    xb = xb.clone()
+                    xb[:, rows, :] += shift[:, None, None] * torch.from_numpy(inv)[None, :, None] * mb[:, None, :]
                 if cfg.input_noise > 0:
                     xb = xb + cfg.input_noise * torch.randn(xb.shape, generator=gen) * mb[:, None, :]
                 opt.zero_grad()

@@ -65,6 +65,21 @@ def load_lab(split: Literal["train", "eval"], root: str | Path | None = None,
 RUN_NET = "10.77.128.0/17"
 
 
+def run_hosts(spans: list[dict[str, Any]]) -> list[str | None]:
+    """The address `separate_attack_runs` gives each span's run (None: left alone)."""
+    import ipaddress
+
+    net = ipaddress.ip_network(RUN_NET)
+    out, i = [], 0
+    for span in spans:
+        if span.get("attacker_ip") and span.get("match", "attacker") == "attacker":
+            out.append(str(net.network_address + 1 + i))
+            i += 1
+        else:
+            out.append(None)
+    return out
+
+
 def separate_attack_runs(df: Any, spans: list[dict[str, Any]]) -> Any:
     """Give each attack run's flows an attacker address of its own.
 
@@ -72,24 +87,42 @@ def separate_attack_runs(df: Any, spans: list[dict[str, Any]]) -> Any:
     host's history (inference.history: the last 10 s to 5 min) would carry the previous
     attack into the next: a brute force would look like the scan before it. Training on
     that teaches the order of the lab's script. Here the flows a span labelled (its label,
-    its attacker as either end, inside its time span) get the span's own address instead,
-    as if each run came from a fresh host. Spans matched by victim (spoofed sources) have
-    no attacker address to change and are left alone. Returns a copy.
+    its attacker as either end, inside its time span) get the span's own address instead
+    (`run_hosts`), as if each run came from a fresh host. Spans matched by victim or pair
+    (spoofed sources, reflection) have no attacker address in their flows and are left
+    alone. Returns a copy.
     """
-    import ipaddress
-
-    import numpy as np
-
     out = df.copy()
-    net = ipaddress.ip_network(RUN_NET)
     src, dst = out["src_ip"].astype(str).to_numpy(), out["dst_ip"].astype(str).to_numpy()
     first, label = out["first_seen_ms"].to_numpy(), out["label"].astype(str).to_numpy()
     src_new, dst_new = src.copy(), dst.copy()
-    for i, span in enumerate(s for s in spans if s.get("attacker_ip") and s.get("match", "attacker") == "attacker"):
+    for span, fresh in zip(spans, run_hosts(spans)):
+        if fresh is None:
+            continue
         ip, grace = span["attacker_ip"], 1000
         inside = (first >= span["start_ms"] - grace) & (first <= span["end_ms"] + grace) & (label == span["label"])
-        fresh = str(net.network_address + 1 + i)
         src_new[inside & (src == ip)] = fresh
         dst_new[inside & (dst == ip)] = fresh
     out["src_ip"], out["dst_ip"] = src_new, dst_new
+    return out
+
+
+def span_principals(spans: list[dict[str, Any]], separated: bool = False) -> dict[str, set[tuple[str, str]]]:
+    """Per attack label, the (view, key) pairs whose windows carry the attack: the source
+    view keyed by the attacker for attacks from the attacker's own address; the
+    destination view keyed by the victim for spoofed floods (sources are random); for
+    reflection, whose flows start with a request spoofed as the victim (so they run victim
+    -> reflector), the victim's source windows and each reflector's destination windows.
+    With `separated`, attacker addresses are those `separate_attack_runs` gave."""
+    out: dict[str, set[tuple[str, str]]] = {}
+    for span, fresh in zip(spans, run_hosts(spans)):
+        got = out.setdefault(span["label"], set())
+        match = span.get("match", "attacker")
+        if match == "attacker":
+            got.add(("src", fresh if separated and fresh else span["attacker_ip"]))
+        elif match == "victim":
+            got.add(("dst", span["victim_ip"]))
+        else:
+            got.add(("src", span["victim_ip"]))
+            got.update(("dst", p) for p in span.get("peers", []))
     return out

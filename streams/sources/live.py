@@ -14,7 +14,7 @@ from streams.producer import FlowPublisher, PublishStats
 
 def capture(iface: str, pub: FlowPublisher, *, duration_s: float | None = None, max_flows: int | None = None,
             idle_timeout: int = 10, active_timeout: int = 60, batch: int = 200, flush_s: float = 1.0,
-            on_batch: Callable[[int], None] | None = None) -> PublishStats:
+            on_batch: Callable[[int], None] | None = None, promiscuous: bool = False) -> PublishStats:
     try:
         from nfstream import NFStreamer
 
@@ -23,7 +23,7 @@ def capture(iface: str, pub: FlowPublisher, *, duration_s: float | None = None, 
         raise SourceError("live capture needs NFStream: pip install 'edgeloop[capture]'") from exc
     try:
         streamer = NFStreamer(source=iface, statistical_analysis=True, idle_timeout=idle_timeout,
-                              active_timeout=active_timeout, promiscuous_mode=False)
+                              active_timeout=active_timeout, promiscuous_mode=promiscuous)
     except Exception as exc:  # NFStream raises ValueError/OSError variants for a bad interface
         raise SourceError(f"cannot capture on {iface!r}: {exc}") from exc
     t0 = last = time.monotonic()
