@@ -84,6 +84,9 @@ def check() -> None:
 @click.option("--scale", "--duration-scale", "scale", type=click.FloatRange(0.01, 20.0),
               default=1.0, show_default=True, help="Duration scale: each attack class gets "
               "about 2000 x SCALE flows, and run time grows with it.")
+@click.option("--runs", "runs_per_class", type=click.IntRange(1, 8), default=None,
+              help="Runs per attack class [default: 2-4, drawn from the seed]; --runs 1 makes "
+              "one run carry all of a class's flows (e.g. one spoofed flood of 20,000+ sources).")
 @click.option("--clients", type=click.IntRange(1, 20), default=6, show_default=True,
               help="Number of benign client hosts.")
 @click.option("--servers", "n_servers", type=click.IntRange(0, 4), default=2, show_default=True,
@@ -105,13 +108,15 @@ def check() -> None:
 @click.option("--pcap-max-mb", type=click.FloatRange(0.5, None), default=None,
               help="Trim the written pcap to this size, keeping whole flows (see streams.lab.trim).")
 def generate(seed: int, out_dir: Path, name: str | None, scenario_names: str, variants: str,
-             conditions: str, scale: float, clients: int, n_servers: int, n_attackers: int,
+             conditions: str, scale: float, runs_per_class: int | None, clients: int,
+             n_servers: int, n_attackers: int,
              idle_timeout: int, active_timeout: int, snaplen: int, benign_only_s: float | None,
              lan_chatter: bool, keep_pcap: bool, pcap_max_mb: float | None) -> None:
     from streams.lab.generate import GenerateOptions, generate as run_generate
     opts = GenerateOptions(seed=seed, out_dir=out_dir, name=name or f"lab-s{seed}",
                            scenarios=scenario_names, variants=variants, conditions=conditions,
-                           scale=scale, n_clients=clients, n_servers=n_servers, n_attackers=n_attackers,
+                           scale=scale, runs_per_class=runs_per_class, n_clients=clients,
+                           n_servers=n_servers, n_attackers=n_attackers,
                            idle_timeout=idle_timeout, active_timeout=active_timeout,
                            snaplen=snaplen, benign_only_s=benign_only_s, lan_chatter=lan_chatter,
                            keep_pcap=keep_pcap,

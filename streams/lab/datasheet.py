@@ -120,6 +120,8 @@ def _command(opts) -> str:
         names = opts.scenarios if isinstance(opts.scenarios, str) else ",".join(opts.scenarios)
         parts.append(f"--scenarios {names}")
     parts.append(f"--variants {opts.variants} --conditions {opts.conditions}")
+    if opts.runs_per_class:
+        parts.append(f"--runs {opts.runs_per_class}")
     if opts.n_clients != 6:
         parts.append(f"--clients {opts.n_clients}")
     if opts.n_servers != 2:

@@ -33,6 +33,7 @@ class GenerateOptions:
     variants: str = "train"                      # train | heldout | all | scenario/variant,...
     conditions: str = "none"                     # none | train | heldout
     scale: float = 1.0                            # x FLOWS_PER_ATTACK flows per attack class
+    runs_per_class: int | None = None             # None: 2-4 runs per class, from the seed
     n_clients: int = 6
     n_servers: int = 2
     n_attackers: int = 1
@@ -87,7 +88,7 @@ def plan_lab(opts: GenerateOptions, work: Path) -> LabPlan:
     for scenario in order:
         attacker = rng.choice(topo.attackers)
         target = target_for(topo, attacker, work, conditions)
-        runs = scenario.plan(rng, n_flows, target, allowed)
+        runs = scenario.plan(rng, n_flows, target, allowed, opts.runs_per_class)
         for r in runs:
             check_run(r, target)
         if runs:

@@ -124,3 +124,15 @@ def test_every_address_a_plan_targets_is_inside_the_lab(spec: str, tmp_path: Pat
                 assert ipaddress.ip_network(a, strict=False).subnet_of(LAB_SPACE), (r.variant, a)
             if r.match == "pair":
                 assert set(r.peers) <= {h.addr for h in plan.topo.servers}
+
+
+def test_one_spoofed_flood_run_can_carry_20000_sources(tmp_path: Path) -> None:
+    """`--runs 1 --scale 11`: a single bounded hping3 --rand-source run of 22,000 SYNs."""
+    plan = plan_lab(GenerateOptions(seed=4, out_dir=tmp_path, scenarios="syn_flood",
+                                    variants="syn_flood/hping3_syn_spoofed", scale=11,
+                                    runs_per_class=1), tmp_path)
+    [(_, [run], _)] = plan.attacks
+    check_run(run, _target(tmp_path))
+    assert run.match == "victim" and "--rand-source" in run.argv
+    assert run.params["count"] >= 20_000 and run.max_packets == run.params["count"]
+    assert run.argv[run.argv.index("-c") + 1] == str(run.params["count"]) and run.timeout_s <= 150

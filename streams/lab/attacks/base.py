@@ -101,14 +101,16 @@ class Scenario:
         raise LabError(f"{self.name}: no variant {name!r} (have {[v.name for v in self.variants]})")
 
     def plan(self, rng: random.Random, n_flows: int, target: Target,
-             allowed: Callable[[str, Variant], bool] | None = None) -> list[Run]:
-        """Split about `n_flows` flows over a few runs, cycling through the allowed variants
-        (shuffled by the seed), so every allowed variant runs at least once when it can."""
+             allowed: Callable[[str, Variant], bool] | None = None,
+             n_runs: int | None = None) -> list[Run]:
+        """Split about `n_flows` flows over a few runs (or exactly `n_runs`), cycling through
+        the allowed variants (shuffled by the seed), so every allowed variant runs at least
+        once when it can."""
         chosen = [v for v in self.variants if allowed is None or allowed(self.name, v)]
         if not chosen:
             return []
         rng.shuffle(chosen)
-        k = max(rng.randint(*self.runs), min(len(chosen), 4))
+        k = n_runs or max(rng.randint(*self.runs), min(len(chosen), 4))
         runs = []
         for i, n in enumerate(split_flows(rng, n_flows, k)):
             v = chosen[i % len(chosen)]
