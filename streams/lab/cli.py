@@ -52,11 +52,18 @@ def check() -> None:
     from streams.lab import tools
     from streams.lab.scenarios import SCENARIOS
     from streams.lab.topology import can_create_namespaces
+    from streams.lab.services import require_pam_deny
     ok, why = can_create_namespaces()
     gone = tools.missing(*SCENARIOS)
+    try:
+        require_pam_deny()
+        pam = ""
+    except LabError as exc:
+        pam = str(exc)
     console.print(f"network namespaces: {'ok' if ok else why}")
     console.print(f"tools: {'all present' if not gone else 'missing ' + ', '.join(gone)}")
-    if not ok or gone:
+    console.print(f"vsftpd PAM guard: {pam or 'ok'}")
+    if not ok or gone or pam:
         raise SystemExit(1)
 
 
