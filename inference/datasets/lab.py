@@ -18,8 +18,11 @@ from typing import Any, Literal
 from streams.errors import SourceError
 
 LAB_DIR = Path(__file__).resolve().parents[2] / "data" / "lab"
+# The classes of the shipped training and evaluation sets (streams.lab.scenarios.TRAIN_LABELS:
+# every lab scenario but the kinds held out of training on purpose).
 LAB_CLASSES: tuple[str, ...] = (
-    "benign", "syn_scan", "fin_scan", "syn_flood", "slow_http_dos", "ssh_bruteforce")
+    "benign", "syn_scan", "fin_scan", "udp_scan", "host_sweep", "syn_flood", "reflection",
+    "slow_http_dos", "ssh_bruteforce", "http_bruteforce")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ def lab_paths(root: str | Path | None = None) -> LabPaths:
     base = Path(root) if root else LAB_DIR
 
     def one(split: str) -> Path:
+        if (base / f"{split}.parquet").is_file():
+            return base / f"{split}.parquet"
         found = sorted(base.glob(f"*{split}*.parquet"))
         if len(found) != 1:
             raise SourceError(f"expected one *{split}*.parquet in {base}, found "
@@ -42,15 +47,23 @@ def lab_paths(root: str | Path | None = None) -> LabPaths:
     return LabPaths(train=one("train"), eval=one("eval"))
 
 
+def extra_train_paths(root: str | Path | None = None) -> list[Path]:
+    """More training generations beside train.parquet: train-<name>.parquet (other seeds,
+    other link-condition draws), each a capture of its own."""
+    base = Path(root) if root else LAB_DIR
+    return sorted(base.glob("train-*.parquet"))
+
+
 def load_lab(split: Literal["train", "eval"], root: str | Path | None = None,
-             separate_runs: bool = False) -> Any:
-    """The split as a DataFrame (FlowRecord columns + `label`), in capture order.
+             separate_runs: bool = False, path: str | Path | None = None) -> Any:
+    """The split (or the dataset at `path`) as a DataFrame (FlowRecord columns + `label`),
+    in capture order.
 
     With `separate_runs`, every attack run comes from a host of its own (see
     `separate_attack_runs`), read from the spans in `<name>.labels.json` beside it."""
     import pandas as pd
 
-    path = getattr(lab_paths(root), split)
+    path = Path(path) if path else getattr(lab_paths(root), split)
     df = pd.read_parquet(path)
     if "label" not in df.columns:
         raise SourceError(f"{path}: no `label` column")
@@ -100,7 +113,10 @@ def separate_attack_runs(df: Any, spans: list[dict[str, Any]]) -> Any:
         if fresh is None:
             continue
         ip, grace = span["attacker_ip"], 1000
-        inside = (first >= span["start_ms"] - grace) & (first <= span["end_ms"] + grace) & (label == span["label"])
+        # The lab gives attacker spans a tail: over slow links a tool's last packets reach
+        # the wire seconds after it exits.
+        end = span["end_ms"] + max(grace, int(span.get("tail_ms", 0)))
+        inside = (first >= span["start_ms"] - grace) & (first <= end) & (label == span["label"])
         src_new[inside & (src == ip)] = fresh
         dst_new[inside & (dst == ip)] = fresh
     out["src_ip"], out["dst_ip"] = src_new, dst_new

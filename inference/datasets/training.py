@@ -5,6 +5,8 @@ traffic from other networks then looks unlike anything it knows. The default set
 
     lab-train        data/lab/train.parquet, every attack run from a host of its own
                      (inference.datasets.lab.separate_attack_runs)
+    lab-train-<n>    data/lab/train-<n>.parquet: further training generations (other
+                     seeds, other link-condition draws), the same way
     ndpi:<file>      the *train* half of the nDPI captures (inference.datasets.ndpi), as
                      benign, one capture per file
 
@@ -27,9 +29,11 @@ def training_flows(lab_root: str | Path | None = None, ndpi_path: str | Path | N
     """Labelled flows of the default training set, with a `capture` column."""
     import pandas as pd
 
-    from inference.datasets.lab import load_lab
+    from inference.datasets.lab import extra_train_paths, load_lab
 
     parts = [load_lab("train", root=lab_root, separate_runs=True).assign(**{CAPTURE: "lab-train"})]
+    parts += [load_lab("train", path=p, separate_runs=True).assign(**{CAPTURE: f"lab-{p.stem}"})
+              for p in extra_train_paths(lab_root)]
     if foreign:
         parts.append(foreign_benign(ndpi_path))
     return pd.concat(parts, ignore_index=True)

@@ -21,15 +21,22 @@ def _interval(rng: random.Random) -> int:
     return rng.choice([100, 200, 300, 500, 800, 1200, 2000])
 
 
-def hping3_flood(mode: str, spoofed: bool = False):
+# Settings of the spoofed SYN flood kept for training, apart from the held-out variant's:
+# other ports, and at most 3,300 packets/s (the held-out one reaches 10,000).
+SPOOFED_TRAIN_TCP_PORTS = (25, 443, 3306, 8443)
+SPOOFED_TRAIN_INTERVALS = (300, 500, 1000, 2000)
+
+
+def hping3_flood(mode: str, spoofed: bool = False, ports: tuple[int, ...] | None = None,
+                 intervals: tuple[int, ...] | None = None):
     """hping3 -S / --udp / --icmp at a seeded interval, count and payload size."""
     def plan(rng: random.Random, n: int, t: Target):
         count = n if mode != "icmp" or spoofed else min(50_000, max(2000, n * rng.choice([4, 8, 16])))
-        interval = _interval(rng)
+        interval = rng.choice(intervals) if intervals else _interval(rng)
         argv = ["hping3", "-q", "-n", "-i", f"u{interval}", "-c", str(count)]
         params: dict = {"count": count, "interval_us": interval}
         if mode == "syn":
-            port = rng.choice(FLOOD_TCP_PORTS)
+            port = rng.choice(ports or FLOOD_TCP_PORTS)
             argv += ["-S", "-p", str(port), "-w", str(rng.choice([64, 512, 1024, 8192, 29200, 65535]))]
             params["dst_port"] = port
         elif mode == "udp":
@@ -80,6 +87,10 @@ def ping_flood(rng: random.Random, n: int, t: Target):
 SYN_FLOOD = Scenario("syn_flood", "TCP SYN flood of one victim port", (
     Variant("hping3_syn", "train", "hping3 -S -i uN -c N", "from the attacker's address",
             hping3_flood("syn"), ("hping3",)),
+    Variant("hping3_syn_spoofed_train", "train", "hping3 -S --rand-source (ports 25/443/3306/8443)",
+            "random spoofed sources at up to 3,300/s, to other ports than the held-out variant's",
+            hping3_flood("syn", spoofed=True, ports=SPOOFED_TRAIN_TCP_PORTS, intervals=SPOOFED_TRAIN_INTERVALS),
+            ("hping3",)),
     Variant("hping3_syn_spoofed", "heldout", "hping3 -S --rand-source", "random spoofed sources, "
             "one flow per packet; the victim cannot answer", hping3_flood("syn", spoofed=True), ("hping3",)),
     Variant("t50_syn", "heldout", "t50 --protocol TCP -S --threshold N", "one fast burst, random "
