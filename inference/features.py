@@ -23,7 +23,7 @@ import numpy as np
 
 from inference.history import HISTORY_FEATURES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 RAW_COLUMNS: tuple[str, ...] = (
     "duration_ms", "packets", "bytes", "src2dst_packets", "dst2src_packets", "src2dst_bytes",

@@ -11,9 +11,11 @@ Kitsune's AfterImage: a sum decayed by 2^(-dt/h), for half-lives h of 10 s, 60 s
     new_services   flows to a (peer, destination port) not seen within h (log1p): the
                    distinct destination:port pairs of Zeek's scan detector
     failed         share of flows nobody answered, or answered with a reset
-    bytes          mean bytes per flow (log1p)
+    bytes          mean of log1p(bytes) per flow
+    bytes_sd       spread of log bytes per flow: a brute force or a scan repeats itself,
+                   people do not
 
-giving `HISTORY_FEATURES` (15 values) per flow, taken after the flow is counted. The same
+giving `HISTORY_FEATURES` (18 values) per flow, taken after the flow is counted. The same
 class runs in training (`streams.windowing.windows_from_frame`), offline scoring and the
 stream, in arrival order, so all three see the same numbers; flows that arrive out of time
 order count as simultaneous (no negative decay).
@@ -34,12 +36,13 @@ from typing import Sequence
 import numpy as np
 
 HISTORY_SCALES_S: tuple[float, ...] = (10.0, 60.0, 300.0)
-HISTORY_STATS: tuple[str, ...] = ("flows", "new_peers", "new_services", "failed", "bytes")
+HISTORY_STATS: tuple[str, ...] = ("flows", "new_peers", "new_services", "failed", "bytes", "bytes_sd")
 HISTORY_FEATURES: tuple[str, ...] = tuple(
     f"h{int(s)}_{name}" for s in HISTORY_SCALES_S for name in HISTORY_STATS)
 N_HISTORY = len(HISTORY_FEATURES)
 DEFAULT_MAX_HOSTS = 50_000
-_NS, _NST = len(HISTORY_SCALES_S), len(HISTORY_STATS)
+_NS = len(HISTORY_SCALES_S)
+_NST = len(HISTORY_STATS)  # state per scale: flows, new_peers, new_services, failed, sum lb, sum lb^2
 _SCALES_MS = tuple(s * 1000.0 for s in HISTORY_SCALES_S)
 _RATES = tuple(math.log(2.0) / s for s in _SCALES_MS)  # per ms
 
@@ -52,7 +55,8 @@ class HostHistory:
             raise ValueError(f"max_hosts must be >= 1, got {max_hosts}")
         self.max_hosts = max_hosts
         self.max_pairs = max_pairs if max_pairs is not None else 4 * max_hosts
-        # host -> [t_last_ms, then per scale: flows, new_peers, new_services, failed, bytes]
+        # host -> [t_last_ms, then per scale: flows, new_peers, new_services, failed,
+        # sum of log1p(bytes), sum of its square]
         self._hosts: OrderedDict[str, list[float]] = OrderedDict()
         self._peers: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._services: OrderedDict[tuple[str, str, int], float] = OrderedDict()
@@ -73,7 +77,7 @@ class HostHistory:
         rows: list[list[float]] = [None] * n  # type: ignore[list-item]
         hosts, pairs, services = self._hosts, self._peers, self._services
         scales, rates = _SCALES_MS, _RATES
-        log1p, exp = math.log1p, math.exp
+        log1p, exp, sqrt = math.log1p, math.exp, math.sqrt
         for i in range(n):
             key, peer, t = keys[i], peers[i], ts_ms[i]
             st = hosts.get(key)
@@ -98,7 +102,7 @@ class HostHistory:
                 pairs.popitem(last=False)
             while len(services) > self.max_pairs:
                 services.popitem(last=False)
-            fail, size = 1.0 if failed[i] else 0.0, nbytes[i]
+            fail, size = 1.0 if failed[i] else 0.0, log1p(nbytes[i])
             row = []
             for j in range(_NS):
                 d = exp(-rates[j] * dt) if dt else 1.0
@@ -109,7 +113,10 @@ class HostHistory:
                 news = st[b + 2] = st[b + 2] * d + (last_service is None or last_service < horizon)
                 fl = st[b + 3] = st[b + 3] * d + fail
                 by = st[b + 4] = st[b + 4] * d + size
-                row += (log1p(flows), log1p(newp), log1p(news), fl / flows, log1p(by / flows))
+                sq = st[b + 5] = st[b + 5] * d + size * size
+                mean = by / flows
+                var = sq / flows - mean * mean
+                row += (log1p(flows), log1p(newp), log1p(news), fl / flows, mean, sqrt(var) if var > 0 else 0.0)
             rows[i] = row
         if n:
             out[:] = rows

@@ -25,7 +25,8 @@ def test_decayed_count_follows_the_half_life():
     assert rows[-1, col("h10_flows")] == pytest.approx(math.log1p(want), rel=1e-5)
     want300 = sum(2 ** (-i / 300) for i in range(n))
     assert rows[-1, col("h300_flows")] == pytest.approx(math.log1p(want300), rel=1e-5)
-    assert rows[-1, col("h10_bytes")] == pytest.approx(math.log1p(100.0), rel=1e-5)
+    assert rows[-1, col("h10_bytes")] == pytest.approx(math.log1p(100.0), rel=1e-5)  # mean of log1p(bytes)
+    assert rows[-1, col("h10_bytes_sd")] == pytest.approx(0.0, abs=1e-3)  # every flow the same size
 
 
 def test_new_services_count_distinct_destination_ports_within_the_scale():
@@ -116,3 +117,12 @@ def test_a_window_frame_keeps_the_history_the_stream_saw():
     np.testing.assert_allclose(x3[:, :hist.start], x[:, :hist.start], rtol=1e-6)
     assert not np.allclose(x3[:, hist], x[:, hist])
     assert pd.Series(frame["view"]).isin(["src", "dst"]).all()
+
+
+def test_size_spread_tells_a_repeating_host_from_a_varied_one():
+    h = HostHistory()
+    n = 40
+    rows = h.update(["a"] * n, ["b"] * n, [22] * n, [i * 100.0 for i in range(n)], [False] * n,
+                    [100.0 if i % 2 else 10_000.0 for i in range(n)])
+    half_gap = (math.log1p(10_000.0) - math.log1p(100.0)) / 2
+    assert rows[-1, col("h300_bytes_sd")] == pytest.approx(half_gap, rel=0.02)
