@@ -102,6 +102,24 @@ class DistanceShifted(nn.Module):
         return self.net.head(f) - self.scale * torch.log1p(dist / self.scale)
 
 
+class Ensemble(nn.Module):
+    """The mean of several trained DistanceShifted members' logits: one graph, one bundle.
+
+    Members trained from different seeds agree on what they all learned and disagree on
+    what each picked up by chance, so averaging them steadies the verdicts on traffic
+    none of them saw (a tool, a setting, a link) far more than it changes them on the
+    training distribution. `net` is the first member's network (its config is recorded).
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.net = members[0].net
+
+    def forward(self, windows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(windows, mask) for m in self.members], dim=0).mean(dim=0)
+
+
 def fit_distance(net: WindowCNN, f: "np.ndarray", y: "np.ndarray", ridge: float = 0.1
                  ) -> DistanceShifted:
     """Class means and tied covariance of features f [n, D] with labels y.

@@ -93,6 +93,9 @@ class TrainConfig:
     # training window's time features are shifted together by N(0, timing_jitter) in log
     # space (1.0: times x e^N(0,1)). 0 turns it off.
     timing_jitter: float = 0.0
+    # Members of the ensemble (inference.model.Ensemble), each trained with its own seed
+    # (seed * 1000 + i); their logits are averaged in the exported graph.
+    members: int = 1
 
 
 CAPTURE_COLUMN = "capture"
@@ -196,8 +199,15 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
         ox, om = intensified(x[pick], mask[pick], np.random.default_rng(seed), cfg.outlier_rate)
         outliers = _Set(schema.normalise(ox, om), om, np.zeros(len(ox), np.int64))
     with _deterministic(seed, cfg.threads):
-        fit = _fit(tr, va, len(names), cfg, seed, progress, _port_codes(schema), outliers,
-                   _time_rows(schema))
+        fits = []
+        for i in range(max(1, cfg.members)):
+            member_seed = seed if cfg.members <= 1 else seed * 1000 + i
+            import torch
+
+            torch.manual_seed(member_seed)
+            fits.append(_fit(tr, va, len(names), cfg, member_seed, progress, _port_codes(schema), outliers,
+                             _time_rows(schema)))
+        fit = fits[0] if len(fits) == 1 else _ensemble(fits, tr, va)
         onnx_bytes = _export(fit.model, va if len(va.y) else tr)
     int8_bytes, int8_info, speed = (_int8(onnx_bytes, tr, va, len(names), cfg, seed)
                                     if int8 else (None, {"requested": False}, {}))
@@ -421,6 +431,19 @@ def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progre
                 torch_logits(shifted, va.x, va.mask), torch_logits(shifted, tr.x, tr.mask))
 
 
+def _ensemble(fits: list[_Fit], tr: _Set, va: _Set) -> _Fit:
+    """One _Fit for the mean of the members' logits."""
+    from inference.export import torch_logits
+    from inference.model import Ensemble
+
+    model = Ensemble([f.model for f in fits]).eval()
+    return _Fit(model, fits[0].class_weights, sum(f.epochs_run for f in fits),
+                fits[0].best_epoch, float(np.mean([f.best_val_f1 for f in fits])),
+                [{"member": i, **row} for i, f in enumerate(fits) for row in f.history],
+                torch_logits(model, va.x, va.mask) if len(va.y) else np.zeros((0, fits[0].val_logits.shape[1])),
+                torch_logits(model, tr.x, tr.mask))
+
+
 def _batch_size(n: int, largest: int) -> int:
     """Small sets get smaller batches (at least ~10 steps an epoch), so a few epochs learn."""
     return max(8, min(largest, -(-n // 10)))
@@ -484,7 +507,7 @@ def _meta(fit: _Fit, tr: _Set, va: _Set, names: list[str], schema: FeatureSchema
     ood = energy_threshold(ood_logits, temperature, cfg.ood_quantile)
     training = {
         "seed": seed, "config": asdict(cfg), "source": source,
-        "model": {"arch": "WindowCNN", **fit.model.net.config.to_json(),
+        "model": {"arch": "WindowCNN", "members": max(1, cfg.members), **fit.model.net.config.to_json(),
                   "ood_distance": "logits minus D log(1 + d/D), d the min-class squared Mahalanobis distance of "
                                   "the pooled features (class means, tied covariance of the "
                                   "training windows); softmax unchanged, energy raised"},

@@ -175,6 +175,8 @@ class Retrainer:
         self.client, self.fallback, self.publish = client, fallback, publish
         self.cfg, self.metrics = config, metrics
         self.reference = reference  # () -> [inference.gate.RefCapture]: the open-world gate
+        # Where to keep every challenger (promoted or not), for experiments; None: not kept.
+        self.keep_challengers: Path | None = None
 
     def champion(self) -> Bundle:
         """The registry's current bundle; else the fallback, registered as the first champion."""
@@ -238,6 +240,8 @@ class Retrainer:
             d.promoted = reason == "promoted"
             return self._finish(d, reason, t0)
         finally:
+            if self.keep_challengers is not None and d.challenger_version:
+                shutil.copytree(out, self.keep_challengers / d.challenger_version, dirs_exist_ok=True)
             shutil.rmtree(out, ignore_errors=True)
 
     def _open_world(self, champ: Bundle, challenger: Bundle, d: RetrainDecision) -> tuple[bool, str]:
