@@ -49,6 +49,8 @@ EXPERIMENTS = {
                  "Policy success rates: direct, coder-only, blueprint loop, library (Hermes Table I)."),
     "open-world": ("inference.experiment_openworld:open_world",
                    "Train per seed on the default set; judge each on foreign captures and held-out kinds."),
+    "baseline": ("inference.experiment_baseline:baseline",
+                 "Site baseline on half a foreign capture set; false alerts on the other half, before and after."),
 }
 
 
