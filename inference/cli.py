@@ -132,6 +132,16 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
     console.print(f"bundle: {bundle.path}" + ("" if out else f"   (make it current: edgeloop release {bundle.path})"))
     if eval_df is not None and not no_eval:
         _evaluate_and_print(bundle, eval_df, eval_name, eval_src)
+        if train_file is None:
+            from inference.experiment_openworld import lab_macro_f1
+
+            f1 = lab_macro_f1(bundle)
+            console.print(f"lab evaluation capture, judged as the open world judges it (each attack in the "
+                          f"windows keyed by its attacker or victim): macro-F1 {f1['all']:.4f} "
+                          f"(src {f1.get('src', float('nan')):.4f}, dst {f1.get('dst', float('nan')):.4f}); "
+                          f"every window: {f1['every_window']:.4f}")
+        console.print("outside the lab: edgeloop evaluate --open-world data/openworld/ndpi-test.toml "
+                      f"{bundle.path}")
 
 
 @click.command("evaluate")

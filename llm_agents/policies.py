@@ -244,7 +244,7 @@ def propose_from_alerts(alerts: Iterable[Alert | Mapping[str, Any]], settings: S
             outcomes.append(ProposalOutcome(a.alert_id, "failed", "no recorded flows for the alert's time range"))
             continue
         twin = DigitalTwin(flows, detections, start_ms=a.first_seen_ms - margin_ms,
-                           end_ms=a.last_seen_ms + margin_ms + 1, name=f"alert-{a.alert_id}")
+                           end_ms=a.last_seen_ms + margin_ms + 1, name=f"alert-{a.alert_id}", view=a.view)
         outcomes.append(proposer.propose(a, twin))
         log.warning("alert %s (%s from %s): %s %s", a.alert_id, a.attack, a.key, outcomes[-1].status,
                     outcomes[-1].reason)

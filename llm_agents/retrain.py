@@ -83,6 +83,8 @@ class RetrainConfig:
     # The open-world gate's tolerances (inference.gate.Tolerance); used when the
     # retrainer has a reference.
     open_world: Any = None
+    # Ensemble members per challenger (inference.train.TrainConfig.members).
+    members: int = 3
 
 
 @dataclass
@@ -359,7 +361,7 @@ class Retrainer:
         y = np.concatenate(ys)
         d.train_windows = {c: int((y == c).sum()) for c in classes}
         d.train_provenance = prov
-        cfg = replace(TrainConfig(), confidence=champ.meta.thresholds.confidence)
+        cfg = replace(TrainConfig(), confidence=champ.meta.thresholds.confidence, members=self.cfg.members)
         return train_windows(np.concatenate(xs), np.concatenate(ms), y.tolist(), class_names=classes,
                              val=Windows(real.x[val], real.mask[val], real.labels[val].tolist()),
                              window=champ.meta.window, seed=self.cfg.seed, epochs=self.cfg.epochs,

@@ -87,7 +87,7 @@ class DigitalTwin:
     def __init__(self, flows: pd.DataFrame, detections: pd.DataFrame | None = None, *,
                  start_ms: int | None = None, end_ms: int | None = None,
                  alert_threshold: float = 0.5, benign_class: str = "benign",
-                 bucket_ms: int = 1000, name: str = "twin") -> None:
+                 bucket_ms: int = 1000, name: str = "twin", view: str = "src") -> None:
         missing = [c for c in REQUIRED_FLOW_COLUMNS if c not in flows.columns]
         if missing:
             raise ValueError(f"flows lack columns {missing}")
@@ -102,7 +102,8 @@ class DigitalTwin:
         self.bucket_ms, self.start_ms, self.end_ms = int(bucket_ms), start_ms, end_ms
         self.flows = df
         self._index_flows(df)
-        self._index_windows(detections if detections is not None else _empty_detections())
+        self.view = view
+        self._index_windows(_one_view(detections, view) if detections is not None else _empty_detections())
         self._index_truth(df)
 
     # -- building ---------------------------------------------------------------------------
@@ -343,6 +344,16 @@ class DigitalTwin:
         return path
 
 
+def _one_view(det: pd.DataFrame, view: str) -> pd.DataFrame:
+    """The detections of one window view. Each flow is windowed once per view (by source,
+    by destination), and the twin gives each flow one window: mixing views would let a
+    victim's destination window stand for its clients' benign flows. Rows without a view
+    are source windows."""
+    if "view" not in det.columns:
+        return det if view == "src" else det.iloc[:0]
+    return det[det["view"].fillna("src").astype(str) == view]
+
+
 def _empty_detections() -> pd.DataFrame:
     return pd.DataFrame({"window_id": pd.Series([], dtype=str), "key": pd.Series([], dtype=str),
                          "flow_ids": pd.Series([], dtype=object), "predicted": pd.Series([], dtype=str),
@@ -356,8 +367,8 @@ def detections_frame(batches: Iterable[Any]) -> pd.DataFrame:
         dets = batch.detections if hasattr(batch, "detections") else batch["detections"]
         for d in dets:
             d = d.model_dump() if hasattr(d, "model_dump") else d
-            rows.append({k: d[k] for k in ("window_id", "key", "flow_ids", "predicted", "confidence",
-                                           "probabilities")})
+            rows.append({**{k: d[k] for k in ("window_id", "key", "flow_ids", "predicted", "confidence",
+                                              "probabilities")}, "view": d.get("view") or "src"})
     return pd.DataFrame(rows) if rows else _empty_detections()
 
 

@@ -55,6 +55,7 @@ class _AlertAgg:
     dst_ports: set[int] = field(default_factory=set)
     sources: int = 0  # distinct source addresses seen, counted up to SOURCE_CAP
     _seen: set[str] = field(default_factory=set)
+    intervals: int = 0  # drains it has waited through without enough windows
 
 
 class AlertAggregator:
@@ -64,6 +65,7 @@ class AlertAggregator:
 
     MAX_LISTED = 50
     SOURCE_CAP = 1_000_000  # distinct sources counted per alert (a spoofed flood has many)
+    MAX_WAIT_INTERVALS = 3
 
     def __init__(self, benign: str, min_windows: int, interval_s: float, worker: str = "",
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -96,12 +98,15 @@ class AlertAggregator:
         return bool(self._aggs) and self.clock() - self._since >= self.interval_s
 
     def drain(self, model_version: str, force: bool = False) -> list[Alert]:
-        """Alerts for aggregates with enough windows; the rest wait for the next interval."""
+        """Alerts for aggregates with `min_windows` windows; the rest wait for the next
+        interval, up to `MAX_WAIT_INTERVALS` of them, then are dropped: a spoofed flood
+        leaves one window per fresh source, and those must neither alert (one SYN accuses
+        no one) nor pile up. `force` (end of input) drains now, with the same rule."""
         if not force and not self.due():
             return []
         out, keep = [], {}
         for (view, key, attack), a in self._aggs.items():
-            if a.windows >= self.min_windows or force:
+            if a.windows >= self.min_windows:
                 tag = f"{key}|{attack}|{a.first_seen_ms}" if view == "src" else f"{view}|{key}|{attack}|{a.first_seen_ms}"
                 aid = hashlib.blake2b(tag.encode(), digest_size=8).hexdigest()
                 out.append(Alert(alert_id=aid, key=key, attack=attack, windows=a.windows, flows=a.flows,
@@ -110,7 +115,8 @@ class AlertAggregator:
                                  dst_ips=sorted(a.dst_ips), dst_ports=sorted(a.dst_ports),
                                  model_version=model_version, worker=self.worker, view=view,
                                  sources=a.sources))
-            else:
+            elif not force and a.intervals < self.MAX_WAIT_INTERVALS:
+                a.intervals += 1
                 keep[(view, key, attack)] = a
         self._aggs = keep
         self._since = self.clock()

@@ -47,7 +47,10 @@ def _train(tmp: Path, seed: int, **kw: Any):
     from inference.train import train_bundle
 
     df = synthetic_flows(hosts_per_class=4, flows_per_host=48, seed=seed)
+    from inference.train import TrainConfig
+
     kw.setdefault("views", ["src", "dst"])  # the product's default window views
+    kw.setdefault("config", TrainConfig(members=1))  # one network: a test model, trained in seconds
     return train_bundle(df, epochs=6, progress=False, out_dir=tmp, seed=seed, **kw)
 
 

@@ -55,22 +55,53 @@ def extra_train_paths(root: str | Path | None = None) -> list[Path]:
 
 
 def load_lab(split: Literal["train", "eval"], root: str | Path | None = None,
-             separate_runs: bool = False, path: str | Path | None = None) -> Any:
+             separate_runs: bool = False, path: str | Path | None = None,
+             carriers: bool = False) -> Any:
     """The split (or the dataset at `path`) as a DataFrame (FlowRecord columns + `label`),
     in capture order.
 
     With `separate_runs`, every attack run comes from a host of its own (see
-    `separate_attack_runs`), read from the spans in `<name>.labels.json` beside it."""
+    `separate_attack_runs`), read from the spans in `<name>.labels.json` beside it. With
+    `carriers`, a CARRIES column says in which views each attack flow carries its attack
+    (`flow_carriers`), so training can leave out windows no detector can be right about."""
     import pandas as pd
 
     path = Path(path) if path else getattr(lab_paths(root), split)
     df = pd.read_parquet(path)
     if "label" not in df.columns:
         raise SourceError(f"{path}: no `label` column")
-    if separate_runs:
+    if separate_runs or carriers:
         labels = path.with_name(path.name.replace(".parquet", ".labels.json"))
-        df = separate_attack_runs(df, json.loads(labels.read_text()).get("spans", []))
+        spans = json.loads(labels.read_text()).get("spans", [])
+        if separate_runs:
+            df = separate_attack_runs(df, spans)
+        if carriers:
+            df[CARRIES] = flow_carriers(df, span_principals(spans, separated=separate_runs))
     return df
+
+
+# Per attack flow, the views in which it carries its attack: "s" (its source is a src-view
+# principal of its label), "d" (its destination is a dst-view principal), both or neither.
+# Benign flows get "sd". Read by inference.train.frame_windows.
+CARRIES = "carries"
+
+
+def flow_carriers(df: Any, principals: dict[str, set[tuple[str, str]]], benign: str = "benign") -> Any:
+    """The CARRIES value of every flow of `df` (see `span_principals` for who carries)."""
+    import numpy as np
+
+    label = df["label"].astype(str).to_numpy()
+    src, dst = df["src_ip"].astype(str).to_numpy(), df["dst_ip"].astype(str).to_numpy()
+    s = np.zeros(len(df), dtype=bool)
+    d = np.zeros(len(df), dtype=bool)
+    for lab, keys in principals.items():
+        at = label == lab
+        s |= at & np.isin(src, [k for v, k in keys if v == "src"])
+        d |= at & np.isin(dst, [k for v, k in keys if v == "dst"])
+    ben = label == benign
+    s |= ben
+    d |= ben
+    return np.where(s & d, "sd", np.where(s, "s", np.where(d, "d", "")))
 
 
 # Addresses for attack runs given hosts of their own; inside the lab's 10.77.0.0/16 and

@@ -31,8 +31,8 @@ def training_flows(lab_root: str | Path | None = None, ndpi_path: str | Path | N
 
     from inference.datasets.lab import extra_train_paths, load_lab
 
-    parts = [load_lab("train", root=lab_root, separate_runs=True).assign(**{CAPTURE: "lab-train"})]
-    parts += [load_lab("train", path=p, separate_runs=True).assign(**{CAPTURE: f"lab-{p.stem}"})
+    parts = [load_lab("train", root=lab_root, separate_runs=True, carriers=True).assign(**{CAPTURE: "lab-train"})]
+    parts += [load_lab("train", path=p, separate_runs=True, carriers=True).assign(**{CAPTURE: f"lab-{p.stem}"})
               for p in extra_train_paths(lab_root)]
     if foreign:
         parts.append(foreign_benign(ndpi_path))
@@ -44,6 +44,9 @@ def foreign_benign(path: str | Path | None = None) -> Any:
     from inference.datasets.ndpi import load_ndpi
 
     nd = load_ndpi("train", purpose="train", path=path)
+    # A few captures of the nDPI suite hold the same packets under two names: the same
+    # flow (same flow_id) twice would be two windows with one window id.
+    nd = nd.drop_duplicates("flow_id", keep="first")
     return nd.assign(**{CAPTURE: "ndpi:" + nd["file"].astype(str)}).drop(columns=["file", "split"])
 
 

@@ -101,7 +101,8 @@ def generated(netns_ok, tmp_path_factory: pytest.TempPathFactory):
 def test_lab_generates_flows_with_the_expected_labels_and_classes(generated) -> None:
     result, df, sheet = generated
     assert set(df["label"]) == {"benign", *FAST}
-    assert {r["variant"] for r in sheet["runs"]} <= {"nmap_sS", "nmap_sS_top", "hping3_syn", "hydra_ssh"}
+    assert {r["variant"] for r in sheet["runs"]} <= {"nmap_sS", "nmap_sS_top", "hping3_syn", "hping3_syn_spoofed_train",
+                                                     "hydra_ssh"}
     assert set(df["label"]) <= set(LABELS)
     for run in sheet["runs"]:
         share = 0.5 if run["scenario"] == "ssh_bruteforce" else 0.8
@@ -127,12 +128,23 @@ def test_attack_flows_look_like_their_attack(generated) -> None:
     assert set(brute["dst_port"]) == {22} and brute["packets"].median() >= 10
 
 
+def _lab_or_local(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr)
+    return (ip in LAB_NET or ip.is_multicast or ip.is_unspecified or ip.is_link_local
+            or addr == "255.255.255.255")
+
+
 def test_lab_traffic_stays_inside_the_lab_network(generated) -> None:
-    _, df, _ = generated
-    for addr in set(df["src_ip"]) | set(df["dst_ip"]):
-        ip = ipaddress.ip_address(addr)
-        assert (ip in LAB_NET or ip.is_multicast or ip.is_unspecified or ip.is_link_local
-                or addr == "255.255.255.255"), addr
+    """Every flow has a lab end. Only a spoofed flood's flows name other addresses, as
+    forged sources towards the lab's victim; no benign flow ever does."""
+    _, df, sheet = generated
+    spoofed = any(r["variant"].endswith(("_spoofed", "_spoofed_train")) for r in sheet["runs"])
+    for row in df[["src_ip", "dst_ip", "label"]].itertuples(index=False):
+        src_ok, dst_ok = _lab_or_local(row.src_ip), _lab_or_local(row.dst_ip)
+        assert src_ok or dst_ok, row
+        if not (src_ok and dst_ok):
+            assert spoofed and row.label != "benign", row
+            assert ipaddress.ip_address(row.dst_ip if not src_ok else row.src_ip) in LAB_NET, row
 
 
 def test_benign_side_has_lan_housekeeping_and_new_services(generated) -> None:

@@ -200,7 +200,7 @@ def test_gates_hold_with_hallucinating_garbage_and_injecting_models(broker, tmp_
     with serve("hallucinating", seed=9) as llm:
         llm.handle("synthetic_windows", _half_broken_synthesis)
         rt = Retrainer(st.store, Registry(tmp_path / "registry"), st.audit, client=client_for(llm), fallback=champ,
-                       config=RetrainConfig(epochs=4, synth_windows=4, synth_rounds=1, synth_below=1000))
+                       config=RetrainConfig(epochs=4, synth_windows=4, synth_rounds=1, synth_below=1000, members=1))
         d = rt.run("request")
     synth = st.store.frame(("synthetic",))
     assert check_flows(synth).ok.all() if len(synth) else True

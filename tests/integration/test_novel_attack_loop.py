@@ -48,7 +48,7 @@ AUDIT_SAMPLE = 0.25     # share of confident windows the edge also sends to the 
 RETRAIN_AT = 100        # accepted labels that trigger a retrain
 
 
-CFG = RetrainConfig(epochs=EPOCHS, synth_windows=24, synth_rounds=2)
+CFG = RetrainConfig(epochs=EPOCHS, synth_windows=24, synth_rounds=2, members=1)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def lab():
 def champion(lab, tmp_path_factory):
     """The detector the edge starts with: trained on the lab training capture without the new
     class, and (like every challenger) never on the windows the retrainer holds out."""
-    from inference.train import Windows, train_windows
+    from inference.train import TrainConfig, Windows, train_windows
 
     t = time.perf_counter()
     ref = reference_frame(lab[0], classes=KNOWN, source="lab-train")
@@ -73,6 +73,7 @@ def champion(lab, tmp_path_factory):
     val = side & holdout_mask(ids, CFG.val_fraction, salt="val")
     fit = side & ~val
     b = train_windows(x[fit], m[fit], list(y[fit]), class_names=KNOWN, epochs=EPOCHS, progress=False,
+                      config=TrainConfig(members=1),
                       val=Windows(x[val], m[val], list(y[val])), out_dir=tmp_path_factory.mktemp("champion"),
                       source={"dataset": "lab train", "excluded_classes": [NEW]})
     return b, ref, time.perf_counter() - t

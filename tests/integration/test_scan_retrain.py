@@ -102,7 +102,7 @@ def test_labelling_one_scan_tool_is_promoted_only_if_nothing_else_gets_worse(tmp
     LABEL[0] = label
     before = _hits(champion, flows, host, later)
     rt = Retrainer(st.store, Registry(tmp_path / "registry"), st.audit, fallback=champion,
-                   config=RetrainConfig(epochs=30), reference=default_reference)
+                   config=RetrainConfig(epochs=20, members=1), reference=default_reference)
     rt.keep_challengers = tmp_path / "challengers"
     t0 = time.perf_counter()
     d = rt.run("request")

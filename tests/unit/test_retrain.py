@@ -13,7 +13,7 @@ from llm_agents.window_frames import window_tensors, windows_frame
 pytest.importorskip("torch", reason="retraining needs the train extra")
 
 KNOWN = ["benign", "fin_scan", "ssh_bruteforce", "syn_flood", "syn_scan"]
-FAST = RetrainConfig(epochs=5, synth_windows=8, synth_rounds=1, synth_below=20)
+FAST = RetrainConfig(epochs=5, synth_windows=8, synth_rounds=1, synth_below=20, members=1)
 
 
 def fig(recall: dict[str, float], macro: float, classes=KNOWN) -> Figures:
@@ -104,7 +104,7 @@ def test_poisoned_labels_never_replace_the_champion(tmp_path, lab) -> None:
     """Labels that slipped past acceptance (they cannot, but say they did) meet the gate."""
     ref, _, champ = lab
     published: list = []
-    rt = _retrainer(tmp_path, ref, champ, published, config=RetrainConfig(epochs=5, synth_below=0))
+    rt = _retrainer(tmp_path, ref, champ, published, config=RetrainConfig(epochs=5, synth_below=0, members=1))
     rt.champion()
     benign = ref[ref["label"] == "benign"].copy()
     poisoned = benign.assign(window_id=benign["window_id"] + "x", label="syn_scan", label_source="llm:liar")
@@ -121,7 +121,7 @@ def test_a_failed_release_keeps_the_champion_current(tmp_path, lab) -> None:
     def broken(bundle, why):
         raise ConnectionError("broker down")
 
-    rt = _retrainer(tmp_path, ref, champ, [], config=RetrainConfig(epochs=5, synth_below=0))
+    rt = _retrainer(tmp_path, ref, champ, [], config=RetrainConfig(epochs=5, synth_below=0, members=1))
     rt.publish = broken
     rt.store.append("labelled", novel)
     d = rt.run("request")

@@ -44,3 +44,17 @@ def test_alerts_aggregate_confident_attacks_per_key_and_class():
     now[0] = 12
     a.add(det(12, key="10.0.0.7"), [])
     assert [x.key for x in a.drain("v1")] == ["10.0.0.7"]  # the single window waited, now 2
+
+
+def test_one_window_aggregates_expire_instead_of_alerting_or_piling_up():
+    """A spoofed flood gives one window per fresh source: none may alert, none may stay."""
+    now = [0.0]
+    a = AlertAggregator("benign", min_windows=2, interval_s=5, clock=lambda: now[0])
+    for i in range(1000):
+        a.add(det(i, key=f"198.51.{i // 250}.{i % 250}"), [])
+    for step in range(1, 6):
+        now[0] = 6 * step
+        assert a.drain("v1") == []
+    assert a._aggs == {}
+    a.add(det(2000, key="10.0.0.9"), [])
+    assert a.drain("v1", force=True) == []  # the end of input does not lower the bar

@@ -107,6 +107,25 @@ def test_without_labels_the_detector_stands_in_for_the_truth():
     assert r.kpis["attack_flows_stopped_frac"] == 0.75 and r.kpis["false_alerts_before"] == 0
 
 
+def test_a_victims_destination_windows_do_not_stand_for_its_clients_flows():
+    """Each flow is in a source window and a destination window. Without labels, the twin
+    reads one view: the web server's alerting destination windows (all 70 flows go to it)
+    must not make its clients' flows part of the attack."""
+    flows, det = lab()
+    det = det.assign(view="src", probabilities=None)
+    ids = flows["flow_id"].tolist()
+    dst = pd.DataFrame([dict(window_id=f"{WEB}-d{j}", key=WEB, flow_ids=ids[j:j + 10], predicted="syn_scan",
+                             confidence=0.9, view="dst", probabilities=None)
+                        for j in range(0, len(ids), 10)])
+    both = pd.concat([det, dst], ignore_index=True)
+    r = DigitalTwin(flows.drop(columns=["label"]), both).evaluate(Policy(block_sources=[ATTACKER]))
+    assert r.kpis["attack_flows"] == 40 and r.kpis["attack_flows_stopped_frac"] == 0.75   # as with src only
+    on_dst = DigitalTwin(flows.drop(columns=["label"]), both, view="dst").evaluate(Policy(block_sources=[ATTACKER]))
+    assert on_dst.kpis["attack_flows"] == 70                  # the victim's view: everything it received
+    rows = detections_frame([{"detections": both.to_dict(orient="records")}])
+    assert set(rows["view"]) == {"src", "dst"}
+
+
 def test_time_range_and_determinism():
     flows, det = lab()
     twin = DigitalTwin(flows, det, start_ms=0, end_ms=10_000)
