@@ -146,13 +146,12 @@ def _principal_windows(part: Any, k: int, seconds: float, key: KeyMode, benign: 
     destination window of a host receiving an attack then, are left out: no detector can
     be right about them, and training on their raw labels teaches that one SYN from a new
     peer is a sweep."""
+    from inference.openworld_captures import attacked_times
     from inference.openworld_verdicts import ATTACK_LOOKBACK_MS
 
     tagged = part.assign(_wl=part["label"].astype(str) + "\x1f" + part[CARRIES].astype(str))
     ws = windows_from_frame(tagged, k=k, seconds=seconds, key=key, label_column="_wl", views=views)
-    hit = part[part["label"].astype(str) != benign]
-    attacked = {str(d): np.sort(g["first_seen_ms"].to_numpy(dtype=np.float64))
-                for d, g in hit.groupby(hit["dst_ip"].astype(str))}
+    attacked = attacked_times(part, benign)
     out = []
     for w in ws:
         letter = {"src": "s", "dst": "d"}.get(w.view, "")

@@ -55,7 +55,7 @@ class _AlertAgg:
     dst_ports: set[int] = field(default_factory=set)
     sources: int = 0  # distinct source addresses seen, counted up to SOURCE_CAP
     _seen: set[str] = field(default_factory=set)
-    intervals: int = 0  # drains it has waited through without enough windows
+    intervals: int = 0  # drains it has waited through with no new window
 
 
 class AlertAggregator:
@@ -79,6 +79,7 @@ class AlertAggregator:
             return
         a = self._aggs.setdefault((d.view, d.key, d.predicted), _AlertAgg())
         a.windows += 1
+        a.intervals = 0  # still active: a slow attacker keeps adding up to min_windows
         a.flows += len(d.flow_ids)
         a.first_seen_ms = min(a.first_seen_ms, d.first_seen_ms)
         a.last_seen_ms = max(a.last_seen_ms, d.last_seen_ms)
@@ -99,9 +100,10 @@ class AlertAggregator:
 
     def drain(self, model_version: str, force: bool = False) -> list[Alert]:
         """Alerts for aggregates with `min_windows` windows; the rest wait for the next
-        interval, up to `MAX_WAIT_INTERVALS` of them, then are dropped: a spoofed flood
-        leaves one window per fresh source, and those must neither alert (one SYN accuses
-        no one) nor pile up. `force` (end of input) drains now, with the same rule."""
+        interval, and are dropped after `MAX_WAIT_INTERVALS` drains without a new window:
+        a spoofed flood leaves one window per fresh source, and those must neither alert
+        (one SYN accuses no one) nor pile up, while a slow attacker that keeps adding
+        windows still reaches the bar. `force` (end of input) drains now, same rule."""
         if not force and not self.due():
             return []
         out, keep = [], {}

@@ -44,11 +44,9 @@ def topics(broker: EmbeddedBroker) -> Topics:
 def _train(tmp: Path, seed: int, **kw: Any):
     pytest.importorskip("torch", reason="training a test model needs the train extra")
     from inference.datasets.synthetic import synthetic_flows
-    from inference.train import train_bundle
+    from inference.train import TrainConfig, train_bundle
 
     df = synthetic_flows(hosts_per_class=4, flows_per_host=48, seed=seed)
-    from inference.train import TrainConfig
-
     kw.setdefault("views", ["src", "dst"])  # the product's default window views
     kw.setdefault("config", TrainConfig(members=1))  # one network: a test model, trained in seconds
     return train_bundle(df, epochs=6, progress=False, out_dir=tmp, seed=seed, **kw)

@@ -2,9 +2,9 @@
 and outside it (the nDPI test half, which it never trained on).
 
 The figures it ships with are in its reports (reports/openworld-*.json) and the README;
-these tests guard them against regressions, at the issue's targets where the bundle meets
-them, and a little under the shipped figure where it does not (the lab's own macro-F1:
-target 0.98, see the README for what limits it).
+these tests guard them against regressions at the issue's targets (benign on the nDPI test
+half: <= 1% false alerts, <= 5% deferred; the lab's own capture, judged by who carries
+each attack: macro-F1 >= 0.98).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from inference.datasets.lab import LAB_CLASSES
 if not (DEFAULT_BUNDLE_DIR / "bundle.json").is_file():
     pytest.skip("no default bundle shipped yet", allow_module_level=True)
 
-LAB_F1_FLOOR = 0.95
+LAB_F1_FLOOR = 0.98
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,15 @@ def test_one_window_aggregates_expire_instead_of_alerting_or_piling_up():
     assert a._aggs == {}
     a.add(det(2000, key="10.0.0.9"), [])
     assert a.drain("v1", force=True) == []  # the end of input does not lower the bar
+
+
+def test_a_slow_attacker_still_adds_up_to_an_alert():
+    """One alerting window per interval: it never expires while it keeps coming."""
+    now = [0.0]
+    a = AlertAggregator("benign", min_windows=5, interval_s=5, clock=lambda: now[0])
+    got = []
+    for step in range(6):
+        a.add(det(step, key="10.0.0.66"), [])
+        now[0] = 6 * (step + 1)
+        got += a.drain("v1")
+    assert [(x.key, x.windows) for x in got] == [("10.0.0.66", 5)]
