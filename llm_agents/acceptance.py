@@ -16,9 +16,15 @@ Known classes are the detector's classes plus every class already in the labelle
 An answer `novel:<name>` whose name is known is read as that class.
 
 The checks, in order (features are z-scored over store and batch together):
-1. Neighbours. Among the k nearest labelled windows, only those within `radius` count,
-   where the radius is `radius_scale` x the `radius_quantile` of the store's own k-th
-   neighbour distances: a window far from everything labelled has no neighbour evidence.
+1. Neighbours. Among the k nearest labelled windows, only those in range count. A
+   neighbour is in range within the store's `radius` (`radius_scale` x the
+   `radius_quantile` of the store's own k-th neighbour distances) and within its own
+   class's spread: `local_scale` x that neighbour's own k-th neighbour distance (floored
+   at the store's tightest spreads, so exact duplicates still vouch for near windows). A tight class (a brute force repeats one request)
+   does not vouch for a window that sits well outside it, however close it is by the
+   store's wide yardstick: a slow HTTP DoS is nearer to an HTTP brute force than the
+   benign traffic's spread, but several times farther than the brute force's own.
+   A window far from everything labelled has no neighbour evidence.
    With at least `knn_min_neighbours` in range, they decide: accepted if at least
    `knn_min_share` of them carry the label, else disagrees_knn. This check goes first
    because it is the stronger one: for an unsure window the detector's top 2 often holds
@@ -90,6 +96,8 @@ class AcceptancePolicy:
     knn_min_share: float = 0.6
     radius_quantile: float = 0.9
     radius_scale: float = 1.5
+    # A neighbour vouches only within this multiple of its own k-th neighbour distance.
+    local_scale: float = 3.0
     detector_top: int = 2
     novel_min_support: int = 4
     novel_prefix: str = "novel:"
@@ -166,15 +174,26 @@ class _Evidence:
         self.store = self.scale(store_x)
         self.labels = np.asarray(store_y, dtype=object)
         self.k = min(policy.k, len(store_x))
-        self.radius = self._radius(policy) if len(store_x) > policy.k else None
+        self.local_scale = policy.local_scale
+        self.radius, self.floor = self._radius(policy) if len(store_x) > policy.k else (None, 0.0)
 
     def scale(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, dtype=np.float64) - self.mean) / self.std
 
-    def _radius(self, policy: AcceptancePolicy) -> float:
+    def _radius(self, policy: AcceptancePolicy) -> tuple[float, float]:
+        """The store's radius, and the floor of a neighbour's own reach: the 10th percentile
+        of the store's non-zero k-th distances (a row with k exact duplicates still vouches
+        for windows as close as the store's tightest classes are spread)."""
         sample = self.store[np.random.default_rng(0).permutation(len(self.store))[:1000]]
         near, _ = self._nearest(sample, self.k + 1)  # column 0 is the point itself
-        return float(np.quantile(near[:, -1], policy.radius_quantile) * policy.radius_scale)
+        kth = near[:, -1]
+        return (float(np.quantile(kth, policy.radius_quantile) * policy.radius_scale),
+                float(np.quantile(kth[kth > 0], 0.1)) if (kth > 0).any() else 0.0)
+
+    def _reach(self, rows: np.ndarray) -> np.ndarray:
+        """How far each store row vouches for: `local_scale` x its own k-th neighbour distance."""
+        near, _ = self._nearest(self.store[rows], self.k + 1)
+        return self.local_scale * np.maximum(near[:, -1], self.floor)
 
     def _nearest(self, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Distances and indices of the k nearest store rows, sorted; in chunks to bound memory."""
@@ -201,8 +220,11 @@ class _Evidence:
                 labels[i] = np.empty(0, dtype=object)
             return labels, np.full(len(z), math.inf)
         near, idx = self._nearest(z, self.k)
+        rows, inverse = np.unique(idx, return_inverse=True)
+        reach = self._reach(rows)[inverse.reshape(idx.shape)] if len(rows) else np.zeros(idx.shape)
+        in_range = (near <= self.radius) & (near <= reach)
         for i in range(len(z)):
-            labels[i] = self.labels[idx[i][near[i] <= self.radius]]
+            labels[i] = self.labels[idx[i][in_range[i]]]
         return labels, near[:, 0] if len(z) else np.zeros(0)
 
 

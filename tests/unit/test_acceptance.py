@@ -210,3 +210,31 @@ def test_failed_calls_accept_nothing(role: str) -> None:
     batch = synthetic_windows({"dos": 3}, seed=35)
     run, out = run_loop(role, batch, STORE.features, STORE.labels, KNOWN)
     assert out == [] and set(run.failed) == set(batch.truth)
+
+
+def test_a_tight_class_does_not_vouch_for_windows_outside_its_own_spread() -> None:
+    """A slow HTTP DoS sits nearer to an HTTP brute force than benign traffic's spread, but
+    far outside the brute force's own: the brute force's windows are no evidence for it."""
+    rng = np.random.default_rng(5)
+    d = 8
+    centre = np.full(d, 4.0)
+    benign = rng.normal(0.0, 3.0, (300, d))
+    brute = centre + rng.normal(0.0, 0.05, (60, d))
+    slow = centre + 0.6 + rng.normal(0.0, 0.05, (6, d))      # 0.6 x sqrt(8) ~ 1.7 from the brute force
+    same = centre + rng.normal(0.0, 0.05, (4, d))
+    store_x, store_y = np.vstack([benign, brute]), ["benign"] * 300 + ["http_bruteforce"] * 60
+    batch = np.vstack([slow, same])
+    ids = [f"w{i}" for i in range(len(batch))]
+
+    def run(labels: list[str], policy: AcceptancePolicy = AcceptancePolicy()) -> list[Acceptance]:
+        return judge([P(i, y, 0.95) for i, y in zip(ids, labels)], batch, store_features=store_x,
+                     store_labels=store_y, known_classes=["benign", "http_bruteforce"], policy=policy)
+
+    wrong = run(["http_bruteforce"] * 10)
+    assert not any(a.accepted for a in wrong[:6]), [a.detail for a in wrong[:6]]
+    assert all(a.accepted for a in wrong[6:]), "windows inside the brute force's spread are vouched for"
+    novel = run(["novel:slow_http_dos"] * 6 + ["http_bruteforce"] * 4)
+    assert all(a.accepted and a.novel for a in novel[:6]), [a.detail for a in novel[:6]]
+    # Judged by the store's yardstick alone, the brute force would vouch for all of them.
+    lax = run(["http_bruteforce"] * 10, AcceptancePolicy(local_scale=1e9))
+    assert all(a.accepted for a in lax)
