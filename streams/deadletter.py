@@ -12,15 +12,20 @@ import time
 from streams.errors import RecordError
 from streams.records import DeadLetter
 
-MAX_VALUE_CHARS = 4096
+# A flow record is under 2 KB, so one bad record of a batch is kept whole; a whole bad
+# message over this is cut and `truncated` set (the message stays at partition/offset).
+MAX_VALUE_CHARS = 65536
 
 
 def dead_letter(exc: Exception, *, topic: str, partition: int | None, offset: int | None,
                 value: bytes | str | None, key: bytes | str | None = None, worker: str = "") -> DeadLetter:
-    """Build the dead-letter record for a value that could not be used."""
+    """Build the dead-letter record for a value that could not be used. For one record of a
+    batch (`exc.index` set), `value` is that record alone."""
     reason = exc.reason if isinstance(exc, RecordError) else type(exc).__name__
     raw = value if isinstance(value, str) else (value or b"").decode("utf-8", "replace")
     k = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    index = exc.index if isinstance(exc, RecordError) else None
     return DeadLetter(reason=reason, error=str(exc)[:1000], source_topic=topic, partition=partition,
-                      offset=offset, key=k, value=raw[:MAX_VALUE_CHARS],
+                      offset=offset, key=k, value=raw[:MAX_VALUE_CHARS], index=index,
+                      truncated=len(raw) > MAX_VALUE_CHARS,
                       value_bytes=len(value or b""), worker=worker, at_ms=int(time.time() * 1000))

@@ -38,6 +38,7 @@ class RecordError(EdgeloopError):
     def __init__(self, reason: str, detail: str) -> None:
         self.reason, self.detail = reason, detail
         self.item: object = None  # the offending record inside a batch, when there was one
+        self.index: int | None = None  # its position in the batch
         super().__init__(f"{reason}: {detail}")
 
 

@@ -228,8 +228,11 @@ class DeadLetter(_Record):
     partition: int | None = None
     offset: int | None = None
     key: str | None = None
-    value: str  # the raw value, utf-8 with replacement, truncated
+    value: str  # the raw value (the bad record alone, for one record of a batch), utf-8 with replacement
     value_bytes: int
+    # Position of the bad record in its batch (the message at partition/offset); None: the whole message.
+    index: int | None = None
+    truncated: bool = False  # `value` was cut; the message itself is at partition/offset
     worker: str = ""
     at_ms: int
 
@@ -252,8 +255,72 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except RecordError:
         raise
+    except RecursionError as exc:
+        raise RecordError("too_deep", "JSON nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError("bad_json", str(exc)[:200]) from exc
+
+
+# Numbers longer than this are no count, size or time; they stay text until a record is judged.
+_MAX_NUMBER_CHARS = 40
+
+
+class _Huge(str):
+    """A JSON number too long to be a field value (kept as its digits)."""
+
+
+def _parse_int(token: str) -> int | _Huge:
+    return _Huge(token) if len(token) > _MAX_NUMBER_CHARS else int(token)
+
+
+def _parse_float(token: str) -> float | _Huge:
+    return _Huge(token) if len(token) > _MAX_NUMBER_CHARS else float(token)
+
+
+def _loads_lenient(raw: bytes | str) -> Any:
+    """Parse a batch so that one bad record cannot spoil the others: NaN and Infinity parse
+    as floats, numbers of more than 40 characters as `_Huge`, and invalid UTF-8 as lone
+    surrogates; `_record_problem` then judges each record. Size and nesting are enforced
+    on the whole value."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise RecordError("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+    try:
+        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float)
+    except RecursionError as exc:
+        raise RecordError("too_deep", "JSON nested too deeply") from exc
+    except ValueError as exc:
+        raise RecordError("bad_json", str(exc)[:200]) from exc
+
+
+def _record_problem(item: Any) -> RecordError | None:
+    """What makes one leniently parsed record unusable before validation, if anything."""
+    if not isinstance(item, dict):
+        return RecordError("invalid", f"expected a JSON object, got {type(item).__name__}")
+    for k, v in item.items():
+        if isinstance(v, _Huge):
+            return RecordError("huge_number", f"{k}: a number of {len(v)} characters")
+        if isinstance(v, float) and not math.isfinite(v):
+            return RecordError("non_finite", f"{k}: JSON constant {v} is not allowed")
+        if isinstance(v, (dict, list)):
+            return RecordError("invalid", f"{k}: expected a scalar, got {type(v).__name__}")
+        if (isinstance(v, str) and _has_surrogates(v)) or _has_surrogates(k):
+            return RecordError("bad_utf8", f"{k!r}: not valid UTF-8")
+    return None
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def record_json(item: Any) -> bytes:
+    """A leniently parsed record as JSON again (for its dead letter): NaN stays NaN, a huge
+    number its digits (as a string), invalid UTF-8 as \\udcXX escapes."""
+    return json.dumps(item, separators=(",", ":"), default=str).encode("ascii")
 
 
 def _validation_reason(exc: ValidationError) -> RecordError:
@@ -312,22 +379,41 @@ def _decode_flows_slow(raw: bytes | str) -> list[FlowRecord | RecordError]:
     flows keep flowing.
     """
     try:
-        obj = loads(raw)
+        obj = _loads_lenient(raw)
         if isinstance(obj, dict) and obj.get("schema") == "edgeloop.flows/1":
-            batch = validate(FlowBatch, obj)
-            items = batch.records
+            items = _envelope_records(obj)
         else:
             items = [obj]
+            if (problem := _record_problem(obj)) is not None:
+                return [problem]  # the message is the record: its own value is the dead letter
     except RecordError as exc:
         return [exc]
     out: list[FlowRecord | RecordError] = []
-    for item in items:
+    for i, item in enumerate(items):
         try:
+            if i >= MAX_BATCH_RECORDS:
+                raise RecordError("over_batch_limit", f"record {i} of {len(items)}: a batch holds at most "
+                                                      f"{MAX_BATCH_RECORDS}")
+            if (problem := _record_problem(item)) is not None:
+                raise problem
             out.append(validate(FlowRecord, item))
         except RecordError as exc:
-            exc.item = item  # the offending record, for the dead-letter value
+            exc.item, exc.index = item, i  # the offending record and where, for the dead letter
             out.append(exc)
     return out
+
+
+def _envelope_records(obj: dict[str, Any]) -> list[Any]:
+    """The records of a FlowBatch envelope, checked without judging them (each record is
+    judged alone, so one bad record costs only itself)."""
+    records = obj.get("records")
+    if not isinstance(records, list):
+        raise RecordError("missing_field" if records is None else "invalid",
+                          f"records: expected a list, got {type(records).__name__}")
+    sensor = obj.get("sensor", "")
+    if not isinstance(sensor, str) or len(sensor) > MAX_TEXT or _has_surrogates(sensor):
+        raise RecordError("invalid", f"sensor: expected text of at most {MAX_TEXT} characters")
+    return records
 
 
 def encode(record: BaseModel) -> bytes:

@@ -9,7 +9,6 @@ hot-swaps verified bundles. Workers in one consumer group share the partitions.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -25,7 +24,7 @@ from streams.errors import RecordError
 from streams.faust_transport import app_class
 from streams.hotswap import ModelWatcher
 from streams.metrics import EdgeMetrics
-from streams.records import FlowRecord, decode_flows, encode
+from streams.records import FlowRecord, decode_flows, encode, record_json
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -112,7 +111,7 @@ class EdgeWorker:
         good: list[FlowRecord] = []
         for item in decode_flows(value or b""):
             if isinstance(item, RecordError):
-                raw = value if item.item is None else json.dumps(item.item, default=str).encode()
+                raw = value if item.index is None else record_json(item.item)
                 await self.dead_letter(item, message, raw)
             else:
                 good.append(item)

@@ -54,3 +54,63 @@ def test_encode_round_trip_and_field_list():
     r = FlowRecord(**GOOD)
     assert decode(FlowRecord, encode(r)) == r
     assert "label" in FLOW_FIELDS and "schema" not in FLOW_FIELDS
+
+
+def _batch_with(bad_record: bytes, n: int = 500, at: int = 250) -> bytes:
+    """A FlowBatch of n records, the one at `at` replaced by raw JSON text."""
+    recs = [json.dumps(dict(GOOD, flow_id=f"s-{i}")).encode() for i in range(n)]
+    recs[at] = bad_record
+    return b'{"schema":"edgeloop.flows/1","sensor":"t","records":[' + b",".join(recs) + b"]}"
+
+
+@pytest.mark.parametrize("bad,reason", [
+    (b'{"flow_id":"bad","packets":NaN}', "non_finite"),
+    (b'{"flow_id":"bad","bytes":-Infinity}', "non_finite"),
+    (b'{"flow_id":"bad","bytes":' + b"9" * 5000 + b"}", "huge_number"),
+    (b'{"flow_id":"bad","user_agent":"\xff\xfe"}', "bad_utf8"),
+    (b'"not an object"', "invalid"),
+    (b"[[[[1]]]]", "invalid"),
+    (b'{"flow_id":"bad","src_ip":{"a":[1]}}', "invalid"),
+    (json.dumps(dict(GOOD, packets=-1)).encode(), "invalid"),
+])
+def test_one_bad_record_in_500_costs_only_itself(bad, reason):
+    from streams.records import record_json
+    out = decode_flows(_batch_with(bad))
+    errors = [(i, o) for i, o in enumerate(out) if isinstance(o, RecordError)]
+    assert len(out) == 500 and len(errors) == 1, errors[:3]
+    i, err = errors[0]
+    assert (i, err.index, err.reason) == (250, 250, reason)
+    assert [o.flow_id for o in out if not isinstance(o, RecordError)] == [f"s-{j}" for j in range(500) if j != 250]
+    value = record_json(err.item)  # the dead letter's value: the bad record alone, as JSON
+    assert len(value) < 6000 and (value.startswith(b"{") or value.startswith(b"[") or value.startswith(b'"'))
+
+
+def test_deep_nesting_is_a_fast_error_not_a_crash():
+    import time
+    raw = b"[" * 200_000 + b"]" * 200_000
+    t = time.perf_counter()
+    (out,) = decode_flows(raw)
+    assert isinstance(out, RecordError) and out.reason == "too_deep"
+    assert time.perf_counter() - t < 0.5
+    inside = _batch_with(b"[" * 100_000 + b"]" * 100_000, n=10, at=3)
+    (out,) = decode_flows(inside)   # a record nobody can parse spoils its message: one dead letter
+    assert out.reason == "too_deep"
+
+
+def test_records_over_the_batch_limit_are_dead_lettered_not_the_batch():
+    from streams.records import MAX_BATCH_RECORDS
+    out = decode_flows(encode_flow_batch([dict(GOOD, flow_id=f"s-{i}") for i in range(MAX_BATCH_RECORDS + 1)]))
+    assert sum(isinstance(o, FlowRecord) for o in out) == MAX_BATCH_RECORDS
+    assert [(o.reason, o.index) for o in out if isinstance(o, RecordError)] == [("over_batch_limit", MAX_BATCH_RECORDS)]
+
+
+def test_a_dead_letter_names_the_record_and_keeps_it_replayable():
+    from streams.deadletter import dead_letter
+    from streams.records import record_json
+    (err,) = [o for o in decode_flows(_batch_with(json.dumps(dict(GOOD, flow_id="bad", syn_packets=99)).encode()))
+              if isinstance(o, RecordError)]
+    dl = dead_letter(err, topic="edgeloop.flows", partition=1, offset=7, value=record_json(err.item))
+    assert (dl.index, dl.truncated, dl.partition, dl.offset) == (250, False, 1, 7)
+    assert json.loads(dl.value) == dict(GOOD, flow_id="bad", syn_packets=99)   # replayable as it was
+    whole = dead_letter(RecordError("bad_json", "x"), topic="f", partition=0, offset=1, value=b"x" * 100_000)
+    assert whole.truncated and whole.index is None
