@@ -36,7 +36,7 @@ class Output(NamedTuple):
 class DetectorConfig:
     seconds: float = 10.0
     key: str = "src"
-    max_open: int = 200_000
+    max_open: int = 50_000
     batch_max: int = 256
     batch_wait_ms: float = 20.0
     uncertain_rate_per_s: float = 50.0
