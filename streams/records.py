@@ -247,18 +247,24 @@ def _reject_constant(token: str) -> float:
     raise RecordError("non_finite", f"JSON constant {token} is not allowed")
 
 
-def loads(raw: bytes | str) -> Any:
-    """Parse JSON strictly: size-limited, and NaN/Infinity are errors, not floats."""
+def _parse(raw: bytes | str, **hooks: Any) -> Any:
+    """json.loads with the message size limit, and errors as RecordError (too_large,
+    too_deep, bad_json)."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise RecordError("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, **hooks)
     except RecordError:
         raise
     except RecursionError as exc:
         raise RecordError("too_deep", "JSON nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError("bad_json", str(exc)[:200]) from exc
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON strictly: size-limited, and NaN/Infinity are errors, not floats."""
+    return _parse(raw, parse_constant=_reject_constant)
 
 
 # Numbers longer than this are no count, size or time; they stay text until a record is judged.
@@ -277,24 +283,23 @@ def _parse_float(token: str) -> float | _Huge:
     return _Huge(token) if len(token) > _MAX_NUMBER_CHARS else float(token)
 
 
-def _loads_lenient(raw: bytes | str) -> Any:
+def _loads_lenient(raw: bytes | str) -> tuple[Any, bool]:
     """Parse a batch so that one bad record cannot spoil the others: NaN and Infinity parse
     as floats, numbers of more than 40 characters as `_Huge`, and invalid UTF-8 as lone
     surrogates; `_record_problem` then judges each record. Size and nesting are enforced
-    on the whole value."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise RecordError("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
-    text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
-    try:
-        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float)
-    except RecursionError as exc:
-        raise RecordError("too_deep", "JSON nested too deeply") from exc
-    except ValueError as exc:
-        raise RecordError("bad_json", str(exc)[:200]) from exc
+    on the whole value. Also says whether the value held invalid UTF-8 at all."""
+    text, bad_utf8 = raw, False
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text, bad_utf8 = raw.decode("utf-8", "surrogateescape"), True
+    return _parse(text, parse_int=_parse_int, parse_float=_parse_float), bad_utf8
 
 
-def _record_problem(item: Any) -> RecordError | None:
-    """What makes one leniently parsed record unusable before validation, if anything."""
+def _record_problem(item: Any, bad_utf8: bool = False) -> RecordError | None:
+    """What makes one leniently parsed record unusable before validation, if anything
+    (its text is searched for invalid UTF-8 only when the message held some)."""
     if not isinstance(item, dict):
         return RecordError("invalid", f"expected a JSON object, got {type(item).__name__}")
     for k, v in item.items():
@@ -304,7 +309,7 @@ def _record_problem(item: Any) -> RecordError | None:
             return RecordError("non_finite", f"{k}: JSON constant {v} is not allowed")
         if isinstance(v, (dict, list)):
             return RecordError("invalid", f"{k}: expected a scalar, got {type(v).__name__}")
-        if (isinstance(v, str) and _has_surrogates(v)) or _has_surrogates(k):
+        if bad_utf8 and ((isinstance(v, str) and _has_surrogates(v)) or _has_surrogates(k)):
             return RecordError("bad_utf8", f"{k!r}: not valid UTF-8")
     return None
 
@@ -379,12 +384,12 @@ def _decode_flows_slow(raw: bytes | str) -> list[FlowRecord | RecordError]:
     flows keep flowing.
     """
     try:
-        obj = _loads_lenient(raw)
+        obj, bad_utf8 = _loads_lenient(raw)
         if isinstance(obj, dict) and obj.get("schema") == "edgeloop.flows/1":
             items = _envelope_records(obj)
         else:
             items = [obj]
-            if (problem := _record_problem(obj)) is not None:
+            if (problem := _record_problem(obj, bad_utf8)) is not None:
                 return [problem]  # the message is the record: its own value is the dead letter
     except RecordError as exc:
         return [exc]
@@ -394,7 +399,7 @@ def _decode_flows_slow(raw: bytes | str) -> list[FlowRecord | RecordError]:
             if i >= MAX_BATCH_RECORDS:
                 raise RecordError("over_batch_limit", f"record {i} of {len(items)}: a batch holds at most "
                                                       f"{MAX_BATCH_RECORDS}")
-            if (problem := _record_problem(item)) is not None:
+            if (problem := _record_problem(item, bad_utf8)) is not None:
                 raise problem
             out.append(validate(FlowRecord, item))
         except RecordError as exc:

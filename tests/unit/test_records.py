@@ -81,8 +81,11 @@ def test_one_bad_record_in_500_costs_only_itself(bad, reason):
     i, err = errors[0]
     assert (i, err.index, err.reason) == (250, 250, reason)
     assert [o.flow_id for o in out if not isinstance(o, RecordError)] == [f"s-{j}" for j in range(500) if j != 250]
-    value = record_json(err.item)  # the dead letter's value: the bad record alone, as JSON
-    assert len(value) < 6000 and (value.startswith(b"{") or value.startswith(b"[") or value.startswith(b'"'))
+    back = json.loads(record_json(err.item))  # the dead letter's value: the bad record alone, as JSON
+    if isinstance(err.item, dict):   # NaN != NaN, so compare what names the record
+        assert back["flow_id"] == err.item["flow_id"] and back.keys() == err.item.keys()
+    else:
+        assert back == err.item
 
 
 def test_deep_nesting_is_a_fast_error_not_a_crash():
