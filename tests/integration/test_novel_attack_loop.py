@@ -50,7 +50,9 @@ AUDIT_SAMPLE = 0.5      # share of confident windows the edge also sends to the 
 RETRAIN_AT = 120        # accepted labels that trigger a retrain (about 140 slow_http_dos windows reach the agent)
 
 
-CFG = RetrainConfig(epochs=EPOCHS, synth_windows=24, synth_rounds=2, members=1)
+# Three members, as the shipped bundle: one network alone called 19% of the evaluation
+# capture's new class confidently wrong in one CI run (1.3-2.0% over three runs with three).
+CFG = RetrainConfig(epochs=EPOCHS, synth_windows=24, synth_rounds=2, members=3)
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +252,7 @@ def test_novel_attack_is_learned_and_detected_after_a_hot_swap(
     # The evaluation capture draws the attack at another rate (flows of 7 s median against
     # 9 s in training, more packets each), so part of it is new even to the retrained model.
     # Those windows must be deferred (back to the agent), not called wrong: at least 60%
-    # confident and right (0.66 to 0.96 over runs, by which windows the trigger caught), and
+    # confident and right (0.63 to 0.96 over runs, by which windows the trigger caught), and
     # at most 3% confidently called something else.
     wrong = sum(x["predicted"] != NEW and not x["uncertain"] for x in new) / len(new)
     assert before < 0.5 and after >= 0.6 and wrong <= 0.03, (before, after, wrong)
