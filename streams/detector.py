@@ -23,7 +23,7 @@ from streams.errors import BundleVerificationError
 from streams.metrics import EdgeMetrics
 from streams.records import Detection, DetectionBatch, FlowRecord, encode
 from streams.routing import AlertAggregator, UncertainRouter
-from streams.windowing import ClosedWindow, Windower
+from streams.windowing import ClosedBy, ClosedWindow, Windower
 
 
 class Output(NamedTuple):
@@ -75,6 +75,7 @@ class EdgeDetector:
                                       config.worker, clock)
         self.pending: list[ClosedWindow] = []
         self._pending_since = 0.0
+        self._released: list[Any] = []  # origins of flows in windows scored since take_released
         self.overrides: Any = None  # streams.active_policies.DetectorOverrides from active policies
         if metrics:
             metrics.set_model(model.version)
@@ -95,8 +96,10 @@ class EdgeDetector:
         """Apply the detector side of the active policies (thresholds, suppression) from now on."""
         self.overrides = None if overrides is None or overrides.empty else overrides
 
-    def ingest(self, records: Sequence[FlowRecord]) -> None:
-        closed = self.windower.push_records(records)
+    def ingest(self, records: Sequence[FlowRecord], origin: Any = None) -> None:
+        """Add records; `origin` (an offset-ledger token) rides with each of them and comes
+        back from `take_released` once every window holding them was scored."""
+        closed = self.windower.push_records(records, None if origin is None else [origin] * len(records))
         if self.metrics:
             self.metrics.flows_in.inc(len(records))
         self._add_pending(closed)
@@ -123,13 +126,20 @@ class EdgeDetector:
             self.metrics.open_windows.set(len(self.windower))
         return out
 
-    def flush_all(self) -> list[Output]:
-        """End of input: close every window, score everything, emit every alert."""
-        self._add_pending(self.windower.flush())
+    def flush_all(self, closed_by: ClosedBy = "flush") -> list[Output]:
+        """End of input (or partitions given up, closed_by="revoke"): close every window,
+        score everything, emit every alert."""
+        self._add_pending(self.windower.flush(closed_by))
         out: list[Output] = []
         while self.pending:
             out += self.score_pending()
         return out + self._alerts(force=True)
+
+    def take_released(self) -> list[Any]:
+        """The origins of every flow scored since the last call, one per window membership.
+        Call it right after the tick/flush whose outputs are being produced."""
+        out, self._released = self._released, []
+        return out
 
     def _alerts(self, force: bool) -> list[Output]:
         alerts = self.alerts.drain(self.model.version, force=force)
@@ -156,6 +166,7 @@ class EdgeDetector:
         predicted, probs, conf = s.predicted.tolist(), s.probabilities.tolist(), s.confidence.tolist()
         ood, unsure, low = s.ood.tolist(), s.uncertain.tolist(), s.low_confidence.tolist()
         for i, w in enumerate(batch):
+            self._released += w.origins
             produced = max((getattr(r, "produced_ms", None) or 0 for r in w.items), default=0)
             d = Detection.model_construct(
                 window_id=w.window_id, key=w.key, flow_ids=w.flow_ids, first_seen_ms=w.first_seen_ms,

@@ -74,6 +74,15 @@ class EdgeMetrics:
                                          "Partitions of the flows topic this worker owns", **r)
         self.consumer_lag = Gauge(f"{p}_consumer_lag_messages",
                                   "Messages behind the end of the flows topic", ["partition"], **r)
+        # At-least-once (streams.offsets): what is committed, what waits, what came twice.
+        self.offsets_committed = Counter(f"{p}_offset_commits", "Offset commits of the flows topic, by outcome",
+                                         ["outcome"], **r)
+        self.messages_held = Gauge(f"{p}_flow_messages_held",
+                                   "Consumed flows messages not committable yet: flows still in open windows",
+                                   **r)
+        self.flows_replayed = Counter(
+            f"{p}_flows_replayed", "Flows consumed again after a restart or rebalance: the previous owner "
+            "had read them but not committed them (their windows may be scored twice, same window ids)", **r)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # Batched inference: up to N windows or M milliseconds.
     batch_max: int = Field(256, ge=1, le=65536)
     batch_wait_ms: float = Field(20.0, ge=0, le=10_000)
+    # How often the worker commits the flows offsets whose flows are all in emitted windows.
+    commit_interval_s: float = Field(1.0, gt=0, le=60)
     # Routing.
     uncertain_rate_per_s: float = Field(50.0, ge=0)
     audit_sample: float = Field(0.01, ge=0, le=1)

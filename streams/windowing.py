@@ -3,7 +3,8 @@
 A window collects flows that share a key. It closes when it holds K flows ("k"), when a
 flow arrives more than T seconds (event time) after the window's first flow ("time": that
 flow starts the next window), when the key has been silent for T seconds of wall-clock
-("idle"), or at end of input ("flush"). Membership depends only on each key's own flow
+("idle"), at end of input ("flush"), or when the worker gives its partitions up in a
+rebalance or a shutdown ("revoke": emitted before the offsets are handed over). Membership depends only on each key's own flow
 sequence, so replaying a file as fast as possible over Kafka gives the same windows as
 scoring it offline. Training builds its windows with this same class: no train/serve skew.
 
@@ -33,7 +34,7 @@ from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory
 
 KeyMode = Literal["src", "dst", "pair"]
 VIEWS: tuple[str, ...] = ("src", "dst", "pair")
-ClosedBy = Literal["k", "time", "idle", "flush"]
+ClosedBy = Literal["k", "time", "idle", "flush", "revoke"]
 _TS = RAW_COLUMNS.index("first_seen_ms")
 _DPORT = RAW_COLUMNS.index("dst_port")
 _BYTES = RAW_COLUMNS.index("bytes")
@@ -77,6 +78,7 @@ class ClosedWindow:
     items: list[Any] = field(default_factory=list)  # the source records, when kept
     labels: list[Any] = field(default_factory=list)
     view: str = "src"
+    origins: list[Any] = field(default_factory=list)  # per flow: the token of the message it came in
 
     @property
     def history(self) -> np.ndarray:
@@ -96,6 +98,7 @@ class _Open:
     peers: list[str] = field(default_factory=list)
     items: list[Any] = field(default_factory=list)
     labels: list[Any] = field(default_factory=list)
+    origins: list[Any] = field(default_factory=list)
 
 
 class _View:
@@ -134,9 +137,11 @@ class Windower:
 
     def push(self, src_ips: Sequence[str], dst_ips: Sequence[str], flow_ids: Sequence[str],
              raw: np.ndarray, items: Sequence[Any] | None = None,
-             labels: Sequence[Any] | None = None) -> list[ClosedWindow]:
+             labels: Sequence[Any] | None = None,
+             origins: Sequence[Any] | None = None) -> list[ClosedWindow]:
         """Add N flows (columns already extracted); return the windows they closed, in order
-        (view by view)."""
+        (view by view). `labels` and `origins` ride along per flow into the closed windows
+        (ground truth; the offset ledger's message tokens)."""
         feats = flow_features(raw)
         failed = failed_flags(raw).tolist()
         all_ts, all_dports = raw[:, _TS].tolist(), raw[:, _DPORT].tolist()
@@ -150,13 +155,13 @@ class Windower:
             peers = [peerf(s, d) for s, d in zip(src_ips, dst_ips)]
             hist = view.history.update(keys, peers, all_dports, all_ts, failed, nbytes)
             self._assign(view, keys, peers, flow_ids, feats, hist, all_ts, all_dports, keep, labels,
-                         now, done)
+                         origins, now, done)
         return self._close(done)
 
     def _assign(self, view: _View, keys: list[str], peers: list[str], flow_ids: Sequence[str],
                 feats: np.ndarray, hist: np.ndarray, all_ts: list[float], all_dports: list[float],
-                keep: Sequence[Any] | None, labels: Sequence[Any] | None, now: float,
-                done: list[tuple[_View, str, _Open, ClosedBy]]) -> None:
+                keep: Sequence[Any] | None, labels: Sequence[Any] | None,
+                origins: Sequence[Any] | None, now: float, done: list[tuple[_View, str, _Open, ClosedBy]]) -> None:
         opened, k, horizon = view.open, self.k, self.horizon_ms
         for i in range(len(flow_ids)):
             key, ts = keys[i], all_ts[i]
@@ -180,13 +185,15 @@ class Windower:
                 w.items.append(keep[i])
             if labels is not None:
                 w.labels.append(labels[i])
+            if origins is not None:
+                w.origins.append(origins[i])
             if len(w.flow_ids) >= k:
                 done.append((view, key, opened.pop(key), "k"))
 
-    def push_records(self, records: Sequence[Any]) -> list[ClosedWindow]:
+    def push_records(self, records: Sequence[Any], origins: Sequence[Any] | None = None) -> list[ClosedWindow]:
         """Add FlowRecord objects (anything with FlowRecord attributes)."""
         return self.push([r.src_ip for r in records], [r.dst_ip for r in records],
-                         [r.flow_id for r in records], raw_matrix(records), items=records)
+                         [r.flow_id for r in records], raw_matrix(records), items=records, origins=origins)
 
     def expire(self, now: float | None = None) -> list[ClosedWindow]:
         """Close windows whose key has been silent for `idle_s` (default T) of wall-clock."""
@@ -197,11 +204,11 @@ class Windower:
             done += [(view, key, view.open.pop(key), "idle") for key in stale]
         return self._close(done)
 
-    def flush(self) -> list[ClosedWindow]:
-        """Close every open window (end of input)."""
+    def flush(self, closed_by: ClosedBy = "flush") -> list[ClosedWindow]:
+        """Close every open window (end of input; "revoke": partitions are being given up)."""
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
         for view in self._views:
-            done += [(view, key, w, "flush") for key, w in view.open.items()]
+            done += [(view, key, w, closed_by) for key, w in view.open.items()]
             view.open.clear()
         return self._close(done)
 
@@ -223,7 +230,7 @@ class Windower:
                                 np.stack([h for _, _, w, _ in done for h in w.hist])], axis=1)
         lo, hi = np.minimum.reduceat(ts, starts).tolist(), np.maximum.reduceat(ts, starts).tolist()
         return [ClosedWindow(window_id(key, w.flow_ids[0], v.name), key, w.flow_ids, feats[s:s + n],
-                             int(lo[j]), int(hi[j]), how, w.items, w.labels, v.name)
+                             int(lo[j]), int(hi[j]), how, w.items, w.labels, v.name, w.origins)
                 for j, ((v, key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist()))]
 
 

@@ -6,6 +6,17 @@ One agent reads `flows` (raw bytes, decoded and validated by edgeloop itself so 
 input becomes a dead letter instead of a crash). A timer closes idle windows and flushes
 inference batches that waited `batch_wait_ms`. A background task follows `models` and
 hot-swaps verified bundles. Workers in one consumer group share the partitions.
+
+At-least-once: faust would commit a message's offset once the handler returns, while its
+flows still sit in open windows, so the topic is read with acks off and the worker commits
+itself. An offset ledger (streams.offsets) tracks which messages still have flows in open
+windows; every `commit_interval_s` the worker flushes its producer and commits, per
+partition, up to the first message that does, and records how far it read (ReadMarks).
+On a rebalance or a shutdown it closes
+every open window (closed_by "revoke"), scores and produces them, and commits before the
+partitions are handed over. After a kill -9 the next owner starts at the last commit:
+flows read again are counted (`edgeloop_flows_replayed_total`, below the read mark the
+previous owner left), and their windows keep their ids.
 """
 from __future__ import annotations
 
@@ -14,6 +25,8 @@ import time
 from typing import Any
 
 import faust
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from inference.bundle import Bundle, check_window
@@ -24,6 +37,7 @@ from streams.errors import RecordError
 from streams.faust_transport import app_class
 from streams.hotswap import ModelWatcher
 from streams.metrics import EdgeMetrics
+from streams.offsets import OffsetLedger, ReadMarks
 from streams.records import FlowRecord, decode_flows, encode, record_json
 from streams.settings import Settings
 from streams.topics import Topics
@@ -59,6 +73,12 @@ class EdgeWorker:
         self.engine = EdgeDetector(OnnxDetector(bundle), cfg, self.metrics)
         self.app = faust_app(settings, bootstrap)
         self.last_offset: dict[int, int] = {}
+        self.ledger = OffsetLedger()
+        self.assigned: set[int] = set()         # flows partitions owned in this generation
+        self.generation = 0                     # bumped when partitions are given up
+        self.replay_until: dict[int, int] = {}  # how far the partitions' previous owners read
+        self.read_marks = ReadMarks(bootstrap, settings.group_id, self.names["flows"])
+        self._saved_marks: dict[int, int] = {}
         self._lag_series: set[str] = set()
         self.watcher = ModelWatcher(bootstrap, self.names["models"], self._swap,
                                     lambda: self.engine.model.version, self.metrics)
@@ -66,7 +86,9 @@ class EdgeWorker:
 
     def _wire(self) -> None:
         app = self.app
-        flows = app.topic(self.names["flows"], value_serializer="raw", key_serializer="raw", allow_empty=True)
+        # acks=False: faust neither tracks nor commits these offsets; EdgeWorker.commit does.
+        flows = app.topic(self.names["flows"], value_serializer="raw", key_serializer="raw", allow_empty=True,
+                          acks=False)
 
         @app.agent(flows, name="edgeloop-detect")
         async def detect(stream: Any) -> None:
@@ -78,7 +100,15 @@ class EdgeWorker:
 
         @app.timer(interval=interval, name="edgeloop-tick")
         async def tick() -> None:
-            await self.emit(self.engine.tick())
+            await self.drain(self.engine.tick())
+
+        @app.timer(interval=self.settings.commit_interval_s, name="edgeloop-commit")
+        async def commit() -> None:
+            await self.commit()
+
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_before_shutdown.connect(self._on_shutdown)
 
         @app.timer(interval=1.0, name="edgeloop-lag")
         async def lag() -> None:
@@ -102,12 +132,13 @@ class EdgeWorker:
 
     async def _swap(self, det: OnnxDetector) -> None:
         # Flush what the old model owns first, so each window is scored by exactly one model.
-        await self.emit(self.engine.tick())
+        await self.drain(self.engine.tick())
         self.engine.swap(det)
 
     async def handle(self, message: Any, value: bytes | None) -> None:
         self.metrics.messages_in.inc()
-        self.last_offset[message.partition] = message.offset
+        part, offset, generation = message.partition, message.offset, self.generation
+        self.last_offset[part] = offset
         good: list[FlowRecord] = []
         for item in decode_flows(value or b""):
             if isinstance(item, RecordError):
@@ -115,10 +146,102 @@ class EdgeWorker:
                 await self.dead_letter(item, message, raw)
             else:
                 good.append(item)
+        if generation != self.generation or part not in self.assigned:
+            # Given up while its dead letters went out: the partition's next owner reads it again.
+            return
+        if offset < self.replay_until.get(part, -1):
+            self.metrics.flows_replayed.inc(len(good))
+        # From here to ingest nothing awaits: the ledger and the open windows agree whenever a
+        # commit, a rebalance or a shutdown looks at them.
+        token = self.ledger.consumed(part, offset, len(good) * len(self.engine.windower.views))
         if good:
-            self.engine.ingest(good)
+            self.engine.ingest(good, token)
         if self.engine.due():
-            await self.emit(self.engine.tick())
+            await self.drain(self.engine.tick())
+
+    async def drain(self, outputs: list[Output]) -> None:
+        """Produce what the engine just returned, then release its windows' flows to the ledger."""
+        released = self.engine.take_released()
+        await self.emit(outputs)
+        self.ledger.release(released)
+
+    async def commit(self) -> bool:
+        """Commit, per partition, the offset before which every flow is in a produced window."""
+        offsets = self.ledger.committable()
+        self.metrics.messages_held.set(self.ledger.held())
+        await self.save_read_marks()
+        if not offsets:
+            return True
+        await self.app.producer.flush()  # the windows that released these offsets are on the broker
+        ok = await self._commit(offsets)
+        if ok:
+            self.ledger.committed(offsets)
+        self.metrics.offsets_committed.labels(outcome="ok" if ok else "failed").inc()
+        return ok
+
+    async def _commit(self, offsets: dict[int, int]) -> bool:
+        # In the consumer's thread: faust runs aiokafka there.
+        thread, topic = self.app.consumer._thread, self.names["flows"]
+
+        async def in_thread() -> bool:
+            consumer = thread._ensure_consumer()
+            mine = consumer.assignment()
+            todo = {TopicPartition(topic, p): off for p, off in offsets.items() if TopicPartition(topic, p) in mine}
+            if todo:
+                await consumer.commit(todo)
+            return len(todo) == len(offsets)
+
+        try:
+            ok = bool(await thread.call_thread(in_thread))
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            log.warning("offset commit failed (%s); the flows after the last commit will be read again", exc)
+            return False
+        return ok
+
+    async def save_read_marks(self) -> None:
+        marks = {p: max(self.ledger.consumed_up_to(p) or 0, self.replay_until.get(p, 0))
+                 for p in self.ledger.partitions()}
+        marks = {p: m for p, m in marks.items() if self._saved_marks.get(p) != m}
+        try:
+            await self.read_marks.save(marks)
+            self._saved_marks.update(marks)
+        except KafkaError as exc:  # telemetry for the next owner; the commit itself stands
+            log.warning("read marks not saved (%s): a restart will not count its replays", exc)
+
+    async def _on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == self.names["flows"]}
+        self.assigned = mine
+        self.metrics.assigned_partitions.set(len(mine))
+        if not mine:
+            return
+        try:
+            self.replay_until = await self.read_marks.load(mine)
+        except Exception as exc:  # the replay count is telemetry; never stop the assignment for it
+            log.warning("read marks unavailable (%s): replays not counted", exc)
+            self.replay_until = {}
+
+    async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        mine = {tp.partition for tp in revoked if tp.topic == self.names["flows"]}
+        if mine:
+            await self._hand_over(mine, "partitions revoked")
+
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        await self._hand_over(set(self.assigned), "shutdown")
+        await self.read_marks.stop()
+
+    async def _hand_over(self, partitions: set[int], why: str) -> None:
+        """Close and produce every open window, then commit, before the partitions go."""
+        self.generation += 1
+        self.assigned -= partitions
+        held = self.ledger.held()
+        await self.drain(self.engine.flush_all(closed_by="revoke"))
+        ok = await self.commit()
+        log.warning("%s %s: %d messages' open windows closed and produced; commit %s", why,
+                    sorted(partitions), held, "ok" if ok else "FAILED")
+        self.ledger.drop(partitions)
+        for p in partitions:
+            self.replay_until.pop(p, None)
+            self._saved_marks.pop(p, None)
 
     async def dead_letter(self, exc: Exception, message: Any, raw: bytes | None) -> None:
         dl = dead_letter(exc, topic=message.topic, partition=message.partition, offset=message.offset,
