@@ -126,7 +126,7 @@ class Detection(_Record):
     confidence: float
     ood_score: float
     uncertain: bool
-    closed_by: Literal["k", "time", "idle", "flush", "revoke"]
+    closed_by: Literal["k", "time", "idle", "flush", "revoke", "pressure"]
     model_version: str
     produced_ms: int | None = None  # when the flow that closed the window was produced
     scored_ms: int

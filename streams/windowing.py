@@ -4,8 +4,9 @@ A window collects flows that share a key. It closes when it holds K flows ("k"),
 flow arrives more than T seconds (event time) after the window's first flow ("time": that
 flow starts the next window), when the key has been silent for T seconds of wall-clock
 ("idle"), at end of input ("flush"), or when the worker gives its partitions up in a
-rebalance or a shutdown ("revoke": emitted before the offsets are handed over). Membership depends only on each key's own flow
-sequence, so replaying a file as fast as possible over Kafka gives the same windows as
+rebalance or a shutdown ("revoke": emitted before the offsets are handed over), or early,
+the oldest first, when a view already holds `max_open` windows ("pressure"). Membership
+depends only on each key's own flow sequence, so replaying a file as fast as possible over Kafka gives the same windows as
 scoring it offline. Training builds its windows with this same class: no train/serve skew.
 
 A Windower can look at the flows from several **views** at once: keyed by source ("src":
@@ -34,7 +35,7 @@ from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory
 
 KeyMode = Literal["src", "dst", "pair"]
 VIEWS: tuple[str, ...] = ("src", "dst", "pair")
-ClosedBy = Literal["k", "time", "idle", "flush", "revoke"]
+ClosedBy = Literal["k", "time", "idle", "flush", "revoke", "pressure"]
 _TS = RAW_COLUMNS.index("first_seen_ms")
 _DPORT = RAW_COLUMNS.index("dst_port")
 _BYTES = RAW_COLUMNS.index("bytes")
@@ -172,7 +173,7 @@ class Windower:
             if w is None:
                 if len(opened) >= self.max_open:
                     oldest = next(iter(opened))
-                    done.append((view, oldest, opened.pop(oldest), "idle"))
+                    done.append((view, oldest, opened.pop(oldest), "pressure"))
                 w = opened[key] = _Open(first_ts=ts, wall=now)
             w.wall = now
             w.flow_ids.append(flow_ids[i])

@@ -35,7 +35,7 @@ def test_every_window_is_scored_once_and_counted(tiny_bundle, flows):
     dets = [d for o in outs if o.topic == "detections" for d in json.loads(o.value)["detections"]]
     ids = [d["window_id"] for d in dets]
     scored = sum(reg.get_sample_value("edgeloop_windows_scored_total", {"closed_by": c}) or 0
-                 for c in ("k", "time", "idle", "flush"))
+                 for c in ("k", "time", "idle", "flush", "pressure"))
     assert len(ids) == len(set(ids)) == scored
     # Every flow is in exactly one window of each view.
     for view in tiny_bundle.meta.window.views:

@@ -50,6 +50,7 @@ def test_max_open_evicts_oldest():
     w = Windower(k=8, max_open=2)
     closed = w.push_records([flow(0, src="a.1"), flow(1, src="b.1"), flow(2, src="c.1")])
     assert [c.key for c in closed] == ["a.1"] and len(w) == 2
+    assert closed[0].closed_by == "pressure"
 
 
 def test_stack_pads_with_mask_and_context_features():

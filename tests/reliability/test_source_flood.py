@@ -1,0 +1,79 @@
+"""300,000 distinct sources within a minute into one `edgeloop detect` on the real broker,
+with the worker's default window cap: it stays up, stays inside the deploy files' 1 GiB,
+closes the oldest windows early (closed_by "pressure", counted) and loses no flow.
+
+The sources arrive at 5,000 a second. Open problem, measured: with a 6 s or 10 s session
+timeout (the tests', the product default) the busy worker is dropped from the consumer
+group near 200,000 flows (UnknownMemberId) and never gets partitions back; the same
+happens to the worker from before the offset ledger when all 300,000 come at once. With
+a 30 s session it holds. Each source sends one flow (a spoofed-source flood seen from the source view: every
+window holds one flow and never fills). Prints the peak RSS (VmHWM), the early closes and
+how long the worker took.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from streams.producer import FlowPublisher
+
+pytestmark = pytest.mark.integration
+
+SOURCES = 300_000
+LIMIT_MB = 1024  # MemoryMax=1G / limits.memory: 1Gi in deploy/
+
+
+def flow(i: int) -> dict:
+    t = 1_700_000_000_000 + i // 5  # 5,000 flows per second of event time: one minute in all
+    return dict(schema="edgeloop.flow/1", flow_id=f"s-{i}", first_seen_ms=t, last_seen_ms=t + 1,
+                src_ip=f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}", dst_ip="10.99.0.1",
+                src_port=1024 + i % 60000, dst_port=80, protocol=6, packets=1, bytes=60,
+                src2dst_packets=1, dst2src_packets=0, min_ps=60, mean_ps=60, max_ps=60, syn_packets=1)
+
+
+def rss_peak_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_300k_sources_in_a_minute_stay_inside_the_memory_bound(broker, topics, edge_worker, topic_reader,
+                                                               decode_detections) -> None:
+    from inference.bundle import DEFAULT_BUNDLE_DIR
+
+    # A 30 s session (Kafka's own default is 45 s). With the tests' 6 s or the product's 10 s
+    # the worker is dropped from the group near 200,000 flows and never rejoins: open, see
+    # the module docstring.
+    w = edge_worker(topics, DEFAULT_BUNDLE_DIR, session_timeout_s=30, heartbeat_s=3, max_poll_interval_s=60)
+    w.wait_for("edgeloop_assigned_partitions", lambda v: v == 4, timeout=30)
+    t0 = time.monotonic()
+    with FlowPublisher(broker.bootstrap, topics.flows) as pub:  # 5,000 new sources a second
+        for k, a in enumerate(range(0, SOURCES, 10_000)):
+            pub.publish([flow(i) for i in range(a, a + 10_000)])
+            pub.flush()
+            time.sleep(max(0.0, t0 + (k + 1) * 2.0 - time.monotonic()))
+    published = time.monotonic() - t0
+    assert published < 65, f"publishing took {published:.0f} s: not a one-minute flood"
+    w.wait_for("edgeloop_flows_in_total", lambda v: v >= SOURCES, timeout=120)
+    w.wait_for("edgeloop_open_windows", lambda v: v == 0, timeout=60)  # the rest close idle
+    took = time.monotonic() - t0
+    peak = rss_peak_mb(w.proc.pid)
+    pressure = w.sample("edgeloop_windows_scored_total", {"closed_by": "pressure"})
+    by_close = {c: w.sample("edgeloop_windows_scored_total", {"closed_by": c}) for c in ("k", "idle", "pressure")}
+    ids = {f"s-{i}" for i in range(SOURCES)}
+
+    def covered(values):
+        return ids <= {f for d in decode_detections(values) if d["view"] == "src" for f in d["flow_ids"]}
+
+    dets = decode_detections(topic_reader(topics.detections, covered, timeout=120))
+    seen = {f for d in dets if d["view"] == "src" for f in d["flow_ids"]}
+    print(f"\n{SOURCES:,} sources published in {published:.1f} s, all scored {took:.1f} s after the first; "
+          f"peak RSS {peak:.0f} MB (limit {LIMIT_MB}); windows by close {by_close}; "
+          f"source-view flows scored {len(seen & ids):,}")
+    w.assert_alive()
+    assert len(ids - seen) == 0, f"{len(ids - seen)} flows lost"
+    assert pressure > 0, "the window cap never closed a window early"
+    assert peak < LIMIT_MB, f"peak RSS {peak:.0f} MB over the deploy limit"
