@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 import faust
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -193,7 +193,7 @@ class EdgeWorker:
 
         try:
             ok = bool(await thread.call_thread(in_thread))
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+        except KafkaError as exc:  # CommitFailedError in a rebalance, IllegalStateError, ...
             log.warning("offset commit failed (%s); the flows after the last commit will be read again", exc)
             return False
         return ok
