@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test setup lab-deps deploy-tools bench unit integration e2e clean help
+.PHONY: run test setup sandbox-deps lab-deps deploy-tools bench unit integration e2e clean help
 
 help:
 	@echo "make run    - broker + detector + replay of the bundled capture, with a live view"
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# bubblewrap and libseccomp2 for the blueprint sandbox (Debian; needs root, skipped otherwise).
+sandbox-deps:
+	@bash scripts/setup-sandbox.sh
+
 # The traffic lab's tools (nmap, hping3, nginx, ...) from Debian. Needs root; skipped otherwise.
 lab-deps:
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/setup-lab.sh; \
@@ -32,16 +36,16 @@ lab-deps:
 deploy-tools:
 	@bash scripts/setup-deploy-tools.sh
 
-run: setup
+run: setup sandbox-deps
 	$(VENV)/bin/edgeloop run
 
-test: setup lab-deps deploy-tools
+test: setup sandbox-deps lab-deps deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: setup deploy-tools
+unit: setup sandbox-deps deploy-tools
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: setup deploy-tools
+integration: setup sandbox-deps deploy-tools
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 e2e: setup lab-deps

@@ -1,21 +1,25 @@
-"""The trusted half of the sandbox: runs as `python -I -S -B _sandbox_runner.py`, standalone.
+"""The trusted half of the sandbox: runs inside bubblewrap as `/sbx/bin/python3 -I -S -B /sbx/runner.py`.
 
-It is started as root by llm_agents.blueprints.sandbox with a JSON request on stdin, and
-confines itself before any step code runs:
+llm_agents.blueprints.sandbox starts it in a minimal read-only root (the interpreter, the
+stdlib modules listed by `--probe`, numpy) with its own network, pid, ipc, uts and mount
+namespaces and the startup seccomp filter already loaded. It reads one JSON request on
+stdin and, before any step code runs:
 
-    outer (root)   unshare mount + network + pid namespaces; make mounts private
-     └─ init (root, pid 1 of the new pid namespace)
-          mounts: the whole tree read-only, the scratch directory writable
-          └─ worker: imports the allowed modules, sets rlimits (processes, files, file
-             size, core), drops to nobody (uid/gid 65534, no groups, no_new_privs), loads
-             the twin's read-only view, sets the memory and CPU limits, then runs the steps
+1. imports every module a step may use (`_preload`), so nothing is imported later;
+2. sets rlimits (processes, open files, file size, no core dump);
+3. in root mode (bubblewrap run by root, no user namespace, only CAP_SETUID/CAP_SETGID
+   kept) drops to uid/gid 65534 with no groups; in user-namespace mode it already is 65534;
+4. loads the twin's read-only view, then the memory (address space) and CPU limits;
+5. loads the second seccomp filter (no execve, no fork; from the request) and checks in
+   /proc/self/status that it runs as 65534 with no capabilities, no_new_privs and both
+   filters, refusing to go on otherwise;
+6. empties the import machinery (no finder is left) and runs each step with a restricted
+   builtins dict whose `__import__` hands out only the allowed, already loaded modules.
 
-When the parent kills the outer process group at the wall-clock limit, init dies with it
-and the kernel kills everything left in the pid namespace, forked children included. The
-network namespace has only a loopback interface that is down: every connect fails.
-The result is one JSON object written to the original stdout; the steps' own prints go
-to stderr. Nothing here imports edgeloop: this file must run on a bare interpreter.
+The result is one JSON object written to the original stdout; the steps' own prints go to
+stderr. Nothing here imports edgeloop: this file runs on a bare interpreter.
 """
+import base64
 import ctypes
 import json
 import os
@@ -24,92 +28,35 @@ import sys
 import time
 import traceback
 
-CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x20000000, 0x40000000, 0x10000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
-AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY, SYS_MOUNT_SETATTR = -100, 0x8000, 0x1, 442
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 NOBODY = 65534
 ALLOWED_MODULES = ("math", "statistics", "ipaddress", "json", "collections", "itertools", "functools",
-                   "re", "bisect", "heapq", "operator", "dataclasses", "typing", "socket", "numpy")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
-_libc.syscall.restype = ctypes.c_long
-
-
-class MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def _check(rc, what):
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(src, target, fstype, flags):
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    _check(_libc.mount(enc(src), enc(target), enc(fstype), flags, None), f"mount {target}")
+                   "re", "bisect", "heapq", "operator", "dataclasses", "typing", "numpy")
+# Loaded before the steps so that nothing needs the (then empty) import machinery: lazy numpy
+# submodules, the codecs steps may name, and what the runner itself uses after the freeze.
+PRELOAD = ALLOWED_MODULES + ("__future__", "numpy.lib.format", "numpy.linalg", "numpy.fft", "numpy.random",
+                             "numpy.polynomial", "numpy.ma", "zipfile", "traceback", "linecache",
+                             "encodings.idna", "encodings.cp437", "encodings.latin_1", "encodings.ascii",
+                             "encodings.utf_16", "encodings.utf_32", "encodings.unicode_escape")
+SAFE_BUILTINS = (
+    "abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr", "complex",
+    "dict", "divmod", "enumerate", "filter", "float", "format", "frozenset", "hash", "hex", "int",
+    "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next", "object", "oct",
+    "ord", "pow", "print", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum",
+    "tuple", "zip", "type", "super", "property", "staticmethod", "classmethod", "hasattr",
+    "__build_class__", "True", "False", "None", "Ellipsis", "NotImplemented")
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 
-def _set_readonly(path, readonly, recursive):
-    attr = MountAttr(MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else MOUNT_ATTR_RDONLY, 0, 0)
-    rc = _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0,
-                       ctypes.byref(attr), ctypes.sizeof(attr))
-    _check(0 if rc == 0 else -1, f"mount_setattr {path}")
-
-
-def _readonly_tree(scratch):
-    """Everything read-only except the scratch directory (its own bind mount, left writable)."""
-    _mount(scratch, scratch, None, MS_BIND | MS_REC)
-    _set_readonly("/", True, recursive=True)
-    _set_readonly(scratch, False, recursive=False)
-
-
-def _isolate(req):
-    """Namespaces for the outer process; returns what was achieved."""
-    iso = {"user": os.geteuid() == 0 and "root" or "unprivileged", "netns": False, "mountns": False,
-           "pidns": False, "readonly_fs": False, "uid": None, "errors": []}
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID
-    if os.geteuid() != 0:
-        flags |= CLONE_NEWUSER
-    if _libc.unshare(flags) != 0:
-        iso["errors"].append(f"unshare: {os.strerror(ctypes.get_errno())}")
-        return iso
-    if flags & CLONE_NEWUSER:
-        _map_user(iso)
-    iso.update(netns=True, mountns=True, pidns=True)
-    try:
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    except OSError as exc:
-        iso["errors"].append(str(exc))
-    return iso
-
-
-def _map_user(iso):
-    uid, gid = os.getuid(), os.getgid()
-    try:
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"0 {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"0 {gid} 1")
-    except OSError as exc:
-        iso["errors"].append(f"user namespace map: {exc}")
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
 
 def _preload():
-    for name in ALLOWED_MODULES:
-        __import__(name)
-    for name in ("numpy.lib.format", "zipfile", "encodings.idna", "encodings.cp437"):
+    for name in PRELOAD:
         __import__(name)
 
 
-def _limits(req, stage):
-    lim = req["limits"]
+def _limits(lim, stage):
     if stage == "early":
         resource.setrlimit(resource.RLIMIT_NPROC, (lim["processes"], lim["processes"]))
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"], lim["open_files"]))
@@ -121,13 +68,74 @@ def _limits(req, stage):
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
-def _drop_privileges(iso):
-    if os.geteuid() == 0 and iso["user"] == "root":
+def _drop_privileges():
+    if os.getuid() == 0:  # root mode: bubblewrap kept CAP_SETUID and CAP_SETGID for this
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    iso["uid"] = os.getuid()
+
+
+def _load_filter(bpf):
+    libc = ctypes.CDLL(None, use_errno=True)
+    prog = SockFprog(len(bpf) // 8, bpf)
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "loading the steps' seccomp filter failed")
+
+
+def _status():
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.strip()
+    return {"uid": int(fields["Uid"].split()[0]), "euid": int(fields["Uid"].split()[1]),
+            "gid": int(fields["Gid"].split()[0]), "groups": fields.get("Groups", ""),
+            "cap_eff": fields["CapEff"], "cap_prm": fields["CapPrm"], "no_new_privs": int(fields["NoNewPrivs"]),
+            "seccomp_filters": int(fields.get("Seccomp_filters", "0")), "pid": os.getpid()}
+
+
+def _check(st):
+    wrong = []
+    if st["uid"] != NOBODY or st["euid"] != NOBODY or st["gid"] != NOBODY or st["groups"]:
+        wrong.append(f"runs as uid {st['uid']} gid {st['gid']} groups [{st['groups']}], not {NOBODY}")
+    if int(st["cap_eff"], 16) or int(st["cap_prm"], 16):
+        wrong.append(f"holds capabilities {st['cap_eff']}")
+    if st["no_new_privs"] != 1:
+        wrong.append("no_new_privs is not set")
+    if st["seccomp_filters"] < 2:
+        wrong.append(f"{st['seccomp_filters']} seccomp filters in force, not 2")
+    if wrong:
+        raise PermissionError("; ".join(wrong))
+
+
+def _freeze_imports():
+    for name in ("ctypes", "_ctypes", "resource", "base64"):
+        sys.modules.pop(name, None)
+    sys.meta_path[:] = []
+    sys.path_hooks[:] = []
+    sys.path_importer_cache.clear()
+    sys.path[:] = []
+
+
+def _step_builtins():
+    import builtins
+    real_import = builtins.__import__
+
+    def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
+        if level != 0 or (name.split(".")[0] not in ALLOWED_MODULES and name != "__future__"):
+            raise ImportError(f"module {name!r} is not allowed in a step; allowed: {', '.join(ALLOWED_MODULES)}")
+        return real_import(name, globals, locals, fromlist, 0)
+
+    def guarded_getattr(obj, name, *default):
+        if isinstance(name, str) and name.startswith("__"):
+            raise AttributeError(f"dunder attribute {name!r} is not available in a step")
+        return getattr(obj, name, *default)
+
+    safe = {k: getattr(builtins, k) for k in SAFE_BUILTINS}
+    safe.update({k: v for k, v in vars(builtins).items()
+                 if isinstance(v, type) and issubclass(v, BaseException)})
+    safe.update(__import__=guarded_import, getattr=guarded_getattr)
+    return safe
 
 
 def _load_view(path):
@@ -162,13 +170,20 @@ def _jsonable(v, depth=0):
 
 
 def _summary(v):
-    text = repr(v)
     size = len(v) if hasattr(v, "__len__") else None
-    return {"type": type(v).__name__, "len": size, "repr": text[:300]}
+    return {"type": type(v).__name__, "len": size, "repr": repr(v)[:300]}
 
 
-def _run_steps(req, flows, windows):
-    import builtins
+def _step_line(exc, name):
+    """The line of the step's own code where it failed (no other frame is reported)."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == f"<step {name}>":
+            line = frame.lineno
+    return line
+
+
+def _run_steps(req, flows, windows, safe_builtins):
     env = dict(req.get("given", {}))
     env.update(flows=flows, windows=windows)
     trace = []
@@ -176,7 +191,7 @@ def _run_steps(req, flows, windows):
         t0 = time.perf_counter()
         name = step["name"]
         try:
-            ns = {"__builtins__": builtins, "__name__": f"step_{name}"}
+            ns = {"__builtins__": dict(safe_builtins), "__name__": f"step_{name}"}
             exec(compile(step["source"], f"<step {name}>", "exec"), ns)
             fn = ns.get(name)
             if not callable(fn):
@@ -190,7 +205,7 @@ def _run_steps(req, flows, windows):
         except BaseException as exc:  # noqa: BLE001 - every failure is reported as data
             tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
             return env, trace, {"step": name, "type": type(exc).__name__, "message": str(exc)[:1000],
-                                "traceback": "".join(tb[-6:])[-3000:]}
+                                "line": _step_line(exc, name), "traceback": "".join(tb[-6:])[-3000:]}
         for k in step["outputs"]:
             env[k] = out[k]
         trace.append({"step": name, "seconds": round(time.perf_counter() - t0, 4),
@@ -198,79 +213,63 @@ def _run_steps(req, flows, windows):
     return env, trace, None
 
 
-def _worker(req, iso, result_fd):
+def _confine(req):
+    t0 = time.perf_counter()
     _preload()
-    _limits(req, "early")
-    _drop_privileges(iso)
+    _limits(req["limits"], "early")
+    _drop_privileges()
     os.chdir(req["scratch"])
     flows, windows = _load_view(req.get("view"))
-    _limits(req, "late")
-    for name in ("ctypes", "_ctypes", "resource"):
-        sys.modules.pop(name, None)
-    env, trace, error = _run_steps(req, flows, windows)
-    result = {"ok": error is None, "isolation": iso, "trace": trace, "error": error}
-    if error is None:
-        try:
-            result["outputs"] = {k: _jsonable(env[k]) for k in req["final"]}
-        except (TypeError, ValueError) as exc:
-            result.update(ok=False, error={"step": "output", "type": type(exc).__name__, "message": str(exc)})
-    with os.fdopen(result_fd, "w") as out:
-        json.dump(result, out, allow_nan=False, default=str)
+    _limits(req["limits"], "late")
+    _load_filter(base64.b64decode(req["steps_filter"]))
+    st = _status()
+    _check(st)
+    safe = _step_builtins()
+    _freeze_imports()
+    st["confine_s"] = round(time.perf_counter() - t0, 4)
+    return st, flows, windows, safe
 
 
-def _init(req, iso, result_fd):
-    """pid 1 of the sandbox: set up the mounts, run the worker, reap, exit with its status."""
-    _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
-    if iso["mountns"]:
-        try:  # a /proc of our own: the worker sees only the sandbox's processes
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        except OSError as exc:
-            iso["errors"].append(str(exc))
-        try:
-            _readonly_tree(req["scratch"])
-            iso["readonly_fs"] = True
-        except OSError as exc:
-            iso["errors"].append(str(exc))
-    if req.get("require_isolation") and not (iso["netns"] and iso["readonly_fs"]):
-        os.write(result_fd, json.dumps({"ok": False, "isolation": iso, "trace": [], "error": {
-            "step": "sandbox", "type": "IsolationError", "message": "; ".join(iso["errors"])}}).encode())
-        os._exit(3)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _worker(req, iso, result_fd)
-            os._exit(0)
-        except BaseException as exc:  # noqa: BLE001 - the sandbox itself failed: say how
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:]
-            os.write(result_fd, json.dumps({"ok": False, "isolation": iso, "trace": [], "error": {
-                "step": "sandbox", "type": type(exc).__name__, "message": str(exc)[:1000],
-                "traceback": tb}}).encode())
-            os._exit(2)
-    status = 0
-    while True:
-        try:
-            done, st = os.wait()
-        except ChildProcessError:
-            break
-        if done == pid:
-            status = st
-            break
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+def _write(fd, doc):
+    data = json.dumps(doc, allow_nan=False, default=str).encode()
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def probe():
+    """`runner.py --probe SITE`: the files of every module the sandbox loads, for its root."""
+    sys.path.append(sys.argv[2])
+    _preload()
+    files = sorted({f for m in list(sys.modules.values()) if (f := getattr(m, "__file__", None))})
+    print(json.dumps({"files": files, "prefix": sys.prefix, "version": f"{sys.version_info[0]}.{sys.version_info[1]}"}))
 
 
 def main():
     req = json.loads(sys.stdin.buffer.read())
-    for p in req.get("sys_path", []):
-        sys.path.append(p)
+    sys.path[:0] = req.get("sys_path", [])
     result_fd = os.dup(1)
     os.dup2(2, 1)
-    iso = _isolate(req)
-    pid = os.fork() if iso["pidns"] else 0
-    if pid == 0:
-        _init(req, iso, result_fd)
-    _, status = os.waitpid(pid, 0)
-    sys.exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+    try:
+        st, flows, windows, safe = _confine(req)
+    except BaseException as exc:  # noqa: BLE001 - the sandbox could not confine itself: say how, run nothing
+        _write(result_fd, {"ok": False, "isolation": {}, "trace": [], "error": {
+            "step": "sandbox", "type": "IsolationError", "message": f"{type(exc).__name__}: {exc}"[:1000]}})
+        os._exit(3)
+    env, trace, error = _run_steps(req, flows, windows, safe)
+    result = {"ok": error is None, "isolation": st, "trace": trace, "error": error}
+    if error is None:
+        try:
+            result["outputs"] = {k: _jsonable(env[k]) for k in req["final"]}
+        except (TypeError, ValueError, RecursionError) as exc:
+            result.update(ok=False, error={"step": "output", "type": type(exc).__name__, "message": str(exc)[:1000]})
+    _write(result_fd, result)
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--probe"]:
+        probe()
+    else:
+        main()

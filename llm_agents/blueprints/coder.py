@@ -74,12 +74,47 @@ def check_source(source: str, name: str, inputs: list[str]) -> list[str]:
         if sorted(params) != sorted(inputs) or fn.args.vararg or fn.args.kwarg:
             problems.append(f"{name}: parameters must be exactly {inputs}, got {params}")
     for node in ast.walk(tree):
-        mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-        bad = [m for m in mods if m.split(".")[0] not in ALLOWED_MODULES]
-        if bad:
-            problems.append(f"{name}: imports {bad}; allowed: {', '.join(ALLOWED_MODULES)}")
+        problems += [f"{name}: {p}" for p in _escape_forms(node)]
     return problems
+
+
+# Names step code has no business touching: dynamic import and evaluation, the builtins
+# and the interpreter's own machinery. The sandbox holds without this check; it is here so
+# that such code is refused with a reason before it ever runs.
+FORBIDDEN_NAMES = frozenset({
+    "__import__", "__builtins__", "__loader__", "__spec__", "importlib", "eval", "exec", "compile", "open",
+    "globals", "locals", "vars", "breakpoint", "input", "getattr", "setattr", "delattr", "memoryview",
+    "sys", "os", "builtins", "ctypes", "subprocess", "socket"})
+# numpy's doors to the rest of the system
+FORBIDDEN_ATTRIBUTES = frozenset({"ctypeslib", "ctypes", "f2py", "distutils", "testing", "os", "sys", "_core"})
+
+
+def _escape_forms(node: ast.AST) -> list[str]:
+    """Every way of importing or reaching outside the allowed modules that reading can see."""
+    if isinstance(node, ast.Import):
+        bad = [a.name for a in node.names if a.name.split(".")[0] not in ALLOWED_MODULES
+               or FORBIDDEN_ATTRIBUTES & set(a.name.split(".")[1:])]
+    elif isinstance(node, ast.ImportFrom):
+        if node.level:
+            return ["relative imports are not allowed"]
+        module = node.module or ""
+        allowed = module == "__future__" or (module.split(".")[0] in ALLOWED_MODULES
+                                             and not FORBIDDEN_ATTRIBUTES & set(module.split(".")[1:]))
+        bad = [] if allowed else [module]
+        bad += [f"{module}.{a.name}" for a in node.names if a.name in FORBIDDEN_ATTRIBUTES]
+    elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
+        return [f"uses {node.id!r} (line {node.lineno}): not available to step code"]
+    elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
+        return [f"uses the attribute {node.attr!r} (line {node.lineno}): not available to step code"]
+    elif isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr.endswith("__"):
+        return [f"uses the dunder attribute {node.attr!r} (line {node.lineno}): not available to step code"]
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "__" in node.value and \
+            any(w in node.value for w in ("__class__", "__subclasses__", "__globals__", "__builtins__",
+                                          "__import__", "__mro__", "__bases__", "__code__", "__dict__")):
+        return [f"a string names interpreter internals (line {node.lineno})"]
+    else:
+        return []
+    return [f"imports {bad}; allowed: {', '.join(ALLOWED_MODULES)}"] if bad else []
 
 
 class Coder:

@@ -155,3 +155,24 @@ def test_proposal_is_self_contained_json():
     again = PolicyProposal.model_validate_json(prop.dump_json())
     assert again == prop and json.loads(prop.dump_json())["schema"] == "edgeloop.policy_proposal/1"
     assert Blueprint.model_validate(again.blueprint) == bp
+
+
+@pytest.mark.parametrize("src", [
+    "def f():\n    return {'m': __import__('os')}",
+    "def f():\n    import importlib\n    return {}",
+    "def f():\n    return {'m': ().__class__.__mro__[1].__subclasses__()}",
+    "def f():\n    return {'b': __builtins__}",
+    "def f():\n    return {'e': eval('1')}",
+    "def f():\n    return {'o': open('/etc/passwd').read()}",
+    "def f():\n    return {'g': getattr((), '__cl' + 'ass__')}",
+    "def f():\n    x = '__subclasses__'\n    return {}",
+    "def f():\n    from . import sibling\n    return {}",
+    "def f():\n    from os import path\n    return {}",
+    "def f(flows):\n    return {'c': flows.__class__}",
+    "def f():\n    import numpy.ctypeslib as c\n    return {'c': c.ctypes}",
+    "def f():\n    import numpy as np\n    return {'c': np.ctypeslib}",
+    "def f():\n    from numpy import testing\n    return {}",
+])
+def test_check_source_sees_every_form_of_import_and_escape(src):
+    inputs = ["flows"] if "f(flows)" in src else []
+    assert check_source(src, "f", inputs), src

@@ -1,15 +1,16 @@
-"""The sandbox holds its limits: time, processes, network, file system, memory, environment."""
+"""The sandbox's own contract: results, limits, restricted builtins, what goes back to the Coder.
+
+The escape attempts (network, files, exec, fork, ptrace, signals, imports through the object
+graph) are in tests/security/test_sandbox_escape.py, in both modes.
+"""
 from __future__ import annotations
 
-import socket
 import time
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from llm_agents.blueprints.sandbox import Sandbox, SandboxLimits, StepSource, sandbox_available
+from llm_agents.blueprints.sandbox import Sandbox, SandboxLimits, SandboxResult, StepSource, sandbox_available
 
 FAST = SandboxLimits(wall_s=3, cpu_s=3)
 _OK, _WHY = sandbox_available()
@@ -20,26 +21,16 @@ def run(src: str, inputs=(), given=None, limits=FAST, **kw):
     return Sandbox(limits).run([StepSource("f", src, list(inputs), ["y"])], given=given or {}, final=("y",), **kw)
 
 
-def nobody_processes() -> int:
-    n = 0
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if (d / "status").read_text().split("Uid:")[1].split()[0] == "65534":
-                    n += 1
-            except (OSError, IndexError):
-                continue
-    return n
-
-
-def test_a_good_function_returns_its_result_as_nobody_with_a_scrubbed_environment():
-    res = run("import os\nimport numpy as np\n"
-              "def f(x):\n    return {'y': {'sum': np.arange(x).sum(), 'uid': os.getuid(), 'env': sorted(os.environ)}}",
-              inputs=["x"], given={"x": 5})
+def test_a_good_function_returns_its_result_as_nobody_under_two_filters_with_no_capabilities():
+    res = run("from __future__ import annotations\nimport numpy as np\n"
+              "def f(x):\n    return {'y': np.arange(x).sum()}", inputs=["x"], given={"x": 5})
     assert res.status == "ok", res.problem()
-    assert res.outputs["y"] == {"sum": 10, "uid": 65534,
-                                "env": ["LANG", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PATH"]}
-    assert res.isolation["netns"] and res.isolation["readonly_fs"] and res.isolation["pidns"]
+    assert res.outputs["y"] == 10
+    iso = res.isolation
+    assert (iso["uid"], iso["gid"], iso["groups"]) == (65534, 65534, "")
+    assert iso["cap_eff"] == iso["cap_prm"] == "0000000000000000"
+    assert iso["no_new_privs"] == 1 and iso["seccomp_filters"] == 2
+    assert iso["tool"] == "bubblewrap" and iso["netns"] and iso["pidns"] and iso["pid"] == 2
 
 
 def test_an_infinite_loop_is_killed_at_the_wall_clock_limit():
@@ -54,77 +45,61 @@ def test_cpu_limit_holds_when_the_wall_limit_is_generous():
     assert res.status == "cpu_limit" and res.seconds < 10
 
 
-def test_a_fork_bomb_is_contained_and_leaves_nothing_behind():
-    before = nobody_processes()
-    src = ("import os\n"
-           "def f():\n"
-           "    n = 0\n"
-           "    while True:\n"
-           "        try:\n"
-           "            if os.fork() == 0:\n"
-           "                os.setsid()\n"  # tries to escape the process group
-           "            n += 1\n"
-           "        except OSError:\n"
-           "            pass\n")
-    res = run(src, limits=SandboxLimits(wall_s=2, cpu_s=5, processes=16))
-    assert res.status in ("timeout", "cpu_limit", "crashed")
-    deadline = time.monotonic() + 5
-    while nobody_processes() > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert nobody_processes() <= before
-
-
-def test_the_process_limit_refuses_forks():
-    src = ("import os\n"
-           "def f():\n"
-           "    kids = []\n"
-           "    try:\n"
-           "        for _ in range(50):\n"
-           "            pid = os.fork()\n"
-           "            if pid == 0:\n"
-           "                import time\n"
-           "                while True:\n"
-           "                    pass\n"
-           "            kids.append(pid)\n"
-           "    except OSError as exc:\n"
-           "        return {'y': ['refused', len(kids), exc.errno]}\n"
-           "    return {'y': ['forked all', len(kids), 0]}\n")
-    res = run(src, limits=SandboxLimits(wall_s=5, cpu_s=5, processes=8))
+def test_step_builtins_have_no_open_eval_exec_or_foreign_imports():
+    res = run("def f():\n"
+              "    out = {}\n"
+              "    for name in ('open', 'eval', 'exec', 'compile', 'globals', 'vars', 'input', 'breakpoint'):\n"
+              "        out[name] = 'present' if name in __builtins__ else 'missing'\n"
+              "    try:\n"
+              "        getattr(1, '__class__')\n"
+              "        out['dunder getattr'] = 'allowed'\n"
+              "    except AttributeError:\n"
+              "        out['dunder getattr'] = 'refused'\n"
+              "    import math, ipaddress\n"
+              "    out['math'] = math.sqrt(16)\n"
+              "    return {'y': out}")
     assert res.status == "ok", res.problem()
-    verdict, forked, _ = res.outputs["y"]
-    assert verdict == "refused" and forked < 8
+    out = res.outputs["y"]
+    assert [out[k] for k in ("open", "eval", "exec", "compile", "globals", "vars", "input", "breakpoint")] == \
+        ["missing"] * 8
+    assert out["dunder getattr"] == "refused"
+    assert out["math"] == 4.0
+    res = run("def f():\n    import os\n    return {'y': 1}")
+    assert res.status == "error" and res.error["type"] == "ImportError" and "not allowed" in res.error["message"]
+    res = run("def f():\n    from . import x\n    return {'y': 1}")
+    assert res.status == "error" and res.error["type"] == "ImportError"
 
 
-def test_a_network_call_fails_even_to_a_listening_loopback_port():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    try:
-        res = run(f"import socket\ndef f():\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-                  "    return {'y': 'connected'}")
-        assert res.status == "error"
-        assert res.error["type"] == "OSError" and "unreachable" in res.error["message"].lower()
-        with pytest.raises(socket.timeout):
-            server.accept()  # nothing ever arrived
-    finally:
-        server.close()
+def test_the_coder_gets_one_sanitised_line_and_never_the_traceback_or_stderr():
+    res = SandboxResult("error", error={"step": "measure", "type": "ValueError", "line": 7,
+                                        "message": "bad\n\x1b[31mred\x1b[0m " + "x" * 500,
+                                        "traceback": "Traceback (most recent call last): secret"},
+                        stderr="root:x:0:0:root:/root:/bin/bash")
+    p = res.problem()
+    assert p.startswith("error in step measure line 7: ValueError: bad ?[31mred?[0m xxx")
+    assert len(p) < 260 and "\n" not in p and "\x1b" not in p
+    assert "Traceback" not in p and "root:x" not in p
+    odd = SandboxResult("error", error={"step": "a b", "type": "Value Error<script>", "message": "m"}).problem()
+    assert odd == "error in step ?: Error: m"
 
 
-@pytest.mark.parametrize("target", ["/tmp/edgeloop-sbx-escape-{}", "{repo}/escape-{}", "/dev/shm/escape-{}"])
-def test_a_write_outside_the_scratch_directory_fails(target):
-    path = target.format(uuid.uuid4().hex, repo=Path(__file__).resolve().parents[2])
-    res = run(f"def f():\n    open({path!r}, 'w').write('x')\n    return {{'y': 'written'}}")
-    assert res.status == "error"
-    assert res.error["type"] in ("OSError", "PermissionError")
-    assert not Path(path).exists()
+def test_a_missing_bubblewrap_refuses_to_run_and_says_why():
+    res = Sandbox(FAST, bwrap="/nonexistent/bwrap").run([StepSource("f", "def f():\n    return {'y': 1}", [], ["y"])],
+                                                         final=("y",))
+    assert res.status == "isolation" and "bubblewrap" in res.problem()
 
 
-def test_the_scratch_directory_is_writable_and_private_to_the_run():
-    res = run("import os\ndef f():\n    open('notes.txt', 'w').write('kept')\n"
-              "    return {'y': [open('notes.txt').read(), os.listdir('.')]}")
-    assert res.outputs["y"] == ["kept", ["notes.txt"]]
+def test_the_scratch_directory_is_private_to_the_run():
+    src = ("def f():\n"
+           "    os = [c for c in ().__class__.__mro__[1].__subclasses__() if c.__name__ == '_wrap_close'][0]"
+           ".__init__.__globals__['sys'].modules['os']\n"
+           "    before = os.listdir('/scratch')\n"
+           "    fd = os.open('/scratch/notes.txt', os.O_WRONLY | os.O_CREAT)\n"
+           "    os.write(fd, b'kept')\n"
+           "    return {'y': [before, os.listdir('/scratch'), os.getcwd()]}")
+    first, second = run(src), run(src)
+    assert first.outputs["y"] == [[], ["notes.txt"], "/scratch"]
+    assert second.outputs["y"][0] == []  # nothing left by the first run
 
 
 def test_the_twin_view_is_readable_but_not_writable(tmp_path):
@@ -136,26 +111,16 @@ def test_the_twin_view_is_readable_but_not_writable(tmp_path):
               "        mutable = True\n"
               "    except ValueError:\n"
               "        mutable = False\n"
-              "    try:\n"
-              "        open('../data/view.npz', 'wb').write(b'x')\n"
-              "        overwritten = True\n"
-              "    except OSError:\n"
-              "        overwritten = False\n"
-              "    return {'y': [int(flows['packets'].sum()), list(windows['key']), mutable, overwritten]}",
+              "    return {'y': [int(flows['packets'].sum()), list(windows['key']), mutable]}",
               inputs=["flows", "windows"], view=view)
     assert res.status == "ok", res.problem()
-    assert res.outputs["y"] == [7, ["10.0.0.1"], False, False]
+    assert res.outputs["y"] == [7, ["10.0.0.1"], False]
 
 
 def test_memory_is_limited():
     res = run("def f():\n    block = bytearray(3 << 30)\n    return {'y': len(block)}",
               limits=SandboxLimits(wall_s=5, memory_bytes=1 << 30))
     assert res.status == "memory_limit"
-
-
-def test_modules_outside_the_allowed_set_cannot_be_imported():
-    res = run("def f():\n    import subprocess\n    return {'y': 1}")
-    assert res.status == "error" and res.error["type"] in ("ModuleNotFoundError", "ImportError", "PermissionError")
 
 
 def test_errors_and_bad_outputs_are_reported_as_data():
