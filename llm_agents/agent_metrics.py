@@ -91,6 +91,7 @@ class AgentMetrics:
     alerts_deadlettered: Counter
     policy_proposals: Counter
     proposal_seconds: Histogram
+    sandbox_available: Gauge
     deadletters: Counter
     llm: LLMMetrics
 
@@ -147,6 +148,10 @@ def _define(registry: CollectorRegistry, prefix: str) -> AgentMetrics:
                                  "proposed, covered, failed; error when a whole batch failed.", ["status"], **r),
         proposal_seconds=Histogram(f"{p}_proposal_seconds", "One batch of alerts: twin read back, blueprint "
                                    "loop, store and publish.", buckets=BATCH_BUCKETS, **r),
+        sandbox_available=Gauge(f"{p}_sandbox_available", "1 when the blueprint sandbox confines step "
+                                "code here and the agent proposes policies; 0 when it cannot start, so the "
+                                "agent only labels. Set at start, by sandbox mode (root or userns); absent with --no-propose.",
+                                ["mode"], **r),
         deadletters=deadletter_counter(registry, prefix),
         llm=build_llm_metrics(registry, prefix),
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streams.errors import EdgeloopError
@@ -169,9 +170,10 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     proposer = None
     if not (no_propose or once or max_windows is not None):
         from llm_agents.alert_proposer import AlertProposer
-        from llm_agents.blueprints.sandbox import sandbox_available
+        from llm_agents.blueprints.sandbox import Sandbox, sandbox_available
 
         ok, why = sandbox_available()
+        metrics.sandbox_available.labels(mode=Sandbox().mode).set(1 if ok else 0)
         if ok:
             proposer = AlertProposer(s, _bootstrap(s), Topics(s.topic_prefix), llm=client, metrics=metrics,
                                      group_id=f"{cfg.group_id}-policies")
@@ -179,8 +181,9 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
                           "proposals wait for `edgeloop policy approve`")
         else:  # labelling still works; say loudly that the policy half does not
             console.print(f"[red]not proposing policies: the blueprint sandbox cannot confine step code here "
-                          f"({why}). It needs root or unprivileged user namespaces (in a container: allow "
-                          "unshare). Labelling goes on.[/]")
+                          f"({escape(why)}). It needs bubblewrap and libseccomp2, and root or unprivileged user "
+                          "namespaces (see deploy/README.md, 'The blueprint sandbox'). Labelling goes on; "
+                          "`edgeloop status` and edgeloop_agent_sandbox_available show it.[/]")
     stats = asyncio.run(_serve(la, max_windows, once, proposer))
     console.print(f"windows received {stats.received}, dead-lettered {stats.deadlettered}, "
                   f"outcomes {json.dumps(stats.outcomes)}, labels published {stats.published}, "

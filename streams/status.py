@@ -159,7 +159,7 @@ def policies_of(s: Scrape) -> str | None:
 
 
 def service_problems(first: Scrape, second: Scrape) -> list[str]:
-    """Sensor and enforcer failures during the interval."""
+    """Sensor and enforcer failures during the interval; an agent that cannot propose policies."""
     out = []
     lost = _delta(first, second, "edgeloop_sensor_flows_lost_total")
     if lost:
@@ -170,6 +170,8 @@ def service_problems(first: Scrape, second: Scrape) -> list[str]:
     refused = _delta(first, second, "edgeloop_enforcer_policies_refused_total")
     if refused:
         out.append(f"{refused:.0f} approved policies refused")
+    if total(second, "edgeloop_agent_sandbox_available") == 0:
+        out.append("not proposing policies: the blueprint sandbox cannot start here (agent only labels)")
     return out
 
 

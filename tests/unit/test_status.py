@@ -189,3 +189,16 @@ def test_the_agent_shows_proposals_awaiting_approval(tmp_path):
     store.add(library_proposal(synthetic_scenario("syn_scan", seed=3, n_benign=300), created_ms=created))
     h = assess("agent:9391", snap(reg), snap(reg), seconds=2.0)
     assert h.policies == "1 awaiting approval (oldest 30 min)" and h.healthy
+
+
+def test_an_agent_whose_sandbox_cannot_start_is_unhealthy_and_says_why():
+    from llm_agents.agent_metrics import build_agent_metrics
+
+    reg = CollectorRegistry()
+    m = build_agent_metrics(reg)
+    m.sandbox_available.labels(mode="userns").set(1)
+    assert assess("agent:9391", snap(reg), snap(reg), seconds=2.0).healthy
+    m.sandbox_available.labels(mode="userns").set(0)
+    h = assess("agent:9391", snap(reg), snap(reg), seconds=2.0)
+    assert not h.healthy
+    assert h.problems == ["not proposing policies: the blueprint sandbox cannot start here (agent only labels)"]
