@@ -269,22 +269,23 @@ def sync_proposals(store: PolicyStore, bootstrap: str, topic: str, *, timeout_s:
 
 
 def approve_policy(store: PolicyStore, policy_id: str, who: str, *, bootstrap: str, topics: Topics,
-                   guard: Any | None = None, note: str = "", timeout_s: float = 10.0) -> PolicyActivation:
+                   guard: Any | None = None, note: str = "", broad_reason: str = "",
+                   timeout_s: float = 10.0) -> PolicyActivation:
     """Approve (when proposed) and publish to `policies.active`; the policy is then active.
 
     A policy left `approved` by a failed publication is published again. With a guard
-    (streams.enforce.Guard), a policy touching protected infrastructure is refused here
-    already, before any enforcer sees it.
+    (streams.guard.Guard), a policy touching protected infrastructure, or a broad one
+    without `broad_reason`, is refused here already, before any enforcer sees it.
     """
     row = store.get(policy_id)
     if row.state == "proposed":
         if guard is not None:
-            problems = guard.problems(store.proposal(policy_id).policy)
+            problems = guard.problems(store.proposal(policy_id).policy, broad_reason=broad_reason)
             if problems:
                 store.note(policy_id, who, "refuse", {"problems": problems})
                 from streams.enforce import PolicyRefused
                 raise PolicyRefused(policy_id, problems)
-        store.approve(policy_id, who, note)
+        store.approve(policy_id, who, note, broad_reason)
     elif row.state != "approved":
         raise PolicyStateError(policy_id, row.state, "approve")
     act = store.activation(policy_id)

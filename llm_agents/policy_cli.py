@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llm_agents.policy_store import STATES, PolicyStore
@@ -84,6 +85,14 @@ class _Ctx:
 
     def resolve(self, policy_id: str) -> str:
         return self.store.resolve(policy_id)
+
+
+def infrastructure_options(f: Any) -> Any:
+    """--scraper and --core: more addresses the guard protects."""
+    f = click.option("--core", "core", multiple=True, envvar="EDGELOOP_CORE_ADDRS",
+                     help="The core host (agent, registry), by address or name (repeatable); never blocked.")(f)
+    return click.option("--scraper", "scrapers", multiple=True, envvar="EDGELOOP_SCRAPER_ADDRS",
+                        help="The Prometheus scraper, by address or name (repeatable); never blocked.")(f)
 
 
 def _run(fn):  # noqa: ANN001, ANN202 - a decorator turning edgeloop errors into click errors
@@ -166,20 +175,32 @@ def show(policy_id: str, no_sync: bool) -> None:
 @click.option("--note", default="", help="Why, for the audit log.")
 @click.option("--protect", multiple=True, envvar="EDGELOOP_ENFORCE_PROTECTED_CIDRS",
               help="CIDRs no policy may touch (repeatable); the brokers and loopback always are.")
+@infrastructure_options
+@click.option("--broad", "broad_reason", default="", metavar="REASON",
+              help="Let broad actions pass (blocks wider than /16 or /48, suppressions of every class or wider "
+                   "than /24 or /64, muted classes), with this reason for the audit log and the edge's guard.")
 @sync_option
 @_run
-def approve(policy_id: str, who: str, note: str, protect: tuple[str, ...], no_sync: bool) -> None:
-    """Approve a proposal and publish it to policies.active."""
+def approve(policy_id: str, who: str, note: str, protect: tuple[str, ...], scrapers: tuple[str, ...],
+            core: tuple[str, ...], broad_reason: str, no_sync: bool) -> None:
+    """Approve a proposal and publish it to policies.active.
+
+    The guard refuses it first if it touches protected infrastructure (brokers of the
+    cluster metadata, this host's gateways, resolvers and NTP servers, the scraper, the core,
+    --protect) or is broad without --broad REASON."""
     from llm_agents.policies import approve_policy
-    from streams.enforce import Guard
+    from streams.guard import Guard, discover_infrastructure
 
     ctx = _Ctx()
     ctx.sync(not no_sync)
     pid = ctx.resolve(policy_id)
-    guard = Guard.build(bootstrap=ctx.bootstrap, allow_list=protect)
-    act = approve_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, guard=guard, note=note)
-    console.print(f"[green]approved[/] {pid} by {who}; published to {ctx.topics.policies_active}; "
-                  f"expires {_when(act.expires_ms)}")
+    guard = Guard.build(bootstrap=ctx.bootstrap, allow_list=protect, infrastructure=discover_infrastructure(),
+                        scrapers=scrapers, core=core, metadata=True)
+    act = approve_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, guard=guard, note=note,
+                         broad_reason=broad_reason)
+    console.print(f"[green]approved[/] {escape(pid)} by {escape(who)}; published to {ctx.topics.policies_active}; "
+                  f"expires {_when(act.expires_ms)}" + (f"; broad actions allowed: {escape(broad_reason)}"
+                                                        if broad_reason else ""))
 
 
 @policy.command()
@@ -220,6 +241,7 @@ def revoke(policy_id: str, who: str, reason: str) -> None:
 @click.option("--protect", multiple=True, envvar="EDGELOOP_ENFORCE_PROTECTED_CIDRS",
               help="Allow-listed CIDRs no policy may touch (repeatable).")
 @click.option("--no-protect-local", is_flag=True, help="Do not protect the node's own interface addresses.")
+@infrastructure_options
 @click.option("--nft", "nft_bin", default="nft", show_default=True, envvar="EDGELOOP_NFT_BIN")
 @click.option("--table", default="edgeloop", show_default=True, envvar="EDGELOOP_ENFORCE_TABLE",
               help="The inet table this enforcer owns (and the only one it touches).")
@@ -233,14 +255,16 @@ def revoke(policy_id: str, who: str, reason: str) -> None:
               help="Port of /metrics (default EDGELOOP_METRICS_PORT; 0: a free one).")
 @click.option("--no-metrics", is_flag=True, help="Serve no /metrics.")
 def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, ...], no_protect_local: bool,
-            nft_bin: str, table: str, once: bool, duration: float | None, dry_run: bool, clear_on_exit: bool,
+            scrapers: tuple[str, ...], core: tuple[str, ...], nft_bin: str, table: str, once: bool, duration: float | None, dry_run: bool, clear_on_exit: bool,
             status_file: Path | None, metrics_port: int | None, no_metrics: bool) -> None:
     """Enforce approved policies on this node: follow policies.active, apply nftables, roll back.
 
     Renders one table (inet edgeloop) from the active policies, checks it with nft -c,
     applies it atomically, and renders it again without a policy at revocation or
-    expiry. Refuses policies touching the brokers, the management address, this node's
-    addresses, loopback or the --protect CIDRs.
+    expiry. Refuses policies touching the brokers (bootstrap and cluster metadata), the
+    management address, this node's addresses, gateways, resolvers and NTP servers, the
+    scraper, the core, loopback or the --protect CIDRs, and broad ones approved without a
+    reason (see `edgeloop policy approve --broad`).
 
     Serves /metrics on EDGELOOP_METRICS_PORT: policies in force, refusals, rollbacks,
     approval-to-enforcement latency, failed applies and dead letters. A bounded --once run
@@ -248,7 +272,8 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
     """
     from prometheus_client import CollectorRegistry
 
-    from streams.enforce import Enforcer, Guard, local_addresses
+    from streams.enforce import Enforcer
+    from streams.guard import Guard, discover_infrastructure, local_addresses
     from streams.metrics import EnforcerMetrics, metrics_server
     from streams.nftables import Nft
 
@@ -259,7 +284,9 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
     with contextlib.ExitStack() as stack:
         try:
             local = [] if no_protect_local else local_addresses(netns)
-            guard = Guard.build(bootstrap=boot, mgmt_addrs=mgmt_addrs, allow_list=protect, local_addrs=local)
+            guard = Guard.build(bootstrap=boot, mgmt_addrs=mgmt_addrs, allow_list=protect, local_addrs=local,
+                                infrastructure={} if no_protect_local else discover_infrastructure(netns),
+                                scrapers=scrapers, core=core, metadata=True)
             nft = Nft(nft_bin, netns)
             nft.version()
             metrics = None

@@ -273,10 +273,13 @@ class PolicyStore:
                         {"from": r["state"], "to": target, "os_user": _os_user(), **(details or {})})
         return self.get(policy_id)
 
-    def approve(self, policy_id: str, who: str, note: str = "") -> PolicyRow:
+    def approve(self, policy_id: str, who: str, note: str = "", broad_reason: str = "") -> PolicyRow:
+        """`broad_reason`: the operator's reason for broad actions (see streams.guard), kept in
+        the audit log and carried by the activation so that the edge's guard lets them pass."""
         expires_s = self.proposal(policy_id).policy.expires_s
         now = self.clock()
-        return self.transition(policy_id, "approve", who, {"note": note} if note else None,
+        details = {k: v[:500] for k, v in (("note", note), ("broad", broad_reason.strip())) if v}
+        return self.transition(policy_id, "approve", who, details or None,
                                approved_by=check_who(who), approved_ms=now, expires_ms=now + expires_s * 1000,
                                note=note[:2000])
 
@@ -334,7 +337,11 @@ class PolicyStore:
         return PolicyActivation(policy_id=policy_id, policy=p.policy, approved_by=row.approved_by,
                                 approved_ms=row.approved_ms, expires_ms=row.expires_ms,
                                 code_sha256=p.code_sha256, proposal_sha256=row.proposal_sha256,
-                                provenance=p.provenance, note=row.note)
+                                provenance=p.provenance, note=row.note, broad_reason=self._broad_reason(policy_id))
+
+    def _broad_reason(self, policy_id: str) -> str:
+        last = next((a for a in reversed(self.audit(policy_id)) if a.action == "approve"), None)
+        return str(last.details.get("broad", "")) if last and last.details else ""
 
     def revocation(self, policy_id: str, reason: str = "") -> PolicyRevocation:
         row = self.get(policy_id)

@@ -28,7 +28,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Awaitable, Callable, Iterable, Literal, Sequence
+from typing import Any, Annotated, Awaitable, Callable, Iterable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,6 +64,7 @@ class PolicyActivation(BaseModel):
     proposal_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     provenance: str = Field(max_length=200)
     note: str = Field("", max_length=2000)
+    broad_reason: str = Field("", max_length=500)  # the operator's reason for broad actions (streams.guard)
 
 
 class PolicyRevocation(BaseModel):
@@ -210,18 +211,37 @@ class PolicyWatcher:
 
     def __init__(self, bootstrap: str, topic: str,
                  on_change: Callable[[DetectorOverrides], Awaitable[None] | None],
-                 clock: Callable[[], int] = _now_ms) -> None:
+                 clock: Callable[[], int] = _now_ms, *, guard: Any | None = None,
+                 on_refused: Callable[[bytes, Exception], Awaitable[None] | None] | None = None) -> None:
+        """With a `guard` (streams.guard.Guard), an activation it refuses is never applied:
+        `on_refused(raw, exc)` gets it (the worker counts and dead-letters it)."""
         self.bootstrap, self.topic, self.on_change, self.clock = bootstrap, topic, on_change, clock
+        self.guard, self.on_refused = guard, on_refused
         self.state = ActivePolicies()
         self.bad = 0
+        self.refused = 0
 
     async def handle(self, raw: bytes) -> bool:
         try:
-            return self.state.apply(decode_active(raw), self.clock())
+            rec = decode_active(raw)
         except RecordError as exc:
             self.bad += 1
             log.error("bad record on %s: %s", self.topic, exc)
             return False
+        if self.guard is not None and isinstance(rec, PolicyActivation):
+            problems = self.guard.problems(rec.policy, broad_reason=rec.broad_reason)
+            if problems:
+                from streams.guard import PolicyRefused
+
+                self.refused += 1
+                exc = PolicyRefused(rec.policy_id, problems)
+                log.error("refused on %s: %s", self.topic, exc)
+                if self.on_refused is not None:
+                    res = self.on_refused(raw, exc)
+                    if asyncio.iscoroutine(res):
+                        await res
+                return False
+        return self.state.apply(rec, self.clock())
 
     async def changed(self) -> None:
         res = self.on_change(self.state.overrides())

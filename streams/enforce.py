@@ -37,6 +37,7 @@ from streams.active_policies import (ActivePolicies, ActiveRecord, DetectorOverr
                                      PolicyRevocation, PolicyWatcher, SuppressRule, decode_active,
                                      detector_overrides, encode_active, merge_overrides)
 from streams.errors import BrokerError, RecordError
+from streams.guard import ALWAYS_PROTECTED, Guard, PolicyRefused, broker_hosts, local_addresses
 from streams.metrics import EnforcerMetrics
 from streams.nftables import (DEFAULT_TABLE, AddressError, EnforceError, IPNetwork, Nft, NftEntry, NftError,
                               network_actions, parse_address, parse_network, render_ruleset)
@@ -52,102 +53,6 @@ ALWAYS_PROTECTED = {"127.0.0.0/8": "loopback", "::1/128": "loopback"}
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-# -- the guard ------------------------------------------------------------------------------
-class PolicyRefused(EnforceError):
-    """The guard refused a policy; `problems` lists every protected address it touches."""
-
-    def __init__(self, policy_id: str, problems: list[str]) -> None:
-        self.policy_id, self.problems = policy_id, problems
-        super().__init__(f"policy {policy_id} refused: " + "; ".join(problems))
-
-
-def broker_hosts(bootstrap: str) -> list[str]:
-    """The host part of each `host:port` in a bootstrap list ("[v6]:port" too)."""
-    hosts = []
-    for item in (x.strip() for x in bootstrap.split(",")):
-        if not item:
-            continue
-        if item.startswith("[") and "]" in item:
-            hosts.append(item[1:item.index("]")])
-        else:  # host:port, or a bare host / bare IPv6 address
-            hosts.append(item.rsplit(":", 1)[0] if item.count(":") == 1 else item)
-    return hosts
-
-
-def _resolve(host: str) -> list[str]:
-    try:
-        return [str(parse_address(host))]
-    except AddressError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise EnforceError(f"cannot resolve broker host {host!r} ({exc}); the guard must know its "
-                           "addresses: give them with --protect") from exc
-    addrs = {ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos}
-    return sorted(str(getattr(a, "ipv4_mapped", None) or a) for a in addrs)
-
-
-def local_addresses(netns: str | None = None) -> list[str]:
-    """Every address configured on the node (or inside `netns`), from `ip -j addr`."""
-    argv = ["ip", "-j", "addr", "show"]
-    argv = ["ip", "netns", "exec", netns, *argv] if netns else argv
-    try:
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise EnforceError(f"cannot list the node's addresses ({' '.join(argv)}): {exc}") from exc
-    out = []
-    for link in json.loads(cp.stdout or "[]"):
-        for a in link.get("addr_info", []):
-            if a.get("local"):
-                out.append(str(ipaddress.ip_address(a["local"].split("%")[0])))
-    return sorted(set(out))
-
-
-@dataclass
-class Guard:
-    """Protected networks and why each is protected; `check` refuses policies touching them."""
-
-    protected: dict[IPNetwork, str] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, *, bootstrap: str = "", mgmt_addrs: Iterable[str] = (), allow_list: Iterable[str] = (),
-              local_addrs: Iterable[str] = ()) -> "Guard":
-        g = cls()
-        for text, why in ALWAYS_PROTECTED.items():
-            g.add(text, why)
-        for host in broker_hosts(bootstrap):
-            for addr in _resolve(host):
-                g.add(addr, f"broker {host}")
-        for a in mgmt_addrs:
-            g.add(str(parse_address(a)), "management address")
-        for c in allow_list:
-            g.add(c, "allow-list")
-        for a in local_addrs:
-            g.add(a, "an address of this node")
-        return g
-
-    def add(self, text: str, why: str) -> None:
-        self.protected.setdefault(parse_network(text), why)
-
-    def problems(self, policy: Policy) -> list[str]:
-        asked = [("block", s) for s in policy.block_sources]
-        asked += [("rate-limit", s) for r in policy.rate_limit_sources for s in r.sources]
-        asked += [("isolate", h) for h in policy.isolate_hosts]
-        out = []
-        for action, text in asked:
-            net = parse_network(text)
-            for prot, why in self.protected.items():
-                if net.version == prot.version and net.overlaps(prot):
-                    out.append(f"{action} {text} would touch {prot} ({why})")
-        return out
-
-    def check(self, policy_id: str, policy: Policy) -> None:
-        problems = self.problems(policy)
-        if problems:
-            raise PolicyRefused(policy_id, problems)
 
 
 # -- the network side -----------------------------------------------------------------------
@@ -180,7 +85,7 @@ class Enforcer:
         """Take a record in (the guard first); True when the table must be re-rendered."""
         if isinstance(rec, PolicyActivation) and rec.policy_id not in self.state.revoked:
             try:
-                self.guard.check(rec.policy_id, rec.policy)
+                self.guard.check(rec.policy_id, rec.policy, broad_reason=rec.broad_reason)
             except (PolicyRefused, AddressError) as exc:
                 self._refuse(rec.policy_id, str(exc), "guard")
                 return False

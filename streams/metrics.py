@@ -55,6 +55,9 @@ class EdgeMetrics:
         self.alerts_muted = Counter(f"{p}_alert_windows_muted",
                                     "Attack windows kept out of alerts by an active policy", ["reason"], **r)
         self.active_policies = Gauge(f"{p}_active_policies", "Policies in force at this detector", **r)
+        self.detector_policies_refused = Counter(
+            f"{p}_detector_policies_refused", "Activations on policies.active this detector's guard refused "
+            "(never applied; dead-lettered), by reason", ["reason"], **r)
         self.batch_windows = Histogram(f"{p}_inference_batch_windows", "Windows per inference batch",
                                        buckets=BATCH_BUCKETS, **r)
         self.inference_seconds = Histogram(f"{p}_inference_seconds", "ONNX Runtime time per batch",

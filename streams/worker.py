@@ -127,7 +127,17 @@ class EdgeWorker:
                 self.metrics.active_policies.set(len(watcher.state.current()))
                 log.warning("active policies changed: %d in force", len(watcher.state.current()))
 
-            watcher = PolicyWatcher(self.bootstrap, self.names["policies.active"], on_change)
+            async def on_refused(raw: bytes, exc: Exception) -> None:
+                self.metrics.detector_policies_refused.labels(reason="guard").inc()
+                dl = dead_letter(exc, topic=self.names["policies.active"], partition=None, offset=None,
+                                 value=raw, worker=self.worker_id)
+                self.metrics.deadletters.labels(reason=dl.reason, topic=self.names["policies.active"]).inc()
+                await self.emit([Output("deadletter", None, encode(dl))])
+
+            watcher = PolicyWatcher(self.bootstrap, self.names["policies.active"], on_change,
+                                    guard=detector_guard(self.bootstrap, [c for c in self.engine.model.class_names
+                                                                          if c != "benign"]),
+                                    on_refused=on_refused)
             await watcher.run()
 
     async def _swap(self, det: OnnxDetector) -> None:
@@ -277,3 +287,20 @@ class EdgeWorker:
         """Run until SIGINT/SIGTERM (faust's worker owns the event loop and signals)."""
         worker = faust.Worker(self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()
+
+
+def detector_guard(bootstrap: str, attack_classes: list[str]) -> Any:
+    """The guard a detector holds activations to: the brokers, loopback, what the node depends
+    on (gateways, resolvers, NTP), its own addresses; discovery failures are warned, not fatal,
+    so a node without iproute2 still guards the brokers and loopback."""
+    from streams.errors import EdgeloopError
+    from streams.guard import Guard, discover_infrastructure, local_addresses
+
+    infra: dict[str, str] = {}
+    local: list[str] = []
+    try:
+        infra = discover_infrastructure()
+        local = local_addresses()
+    except EdgeloopError as exc:
+        log.warning("guard: %s; protecting the brokers and loopback only", exc)
+    return Guard.build(bootstrap=bootstrap, infrastructure=infra, local_addrs=local, attack_classes=attack_classes)

@@ -189,9 +189,70 @@ def test_guard_refuses_policies_touching_protected_infrastructure(guard: Guard, 
     assert why in str(err.value) and "p1" in str(err.value)
 
 
-def test_guard_lets_other_policies_through_and_ignores_detector_side_actions(guard: Guard) -> None:
-    guard.check("ok", Policy(block_sources=["10.9.0.66", "2001:db9::/32"], allow_services=[
-        Service(ip="10.0.0.5", port=9092)], suppress_alerts=[AlertMatch(key="10.0.0.5")]))
+def test_guard_lets_narrow_policies_through(guard: Guard) -> None:
+    guard.check("ok", Policy(block_sources=["10.9.0.66", "2001:db9::/64", "10.9.0.0/16"],
+                             allow_services=[Service(ip="10.9.0.5", port=443)],
+                             suppress_alerts=[AlertMatch(attack="syn_scan", key="10.9.1.0/24"),
+                                              AlertMatch(attack="dos", key="2001:db9::/64")],
+                             class_thresholds=[ClassThreshold(attack="dos", min_confidence=0.95)]))
+
+
+@pytest.mark.parametrize("policy, why", [
+    # muting the brokers' alerts used to pass this guard
+    (Policy(suppress_alerts=[AlertMatch(attack="dos", key="10.0.0.5")]), "would mute alerts about 10.0.0.5/32 (broker"),
+    (Policy(suppress_alerts=[AlertMatch(attack="dos", key="10.0.0.0/24")]), "would mute alerts about 10.0.0.5/32"),
+    (Policy(suppress_alerts=[AlertMatch(key="10.9.0.7")]), "a suppression of every class hides any attack"),
+    (Policy(suppress_alerts=[AlertMatch(attack="dos")]), "must name the addresses it covers"),
+    (Policy(suppress_alerts=[AlertMatch(attack="dos", key="0.0.0.0/0")]), "is wider than /24"),
+    (Policy(suppress_alerts=[AlertMatch(attack="dos", key="10.9.0.0/16")]), "is wider than /24"),
+    (Policy(suppress_alerts=[AlertMatch(attack="dos", key="2001:db9::/48")]), "is wider than /64"),
+    (Policy(block_sources=["128.0.0.0/1"]), "block 128.0.0.0/1 is wider than /16"),
+    (Policy(block_sources=["2001:db9::/32"]), "is wider than /48"),
+    (Policy(rate_limit_sources=[RateLimit(sources=["11.0.0.0/8"], packets_per_s=1)]), "rate-limit 11.0.0.0/8 is wider"),
+    (Policy(class_thresholds=[ClassThreshold(attack="dos", min_confidence=1.0)]), "mutes the class"),
+])
+def test_guard_refuses_broad_and_monitoring_blind_policies(guard: Guard, policy: Policy, why: str) -> None:
+    with pytest.raises(PolicyRefused) as err:
+        guard.check("p2", policy)
+    assert why in str(err.value)
+
+
+def test_thresholds_on_every_attack_class_are_broad() -> None:
+    g = Guard.build(attack_classes=["dos", "syn_scan"])
+    both = Policy(class_thresholds=[ClassThreshold(attack="dos", min_confidence=0.9),
+                                    ClassThreshold(attack="syn_scan", min_confidence=0.9)])
+    assert g.problems(both) == ["thresholds on every attack class at once: broad actions need an operator reason"]
+    assert g.problems(Policy(class_thresholds=both.class_thresholds[:1])) == []
+
+
+def test_an_operator_reason_lets_broad_actions_pass_but_never_protected_ones(guard: Guard) -> None:
+    broad = Policy(block_sources=["11.0.0.0/8"], suppress_alerts=[AlertMatch(attack="dos")])
+    assert guard.problems(broad, broad_reason="known botnet range, ticket 4411") == []
+    assert guard.problems(broad, broad_reason="   ")  # blank is no reason
+    touching = Policy(block_sources=["10.0.0.0/8"])  # wide and around the broker
+    problems = guard.problems(touching, broad_reason="because")
+    assert problems == ["block 10.0.0.0/8 would touch 10.0.0.5/32 (broker 10.0.0.5)",
+                        "block 10.0.0.0/8 would touch 10.77.0.10/32 (an address of this node)"]
+
+
+def test_infrastructure_discovery_reads_resolvers_ntp_and_gateways(tmp_path) -> None:
+    from streams.guard import gateways, ntp_servers, resolvers
+
+    (tmp_path / "resolv.conf").write_text("# c\nnameserver 10.53.0.1\nnameserver fe80::1%eth0\nsearch lan\n"
+                                          "nameserver not-an-ip\n")
+    assert resolvers(tmp_path / "resolv.conf") == ["10.53.0.1", "fe80::1"]
+    (tmp_path / "chrony.conf").write_text("server 10.123.0.1 iburst\npool 10.123.0.2\n# server 9.9.9.9\n")
+    (tmp_path / "timesyncd.conf").write_text("[Time]\nNTP=10.123.0.3 10.123.0.4\nFallbackNTP=10.123.0.5\n")
+    assert ntp_servers([str(tmp_path / "chrony.conf"), str(tmp_path / "timesyncd.conf"), "/nonexistent"]) == [
+        "10.123.0.1", "10.123.0.2", "10.123.0.3", "10.123.0.4", "10.123.0.5"]
+    if shutil.which("ip"):
+        routes = subprocess.run(["ip", "-j", "route", "show", "default"], capture_output=True, text=True).stdout
+        expected = sorted({r["gateway"] for r in __import__("json").loads(routes or "[]") if r.get("gateway")})
+        assert [g for g in gateways() if ":" not in g] == expected
+    g = Guard.build(infrastructure={"10.53.0.1": "DNS resolver"}, scrapers=["127.0.0.2"], core=["10.0.0.9"])
+    assert g.problems(Policy(block_sources=["10.53.0.1"])) == ["block 10.53.0.1 would touch 10.53.0.1/32 (DNS resolver)"]
+    assert "metrics scraper" in g.problems(Policy(isolate_hosts=["127.0.0.2"]))[-1]
+    assert "core host 10.0.0.9" in g.problems(Policy(block_sources=["10.0.0.9"]))[0]
 
 
 def test_guard_resolves_broker_names_and_parses_bootstrap_lists() -> None:
@@ -335,11 +396,11 @@ def test_rendered_rulesets_pass_nft_check(netns: str, policy: Policy) -> None:
 def test_apply_then_revoke_in_a_namespace_leaves_no_table(netns: str) -> None:
     nft = Nft(netns=netns)
     enf = Enforcer(nft, Guard.build(), table="edgeloop_test")
-    enf.handle(activation("p", Policy(block_sources=["10.9.0.66", "2001:db8::/32"], expires_s=900),
+    enf.handle(activation("p", Policy(block_sources=["10.9.0.66", "2001:db8::/48"], expires_s=900),
                           approved_ms=int(__import__("time").time() * 1000)))
     enf.reconcile()
     listed = nft.list_table("edgeloop_test")
-    assert "10.9.0.66" in listed and "2001:db8::/32" in listed and "expires" in listed
+    assert "10.9.0.66" in listed and "2001:db8::/48" in listed and "expires" in listed
     enf.handle(PolicyRevocation(policy_id="p", revoked_by="bob", revoked_ms=NOW))
     enf.reconcile()
     assert nft.list_table("edgeloop_test") == ""
@@ -411,3 +472,27 @@ def test_a_failed_apply_is_counted_and_keeps_what_was_in_force(guard: Guard) -> 
     assert m.registry.get_sample_value("edgeloop_enforcer_reconciles_total", {"outcome": "error"}) == 1
     assert m.registry.get_sample_value("edgeloop_enforcer_policies_enforced") == 0
     assert enf.applied == {}
+
+
+def test_a_detector_never_applies_what_its_guard_refuses() -> None:
+    import asyncio
+
+    from streams.active_policies import PolicyWatcher, encode_active
+
+    applied, refused = [], []
+    watcher = PolicyWatcher("unused:9092", "policies.active", applied.append,
+                            guard=Guard.build(bootstrap="10.0.0.5:9092"),
+                            on_refused=lambda raw, exc: refused.append((raw, exc)))
+    now = int(__import__("time").time() * 1000)
+    mute_broker = activation("forged", Policy(suppress_alerts=[AlertMatch(attack="dos", key="10.0.0.5")]), approved_ms=now)
+    mute_all = activation("wide", Policy(suppress_alerts=[AlertMatch(attack="dos", key="11.0.0.0/8")]), approved_ms=now)
+    fine = activation("ok", Policy(suppress_alerts=[AlertMatch(attack="dos", key="10.9.0.7")]), approved_ms=now)
+    changed = [asyncio.run(watcher.handle(encode_active(r))) for r in (mute_broker, mute_all, fine)]
+    assert changed == [False, False, True]
+    assert [r.policy_id for r in watcher.state.current()] == ["ok"]
+    assert [exc.policy_id for _, exc in refused] == ["forged", "wide"] and watcher.refused == 2
+    assert refused[0][0] == encode_active(mute_broker)  # the raw value goes to the dead-letter topic
+    # with the operator's reason the wide one passes; the broker's never does
+    reasoned = mute_all.model_copy(update={"broad_reason": "lab drill"})
+    assert asyncio.run(watcher.handle(encode_active(reasoned))) is True
+    assert asyncio.run(watcher.handle(encode_active(mute_broker.model_copy(update={"broad_reason": "x"})))) is False
