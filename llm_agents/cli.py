@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from streams.errors import EdgeloopError
+from streams.terminal import safe
 
 console = Console(stderr=True)
 
@@ -249,10 +250,10 @@ def list_items(show_all: bool, limit: int, as_json: bool) -> None:
     for col in ("id", "window", "key", "flows", "detector", "proposed", "conf", "source", "reason", "status"):
         t.add_column(col)
     for i in items:
-        t.add_row(str(i.id), i.window_id, i.window.key, str(len(i.window.flows)),
-                  f"{i.window.predicted} {i.window.confidence:.2f}", i.proposed or "-",
-                  "-" if i.confidence is None else f"{i.confidence:.2f}", i.source or "-", i.reason,
-                  i.status if i.status == "pending" else f"{i.status}: {i.decided_label} ({i.decided_by})")
+        t.add_row(str(i.id), safe(i.window_id), safe(i.window.key), str(len(i.window.flows)),
+                  safe(f"{i.window.predicted} {i.window.confidence:.2f}"), safe(i.proposed or "-"),
+                  "-" if i.confidence is None else f"{i.confidence:.2f}", safe(i.source or "-"), safe(i.reason),
+                  safe(i.status if i.status == "pending" else f"{i.status}: {i.decided_label} ({i.decided_by})"))
     Console().print(t)
 
 

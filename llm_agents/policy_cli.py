@@ -30,11 +30,13 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from llm_agents.policy_store import STATES, PolicyStore
 from streams.errors import EdgeloopError
 from streams.settings import Settings, load_settings
 from streams.topics import Topics
+from streams.terminal import plain, safe
 
 if TYPE_CHECKING:
     from streams.metrics import EnforcerMetrics
@@ -129,8 +131,9 @@ def list_(states: tuple[str, ...], no_sync: bool) -> None:
     for col in ("attack", "actions", "provenance", "decided by"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r.policy_id[:12], r.state, _when(r.created_ms)[5:16], r.attack, r.summary.replace("; ", "\n"),
-                  r.provenance, r.approved_by or "")
+        t.add_row(safe(r.policy_id[:12]), r.state, _when(r.created_ms)[5:16], safe(r.attack),
+                  Text("\n").join(safe(x) for x in r.summary.split("; ")),
+                  safe(r.provenance), safe(r.approved_by or ""))
     out.print(t)
 
 
@@ -146,27 +149,27 @@ def show(policy_id: str, no_sync: bool) -> None:
     ctx.sync(not no_sync)
     pid = ctx.resolve(policy_id)
     row, p = ctx.store.get(pid), ctx.store.proposal(pid)
-    click.echo(f"policy {pid}: {row.state}\nprovenance: {p.provenance}\ncode sha256: {p.code_sha256}\n"
+    click.echo(f"policy {plain(pid)}: {row.state}\nprovenance: {plain(p.provenance)}\ncode sha256: {p.code_sha256}\n"
                f"proposal sha256: {row.proposal_sha256}\ncreated: {_when(p.created_ms)}")
     if row.approved_by:
-        click.echo(f"approved by {row.approved_by} at {_when(row.approved_ms)}; expires {_when(row.expires_ms)}")
-    click.echo("\nactions:\n" + "\n".join(f"  - {line}" for line in p.policy.describe()) + "\n")
+        click.echo(f"approved by {plain(row.approved_by)} at {_when(row.approved_ms)}; expires {_when(row.expires_ms)}")
+    click.echo("\nactions:\n" + "\n".join(f"  - {plain(line)}" for line in p.policy.describe()) + "\n")
     bp = Blueprint.model_validate(p.blueprint)
-    click.echo(render_markdown(bp))
+    click.echo("\n".join(plain(line) for line in render_markdown(bp).split("\n")))
     targets = {k.name: str(k) for k in bp.kpis}
     t = Table(title="the twin's KPIs for this policy")
     for col, justify in (("KPI", "left"), ("value", "right"), ("target", "left")):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
     for k, v in p.kpis.items():
         if isinstance(v, (int, float)):
-            t.add_row(k, f"{v:.4g}", targets.get(k, "").removeprefix(k).strip())
+            t.add_row(safe(k), f"{v:.4g}", safe(targets.get(k, "").removeprefix(k).strip()))
     out.print(t)
     for key in ("truth", "notes", "services", "evidence"):
         if p.kpis.get(key):
-            click.echo(f"{key}: {p.kpis[key]}")
+            click.echo(f"{key}: {plain(p.kpis[key])}")
     click.echo("\naudit:")
     for a in ctx.store.audit(pid):
-        click.echo(f"  {_when(a.at_ms)}  {a.who:<16} {a.action:<10} {a.details}")
+        click.echo(f"  {_when(a.at_ms)}  {plain(a.who):<16} {a.action:<10} {plain(a.details)}")
 
 
 @policy.command()
@@ -215,7 +218,7 @@ def reject(policy_id: str, who: str, reason: str) -> None:
     ctx = _Ctx()
     pid = ctx.resolve(policy_id)
     reject_policy(ctx.store, pid, who, reason)
-    console.print(f"rejected {pid} by {who}")
+    console.print(f"rejected {escape(pid)} by {escape(who)}")
 
 
 @policy.command()
@@ -230,7 +233,7 @@ def revoke(policy_id: str, who: str, reason: str) -> None:
     ctx = _Ctx()
     pid = ctx.resolve(policy_id)
     revoke_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, reason=reason)
-    console.print(f"revoked {pid} by {who}; revocation published to {ctx.topics.policies_active}")
+    console.print(f"revoked {escape(pid)} by {escape(who)}; revocation published to {ctx.topics.policies_active}")
 
 
 @click.command()

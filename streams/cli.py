@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Iterator
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streams.errors import EdgeloopError
 from streams.settings import Settings, load_settings
+from streams.terminal import plain, safe
 
 if TYPE_CHECKING:
     from streams.metrics import SensorMetrics
@@ -339,11 +341,11 @@ def score(file: Path, output: Path | None, model: str | None, follow_bundle: boo
     for c in summ.columns:
         t.add_column(c)
     for row in summ.itertuples(index=False):
-        t.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        t.add_row(*(f"{v:.3f}" if isinstance(v, float) else safe(v) for v in row))
     Console().print(t)
     if res.bad_rows:
         console.print(f"[yellow]{len(res.bad_rows)} rows failed validation[/], first: "
-                      f"row {res.bad_rows[0][0]}: {res.bad_rows[0][1]}")
+                      f"row {res.bad_rows[0][0]}: {escape(plain(res.bad_rows[0][1]))}")
     console.print(f"windows written to {out}")
 
 

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from streams.errors import BrokerError, SourceError
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
+from streams.terminal import safe
 
 if TYPE_CHECKING:
     from streams.metrics import SensorMetrics
@@ -239,10 +241,10 @@ def _propose(view: LiveView, df, s: Settings, bootstrap: str, console: Console) 
         pid = o.proposal.policy_id if o.proposal else "-"
         if o.proposal:
             waiting.append(pid)
-        t.add_row(pid, o.alert_id, o.status, o.reason[:90])
+        t.add_row(safe(pid), safe(o.alert_id), o.status, safe(o.reason[:90]))
     console.print(t)
     for pid in waiting[:1]:
-        console.print(f"review it:   edgeloop policy show {pid}\n"
+        console.print(f"review it:   edgeloop policy show {escape(pid)}\n"
                       f"approve it:  edgeloop policy approve {pid} --who \"$USER\"\n"
                       "             (approval publishes to policies.active: it needs a broker, so run "
                       "`edgeloop run --keep` or set EDGELOOP_KAFKA_BOOTSTRAP; `edgeloop enforce` applies it)")
@@ -301,7 +303,8 @@ def _summary(view: LiveView, df, console: Console) -> None:
         for a in sorted(view.alerts, key=lambda a: -a["windows"])[:15]:
             ports = ",".join(map(str, a["dst_ports"][:6])) + ("…" if len(a["dst_ports"]) > 6 else "")
             who = f"on {a['key']}" if a.get("view") == "dst" else f"from {a['key']}"
-            t.add_row(a["attack"], who, str(a["windows"]), str(a["flows"]), f"{a.get('sources', 0):,}", ports,
+            t.add_row(safe(a["attack"]), safe(who), str(a["windows"]), str(a["flows"]), f"{a.get('sources', 0):,}",
+                      safe(ports),
                       f"{a['max_confidence']:.2f}")
         console.print(t)
     console.print(f"{view.windows:,} windows scored, {view.uncertain:,} uncertain, {len(view.alerts)} alerts.")

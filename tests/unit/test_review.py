@@ -89,3 +89,14 @@ def test_review_cli_lists_accepts_and_corrects(tmp_path, state) -> None:
     r = CliRunner().invoke(review_cmd, [], env=env)
     assert r.exit_code == 0 and "1 pending" in r.output
     assert state.store.counts()["labelled"] == {"dos": 1, "syn_flood": 1}
+
+
+def test_traffic_strings_are_shown_literally_never_as_markup_or_terminal_codes(tmp_path, state) -> None:
+    w = synthetic_windows({"dos": 1}, seed=9).windows[0]
+    hostile = "[red]10.0.0.1[/red]\x1b[2J\x1b]0;owned\x07"
+    state.review.park([Parked(w.model_copy(update={"key": hostile}), "low_confidence", proposed="dos", label="dos",
+                              source="llm:m", confidence=0.5)])
+    r = CliRunner().invoke(review_cmd, ["list"], env={"EDGELOOP_DATA_DIR": str(tmp_path), "COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert "[red]10.0.0.1[/red]" in r.output  # literal, not a red 10.0.0.1
+    assert "\x1b" not in r.output and "\x07" not in r.output and "owned" not in r.output
