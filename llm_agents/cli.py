@@ -171,10 +171,11 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     proposer = None
     if not (no_propose or once or max_windows is not None):
         from llm_agents.alert_proposer import AlertProposer
-        from llm_agents.blueprints.sandbox import Sandbox, sandbox_available
+        from llm_agents.blueprints.sandbox import sandbox_available
+        from llm_agents.blueprints.sandbox_service import make_sandbox
 
         ok, why = sandbox_available()
-        metrics.sandbox_available.labels(mode=Sandbox().mode).set(1 if ok else 0)
+        metrics.sandbox_available.labels(mode=make_sandbox().mode).set(1 if ok else 0)
         if ok:
             proposer = AlertProposer(s, _bootstrap(s), Topics(s.topic_prefix), llm=client, metrics=metrics,
                                      group_id=f"{cfg.group_id}-policies")

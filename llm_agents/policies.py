@@ -143,11 +143,12 @@ class PolicyProposer:
     def __init__(self, store: PolicyStore, *, client: Any | None = None, sandbox: Any | None = None,
                  repository: Any | None = None, actions: Sequence[str] = DEFAULT_ACTIONS, max_rounds: int = 3,
                  bootstrap: str | None = None, topics: Topics | None = None) -> None:
-        from llm_agents.blueprints import BlueprintLoop, Coder, Designer, ExpertLibrary, Sandbox
+        from llm_agents.blueprints import BlueprintLoop, Coder, Designer, ExpertLibrary
+        from llm_agents.blueprints.sandbox_service import make_sandbox
 
         lib = ExpertLibrary.load()
         self.store, self.actions = store, tuple(actions)
-        self.loop = BlueprintLoop(Designer(client, lib), Coder(client, lib), sandbox or Sandbox(), repository,
+        self.loop = BlueprintLoop(Designer(client, lib), Coder(client, lib), sandbox or make_sandbox(), repository,
                                   max_rounds=max_rounds)
         self.bootstrap, self.topics = bootstrap, topics
 

@@ -6,7 +6,8 @@
 #   deploy/systemd/install.sh --render-units /tmp/units --venv "$PWD/.venv"   # render only
 #
 # What it does, each step idempotent:
-#   1. a system user `edgeloop`;
+#   1. a system user `edgeloop` (and, for the agent role, `edgeloop-sandbox`, which runs the
+#      blueprint sandbox service, with bubblewrap and libseccomp2 from Debian);
 #   2. a venv at --venv (default /opt/edgeloop/venv) with edgeloop from --source (default:
 #      this checkout), plus the extras the roles need: capture (sensor), agent and train
 #      (agent; torch is the CPU build);
@@ -92,6 +93,12 @@ echo "== user"
 getent group edgeloop >/dev/null || groupadd --system edgeloop
 id -u edgeloop >/dev/null 2>&1 || useradd --system --gid edgeloop --home-dir /var/lib/edgeloop \
     --no-create-home --shell /usr/sbin/nologin edgeloop
+if has_role agent; then  # the blueprint sandbox runs apart from the agent, as its own user
+    getent group edgeloop-sandbox >/dev/null || groupadd --system edgeloop-sandbox
+    id -u edgeloop-sandbox >/dev/null 2>&1 || useradd --system --gid edgeloop-sandbox --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin edgeloop-sandbox
+    bash "$REPO/scripts/setup-sandbox.sh"   # bubblewrap, libseccomp2
+fi
 
 echo "== venv $VENV"
 extras=()
@@ -143,7 +150,7 @@ units=(edgeloop.target)
 if has_role detect; then for ((n = 0; n < WORKERS; n++)); do units+=("edgeloop-detect@$n.service"); done; fi
 if has_role sensor; then for i in "${IFACE_LIST[@]}"; do units+=("edgeloop-sensor@$i.service"); done; fi
 has_role enforce && units+=(edgeloop-enforce.service)
-has_role agent && units+=(edgeloop-agent.service)
+has_role agent && units+=(edgeloop-sandbox.service edgeloop-agent.service)
 systemctl enable "${units[@]}"
 if ((START)); then
     systemctl restart "${units[@]}"

@@ -136,7 +136,7 @@ class Sandbox:
         if run_as is not None and os.geteuid() != 0:
             raise ValueError("run_as needs root")
         self.run_as = run_as
-        self.mode: str = ("root" if os.geteuid() == 0 and run_as is None else "userns") if mode == "auto" else mode
+        self.mode: str = (("root" if _privileged() and run_as is None else "userns") if mode == "auto" else mode)
         self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
 
     def run(self, program: Sequence[StepSource], *, given: Mapping[str, Any] | None = None,
@@ -155,6 +155,8 @@ class Sandbox:
         try:
             req, binds = self._prepare(base, program, given or {}, view, final, lim, filters[1])
             return self._execute(base, root, binds, req, lim, filters[0])
+        except OSError as exc:  # e.g. root without CAP_CHOWN, or bwrap not executable
+            return _isolation_failure(f"{self.mode} mode: {type(exc).__name__}: {exc}")
         finally:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -241,16 +243,35 @@ class Sandbox:
                              res.exit_code)
 
 
+CAP_CHOWN, CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN = 0, 6, 7, 21
+
+
+def _privileged() -> bool:
+    """Root with the capabilities root mode uses (not, say, root in a capability-less container)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        eff = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                       if line.startswith("CapEff:")), 16)
+    except (OSError, StopIteration, ValueError):
+        return False
+    return all(eff >> c & 1 for c in (CAP_CHOWN, CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN))
+
+
 _AVAILABLE: list[str] = []
 
 
 def sandbox_available() -> tuple[bool, str]:
-    """Whether this machine can confine step code (checked once per process); else why not."""
+    """Whether this process can confine step code (checked once per process); else why not.
+
+    With EDGELOOP_SANDBOX_SOCKET set, that is whether the sandbox service answers and confines."""
     if not _AVAILABLE:
         if not sys.platform.startswith("linux"):
             _AVAILABLE.append(f"the sandbox needs Linux namespaces, not {sys.platform}")
         else:
-            res = Sandbox(SandboxLimits(wall_s=20)).run(
+            from llm_agents.blueprints.sandbox_service import make_sandbox
+
+            res = make_sandbox(limits=SandboxLimits(wall_s=20)).run(
                 [StepSource("probe", "def probe():\n    return {'ok': 1}", [], ["ok"])], final=("ok",))
             why = res.problem() if res.error else f"{res.status}: {sanitised(res.stderr, 300)}"
             _AVAILABLE.append("" if res.ok else why[:300])

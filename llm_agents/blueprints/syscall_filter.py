@@ -88,7 +88,7 @@ def _errno_action(code: int) -> int:
     return 0x00050000 | (code & 0xFFFF)
 
 
-def _build(rules: list[tuple[str, int, tuple[tuple[int, int, int, int], ...]]]) -> bytes:
+def compile_rules(rules: list[tuple[str, int, tuple[tuple[int, int, int, int], ...]]]) -> bytes:
     lib = _lib()
     ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
     if not ctx:
@@ -115,7 +115,7 @@ def _build(rules: list[tuple[str, int, tuple[tuple[int, int, int, int], ...]]]) 
 @functools.lru_cache(maxsize=1)
 def startup_filter() -> bytes:
     """BPF for bubblewrap's --seccomp: in force before the interpreter starts."""
-    return _build([(name, _errno_action(errno.EPERM), ()) for name in STARTUP_DENY])
+    return compile_rules([(name, _errno_action(errno.EPERM), ()) for name in STARTUP_DENY])
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,4 +125,4 @@ def steps_filter() -> bytes:
     # clone without CLONE_THREAD makes a process: refused. (arg0 & CLONE_THREAD) == 0
     rules.append(("clone", _errno_action(errno.EPERM), ((0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0),)))
     rules.append(("clone3", _errno_action(errno.ENOSYS), ()))
-    return _build(rules)
+    return compile_rules(rules)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from streams.sources.replay import replay_frame
 
 pytestmark = pytest.mark.integration
 OTHER = "10.9.0.77"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -357,3 +359,78 @@ def test_the_agent_service_proposes_for_alerts_and_stops_cleanly(broker, topics,
         rc = proc.wait(30)
     assert rc == 0, log.read_text()[-3000:]
     assert "proposing policies for" in log.read_text()
+
+
+def _under_unit(unit: str, argv: list[str], caps: bool = False) -> list[str]:
+    """argv under the kernel-level properties of a shipped unit (tests/security/unit_restrictions.py):
+    NoNewPrivileges, RestrictNamespaces, RestrictAddressFamilies, and no capabilities
+    (CapabilityBoundingSet=) unless `caps`."""
+    drop = [] if caps else ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--"]
+    return [*drop, sys.executable, str(REPO / "tests" / "security" / "unit_restrictions.py"),
+            str(REPO / "deploy" / "systemd" / unit), "--", *argv]
+
+
+def test_the_agent_under_its_units_restrictions_proposes_through_the_sandbox_service(broker, topics,
+                                                                                     tmp_path: Path) -> None:
+    """The shipped agent unit forbids namespaces, so a sandbox of its own cannot start (the
+    agent says so); with edgeloop-sandbox.service, itself under its unit's properties, beside
+    it, the same agent proposes a policy."""
+    import signal
+    import subprocess
+
+    from kafka import KafkaProducer
+
+    from streams.broker import free_port
+    from streams.records import Alert
+
+    if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
+        pytest.fail("this test needs root and util-linux's setpriv (CI has both)")
+    sock = tmp_path / "run" / "sandbox.sock"
+    sock.parent.mkdir()
+    cli_argv = [sys.executable, "-m", "streams.cli"]
+    helper_log = tmp_path / "sandbox.log"
+    # The helper's unit: its namespaces and address families as the unit sets them; its
+    # User= as --run-as (root keeps CAP_SETUID for that one step, then bubblewrap is 4242's)
+    sock.parent.chmod(0o755)
+    helper = subprocess.Popen(_under_unit("edgeloop-sandbox.service", [*cli_argv, "sandbox", "serve", "--socket",
+                                                                       str(sock), "--run-as", "4242"], caps=True),
+                              stdout=open(helper_log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    sc = scenario()
+    publish_recorded(broker, topics, sc)
+    env = {**os.environ, **env_for(broker, topics, tmp_path / "core"), "EDGELOOP_SESSION_TIMEOUT_S": "6",
+           "EDGELOOP_HEARTBEAT_S": "1"}
+    env.pop("EDGELOOP_SANDBOX_SOCKET", None)
+    procs = [helper]
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert helper.poll() is None and time.monotonic() < deadline, helper_log.read_text()[-2000:]
+            time.sleep(0.2)
+        # 1. the agent alone under its unit: no sandbox, so no proposals, and it says so
+        alone = subprocess.run(_under_unit("edgeloop-agent.service", [*cli_argv, "sandbox", "check"]),
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert alone.returncode == 1 and "No permissions to create new namespace" in alone.stderr.replace("\n", " ")
+        # 2. the agent under its unit with the service's socket: it proposes
+        env.update(EDGELOOP_SANDBOX_SOCKET=str(sock), EDGELOOP_METRICS_PORT=str(free_port()))
+        log = tmp_path / "agent.log"
+        agent = subprocess.Popen(_under_unit("edgeloop-agent.service", [*cli_argv, "agent", "--no-retrain"]),
+                                 env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(agent)
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        p.send(topics.alerts, encode(Alert.model_validate(alert_for(sc))))
+        p.flush()
+        p.close()
+        store = PolicyStore(tmp_path / "core" / "policies")
+        deadline = time.monotonic() + 120
+        while not store.list() and time.monotonic() < deadline and agent.poll() is None:
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "RestrictNamespaces=yes" in text and "proposing policies for" in text, text[-3000:]
+        [row] = store.list()
+        assert row.state == "proposed" and row.sources == [sc.attacker]
+        print(f"\n[deployed sandbox] agent under RestrictNamespaces=yes proposed {row.policy_id[:12]} "
+              f"({row.provenance}) through the sandbox service")
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)

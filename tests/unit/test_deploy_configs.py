@@ -199,7 +199,7 @@ def test_systemd_units_verify(tmp_path):
         pytest.skip("no .venv/bin/edgeloop to stand in for the installed one")
     ok(run("bash", str(DEPLOY / "systemd" / "install.sh"), "--render-units", str(tmp_path), "--venv", str(venv)))
     units = sorted(str(p) for p in tmp_path.iterdir())
-    assert len(units) == 5
+    assert len(units) == 6
     p = run(analyze, "verify", "--man=no", *units, cwd=tmp_path)
     ok(p)
     assert p.stdout.strip() == "" and p.stderr.strip() == "", p.stdout + p.stderr
@@ -212,12 +212,25 @@ def test_systemd_units_differ_from_the_installed_ones_only_in_the_venv_path(tmp_
         assert (tmp_path / src.name).read_text() == text.replace("/opt/edgeloop/venv", "/srv/el")
         if src.suffix == ".service":
             assert re.search(r"^ExecStart=/opt/edgeloop/venv/bin/edgeloop ", text, re.M), src.name
-            assert "EnvironmentFile=/etc/edgeloop/edgeloop.env" in text
+            if src.name == "edgeloop-sandbox.service":  # reads no settings and, above all, no secrets
+                assert "EnvironmentFile" not in text and "PrivateNetwork=yes" in text
+            else:
+                assert "EnvironmentFile=/etc/edgeloop/edgeloop.env" in text
+
+
+def test_the_agent_unit_keeps_namespaces_off_and_hands_step_code_to_the_sandbox_unit():
+    agent = (DEPLOY / "systemd" / "edgeloop-agent.service").read_text()
+    sbx = (DEPLOY / "systemd" / "edgeloop-sandbox.service").read_text()
+    assert "RestrictNamespaces=yes" in agent
+    assert "EDGELOOP_SANDBOX_SOCKET=/run/edgeloop-sandbox/sandbox.sock" in agent
+    assert "--socket /run/edgeloop-sandbox/sandbox.sock" in sbx
+    assert re.search(r"^RestrictNamespaces=user mnt net pid ipc uts cgroup$", sbx, re.M)
+    assert re.search(r"^User=edgeloop-sandbox$", sbx, re.M) and "CapabilityBoundingSet=\n" in sbx
 
 
 def test_shell_scripts_pass_shellcheck():
     sc = tool("shellcheck")
-    ok(run(sc, "deploy/systemd/install.sh", "scripts/setup-deploy-tools.sh"))
+    ok(run(sc, "deploy/systemd/install.sh", "scripts/setup-deploy-tools.sh", "scripts/setup-sandbox.sh"))
 
 
 # --- compose ----------------------------------------------------------------------------
