@@ -31,12 +31,8 @@ PYTHON=${PYTHON:-python3}
 
 export DEBIAN_FRONTEND=noninteractive
 
-is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-has_candidate() {
-    local c
-    c=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
-    [[ -n "$c" && "$c" != "(none)" ]]
-}
+# shellcheck source=scripts/apt-lib.sh
+source scripts/apt-lib.sh  # cwd is the repo root (cd above)
 venv_ok() {
     [[ -x "$TOOLS_VENV/bin/python" ]] || return 1
     local m

@@ -15,12 +15,8 @@ set -euo pipefail
 APT_PACKAGES=(bubblewrap libseccomp2)
 export DEBIAN_FRONTEND=noninteractive
 
-is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-has_candidate() {
-    local c
-    c=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
-    [[ -n "$c" && "$c" != "(none)" ]]
-}
+# shellcheck source=scripts/apt-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt-lib.sh"
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do is_installed "$p" || missing+=("$p"); done
