@@ -271,7 +271,7 @@ def sync_proposals(store: PolicyStore, bootstrap: str, topic: str, *, timeout_s:
 
 def approve_policy(store: PolicyStore, policy_id: str, who: str, *, bootstrap: str, topics: Topics,
                    guard: Any | None = None, note: str = "", broad_reason: str = "",
-                   timeout_s: float = 10.0) -> PolicyActivation:
+                   key: Any | None = None, timeout_s: float = 10.0) -> PolicyActivation:
     """Approve (when proposed) and publish to `policies.active`; the policy is then active.
 
     A policy left `approved` by a failed publication is published again. With a guard
@@ -290,6 +290,10 @@ def approve_policy(store: PolicyStore, policy_id: str, who: str, *, bootstrap: s
     elif row.state != "approved":
         raise PolicyStateError(policy_id, row.state, "approve")
     act = store.activation(policy_id)
+    if key is not None:  # streams.signing.SigningKey: edges with trusted keys apply only signed records
+        from streams.signing import sign_record
+
+        act = sign_record(act, key)
     part, off = publish(bootstrap, topics.policies_active, policy_id, encode_active(act), timeout_s)
     store.mark_active(policy_id, who, {"topic": topics.policies_active, "partition": part, "offset": off})
     return act
@@ -300,12 +304,17 @@ def reject_policy(store: PolicyStore, policy_id: str, who: str, reason: str) -> 
 
 
 def revoke_policy(store: PolicyStore, policy_id: str, who: str, *, bootstrap: str, topics: Topics,
-                  reason: str = "", timeout_s: float = 10.0) -> PolicyRevocation:
-    """Revoke and publish the revocation; on a revoked policy, publish it again."""
+                  reason: str = "", key: Any | None = None, timeout_s: float = 10.0) -> PolicyRevocation:
+    """Revoke and publish the revocation (signed with `key` when given); on a revoked policy,
+    publish it again."""
     row = store.get(policy_id)
     if row.state != "revoked":
         store.revoke(policy_id, who, reason)
     rev = store.revocation(policy_id)
+    if key is not None:
+        from streams.signing import sign_record
+
+        rev = sign_record(rev, key)
     part, off = publish(bootstrap, topics.policies_active, policy_id, encode_active(rev), timeout_s)
     store.note(policy_id, who, "publish" if row.state != "revoked" else "republish",
                {"topic": topics.policies_active, "partition": part, "offset": off, "record": "revocation"})

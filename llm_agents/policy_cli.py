@@ -111,6 +111,27 @@ sync_option = click.option("--no-sync", is_flag=True, help="Do not read new prop
 who_option = click.option("--who", required=True, help="Your name, for the audit log.")
 
 
+def approver_options(f: Any) -> Any:
+    """--who and --key for approve and revoke: with a key, the name is the key's."""
+    f = click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
+                     envvar="EDGELOOP_APPROVER_KEY",
+                     help="Your signing key (`edgeloop keys new`): signs the record, and its name is who you are.")(f)
+    return click.option("--who", default=None, help="Your name, for the audit log (with --key: the key's name).")(f)
+
+
+def _approver(who: str | None, key_path: Path | None) -> tuple[str, Any]:
+    if key_path is None:
+        if not who:
+            raise click.UsageError("give --key (signed) or --who (unsigned)")
+        return who, None
+    from streams.signing import SigningKey
+
+    key = SigningKey.load(key_path)
+    if who and who != key.name:
+        raise click.UsageError(f"--who {who!r} is not the key's name {key.name!r}: the key says who you are")
+    return key.name, key
+
+
 @click.group()
 def policy() -> None:
     """Policy proposals: list, show, approve, reject, revoke. Every decision is audited."""
@@ -174,7 +195,7 @@ def show(policy_id: str, no_sync: bool) -> None:
 
 @policy.command()
 @click.argument("policy_id")
-@who_option
+@approver_options
 @click.option("--note", default="", help="Why, for the audit log.")
 @click.option("--protect", multiple=True, envvar="EDGELOOP_ENFORCE_PROTECTED_CIDRS",
               help="CIDRs no policy may touch (repeatable); the brokers and loopback always are.")
@@ -184,8 +205,8 @@ def show(policy_id: str, no_sync: bool) -> None:
                    "than /24 or /64, muted classes), with this reason for the audit log and the edge's guard.")
 @sync_option
 @_run
-def approve(policy_id: str, who: str, note: str, protect: tuple[str, ...], scrapers: tuple[str, ...],
-            core: tuple[str, ...], broad_reason: str, no_sync: bool) -> None:
+def approve(policy_id: str, who: str | None, key_path: Path | None, note: str, protect: tuple[str, ...],
+            scrapers: tuple[str, ...], core: tuple[str, ...], broad_reason: str, no_sync: bool) -> None:
     """Approve a proposal and publish it to policies.active.
 
     The guard refuses it first if it touches protected infrastructure (brokers of the
@@ -194,15 +215,17 @@ def approve(policy_id: str, who: str, note: str, protect: tuple[str, ...], scrap
     from llm_agents.policies import approve_policy
     from streams.guard import Guard, discover_infrastructure
 
+    who, key = _approver(who, key_path)
     ctx = _Ctx()
     ctx.sync(not no_sync)
     pid = ctx.resolve(policy_id)
     guard = Guard.build(bootstrap=ctx.bootstrap, allow_list=protect, infrastructure=discover_infrastructure(),
                         scrapers=scrapers, core=core, metadata=True)
     act = approve_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, guard=guard, note=note,
-                         broad_reason=broad_reason)
+                         broad_reason=broad_reason, key=key)
     console.print(f"[green]approved[/] {escape(pid)} by {escape(who)}; published to {ctx.topics.policies_active}; "
-                  f"expires {_when(act.expires_ms)}" + (f"; broad actions allowed: {escape(broad_reason)}"
+                  f"expires {_when(act.expires_ms)}; " + (f"signed by key {act.signer}" if key else "unsigned")
+                  + (f"; broad actions allowed: {escape(broad_reason)}"
                                                         if broad_reason else ""))
 
 
@@ -223,16 +246,17 @@ def reject(policy_id: str, who: str, reason: str) -> None:
 
 @policy.command()
 @click.argument("policy_id")
-@who_option
+@approver_options
 @click.option("--reason", default="", help="Why, for the audit log.")
 @_run
-def revoke(policy_id: str, who: str, reason: str) -> None:
+def revoke(policy_id: str, who: str | None, key_path: Path | None, reason: str) -> None:
     """Revoke an approved or active policy; enforcers roll it back. Again: publish again."""
     from llm_agents.policies import revoke_policy
 
+    who, key = _approver(who, key_path)
     ctx = _Ctx()
     pid = ctx.resolve(policy_id)
-    revoke_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, reason=reason)
+    revoke_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, reason=reason, key=key)
     console.print(f"revoked {escape(pid)} by {escape(who)}; revocation published to {ctx.topics.policies_active}")
 
 
@@ -277,6 +301,7 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
 
     from streams.enforce import Enforcer
     from streams.guard import Guard, discover_infrastructure, local_addresses
+    from streams.signing import trusted_keys
     from streams.metrics import EnforcerMetrics, metrics_server
     from streams.nftables import Nft
 
@@ -301,7 +326,14 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
         except EdgeloopError as exc:
             raise click.ClickException(str(exc)) from exc
         status = status_file or Path(s.data_dir) / "enforce" / f"{netns or 'host'}.json"
-        enforcer = Enforcer(nft, guard, table=table, dry_run=dry_run, status_path=status, metrics=metrics)
+        try:
+            trusted = trusted_keys(s)
+        except EdgeloopError as exc:
+            raise click.ClickException(str(exc)) from exc
+        enforcer = Enforcer(nft, guard, table=table, dry_run=dry_run, status_path=status, metrics=metrics,
+                            trusted=trusted)
+        console.print("accepting " + (f"only records signed by {', '.join(sorted(escape(n) for n, _ in trusted.keys.values()))}"
+                                      if trusted else "unsigned records (EDGELOOP_TRUSTED_KEYS unset)"))
         console.print(f"enforcing {topics.policies_active} in {'netns ' + netns if netns else 'the host namespace'}, "
                       f"table inet {table}{' (dry run)' if dry_run else ''}; protected: "
                       + ", ".join(f"{n} ({why})" for n, why in guard.protected.items()))

@@ -65,6 +65,8 @@ class PolicyActivation(BaseModel):
     provenance: str = Field(max_length=200)
     note: str = Field("", max_length=2000)
     broad_reason: str = Field("", max_length=500)  # the operator's reason for broad actions (streams.guard)
+    signer: str = Field("", max_length=16)       # key id (streams/signing.py); empty: unsigned
+    signature: str = Field("", max_length=128)
 
 
 class PolicyRevocation(BaseModel):
@@ -75,6 +77,8 @@ class PolicyRevocation(BaseModel):
     revoked_by: Who
     revoked_ms: int = Field(ge=0)
     reason: str = Field("", max_length=2000)
+    signer: str = Field("", max_length=16)
+    signature: str = Field("", max_length=128)
 
 
 ActiveRecord = PolicyActivation | PolicyRevocation
@@ -212,11 +216,13 @@ class PolicyWatcher:
     def __init__(self, bootstrap: str, topic: str,
                  on_change: Callable[[DetectorOverrides], Awaitable[None] | None],
                  clock: Callable[[], int] = _now_ms, *, guard: Any | None = None,
-                 on_refused: Callable[[bytes, Exception], Awaitable[None] | None] | None = None) -> None:
-        """With a `guard` (streams.guard.Guard), an activation it refuses is never applied:
-        `on_refused(raw, exc)` gets it (the worker counts and dead-letters it)."""
+                 on_refused: Callable[[bytes, Exception], Awaitable[None] | None] | None = None,
+                 trusted: Any | None = None) -> None:
+        """With `trusted` keys (streams.signing.TrustedKeys), a record not signed by one of
+        them is never applied; with a `guard` (streams.guard.Guard), neither is an activation
+        it refuses. `on_refused(raw, exc)` gets both (the worker counts and dead-letters them)."""
         self.bootstrap, self.topic, self.on_change, self.clock = bootstrap, topic, on_change, clock
-        self.guard, self.on_refused = guard, on_refused
+        self.guard, self.on_refused, self.trusted = guard, on_refused, trusted
         self.state = ActivePolicies()
         self.bad = 0
         self.refused = 0
@@ -228,19 +234,26 @@ class PolicyWatcher:
             self.bad += 1
             log.error("bad record on %s: %s", self.topic, exc)
             return False
-        if self.guard is not None and isinstance(rec, PolicyActivation):
+        refusal: Exception | None = None
+        if self.trusted is not None:
+            try:
+                self.trusted.verify(rec, rec.approved_by if isinstance(rec, PolicyActivation) else rec.revoked_by)
+            except RecordError as exc:
+                refusal = exc
+        if refusal is None and self.guard is not None and isinstance(rec, PolicyActivation):
             problems = self.guard.problems(rec.policy, broad_reason=rec.broad_reason)
             if problems:
                 from streams.guard import PolicyRefused
 
-                self.refused += 1
-                exc = PolicyRefused(rec.policy_id, problems)
-                log.error("refused on %s: %s", self.topic, exc)
-                if self.on_refused is not None:
-                    res = self.on_refused(raw, exc)
-                    if asyncio.iscoroutine(res):
-                        await res
-                return False
+                refusal = PolicyRefused(rec.policy_id, problems)
+        if refusal is not None:
+            self.refused += 1
+            log.error("refused on %s: %s", self.topic, refusal)
+            if self.on_refused is not None:
+                res = self.on_refused(raw, refusal)
+                if asyncio.iscoroutine(res):
+                    await res
+            return False
         return self.state.apply(rec, self.clock())
 
     async def changed(self) -> None:

@@ -43,6 +43,7 @@ LAZY = {
     "status": ("streams.status:status", "Health of running services, read from their own metrics."),
     "policy": ("llm_agents.policy_cli:policy", "Policy proposals: list, show, approve, reject, revoke (audited)."),
     "enforce": ("llm_agents.policy_cli:enforce", "Enforce approved policies on this node: nftables, with guard and expiry."),
+    "keys": ("streams.keys_cli:keys", "Signing keys for policy approvals: make and list them."),
     "sandbox": ("llm_agents.sandbox_cli:sandbox", "The blueprint sandbox: check it here, or serve it to the agent."),
 }
 EXPERIMENTS = {

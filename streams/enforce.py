@@ -73,8 +73,9 @@ class Enforcer:
 
     def __init__(self, nft: Nft, guard: Guard, *, table: str = DEFAULT_TABLE, dry_run: bool = False,
                  status_path: Path | None = None, clock: Callable[[], int] = _now_ms,
-                 metrics: EnforcerMetrics | None = None) -> None:
+                 metrics: EnforcerMetrics | None = None, trusted: Any | None = None) -> None:
         self.nft, self.guard, self.table, self.dry_run = nft, guard, table, dry_run
+        self.trusted = trusted  # streams.signing.TrustedKeys: only records they sign are applied
         self.status_path, self.clock, self.metrics = status_path, clock, metrics
         self.state = ActivePolicies()
         self.applied: dict[str, Applied] = {}
@@ -82,7 +83,17 @@ class Enforcer:
         self.last_ruleset = ""
 
     def handle(self, rec: ActiveRecord) -> bool:
-        """Take a record in (the guard first); True when the table must be re-rendered."""
+        """Take a record in (signature, then guard); True when the table must be re-rendered.
+
+        With trusted keys, a record they do not sign is refused and raised (SignatureRefused,
+        a RecordError: `follow` dead-letters it)."""
+        if self.trusted is not None:
+            who = rec.approved_by if isinstance(rec, PolicyActivation) else rec.revoked_by
+            try:
+                self.trusted.verify(rec, who)
+            except RecordError as exc:
+                self._refuse(rec.policy_id, str(exc), exc.reason)
+                raise
         if isinstance(rec, PolicyActivation) and rec.policy_id not in self.state.revoked:
             try:
                 self.guard.check(rec.policy_id, rec.policy, broad_reason=rec.broad_reason)

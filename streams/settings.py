@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # Compression of what edgeloop produces (flows, detections, uncertain, alerts).
     # lz4: measured here, gzip at level 9 (aiokafka's fixed default) took 13% of a worker.
     compression: Compression = "lz4"
+    # Directory of trusted *.pub keys (streams/signing.py). Set: detectors and enforcers apply
+    # only policies.active records signed by one of them. Unset: unsigned records apply.
+    trusted_keys: Path | None = None
     # LLM endpoint: any OpenAI-compatible server. Empty base URL = offline mode.
     llm_base_url: str = ""
     llm_model: str = ""

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from inference.bundle import Bundle, check_window
 from inference.onnx_detector import OnnxDetector
 from streams.deadletter import dead_letter
+from streams.signing import trusted_keys
 from streams.detector import DetectorConfig, EdgeDetector, Output
 from streams.errors import RecordError
 from streams.faust_transport import app_class
@@ -128,7 +129,7 @@ class EdgeWorker:
                 log.warning("active policies changed: %d in force", len(watcher.state.current()))
 
             async def on_refused(raw: bytes, exc: Exception) -> None:
-                self.metrics.detector_policies_refused.labels(reason="guard").inc()
+                self.metrics.detector_policies_refused.labels(reason=getattr(exc, "reason", "guard")).inc()
                 dl = dead_letter(exc, topic=self.names["policies.active"], partition=None, offset=None,
                                  value=raw, worker=self.worker_id)
                 self.metrics.deadletters.labels(reason=dl.reason, topic=self.names["policies.active"]).inc()
@@ -137,7 +138,7 @@ class EdgeWorker:
             watcher = PolicyWatcher(self.bootstrap, self.names["policies.active"], on_change,
                                     guard=detector_guard(self.bootstrap, [c for c in self.engine.model.class_names
                                                                           if c != "benign"]),
-                                    on_refused=on_refused)
+                                    on_refused=on_refused, trusted=trusted_keys(self.settings))
             await watcher.run()
 
     async def _swap(self, det: OnnxDetector) -> None:
@@ -304,3 +305,4 @@ def detector_guard(bootstrap: str, attack_classes: list[str]) -> Any:
     except EdgeloopError as exc:
         log.warning("guard: %s; protecting the brokers and loopback only", exc)
     return Guard.build(bootstrap=bootstrap, infrastructure=infra, local_addrs=local, attack_classes=attack_classes)
+

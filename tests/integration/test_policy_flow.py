@@ -434,3 +434,53 @@ def test_the_agent_under_its_units_restrictions_proposes_through_the_sandbox_ser
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+
+
+def test_with_trusted_keys_the_enforcer_applies_the_signed_approval_and_dead_letters_forgeries(
+        broker, topics, topic_reader, tmp_path: Path) -> None:
+    """A forged activation (a bare producer, code_sha256 all zeros, the old integration test's
+    trick), a signed one altered on the way, and the approver's own: only the last applies."""
+    from kafka import KafkaProducer
+
+    from llm_agents.policy_model import Policy
+    from streams.active_policies import encode_active
+    from streams.signing import SigningKey
+
+    core = settings_for(broker, topics, tmp_path / "core")
+    [out] = propose_from_alerts([alert_for(scenario())], core, flows=scenario().flows,
+                                detections=scenario().detections)
+    assert out.status == "proposed", out.reason
+    run, env = CliRunner(), env_for(broker, topics, tmp_path / "core")
+    from streams.keys_cli import keys as keys_cmd
+
+    res = run.invoke(keys_cmd, ["new", "alice", "--dir", str(tmp_path / "keys")], env=env)
+    assert res.exit_code == 0, res.output
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "alice.pub").write_text((tmp_path / "keys" / "alice.pub").read_text())
+    res = run.invoke(cli, ["policy", "approve", out.proposal.policy_id, "--key", str(tmp_path / "keys" / "alice.key"),
+                           "--who", "mallory"], env=env)
+    assert res.exit_code != 0 and "the key says who you are" in res.output
+    res = run.invoke(cli, ["policy", "approve", out.proposal.policy_id, "--key", str(tmp_path / "keys" / "alice.key")],
+                     env=env)
+    assert res.exit_code == 0 and "signed by key" in res.output, res.output
+    [signed] = [r for r in active_records(topic_reader, topics, lambda rs: len(rs) >= 1) if r.signature]
+    assert signed.approved_by == "alice"
+    forged = decode_active(_activation("forged", Policy(block_sources=["10.9.0.99"])))
+    assert forged.code_sha256 == "b" * 64 and not forged.signature
+    tampered = signed.model_copy(update={"policy_id": "tampered",
+                                         "policy": Policy(block_sources=["10.9.0.0/24", *signed.policy.block_sources])})
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for rec in (forged, tampered):
+        p.send(topics.policies_active, key=rec.policy_id.encode(), value=encode_active(rec))
+    p.flush()
+    p.close()
+    res = run.invoke(cli, ["enforce", "--once", "--dry-run", "--no-protect-local"],
+                     env={**env, "EDGELOOP_TRUSTED_KEYS": str(trusted)})
+    assert res.exit_code == 0, res.output
+    ruleset = res.output.split("delete table")[-1]
+    assert f"{ATTACKER} timeout" in ruleset and "10.9.0.99" not in ruleset and "10.9.0.0/24" not in ruleset
+    assert "only records signed by alice" in res.output
+    dls = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 2, 20)]
+    assert sorted(d["reason"] for d in dls) == ["bad_signature", "unsigned"]
+    assert all(d["source_topic"] == topics.policies_active for d in dls)
