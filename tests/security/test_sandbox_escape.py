@@ -199,6 +199,7 @@ def lab_ns():
             server.wait(5)
         sh("ip", "link", "del", HOST_IF, check=False)
         sh("ip", "netns", "del", NS, check=False)
+        log.unlink(missing_ok=True)
 
 
 @MODES
