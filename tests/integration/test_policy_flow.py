@@ -173,6 +173,24 @@ def test_the_twin_is_read_back_from_the_flows_and_detections_topics(broker, topi
     assert isinstance(pd.Timestamp(ev["twin_time_ms"][0], unit="ms"), pd.Timestamp)
 
 
+def alert_and_wait_for_proposal(broker, topics, sc, data_dir: Path, agent, timeout: float = 90):
+    """Publish the scenario's alert and wait for the running `agent` process to store one proposal."""
+    from kafka import KafkaProducer
+
+    from streams.records import Alert
+
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    p.send(topics.alerts, encode(Alert.model_validate(alert_for(sc))))
+    p.flush()
+    p.close()
+    store = PolicyStore(data_dir / "policies")
+    deadline = time.monotonic() + timeout
+    while not store.list() and time.monotonic() < deadline and agent.poll() is None:
+        time.sleep(0.5)
+    [row] = store.list()
+    return row
+
+
 def _activation(pid: str, policy) -> bytes:
     from streams.active_policies import encode_active
 
@@ -331,10 +349,7 @@ def test_the_agent_service_proposes_for_alerts_and_stops_cleanly(broker, topics,
     import subprocess
     import sys
 
-    from kafka import KafkaProducer
-
     from streams.broker import free_port
-    from streams.records import Alert
 
     sc = scenario()
     publish_recorded(broker, topics, sc)
@@ -344,15 +359,7 @@ def test_the_agent_service_proposes_for_alerts_and_stops_cleanly(broker, topics,
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "agent", "--no-retrain"], env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        p = KafkaProducer(bootstrap_servers=broker.bootstrap)
-        p.send(topics.alerts, encode(Alert.model_validate(alert_for(sc))))
-        p.flush()
-        p.close()
-        store = PolicyStore(tmp_path / "core" / "policies")
-        deadline = time.monotonic() + 90
-        while not store.list() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-        [row] = store.list()
+        row = alert_and_wait_for_proposal(broker, topics, sc, tmp_path / "core", proc)
         assert row.state == "proposed" and row.sources == [sc.attacker]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -378,10 +385,7 @@ def test_the_agent_under_its_units_restrictions_proposes_through_the_sandbox_ser
     import signal
     import subprocess
 
-    from kafka import KafkaProducer
-
     from streams.broker import free_port
-    from streams.records import Alert
 
     if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
         pytest.fail("this test needs root and util-linux's setpriv (CI has both)")
@@ -416,17 +420,9 @@ def test_the_agent_under_its_units_restrictions_proposes_through_the_sandbox_ser
         agent = subprocess.Popen(_under_unit("edgeloop-agent.service", [*cli_argv, "agent", "--no-retrain"]),
                                  env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(agent)
-        p = KafkaProducer(bootstrap_servers=broker.bootstrap)
-        p.send(topics.alerts, encode(Alert.model_validate(alert_for(sc))))
-        p.flush()
-        p.close()
-        store = PolicyStore(tmp_path / "core" / "policies")
-        deadline = time.monotonic() + 120
-        while not store.list() and time.monotonic() < deadline and agent.poll() is None:
-            time.sleep(0.5)
+        row = alert_and_wait_for_proposal(broker, topics, sc, tmp_path / "core", agent, timeout=120)
         text = log.read_text()
         assert "RestrictNamespaces=yes" in text and "proposing policies for" in text, text[-3000:]
-        [row] = store.list()
         assert row.state == "proposed" and row.sources == [sc.attacker]
         print(f"\n[deployed sandbox] agent under RestrictNamespaces=yes proposed {row.policy_id[:12]} "
               f"({row.provenance}) through the sandbox service")
