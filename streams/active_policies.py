@@ -237,7 +237,7 @@ class PolicyWatcher:
         refusal: Exception | None = None
         if self.trusted is not None:
             try:
-                self.trusted.verify(rec, rec.approved_by if isinstance(rec, PolicyActivation) else rec.revoked_by)
+                self.trusted.verify(rec)
             except RecordError as exc:
                 refusal = exc
         if refusal is None and self.guard is not None and isinstance(rec, PolicyActivation):

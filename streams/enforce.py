@@ -88,9 +88,8 @@ class Enforcer:
         With trusted keys, a record they do not sign is refused and raised (SignatureRefused,
         a RecordError: `follow` dead-letters it)."""
         if self.trusted is not None:
-            who = rec.approved_by if isinstance(rec, PolicyActivation) else rec.revoked_by
             try:
-                self.trusted.verify(rec, who)
+                self.trusted.verify(rec)
             except RecordError as exc:
                 self._refuse(rec.policy_id, str(exc), exc.reason)
                 raise

@@ -41,16 +41,14 @@ class SignatureRefused(RecordError):
     """A record whose signature does not hold; `reason` is a short code (dead letters, metrics)."""
 
 
-def key_id(public: Ed25519PublicKey) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return hashlib.sha256(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
-
-
 def _raw(public: Ed25519PublicKey) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    return hashlib.sha256(_raw(public)).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -130,8 +128,10 @@ class TrustedKeys:
             raise EdgeloopError(f"no trusted keys (*.pub) in {directory}")
         return cls(keys)
 
-    def verify(self, record: Any, who: str) -> str:
-        """The signer's name when `record` is signed by a trusted key named `who`; else SignatureRefused."""
+    def verify(self, record: Any) -> str:
+        """The signer's name when `record` (an activation or a revocation) is signed by the trusted
+        key of the person it names (approved_by, revoked_by); else SignatureRefused."""
+        who = record.approved_by if hasattr(record, "approved_by") else record.revoked_by
         if not record.signature or not record.signer:
             raise SignatureRefused("unsigned", f"{record.policy_id}: not signed")
         entry = self.keys.get(record.signer)

@@ -20,6 +20,7 @@ previous owner left), and their windows keep their ids.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -135,9 +136,11 @@ class EdgeWorker:
                 self.metrics.deadletters.labels(reason=dl.reason, topic=self.names["policies.active"]).inc()
                 await self.emit([Output("deadletter", None, encode(dl))])
 
-            watcher = PolicyWatcher(self.bootstrap, self.names["policies.active"], on_change,
-                                    guard=detector_guard(self.bootstrap, [c for c in self.engine.model.class_names
-                                                                          if c != "benign"]),
+            meta = self.engine.model.bundle.meta
+            # `ip` and DNS look-ups of NTP pools can take seconds: not on the event loop
+            guard = await asyncio.to_thread(detector_guard, self.bootstrap,
+                                            [c for c in meta.class_names if c != meta.benign_class])
+            watcher = PolicyWatcher(self.bootstrap, self.names["policies.active"], on_change, guard=guard,
                                     on_refused=on_refused, trusted=trusted_keys(self.settings))
             await watcher.run()
 

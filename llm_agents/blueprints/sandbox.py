@@ -37,6 +37,7 @@ the step's line and a short sanitised message, never a traceback, file contents 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -188,12 +189,11 @@ class Sandbox:
                "given": dict(given), "view": "/data/view.npz" if view is not None else None,
                "scratch": "/scratch", "final": list(final), "sys_path": ["/sbx/site"],
                "steps_filter": base64.b64encode(steps_bpf).decode(),
-               "limits": {"cpu_s": lim.cpu_s, "memory_bytes": lim.memory_bytes, "processes": lim.processes,
-                          "open_files": lim.open_files, "file_bytes": lim.file_bytes}}
+               "limits": dataclasses.asdict(lim)}
         return req, binds
 
-    def command(self, root: Path, binds: Sequence[str], seccomp_fd: int) -> list[str]:
-        """The bubblewrap command line for one run (shown by `edgeloop sandbox check`)."""
+    def _command(self, root: Path, binds: Sequence[str], seccomp_fd: int) -> list[str]:
+        """The bubblewrap command line for one run."""
         if self.mode == "root":
             # no user namespace: the runner is real root with only the two capabilities it
             # needs to become the host's uid 65534, and loses them doing so
@@ -221,7 +221,7 @@ class Sandbox:
             t0 = time.monotonic()
             with open(base / "result", "wb+") as out, open(base / "stderr", "wb+") as err:
                 user = {} if self.run_as is None else {"user": self.run_as, "group": self.run_as, "extra_groups": []}
-                proc = subprocess.Popen(self.command(root, binds, bpf.fileno()), stdin=subprocess.PIPE,
+                proc = subprocess.Popen(self._command(root, binds, bpf.fileno()), stdin=subprocess.PIPE,
                                         stdout=out, stderr=err, env={"PATH": "/usr/bin:/bin"}, cwd="/",
                                         start_new_session=True, close_fds=True, pass_fds=(bpf.fileno(),), **user)
                 timed_out = False

@@ -74,6 +74,7 @@ def ensure_root(python: str, cache: Path | None = None) -> Path:
     _safe_cache(cache)
     dest = cache / _key(python)
     if (dest / "sbx" / "BUILD").exists():
+        os.utime(dest)  # in use: _prune goes by this time
         return dest
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
     try:
@@ -93,7 +94,8 @@ def ensure_root(python: str, cache: Path | None = None) -> Path:
 
 
 def _prune(cache: Path, keep: Path, older_than_s: float = 3600) -> None:
-    """Roots of other interpreters or runner versions, unused for an hour, are removed."""
+    """Roots of other interpreters or runner versions, unused for an hour, are removed
+    (`ensure_root` touches a root each time a run uses it)."""
     now = time.time()
     for d in cache.iterdir():
         if d != keep and d.is_dir() and not d.is_symlink() and now - d.stat().st_mtime > older_than_s:

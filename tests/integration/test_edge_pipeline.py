@@ -204,10 +204,10 @@ def test_replayed_pcap_yields_one_detection_per_closed_window(
     assert w.sample("edgeloop_windows_scored_total") == len(dets)
 
 
-def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, tiny_bundle):
+def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, tiny_bundle, topic_reader):
     from kafka import KafkaProducer
 
-    from llm_agents.policy_model import ClassThreshold, Policy
+    from llm_agents.policy_model import AlertMatch, ClassThreshold, Policy
     from streams.active_policies import PolicyActivation, PolicyRevocation, encode_active
 
     w = edge_worker(topics, tiny_bundle.path)
@@ -215,9 +215,17 @@ def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, t
     act = PolicyActivation(policy_id="p1", policy=Policy(class_thresholds=[
         ClassThreshold(attack="syn_scan", min_confidence=0.99)]), approved_by="test", approved_ms=now,
         expires_ms=now + 600_000, code_sha256="0" * 64, proposal_sha256="0" * 64, provenance="library:test")
+    # a forged activation muting alerts about the broker's host: the detector's own guard refuses it
+    mute = act.model_copy(update={"policy_id": "mute", "policy": Policy(suppress_alerts=[
+        AlertMatch(attack="syn_scan", key="127.0.0.1")])})
     p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    p.send(topics.policies_active, key=b"mute", value=encode_active(mute)).get(10)
     p.send(topics.policies_active, key=b"p1", value=encode_active(act)).get(10)
     w.wait_for("edgeloop_active_policies", lambda v: v == 1, timeout=30)
+    w.wait_for("edgeloop_detector_policies_refused_total", lambda v: v == 1, timeout=30, labels={"reason": "guard"})
+    [dl] = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 1, 20)]
+    assert dl["source_topic"] == topics.policies_active and dl["reason"] == "PolicyRefused"
+    assert json.loads(dl["value"])["policy_id"] == "mute" and "would mute alerts about" in dl["error"]
     rev = PolicyRevocation(policy_id="p1", revoked_by="test", revoked_ms=now + 1)
     p.send(topics.policies_active, key=b"p1", value=encode_active(rev)).get(10)
     p.close()

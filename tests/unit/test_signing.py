@@ -34,7 +34,7 @@ def keys(tmp_path):
 def test_a_signed_record_verifies_and_every_change_or_forgery_is_refused_with_its_reason(keys) -> None:
     alice, bob, eve, trusted = keys
     good = sign_record(activation("p1"), alice)
-    assert trusted.verify(good, "alice") == "alice"
+    assert trusted.verify(good) == "alice"
     cases = {
         "unsigned": activation("p2"),
         "bad_signature": good.model_copy(update={"policy": Policy(block_sources=["10.0.0.0/8"])}),  # widened
@@ -43,13 +43,15 @@ def test_a_signed_record_verifies_and_every_change_or_forgery_is_refused_with_it
     }
     for reason, rec in cases.items():
         with pytest.raises(SignatureRefused) as err:
-            trusted.verify(rec, rec.approved_by)
+            trusted.verify(rec)
         assert err.value.reason == reason
     moved = good.model_copy(update={"expires_ms": good.expires_ms + 10**9})
     with pytest.raises(SignatureRefused, match="altered"):
-        trusted.verify(moved, "alice")
+        trusted.verify(moved)
     rev = sign_record(PolicyRevocation(policy_id="p1", revoked_by="bob", revoked_ms=1), bob)
-    assert trusted.verify(rev, "bob") == "bob"
+    assert trusted.verify(rev) == "bob"
+    with pytest.raises(SignatureRefused, match="not by alice"):  # bob's key, alice's name on the revocation
+        trusted.verify(sign_record(PolicyRevocation(policy_id="p1", revoked_by="alice", revoked_ms=1), bob))
 
 
 def test_key_files_private_0600_never_overwritten_and_an_open_private_key_is_refused(tmp_path) -> None:
