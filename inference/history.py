@@ -45,6 +45,9 @@ _NS = len(HISTORY_SCALES_S)
 _NST = len(HISTORY_STATS)  # state per scale: flows, new_peers, new_services, failed, sum lb, sum lb^2
 _SCALES_MS = tuple(s * 1000.0 for s in HISTORY_SCALES_S)
 _RATES = tuple(math.log(2.0) / s for s in _SCALES_MS)  # per ms
+_CHUNK_ROWS = 65_536  # rows vectorised at once (bounds the scan's temporaries)
+_VAR_FLOOR = 1e-10  # relative variance below which bytes_sd is 0 (float rounding, not spread)
+_MIN_COLUMN_ROWS = 32  # fewer flows are cheaper counted one by one
 
 
 class HostHistory:
@@ -71,7 +74,131 @@ class HostHistory:
 
     def update(self, keys: Sequence[str], peers: Sequence[str], ports: Sequence[int],
                ts_ms: Sequence[float], failed: Sequence[bool], nbytes: Sequence[float]) -> np.ndarray:
-        """Count n flows in order; return each flow's history features [n, N_HISTORY]."""
+        """Count n flows in order; return each flow's history features [n, N_HISTORY].
+
+        Vectorised over the batch (see `_update_columns`); a batch that would evict entries
+        from a full table is counted flow by flow (`_update_rows`), so eviction happens at the
+        same flow either way and the result never depends on how the flows were batched."""
+        n = len(keys)
+        if n == 0:
+            return np.empty((0, N_HISTORY), dtype=np.float32)
+        ts = np.asarray(ts_ms, dtype=np.float64)
+        out = np.empty((n, N_HISTORY), dtype=np.float32)
+        for lo in range(0, n, _CHUNK_ROWS):
+            hi = min(n, lo + _CHUNK_ROWS)
+            sl = slice(lo, hi)
+            args = (keys[sl], peers[sl], ports[sl], ts[sl], failed[sl], nbytes[sl])
+            got = self._update_columns(*args) if hi - lo >= _MIN_COLUMN_ROWS else None
+            out[sl] = got if got is not None else self._update_rows(*args)
+        return out
+
+    def _update_columns(self, keys: Sequence[str], peers: Sequence[str], ports: Sequence[int],
+                        ts: np.ndarray, failed: Sequence[bool], nbytes: Sequence[float]) -> np.ndarray | None:
+        """The batch at once: flows grouped by host (a stable sort), each damped sum as a
+        scan of S_i = S_(i-1) * 2^(-dt_i/h) + x_i (`_affine_scan`). None when the batch would
+        evict: the caller then counts it flow by flow."""
+        n = len(keys)
+        hosts, pairs, services = self._hosts, self._peers, self._services
+        codes: dict[str, int] = {}
+        kc = np.fromiter((codes.setdefault(k, len(codes)) for k in keys), dtype=np.int64, count=n)
+        ukeys = list(codes)
+        pc_codes: dict[tuple[str, str], int] = {}
+        pk_list = list(zip(keys, peers))
+        pc = np.fromiter((pc_codes.setdefault(p, len(pc_codes)) for p in pk_list), dtype=np.int64, count=n)
+        sc_codes: dict[tuple[str, str, int], int] = {}
+        sk_list = list(zip(keys, peers, ports))
+        sc = np.fromiter((sc_codes.setdefault(p, len(sc_codes)) for p in sk_list), dtype=np.int64, count=n)
+        upairs, uservices = list(pc_codes), list(sc_codes)
+        known = [hosts.get(k) for k in ukeys]
+        pairs_before = [pairs.get(p) for p in upairs]
+        services_before = [services.get(p) for p in uservices]
+        if (len(hosts) + known.count(None) > self.max_hosts
+                or len(pairs) + pairs_before.count(None) > self.max_pairs
+                or len(services) + services_before.count(None) > self.max_pairs):
+            return None
+        order = np.argsort(kc, kind="stable")
+        g = kc[order]
+        t = ts[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = g[1:] != g[:-1]
+        starts = np.flatnonzero(first)
+        # Each host's state before the batch (a new host starts at its first flow's time).
+        n_g = len(ukeys)
+        t_first = t[starts]
+        state = np.zeros((n_g, 1 + _NS * _NST), dtype=np.float64)
+        state[:, 0] = t_first
+        had = [j for j, st in enumerate(known) if st is not None]
+        if had:
+            state[had] = np.array([known[j] for j in had])
+        # Out-of-order flows count as simultaneous: time is the host's running maximum.
+        t_eff = np.maximum(t, state[g, 0])
+        back = (t[1:] < t[:-1]) & ~first[1:]
+        if back.any():
+            bounds = np.append(starts, n)
+            for j in np.unique(g[1:][back]):
+                lo, hi = bounds[j], bounds[j + 1]
+                t_eff[lo:hi] = np.maximum.accumulate(t_eff[lo:hi])
+        prev_t = np.empty(n)
+        prev_t[1:] = t_eff[:-1]
+        prev_t[starts] = state[:, 0]
+        dt = t_eff - prev_t  # >= 0
+        # Last time each (host, peer) and (host, peer, port) was seen before each flow.
+        last_peer = _previous(pc, ts, pairs_before)
+        last_service = _previous(sc, ts, services_before)
+        size = np.log1p(np.asarray(nbytes, dtype=np.float64))
+        fail = np.asarray(failed, dtype=np.float64)
+        # The 18 damped sums of each flow: x[:, scale * 6 + stat], in host-sorted order.
+        x = np.empty((n, _NS * _NST))
+        for j in range(_NS):
+            horizon = ts - _SCALES_MS[j]
+            col = j * _NST
+            x[:, col] = 1.0
+            x[:, col + 1] = np.isnan(last_peer) | (last_peer < horizon)
+            x[:, col + 2] = np.isnan(last_service) | (last_service < horizon)
+            x[:, col + 3] = fail
+            x[:, col + 4] = size
+            x[:, col + 5] = size * size
+        x = x[order]
+        decay = np.exp(-dt[:, None] * np.asarray(_RATES)[None, :])  # [n, scales]
+        # Fold each host's state into its first flow; a zero decay there stops the scan
+        # from reaching into the previous host's flows.
+        x[starts] += state[:, 1:] * np.repeat(decay[starts], _NST, axis=1)
+        decay[starts] = 0.0
+        sums = _affine_scan(decay, x, int(np.diff(np.append(starts, n)).max()))
+        out_sorted = np.empty((n, N_HISTORY), dtype=np.float64)
+        for j in range(_NS):
+            col = j * _NST
+            flows = sums[:, col]
+            mean = sums[:, col + 4] / flows
+            var = sums[:, col + 5] / flows - mean * mean
+            out_sorted[:, col] = np.log1p(flows)
+            out_sorted[:, col + 1] = np.log1p(sums[:, col + 1])
+            out_sorted[:, col + 2] = np.log1p(sums[:, col + 2])
+            out_sorted[:, col + 3] = sums[:, col + 3] / flows
+            out_sorted[:, col + 4] = mean
+            # A spread under 1e-5 of the mean is rounding left by sq/n - mean^2: zero.
+            out_sorted[:, col + 5] = np.sqrt(np.where(var > _VAR_FLOOR * mean * mean, var, 0.0))
+        last_rows = np.append(starts[1:], n) - 1
+        final = sums[last_rows]
+        out = np.empty((n, N_HISTORY), dtype=np.float32)
+        out[order] = out_sorted
+        # Tables: final state per host, entries in order of their last use (as flow by flow).
+        t_last = t_eff[last_rows]
+        last_idx = np.empty(n_g, dtype=np.int64)
+        last_idx[kc] = np.arange(n)
+        rows = np.column_stack([t_last, final]).tolist()
+        for j in np.argsort(last_idx, kind="stable").tolist():
+            k = ukeys[j]
+            hosts.pop(k, None)
+            hosts[k] = rows[j]
+        _touch(pairs, upairs, pc, ts)
+        _touch(services, uservices, sc, ts)
+        return out
+
+    def _update_rows(self, keys: Sequence[str], peers: Sequence[str], ports: Sequence[int],
+                     ts_ms: Sequence[float], failed: Sequence[bool], nbytes: Sequence[float]) -> np.ndarray:
+        """Flow by flow: the reference semantics (and the path that evicts)."""
+        ts_ms = list(ts_ms.tolist() if isinstance(ts_ms, np.ndarray) else ts_ms)
         n = len(keys)
         out = np.empty((n, N_HISTORY), dtype=np.float32)
         rows: list[list[float]] = [None] * n  # type: ignore[list-item]
@@ -116,8 +243,50 @@ class HostHistory:
                 sq = st[b + 5] = st[b + 5] * d + size * size
                 mean = by / flows
                 var = sq / flows - mean * mean
-                row += (log1p(flows), log1p(newp), log1p(news), fl / flows, mean, sqrt(var) if var > 0 else 0.0)
+                row += (log1p(flows), log1p(newp), log1p(news), fl / flows, mean, sqrt(var) if var > _VAR_FLOOR * mean * mean else 0.0)
             rows[i] = row
         if n:
             out[:] = rows
         return out
+
+
+def _affine_scan(decay: np.ndarray, x: np.ndarray, longest: int) -> np.ndarray:
+    """S_i = S_(i-1) * decay_i + x_i down the rows, with decay [n, scales] shared by the
+    _NST columns of each scale: a Hillis-Steele scan, log2(longest run) vectorised steps."""
+    a = np.repeat(decay, _NST, axis=1)
+    b = x
+    step = 1
+    while step < longest:
+        b2 = b.copy()
+        b2[step:] += a[step:] * b[:-step]
+        a2 = a.copy()
+        a2[step:] *= a[:-step]
+        a, b, step = a2, b2, step * 2
+    return b
+
+
+def _previous(codes: np.ndarray, ts: np.ndarray, before: list[float | None]) -> np.ndarray:
+    """Per flow, when its entry (code) was last seen: the previous flow with the same code
+    in the batch, else the table's time from before the batch (`before`, by code), else NaN."""
+    n = len(codes)
+    order = np.argsort(codes, kind="stable")
+    c = codes[order]
+    prev = np.empty(n)
+    prev[1:] = ts[order][:-1]
+    first = np.ones(n, dtype=bool)
+    first[1:] = c[1:] != c[:-1]
+    prev[first] = np.array([np.nan if v is None else v for v in before], dtype=np.float64)[c[first]]
+    out = np.empty(n)
+    out[order] = prev
+    return out
+
+
+def _touch(table: OrderedDict, entries: list, codes: np.ndarray, ts: np.ndarray) -> None:
+    """Set each entry to the time of its last flow, moved to the end in order of that flow."""
+    last = np.empty(len(entries), dtype=np.int64)
+    last[codes] = np.arange(len(codes))
+    t_last = ts[last].tolist()
+    for j in np.argsort(last, kind="stable").tolist():
+        e = entries[j]
+        table.pop(e, None)
+        table[e] = t_last[j]

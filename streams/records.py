@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, Literal
+from operator import attrgetter
+from types import UnionType
+from typing import Annotated, Any, Literal, Sequence, Union, get_args, get_origin
+
+import msgspec
+import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -374,6 +379,103 @@ def decode_flows(raw: bytes | str) -> list[FlowRecord | RecordError]:
         except ValidationError:
             pass
     return _decode_flows_slow(raw)
+
+
+def decode_flow_rows(raw: bytes | str) -> list[Any]:
+    """`decode_flows` for the edge's hot path: the same records and the same errors, with
+    clean values decoded by msgspec into `FlowRow` structs (about 4x faster than pydantic;
+    `tests/bench/bench_decode.py`), their physical rules checked as vectorised masks.
+
+    A row that breaks a rule is judged by FlowRecord alone (same reason, same message) and
+    dead-lettered by itself; a value msgspec refuses takes `decode_flows`' per-record path.
+    FlowRows have FlowRecord's attributes; `as_record` makes one a FlowRecord."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return _decode_flows_slow(raw)
+    try:
+        rows = _ROW_BATCH.decode(raw).records
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        try:
+            rows = [_ROW.decode(raw)]
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return _decode_flows_slow(raw)
+    bad = physical_problems(rows)
+    if not bad.any():
+        return rows
+    out: list[Any] = list(rows)
+    for i in np.flatnonzero(bad).tolist():
+        item = msgspec.to_builtins(rows[i])
+        try:
+            validate(FlowRecord, item)
+        except RecordError as exc:
+            exc.item, exc.index = item, i
+            out[i] = exc
+    return out
+
+
+_PHYS = attrgetter("first_seen_ms", "last_seen_ms", "packets", "src2dst_packets", "dst2src_packets",
+                   "syn_packets", "ack_packets", "psh_packets", "rst_packets", "fin_packets", "urg_packets",
+                   "min_ps", "mean_ps", "max_ps")
+
+
+def physical_problems(rows: Sequence[Any]) -> np.ndarray:
+    """Rows that break FlowRecord's physical rules ([n] bool), as vectorised masks: time
+    order, packets by direction, flag counts within packets, ordered packet sizes."""
+    if not rows:
+        return np.zeros(0, dtype=bool)
+    v = np.array([_PHYS(r) for r in rows], dtype=np.float64)
+    first, last, p, s2d, d2s = v[:, 0], v[:, 1], v[:, 2], v[:, 3], v[:, 4]
+    flags, mn, mean, mx = v[:, 5:11], v[:, 11], v[:, 12], v[:, 13]
+    both = s2d + d2s
+    return ((last < first) | ((both != 0) & (both != p)) | (flags > p[:, None]).any(axis=1)
+            | ((mx != 0) & ~((mn <= mean) & (mean <= mx + 1e-6))))
+
+
+def as_record(row: Any) -> FlowRecord:
+    """A FlowRecord from a FlowRow (already valid: not validated again); FlowRecords pass."""
+    if isinstance(row, FlowRecord):
+        return row
+    return FlowRecord.model_construct(**{f: getattr(row, f) for f in _ROW_FIELDS})
+
+
+def _msgspec_type(annotation: Any, metadata: Sequence[Any] = ()) -> Any:
+    """The msgspec type for a pydantic field type, with the same bounds."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *extra = get_args(annotation)
+        meta = [m for x in extra for m in (getattr(x, "metadata", None) or [x])]
+        return _msgspec_type(base, [*metadata, *meta])
+    if origin in (Union, UnionType):
+        return Union[tuple(_msgspec_type(a) for a in get_args(annotation))]  # type: ignore[return-value]
+    if origin is Literal or annotation is type(None):
+        return annotation
+    bounds: dict[str, Any] = {}
+    for m in metadata:
+        for attr in ("ge", "le", "gt", "lt", "min_length", "max_length"):
+            if getattr(m, attr, None) is not None:
+                bounds[attr] = getattr(m, attr)
+    return Annotated[annotation, msgspec.Meta(**bounds)] if bounds else annotation
+
+
+def _row_struct() -> type:
+    fields: list[Any] = []
+    for name, f in FlowRecord.model_fields.items():
+        if name == "schema_":
+            continue
+        t = _msgspec_type(f.annotation, f.metadata)
+        fields.append((name, t) if f.is_required() else (name, t, f.default))
+    fields.sort(key=lambda x: len(x) == 3)  # required first, as a struct wants
+    fields.append(("schema_", Literal["edgeloop.flow/1"], "edgeloop.flow/1"))
+    return msgspec.defstruct("FlowRow", fields, rename={"schema_": "schema"}, omit_defaults=True)
+
+
+FlowRow = _row_struct()
+_ROW_FIELDS = tuple(n for n in FlowRecord.model_fields if n != "schema_")
+_RowBatch = msgspec.defstruct("FlowRowBatch", [
+    ("schema", Literal["edgeloop.flows/1"]),
+    ("records", Annotated[list[FlowRow], msgspec.Meta(max_length=MAX_BATCH_RECORDS)]),  # type: ignore[valid-type]
+    ("sensor", Annotated[str, msgspec.Meta(max_length=MAX_TEXT)], "")])
+_ROW_BATCH = msgspec.json.Decoder(_RowBatch)
+_ROW = msgspec.json.Decoder(FlowRow)
 
 
 def _decode_flows_slow(raw: bytes | str) -> list[FlowRecord | RecordError]:

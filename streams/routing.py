@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from streams.records import Alert, Detection, FlowRecord, UncertainWindow
+from streams.records import Alert, Detection, FlowRecord, UncertainWindow, as_record
 
 
 class TokenBucket:
@@ -146,7 +146,7 @@ class UncertainRouter:
             reason = "audit"
         else:
             return None
-        return UncertainWindow(window_id=d.window_id, key=d.key, reason=reason, flows=flows,
+        return UncertainWindow(window_id=d.window_id, key=d.key, reason=reason, flows=[as_record(f) for f in flows],
                                predicted=d.predicted, probabilities=d.probabilities,
                                class_names=class_names, confidence=d.confidence,
                                ood_score=d.ood_score, model_version=d.model_version, worker=self.worker,

@@ -40,7 +40,7 @@ from streams.faust_transport import app_class
 from streams.hotswap import ModelWatcher
 from streams.metrics import EdgeMetrics
 from streams.offsets import OffsetLedger, ReadMarks
-from streams.records import FlowRecord, decode_flows, encode, record_json
+from streams.records import decode_flow_rows, encode, record_json
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -153,8 +153,8 @@ class EdgeWorker:
         self.metrics.messages_in.inc()
         part, offset, generation = message.partition, message.offset, self.generation
         self.last_offset[part] = offset
-        good: list[FlowRecord] = []
-        for item in decode_flows(value or b""):
+        good: list[Any] = []  # FlowRows (FlowRecords where a value took the per-record path)
+        for item in decode_flow_rows(value or b""):
             if isinstance(item, RecordError):
                 raw = value if item.index is None else record_json(item.item)
                 await self.dead_letter(item, message, raw)

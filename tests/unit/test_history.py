@@ -126,3 +126,34 @@ def test_size_spread_tells_a_repeating_host_from_a_varied_one():
                     [100.0 if i % 2 else 10_000.0 for i in range(n)])
     half_gap = (math.log1p(10_000.0) - math.log1p(100.0)) / 2
     assert rows[-1, col("h300_bytes_sd")] == pytest.approx(half_gap, rel=0.02)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_vectorised_update_counts_like_the_flow_by_flow_reference(seed):
+    """Random batches (repeats, out-of-order times, hours apart, full tables that evict),
+    split at a random flow: the batch path and the flow-by-flow path agree on every row
+    and leave the same tables, in the same LRU order."""
+    rng = np.random.default_rng(seed)
+    vectorised = 0
+    for _ in range(40):
+        n, hosts, peers = int(rng.integers(1, 400)), int(rng.integers(1, 30)), int(rng.integers(1, 10))
+        keys = [f"h{rng.integers(hosts)}" for _ in range(n)]
+        peer = [f"p{rng.integers(peers)}" for _ in range(n)]
+        ports = [float(rng.integers(0, 5)) for _ in range(n)]
+        ts = 1.7e12 + np.sort(rng.uniform(0, rng.choice([1e3, 1e5, 1e7]), n))
+        ts = (ts + rng.normal(0, 3000, n) * (rng.random(n) < 0.2)).round().tolist()
+        failed = (rng.random(n) < 0.3).tolist()
+        nbytes = rng.integers(0, 10**6, n).astype(float).tolist()
+        cap_hosts, cap_pairs = int(rng.integers(1, 40)), int(rng.integers(1, 80))
+        ref, fast = HostHistory(cap_hosts, cap_pairs), HostHistory(cap_hosts, cap_pairs)
+        cut = int(rng.integers(0, n + 1))
+        parts = [slice(0, cut), slice(cut, n)]
+        a = np.concatenate([ref._update_rows(keys[s], peer[s], ports[s], ts[s], failed[s], nbytes[s]) for s in parts])
+        b = np.concatenate([fast.update(keys[s], peer[s], ports[s], ts[s], failed[s], nbytes[s]) for s in parts])
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        assert list(ref._hosts) == list(fast._hosts) and list(ref._peers) == list(fast._peers)
+        assert list(ref._services) == list(fast._services)
+        for k, st in ref._hosts.items():
+            np.testing.assert_allclose(st, fast._hosts[k], rtol=1e-9)
+        vectorised += len(keys) >= 32 and len(set(keys)) <= cap_hosts
+    assert vectorised > 5

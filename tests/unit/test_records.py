@@ -117,3 +117,56 @@ def test_a_dead_letter_names_the_record_and_keeps_it_replayable():
     assert json.loads(dl.value) == dict(GOOD, flow_id="bad", syn_packets=99)   # replayable as it was
     whole = dead_letter(RecordError("bad_json", "x"), topic="f", partition=0, offset=1, value=b"x" * 100_000)
     assert whole.truncated and whole.index is None
+
+
+def _mutations(seed: int, n: int) -> list[dict]:
+    """Records with random faults of every kind a producer can send (one field each)."""
+    import random
+
+    rng = random.Random(seed)
+    fields = list(GOOD) + ["duration_ms", "ip_version", "label", "produced_ms", "sensor", "rst_packets"]
+    values = [0, -1, 1, 2, 7, 65536, 10**12, 10**13, 10**15, 2**63, 1.5, 5.0, -0.0, 1e13, 1e14, "5", "",
+              "x" * 70, "x" * 600, None, True, False, [1], {"a": 1}, "\u00e9", 4, 6]
+    out = []
+    for i in range(n):
+        rec = dict(GOOD, flow_id=f"m-{i}")
+        for _ in range(rng.choice((0, 0, 1, 1, 2))):
+            f = rng.choice(fields)
+            if rng.random() < 0.15:
+                rec.pop(f, None)
+            else:
+                rec[f] = rng.choice(values)
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_fast_row_decoder_gives_the_records_and_errors_of_decode_flows(seed):
+    from streams.records import as_record, decode_flow_rows
+
+    recs = _mutations(seed, 300)
+    values = [encode_flow_batch(recs[i:i + 50]) for i in range(0, 300, 50)]
+    values += [json.dumps(r).encode() for r in recs[:60]]  # single-record messages
+    fast_rows = 0
+    for raw in values:
+        want, got = decode_flows(raw), decode_flow_rows(raw)
+        assert len(want) == len(got)
+        for w, g in zip(want, got):
+            if isinstance(w, RecordError):
+                assert isinstance(g, RecordError), (w, g)
+                assert (g.reason, str(g), g.index, g.item) == (w.reason, str(w), w.index, w.item)
+            else:
+                assert not isinstance(g, RecordError), g
+                assert as_record(g).model_dump() == w.model_dump()
+                fast_rows += type(g).__name__ == "FlowRow"
+    assert fast_rows >= 20  # the fast path was taken (clean single records, clean batches)
+
+
+def test_a_broken_physical_rule_costs_only_its_row_on_the_fast_path():
+    from streams.records import decode_flow_rows
+
+    batch = [dict(GOOD, flow_id=f"s-{i}") for i in range(500)]
+    batch[250] = dict(GOOD, flow_id="bad", syn_packets=99)
+    out = decode_flow_rows(encode_flow_batch(batch))
+    assert [type(o).__name__ for o in out].count("FlowRow") == 499
+    assert isinstance(out[250], RecordError) and out[250].index == 250 and out[250].item["flow_id"] == "bad"
