@@ -46,6 +46,9 @@ class DetectorConfig:
     worker: str = ""
     idle_s: float | None = None
     max_hosts: int = 50_000
+    # At most this long scoring per tick: thousands of windows closing at once (an idle
+    # expiry after a flood) are scored over several ticks, not in one stall of the loop.
+    tick_budget_ms: float = 100.0
 
     @classmethod
     def from_settings(cls, s: object) -> "DetectorConfig":
@@ -116,11 +119,17 @@ class EdgeDetector:
                 or (self.clock() - self._pending_since) * 1000 >= self.cfg.batch_wait_ms)
 
     def tick(self) -> list[Output]:
-        """Periodic work: close idle windows, score due batches, emit due alerts."""
+        """Periodic work: close idle windows, score due batches (for at most the tick budget;
+        the rest waits for the next tick), emit due alerts."""
         self._add_pending(self.windower.expire())
         out: list[Output] = []
+        deadline = time.perf_counter() + self.cfg.tick_budget_ms / 1000.0
         while self.due():
             out += self.score_pending()
+            if self.pending and time.perf_counter() > deadline:
+                if self.metrics:
+                    self.metrics.tick_deferred.inc()
+                break
         out += self._alerts(force=False)
         if self.metrics:
             self.metrics.open_windows.set(len(self.windower))
@@ -134,6 +143,25 @@ class EdgeDetector:
         while self.pending:
             out += self.score_pending()
         return out + self._alerts(force=True)
+
+    def close_all(self, closed_by: ClosedBy = "revoke") -> int:
+        """Close every open window into the pending batches (score them with score_pending
+        and `final_alerts`, a batch at a time); the number of windows now pending."""
+        self._add_pending(self.windower.flush(closed_by))
+        return len(self.pending)
+
+    def final_alerts(self) -> list[Output]:
+        """Every alert now (end of input, partitions given up)."""
+        return self._alerts(force=True)
+
+    def discard_all(self) -> int:
+        """Drop every open and pending window unscored (this worker was fenced: its
+        partitions already belong to another member, which reads those flows again from
+        the last commit); the number of windows dropped."""
+        n = len(self.pending) + len(self.windower.flush("revoke"))
+        self.pending = []
+        self._released = []
+        return n
 
     def take_released(self) -> list[Any]:
         """The origins of every flow scored since the last call, one per window membership.

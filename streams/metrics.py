@@ -80,6 +80,12 @@ class EdgeMetrics:
         # At-least-once (streams.offsets): what is committed, what waits, what came twice.
         self.offsets_committed = Counter(f"{p}_offset_commits", "Offset commits of the flows topic, by outcome",
                                          ["outcome"], **r)
+        self.handovers = Counter(f"{p}_handovers", "Partitions given up in a rebalance or a shutdown, by "
+                                 "outcome: ok (open windows produced, offsets committed), commit_failed, or "
+                                 "fenced (dropped from the group: open windows discarded, the next owner "
+                                 "reads them again)", ["outcome"], **r)
+        self.tick_deferred = Counter(f"{p}_tick_batches_deferred", "Ticks that ran out of their time "
+                                     "budget with windows still waiting (scored on the next tick)", **r)
         self.messages_held = Gauge(f"{p}_flow_messages_held",
                                    "Consumed flows messages not committable yet: flows still in open windows",
                                    **r)

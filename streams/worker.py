@@ -244,18 +244,45 @@ class EdgeWorker:
         await self.read_marks.stop()
 
     async def _hand_over(self, partitions: set[int], why: str) -> None:
-        """Close and produce every open window, then commit, before the partitions go."""
+        """Close and produce every open window, then commit, before the partitions go.
+
+        The windows are scored a batch at a time with the loop free in between, so the
+        consumer keeps fetching and heartbeating through a hand-over of many windows. A
+        worker that was already dropped from the group (fenced: a stall outlasted its session)
+        scores nothing: its partitions belong to another member, which reads those flows
+        again from the last commit, and the quicker this one rejoins the better."""
         self.generation += 1
         self.assigned -= partitions
         held = self.ledger.held()
-        await self.drain(self.engine.flush_all(closed_by="revoke"))
-        ok = await self.commit()
-        log.warning("%s %s: %d messages' open windows closed and produced; commit %s", why,
-                    sorted(partitions), held, "ok" if ok else "FAILED")
+        if self._fenced():
+            dropped = self.engine.discard_all()
+            self.metrics.handovers.labels(outcome="fenced").inc()
+            log.warning("%s %s while fenced: %d open windows left to the next owner (%d messages)", why,
+                        sorted(partitions), dropped, held)
+        else:
+            windows = self.engine.close_all(closed_by="revoke")
+            while self.engine.pending:
+                await self.drain(self.engine.score_pending())
+                await asyncio.sleep(0)
+            await self.drain(self.engine.final_alerts())
+            ok = await self.commit()
+            self.metrics.handovers.labels(outcome="ok" if ok else "commit_failed").inc()
+            log.warning("%s %s: %d windows of %d messages closed and produced; commit %s", why,
+                        sorted(partitions), windows, held, "ok" if ok else "FAILED")
         self.ledger.drop(partitions)
         for p in partitions:
             self.replay_until.pop(p, None)
             self._saved_marks.pop(p, None)
+
+    def _fenced(self) -> bool:
+        """Whether the group coordinator has forgotten this member (aiokafka resets the
+        member id when a heartbeat or commit is answered UnknownMemberId or
+        IllegalGeneration, and then rejoins: that rejoin is what revokes)."""
+        try:
+            consumer = self.app.consumer._thread._ensure_consumer()
+            return consumer._coordinator.member_id == ""  # JoinGroupRequest.UNKNOWN_MEMBER_ID
+        except Exception:  # no consumer yet, or a shutdown: not fenced, hand over normally
+            return False
 
     async def dead_letter(self, exc: Exception, message: Any, raw: bytes | None) -> None:
         dl = dead_letter(exc, topic=message.topic, partition=message.partition, offset=message.offset,

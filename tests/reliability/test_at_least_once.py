@@ -155,10 +155,40 @@ def test_join_and_leave_mid_stream_lose_nothing_and_read_nothing_twice(
     assert left_at < n, "the stream ended before the leave: make it longer"
     dets = wait_covered(topic_reader, decode_detections, topics.detections, ids, views, timeout=90)
     lost, dup, twice, how = coverage(dets, ids, views)
-    hand_over = [line for line in a.log.read_text().splitlines() if "open windows closed" in line]
+    hand_over = [line for line in a.log.read_text().splitlines() if "closed and produced" in line]
     print(f"\njoin + leave: {n} flows, joined at {joined_at}, left at {left_at}; lost {lost}, flows scored twice {dup}, windows holding a flow twice "
           f"{twice}; windows by close {dict(how)}; flows read again by the survivor "
           f"{b.sample('edgeloop_flows_replayed_total'):.0f}; first worker's hand-overs: {hand_over}")
     assert lost == 0 and twice == 0
     assert how["revoke"] > 0, "no window was closed by a hand-over"
     assert dup == 0, "a graceful hand-over read flows twice"
+
+
+def test_a_worker_fenced_by_a_stall_rejoins_and_loses_nothing(broker, topics, edge_worker, topic_reader,
+                                                              decode_detections, tiny_bundle) -> None:
+    """The first worker stalls (SIGSTOP) with windows open; a second joins and, once the
+    first's session (6 s) is over, owns every partition. Then the first resumes: it was
+    fenced. Its hand-over must see that, leave its open windows to the partitions' new
+    owner instead of scoring them (they are not its to commit), and rejoin the group."""
+    n, views = 40_000, list(tiny_bundle.meta.window.views)
+    ids, start, a, stream = started(broker, topics, edge_worker, tiny_bundle, "fz", n)
+    stream.wait_sent(n // 4)
+    a.wait_for("edgeloop_offset_commits_total", lambda v: v >= 1, timeout=30, labels={"outcome": "ok"})
+    os.killpg(a.proc.pid, signal.SIGSTOP)
+    stalled_at = stream.sent
+    b = start()
+    b.wait_for("edgeloop_assigned_partitions", lambda v: v == 4, timeout=60)
+    os.killpg(a.proc.pid, signal.SIGCONT)
+    t0 = time.monotonic()
+    a.wait_for("edgeloop_handovers_total", lambda v: v >= 1, timeout=60, labels={"outcome": "fenced"})
+    a.wait_for("edgeloop_assigned_partitions", lambda v: v >= 1, timeout=60)
+    back = time.monotonic() - t0
+    stream.finish()
+    dets = wait_covered(topic_reader, decode_detections, topics.detections, ids, views, timeout=90)
+    lost, dup, twice, how = coverage(dets, ids, views)
+    fenced = [line for line in a.log.read_text().splitlines() if "while fenced" in line]
+    print(f"\nstalled at {stalled_at} flows sent, fenced; partitions back {back:.1f} s after SIGCONT; lost {lost}, "
+          f"flows scored twice {dup} (per view), windows holding a flow twice {twice}; windows by close "
+          f"{dict(how)}; {fenced}")
+    a.assert_alive()
+    assert lost == 0 and twice == 0

@@ -57,6 +57,30 @@ def test_batches_wait_at_most_batch_wait(tiny_bundle, flows):
     assert [o.topic for o in eng.tick()][0] == "detections" and not eng.pending
 
 
+def test_a_tick_scores_for_at_most_its_budget_and_the_next_ticks_finish(tiny_bundle, flows):
+    """Thousands of windows closing at once (an idle expiry after a flood) must not stall the
+    loop in one tick: with a zero budget each tick scores one batch, and none is lost."""
+    reg, now = CollectorRegistry(), [0.0]
+    eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(batch_max=16, batch_wait_ms=0, tick_budget_ms=0),
+                       EdgeMetrics(reg), clock=lambda: now[0])
+    records, _ = records_from_frame(flows)
+    eng.windower.max_open = 10**9
+    eng.ingest(records)
+    now[0] = 1000.0  # every open window is now idle
+    per_tick = []
+    while True:
+        dets = [d for o in eng.tick() if o.topic == "detections" for d in json.loads(o.value)["detections"]]
+        if not dets:
+            break
+        per_tick.append(len(dets))
+    assert len(per_tick) > 2 and max(per_tick) == 16
+    scored = sum(reg.get_sample_value("edgeloop_windows_scored_total", {"closed_by": c}) or 0
+                 for c in ("k", "time", "idle"))
+    assert scored == sum(per_tick)  # ingest scores nothing: every window came out of a tick
+    assert not eng.pending and len(eng.windower) == 0
+    assert reg.get_sample_value("edgeloop_tick_batches_deferred_total") == len(per_tick) - 1
+
+
 @pytest.mark.parametrize("change", [{"k": 9}, {"seconds": 30.0}, {"views": ["src"]}, {"views": ["dst", "src"]}])
 def test_swap_refuses_a_bundle_whose_windows_are_cut_differently(tiny_bundle, change):
     eng = EdgeDetector(OnnxDetector(tiny_bundle))
