@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 from inference.onnx_detector import OnnxDetector
 from streams.errors import BundleVerificationError
 from streams.metrics import EdgeMetrics
-from streams.records import Detection, DetectionBatch, FlowRecord, encode
+from streams.records import DetectionRow, FlowRecord, encode, encode_detection_batch
 from streams.routing import AlertAggregator, UncertainRouter
 from streams.windowing import ClosedBy, ClosedWindow, Windower
 
@@ -36,7 +36,8 @@ class Output(NamedTuple):
 class DetectorConfig:
     seconds: float = 10.0
     key: str = "src"
-    max_open: int = 50_000
+    max_open: int = 200_000
+    memory_mb: float | None = 192.0
     batch_max: int = 256
     batch_wait_ms: float = 20.0
     uncertain_rate_per_s: float = 50.0
@@ -57,13 +58,14 @@ class DetectorConfig:
             ("batch_max", "batch_max"), ("batch_wait_ms", "batch_wait_ms"),
             ("uncertain_rate_per_s", "uncertain_rate_per_s"), ("audit_sample", "audit_sample"),
             ("alert_min_windows", "alert_min_windows"), ("alert_interval_s", "alert_interval_s"),
-            ("worker", "worker_id"), ("idle_s", "window_idle_s"), ("max_hosts", "max_hosts"))})
+            ("worker", "worker_id"), ("idle_s", "window_idle_s"), ("max_hosts", "max_hosts"),
+            ("memory_mb", "window_memory_mb"))})
 
 
 class EdgeDetector:
     def __init__(self, model: OnnxDetector, config: DetectorConfig = DetectorConfig(),
                  metrics: EdgeMetrics | None = None, clock: Callable[[], float] = time.monotonic,
-                 on_scored: Callable[[list[Detection]], None] | None = None) -> None:
+                 on_scored: Callable[[list[Any]], None] | None = None) -> None:
         self.model, self.cfg, self.metrics, self.clock = model, config, metrics, clock
         self.on_scored = on_scored
         # Windows are cut exactly as the model's were in training (its K, T and views);
@@ -71,7 +73,8 @@ class EdgeDetector:
         spec = model.window
         self.windower = Windower(k=spec.k, seconds=spec.seconds, key=spec.views[0],  # type: ignore[arg-type]
                                  max_open=config.max_open, clock=clock, views=spec.views,
-                                 max_hosts=config.max_hosts, idle_s=config.idle_s)
+                                 max_hosts=config.max_hosts, idle_s=config.idle_s,
+                                 max_bytes=None if config.memory_mb is None else int(config.memory_mb * 2**20))
         self.router = UncertainRouter(config.uncertain_rate_per_s, config.audit_sample, config.worker)
         benign = model.bundle.meta.benign_class
         self.alerts = AlertAggregator(benign, config.alert_min_windows, config.alert_interval_s,
@@ -133,6 +136,7 @@ class EdgeDetector:
         out += self._alerts(force=False)
         if self.metrics:
             self.metrics.open_windows.set(len(self.windower))
+            self.metrics.open_window_bytes.set(self.windower.open_bytes)
         return out
 
     def flush_all(self, closed_by: ClosedBy = "flush") -> list[Output]:
@@ -196,7 +200,7 @@ class EdgeDetector:
         for i, w in enumerate(batch):
             self._released += w.origins
             produced = max((getattr(r, "produced_ms", None) or 0 for r in w.items), default=0)
-            d = Detection.model_construct(
+            d = DetectionRow(
                 window_id=w.window_id, key=w.key, flow_ids=w.flow_ids, first_seen_ms=w.first_seen_ms,
                 last_seen_ms=w.last_seen_ms, predicted=names[predicted[i]],
                 probabilities=[round(p, 5) for p in probs[i]], confidence=round(conf[i], 5),
@@ -216,16 +220,14 @@ class EdgeDetector:
                 self.alerts.add(d, w.items)
             elif m and not d.uncertain and d.predicted != self.alerts.benign:
                 m.alerts_muted.labels(reason=muted).inc()
-        batch_msg = DetectionBatch(worker=self.cfg.worker, model_version=model.version,
-                                   class_names=names, detections=dets)
-        out.insert(0, Output("detections", None, encode(batch_msg)))
+        out.insert(0, Output("detections", None, encode_detection_batch(self.cfg.worker, model.version, names, dets)))
         if m:
             self._observe(dets, now_ms)
         if self.on_scored:
             self.on_scored(dets)
         return out
 
-    def _observe(self, dets: list[Detection], now_ms: int) -> None:
+    def _observe(self, dets: list[Any], now_ms: int) -> None:  # DetectionRows
         m = self.metrics
         assert m is not None
         # One labelled increment per label value and batch: a labels() lookup costs more

@@ -69,6 +69,8 @@ class EdgeMetrics:
                                     buckets=(0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0), **r)
         self.deadletters = deadletter_counter(registry, p)
         self.open_windows = Gauge(f"{p}_open_windows", "Windows waiting for more flows", **r)
+        self.open_window_bytes = Gauge(f"{p}_open_window_bytes", "Estimated memory of the open windows "
+                                       "(bounded by EDGELOOP_WINDOW_MEMORY_MB)", **r)
         self.model_info = Gauge(f"{p}_model_info", "The model version in use (value 1)", ["version"], **r)
         self.model_swaps = Counter(f"{p}_model_swaps", "Model bundles swapped in", **r)
         self.model_swaps_refused = Counter(f"{p}_model_swaps_refused",

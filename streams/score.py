@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pandas as pd
 
 from inference.bundle import Bundle
 from inference.onnx_detector import OnnxDetector
 from streams.detector import DetectorConfig, EdgeDetector
-from streams.records import Detection
 from streams.sources.files import records_from_frame
 from streams.windowing import window_label
 
@@ -42,8 +42,8 @@ def score_frame(df: pd.DataFrame, bundle: Bundle, config: DetectorConfig = Detec
     rows: list[dict[str, Any]] = []
     truth: dict[str, str] = {}
 
-    def collect(dets: list[Detection]) -> None:
-        rows.extend(d.model_dump(by_alias=True) for d in dets)
+    def collect(dets: list[Any]) -> None:  # DetectionRows
+        rows.extend(msgspec.structs.asdict(d) for d in dets)
 
     eng = EdgeDetector(model, config, on_scored=collect)
     for i in range(0, len(records), CHUNK):

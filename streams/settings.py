@@ -44,8 +44,11 @@ class Settings(BaseSettings):
     # training has no wall clock, so this is not part of the window spec.
     window_idle_s: float | None = Field(None, gt=0, le=3600)
     follow_bundle_window: bool = False
-    # Open windows before the oldest close early: the memory bound (deploy/README.md, "Memory").
-    max_open_windows: int = Field(50_000, ge=1)
+    # The memory bound of open windows (deploy/README.md, "Memory"): past either, the least
+    # recently active windows close early (closed_by "pressure"). Memory in MB over all views
+    # (the engine's estimate, edgeloop_open_window_bytes), and windows per view.
+    window_memory_mb: float = Field(192.0, gt=0, le=1_000_000)
+    max_open_windows: int = Field(200_000, ge=1)
     # Hosts remembered per view for host history (inference.history): the memory bound.
     max_hosts: int = Field(50_000, ge=1, le=10_000_000)
     # Batched inference: up to N windows or M milliseconds.

@@ -87,42 +87,64 @@ class ClosedWindow:
         return self.features[:, N_FEATURES - N_HISTORY:]
 
 
-@dataclass
+_ABSENT = object()  # a flow pushed without items, labels or origins
+
+
+class _Batch:
+    """One push's flow columns, shared by every open window holding one of its flows (the
+    windows keep row numbers, not per-flow copies)."""
+
+    __slots__ = ("feats", "ts", "dports")
+
+    def __init__(self, feats: np.ndarray, ts: list[float], dports: list[float]) -> None:
+        self.feats, self.ts, self.dports = feats, ts, dports
+
+
+@dataclass(slots=True)
 class _Open:
     first_ts: float
     wall: float
-    flow_ids: list[str] = field(default_factory=list)
-    rows: list[np.ndarray] = field(default_factory=list)  # flow features, one row per flow
-    hist: list[np.ndarray] = field(default_factory=list)  # host history, one row per flow
-    ts: list[float] = field(default_factory=list)         # first_seen_ms, for context features
-    dports: list[float] = field(default_factory=list)
-    peers: list[str] = field(default_factory=list)
-    items: list[Any] = field(default_factory=list)
-    labels: list[Any] = field(default_factory=list)
-    origins: list[Any] = field(default_factory=list)
+    # per flow: (batch, the view's history rows of that batch, row, flow_id, peer, item,
+    # label, origin): one tuple, not one list per column
+    flows: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+# What an open window costs in memory, measured with tracemalloc (tests/bench/bench_open_windows.py):
+# the window (its dict entry, _Open, list) and each flow it holds (tuple, row number, its share of
+# the batch's columns), plus the decoded record a kept flow holds (shared by its views).
+# Measured: 442 B for a one-flow window, 2,176 B for a seven-flow one (host history apart),
+# and 700 B per decoded FlowRow.
+WINDOW_BYTES = 160
+FLOW_BYTES = 290
+ITEM_BYTES = 700
 
 
 class _View:
-    """One view's open windows and host history."""
+    """One view's open windows, least recently active first, and host history."""
 
     def __init__(self, name: str, max_hosts: int) -> None:
         self.name = name
         self.key = key_function(name)
         self.peer = (lambda src, dst: src) if name == "dst" else (lambda src, dst: dst)
         self.open: dict[str, _Open] = {}
+        self.flows = 0  # flows held by the open windows
         self.history = HostHistory(max_hosts=max_hosts)
 
 
 class Windower:
     """Incremental windowing over any number of keys and views, bounded by `max_open`
-    windows and `max_hosts` remembered hosts per view."""
+    windows per view, `max_bytes` of open-window state over all views (the estimate of
+    `open_bytes`), and `max_hosts` remembered hosts per view. At a bound the least recently
+    active window closes early ("pressure")."""
 
     def __init__(self, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
                  max_open: int = 200_000, keep_items: bool = True,
                  clock: Callable[[], float] = time.monotonic,
                  views: Sequence[str] | str | None = None,
-                 max_hosts: int = DEFAULT_MAX_HOSTS, idle_s: float | None = None) -> None:
+                 max_hosts: int = DEFAULT_MAX_HOSTS, idle_s: float | None = None,
+                 max_bytes: int | None = None) -> None:
         self.k, self.horizon_ms, self.max_open = k, seconds * 1000.0, max_open
+        self.max_bytes = max_bytes
         self.seconds, self.keep_items, self.clock = seconds, keep_items, clock
         self.idle_s = seconds if idle_s is None else idle_s
         self.views = parse_views(views if views is not None else (key,))
@@ -130,6 +152,13 @@ class Windower:
 
     def __len__(self) -> int:
         return sum(len(v.open) for v in self._views)
+
+    @property
+    def open_bytes(self) -> int:
+        """Estimated memory of the open windows (WINDOW_BYTES, FLOW_BYTES, ITEM_BYTES)."""
+        windows, flows = len(self), sum(v.flows for v in self._views)
+        item = ITEM_BYTES / len(self._views) if self.keep_items else 0.0
+        return int(windows * WINDOW_BYTES + flows * (FLOW_BYTES + item))
 
     @property
     def history_entries(self) -> int:
@@ -143,53 +172,56 @@ class Windower:
         """Add N flows (columns already extracted); return the windows they closed, in order
         (view by view). `labels` and `origins` ride along per flow into the closed windows
         (ground truth; the offset ledger's message tokens)."""
-        feats = flow_features(raw)
         failed = failed_flags(raw).tolist()
         all_ts, all_dports = raw[:, _TS].tolist(), raw[:, _DPORT].tolist()
         nbytes = raw[:, _BYTES].tolist()
+        batch = _Batch(flow_features(raw), all_ts, all_dports)
         now = self.clock()
+        n = len(flow_ids)
         keep = items if self.keep_items else None
+        absent = [_ABSENT] * n
+        extra = list(zip(flow_ids, keep if keep is not None else absent,
+                         labels if labels is not None else absent, origins if origins is not None else absent))
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
         for view in self._views:
             keyf, peerf = view.key, view.peer
             keys = [keyf(s, d) for s, d in zip(src_ips, dst_ips)]
             peers = [peerf(s, d) for s, d in zip(src_ips, dst_ips)]
             hist = view.history.update(keys, peers, all_dports, all_ts, failed, nbytes)
-            self._assign(view, keys, peers, flow_ids, feats, hist, all_ts, all_dports, keep, labels,
-                         origins, now, done)
+            self._assign(view, keys, peers, batch, hist, extra, now, done)
         return self._close(done)
 
-    def _assign(self, view: _View, keys: list[str], peers: list[str], flow_ids: Sequence[str],
-                feats: np.ndarray, hist: np.ndarray, all_ts: list[float], all_dports: list[float],
-                keep: Sequence[Any] | None, labels: Sequence[Any] | None,
-                origins: Sequence[Any] | None, now: float, done: list[tuple[_View, str, _Open, ClosedBy]]) -> None:
-        opened, k, horizon = view.open, self.k, self.horizon_ms
-        for i in range(len(flow_ids)):
-            key, ts = keys[i], all_ts[i]
-            w = opened.get(key)
+    def _assign(self, view: _View, keys: list[str], peers: list[str], batch: _Batch, hist: np.ndarray,
+                extra: list[tuple[Any, Any, Any, Any]], now: float,
+                done: list[tuple[_View, str, _Open, ClosedBy]]) -> None:
+        opened, k, horizon, all_ts = view.open, self.k, self.horizon_ms, batch.ts
+        per_view_bytes = None if self.max_bytes is None else self.max_bytes / len(self._views)
+        item = ITEM_BYTES / len(self._views) if self.keep_items else 0.0
+        for i, key in enumerate(keys):
+            ts = all_ts[i]
+            w = opened.pop(key, None)  # re-inserted below: the dict stays in order of activity
             if w is not None and ts - w.first_ts > horizon:
-                done.append((view, key, opened.pop(key), "time"))
+                view.flows -= len(w.flows)
+                done.append((view, key, w, "time"))
                 w = None
             if w is None:
-                if len(opened) >= self.max_open:
+                while opened and (len(opened) >= self.max_open or (
+                        per_view_bytes is not None
+                        and (len(opened) + 1) * WINDOW_BYTES + (view.flows + 1) * (FLOW_BYTES + item) > per_view_bytes)):
                     oldest = next(iter(opened))
-                    done.append((view, oldest, opened.pop(oldest), "pressure"))
-                w = opened[key] = _Open(first_ts=ts, wall=now)
+                    w_old = opened.pop(oldest)
+                    view.flows -= len(w_old.flows)
+                    done.append((view, oldest, w_old, "pressure"))
+                w = _Open(first_ts=ts, wall=now)
             w.wall = now
-            w.flow_ids.append(flow_ids[i])
-            w.rows.append(feats[i])
-            w.hist.append(hist[i])
-            w.ts.append(ts)
-            w.dports.append(all_dports[i])
-            w.peers.append(peers[i])
-            if keep is not None:
-                w.items.append(keep[i])
-            if labels is not None:
-                w.labels.append(labels[i])
-            if origins is not None:
-                w.origins.append(origins[i])
-            if len(w.flow_ids) >= k:
-                done.append((view, key, opened.pop(key), "k"))
+            fid, it, lab, org = extra[i]
+            w.flows.append((batch, hist, i, fid, peers[i], it, lab, org))
+            view.flows += 1
+            if len(w.flows) >= k:
+                view.flows -= len(w.flows)
+                done.append((view, key, w, "k"))
+            else:
+                opened[key] = w
 
     def push_records(self, records: Sequence[Any], origins: Sequence[Any] | None = None) -> list[ClosedWindow]:
         """Add FlowRecord objects (anything with FlowRecord attributes)."""
@@ -197,12 +229,21 @@ class Windower:
                          [r.flow_id for r in records], raw_matrix(records), items=records, origins=origins)
 
     def expire(self, now: float | None = None) -> list[ClosedWindow]:
-        """Close windows whose key has been silent for `idle_s` (default T) of wall-clock."""
+        """Close windows whose key has been silent for `idle_s` (default T) of wall-clock.
+        The open windows are kept least recently active first, so this looks only at the
+        windows it closes (and one more per view)."""
         now = self.clock() if now is None else now
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
         for view in self._views:
-            stale = [key for key, w in view.open.items() if now - w.wall >= self.idle_s]
-            done += [(view, key, view.open.pop(key), "idle") for key in stale]
+            opened = view.open
+            while opened:
+                key = next(iter(opened))
+                w = opened[key]
+                if now - w.wall < self.idle_s:
+                    break
+                del opened[key]
+                view.flows -= len(w.flows)
+                done.append((view, key, w, "idle"))
         return self._close(done)
 
     def flush(self, closed_by: ClosedBy = "flush") -> list[ClosedWindow]:
@@ -211,28 +252,52 @@ class Windower:
         for view in self._views:
             done += [(view, key, w, closed_by) for key, w in view.open.items()]
             view.open.clear()
+            view.flows = 0
         return self._close(done)
 
     @staticmethod
     def _close(done: list[tuple[_View, str, _Open, ClosedBy]]) -> list[ClosedWindow]:
         """The closed windows, in order, their features built in one pass over all their
-        flows laid end to end (a few numpy calls per push, not per window)."""
+        flows laid end to end: rows are gathered per batch with fancy indexing (a few numpy
+        calls per push, not per window or per flow)."""
         if not done:
             return []
-        sizes = np.fromiter((len(w.flow_ids) for _, _, w, _ in done), dtype=np.int64, count=len(done))
+        sizes = np.fromiter((len(w.flows) for _, _, w, _ in done), dtype=np.int64, count=len(done))
         starts = np.zeros(len(done), dtype=np.int64)
         np.cumsum(sizes[:-1], out=starts[1:])
         total = int(sizes.sum())
-        ts = np.fromiter((t for _, _, w, _ in done for t in w.ts), dtype=np.float64, count=total)
-        dports = np.fromiter((p for _, _, w, _ in done for p in w.dports), dtype=np.float64, count=total)
-        ctx = context_features(ts, dports, [ip for _, _, w, _ in done for ip in w.peers], starts)
+        flows = [f for _, _, w, _ in done for f in w.flows]
+        ts = np.fromiter((f[0].ts[f[2]] for f in flows), dtype=np.float64, count=total)
+        dports = np.fromiter((f[0].dports[f[2]] for f in flows), dtype=np.float64, count=total)
+        ctx = context_features(ts, dports, [f[4] for f in flows], starts)
         ctx[:, 3] = np.repeat([v.name == "dst" for v, _, _, _ in done], sizes)
-        feats = np.concatenate([np.stack([r for _, _, w, _ in done for r in w.rows]), ctx,
-                                np.stack([h for _, _, w, _ in done for h in w.hist])], axis=1)
+        feats = np.empty((total, N_FEATURES), dtype=np.float32)
+        nf = N_FEATURES - N_HISTORY - ctx.shape[1]
+        feats[:, nf:nf + ctx.shape[1]] = ctx
+        _gather(feats[:, :nf], [(f[0].feats, f[2]) for f in flows])
+        _gather(feats[:, N_FEATURES - N_HISTORY:], [(f[1], f[2]) for f in flows])
         lo, hi = np.minimum.reduceat(ts, starts).tolist(), np.maximum.reduceat(ts, starts).tolist()
-        return [ClosedWindow(window_id(key, w.flow_ids[0], v.name), key, w.flow_ids, feats[s:s + n],
-                             int(lo[j]), int(hi[j]), how, w.items, w.labels, v.name, w.origins)
-                for j, ((v, key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist()))]
+        out = []
+        for j, ((v, key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist())):
+            fl = w.flows
+            ids = [f[3] for f in fl]
+            items, labels, origins = ([f[c] for f in fl if f[c] is not _ABSENT] for c in (5, 6, 7))
+            out.append(ClosedWindow(window_id(key, ids[0], v.name), key, ids, feats[s:s + n],
+                                    int(lo[j]), int(hi[j]), how, items, labels, v.name, origins))
+        return out
+
+
+def _gather(out: np.ndarray, rows: list[tuple[np.ndarray, int]]) -> None:
+    """out[i] = array_i[row_i], one fancy-indexing call per distinct array."""
+    groups: dict[int, tuple[np.ndarray, list[int], list[int]]] = {}
+    for i, (arr, r) in enumerate(rows):
+        g = groups.get(id(arr))
+        if g is None:
+            g = groups[id(arr)] = (arr, [], [])
+        g[1].append(i)
+        g[2].append(r)
+    for arr, pos, idx in groups.values():
+        out[pos] = arr[idx]
 
 
 def stack_windows(windows: Sequence[ClosedWindow], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,7 @@
 """300,000 distinct sources within a minute into one `edgeloop detect` on the real broker,
 with the worker's default window cap: it stays up, stays inside the deploy files' 1 GiB,
-closes the oldest windows early (closed_by "pressure", counted) and loses no flow.
+closes the least recently active windows early at its memory bound (closed_by "pressure",
+counted) and loses no flow.
 
 The sources arrive at 5,000 a second, and the worker runs the product's consumer timings.
 Before the msgspec decode, the batched host history and the tick budget, the busy worker
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 SOURCES = 300_000
 LIMIT_MB = 1024  # MemoryMax=1G / limits.memory: 1Gi in deploy/
+BOUND_MB = 64
 
 
 def flow(i: int) -> dict:
@@ -46,7 +48,9 @@ def test_300k_sources_in_a_minute_stay_inside_the_memory_bound(broker, topics, e
 
     # The product's consumer timings (streams.settings): a 10 s session, 2 s heartbeats, 20 s
     # between polls at most.
-    w = edge_worker(topics, DEFAULT_BUNDLE_DIR, session_timeout_s=10, heartbeat_s=2, max_poll_interval_s=20)
+    # Open windows bounded at 64 MB (the default is 192): the flood must reach the bound.
+    w = edge_worker(topics, DEFAULT_BUNDLE_DIR, session_timeout_s=10, heartbeat_s=2, max_poll_interval_s=20,
+                    window_memory_mb=BOUND_MB)
     w.wait_for("edgeloop_assigned_partitions", lambda v: v == 4, timeout=30)
     t0 = time.monotonic()
     with FlowPublisher(broker.bootstrap, topics.flows) as pub:  # 5,000 new sources a second
@@ -56,7 +60,13 @@ def test_300k_sources_in_a_minute_stay_inside_the_memory_bound(broker, topics, e
             time.sleep(max(0.0, t0 + (k + 1) * 2.0 - time.monotonic()))
     published = time.monotonic() - t0
     assert published < 65, f"publishing took {published:.0f} s: not a one-minute flood"
-    w.wait_for("edgeloop_flows_in_total", lambda v: v >= SOURCES, timeout=120)
+    est = []
+
+    def in_and_bounded(v: float) -> bool:
+        est.append(w.sample("edgeloop_open_window_bytes") or 0.0)
+        return v >= SOURCES
+
+    w.wait_for("edgeloop_flows_in_total", in_and_bounded, timeout=120)
     w.wait_for("edgeloop_open_windows", lambda v: v == 0, timeout=60)  # the rest close idle
     took = time.monotonic() - t0
     peak = rss_peak_mb(w.proc.pid)
@@ -70,9 +80,11 @@ def test_300k_sources_in_a_minute_stay_inside_the_memory_bound(broker, topics, e
     dets = decode_detections(topic_reader(topics.detections, covered, timeout=120))
     seen = {f for d in dets if d["view"] == "src" for f in d["flow_ids"]}
     print(f"\n{SOURCES:,} sources published in {published:.1f} s, all scored {took:.1f} s after the first; "
-          f"peak RSS {peak:.0f} MB (limit {LIMIT_MB}); windows by close {by_close}; "
+          f"peak RSS {peak:.0f} MB (limit {LIMIT_MB}); open windows' estimate at most {max(est) / 2**20:.0f} MB "
+          f"(bound {BOUND_MB}); windows by close {by_close}; "
           f"source-view flows scored {len(seen & ids):,}")
     w.assert_alive()
     assert len(ids - seen) == 0, f"{len(ids - seen)} flows lost"
     assert pressure > 0, "the window cap never closed a window early"
     assert peak < LIMIT_MB, f"peak RSS {peak:.0f} MB over the deploy limit"
+    assert max(est) <= BOUND_MB * 2**20, "the open windows outgrew their memory bound"

@@ -98,3 +98,32 @@ def test_windows_closed_together_get_the_features_each_would_get_alone():
                                                                       rows["dst_ip"].tolist())], axis=1)
         np.testing.assert_array_equal(c.features[:, :alone.shape[1]], alone)
         assert (c.first_seen_ms, c.last_seen_ms) == (int(raw[:, ts_col].min()), int(raw[:, ts_col].max()))
+
+
+def test_open_window_memory_stays_under_its_byte_bound_and_the_least_recent_close_first():
+    from streams.windowing import FLOW_BYTES, ITEM_BYTES, WINDOW_BYTES
+
+    bound = 400 * (WINDOW_BYTES + FLOW_BYTES + ITEM_BYTES / 2) * 2  # about 400 one-flow windows per view
+    w = Windower(k=8, seconds=1e9, views=("src", "dst"), max_open=10**9, idle_s=1e9, max_bytes=int(bound),
+                 keep_items=True, clock=lambda: 0.0)
+    recs = [flow(i, src=f"10.1.{i // 250}.{i % 250}", dst=f"10.9.{i // 250}.{i % 250}") for i in range(3000)]
+    pressure = []
+    for a in range(0, len(recs), 100):
+        pressure += [c for c in w.push_records(recs[a:a + 100]) if c.closed_by == "pressure"]
+        assert w.open_bytes <= bound
+    assert len(pressure) > 2000
+    # The first windows opened are the first to go: least recently active first.
+    src_closed = [c.key for c in pressure if c.view == "src"]
+    assert src_closed[:3] == ["10.1.0.0", "10.1.0.1", "10.1.0.2"]
+
+
+def test_a_window_touched_again_is_not_expired_with_the_silent_ones():
+    now = [0.0]
+    w = Windower(k=8, seconds=1e9, views=("src",), idle_s=5.0, clock=lambda: now[0])
+    w.push_records([flow(i, src=f"10.2.0.{i}") for i in range(10)])
+    now[0] = 4.0
+    w.push_records([flow(20, src="10.2.0.0")])  # the oldest window is active again
+    now[0] = 6.0
+    expired = w.expire()
+    assert sorted(c.key for c in expired) == sorted(f"10.2.0.{i}" for i in range(1, 10))
+    assert len(w) == 1 and w.expire(now=8.9) == [] and len(w.expire(now=9.0)) == 1

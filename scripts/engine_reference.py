@@ -1,0 +1,87 @@
+"""Write (or check) the edge engine's reference answers on the shipped lab captures.
+
+    .venv/bin/python scripts/engine_reference.py write tests/data/engine_reference.json.gz
+    .venv/bin/python scripts/engine_reference.py check tests/data/engine_reference.json.gz
+
+For each capture in data/lab (eval, heldout, spoofed_flood): every window the engine scores
+(`streams.score.score_frame`, the code behind `edgeloop score` and the stream) with its view,
+flows, close reason, verdict and confidence, and a digest of its features (windows_from_frame,
+the training path: the sum and the sum of squares of its 53 x n values). The reference in the
+repository was written by the engine before the columnar rebuild (commit 4e695a1), so
+tests/unit/test_engine_reference.py holds today's engine to yesterday's answers.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CAPTURES = ("eval", "heldout", "spoofed_flood")
+
+
+def answers(capture: str) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+    from streams.score import score_frame
+    from streams.windowing import windows_from_frame
+
+    bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
+    df = pd.read_parquet(REPO / "data" / "lab" / f"{capture}.parquet")
+    scored = score_frame(df, bundle).windows
+    spec = bundle.meta.window
+    feats = {w.window_id: w.features.astype(np.float64)
+             for w in windows_from_frame(df, k=spec.k, seconds=spec.seconds, views=spec.views)}
+    out = {}
+    for r in scored.itertuples():
+        f = feats[r.window_id]
+        out[r.window_id] = {
+            "view": r.view, "flows": hashlib.blake2b("|".join(r.flow_ids).encode(), digest_size=8).hexdigest(),
+            "n": len(r.flow_ids), "closed_by": r.closed_by, "predicted": r.predicted,
+            "uncertain": bool(r.uncertain), "confidence": round(float(r.confidence), 4),
+            "fsum": round(float(f.sum()), 3), "fsq": round(float((f * f).sum()), 3)}
+    return out
+
+
+EXACT = ("view", "flows", "n", "closed_by", "predicted", "uncertain")
+# Host history is now a vectorised scan: float rounding moves the digests in the last place.
+TOLERANCE = {"confidence": 2e-4, "fsum": 5e-3, "fsq": 5e-3}
+
+
+def differences(want: dict, got: dict) -> list[str]:
+    """What differs between two captures' answers: windows missing or new, any exact field,
+    or a number beyond its tolerance."""
+    out = [f"window {w} missing" for w in sorted(set(want) - set(got))]
+    out += [f"window {w} new" for w in sorted(set(got) - set(want))]
+    for wid in sorted(set(want) & set(got)):
+        a, b = want[wid], got[wid]
+        out += [f"{wid} {f}: {a[f]!r} -> {b[f]!r}" for f in EXACT if a[f] != b[f]]
+        out += [f"{wid} {f}: {a[f]} -> {b[f]}" for f, tol in TOLERANCE.items()
+                if abs(a[f] - b[f]) > tol * max(1.0, abs(a[f]))]
+    return out
+
+
+def main() -> None:
+    sys.path.insert(0, str(REPO))
+    mode, path = sys.argv[1], Path(sys.argv[2])
+    got = {c: answers(c) for c in CAPTURES}
+    if mode == "write":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "wt") as fh:
+            json.dump(got, fh, sort_keys=True)
+        print(f"wrote {path}: " + ", ".join(f"{c} {len(v)} windows" for c, v in got.items()))
+    else:
+        with gzip.open(path, "rt") as fh:
+            want = json.load(fh)
+        bad = {c: differences(want[c], got[c]) for c in CAPTURES}
+        for c, d in bad.items():
+            print(f"{c}: {len(got[c])} windows, {len(d)} differences", *d[:10], sep="\n  ")
+        sys.exit(1 if any(bad.values()) else 0)
+
+
+if __name__ == "__main__":
+    main()

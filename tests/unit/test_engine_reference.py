@@ -1,0 +1,31 @@
+"""Same answers: the edge engine on the shipped lab captures gives the windows, features and
+verdicts the engine gave before the columnar rebuild (scripts/engine_reference.py wrote the
+reference at commit 4e695a1): every window id, its flows, view and close reason, and its
+verdict exactly; its features and confidence to float rounding."""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("engine_reference", REPO / "scripts" / "engine_reference.py")
+ref = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ref)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    with gzip.open(REPO / "tests" / "data" / "engine_reference.json.gz", "rt") as fh:
+        return json.load(fh)
+
+
+@pytest.mark.parametrize("capture", ref.CAPTURES)
+def test_the_engine_gives_the_reference_answers(reference, capture):
+    got = ref.answers(capture)
+    problems = ref.differences(reference[capture], got)
+    assert not problems, f"{len(problems)} differences, first: {problems[:5]}"
+    assert len(got) > 1000
