@@ -388,7 +388,7 @@ def decode_flow_rows(raw: bytes | str) -> list[Any]:
 
     A row that breaks a rule is judged by FlowRecord alone (same reason, same message) and
     dead-lettered by itself; a value msgspec refuses takes `decode_flows`' per-record path.
-    FlowRows have FlowRecord's attributes; `as_record` makes one a FlowRecord."""
+    FlowRows have FlowRecord's attributes and encode to the same JSON."""
     if len(raw) > MAX_MESSAGE_BYTES:
         return _decode_flows_slow(raw)
     try:
@@ -430,16 +430,13 @@ def physical_problems(rows: Sequence[Any]) -> np.ndarray:
             | ((mx != 0) & ~((mn <= mean) & (mean <= mx + 1e-6))))
 
 
-def as_record(row: Any) -> FlowRecord:
-    """A FlowRecord from a FlowRow (already valid: not validated again); FlowRecords pass."""
-    if isinstance(row, FlowRecord):
-        return row
-    return FlowRecord.model_construct(**{f: getattr(row, f) for f in _ROW_FIELDS})
-
-
 def _msgspec_type(annotation: Any, metadata: Sequence[Any] = ()) -> Any:
     """The msgspec type for a pydantic field type, with the same bounds."""
     origin = get_origin(annotation)
+    if annotation is FlowRecord:
+        return FlowRow
+    if origin is list:
+        return list[_msgspec_type(get_args(annotation)[0])]  # type: ignore[misc]
     if origin is Annotated:
         base, *extra = get_args(annotation)
         meta = [m for x in extra for m in (getattr(x, "metadata", None) or [x])]
@@ -463,7 +460,11 @@ def struct_of(model: type[BaseModel], name: str, **options: Any) -> type:
         if fname == "schema_":
             continue
         t = _msgspec_type(f.annotation, f.metadata)
-        fields.append((fname, t) if f.is_required() else (fname, t, f.default))
+        if f.is_required():
+            fields.append((fname, t))
+        else:
+            fields.append((fname, t, msgspec.field(default_factory=f.default_factory) if f.default_factory
+                           else f.default))
     fields.sort(key=lambda x: len(x) == 3)  # required first, as a struct wants
     if "schema_" in model.model_fields:
         schema = model.model_fields["schema_"].default
@@ -479,6 +480,9 @@ DetectionRow = struct_of(Detection, "DetectionRow")
 _DetectionRows = msgspec.defstruct("DetectionRows", [
     ("schema", str), ("worker", str), ("model_version", str), ("class_names", list[str]),
     ("detections", list[DetectionRow])])  # type: ignore[valid-type]
+# An uncertain window as the router builds it: the FlowRows ride as they are (no FlowRecord
+# per flow); decoded, the message is an UncertainWindow like any other.
+UncertainRow = struct_of(UncertainWindow, "UncertainRow")
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -488,7 +492,6 @@ def encode_detection_batch(worker: str, model_version: str, class_names: list[st
     return _ENCODER.encode(_DetectionRows("edgeloop.detections/1", worker, model_version, class_names, detections))
 
 
-_ROW_FIELDS = tuple(n for n in FlowRecord.model_fields if n != "schema_")
 _RowBatch = msgspec.defstruct("FlowRowBatch", [
     ("schema", Literal["edgeloop.flows/1"]),
     ("records", Annotated[list[FlowRow], msgspec.Meta(max_length=MAX_BATCH_RECORDS)]),  # type: ignore[valid-type]
@@ -542,7 +545,10 @@ def _envelope_records(obj: dict[str, Any]) -> list[Any]:
     return records
 
 
-def encode(record: BaseModel) -> bytes:
+def encode(record: Any) -> bytes:
+    """A record's JSON value: a pydantic model, or one of this module's structs."""
+    if isinstance(record, msgspec.Struct):
+        return _ENCODER.encode(record)
     return record.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from streams.records import Alert, Detection, FlowRecord, UncertainWindow, as_record
+from streams.records import Alert, Detection, FlowRecord, FlowRow, UncertainRow
 
 
 class TokenBucket:
@@ -125,6 +125,13 @@ class AlertAggregator:
         return out
 
 
+def _row(f: Any) -> Any:
+    """A flow as a FlowRow (FlowRecords, from the per-record decode path, are converted)."""
+    if isinstance(f, FlowRecord):
+        return FlowRow(**f.model_dump(exclude={"schema_"}))
+    return f
+
+
 class UncertainRouter:
     """Decide which windows go to `uncertain`: below threshold (rate-limited) or audit sample."""
 
@@ -134,8 +141,8 @@ class UncertainRouter:
         self.rate_limited = 0
 
     def route(self, d: Detection, low_confidence: bool, flows: list[FlowRecord],
-              class_names: list[str], history: Any = None) -> UncertainWindow | None:
-        """The message for `uncertain`, or None. `history` (an array [n, N_HISTORY]) rides
+              class_names: list[str], history: Any = None) -> Any:
+        """The message for `uncertain` (an UncertainRow: `encode` it), or None. `history` (an array [n, N_HISTORY]) rides
         with the flows, rounded, only when a message is sent."""
         if d.uncertain:
             reason = "low_confidence" if low_confidence else "ood"
@@ -146,7 +153,7 @@ class UncertainRouter:
             reason = "audit"
         else:
             return None
-        return UncertainWindow(window_id=d.window_id, key=d.key, reason=reason, flows=[as_record(f) for f in flows],
+        return UncertainRow(window_id=d.window_id, key=d.key, reason=reason, flows=[_row(f) for f in flows],
                                predicted=d.predicted, probabilities=d.probabilities,
                                class_names=class_names, confidence=d.confidence,
                                ood_score=d.ood_score, model_version=d.model_version, worker=self.worker,

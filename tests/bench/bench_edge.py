@@ -98,8 +98,8 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def worker_throughput(bootstrap, topics, model, tmp, n) -> dict:
-    p, port = start_worker(bootstrap, topics, model, tmp, "bench-throughput")
+def worker_throughput(bootstrap, topics, model, tmp, n, group: str = "bench-throughput") -> dict:
+    p, port = start_worker(bootstrap, topics, model, tmp, group)
     t0 = None
     while True:
         v = metric(port, "edgeloop_flows_in_total")
@@ -178,11 +178,50 @@ def latency(bootstrap, model, tmp, rate: int, seconds: float) -> dict:
             "max": a.max()}
 
 
+STAGES = (("decode (msgspec, masks)", ("records.py", "msgspec")), ("host history", ("history.py",)),
+          ("windowing", ("windowing.py", "features.py")), ("ONNX Runtime", ("onnxruntime",)),
+          ("scoring, routing, encoding", ("detector.py", "routing.py", "onnx_detector.py", "calibrat")))
+
+
+def where_time_goes(model: Path, df, messages: int = 500) -> dict[str, float]:
+    """The engine in this process on the same flows (decoded from the wire, ingested, ticked),
+    under cProfile: own time per stage, as shares of the total."""
+    import cProfile
+    import pstats
+
+    from inference.bundle import Bundle
+    from inference.onnx_detector import OnnxDetector
+    from streams.detector import DetectorConfig, EdgeDetector
+    from streams.records import decode_flow_rows, encode_flow_batch
+
+    rows = list(iter_flow_dicts(df))
+    raws = [encode_flow_batch(rows[a:a + messages]) for a in range(0, len(rows), messages)]
+    eng = EdgeDetector(OnnxDetector(Bundle.load(model)), DetectorConfig())
+    prof = cProfile.Profile()
+    prof.enable()
+    for raw in raws:
+        eng.ingest(decode_flow_rows(raw))
+        if eng.due():
+            eng.tick()
+    eng.flush_all()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values())
+    out = {name: 0.0 for name, _ in STAGES}
+    out["other (numpy, lists, dicts)"] = 0.0
+    for (fname, _, func), v in stats.items():
+        where = f"{fname}:{func}"
+        stage = next((name for name, keys in STAGES if any(k in where for k in keys)), "other (numpy, lists, dicts)")
+        out[stage] += v[2]
+    return {k: v / total for k, v in out.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--flows", type=int, default=200_000)
     ap.add_argument("--rate", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--repeat", type=int, default=2, help="alternated runs of the bare consumer and the worker; best of each")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edgeloop-bench-"))
     model = model_path(tmp)
@@ -194,12 +233,18 @@ def main() -> None:
             pub.publish(iter_flow_dicts(df))
         st = pub.stats
         print(f"produced {st.records:,} flows in {st.messages} messages: {st.rate:,.0f} flows/s")
-        bare_s, n = asyncio.run(bare_consumer(b.bootstrap, topics.flows, len(df)))
-        w = worker_throughput(b.bootstrap, topics, model, tmp, len(df))
+        bare_s, w = float("inf"), {"flows_per_s": 0.0}
+        for r in range(a.repeat):
+            secs, n = asyncio.run(bare_consumer(b.bootstrap, topics.flows, len(df)))
+            got = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-throughput-{r}")
+            print(f"  run {r + 1}: bare consumer {n / secs:,.0f} fl/s, worker {got['flows_per_s']:,.0f} fl/s", flush=True)
+            bare_s = min(bare_s, secs)
+            w = got if got["flows_per_s"] > w["flows_per_s"] else w
         o = onnx_raw(model, df)
         lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
     print(f"\nmodel {model}")
     print(f"{'stage':<52}{'figure':>22}")
+    print(f"best of {a.repeat} alternated runs each")
     print(f"{'bare aiokafka getmany + json decode':<52}{n / bare_s:>16,.0f} fl/s")
     print(f"{'edge worker end to end (faust, 1 process)':<52}{w['flows_per_s']:>16,.0f} fl/s")
     print(f"{'  ratio worker / bare consumer':<52}{w['flows_per_s'] / (n / bare_s):>21.2f}x")
@@ -214,6 +259,9 @@ def main() -> None:
     print(f"{label:<52}{lat['p50']:>19.1f} ms")
     print(f"{'  p99':<52}{lat['p99']:>19.1f} ms")
     print(f"{'  max':<52}{lat['max']:>19.1f} ms  ({lat['n']:,} windows closed by K)")
+    print("\nwhere the engine's time goes (cProfile, own time, the same flows in this process):")
+    for stage, share in where_time_goes(model, df).items():
+        print(f"  {stage:<50}{share:>21.1%}")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,15 @@ def wait_covered(topic_reader, decode, topic: str, ids: set[str], views: list[st
     return decode(topic_reader(topic, done, timeout=timeout))
 
 
+def outcome(stream, topic_reader, decode, topic, ids, views, worker, marker: str):
+    """After the stream ends: (lost, scored twice, windows holding a flow twice, windows by
+    close, the worker's log lines holding `marker`)."""
+    stream.finish()
+    dets = wait_covered(topic_reader, decode, topic, ids, views, timeout=90)
+    lines = [line for line in worker.log.read_text().splitlines() if marker in line]
+    return (*coverage(dets, ids, views), lines)
+
+
 def started(broker, topics, edge_worker, bundle, tag: str, n: int):
     """(flow ids, a function starting another worker of the group, the first worker once it
     owns every partition, the stream of n flows started)."""
@@ -151,11 +160,9 @@ def test_join_and_leave_mid_stream_lose_nothing_and_read_nothing_twice(
     a.proc.send_signal(signal.SIGTERM)                                          # leaves
     left_at = stream.sent
     assert a.proc.wait(30) == 0, a.log.read_text()[-3000:]
-    stream.finish()
+    lost, dup, twice, how, hand_over = outcome(stream, topic_reader, decode_detections, topics.detections, ids,
+                                               views, a, "closed and produced")
     assert left_at < n, "the stream ended before the leave: make it longer"
-    dets = wait_covered(topic_reader, decode_detections, topics.detections, ids, views, timeout=90)
-    lost, dup, twice, how = coverage(dets, ids, views)
-    hand_over = [line for line in a.log.read_text().splitlines() if "closed and produced" in line]
     print(f"\njoin + leave: {n} flows, joined at {joined_at}, left at {left_at}; lost {lost}, flows scored twice {dup}, windows holding a flow twice "
           f"{twice}; windows by close {dict(how)}; flows read again by the survivor "
           f"{b.sample('edgeloop_flows_replayed_total'):.0f}; first worker's hand-overs: {hand_over}")
@@ -183,10 +190,8 @@ def test_a_worker_fenced_by_a_stall_rejoins_and_loses_nothing(broker, topics, ed
     a.wait_for("edgeloop_handovers_total", lambda v: v >= 1, timeout=60, labels={"outcome": "fenced"})
     a.wait_for("edgeloop_assigned_partitions", lambda v: v >= 1, timeout=60)
     back = time.monotonic() - t0
-    stream.finish()
-    dets = wait_covered(topic_reader, decode_detections, topics.detections, ids, views, timeout=90)
-    lost, dup, twice, how = coverage(dets, ids, views)
-    fenced = [line for line in a.log.read_text().splitlines() if "while fenced" in line]
+    lost, dup, twice, how, fenced = outcome(stream, topic_reader, decode_detections, topics.detections, ids, views,
+                                            a, "while fenced")
     print(f"\nstalled at {stalled_at} flows sent, fenced; partitions back {back:.1f} s after SIGCONT; lost {lost}, "
           f"flows scored twice {dup} (per view), windows holding a flow twice {twice}; windows by close "
           f"{dict(how)}; {fenced}")

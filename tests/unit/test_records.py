@@ -142,7 +142,9 @@ def _mutations(seed: int, n: int) -> list[dict]:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_the_fast_row_decoder_gives_the_records_and_errors_of_decode_flows(seed):
-    from streams.records import as_record, decode_flow_rows
+    import msgspec
+
+    from streams.records import decode_flow_rows
 
     recs = _mutations(seed, 300)
     values = [encode_flow_batch(recs[i:i + 50]) for i in range(0, 300, 50)]
@@ -157,7 +159,9 @@ def test_the_fast_row_decoder_gives_the_records_and_errors_of_decode_flows(seed)
                 assert (g.reason, str(g), g.index, g.item) == (w.reason, str(w), w.index, w.item)
             else:
                 assert not isinstance(g, RecordError), g
-                assert as_record(g).model_dump() == w.model_dump()
+                rec = g if isinstance(g, FlowRecord) else FlowRecord(**{
+                    k: v for k, v in msgspec.structs.asdict(g).items() if k != "schema_"})
+                assert rec.model_dump() == w.model_dump()
                 fast_rows += type(g).__name__ == "FlowRow"
     assert fast_rows >= 20  # the fast path was taken (clean single records, clean batches)
 
