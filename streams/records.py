@@ -383,7 +383,7 @@ def decode_flows(raw: bytes | str) -> list[FlowRecord | RecordError]:
 
 def decode_flow_rows(raw: bytes | str) -> list[Any]:
     """`decode_flows` for the edge's hot path: the same records and the same errors, with
-    clean values decoded by msgspec into `FlowRow` structs (about 4x faster than pydantic;
+    clean values decoded by msgspec into `FlowRow` structs (about 3x faster than pydantic;
     `tests/bench/bench_decode.py`), their physical rules checked as vectorised masks.
 
     A row that breaks a rule is judged by FlowRecord alone (same reason, same message) and

@@ -1,0 +1,84 @@
+"""Decoding `flows` messages: the edge's msgspec row decoder beside the pydantic decoder it
+replaced and a bare json.loads (the raw baseline), alternated, best of N, on the same
+messages. Prints figures; it does not pass or fail.
+
+    .venv/bin/python tests/bench/bench_decode.py [--flows 100000] [--batch 500] [--repeat 5]
+
+Messages are FlowBatches of `--batch` lab-like records (every field a sensor fills). The
+"1 bad in 500" rows put one record that breaks a physical rule (more SYNs than packets)
+in every message: msgspec still decodes the batch, the masks find the row, and only that
+row is judged again by pydantic; a type error (a string for a count) sends the message
+down the per-record path instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def records(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        t = 1_700_000_000_000 + i * 3
+        out.append(dict(schema="edgeloop.flow/1", flow_id=f"bench-{i}", sensor="s1", first_seen_ms=t,
+                        last_seen_ms=t + 220, src_ip=f"10.7.{i % 200}.{i % 250 + 1}", dst_ip=f"10.8.0.{i % 40 + 1}",
+                        src_port=40000 + i % 20000, dst_port=443, protocol=6, ip_version=4, duration_ms=220.5,
+                        packets=12, bytes=4200, src2dst_packets=7, src2dst_bytes=1100, dst2src_packets=5,
+                        dst2src_bytes=3100, min_ps=54, mean_ps=350.0, stddev_ps=410.2, max_ps=1448,
+                        mean_piat_ms=20.0, stddev_piat_ms=11.0, max_piat_ms=61.0, syn_packets=2, ack_packets=11,
+                        psh_packets=4, fin_packets=2, src2dst_syn_packets=1, dst2src_syn_packets=1,
+                        application_name="TLS", requested_server_name="example.internal"))
+    return out
+
+
+def messages(n: int, batch: int, fault: str | None) -> list[bytes]:
+    from streams.records import encode_flow_batch
+
+    recs = records(n)
+    out = []
+    for a in range(0, n, batch):
+        chunk = [dict(r) for r in recs[a:a + batch]]
+        if fault == "physical":
+            chunk[len(chunk) // 2]["syn_packets"] = 99
+        elif fault == "type":
+            chunk[len(chunk) // 2]["packets"] = "12"
+        out.append(encode_flow_batch(chunk))
+    return out
+
+
+def main() -> None:
+    from streams.records import decode_flow_rows, decode_flows
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flows", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--repeat", type=int, default=5, help="alternated runs of each; the best is reported")
+    a = ap.parse_args()
+    decoders = {"bare json.loads": lambda raw: json.loads(raw)["records"],
+                "pydantic (decode_flows)": decode_flows, "msgspec rows (decode_flow_rows)": decode_flow_rows}
+    print(f"{a.flows:,} flows in messages of {a.batch}; best of {a.repeat} alternated runs")
+    print(f"{'messages':<22}{'decoder':<34}{'flows/s':>12}{'us/flow':>9}{'good':>9}")
+    for fault, label in ((None, "clean"), ("physical", f"1 bad in {a.batch} (rule)"),
+                         ("type", f"1 bad in {a.batch} (type)")):
+        msgs = messages(a.flows, a.batch, fault)
+        best: dict[str, float] = {}
+        good: dict[str, int] = {}
+        for _ in range(a.repeat):
+            for name, dec in decoders.items():
+                t0 = time.perf_counter()
+                got = [dec(m) for m in msgs]
+                secs = time.perf_counter() - t0
+                best[name] = min(best.get(name, secs), secs)
+                good[name] = sum(1 for out in got for r in out if not isinstance(r, Exception))
+        for name, secs in best.items():
+            print(f"{label:<22}{name:<34}{a.flows / secs:12,.0f}{secs / a.flows * 1e6:9.2f}{good[name]:9,}")
+
+
+if __name__ == "__main__":
+    main()
