@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Sequence
 
@@ -126,7 +127,9 @@ class _View:
         self.name = name
         self.key = key_function(name)
         self.peer = (lambda src, dst: src) if name == "dst" else (lambda src, dst: dst)
-        self.open: dict[str, _Open] = {}
+        # An OrderedDict: taking windows off the front of a plain dict rescans the holes its
+        # deletions leave (measured: 5-24 us a window at 10k-100k open, against 0.3-0.4 us).
+        self.open: OrderedDict[str, _Open] = OrderedDict()
         self.flows = 0  # flows held by the open windows
         self.history = HostHistory(max_hosts=max_hosts)
 
@@ -199,29 +202,31 @@ class Windower:
         item = ITEM_BYTES / len(self._views) if self.keep_items else 0.0
         for i, key in enumerate(keys):
             ts = all_ts[i]
-            w = opened.pop(key, None)  # re-inserted below: the dict stays in order of activity
-            if w is not None and ts - w.first_ts > horizon:
-                view.flows -= len(w.flows)
-                done.append((view, key, w, "time"))
-                w = None
+            w = opened.get(key)
+            if w is not None:
+                if ts - w.first_ts > horizon:
+                    del opened[key]
+                    view.flows -= len(w.flows)
+                    done.append((view, key, w, "time"))
+                    w = None
+                else:
+                    opened.move_to_end(key)  # the dict stays in order of activity
             if w is None:
                 while opened and (len(opened) >= self.max_open or (
                         per_view_bytes is not None
                         and (len(opened) + 1) * WINDOW_BYTES + (view.flows + 1) * (FLOW_BYTES + item) > per_view_bytes)):
-                    oldest = next(iter(opened))
-                    w_old = opened.pop(oldest)
+                    oldest, w_old = opened.popitem(last=False)
                     view.flows -= len(w_old.flows)
                     done.append((view, oldest, w_old, "pressure"))
-                w = _Open(first_ts=ts, wall=now)
+                w = opened[key] = _Open(first_ts=ts, wall=now)
             w.wall = now
             fid, it, lab, org = extra[i]
             w.flows.append((batch, hist, i, fid, peers[i], it, lab, org))
             view.flows += 1
             if len(w.flows) >= k:
+                del opened[key]
                 view.flows -= len(w.flows)
                 done.append((view, key, w, "k"))
-            else:
-                opened[key] = w
 
     def push_records(self, records: Sequence[Any], origins: Sequence[Any] | None = None) -> list[ClosedWindow]:
         """Add FlowRecord objects (anything with FlowRecord attributes)."""
@@ -237,11 +242,10 @@ class Windower:
         for view in self._views:
             opened = view.open
             while opened:
-                key = next(iter(opened))
-                w = opened[key]
+                key, w = next(iter(opened.items()))
                 if now - w.wall < self.idle_s:
                     break
-                del opened[key]
+                opened.popitem(last=False)
                 view.flows -= len(w.flows)
                 done.append((view, key, w, "idle"))
         return self._close(done)
