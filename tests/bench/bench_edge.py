@@ -7,7 +7,10 @@ In one process tree, on the embedded broker:
   2. one `edgeloop detect` worker end to end on the same topic (flows/s, batch sizes, RSS);
   3. bare ONNX Runtime on the same windows, and OnnxDetector.score (normalise + calibrate);
   4. latency from flow produced to detection produced at a paced rate (default 5,000 flows/s),
-     for windows closed by K (windows held open by the T horizon are excluded).
+     for windows closed by K (windows held open by the T horizon are excluded);
+  5. two workers in one group on the same flows, beside one (scaling on this machine's cores);
+  6. where the engine's time goes, by stage (cProfile of the engine in this process).
+The bare consumer and the worker are alternated `--repeat` times; the best of each is shown.
 """
 from __future__ import annotations
 
@@ -116,6 +119,28 @@ def worker_throughput(bootstrap, topics, model, tmp, n, group: str = "bench-thro
     p.terminate()
     p.wait(15)
     return out
+
+
+def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0) -> dict:
+    """Two workers in one group on the same flows (2 partitions each): their summed intake
+    over `seconds` once both own partitions, beside one worker's over the same span."""
+    procs = [start_worker(bootstrap, topics, model, tmp, "bench-two") for _ in range(2)]
+    ports = [port for _, port in procs]
+    deadline = time.monotonic() + 60
+    while any(metric(port, "edgeloop_assigned_partitions") != 2 for port in ports):
+        if time.monotonic() > deadline:
+            raise SystemExit("two workers never split the partitions")
+        time.sleep(0.05)
+    v0, t0 = sum(metric(port, "edgeloop_flows_in_total") for port in ports), time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        if sum(metric(port, "edgeloop_flows_in_total") for port in ports) >= n:
+            break
+        time.sleep(0.05)
+    v1, dt = sum(metric(port, "edgeloop_flows_in_total") for port in ports), time.perf_counter() - t0
+    for p, _ in procs:
+        p.terminate()
+        p.wait(15)
+    return {"flows_per_s": (v1 - v0) / dt, "flows": v1 - v0, "secs": dt}
 
 
 def onnx_raw(model: Path, df) -> dict:
@@ -242,12 +267,16 @@ def main() -> None:
             w = got if got["flows_per_s"] > w["flows_per_s"] else w
         o = onnx_raw(model, df)
         lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
+        two = two_workers(b.bootstrap, topics, model, tmp, len(df))  # last: its hand-overs load the broker
     print(f"\nmodel {model}")
     print(f"{'stage':<52}{'figure':>22}")
     print(f"best of {a.repeat} alternated runs each")
     print(f"{'bare aiokafka getmany + json decode':<52}{n / bare_s:>16,.0f} fl/s")
     print(f"{'edge worker end to end (faust, 1 process)':<52}{w['flows_per_s']:>16,.0f} fl/s")
     print(f"{'  ratio worker / bare consumer':<52}{w['flows_per_s'] / (n / bare_s):>21.2f}x")
+    label = f"two workers, one group ({two['flows']:,.0f} flows in {two['secs']:.1f} s)"
+    print(f"{label:<52}{two['flows_per_s']:>16,.0f} fl/s")
+    print(f"{'  ratio two workers / one':<52}{two['flows_per_s'] / w['flows_per_s']:>21.2f}x")
     print(f"{'  mean inference batch':<52}{w['windows'] / max(w['batches'], 1):>15.1f} windows")
     print(f"{'  share of worker time in ONNX Runtime':<52}{w['infer_s'] * w['flows_per_s'] / len(df):>21.1%}")
     print(f"{'  peak RSS of the worker':<52}{w['rss_mb']:>19.0f} MB")
