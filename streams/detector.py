@@ -142,11 +142,11 @@ class EdgeDetector:
     def flush_all(self, closed_by: ClosedBy = "flush") -> list[Output]:
         """End of input (or partitions given up, closed_by="revoke"): close every window,
         score everything, emit every alert."""
-        self._add_pending(self.windower.flush(closed_by))
+        self.close_all(closed_by)
         out: list[Output] = []
         while self.pending:
             out += self.score_pending()
-        return out + self._alerts(force=True)
+        return out + self.final_alerts()
 
     def close_all(self, closed_by: ClosedBy = "revoke") -> int:
         """Close every open window into the pending batches (score them with score_pending
@@ -162,7 +162,7 @@ class EdgeDetector:
         """Drop every open and pending window unscored (this worker was fenced: its
         partitions already belong to another member, which reads those flows again from
         the last commit); the number of windows dropped."""
-        n = len(self.pending) + len(self.windower.flush("revoke"))
+        n = len(self.pending) + self.windower.clear()
         self.pending = []
         self._released = []
         return n

@@ -484,12 +484,13 @@ _DetectionRows = msgspec.defstruct("DetectionRows", [
 # per flow); decoded, the message is an UncertainWindow like any other.
 UncertainRow = struct_of(UncertainWindow, "UncertainRow")
 _ENCODER = msgspec.json.Encoder()
+_DETECTIONS_SCHEMA = DetectionBatch.model_fields["schema_"].default
 
 
 def encode_detection_batch(worker: str, model_version: str, class_names: list[str],
                            detections: list[Any]) -> bytes:
     """One `detections` message (edgeloop.detections/1) from DetectionRows, in one encode."""
-    return _ENCODER.encode(_DetectionRows("edgeloop.detections/1", worker, model_version, class_names, detections))
+    return _ENCODER.encode(_DetectionRows(_DETECTIONS_SCHEMA, worker, model_version, class_names, detections))
 
 
 _RowBatch = msgspec.defstruct("FlowRowBatch", [

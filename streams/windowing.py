@@ -259,6 +259,14 @@ class Windower:
             view.flows = 0
         return self._close(done)
 
+    def clear(self) -> int:
+        """Drop every open window unscored (no features are built); how many there were."""
+        n = len(self)
+        for view in self._views:
+            view.open.clear()
+            view.flows = 0
+        return n
+
     @staticmethod
     def _close(done: list[tuple[_View, str, _Open, ClosedBy]]) -> list[ClosedWindow]:
         """The closed windows, in order, their features built in one pass over all their

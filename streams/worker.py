@@ -33,7 +33,6 @@ from prometheus_client import CollectorRegistry
 from inference.bundle import Bundle, check_window
 from inference.onnx_detector import OnnxDetector
 from streams.deadletter import dead_letter
-from streams.signing import trusted_keys
 from streams.detector import DetectorConfig, EdgeDetector, Output
 from streams.errors import RecordError
 from streams.faust_transport import app_class
@@ -42,6 +41,7 @@ from streams.metrics import EdgeMetrics
 from streams.offsets import OffsetLedger, ReadMarks
 from streams.records import decode_flow_rows, encode, record_json
 from streams.settings import Settings
+from streams.signing import trusted_keys
 from streams.topics import Topics
 
 log = logging.getLogger("edgeloop.worker")
@@ -335,4 +335,3 @@ def detector_guard(bootstrap: str, attack_classes: list[str]) -> Any:
     except EdgeloopError as exc:
         log.warning("guard: %s; protecting the brokers and loopback only", exc)
     return Guard.build(bootstrap=bootstrap, infrastructure=infra, local_addrs=local, attack_classes=attack_classes)
-

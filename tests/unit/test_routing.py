@@ -70,3 +70,30 @@ def test_a_slow_attacker_still_adds_up_to_an_alert():
         now[0] = 6 * (step + 1)
         got += a.drain("v1")
     assert [(x.key, x.windows) for x in got] == [("10.0.0.66", 5)]
+
+
+def test_struct_outputs_decode_as_the_contract_models_with_every_value():
+    """The router's UncertainRow and the engine's detections message are msgspec structs;
+    consumers decode them as UncertainWindow and DetectionBatch: same flows, same values,
+    whether a flow came as a FlowRow (fast decode) or a FlowRecord (per-record path)."""
+    import msgspec
+
+    from streams.records import (DetectionBatch, DetectionRow, FlowRecord, UncertainWindow, decode,
+                                 decode_flow_rows, encode, encode_detection_batch, encode_flow_batch)
+
+    good = dict(flow_id="s-1", first_seen_ms=1000, last_seen_ms=1500, src_ip="10.0.0.1", dst_ip="10.0.0.2",
+                src_port=40000, dst_port=80, protocol=6, packets=10, bytes=1200, src2dst_packets=6,
+                dst2src_packets=4, min_ps=60, mean_ps=120, max_ps=400, syn_packets=1, label="syn_scan",
+                application_name="HTTP")
+    (row,) = decode_flow_rows(encode_flow_batch([good]))
+    record = FlowRecord(**dict(good, flow_id="s-2"))
+    d = DetectionRow(window_id="w1", key="10.0.0.1", flow_ids=["s-1", "s-2"], first_seen_ms=1000, last_seen_ms=1500,
+                     predicted="benign", probabilities=[0.6, 0.4], confidence=0.6, ood_score=-3.0, uncertain=True,
+                     closed_by="k", model_version="v1", scored_ms=9, view="dst")
+    u = UncertainRouter(rate_per_s=10, audit_fraction=0).route(d, True, [row, record], ["benign", "syn_scan"],
+                                                                history=[[0.5] * 18, [0.25] * 18])
+    back = decode(UncertainWindow, encode(u))
+    assert back.flows == [FlowRecord(**good), record]
+    assert (back.reason, back.view, back.history[1][0], back.probabilities) == ("low_confidence", "dst", 0.25, [0.6, 0.4])
+    batch = decode(DetectionBatch, encode_detection_batch("w", "v1", ["benign", "syn_scan"], [d]))
+    assert batch.detections[0].model_dump() == msgspec.structs.asdict(d)
