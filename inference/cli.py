@@ -68,11 +68,14 @@ def _load(path: Path, fmt: str, labels: Path | None = None) -> Any:
                    "how an unseen attack is routed to `uncertain`.")
 @click.option("--outlier-weight", type=click.FloatRange(0, 10), default=None,
               help="Outlier exposure weight (0: off; default from TrainConfig).")
+@click.option("--variants", type=click.IntRange(0, 10), default=None,
+              help="Re-rendered copies of each attack run (other pace, round trip, sizes, lost "
+                   "answers, probe flags; inference.datasets.variation); 0: off. [default: 3]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None, no_eval: bool,
           no_foreign: bool, fmt: str, out: Path | None, int8: bool, seed: int, epochs: int | None,
           k: int | None, seconds: float | None, views: str | None, exclude: tuple[str, ...],
-          outlier_weight: float | None, quiet: bool) -> None:
+          outlier_weight: float | None, variants: int | None, quiet: bool) -> None:
     """Train the 1-D CNN detector on labelled flows and write a model bundle.
 
     Windows are built by the edge's own windowing code (every view, with host history),
@@ -91,7 +94,7 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
     from dataclasses import replace
 
     from inference.registry import Registry
-    from inference.train import TrainConfig, train_bundle  # torch itself is imported when training starts
+    from inference.train import RECIPE, train_bundle  # torch itself is imported when training starts
     from streams.windowing import parse_views
 
     s = _settings()
@@ -113,7 +116,8 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
     val_df = _load(val_file, fmt) if val_file else None
     console.print(f"loaded {len(train_df)} flows from {source} in {time.perf_counter() - t_load:.1f} s")
     target = out or Path(tempfile.mkdtemp(prefix="edgeloop-train-"))
-    cfg = TrainConfig() if outlier_weight is None else replace(TrainConfig(), outlier_weight=outlier_weight)
+    cfg = RECIPE if outlier_weight is None else replace(RECIPE, outlier_weight=outlier_weight)
+    cfg = cfg if variants is None else replace(cfg, run_variants=variants)
     try:
         vs = parse_views(views or s.window_views)
         bundle = train_bundle(train_df, val_df=val_df, k=k or s.window_k, seconds=seconds or s.window_seconds,

@@ -21,7 +21,8 @@ import click
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFESTS = (REPO / "data" / "openworld" / "ndpi-test.toml",
-                     REPO / "data" / "openworld" / "lab-heldout.toml")
+                     REPO / "data" / "openworld" / "lab-heldout.toml",
+                     REPO / "data" / "openworld" / "lab-heldout-b.toml")
 # (kind, verdict, op, target) per figure, as in inference.openworld_report's targets.
 TARGETS = {("benign", "false_alert"): ("<=", 0.01), ("benign", "deferred"): ("<=", 0.05),
            ("known", "ok"): (">=", 0.95), ("unknown", "miss"): ("<=", 0.01)}
@@ -91,7 +92,7 @@ def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epoch
     from inference.bundle import Bundle
     from inference.datasets.training import training_flows
     from inference.openworld import evaluate_open_world
-    from inference.train import train_bundle
+    from inference.train import RECIPE, train_bundle
 
     out_dir.mkdir(parents=True, exist_ok=True)
     flows = training_flows()
@@ -104,7 +105,7 @@ def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epoch
             say(f"seed {seed}: reusing {path}")
         else:
             bundle = train_bundle(flows, views=["src", "dst"], seed=seed, epochs=epochs, progress=False,
-                                  out_dir=path, dataset="default training set")
+                                  out_dir=path, dataset="default training set", config=RECIPE)
         rec = {"seed": seed, "version": bundle.version, "train_seconds": bundle.meta.metrics.get("train_seconds"),
                "lab_macro_f1": lab_macro_f1(bundle), "figures": [], "reports": {}}
         for m in manifests:
@@ -184,8 +185,8 @@ def _seeds(_: Any, __: Any, value: str) -> tuple[int, ...]:
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds, help="Training seeds.")
 @click.option("--manifest", "manifests", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Open-world manifests (repeatable; default: the nDPI test half and the lab "
-                   "held-out capture).")
+              help="Open-world manifests (repeatable; default: the nDPI test half and the two lab "
+                   "held-out captures).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("var/experiments/openworld"), show_default=True,
               help="Bundles (seed-N/, reused when present), reports, JSON and plot.")

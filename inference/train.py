@@ -76,6 +76,10 @@ class TrainConfig:
     # (e.g. a scan sent from source port 123 when training never had a well-known one).
     min_feature_std: float = 0.05
     confidence: float = 0.8
+    # The floor for an attack verdict, if other than `confidence` (which then holds for
+    # benign): a window passes as benign only when the detector is sure, while an attack
+    # class at a lower confidence still raises its alert instead of waiting for a person.
+    attack_confidence: float | None = None
     ood_quantile: float = 0.995
     max_int8_drop: float = 0.005  # int8 is kept only within 0.5 accuracy points of fp32
     threads: int = 2
@@ -99,9 +103,15 @@ class TrainConfig:
     # Members of the ensemble (inference.model.Ensemble), each trained with its own seed
     # (seed * 1000 + i); their logits are averaged in the exported graph.
     members: int = 3
+    # Copies of every attack run re-rendered as other tools, settings and links would have
+    # sent it (inference.datasets.variation: pace, round trip, sizes, lost answers, probe
+    # flags), windowed by the edge's code beside the real runs; train_bundle only. 0: off.
+    run_variants: int = 0
 
 
 CAPTURE_COLUMN = "capture"
+# How the shipped default bundle is trained (`edgeloop train`, the open-world experiment).
+RECIPE = TrainConfig(run_variants=3, confidence=0.9, attack_confidence=0.6)
 
 
 @dataclass
@@ -111,6 +121,11 @@ class Windows:
     x: np.ndarray
     mask: np.ndarray
     labels: list[str]
+    flow_ids: list[list[str]] | None = None  # per window, when built from flows
+
+    def take(self, idx: np.ndarray) -> "Windows":
+        return Windows(self.x[idx], self.mask[idx], [self.labels[i] for i in idx],
+                       None if self.flow_ids is None else [self.flow_ids[i] for i in idx])
 
 
 def frame_windows(df: Any, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
@@ -132,7 +147,7 @@ def frame_windows(df: Any, k: int = 8, seconds: float = 10.0, key: KeyMode = "sr
         closed += [w for w, _ in got]
         labels += [lab for _, lab in got]
     x, mask = stack_windows(closed, k)
-    return Windows(x, mask, labels)
+    return Windows(x, mask, labels, [list(w.flow_ids) for w in closed])
 
 
 def _principal_windows(part: Any, k: int, seconds: float, key: KeyMode, benign: str,
@@ -194,15 +209,51 @@ def train_bundle(train_df: Any, *, val_df: Any = None, k: int = 8, seconds: floa
         train_df = train_df[~train_df["label"].isin(drop)]
         val_df = None if val_df is None else val_df[~val_df["label"].isin(drop)]
     views = list(views or (key,))
+    cfg = config or TrainConfig()
     tr = frame_windows(train_df, k, seconds, key, benign, views)
     val = None if val_df is None else frame_windows(val_df, k, seconds, key, benign, views)
-    source = {"dataset": dataset, "train_flows": int(len(train_df)),
+    n_variants = 0
+    if cfg.run_variants > 0:
+        tr, val, n_variants = _with_variants(train_df, tr, val, cfg, seed, (k, seconds, key, benign, views))
+    source = {"dataset": dataset, "train_flows": int(len(train_df)), "variant_flows": n_variants,
+              **({"variation": _variation_record()} if n_variants else {}),
               "val_flows": None if val_df is None else int(len(val_df)),
               "excluded_classes": sorted(drop)}
     return train_windows(tr.x, tr.mask, tr.labels, val=val, class_names=class_names,
                          window=WindowSpec(k=k, seconds=seconds, key=views[0], views=views), seed=seed,
                          epochs=epochs, int8=int8, progress=progress, out_dir=out_dir,
                          benign=benign, source=source, config=config, name=name, t0=t0)
+
+
+def _variation_record() -> dict[str, Any]:
+    from inference.datasets.variation import Variation
+
+    return asdict(Variation())
+
+
+def _with_variants(df: Any, tr: Windows, val: Windows | None, cfg: TrainConfig, seed: int,
+                   spec: tuple) -> tuple[Windows, Windows, int]:
+    """Training windows plus those of `cfg.run_variants` re-rendered copies of each attack
+    run (inference.datasets.variation); validation stays real. Without `val`, the usual
+    split of the real windows validates, and no flow of a validation window is copied, so
+    validation never meets a near twin of itself in training."""
+    from inference.datasets.variation import run_variants
+
+    if val is None:
+        y = np.array(tr.labels, dtype=object)
+        tr_idx, va_idx = _stratified_split(_encode(list(y), sorted(set(tr.labels))), cfg.val_fraction,
+                                           np.random.default_rng(seed), tail=cfg.val_split == "tail")
+        tr, val = tr.take(tr_idx), tr.take(va_idx)
+        held = {f for ids in (val.flow_ids or []) for f in ids}
+        df = df[~df["flow_id"].astype(str).isin(held)]
+    if CAPTURE_COLUMN not in df.columns:
+        df = df.assign(**{CAPTURE_COLUMN: "capture"})
+    extra = run_variants(df, copies=cfg.run_variants, seed=seed, benign=spec[3])
+    if not len(extra):
+        return tr, val, 0
+    vw = frame_windows(extra, *spec)
+    both = Windows(np.concatenate([tr.x, vw.x]), np.concatenate([tr.mask, vw.mask]), tr.labels + vw.labels)
+    return both, val, int(len(extra))
 
 
 def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
@@ -566,7 +617,9 @@ def _meta(fit: _Fit, tr: _Set, va: _Set, names: list[str], schema: FeatureSchema
         "best_epoch": fit.best_epoch + 1,
         "temperature": how,
         "thresholds": {
-            "confidence": f"fixed at {cfg.confidence} (calibrated max probability)",
+            "confidence": f"fixed at {cfg.confidence} (calibrated max probability)"
+                          + ("" if cfg.attack_confidence is None
+                             else f"; {cfg.attack_confidence} for attack classes"),
             "ood": f"{cfg.ood_quantile:.1%} quantile of free energy (incl. the distance term) on {len(ood_logits)} in-distribution "
                    f"{'validation' if ood_on_val else 'train+validation'} windows"},
     }
@@ -577,7 +630,9 @@ def _meta(fit: _Fit, tr: _Set, va: _Set, names: list[str], schema: FeatureSchema
     return BundleMeta(name=name, created_ms=int(time.time() * 1000), class_names=names,
                       benign_class=benign, window=window, features=schema.to_json(),
                       temperature=temperature,
-                      thresholds=Thresholds(confidence=cfg.confidence, ood=ood),
+                      thresholds=Thresholds(confidence=cfg.confidence, ood=ood, per_class=(
+                          {} if cfg.attack_confidence is None
+                          else {c: cfg.attack_confidence for c in names if c != benign})),
                       onnx=OnnxFile(file="model.onnx", sha256=""), metrics=metrics,
                       training=training)
 

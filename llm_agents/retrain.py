@@ -361,7 +361,9 @@ class Retrainer:
         y = np.concatenate(ys)
         d.train_windows = {c: int((y == c).sum()) for c in classes}
         d.train_provenance = prov
-        cfg = replace(TrainConfig(), confidence=champ.meta.thresholds.confidence, members=self.cfg.members)
+        floors = {v for c, v in champ.meta.thresholds.per_class.items() if c != champ.meta.benign_class}
+        cfg = replace(TrainConfig(), confidence=champ.meta.thresholds.confidence, members=self.cfg.members,
+                      attack_confidence=floors.pop() if len(floors) == 1 else None)
         return train_windows(np.concatenate(xs), np.concatenate(ms), y.tolist(), class_names=classes,
                              val=Windows(real.x[val], real.mask[val], real.labels[val].tolist()),
                              window=champ.meta.window, seed=self.cfg.seed, epochs=self.cfg.epochs,

@@ -6,9 +6,12 @@
 For each capture in data/lab (eval, heldout, spoofed_flood): every window the engine scores
 (`streams.score.score_frame`, the code behind `edgeloop score` and the stream) with its view,
 flows, close reason, verdict and confidence, and a digest of its features (windows_from_frame,
-the training path: the sum and the sum of squares of its 53 x n values). The reference in the
-repository was written by the engine before the columnar rebuild (commit 4e695a1), so
-tests/unit/test_engine_reference.py holds today's engine to yesterday's answers.
+the training path: the sum and the sum of squares of its 54 x n values). The reference was
+first written by the engine before the columnar rebuild (commit 4e695a1), which the rebuilt
+engine matched; it was written again when the default bundle changed (54c10b09, feature
+schema 4), after checking that every window, its flows, view and close reason were still
+identical (only verdicts, confidences and feature digests moved, as a new model and a new
+feature must). tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations
 

@@ -183,3 +183,38 @@ def test_distance_shift_keeps_probabilities_and_raises_energy_of_novel_windows()
     data = export_onnx(shifted, x, mask)  # the wrapper exports and matches torch
     assert np.allclose(run_onnx(data, far[:4], mask[:4]), torch_logits(shifted, far[:4], mask[:4]),
                        rtol=1e-4, atol=1e-2)
+
+
+def test_run_variants_and_attack_floors_reach_the_bundle_and_the_detector(flows, tmp_path):
+    from dataclasses import replace
+
+    from inference.train import TrainConfig
+
+    cfg = replace(TrainConfig(), run_variants=2, confidence=0.9, attack_confidence=0.6, members=1)
+    b = train_bundle(flows, epochs=2, progress=False, out_dir=tmp_path / "v", config=cfg)
+    plain = train_bundle(flows, epochs=2, progress=False, out_dir=tmp_path / "p",
+                         config=replace(cfg, run_variants=0))
+    src = b.meta.training["source"]
+    attacks = int((flows["label"] != "benign").sum())
+    # copies of every attack flow but those of the validation windows
+    assert src["train_flows"] == len(flows) and 0 < src["variant_flows"] < 2 * attacks
+    assert list(src["variation"]["rtt_ms"]) == [0.0, 300.0]
+    w, wp = b.meta.training["windows"], plain.meta.training["windows"]
+    assert w["val"] == wp["val"]                      # validation: the same real windows
+    assert sum(w["train"].values()) > sum(wp["train"].values())
+    th = b.meta.thresholds
+    assert th.confidence == 0.9 and th.per_class == {c: 0.6 for c in b.class_names if c != "benign"}
+    probs = np.full((2, len(b.class_names)), 0.05, np.float32)
+    probs[0, 0], probs[1, 1] = 0.7, 0.7      # benign at 0.7: unsure; an attack at 0.7: an alert
+    det = OnnxDetector(b, session=_FixedLogits(np.log(probs)))
+    det.temperature = 1.0
+    s = det.score(np.zeros((2, N_FEATURES, 8), np.float32), np.ones((2, 8), np.float32))
+    assert s.low_confidence.tolist() == [True, False]
+
+
+class _FixedLogits:
+    def __init__(self, logits: np.ndarray) -> None:
+        self.logits = logits
+
+    def run(self, _names, _feeds):
+        return [self.logits]

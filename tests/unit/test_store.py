@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from inference.features import FLOW_FEATURES
 from llm_agents.acceptance import window_vectors
 from llm_agents.scripted_windows import synthetic_windows
 from llm_agents.store import DatasetStore, frame_vectors, reference_frame, window_rows
@@ -98,7 +99,7 @@ def test_reference_frame_windows_like_the_edge_and_keeps_only_known_classes(tmp_
     store = DatasetStore(tmp_path)
     res = store.append("reference", ref)
     assert res.windows == ref["window_id"].nunique()
-    assert frame_vectors(store.frame()).shape == (res.windows, 62)
+    assert frame_vectors(store.frame()).shape == (res.windows, 2 * len(FLOW_FEATURES))  # mean and spread
 
 
 def test_bad_frames_are_refused(tmp_path) -> None:
