@@ -87,10 +87,12 @@ def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
 
 def _publisher(s: Any) -> Any:
     from streams.hotswap import publish_release
+    from streams.signing import SigningKey
     from streams.topics import Topics
 
     bootstrap, topic = _bootstrap(s), Topics(s.topic_prefix).models
-    return lambda bundle, reason: publish_release(bootstrap, topic, bundle, reason)
+    key = SigningKey.load(s.release_key) if s.release_key else None  # a bad key fails at start
+    return lambda bundle, reason: publish_release(bootstrap, topic, bundle, reason, key=key)
 
 
 def build_retrainer(s: Any, state: Any, client: Any, metrics: Any = None, **overrides: Any) -> Any:

@@ -354,24 +354,32 @@ def score(file: Path, output: Path | None, model: str | None, follow_bundle: boo
 @main.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--reason", default="manual release", show_default=True)
-def release(bundle_path: Path, reason: str) -> None:
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Sign the release with this private key (`edgeloop keys new`); default: EDGELOOP_RELEASE_KEY.")
+def release(bundle_path: Path, reason: str, key_path: Path | None) -> None:
     """Add a bundle to the registry, make it current and publish it on the models topic.
 
-    Running detectors load it, verify hash and feature schema, and swap it in.
+    Running detectors fetch it from their model store by version (EDGELOOP_MODEL_STORE,
+    default their registry), verify hash and feature schema, and, where EDGELOOP_TRUSTED_KEYS
+    is set, the release's signature; then they swap it in. Anything else is dead-lettered.
     """
     from inference.registry import Registry
     from streams.hotswap import publish_release
+    from streams.signing import SigningKey
     from streams.topics import Topics
 
     s = settings_or_exit()
     try:
+        key_file = key_path or s.release_key
+        key = SigningKey.load(key_file) if key_file else None
         reg = Registry(s.data_dir / "registry")
         b = reg.add(bundle_path)
         reg.promote(b.version, reason)
-        rel = publish_release(bootstrap_of(s), Topics(s.topic_prefix).models, b, reason)
+        rel = publish_release(bootstrap_of(s), Topics(s.topic_prefix).models, b, reason, key=key)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(f"released {rel.version} ({', '.join(rel.class_names)})")
+    signed = f", signed by {rel.released_by}" if key else " (unsigned: no --key or EDGELOOP_RELEASE_KEY)"
+    console.print(f"released {rel.version} ({', '.join(rel.class_names)}){signed}")
 
 
 @main.command()

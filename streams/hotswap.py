@@ -1,40 +1,60 @@
 """Model releases: publish one, and follow the `models` topic to hot-swap detectors.
 
 Every detector reads `models` on its own (no consumer group, from the beginning: the
-topic is compacted, so the last release is the one that counts). For each release it
-loads the bundle at `uri`, checks the sha256 and the feature schema, and only then hands
-the new OnnxDetector to the engine, which swaps it in between two batches.
+topic is compacted, so the last release is the one that counts). A release names a bundle
+by its content: the detector fetches `<model store>/<version>` (EDGELOOP_MODEL_STORE, by
+default its registry), never a path from the record, checks that the bundle there is that
+version with that sha256 and feature schema, and, with trusted keys configured
+(EDGELOOP_TRUSTED_KEYS), that the release is signed by the key it names (`released_by`).
+Only then does the engine get the new OnnxDetector, swapped in between two batches. A
+release refused for any reason is dead-lettered with it and counted.
 
-    >>> publish_release(bootstrap, topics, bundle, reason="promoted")
+    >>> publish_release(bootstrap, topics.models, bundle, reason="promoted", key=SigningKey.load(path))
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from inference.bundle import Bundle
 from inference.onnx_detector import OnnxDetector
 from streams.errors import BundleVerificationError, EdgeloopError, RecordError
 from streams.metrics import EdgeMetrics
 from streams.records import ModelRelease, decode, encode
+from streams.signing import SignatureRefused, SigningKey, TrustedKeys, sign_record
 
 log = logging.getLogger("edgeloop.hotswap")
+# A bundle version is its content address (inference.bundle): hex digits, nothing else, so
+# it can name a directory and never a path out of the model store.
+VERSION = re.compile(r"^[0-9a-f]{16,64}$")
 
 
-def release_for(bundle: Bundle, reason: str = "") -> ModelRelease:
-    return ModelRelease(version=bundle.version, sha256=bundle.sha256(), uri=str(Path(bundle.path).resolve()),
-                        feature_schema_sha256=bundle.meta.features.get("sha256", ""),
-                        class_names=bundle.class_names, released_ms=int(time.time() * 1000), reason=reason)
+class ReleaseRefused(RecordError):
+    """A model release a detector will not swap in; `reason` is what the metric and the dead
+    letter say: bad_release, bad_version, not_in_store, verification, load, or a signature
+    reason (unsigned, unknown_signer, bad_signature, wrong_name)."""
 
 
-def publish_release(bootstrap: str, topic: str, bundle: Bundle, reason: str = "") -> ModelRelease:
-    """Publish a release on the models topic (keyed by model name, for compaction)."""
+def release_for(bundle: Bundle, reason: str = "", key: SigningKey | None = None) -> ModelRelease:
+    """The release of `bundle`, signed by `key` (its name becomes `released_by`) when given."""
+    rel = ModelRelease(version=bundle.version, sha256=bundle.sha256(), uri=str(Path(bundle.path).resolve()),
+                       feature_schema_sha256=bundle.meta.features.get("sha256", ""),
+                       class_names=bundle.class_names, released_ms=int(time.time() * 1000), reason=reason,
+                       released_by=key.name if key else "")
+    return sign_record(rel, key) if key else rel
+
+
+def publish_release(bootstrap: str, topic: str, bundle: Bundle, reason: str = "",
+                    key: SigningKey | None = None) -> ModelRelease:
+    """Publish a release on the models topic (keyed by model name, for compaction). Detectors
+    fetch the bundle from their model store by version, so it must be there (the registry)."""
     from kafka import KafkaProducer
 
-    rel = release_for(bundle, reason)
+    rel = release_for(bundle, reason, key)
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
         p.send(topic, key=bundle.meta.name.encode(), value=encode(rel)).get(timeout=15)
@@ -43,59 +63,74 @@ def publish_release(bootstrap: str, topic: str, bundle: Bundle, reason: str = ""
     return rel
 
 
-def load_release(rel: ModelRelease, threads: int = 1) -> OnnxDetector:
-    """Load and verify the bundle a release points at; raises BundleVerificationError."""
+def load_release(rel: ModelRelease, store: Path, threads: int = 1) -> OnnxDetector:
+    """Fetch the bundle a release names from `store` by its version and verify it against the
+    release; raises ReleaseRefused."""
+    if not VERSION.fullmatch(rel.version):
+        raise ReleaseRefused("bad_version", f"release version {rel.version[:80]!r} is not a content hash")
+    path = Path(store) / rel.version
+    if not (path / "bundle.json").is_file():
+        raise ReleaseRefused("not_in_store", f"bundle {rel.version} is not in the model store {store}")
     try:
-        bundle = Bundle.load(rel.uri)
+        bundle = Bundle.load(path)
+        if bundle.version != rel.version:
+            raise BundleVerificationError(rel.version, f"the store's {path} holds version {bundle.version}")
+        bundle.verify(expected_sha256=rel.sha256)
+        if rel.feature_schema_sha256 != bundle.meta.features.get("sha256"):
+            raise BundleVerificationError(rel.version, "release feature schema differs from bundle's")
+        return OnnxDetector(bundle, threads=threads)
+    except BundleVerificationError as exc:
+        raise ReleaseRefused("verification", exc.detail) from exc
     except EdgeloopError as exc:
-        raise BundleVerificationError(rel.version, f"cannot load {rel.uri}: {exc}") from exc
-    if bundle.version != rel.version:
-        raise BundleVerificationError(rel.version, f"bundle at {rel.uri} is version {bundle.version}")
-    bundle.verify(expected_sha256=rel.sha256)
-    if rel.feature_schema_sha256 != bundle.meta.features.get("sha256"):
-        raise BundleVerificationError(rel.version, "release feature schema differs from bundle's")
-    return OnnxDetector(bundle, threads=threads)
+        raise ReleaseRefused("load", f"cannot load {path}: {exc}") from exc
 
 
 class ModelWatcher:
-    """Follow the models topic and call `on_model` with each verified new detector."""
+    """Follow the models topic and call `on_model` with each verified new detector; call
+    `on_refused(raw, ReleaseRefused)` (a dead letter) for each release it will not use."""
 
     def __init__(self, bootstrap: str, topic: str, on_model: Callable[[OnnxDetector], Awaitable[None] | None],
-                 current_version: Callable[[], str], metrics: EdgeMetrics | None = None) -> None:
+                 current_version: Callable[[], str], metrics: EdgeMetrics | None = None, *,
+                 store: Path, trusted: TrustedKeys | None = None,
+                 on_refused: Callable[[bytes, RecordError], Awaitable[None] | None] | None = None) -> None:
         self.bootstrap, self.topic, self.on_model = bootstrap, topic, on_model
         self.current_version, self.metrics = current_version, metrics
-        self.refused: list[tuple[str, str]] = []
+        self.store, self.trusted, self.on_refused = Path(store), trusted, on_refused
+        self.refused: list[tuple[str, str, str]] = []
 
     async def handle(self, raw: bytes) -> None:
         try:
             rel = decode(ModelRelease, raw)
         except RecordError as exc:
-            self._refuse("?", "bad_release", str(exc))
+            await self._refuse(raw, "?", ReleaseRefused("bad_release", str(exc)))
             return
         if rel.version == self.current_version():
             return
         try:
-            det = await asyncio.to_thread(load_release, rel)
-        except BundleVerificationError as exc:
-            self._refuse(rel.version, "verification", exc.detail)
-            return
-        except EdgeloopError as exc:
-            self._refuse(rel.version, "load", str(exc))
-            return
-        try:
+            if self.trusted is not None:
+                self.trusted.verify(rel)
+            det = await asyncio.to_thread(load_release, rel, self.store)
             res = self.on_model(det)
             if asyncio.iscoroutine(res):
                 await res
-        except BundleVerificationError as exc:  # e.g. windows cut differently from the running model's
-            self._refuse(rel.version, "verification", exc.detail)
+        except (ReleaseRefused, SignatureRefused) as exc:
+            await self._refuse(raw, rel.version, exc)
             return
-        log.warning("model swapped in: %s (%s)", rel.version, rel.reason or "release")
+        except BundleVerificationError as exc:  # e.g. windows cut differently from the running model's
+            await self._refuse(raw, rel.version, ReleaseRefused("verification", exc.detail))
+            return
+        log.warning("model swapped in: %s (%s%s)", rel.version, rel.reason or "release",
+                    f", signed by {rel.released_by}" if rel.signature else "")
 
-    def _refuse(self, version: str, reason: str, detail: str) -> None:
-        self.refused.append((version, detail))
-        log.error("model release %s refused (%s): %s", version, reason, detail)
+    async def _refuse(self, raw: bytes, version: str, exc: RecordError) -> None:
+        self.refused.append((version, exc.reason, str(exc)))
+        log.error("model release %s refused (%s): %s", version, exc.reason, exc)
         if self.metrics:
-            self.metrics.model_swaps_refused.labels(reason=reason).inc()
+            self.metrics.model_swaps_refused.labels(reason=exc.reason).inc()
+        if self.on_refused is not None:
+            res = self.on_refused(raw, exc)
+            if asyncio.iscoroutine(res):
+                await res
 
     async def run(self) -> None:
         from streams.topics import follow_topic

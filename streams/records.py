@@ -211,16 +211,21 @@ class Label(_Record):
 
 
 class ModelRelease(_Record):
-    """A promoted bundle. Detectors load `uri`, verify `sha256` and the feature schema, then swap."""
+    """A promoted bundle, named by its content: detectors fetch `<model store>/<version>`, never
+    a path from the record, verify `sha256` and the feature schema (and, with trusted keys, the
+    signature of `released_by`), then swap. `uri` only says where the publisher's registry kept it."""
 
     schema_: Literal["edgeloop.model_release/1"] = Field("edgeloop.model_release/1", alias="schema")
     version: str
     sha256: str
-    uri: str
+    uri: str = ""
     feature_schema_sha256: str
     class_names: list[str]
     released_ms: int
     reason: str = ""
+    released_by: str = ""               # the name of the key that signed it
+    signer: str = ""                    # its key id (streams/signing.py)
+    signature: str = ""
 
 
 class DeadLetter(_Record):

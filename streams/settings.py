@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # Directory of trusted *.pub keys (streams/signing.py). Set: detectors and enforcers apply
     # only policies.active records signed by one of them. Unset: unsigned records apply.
     trusted_keys: Path | None = None
+    # The key `edgeloop release` and the agent's retrainer sign model releases with
+    # (a private key file from `edgeloop keys new`). Unset: releases go out unsigned.
+    release_key: Path | None = None
+    # Where detectors fetch a released bundle: <model_store>/<version>, by its content hash,
+    # never from a path in the release (default: <data_dir>/registry; on a fleet, a copy of
+    # the core's registry or a shared read-only mount).
+    model_store: Path | None = None
     # LLM endpoint: any OpenAI-compatible server. Empty base URL = offline mode.
     llm_base_url: str = ""
     llm_model: str = ""

@@ -1,8 +1,10 @@
-"""Ed25519 signatures on `policies.active`: who approved an activation is who holds the key.
+"""Ed25519 signatures on `policies.active` and `models`: who approved an activation, or who
+released a model, is who holds the key.
 
     $ edgeloop keys new alice                       # var/keys/alice.key (0600) and alice.pub
     $ cp var/keys/alice.pub /etc/edgeloop/trusted/  # on every detector and enforcer node
     $ edgeloop policy approve ID --key var/keys/alice.key
+    $ edgeloop release BUNDLE --key var/keys/registry.key   # or EDGELOOP_RELEASE_KEY
     EDGELOOP_TRUSTED_KEYS=/etc/edgeloop/trusted edgeloop detect / edgeloop enforce
 
 A key file is JSON: {"name", "key_id", "private"} (0600) or {"name", "key_id", "public"};
@@ -11,10 +13,11 @@ signed over its canonical JSON without the `signer` and `signature` fields, so a
 to it (a policy widened, an expiry moved, the approver renamed) breaks the signature.
 
 With trusted keys configured, a detector and an enforcer apply only activations and
-revocations signed by one of them whose `approved_by`/`revoked_by` is that key's name;
-anything else is refused with a reason (`unsigned`, `unknown_signer`, `bad_signature`,
-`wrong_name`), dead-lettered and counted. Without, they apply unsigned records and say so
-at start: signing is opt-in until every approver has a key.
+revocations signed by one of them whose `approved_by`/`revoked_by` is that key's name, and a
+detector swaps in only model releases whose `released_by` signed them; anything else is
+refused with a reason (`unsigned`, `unknown_signer`, `bad_signature`, `wrong_name`),
+dead-lettered and counted. Without, they apply unsigned records and say so at start:
+signing is opt-in until every approver has a key.
 """
 from __future__ import annotations
 
@@ -129,31 +132,40 @@ class TrustedKeys:
         return cls(keys)
 
     def verify(self, record: Any) -> str:
-        """The signer's name when `record` (an activation or a revocation) is signed by the trusted
-        key of the person it names (approved_by, revoked_by); else SignatureRefused."""
-        who = record.approved_by if hasattr(record, "approved_by") else record.revoked_by
+        """The signer's name when `record` (an activation, a revocation or a model release) is
+        signed by the trusted key of the person it names (approved_by, revoked_by,
+        released_by); else SignatureRefused."""
+        who, what = _claim(record)
         if not record.signature or not record.signer:
-            raise SignatureRefused("unsigned", f"{record.policy_id}: not signed")
+            raise SignatureRefused("unsigned", f"{what}: not signed")
         entry = self.keys.get(record.signer)
         if entry is None:
-            raise SignatureRefused("unknown_signer", f"{record.policy_id}: signed by unknown key {record.signer}")
+            raise SignatureRefused("unknown_signer", f"{what}: signed by unknown key {record.signer}")
         name, pub = entry
         try:
             pub.verify(base64.b64decode(record.signature, validate=True), canonical(record))
         except (InvalidSignature, ValueError) as exc:
-            raise SignatureRefused("bad_signature", f"{record.policy_id}: the signature of key {record.signer} "
+            raise SignatureRefused("bad_signature", f"{what}: the signature of key {record.signer} "
                                    "does not match the record (altered after signing?)") from exc
         if name != who:
-            raise SignatureRefused("wrong_name", f"{record.policy_id}: signed by {name}, not by {who}")
+            raise SignatureRefused("wrong_name", f"{what}: signed by {name}, not by {who}")
         return name
 
 
-def trusted_keys(settings: Any) -> TrustedKeys | None:
-    """The keys policies.active records must be signed with (None: unsigned records apply)."""
+def _claim(record: Any) -> tuple[str, str]:
+    """(who the record says signed it, what it is, for messages)."""
+    for field, ident in (("approved_by", "policy_id"), ("revoked_by", "policy_id"), ("released_by", "version")):
+        if hasattr(record, field):
+            return str(getattr(record, field)), f"{type(record).__name__} {getattr(record, ident)}"
+    raise TypeError(f"{type(record).__name__} names no signer")
+
+
+def trusted_keys(settings: Any, what: str = "policies.active records") -> TrustedKeys | None:
+    """The keys `what` must be signed with (None: unsigned records apply)."""
     if settings.trusted_keys is None:
-        log.warning("EDGELOOP_TRUSTED_KEYS unset: unsigned policies.active records are applied")
+        log.warning("EDGELOOP_TRUSTED_KEYS unset: unsigned %s are applied", what)
         return None
     keys = TrustedKeys.load(settings.trusted_keys)
-    log.warning("policies.active: only records signed by %d trusted keys (%s) are applied", len(keys.keys),
+    log.warning("%s: only those signed by %d trusted keys (%s) are applied", what, len(keys.keys),
                 ", ".join(sorted(n for n, _ in keys.keys.values())))
     return keys

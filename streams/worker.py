@@ -83,7 +83,10 @@ class EdgeWorker:
         self._saved_marks: dict[int, int] = {}
         self._lag_series: set[str] = set()
         self.watcher = ModelWatcher(bootstrap, self.names["models"], self._swap,
-                                    lambda: self.engine.model.version, self.metrics)
+                                    lambda: self.engine.model.version, self.metrics,
+                                    store=settings.model_store or settings.data_dir / "registry",
+                                    trusted=trusted_keys(settings, "model releases"),
+                                    on_refused=lambda raw, exc: self.refused(self.names["models"], raw, exc))
         self._wire()
 
     def _wire(self) -> None:
@@ -131,10 +134,7 @@ class EdgeWorker:
 
             async def on_refused(raw: bytes, exc: Exception) -> None:
                 self.metrics.detector_policies_refused.labels(reason=getattr(exc, "reason", "guard")).inc()
-                dl = dead_letter(exc, topic=self.names["policies.active"], partition=None, offset=None,
-                                 value=raw, worker=self.worker_id)
-                self.metrics.deadletters.labels(reason=dl.reason, topic=self.names["policies.active"]).inc()
-                await self.emit([Output("deadletter", None, encode(dl))])
+                await self.refused(self.names["policies.active"], raw, exc)
 
             meta = self.engine.model.bundle.meta
             # `ip` and DNS look-ups of NTP pools can take seconds: not on the event loop
@@ -143,6 +143,12 @@ class EdgeWorker:
             watcher = PolicyWatcher(self.bootstrap, self.names["policies.active"], on_change, guard=guard,
                                     on_refused=on_refused, trusted=trusted_keys(self.settings))
             await watcher.run()
+
+    async def refused(self, topic: str, raw: bytes, exc: Exception) -> None:
+        """Dead-letter a value of a control topic (models, policies.active) this worker refused."""
+        dl = dead_letter(exc, topic=topic, partition=None, offset=None, value=raw, worker=self.worker_id)
+        self.metrics.deadletters.labels(reason=dl.reason, topic=topic).inc()
+        await self.emit([Output("deadletter", None, encode(dl))])
 
     async def _swap(self, det: OnnxDetector) -> None:
         # Flush what the old model owns first, so each window is scored by exactly one model.

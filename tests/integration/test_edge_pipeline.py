@@ -112,6 +112,7 @@ def test_malformed_records_go_to_deadletter_and_good_ones_keep_flowing(
 
 def test_hot_swap_under_load_loses_and_repeats_no_window(
         broker, topics, edge_worker, tiny_bundle, tiny_bundle_b, topic_reader, decode_detections, tmp_path):
+    from inference.registry import Registry
     from streams.hotswap import publish_release
 
     df = _flows(seed=11, hosts=40, per_host=48)  # 11,520 flows
@@ -121,6 +122,7 @@ def test_hot_swap_under_load_loses_and_repeats_no_window(
     with FlowPublisher(broker.bootstrap, topics.flows, batch_records=100) as pub:
         replay_frame(df.iloc[:half], pub, progress=False)
         w.wait_for("edgeloop_windows_scored_total", lambda v: v > 100)
+        Registry(tmp_path / "var" / "registry").add(tiny_bundle_b.path)  # the worker's model store
         publish_release(broker.bootstrap, topics.models, tiny_bundle_b, reason="test swap")
         # Keep the load on while the new model loads.
         for start in range(half, len(df), 500):
@@ -141,20 +143,41 @@ def test_hot_swap_under_load_loses_and_repeats_no_window(
     assert w.sample("edgeloop_model_info", {"version": tiny_bundle_b.version}) == 1
 
 
-def test_release_failing_verification_is_refused(broker, topics, edge_worker, tiny_bundle, tiny_bundle_b, tmp_path):
+def test_only_signed_releases_of_untampered_stored_bundles_are_swapped_in(
+        broker, topics, edge_worker, tiny_bundle, tiny_bundle_b, topic_reader, tmp_path):
+    """Signed releases, fetched by content hash: a tampered bundle in the store and an unsigned
+    release are refused, dead-lettered with their reason and counted; the release the
+    registry's key signed is swapped in."""
     import shutil
 
+    from inference.registry import Registry
     from streams.hotswap import publish_release
-    from inference.bundle import Bundle
+    from streams.signing import SigningKey
 
-    tampered = tmp_path / "tampered"
-    shutil.copytree(tiny_bundle_b.path, tampered)
-    (tampered / "model.onnx").write_bytes((tampered / "model.onnx").read_bytes() + b"\0")
-    w = edge_worker(topics, tiny_bundle.path)
-    publish_release(broker.bootstrap, topics.models, Bundle.load(tampered), reason="tampered")
+    key = SigningKey.generate("registry")
+    key.save(tmp_path / "trusted")
+    store = tmp_path / "store"
+    shutil.copytree(tiny_bundle_b.path, store / tiny_bundle_b.version)
+    onnx = store / tiny_bundle_b.version / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")                 # what the node would load is altered
+    w = edge_worker(topics, tiny_bundle.path, trusted_keys=tmp_path / "trusted", model_store=store)
+    publish_release(broker.bootstrap, topics.models, tiny_bundle_b, reason="tampered copy", key=key)
     w.wait_for("edgeloop_model_swaps_refused_total", lambda v: v == 1)
+    assert w.sample("edgeloop_model_swaps_refused_total", {"reason": "verification"}) == 1
+    shutil.rmtree(store / tiny_bundle_b.version)
+    Registry(store).add(tiny_bundle_b.path)
+    publish_release(broker.bootstrap, topics.models, tiny_bundle_b, reason="unsigned")
+    w.wait_for("edgeloop_model_swaps_refused_total", lambda v: v == 2)
+    assert w.sample("edgeloop_model_swaps_refused_total", {"reason": "unsigned"}) == 1
     assert w.sample("edgeloop_model_info", {"version": tiny_bundle.version}) == 1
-    assert "refused" in w.log.read_text()
+    dl = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 2, 30)]
+    assert [d["reason"] for d in dl] == ["verification", "unsigned"]
+    assert all(d["source_topic"] == topics.models and json.loads(d["value"])["version"] == tiny_bundle_b.version
+               for d in dl)
+    publish_release(broker.bootstrap, topics.models, tiny_bundle_b, reason="signed", key=key)
+    w.wait_for("edgeloop_model_swaps_total", lambda v: v == 1)
+    assert w.sample("edgeloop_model_info", {"version": tiny_bundle_b.version}) == 1
+    assert w.sample("edgeloop_deadletter_records_total", {"reason": "unsigned", "topic": topics.models}) == 1
     w.assert_alive()
 
 

@@ -169,7 +169,8 @@ def test_novel_attack_is_learned_and_detected_after_a_hot_swap(
     before = recall_of(champ, evalset, NEW)
 
     t = time.perf_counter()
-    worker = edge_worker(topics, champ.path, uncertain_rate_per_s=0, audit_sample=AUDIT_SAMPLE, window_views="src")
+    worker = edge_worker(topics, champ.path, uncertain_rate_per_s=0, audit_sample=AUDIT_SAMPLE, window_views="src",
+                         model_store=registry.root)  # where the retrainer puts what it releases
     truth = {w.window_id: window_label(w.labels)
              for df in (train, evalset) for w in windows_from_frame(df, k=8, seconds=10.0, key="src")}
     reg = CollectorRegistry()
