@@ -47,6 +47,7 @@ from llm_agents.audit import Decision
 from llm_agents.decider import AgentState, Decider, strip_truth
 from streams.deadletter import dead_letter
 from streams.errors import RecordError
+from streams.kafka_security import aiokafka_options
 from streams.records import UncertainWindow, decode, encode
 from streams.topics import Topics
 
@@ -210,12 +211,13 @@ class LabelAgent:
         """
         c = self.cfg
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=c.group_id, client_id=f"edgeloop-{c.worker}",
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=c.fetch_max_wait_ms,
+            bootstrap_servers=self.bootstrap, **aiokafka_options(), group_id=c.group_id,
+            client_id=f"edgeloop-{c.worker}", enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=c.fetch_max_wait_ms,
             session_timeout_ms=int(c.session_timeout_s * 1000), heartbeat_interval_ms=int(c.heartbeat_s * 1000),
             max_poll_interval_ms=max(300_000, int(c.backoff_max_s * 4000)))
         self.consumer.subscribe([self.topics.uncertain], listener=_Rebalance(self))
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **aiokafka_options(),
+                                         acks="all", linger_ms=5)
         await self.producer.start()
         await self.consumer.start()
         follow = asyncio.create_task(self._follow_detections()) if c.drift_ratio > 0 else None
@@ -395,7 +397,8 @@ class LabelAgent:
             self.retrains.append(fut.result())
 
     async def _follow_detections(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **aiokafka_options(),
+                                    group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="latest", fetch_max_wait_ms=self.cfg.fetch_max_wait_ms)
         await consumer.start()
         try:

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from llm_agents.agent_metrics import AgentMetrics
 from streams.deadletter import dead_letter
 from streams.errors import EdgeloopError, RecordError
+from streams.kafka_security import aiokafka_options
 from streams.records import Alert, decode, encode
 from streams.settings import Settings
 from streams.topics import Topics
@@ -55,12 +56,12 @@ class AlertProposer:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self.consumer = AIOKafkaConsumer(
-            self.topics.alerts, bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            self.topics.alerts, bootstrap_servers=self.bootstrap, **aiokafka_options(), group_id=self.group_id,
             client_id=f"edgeloop-{s.worker_id or 'agent'}-policies", enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms,
             session_timeout_ms=int(s.session_timeout_s * 1000), heartbeat_interval_ms=int(s.heartbeat_s * 1000),
             max_poll_interval_ms=300_000)  # one batch may run the blueprint loop for minutes
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **aiokafka_options(), acks="all")
         await self.producer.start()
         await self.consumer.start()
         try:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.errors import EdgeloopError, SourceError
+from streams.kafka_security import kafka_python_options
 
 console = Console(stderr=True)
 
@@ -31,7 +32,7 @@ def live_flows(bootstrap: str, topic: str, minutes: float, max_flows: int) -> An
 
     from streams.records import RecordError, decode_flows
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    c = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_options(), group_id=None, enable_auto_commit=False,
                       fetch_max_wait_ms=200, max_poll_interval_ms=60_000, consumer_timeout_ms=1000)
     rows: list[dict[str, Any]] = []
     try:

@@ -37,6 +37,7 @@ from llm_agents.policy_model import PolicyProposal
 from llm_agents.policy_store import PolicyStore, PolicyStateError, PolicyStoreError
 from streams.active_policies import PolicyActivation, PolicyRevocation, encode_active
 from streams.errors import BrokerError, RecordError
+from streams.kafka_security import kafka_python_options
 from streams.records import Alert, DetectionBatch, decode, decode_flows
 from streams.settings import Settings
 from streams.topics import Topics
@@ -74,7 +75,8 @@ def publish(bootstrap: str, topic: str, key: str, value: bytes, timeout_s: float
 
     try:
         ms = int(timeout_s * 1000)
-        p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=ms, max_block_ms=ms,
+        p = KafkaProducer(bootstrap_servers=bootstrap, **kafka_python_options(),
+                          acks="all", request_timeout_ms=ms, max_block_ms=ms,
                           bootstrap_timeout_ms=ms)
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
@@ -94,7 +96,8 @@ def read_tail(bootstrap: str, topic: str, *, max_messages: int = 2_000, timeout_
     from kafka.errors import KafkaError
 
     try:
-        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        c = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_options(),
+                          group_id=None, enable_auto_commit=False,
                           fetch_max_wait_ms=100, max_poll_interval_ms=10_000, consumer_timeout_ms=1000,
                           bootstrap_timeout_ms=int(min(timeout_s, 10) * 1000))
     except KafkaError as exc:

@@ -6,6 +6,7 @@
 #                           offline; no Docker engine runs here, so nothing is built or started
 #           systemd         systemd-analyze, for `systemd-analyze verify` of the units
 #           ShellCheck      (package shellcheck) for the install scripts
+#           stunnel4        TLS in front of the embedded broker, for the Kafka-over-TLS test
 #   PyPI, into their own venv (.venv/deploy-tools, never the project's .venv, whose pins
 #   they would move: check-jsonschema pulls a click that faust-streaming refuses):
 #           kubernetes-validate  Kubernetes schemas shipped in the wheel (no cluster, no network)
@@ -23,7 +24,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-APT_PACKAGES=(prometheus docker-compose systemd shellcheck)
+APT_PACKAGES=(prometheus docker-compose systemd shellcheck stunnel4)
 PIP_PACKAGES=("kubernetes-validate>=1.30" "check-jsonschema>=0.28" "dockerfile>=3.3")
 PIP_MODULES=(kubernetes_validate check_jsonschema dockerfile)
 TOOLS_VENV=${DEPLOY_TOOLS_VENV:-.venv/deploy-tools}

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from streams.errors import BrokerError
+from streams.kafka_security import current, kafka_python_options
 
 
 def free_port() -> int:
@@ -56,7 +57,7 @@ def _probe(bootstrap: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
-                                     client_id="edgeloop-probe")
+                                     client_id="edgeloop-probe", **kafka_python_options())
             admin.list_topics()
             admin.close()
             return
@@ -67,10 +68,16 @@ def _probe(bootstrap: str, deadline: float) -> None:
 
 
 class EmbeddedBroker:
-    """A Tansu process on 127.0.0.1:port; a context manager that starts and stops it."""
+    """A Tansu process on 127.0.0.1:port; a context manager that starts and stops it.
 
-    def __init__(self, port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+    It speaks PLAINTEXT. Behind a TLS front (stunnel accepting on `advertised_port` and
+    connecting here), pass that port: metadata then names the front, and the caller, whose
+    clients speak TLS, waits for it (`wait_until_ready(front)`)."""
+
+    def __init__(self, port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = None,
+                 advertised_port: int | None = None) -> None:
         self.host, self.port, self.log_path = host, port, log_path
+        self.advertised_port = advertised_port
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -79,18 +86,25 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
+        sec = current()
+        if self.advertised_port is None and sec.protocol != "PLAINTEXT":
+            raise BrokerError(f"the embedded broker speaks PLAINTEXT, but EDGELOOP_KAFKA_SECURITY_PROTOCOL is "
+                              f"{sec.protocol}: set EDGELOOP_KAFKA_BOOTSTRAP to your broker, or put a TLS front "
+                              f"(stunnel) before the embedded one (deploy/README.md, 'Kafka TLS and SASL')")
         with socket.socket() as s:
             if s.connect_ex((self.host, self.port)) == 0:
                 raise BrokerError(f"port {self.port} is already in use: is a broker running? "
                                   f"Set EDGELOOP_KAFKA_BOOTSTRAP={self.bootstrap} to use it")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
         try:
-            wait_until_ready(self.bootstrap, timeout_s)
+            if self.advertised_port is None:
+                wait_until_ready(self.bootstrap, timeout_s)
         except BrokerError:
             self.stop()
             raise

@@ -390,12 +390,13 @@ def tail(topic: str, from_beginning: bool, max_messages: int | None) -> None:
     """Print a topic's messages as JSON lines (short names like `alerts` get the prefix)."""
     from kafka import KafkaConsumer
 
+    from streams.kafka_security import kafka_python_options
     from streams.topics import Topics
 
     s = settings_or_exit()
     names = Topics(s.topic_prefix).all()
-    c = KafkaConsumer(names.get(topic, topic), bootstrap_servers=bootstrap_of(s), group_id=None,
-                      auto_offset_reset="earliest" if from_beginning else "latest")
+    c = KafkaConsumer(names.get(topic, topic), bootstrap_servers=bootstrap_of(s), **kafka_python_options(),
+                      group_id=None, auto_offset_reset="earliest" if from_beginning else "latest")
     n = 0
     try:
         for msg in c:

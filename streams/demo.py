@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from streams.errors import BrokerError, SourceError
+from streams.kafka_security import kafka_python_options
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
 from streams.terminal import safe
@@ -273,7 +274,8 @@ def _wait_joined(det: subprocess.Popen, port: int, log: Path, timeout: float = 9
 def _watch(consumer_cls, bootstrap: str, topics: Topics, det: subprocess.Popen, s: Settings, sent: int,
            console: Console) -> LiveView:
     c = consumer_cls(topics.detections, topics.alerts, bootstrap_servers=bootstrap, group_id=None,
-                     auto_offset_reset="earliest", consumer_timeout_ms=300, enable_auto_commit=False)
+                     auto_offset_reset="earliest", consumer_timeout_ms=300, enable_auto_commit=False,
+                     **kafka_python_options())
     view, t0 = LiveView(topics), time.monotonic()
     port = s.metrics_port
     try:

@@ -38,6 +38,7 @@ from streams.active_policies import (ActivePolicies, ActiveRecord, DetectorOverr
                                      detector_overrides, encode_active, merge_overrides)
 from streams.errors import BrokerError, RecordError
 from streams.guard import ALWAYS_PROTECTED, Guard, PolicyRefused, broker_hosts, local_addresses
+from streams.kafka_security import kafka_python_options
 from streams.metrics import EnforcerMetrics
 from streams.nftables import (DEFAULT_TABLE, AddressError, EnforceError, IPNetwork, Nft, NftEntry, NftError,
                               network_actions, parse_address, parse_network, render_ruleset)
@@ -212,7 +213,8 @@ def _consumer(bootstrap: str, topic: str):  # noqa: ANN202 - kafka-python has no
     from kafka.errors import KafkaError
 
     try:
-        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        c = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_options(),
+                          group_id=None, enable_auto_commit=False,
                           fetch_max_wait_ms=100, max_poll_interval_ms=10_000, request_timeout_ms=15_000,
                           bootstrap_timeout_ms=15_000)
     except KafkaError as exc:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterable
 
 from llm_agents.policy_model import Policy
+from streams.kafka_security import kafka_python_options
 from streams.nftables import AddressError, EnforceError, IPNetwork, parse_address, parse_network
 
 log = logging.getLogger("edgeloop.guard")
@@ -157,7 +158,8 @@ def cluster_brokers(bootstrap: str, timeout_s: float = 5.0) -> list[str]:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_python_options(),
+                                 request_timeout_ms=int(timeout_s * 1000),
                                  client_id="edgeloop-guard")
     except (KafkaError, OSError, ValueError) as exc:
         raise EnforceError(f"cannot read the cluster metadata from {bootstrap}: {exc}") from exc

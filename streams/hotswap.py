@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 from inference.bundle import Bundle
 from inference.onnx_detector import OnnxDetector
 from streams.errors import BundleVerificationError, EdgeloopError, RecordError
+from streams.kafka_security import kafka_python_options
 from streams.metrics import EdgeMetrics
 from streams.records import ModelRelease, decode, encode
 from streams.signing import SignatureRefused, SigningKey, TrustedKeys, sign_record
@@ -55,7 +56,7 @@ def publish_release(bootstrap: str, topic: str, bundle: Bundle, reason: str = ""
     from kafka import KafkaProducer
 
     rel = release_for(bundle, reason, key)
-    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    p = KafkaProducer(bootstrap_servers=bootstrap, **kafka_python_options(), acks="all")
     try:
         p.send(topic, key=bundle.meta.name.encode(), value=encode(rel)).get(timeout=15)
     finally:

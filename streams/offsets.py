@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any, Iterable
 
+from streams.kafka_security import aiokafka_options
+
 
 class _Partition:
     __slots__ = ("queue", "next", "committed")
@@ -131,7 +133,8 @@ class ReadMarks:
         from aiokafka.structs import TopicPartition
 
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
+            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **aiokafka_options(),
+                                              group_id=self.group,
                                               enable_auto_commit=False)
             await self._consumer.start()
         want = {TopicPartition(self.topic, p) for p in partitions}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from streams.errors import BrokerError
+from streams.kafka_security import kafka_python_options
 from streams.metrics import SensorMetrics
 from streams.records import encode_flow_batch
 from streams.windowing import KeyMode, key_function
@@ -48,7 +49,8 @@ class FlowPublisher:
         self.topic, self.sensor, self.batch_records, self.metrics = topic, sensor, batch_records, metrics
         self._key = key_function(key)
         try:
-            self.producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=compression,
+            self.producer = KafkaProducer(bootstrap_servers=bootstrap, **kafka_python_options(),
+                                          compression_type=compression,
                                           linger_ms=5, batch_size=1 << 20, max_request_size=8 << 20,
                                           acks=1, enable_idempotence=False)
             parts = self.producer.partitions_for(topic)

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     embedded_port: int = Field(9092, ge=1, le=65535)
     topic_prefix: str = "edgeloop."
     partitions: int = Field(4, ge=1, le=1024)
+    # How every Kafka client of the process connects (streams/kafka_security.py).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
     # Windowing. K, T and the views must be those the bundle was trained with (a detector
     # refuses a bundle whose window spec differs) unless follow_bundle_window is set.
     window_k: int = Field(8, ge=1, le=256)
@@ -139,10 +147,15 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment once; a bad value raises ConfigError with the env key and value."""
+    """Read the environment once; a bad value raises ConfigError with the env key and value.
+    The process's Kafka clients connect as these settings say (streams.kafka_security)."""
+    from streams.kafka_security import KafkaSecurity, configure
+
     try:
-        return Settings(**overrides)
+        s = Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else "?"
         raise ConfigError(f"EDGELOOP_{field.upper()}", err.get("input"), err["msg"]) from exc
+    configure(KafkaSecurity.from_settings(s))
+    return s

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from streams.errors import BrokerError
+from streams.kafka_security import aiokafka_options, kafka_python_options
 
 # Topics whose consumers want the latest value per key forever.
 COMPACTED = {"models"}
@@ -58,7 +59,8 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4, timeout_s
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_python_options(),
+                                 request_timeout_ms=int(timeout_s * 1000),
                                  client_id="edgeloop-admin")
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
@@ -93,7 +95,7 @@ async def follow_topic(bootstrap: str, topic: str,
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **aiokafka_options(), enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:

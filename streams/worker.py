@@ -37,6 +37,7 @@ from streams.detector import DetectorConfig, EdgeDetector, Output
 from streams.errors import RecordError
 from streams.faust_transport import app_class
 from streams.hotswap import ModelWatcher
+from streams.kafka_security import KafkaSecurity
 from streams.metrics import EdgeMetrics
 from streams.offsets import OffsetLedger, ReadMarks
 from streams.records import decode_flow_rows, encode, record_json
@@ -57,7 +58,8 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_session_timeout=settings.session_timeout_s, broker_heartbeat_interval=settings.heartbeat_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s, broker_request_timeout=settings.session_timeout_s + 10,
         producer_linger_ms=5, producer_max_batch_size=1 << 20, stream_wait_empty=False,
-        producer_compression_type=settings.kafka_compression, logging_config=None)
+        producer_compression_type=settings.kafka_compression, logging_config=None,
+        broker_credentials=KafkaSecurity.from_settings(settings).faust_credentials())
 
 
 class EdgeWorker:

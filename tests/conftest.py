@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pytest
 
 from streams.broker import EmbeddedBroker, free_port
+from streams.kafka_security import kafka_python_options
 from streams.topics import Topics, ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +152,7 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[bytes]], bool],
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      consumer_timeout_ms=500, max_poll_interval_ms=5000)
+                      consumer_timeout_ms=500, max_poll_interval_ms=5000, **kafka_python_options())
     parts = c.partitions_for_topic(topic) or {0}
     tps = [TopicPartition(topic, p) for p in parts]
     c.assign(tps)

@@ -12,7 +12,7 @@
 #      this checkout), plus the extras the roles need: capture (sensor), agent and train
 #      (agent; torch is the CPU build);
 #   3. /etc/edgeloop/*.env from deploy/systemd/env/, copied once and never overwritten
-#      (agent.env holds the LLM key: 0640 root:edgeloop), detect-N.env per detector
+#      (agent.env holds the LLM key, kafka.env the Kafka login: 0640 root:edgeloop), detect-N.env per detector
 #      instance N with its metrics port 9400+N and sensor-IFACE.env per sensor with 9380+i
 #      for the i-th --iface (both rewritten on every run); enforcer 9390, agent 9391;
 #   4. the units, with the venv's path, into /etc/systemd/system; then daemon-reload,
@@ -121,12 +121,14 @@ echo "== configuration $ETC"
 install -d -m 755 "$ETC"
 for f in "$HERE"/env/*.env; do
     dest="$ETC/$(basename "$f")"
+    mode=644
+    case "$(basename "$f")" in agent.env | kafka.env) mode=640 ;; esac  # secrets: never world-readable
     if [[ ! -e "$dest" ]]; then
-        install -m 644 "$f" "$dest"
+        install -m "$mode" "$f" "$dest"
         echo "   wrote $dest"
     fi
 done
-chown root:edgeloop "$ETC/agent.env" && chmod 640 "$ETC/agent.env"
+chown root:edgeloop "$ETC/agent.env" "$ETC/kafka.env" && chmod 640 "$ETC/agent.env" "$ETC/kafka.env"
 if has_role detect; then
     for ((n = 0; n < WORKERS; n++)); do
         printf '# Written by install.sh: detector instance %d.\nEDGELOOP_METRICS_PORT=%d\n' \

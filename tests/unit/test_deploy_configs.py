@@ -146,7 +146,7 @@ def test_the_port_plan_holds_everywhere():
     sensor_unit = (DEPLOY / "systemd" / "edgeloop-sensor@.service").read_text()
     files = re.findall(r"^EnvironmentFile=-?(\S+)$", sensor_unit, re.M)
     # Later files override earlier ones: the per-interface port comes last.
-    assert files == ["/etc/edgeloop/edgeloop.env", "/etc/edgeloop/sensor.env", "/etc/edgeloop/sensor-%i.env"]
+    assert files == ["/etc/edgeloop/edgeloop.env", "/etc/edgeloop/kafka.env", "/etc/edgeloop/sensor.env", "/etc/edgeloop/sensor-%i.env"]
     ports = {"sensor": {9380}, "enforcer": {9390}, "agent": {9391}, "edge": {9400, 9401}}
     for name, want in ports.items():
         text = (PROM / "file_sd" / f"{name}.yml").read_text()
@@ -272,8 +272,9 @@ def test_kustomizations_list_every_manifest_and_render():
             listed.add((k.parent / res).resolve())
         if shutil.which("kubectl"):
             ok(run("kubectl", "kustomize", str(k.parent)))
-    # The example Secret stays out, so applying never overwrites a real key.
-    assert {p.resolve() for p in k8s_files()} - listed == {(DEPLOY / "k8s" / "llm-secret.example.yaml").resolve()}
+    # The example Secrets stay out, so applying never overwrites a real key.
+    assert {p.resolve() for p in k8s_files()} - listed == {
+        (DEPLOY / "k8s" / f"{name}.example.yaml").resolve() for name in ("llm-secret", "kafka-secret")}
 
 
 def test_edge_workers_never_outnumber_partitions():
