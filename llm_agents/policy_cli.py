@@ -116,7 +116,9 @@ def approver_options(f: Any) -> Any:
     f = click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
                      envvar="EDGELOOP_APPROVER_KEY",
                      help="Your signing key (`edgeloop keys new`): signs the record, and its name is who you are.")(f)
-    return click.option("--who", default=None, help="Your name, for the audit log (with --key: the key's name).")(f)
+    return click.option("--who", default=None,
+                        help="Your name, for the audit log (with --key: the key's name). Without --key the record is "
+                             "unsigned, and nodes refuse it unless EDGELOOP_ALLOW_UNSIGNED=true.")(f)
 
 
 def _approver(who: str | None, key_path: Path | None) -> tuple[str, Any]:
@@ -224,7 +226,9 @@ def approve(policy_id: str, who: str | None, key_path: Path | None, note: str, p
     act = approve_policy(ctx.store, pid, who, bootstrap=ctx.bootstrap, topics=ctx.topics, guard=guard, note=note,
                          broad_reason=broad_reason, key=key)
     console.print(f"[green]approved[/] {escape(pid)} by {escape(who)}; published to {ctx.topics.policies_active}; "
-                  f"expires {_when(act.expires_ms)}; " + (f"signed by key {act.signer}" if key else "unsigned")
+                  f"expires {_when(act.expires_ms)}; " + (f"signed by key {act.signer}" if key else
+                                                        "[yellow]unsigned: detectors and enforcers refuse it unless "
+                                                        "EDGELOOP_ALLOW_UNSIGNED=true (sign with --key)[/]")
                   + (f"; broad actions allowed: {escape(broad_reason)}"
                                                         if broad_reason else ""))
 
@@ -332,8 +336,8 @@ def enforce(netns: str | None, mgmt_addrs: tuple[str, ...], protect: tuple[str, 
             raise click.ClickException(str(exc)) from exc
         enforcer = Enforcer(nft, guard, table=table, dry_run=dry_run, status_path=status, metrics=metrics,
                             trusted=trusted)
-        console.print("accepting " + (f"only records signed by {', '.join(sorted(escape(n) for n, _ in trusted.keys.values()))}"
-                                      if trusted else "unsigned records (EDGELOOP_TRUSTED_KEYS unset)"))
+        console.print("accepting " + (escape(trusted.describe()) if trusted is not None
+                                      else "unsigned records (EDGELOOP_ALLOW_UNSIGNED=true, no trusted keys)"))
         console.print(f"enforcing {topics.policies_active} in {'netns ' + netns if netns else 'the host namespace'}, "
                       f"table inet {table}{' (dry run)' if dry_run else ''}; protected: "
                       + ", ".join(f"{n} ({why})" for n, why in guard.protected.items()))

@@ -245,10 +245,20 @@ def _propose(view: LiveView, df, s: Settings, bootstrap: str, console: Console) 
         t.add_row(safe(pid), safe(o.alert_id), o.status, safe(o.reason[:90]))
     console.print(t)
     for pid in waiting[:1]:
-        console.print(f"review it:   edgeloop policy show {escape(pid)}\n"
-                      f"approve it:  edgeloop policy approve {pid} --who \"$USER\"\n"
-                      "             (approval publishes to policies.active: it needs a broker, so run "
-                      "`edgeloop run --keep` or set EDGELOOP_KAFKA_BOOTSTRAP; `edgeloop enforce` applies it)")
+        console.print(f"review it:   edgeloop policy show {escape(pid)}\n" + _approve_hint(pid, s))
+
+
+def _approve_hint(pid: str, s: Settings) -> str:
+    """How to approve, signed: detectors and enforcers refuse unsigned activations by default."""
+    import getpass
+
+    who = getpass.getuser()
+    key = Path(s.data_dir) / "keys" / f"{who}.key"
+    make = "" if key.exists() else (f"approve it:  edgeloop keys new {escape(who)} --trust    (once: your signing key, "
+                                    "trusted on this host)\n             ")
+    return (f"{make if make else 'approve it:  '}edgeloop policy approve {escape(pid)} --key {escape(str(key))}\n"
+            "             (approval publishes to policies.active: it needs a broker, so run "
+            "`edgeloop run --keep` or set EDGELOOP_KAFKA_BOOTSTRAP; `edgeloop enforce` applies it)")
 
 
 def _stop(p: subprocess.Popen) -> None:

@@ -30,21 +30,41 @@ def keys() -> None:
     enforcer node; keep NAME.key (0600) with the approver only."""
 
 
+def _trusted_dir() -> Path:
+    from streams.settings import load_settings
+
+    s = load_settings()
+    return Path(s.trusted_keys) if s.trusted_keys else Path(s.data_dir) / "trusted-keys"
+
+
 @keys.command()
 @click.argument("name")
 @click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
               help="Where to write NAME.key and NAME.pub (default data_dir/keys).")
-def new(name: str, directory: Path | None) -> None:
-    """Make a key pair for NAME (the approver's identity in every record it signs)."""
+@click.option("--trust", is_flag=True,
+              help="Also trust it on this host: copy NAME.pub into EDGELOOP_TRUSTED_KEYS (default "
+                   "data_dir/trusted-keys), where this host's detectors and enforcer look.")
+def new(name: str, directory: Path | None, trust: bool) -> None:
+    """Make a key pair for NAME (the approver's identity in every record it signs).
+
+    Detectors and enforcers require signatures by default: copy NAME.pub into the
+    trusted-keys directory of every node (or --trust for this host)."""
+    import shutil
+
     from streams.signing import SigningKey
 
     try:
         key = SigningKey.generate(name)
         priv, pub = key.save(_dir(directory))
-    except EdgeloopError as exc:
+        if trust:
+            d = _trusted_dir()
+            d.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pub, d / pub.name)
+    except (EdgeloopError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(f"key {key.key_id} for {safe(name)}: private {priv} (0600, keep it), public {pub} "
-                  "(copy it to each node's EDGELOOP_TRUSTED_KEYS directory)")
+    where = f"trusted here ({_trusted_dir() / pub.name}); copy it to other nodes" if trust else \
+        "copy it to each node's trusted-keys directory"
+    console.print(f"key {key.key_id} for {safe(name)}: private {priv} (0600, keep it), public {pub} ({where})")
 
 
 @keys.command(name="list")

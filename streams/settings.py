@@ -91,9 +91,12 @@ class Settings(BaseSettings):
     # Compression of what edgeloop produces (flows, detections, uncertain, alerts).
     # lz4: measured here, gzip at level 9 (aiokafka's fixed default) took 13% of a worker.
     compression: Compression = "lz4"
-    # Directory of trusted *.pub keys (streams/signing.py). Set: detectors and enforcers apply
-    # only policies.active records signed by one of them. Unset: unsigned records apply.
+    # Directory of trusted *.pub keys (streams/signing.py): detectors and enforcers apply only
+    # policies.active records and model releases signed by one of them. Unset: <data_dir>/
+    # trusted-keys; with no keys there, every record is refused (dead-lettered as unsigned or
+    # unknown_signer) unless allow_unsigned is set, which is for a lab only.
     trusted_keys: Path | None = None
+    allow_unsigned: bool = False
     # The key `edgeloop release` and the agent's retrainer sign model releases with
     # (a private key file from `edgeloop keys new`). Unset: releases go out unsigned.
     release_key: Path | None = None

@@ -112,10 +112,16 @@ def sign_record(record: Any, key: SigningKey) -> Any:
 
 
 class TrustedKeys:
-    """The public keys this node accepts, from a directory of *.pub files."""
+    """The public keys this node accepts, from a directory of *.pub files (none: it accepts
+    nothing)."""
 
     def __init__(self, keys: dict[str, tuple[str, Ed25519PublicKey]]) -> None:
         self.keys = keys
+
+    def describe(self) -> str:
+        if not self.keys:
+            return "nothing: no trusted keys (EDGELOOP_TRUSTED_KEYS, or data_dir/trusted-keys)"
+        return "only records signed by " + ", ".join(sorted(n for n, _ in self.keys.values()))
 
     @classmethod
     def load(cls, directory: Path) -> "TrustedKeys":
@@ -161,11 +167,23 @@ def _claim(record: Any) -> tuple[str, str]:
 
 
 def trusted_keys(settings: Any, what: str = "policies.active records") -> TrustedKeys | None:
-    """The keys `what` must be signed with (None: unsigned records apply)."""
-    if settings.trusted_keys is None:
-        log.warning("EDGELOOP_TRUSTED_KEYS unset: unsigned %s are applied", what)
+    """The keys `what` must be signed with: the *.pub files in EDGELOOP_TRUSTED_KEYS, else in
+    <data_dir>/trusted-keys.
+
+    Signatures are required by default: with no keys there, the answer is an empty set that
+    refuses every record (dead-lettered as unsigned or unknown_signer), and the node keeps
+    detecting. None, only with EDGELOOP_ALLOW_UNSIGNED=true and no keys: unsigned records
+    apply (a lab)."""
+    directory = Path(settings.trusted_keys or Path(settings.data_dir) / "trusted-keys")
+    if any(directory.glob("*.pub")):
+        keys = TrustedKeys.load(directory)
+        log.warning("%s: only those signed by %d trusted keys (%s) are applied", what, len(keys.keys),
+                    ", ".join(sorted(n for n, _ in keys.keys.values())))
+        return keys
+    if settings.allow_unsigned:
+        log.warning("no trusted keys and EDGELOOP_ALLOW_UNSIGNED=true: unsigned %s are applied (a lab only)", what)
         return None
-    keys = TrustedKeys.load(settings.trusted_keys)
-    log.warning("%s: only those signed by %d trusted keys (%s) are applied", what, len(keys.keys),
-                ", ".join(sorted(n for n, _ in keys.keys.values())))
-    return keys
+    log.error("no trusted keys (no *.pub in %s): every %s is refused until approvers' .pub keys are there "
+              "(`edgeloop keys new NAME --trust`); EDGELOOP_ALLOW_UNSIGNED=true applies unsigned ones (a lab only)",
+              directory, what)
+    return TrustedKeys({})

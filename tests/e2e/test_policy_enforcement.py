@@ -274,13 +274,20 @@ def test_scan_is_blocked_after_approval_benign_traffic_is_not_and_revocation_res
             proposed = topic_reader(topics.policies_proposed, lambda vs: len(vs) >= 1, 20)
             assert [json.loads(v)["policy_id"] for v in proposed] == [pid]
 
+            # The operator's key, trusted on this node (data_dir/trusted-keys, found by default:
+            # signatures are required unless a node is told otherwise).
+            from streams.keys_cli import keys as keys_cmd
+
+            res = CliRunner().invoke(keys_cmd, ["new", "e2e-operator", "--trust"], env=env)
+            assert res.exit_code == 0, res.output
+            key = str(tmp_path / "var" / "keys" / "e2e-operator.key")
             metrics_port = free_port()
             enforcer = start_enforcer(topo, env, status, enf_log, metrics_port)
             assert wait_for(lambda: "applied" in read_status(status), 60), enf_log.read_text()[-2000:]
             assert probe(topo, "att", (80,)) == {"80": "open"}  # before approval: reachable
 
             # 2. approve from the CLI; the victim's nftables now drop the attacker
-            res = CliRunner().invoke(cli, ["policy", "approve", pid[:10], "--who", "e2e-operator"], env=env)
+            res = CliRunner().invoke(cli, ["policy", "approve", pid[:10], "--key", key], env=env)
             assert res.exit_code == 0, res.output
             seen_ms = wait_for(lambda: nft_has(topo, topo.attacker.addr) and int(time.time() * 1000), 15)
             assert seen_ms, enf_log.read_text()[-2000:]
@@ -298,8 +305,8 @@ def test_scan_is_blocked_after_approval_benign_traffic_is_not_and_revocation_res
 
             # revoking restores access
             t_revoke = time.monotonic()
-            res = CliRunner().invoke(cli, ["policy", "revoke", pid[:10], "--who", "e2e-operator",
-                                           "--reason", "e2e done"], env=env)
+            res = CliRunner().invoke(cli, ["policy", "revoke", pid[:10], "--key", key, "--reason", "e2e done"],
+                                     env=env)
             assert res.exit_code == 0, res.output
             assert wait_for(lambda: not nft_has(topo, topo.attacker.addr), 15), enf_log.read_text()[-2000:]
             restored_s = time.monotonic() - t_revoke

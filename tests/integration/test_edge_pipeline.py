@@ -117,7 +117,7 @@ def test_hot_swap_under_load_loses_and_repeats_no_window(
 
     df = _flows(seed=11, hosts=40, per_host=48)  # 11,520 flows
     expected = {w.window_id for w in windows_from_frame(df, k=8, seconds=10.0, views=VIEWS) if w.view == "src"}
-    w = edge_worker(topics, tiny_bundle.path, window_idle_s=3)
+    w = edge_worker(topics, tiny_bundle.path, window_idle_s=3, allow_unsigned="true")  # unsigned releases: a lab
     half = len(df) // 2
     with FlowPublisher(broker.bootstrap, topics.flows, batch_records=100) as pub:
         replay_frame(df.iloc[:half], pub, progress=False)
@@ -228,16 +228,22 @@ def test_replayed_pcap_yields_one_detection_per_closed_window(
 
 
 def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, tiny_bundle, topic_reader):
+    """An active suppression changes what the engine alerts on (not only the watcher's
+    state): while it is active, one scanner's windows are muted and raise no alert; once it
+    is revoked, the same scan from that source alerts again."""
     from kafka import KafkaProducer
 
-    from llm_agents.policy_model import AlertMatch, ClassThreshold, Policy
+    from llm_agents.policy_model import AlertMatch, Policy
     from streams.active_policies import PolicyActivation, PolicyRevocation, encode_active
 
-    w = edge_worker(topics, tiny_bundle.path)
+    df = _flows(seed=5, hosts=2, per_host=32)
+    scanners = sorted(df.loc[df["label"] == "syn_scan", "src_ip"].unique())
+    muted, other = scanners[0], scanners[1]
+    w = edge_worker(topics, tiny_bundle.path, allow_unsigned="true", window_idle_s=2, alert_interval_s=1)
     now = int(time.time() * 1000)
-    act = PolicyActivation(policy_id="p1", policy=Policy(class_thresholds=[
-        ClassThreshold(attack="syn_scan", min_confidence=0.99)]), approved_by="test", approved_ms=now,
-        expires_ms=now + 600_000, code_sha256="0" * 64, proposal_sha256="0" * 64, provenance="library:test")
+    act = PolicyActivation(policy_id="p1", policy=Policy(suppress_alerts=[AlertMatch(attack="syn_scan", key=muted)]),
+                           approved_by="test", approved_ms=now, expires_ms=now + 600_000, code_sha256="0" * 64,
+                           proposal_sha256="0" * 64, provenance="library:test")
     # a forged activation muting alerts about the broker's host: the detector's own guard refuses it
     mute = act.model_copy(update={"policy_id": "mute", "policy": Policy(suppress_alerts=[
         AlertMatch(attack="syn_scan", key="127.0.0.1")])})
@@ -249,10 +255,27 @@ def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, t
     [dl] = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 1, 20)]
     assert dl["source_topic"] == topics.policies_active and dl["reason"] == "PolicyRefused"
     assert json.loads(dl["value"])["policy_id"] == "mute" and "would mute alerts about" in dl["error"]
+
+    def scan_alerts(rows: pd.DataFrame, n_before: int) -> set[str]:
+        with FlowPublisher(broker.bootstrap, topics.flows) as pub:
+            replay_frame(rows, pub, progress=False)
+        w.wait_for("edgeloop_flows_in_total", lambda v: v >= n_before + len(rows), timeout=30)
+        w.wait_for("edgeloop_windows_scored_total", lambda v: v >= 2 * len(set(rows["src_ip"])), timeout=60)
+        time.sleep(3)  # the alert interval, twice
+        alerts = [json.loads(v) for v in topic_reader(topics.alerts, lambda vs: False, timeout=3)]
+        return {a["key"] for a in alerts if a["attack"] == "syn_scan"}
+
+    scans = df[df["src_ip"].isin(scanners)]
+    during = scan_alerts(scans, 0)
+    assert other in during and muted not in during, during
+    assert w.sample("edgeloop_alert_windows_muted_total", {"reason": "suppressed"}) > 0
     rev = PolicyRevocation(policy_id="p1", revoked_by="test", revoked_ms=now + 1)
     p.send(topics.policies_active, key=b"p1", value=encode_active(rev)).get(10)
     p.close()
     w.wait_for("edgeloop_active_policies", lambda v: v == 0, timeout=30)
+    later = scans.assign(flow_id=scans["flow_id"] + "-again", first_seen_ms=scans["first_seen_ms"] + 600_000,
+                         last_seen_ms=scans["last_seen_ms"] + 600_000)
+    assert muted in scan_alerts(later, len(scans))
 
 
 def test_sensor_metrics_count_what_the_broker_acknowledged_and_what_it_refused(broker, topics, topic_reader):

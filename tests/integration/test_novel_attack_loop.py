@@ -169,8 +169,10 @@ def test_novel_attack_is_learned_and_detected_after_a_hot_swap(
     before = recall_of(champ, evalset, NEW)
 
     t = time.perf_counter()
+    # model_store: where the retrainer puts what it releases; its releases are unsigned here (a
+    # lab switch; signed releases are test_edge_pipeline's subject).
     worker = edge_worker(topics, champ.path, uncertain_rate_per_s=0, audit_sample=AUDIT_SAMPLE, window_views="src",
-                         model_store=registry.root)  # where the retrainer puts what it releases
+                         model_store=registry.root, allow_unsigned="true")
     truth = {w.window_id: window_label(w.labels)
              for df in (train, evalset) for w in windows_from_frame(df, k=8, seconds=10.0, key="src")}
     reg = CollectorRegistry()
@@ -306,7 +308,7 @@ def test_gates_hold_on_the_lab_loop_with_bad_models(broker, topics, edge_worker,
     replayed.loc[replayed["label"] == NEW, "user_agent"] = INJECTION
     truth = {w.window_id: window_label(w.labels) for w in windows_from_frame(train, k=8, seconds=10.0, key="src")}
     worker = edge_worker(topics, champion[0].path, uncertain_rate_per_s=0, audit_sample=AUDIT_SAMPLE,
-                         window_views="src")
+                         window_views="src", allow_unsigned="true")  # a release, if any, would be swapped in
     with FlowPublisher(broker.bootstrap, topics.flows) as pub:
         replay_frame(replayed, pub, progress=False)
     worker.wait_for("edgeloop_windows_scored_total", lambda v: v >= len(truth), timeout=90)

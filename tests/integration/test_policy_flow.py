@@ -33,8 +33,9 @@ OTHER = "10.9.0.77"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def sandbox_ok() -> None:
+    """For the tests that propose (a blueprint step runs in the sandbox); the others run anyway."""
     ok, why = sandbox_available()
     if not ok:
         pytest.skip(f"the blueprint sandbox cannot confine step code here, so nothing can be proposed: {why}")
@@ -63,8 +64,10 @@ def settings_for(broker, topics, data_dir: Path):
 
 
 def env_for(broker, topics, data_dir: Path) -> dict[str, str]:
+    """A lab's settings: unsigned approvals apply (`--who`). Signatures, required by default,
+    are the subject of test_with_trusted_keys_... below."""
     return {"EDGELOOP_KAFKA_BOOTSTRAP": broker.bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
-            "EDGELOOP_DATA_DIR": str(data_dir), "EDGELOOP_LLM_BASE_URL": ""}
+            "EDGELOOP_DATA_DIR": str(data_dir), "EDGELOOP_LLM_BASE_URL": "", "EDGELOOP_ALLOW_UNSIGNED": "true"}
 
 
 def active_records(topic_reader, topics, until, timeout: float = 20) -> list:
@@ -72,7 +75,7 @@ def active_records(topic_reader, topics, until, timeout: float = 20) -> list:
                                                    lambda vs: until([decode_active(v) for v in vs]), timeout)]
 
 
-def test_approved_from_the_cli_reaches_active_a_rejected_one_never_does(broker, topics, topic_reader,
+def test_approved_from_the_cli_reaches_active_a_rejected_one_never_does(sandbox_ok, broker, topics, topic_reader,
                                                                         tmp_path: Path) -> None:
     core = settings_for(broker, topics, tmp_path / "core")
     ids = []
@@ -162,7 +165,7 @@ def publish_recorded(broker, topics, sc) -> None:
     p.close()
 
 
-def test_the_twin_is_read_back_from_the_flows_and_detections_topics(broker, topics, tmp_path: Path) -> None:
+def test_the_twin_is_read_back_from_the_flows_and_detections_topics(sandbox_ok, broker, topics, tmp_path: Path) -> None:
     sc = scenario()
     publish_recorded(broker, topics, sc)
     [out] = propose_from_alerts([alert_for(sc)], settings_for(broker, topics, tmp_path), publish_topic=False)
@@ -261,7 +264,7 @@ def test_enforce_dead_letters_bad_records_and_still_applies_the_good_ones(broker
     assert dl["source_topic"] == topics.policies_active and dl["reason"] == "missing_field" and dl["offset"] == 0
 
 
-def test_an_approval_whose_publication_failed_stays_approved_and_is_published_on_retry(
+def test_an_approval_whose_publication_failed_stays_approved_and_is_published_on_retry(sandbox_ok,
         broker, topics, topic_reader, tmp_path: Path) -> None:
     from llm_agents.policies import approve_policy
     from streams.errors import BrokerError
@@ -280,7 +283,7 @@ def test_an_approval_whose_publication_failed_stays_approved_and_is_published_on
     assert [a.action for a in store.audit(pid)] == ["propose", "approve", "activate"]
 
 
-def test_the_agent_proposes_once_for_a_repeated_alert_and_dead_letters_garbage(broker, topics, topic_reader,
+def test_the_agent_proposes_once_for_a_repeated_alert_and_dead_letters_garbage(sandbox_ok, broker, topics, topic_reader,
                                                                                tmp_path: Path) -> None:
     import asyncio
 
@@ -344,7 +347,7 @@ def test_the_agent_proposes_once_for_a_repeated_alert_and_dead_letters_garbage(b
                                 {"reason": "bad_json", "topic": topics.alerts}) == 1
 
 
-def test_the_agent_service_proposes_for_alerts_and_stops_cleanly(broker, topics, tmp_path: Path) -> None:
+def test_the_agent_service_proposes_for_alerts_and_stops_cleanly(sandbox_ok, broker, topics, tmp_path: Path) -> None:
     import signal
     import subprocess
     import sys
@@ -377,7 +380,7 @@ def _under_unit(unit: str, argv: list[str], caps: bool = False) -> list[str]:
             str(REPO / "deploy" / "systemd" / unit), "--", *argv]
 
 
-def test_the_agent_under_its_units_restrictions_proposes_through_the_sandbox_service(broker, topics,
+def test_the_agent_under_its_units_restrictions_proposes_through_the_sandbox_service(sandbox_ok, broker, topics,
                                                                                      tmp_path: Path) -> None:
     """The shipped agent unit forbids namespaces, so a sandbox of its own cannot start (the
     agent says so); with edgeloop-sandbox.service, itself under its unit's properties, beside
@@ -432,7 +435,7 @@ def test_the_agent_under_its_units_restrictions_proposes_through_the_sandbox_ser
             proc.wait(30)
 
 
-def test_with_trusted_keys_the_enforcer_applies_the_signed_approval_and_dead_letters_forgeries(
+def test_with_trusted_keys_the_enforcer_applies_the_signed_approval_and_dead_letters_forgeries(sandbox_ok,
         broker, topics, topic_reader, tmp_path: Path) -> None:
     """A forged activation (a bare producer, code_sha256 all zeros, the old integration test's
     trick), a signed one altered on the way, and the approver's own: only the last applies."""
@@ -480,3 +483,11 @@ def test_with_trusted_keys_the_enforcer_applies_the_signed_approval_and_dead_let
     dls = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 2, 20)]
     assert sorted(d["reason"] for d in dls) == ["bad_signature", "unsigned"]
     assert all(d["source_topic"] == topics.policies_active for d in dls)
+    # The default, on a node nobody gave keys: nothing applies, not even alice's approval.
+    res = run.invoke(cli, ["enforce", "--once", "--dry-run", "--no-protect-local"],
+                     env={**env, "EDGELOOP_ALLOW_UNSIGNED": None, "EDGELOOP_TRUSTED_KEYS": None})
+    assert res.exit_code == 0, res.output
+    assert "accepting nothing: no trusted keys" in res.output
+    assert ATTACKER not in res.output.split("delete table")[-1]
+    dls = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= 5, 20)]
+    assert sorted(d["reason"] for d in dls[2:]) == ["unknown_signer", "unknown_signer", "unsigned"]

@@ -293,9 +293,12 @@ def test_prometheus_scrapes_a_sensor_an_enforcer_and_the_policy_loop(
     why = nft_missing()
     if why:
         pytest.skip(f"the enforcer checks its table with nft -c: {why}")
-    w = edge_worker(topics, tiny_bundle.path, window_idle_s=2, alert_interval_s=1)
+    # Unsigned approvals apply here (a lab switch): this test is about the metrics; signatures,
+    # required by default, are test_policy_flow's and test_edge_pipeline's subject.
+    w = edge_worker(topics, tiny_bundle.path, window_idle_s=2, alert_interval_s=1, allow_unsigned="true")
     agent = edge_agent(topics)
-    enforcer = services("enforcer", ["enforce", "--dry-run", "--no-protect-local"], topics)
+    enforcer = services("enforcer", ["enforce", "--dry-run", "--no-protect-local"], topics,
+                        EDGELOOP_ALLOW_UNSIGNED="true")
     df = synthetic_flows(hosts_per_class=2, flows_per_host=32, seed=24)
     df.to_parquet(tmp_path / "flows.parquet")
     sensor = services("sensor", ["replay", str(tmp_path / "flows.parquet"), "--metrics-port", "{port}", "--hold",

@@ -102,3 +102,31 @@ def test_an_enforcer_with_trusted_keys_refuses_counts_and_raises_for_the_dead_le
         enf.handle(activation("forged"))
     assert "forged" in enf.refused and "ok" not in enf.refused
     assert m.registry.get_sample_value("edgeloop_enforcer_policies_refused_total", {"reason": "unsigned"}) == 1
+
+
+def test_signatures_are_required_by_default(tmp_path, monkeypatch) -> None:
+    """No trusted keys anywhere: every record is refused, signed or not, unless the lab switch
+    is set; keys in data_dir/trusted-keys are found without EDGELOOP_TRUSTED_KEYS."""
+    from streams.settings import load_settings
+    from streams.signing import trusted_keys
+
+    for k in ("EDGELOOP_TRUSTED_KEYS", "EDGELOOP_ALLOW_UNSIGNED"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("EDGELOOP_DATA_DIR", str(tmp_path))
+    alice = SigningKey.generate("alice")
+    unsigned = activation("p-default")
+    refusing = trusted_keys(load_settings())
+    assert refusing is not None
+    for rec, reason in ((unsigned, "unsigned"), (sign_record(unsigned, alice), "unknown_signer")):
+        with pytest.raises(SignatureRefused) as e:
+            refusing.verify(rec)
+        assert e.value.reason == reason
+    assert trusted_keys(load_settings(allow_unsigned=True)) is None
+    alice.save(tmp_path / "keys")
+    (tmp_path / "trusted-keys").mkdir()
+    (tmp_path / "trusted-keys" / "alice.pub").write_bytes((tmp_path / "keys" / "alice.pub").read_bytes())
+    for s in (load_settings(), load_settings(allow_unsigned=True)):  # keys present: the switch changes nothing
+        keys = trusted_keys(s)
+        assert keys is not None and keys.verify(sign_record(unsigned, alice)) == "alice"
+        with pytest.raises(SignatureRefused):
+            keys.verify(unsigned)
