@@ -92,8 +92,3 @@ def make_sklearn_evaluator(train_real: pd.DataFrame, val_real: pd.DataFrame, *, 
     ev.baseline = ev(train_real)
     ev.calls = 0
     return ev
-
-
-def score_on(train: pd.DataFrame, eval_df: pd.DataFrame, *, k: int = 8, seed: int = 0) -> float:
-    """Macro-F1 on `eval_df` of trees trained on `train`."""
-    return SklearnEvaluator(eval_df, k=k, seed=seed)(train)

@@ -280,11 +280,6 @@ def _bounded_offsets(gap: np.ndarray, ordinal: np.ndarray, horizon_ms: float) ->
     return np.floor(offs * scale)
 
 
-def flow_columns(df: pd.DataFrame) -> list[str]:
-    """The FlowRecord columns present in `df`, in FlowRecord order."""
-    return [c for c in FLOW_FIELDS if c in df.columns and c != "schema"]
-
-
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as plain dicts of JSON types (NaN dropped), ready for FlowRecord validation."""
     cols = [c for c in df.columns if c in FLOW_FIELDS]

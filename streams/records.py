@@ -562,7 +562,3 @@ def encode_flow_batch(records: list[dict[str, Any]], sensor: str = "") -> bytes:
     """Encode plain flow dicts (already valid) as one FlowBatch value, without re-validation."""
     return json.dumps({"schema": "edgeloop.flows/1", "sensor": sensor, "records": records},
                       separators=(",", ":"), allow_nan=False).encode()
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -185,3 +187,48 @@ def detections_of(values: list[bytes]) -> list[dict]:
 @pytest.fixture
 def decode_detections():
     return detections_of
+
+
+# -- skips: counted and explained in every run; under CI=true as root, only allow-listed -------
+
+SKIP_ALLOWLIST = REPO / "tests" / "skip-allowlist.txt"
+
+
+def _skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    why = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return why.removeprefix("Skipped: ")
+
+
+def _allowed_skips() -> list[re.Pattern[str]]:
+    lines = SKIP_ALLOWLIST.read_text().splitlines()
+    return [re.compile(x) for x in (ln.strip() for ln in lines) if x and not x.startswith("#")]
+
+
+def _strict_skips() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1") and os.geteuid() == 0
+
+
+def _skips(config: pytest.Config) -> tuple[Counter, list[str]]:
+    """(reason -> count, the reasons the allow-list does not explain)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    reports = reporter.stats.get("skipped", []) if reporter else []
+    reasons = Counter(_skip_reason(r) for r in reports)
+    allowed = _allowed_skips()
+    return reasons, [why for why in reasons if not any(p.search(why) for p in allowed)]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    reasons, unexplained = _skips(config)
+    terminalreporter.section("skips")
+    terminalreporter.write_line(f"{sum(reasons.values())} skipped"
+                                + (" (CI=true as root: only reasons in tests/skip-allowlist.txt may skip)"
+                                   if _strict_skips() else ""))
+    for why, n in reasons.most_common():
+        mark = "NOT ALLOWED " if _strict_skips() and why in unexplained else ""
+        terminalreporter.write_line(f"{n:5d}  {mark}{why}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _strict_skips() and _skips(session.config)[1] and session.exitstatus == 0:
+        session.exitstatus = 1  # an unexplained skip in CI fails the run

@@ -87,19 +87,63 @@ def _ours() -> list[str]:
     return [ns for ns in list_namespaces() if ns.startswith(f"{PREFIX}{os.getpid()}-")]
 
 
+class RootCapture:
+    """tcpdump in the host's own namespace, on every interface, for the lab's address space
+    (every lab packet, spoofed floods included, has a lab end) and a loopback canary that
+    shows the capture was running. The lab has no link out, so it must see no lab packet."""
+
+    def __init__(self, pcap: Path) -> None:
+        import socket
+
+        self.pcap = pcap
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            self.canary_port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-c", "5000", "-w", str(pcap),
+             f"net {LAB_SPACE} or (udp and host 127.0.0.1 and port {self.canary_port})"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lines = [self.proc.stderr.readline() for _ in range(1)]
+        while "listening" not in lines[-1] and len(lines) < 5 and self.proc.poll() is None:
+            lines.append(self.proc.stderr.readline())  # "listening on any, ..." once the filter is in place
+        assert "listening" in lines[-1], lines
+
+    def canary(self) -> None:
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"edgeloop-canary", ("127.0.0.1", self.canary_port))
+
+    def stop(self) -> list[str]:
+        """The packets seen, one tcpdump line each."""
+        import time
+
+        time.sleep(1.0)  # what the kernel holds reaches the file before tcpdump stops
+        self.proc.terminate()
+        self.proc.wait(10)
+        out = subprocess.run(["tcpdump", "-r", str(self.pcap), "-n"], capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines()
+
+
 @pytest.fixture(scope="module")
 def generated(netns_ok, tmp_path_factory: pytest.TempPathFactory):
     from streams.lab.generate import GenerateOptions, generate
     out = tmp_path_factory.mktemp("lab")
     opts = GenerateOptions(seed=7, out_dir=out, name="e2e", scenarios=",".join(FAST),
                            scale=0.06, n_clients=2, warmup_s=2.0, benign_only_s=0, gap_s=1.0)
-    result = generate(opts)
-    return result, pd.read_parquet(result.paths["parquet"]), json.loads(
-        result.paths["datasheet_json"].read_text())
+    root = RootCapture(out / "root-namespace.pcap")
+    try:
+        root.canary()
+        result = generate(opts)
+        root.canary()
+    finally:
+        seen = root.stop()
+        return result, pd.read_parquet(result.paths["parquet"]), json.loads(
+        result.paths["datasheet_json"].read_text()), seen
 
 
 def test_lab_generates_flows_with_the_expected_labels_and_classes(generated) -> None:
-    result, df, sheet = generated
+    result, df, sheet, _seen = generated
     assert set(df["label"]) == {"benign", *FAST}
     assert {r["variant"] for r in sheet["runs"]} <= {"nmap_sS", "nmap_sS_top", "hping3_syn", "hping3_syn_spoofed_train",
                                                      "hydra_ssh"}
@@ -117,7 +161,7 @@ def test_lab_generates_flows_with_the_expected_labels_and_classes(generated) -> 
 
 
 def test_attack_flows_look_like_their_attack(generated) -> None:
-    _, df, sheet = generated
+    _, df, sheet, _seen = generated
     scan = df[df["label"] == "syn_scan"]
     assert scan["dst_port"].nunique() > 0.8 * len(scan)            # one flow per port
     assert (scan["src2dst_syn_packets"] >= 1).all()
@@ -135,9 +179,14 @@ def _lab_or_local(addr: str) -> bool:
 
 
 def test_lab_traffic_stays_inside_the_lab_network(generated) -> None:
-    """Every flow has a lab end. Only a spoofed flood's flows name other addresses, as
-    forged sources towards the lab's victim; no benign flow ever does."""
-    _, df, sheet = generated
+    """No lab packet reached the host's own namespace while the lab ran (a capture there on
+    every interface, alive: it saw both loopback canaries). In the lab's own capture, every
+    flow has a lab end; only a spoofed flood's flows name other addresses, as forged sources
+    towards the lab's victim; no benign flow ever does."""
+    _, df, sheet, seen = generated
+    assert sum("127.0.0.1" in line for line in seen) >= 2, f"the capture was not running: {seen[:20]}"
+    leaked = [line for line in seen if "127.0.0.1" not in line]
+    assert not leaked, f"{len(leaked)} lab packets outside the lab: {leaked[:10]}"
     spoofed = any(r["variant"].endswith(("_spoofed", "_spoofed_train")) for r in sheet["runs"])
     for row in df[["src_ip", "dst_ip", "label"]].itertuples(index=False):
         src_ok, dst_ok = _lab_or_local(row.src_ip), _lab_or_local(row.dst_ip)
@@ -149,7 +198,7 @@ def test_lab_traffic_stays_inside_the_lab_network(generated) -> None:
 
 def test_benign_side_has_lan_housekeeping_and_new_services(generated) -> None:
     """IPv6 ND/MLD, mDNS, SSDP, DHCP and the new services show up as benign flows."""
-    _, df, _ = generated
+    _, df, _, _seen = generated
     benign = df[df["label"] == "benign"]
     assert (benign["ip_version"] == 6).sum() > 0 and (benign["protocol"] == 58).sum() > 0
     udp_ports = set(benign.loc[benign["protocol"] == 17, "dst_port"])
@@ -159,7 +208,7 @@ def test_benign_side_has_lan_housekeeping_and_new_services(generated) -> None:
 
 def test_every_row_is_a_valid_flow_record_and_files_are_written(generated) -> None:
     from streams.records import FLOW_FIELDS, FlowRecord
-    result, df, sheet = generated
+    result, df, sheet, _seen = generated
     assert list(df.columns) == list(FLOW_FIELDS)
     for row in df.to_dict(orient="records"):
         FlowRecord.model_validate({k: v for k, v in row.items() if not pd.isna(v)})

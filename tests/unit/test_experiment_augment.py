@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from llm_agents.experiment_augment import METHODS, AugmentConfig, run_experiment
+from llm_agents.experiment_augment import METHODS, AugmentConfig, ForestScorer, run_experiment
 from llm_agents.experiment_cli import augment
 from llm_agents.testing import toy_flows
 
@@ -25,10 +25,14 @@ def flows() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_small_run_writes_table_plot_and_details(flows, tmp_path: Path) -> None:
     calls: list[int] = []
+    forest = ForestScorer(k=8, seed=0)  # the experiment's own trainer, on real window descriptors
+
+    seen: list[tuple[pd.DataFrame, pd.DataFrame]] = []
 
     def train_and_score(train: pd.DataFrame, eval_df: pd.DataFrame) -> float:
         calls.append(train["window_id"].nunique())
-        return min(1.0, train["window_id"].nunique() / 100)  # a stand-in trainer
+        seen.append((train, eval_df))
+        return forest(train, eval_df)
 
     cfg = AugmentConfig(sizes=(2, 4), repeats=2, rounds=1, benign_windows=4, synth_windows=3,
                         score_batches=False)
@@ -40,6 +44,11 @@ def test_small_run_writes_table_plot_and_details(flows, tmp_path: Path) -> None:
     assert (res.rows[res.rows["method"] == "smote"]["synthetic_windows"] == 9).all()
     assert set(res.rows.loc[res.rows["method"] == "synth", "source"]) == {"stat:kde"}
     assert calls  # the plugged-in trainer scored the gate and the evaluation
+    # Real scores: the toy classes are well apart, so every method learns them; a training
+    # set with one class only cannot, which a constant stand-in would never show.
+    assert (res.rows["macro_f1"] >= 0.9).all(), res.rows
+    train, eval_df = seen[-1]
+    assert forest(train[train["label"] == "benign"], eval_df) < 0.5
     for name in ("rows", "table_csv", "table_md", "plot", "details"):
         assert Path(res.paths[name]).stat().st_size > 0
     assert Path(res.paths["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

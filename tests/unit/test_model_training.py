@@ -105,11 +105,13 @@ def test_padding_does_not_change_logits():
     x = np.random.default_rng(1).normal(size=(2, N_FEATURES, 8)).astype(np.float32)
     mask = np.zeros((2, 8), np.float32)
     mask[:, :3] = 1
-    noisy = x.copy()
-    noisy[:, :, 3:] = 0
-    x[:, :, 3:] = 5.0  # junk where the mask says padding; the model zeroes it after embedding
-    a = torch_logits(net, x * mask[:, None, :], mask)
-    b = torch_logits(net, noisy, mask)
+    clean = x.copy()
+    clean[:, :, 3:] = 0
+    junk = x.copy()
+    junk[:, :, 3:] = 5.0  # junk where the mask says padding; the model zeroes it after embedding
+    assert not np.allclose(junk, clean)  # the two inputs differ exactly where the mask says padding
+    a = torch_logits(net, junk, mask)
+    b = torch_logits(net, clean, mask)
     assert np.allclose(a, b, atol=1e-6)
 
 
