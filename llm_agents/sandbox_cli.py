@@ -40,7 +40,8 @@ def check(socket_path: str | None) -> None:
     console.print(f"[green]confined[/] ({sb.mode}) in {res.seconds * 1e3:.0f} ms: uid {iso.get('uid')} "
                   f"(host uid {iso.get('host_uid')}), capabilities {iso.get('cap_eff')}, "
                   f"no_new_privs {iso.get('no_new_privs')}, seccomp filters {iso.get('seccomp_filters')}, "
-                  f"namespaces net pid ipc mount, root {escape(str(iso.get('minimal_root')))}")
+                  f"namespaces net pid ipc mount, root {escape(str(iso.get('minimal_root')))}, "
+                  f"cgroup {escape(str(iso.get('cgroup')))}")
 
 
 @sandbox.command()

@@ -18,8 +18,10 @@ with it is what the kernel allows. Each run is a fresh process that
 - is under two seccomp filters (`syscall_filter`): no sockets of any family, ptrace, mount,
   namespaces, kernel modules, BPF, keyrings, signals to other processes from the start; no
   execve and no fork once the runner is up;
-- has rlimits: CPU seconds, address space, processes, open files, file size, no core; and
-  a wall-clock limit that kills the whole sandbox;
+- has rlimits: CPU seconds, address space, processes, open files, file size, no core; a
+  cgroup of its own where the host allows one (`cgroups`: memory without swap, process
+  count and one CPU for the whole run, OOM kills reported as memory_limit); and a
+  wall-clock limit that kills the whole sandbox;
 - runs step code with restricted builtins (no open/exec/eval/compile, an `__import__` that
   hands out only the allowed, preloaded modules) and an empty import machinery.
 
@@ -53,6 +55,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from llm_agents.blueprints import sandbox_root, syscall_filter
 from llm_agents.blueprints._sandbox_runner import ALLOWED_MODULES, NOBODY
+from llm_agents.blueprints.cgroups import RunCgroup
 
 ENV = {"PATH": "/sbx/bin", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
        "MKL_NUM_THREADS": "1"}
@@ -69,6 +72,7 @@ class SandboxLimits:
     processes: int = 32              # RLIMIT_NPROC (fork is refused by seccomp anyway)
     open_files: int = 64
     file_bytes: int = 16 << 20       # largest file (and result) the worker may write
+    cpus: float = 1.0                # CPU share of the run's cgroup (where one can be made)
 
 
 @dataclass(frozen=True)
@@ -219,26 +223,37 @@ class Sandbox:
             bpf.flush()
             bpf.seek(0)
             t0 = time.monotonic()
-            with open(base / "result", "wb+") as out, open(base / "stderr", "wb+") as err:
-                user = {} if self.run_as is None else {"user": self.run_as, "group": self.run_as, "extra_groups": []}
-                proc = subprocess.Popen(self._command(root, binds, bpf.fileno()), stdin=subprocess.PIPE,
-                                        stdout=out, stderr=err, env={"PATH": "/usr/bin:/bin"}, cwd="/",
-                                        start_new_session=True, close_fds=True, pass_fds=(bpf.fileno(),), **user)
-                timed_out = False
-                try:
-                    proc.communicate(payload, timeout=lim.wall_s)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    _kill_group(proc)
-                seconds = time.monotonic() - t0
-                out.seek(0)
-                raw = out.read(lim.file_bytes + 1)
-                err.seek(0)
-                stderr = err.read(64 * 1024).decode("utf-8", "replace")
+            cg = RunCgroup.create(base.name, memory_bytes=lim.memory_bytes, pids=lim.processes,
+                                  cpus=lim.cpus, owner=self.run_as)
+            cgroup, oom = cg.describe(), False
+            try:
+                with open(base / "result", "wb+") as out, open(base / "stderr", "wb+") as err:
+                    user = {} if self.run_as is None else {"user": self.run_as, "group": self.run_as,
+                                                           "extra_groups": []}
+                    proc = subprocess.Popen(cg.wrap(self._command(root, binds, bpf.fileno())), stdin=subprocess.PIPE,
+                                            stdout=out, stderr=err, env={"PATH": "/usr/bin:/bin"}, cwd="/",
+                                            start_new_session=True, close_fds=True, pass_fds=(bpf.fileno(),), **user)
+                    timed_out = False
+                    try:
+                        proc.communicate(payload, timeout=lim.wall_s)
+                    except subprocess.TimeoutExpired:
+                        timed_out = True
+                        _kill_group(proc)
+                    seconds = time.monotonic() - t0
+                    out.seek(0)
+                    raw = out.read(lim.file_bytes + 1)
+                    err.seek(0)
+                    stderr = err.read(64 * 1024).decode("utf-8", "replace")
+            finally:
+                oom = cg.oom_killed()
+                cg.remove()
         res = _result(raw, stderr, proc.returncode, timed_out, seconds)
+        if oom and res.status in ("crashed", "error", "bad_output"):
+            res = dataclasses.replace(res, status="memory_limit", outputs={}, error={
+                "step": "?", "type": "MemoryError", "message": "killed by the run's cgroup memory limit"})
         iso = {"tool": "bubblewrap", "mode": self.mode, "host_uid": self.run_as if self.run_as is not None
                else (NOBODY if self.mode == "root" else os.geteuid()), "netns": True, "pidns": True,
-               "mountns": True, "ipcns": True, "minimal_root": str(root), **res.isolation}
+               "mountns": True, "ipcns": True, "minimal_root": str(root), "cgroup": cgroup, **res.isolation}
         return SandboxResult(res.status, res.outputs, res.error, res.trace, iso, res.stderr, res.seconds,
                              res.exit_code)
 
