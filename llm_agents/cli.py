@@ -327,6 +327,10 @@ def print_decision(d: Any) -> None:
                       f"{100 * d.recall_delta[c]:+.1f} pt")
         t.add_row("macro-F1", "", f"{d.champion.macro_f1:.4f}", f"{d.challenger.macro_f1:.4f}",
                   f"{100 * (d.challenger.macro_f1 - d.champion.macro_f1):+.2f} pt")
+        sig = d.significance
+        if sig:
+            t.add_row(f"gain, {sig['level']:.0%} paired interval", "", "", "",
+                      f"[{100 * sig['low']:+.2f}, {100 * sig['high']:+.2f}] pt")
         out.print(t)
     ow = d.open_world
     if ow.get("champion"):

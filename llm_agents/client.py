@@ -19,8 +19,9 @@ What a call does:
   unwraps one `{"<name>": {...}}` level that some small models add;
 - raises an `LLMError` subclass by exception type (see llm_agents.errors). Retries are the
   openai client's own (`max_retries`); this layer adds none;
-- refuses to send (`LLMBudgetExceeded`) once this client's request or token budget is
-  spent. Tokens are the server's `usage`, or len(text)/4 when it reports none.
+- refuses to send (`LLMBudgetExceeded`) while this client's request or token budget for the
+  last `window_s` (an hour) is spent: a rate, so sending resumes as the hour slides on, with
+  no restart. Tokens are the server's `usage`, or len(text)/4 when it reports none.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
@@ -161,7 +163,8 @@ def estimate_tokens(text: str) -> int:
 class LLMClient:
     """Structured JSON completions over an injected `openai.OpenAI` client.
 
-    `max_requests` and `max_tokens` are this client's budgets (0 means none may be spent).
+    `max_requests` and `max_tokens` are this client's budgets per `window_s` seconds (an hour;
+    0 means none may be spent); `requests_used` and `tokens_used` count the whole lifetime.
     `timeout_s` is sent with each request; `max_completion_tokens` caps each answer unless a
     call passes its own `max_tokens`. Safe to share between threads.
     """
@@ -169,7 +172,8 @@ class LLMClient:
     def __init__(self, client: openai.OpenAI, model: str = "", *, metrics: LLMMetrics | None = None,
                  max_requests: int = 1000, max_tokens: int = 2_000_000, timeout_s: float | None = None,
                  max_completion_tokens: int | None = 4096, temperature: float = 0.0,
-                 seed: int | None = 0) -> None:
+                 seed: int | None = 0, window_s: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self.model = model
         self.metrics = metrics or build_llm_metrics(CollectorRegistry())
@@ -180,6 +184,10 @@ class LLMClient:
         self._format = FORMATS[0]
         self.requests_used = 0
         self.tokens_used = 0
+        self.window_s, self._clock = window_s, clock
+        self._sent: deque[float] = deque()              # when each request within the window went out
+        self._spent: deque[tuple[float, int]] = deque()  # (when, tokens) within the window
+        self._recent_tokens = 0
 
     @classmethod
     def from_settings(cls, settings: Any, registry: CollectorRegistry | None = None) -> "LLMClient | None":
@@ -295,15 +303,25 @@ class LLMClient:
             kwargs["timeout"] = self.timeout_s
         return kwargs
 
+    def _slide(self) -> None:
+        """Forget what was sent before the window (call with the lock held)."""
+        edge = self._clock() - self.window_s
+        while self._sent and self._sent[0] <= edge:
+            self._sent.popleft()
+        while self._spent and self._spent[0][0] <= edge:
+            self._recent_tokens -= self._spent.popleft()[1]
+
     def _reserve(self, prompt_estimate: int, purpose: str, model: str) -> None:
         with self._lock:
-            if self.requests_used >= self.max_requests:
-                raise LLMBudgetExceeded("requests", self.requests_used, self.max_requests,
+            self._slide()
+            if len(self._sent) >= self.max_requests:
+                raise LLMBudgetExceeded("requests", len(self._sent), self.max_requests,
                                         purpose=purpose, model=model)
-            if self.tokens_used + prompt_estimate > self.max_tokens:
-                raise LLMBudgetExceeded("tokens", self.tokens_used, self.max_tokens,
+            if self._recent_tokens + prompt_estimate > self.max_tokens:
+                raise LLMBudgetExceeded("tokens", self._recent_tokens, self.max_tokens,
                                         purpose=purpose, model=model)
             self.requests_used += 1
+            self._sent.append(self._clock())
 
     def _account(self, resp: Any, messages: list[dict[str, str]], purpose: str) -> tuple[str, int, int, bool]:
         choice = resp.choices[0] if resp.choices else None
@@ -316,6 +334,8 @@ class LLMClient:
             c_tok, estimated = estimate_tokens(text), True
         with self._lock:
             self.tokens_used += p_tok + c_tok
+            self._spent.append((self._clock(), p_tok + c_tok))
+            self._recent_tokens += p_tok + c_tok
         self.metrics.tokens.labels(purpose=purpose, kind="prompt").inc(p_tok)
         self.metrics.tokens.labels(purpose=purpose, kind="completion").inc(c_tok)
         return text, p_tok, c_tok, estimated

@@ -29,8 +29,9 @@ What a run does, every step written to the audit log with its figures:
    answer is stored as `<name>`; see llm_agents.acceptance).
 4. The gate. Both models score the held-out windows. The challenger is promoted only if
    its macro-F1 (over classes with held-out support) is strictly higher than the
-   champion's, and no class the champion knows loses more than `max_recall_drop` recall
-   (1 point). A class the champion lacks has no champion recall to protect. Then, when
+   champion's, the gain holds up to noise (a paired bootstrap over the held-out windows:
+   the 95% interval of the gain lies above 0, else `not_significant`), and no class the
+   champion knows loses more than `max_recall_drop` recall (1 point). A class the champion lacks has no champion recall to protect. Then, when
    the retrainer has a foreign `reference` (inference.gate: the nDPI train half, the
    lab evaluation capture, the site baseline), both models are judged window by window
    on it, and the challenger is refused if it raises benign false alerts or deferrals, or
@@ -48,7 +49,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,9 @@ class RetrainConfig:
     synth_below: int = 200           # synthesize for classes with fewer real training windows
     max_recall_drop: float = 0.01    # 1 point
     min_gain: float = 0.0            # macro-F1 must beat the champion's by more than this
+    # ... and the gain's paired bootstrap interval (level, resamples) must lie above 0.
+    level: float = 0.95
+    resamples: int = 2000
     min_new_class_windows: int = 5
     # The open-world gate's tolerances (inference.gate.Tolerance); used when the
     # retrainer has a reference.
@@ -116,6 +120,7 @@ class RetrainDecision:
     seconds: dict[str, float] = field(default_factory=dict)
     release: dict[str, Any] = field(default_factory=dict)
     open_world: dict[str, Any] = field(default_factory=dict)
+    significance: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,10 +133,18 @@ def holdout_mask(window_ids: Sequence[str], fraction: float, salt: str = "holdou
     return np.array(h, dtype=np.float64) / 2.0**64 < fraction
 
 
-def score_figures(bundle: Bundle, x: np.ndarray, mask: np.ndarray, truth: np.ndarray) -> Figures:
-    """Macro-F1 and per-class recall/F1 over the classes present in `truth`."""
+def predict(bundle: Bundle, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The class name `bundle` predicts for each window."""
     det = OnnxDetector(bundle)
-    pred = np.asarray(det.class_names, dtype=object)[det.score(x, mask).predicted] if len(x) else truth
+    return np.asarray(det.class_names, dtype=object)[det.score(x, mask).predicted] if len(x) else np.array([], object)
+
+
+def score_figures(bundle: Bundle, x: np.ndarray, mask: np.ndarray, truth: np.ndarray,
+                  pred: np.ndarray | None = None) -> Figures:
+    """Macro-F1 and per-class recall/F1 over the classes present in `truth`."""
+    if pred is None:
+        pred = predict(bundle, x, mask) if len(x) else truth
+    det = OnnxDetector(bundle)
     recall, f1, support = {}, {}, {}
     for c in sorted(set(truth.tolist())):
         t, p = truth == c, pred == c
@@ -144,15 +157,51 @@ def score_figures(bundle: Bundle, x: np.ndarray, mask: np.ndarray, truth: np.nda
     return Figures(bundle.version, list(det.class_names), len(truth), macro, recall, f1, support)
 
 
+def paired_gain(truth: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, resamples: int = 2000,
+                level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """The challenger's macro-F1 gain over the champion on the same windows, with a paired
+    bootstrap interval: both models are scored on each resample of the windows, so what the
+    interval measures is the difference, not each model's own noise.
+
+    Macro-F1 is over the classes present in `truth` (as `score_figures`); a class a resample
+    happens to leave out does not count in that resample."""
+    truth, champion, challenger = (np.asarray(a, dtype=object) for a in (truth, champion, challenger))
+    n = len(truth)
+    classes = sorted(set(truth.tolist()))
+    t = np.stack([truth == c for c in classes], axis=1).astype(np.float64)  # [n, C]
+
+    def macro(weights: np.ndarray, pred: np.ndarray) -> np.ndarray:  # weights [B, n] -> [B]
+        p = np.stack([pred == c for c in classes], axis=1).astype(np.float64)
+        tp, pos, real = weights @ (t * p), weights @ p, weights @ t
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(tp > 0, 2 * tp / (pos + real), 0.0)
+        f1[real == 0] = np.nan
+        return np.nanmean(f1, axis=1)
+
+    ones = np.ones((1, n))
+    point = float(macro(ones, challenger)[0] - macro(ones, champion)[0])
+    rng, gains = np.random.default_rng(seed), []
+    for start in range(0, resamples, 250):  # 250 resamples at a time: [250, n] weights
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(250, resamples - start)).astype(np.float64)
+        gains.append(macro(w, challenger) - macro(w, champion))
+    g = np.concatenate(gains)
+    lo, hi = np.quantile(g, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"gain": round(point, 5), "low": round(float(lo), 5), "high": round(float(hi), 5),
+            "level": level, "resamples": resamples, "windows": n}
+
+
 def gate(champion: Figures, challenger: Figures, max_recall_drop: float = 0.01,
-         min_gain: float = 0.0) -> tuple[bool, str, dict[str, float]]:
-    """(promote?, reason, recall change per class). Reasons: promoted, no_gain, recall_drop:<c>."""
+         min_gain: float = 0.0, significance: Mapping[str, float] | None = None) -> tuple[bool, str, dict[str, float]]:
+    """(promote?, reason, recall change per class). Reasons: promoted, no_gain,
+    recall_drop:<c>, not_significant (the gain's paired interval reaches 0 or below)."""
     delta = {c: challenger.recall.get(c, 0.0) - champion.recall[c] for c in champion.recall}
     for c in sorted(delta, key=delta.get):  # type: ignore[arg-type]
         if c in champion.classes and delta[c] < -max_recall_drop - 1e-12:
             return False, f"recall_drop:{c}", delta
     if not challenger.macro_f1 > champion.macro_f1 + min_gain:
         return False, "no_gain", delta
+    if significance is not None and not significance["low"] > 0:
+        return False, "not_significant", delta
     return True, "promoted", delta
 
 
@@ -226,10 +275,13 @@ class Retrainer:
             t = time.perf_counter()
             keep = real.hold & np.isin(real.labels, classes)
             xs, ms, ys = real.x[keep], real.mask[keep], real.labels[keep]
-            d.champion = score_figures(champ, xs, ms, ys)
-            d.challenger = score_figures(challenger, xs, ms, ys)
+            pa, pb = predict(champ, xs, ms), predict(challenger, xs, ms)
+            d.champion = score_figures(champ, xs, ms, ys, pa)
+            d.challenger = score_figures(challenger, xs, ms, ys, pb)
+            d.significance = paired_gain(ys, pa, pb, resamples=self.cfg.resamples, level=self.cfg.level,
+                                         seed=self.cfg.seed)
             ok, reason, d.recall_delta = gate(d.champion, d.challenger, self.cfg.max_recall_drop,
-                                              self.cfg.min_gain)
+                                              self.cfg.min_gain, d.significance)
             d.seconds["evaluate"] = round(time.perf_counter() - t, 3)
             if ok and self.reference is not None:
                 t = time.perf_counter()

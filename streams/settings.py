@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr = SecretStr("")
     llm_timeout_s: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(2, ge=0, le=10)
+    # The LLM budget is a rate: requests and tokens per hour (sliding), not per process lifetime.
     llm_max_requests: int = Field(1000, ge=0)
     llm_max_tokens: int = Field(2_000_000, ge=0)
 

@@ -6,7 +6,8 @@ Alternated, best of N, in one run:
 - bare      `python -I -S -B` running the same step source on the same view, no isolation
             (the raw baseline: interpreter start, numpy import, np.load, the step);
 - sandbox   Sandbox.run: bubblewrap, the minimal root, both seccomp filters, uid 65534,
-            rlimits, restricted builtins.
+            rlimits, restricted builtins, and the run's own cgroup where one can be made;
+- no cgroup the same without the cgroup (rlimits only), to show what the cgroup costs.
 Two steps: an empty one (start-up alone) and a numpy pass over a twin view of --flows flows
 (count flows per source, the kind of work a blueprint step does). Also the one-off cost of
 building the minimal root into an empty cache.
@@ -52,12 +53,21 @@ def bare(src: str, view: Path) -> float:
     return time.perf_counter() - t0
 
 
-def sandboxed(sb: Sandbox, src: str, view: Path) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    inputs = ["flows"] if "flows" in src else []
-    res = sb.run([StepSource("f", src, inputs, ["y"])], view=view, final=("y",))
+def sandboxed(sb: Sandbox, src: str, view: Path, cgroup: bool = True) -> tuple[float, float, str]:
+    from llm_agents.blueprints import sandbox as module
+    from llm_agents.blueprints.cgroups import RunCgroup
+
+    make = module.RunCgroup.create
+    if not cgroup:
+        module.RunCgroup.create = lambda *a, **k: RunCgroup(why_not="off for the bench")  # type: ignore[method-assign]
+    try:
+        t0 = time.perf_counter()
+        inputs = ["flows"] if "flows" in src else []
+        res = sb.run([StepSource("f", src, inputs, ["y"])], view=view, final=("y",))
+    finally:
+        module.RunCgroup.create = make  # type: ignore[method-assign]
     assert res.ok, res.problem()
-    return time.perf_counter() - t0, res.isolation["confine_s"]
+    return time.perf_counter() - t0, res.isolation["confine_s"], res.isolation["cgroup"]
 
 
 def main() -> None:
@@ -75,16 +85,19 @@ def main() -> None:
         size = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
         sb = Sandbox(SandboxLimits(wall_s=30), root_cache=cache)
         print(f"minimal root: built in {build:.2f} s, {size / 1e6:.0f} MB (once per interpreter, numpy and runner)")
-        print(f"{'step':<22}{'bare ms':>10}{'sandbox ms':>12}{'ratio':>8}{'confine ms':>12}")
+        print(f"{'step':<22}{'bare ms':>10}{'sandbox ms':>12}{'ratio':>8}{'no cgroup ms':>14}{'confine ms':>12}")
+        cgroup = ""
         for name, src in (("empty (start-up)", EMPTY), (f"count {args.flows:,} flows", COUNT)):
-            b, s, c = [], [], []
+            b, s, n, c = [], [], [], []
             for _ in range(args.repeat):
                 b.append(bare(src, view))
-                took, confine = sandboxed(sb, src, view)
+                took, confine, cgroup = sandboxed(sb, src, view)
                 s.append(took)
                 c.append(confine)
+                n.append(sandboxed(sb, src, view, cgroup=False)[0])
             print(f"{name:<22}{min(b) * 1e3:>10.0f}{min(s) * 1e3:>12.0f}{min(s) / min(b):>7.2f}x"
-                  f"{min(c) * 1e3:>12.0f}")
+                  f"{min(n) * 1e3:>14.0f}{min(c) * 1e3:>12.0f}")
+        print(f"cgroup of a run: {cgroup.split(':')[0]}")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,9 @@ shows the SASL settings reaching all three clients.
 """
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
-import shutil
-import subprocess
 import uuid
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from inference.datasets.synthetic import synthetic_flows
 from streams.broker import EmbeddedBroker, free_port, wait_until_ready
@@ -36,70 +26,23 @@ from streams.producer import FlowPublisher
 from streams.sources.replay import replay_frame
 from streams.topics import Topics, ensure_topics
 from tests.conftest import detections_of, read_topic
+from tests.support.tls import TlsBroker, stunnel_binary
 
 pytestmark = pytest.mark.integration
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-          issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
-    b = (x509.CertificateBuilder().subject_name(_name(subject))
-         .issuer_name(issuer.subject if issuer else _name(subject)).public_key(key.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-         .not_valid_after(now + dt.timedelta(days=1)))
-    if issuer is None:  # a CA
-        b = (b.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-             .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                          data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                          crl_sign=True, encipher_only=False, decipher_only=False), critical=True))
-    else:  # the broker's certificate, for the address clients dial
-        b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                         x509.DNSName("localhost")]), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def _ca(d: Path, name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = _cert(name, key, None, key)
-    path = d / f"{name}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key, cert, path
-
-
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory):
-    stunnel = shutil.which("stunnel4") or shutil.which("stunnel")
-    if stunnel is None:  # scripts/setup-deploy-tools.sh installs it; missing means the setup is broken
+    if stunnel_binary() is None:  # scripts/setup-deploy-tools.sh installs it; missing means the setup is broken
         pytest.fail("stunnel is not installed: run `make deploy-tools` (scripts/setup-deploy-tools.sh)")
-    d = tmp_path_factory.mktemp("kafka-tls")
-    ca_key, ca, ca_path = _ca(d, "edgeloop-test-ca")
-    _, _, other_ca = _ca(d, "some-other-ca")
-    key = ec.generate_private_key(ec.SECP256R1())
-    (d / "broker.pem").write_bytes(_cert("broker", key, ca, ca_key).public_bytes(serialization.Encoding.PEM))
-    (d / "broker.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
-    back, front = free_port(), free_port()
-    broker = EmbeddedBroker(back, log_path=d / "tansu.log", advertised_port=front).start()
-    conf = d / "stunnel.conf"
-    conf.write_text(f"foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{front}\nconnect = 127.0.0.1:{back}\n"
-                    f"cert = {d / 'broker.pem'}\nkey = {d / 'broker.key'}\n")
-    log = open(d / "stunnel.log", "wb")
-    proc = subprocess.Popen([stunnel, str(conf)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     before = current()
-    configure(KafkaSecurity(protocol="SSL", cafile=ca_path))  # this process's clients (publisher, reader)
-    try:
-        wait_until_ready(f"127.0.0.1:{front}", timeout_s=30)
-        yield SimpleNamespace(bootstrap=f"127.0.0.1:{front}", ca=ca_path,
-                              other_ca=other_ca, dir=d)
-    finally:
-        configure(before)
-        proc.terminate()
-        proc.wait(10)
-        broker.stop()
+    with TlsBroker(tmp_path_factory.mktemp("kafka-tls")) as tb:
+        configure(KafkaSecurity(protocol="SSL", cafile=tb.ca))  # this process's clients (publisher, reader)
+        try:
+            wait_until_ready(tb.bootstrap, timeout_s=30)
+            yield tb
+        finally:
+            configure(before)
 
 
 def _refused(sec: KafkaSecurity, bootstrap: str) -> str:

@@ -200,6 +200,25 @@ def test_request_budget_refuses_before_sending() -> None:
     assert sample(registry, "edgeloop_llm_failures_total", purpose="label", kind="budget") == 1
 
 
+def test_the_budget_is_a_rate_sending_resumes_as_the_hour_slides_on() -> None:
+    """Not a lifetime count: a client that spent its hour's requests sends again an hour
+    after its first ones, without a restart (the clock is the client's own, moved here)."""
+    now = [1000.0]
+    with serve("oracle", truth=WINDOWS.truth) as llm:
+        client = make_client(llm.base_url, CollectorRegistry(), max_requests=2, clock=lambda: now[0])
+        client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
+        now[0] += 1800
+        client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
+        with pytest.raises(LLMBudgetExceeded):
+            client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
+        now[0] += 1800  # the first request left the window; the second is still in it
+        client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
+        with pytest.raises(LLMBudgetExceeded) as info:
+            client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
+        assert (info.value.used, info.value.limit) == (2, 2)
+        assert llm.counts["requests"] == 3 and client.requests_used == 3
+
+
 def test_token_budget_refuses_before_sending() -> None:
     with serve("oracle", truth=WINDOWS.truth) as llm:
         client = make_client(llm.base_url, CollectorRegistry(), max_tokens=100)

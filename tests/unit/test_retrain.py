@@ -6,7 +6,7 @@ import pytest
 
 from llm_agents.audit import AuditLog
 from llm_agents.constraints import check_flows
-from llm_agents.retrain import Figures, RetrainConfig, Retrainer, gate, holdout_mask
+from llm_agents.retrain import Figures, RetrainConfig, Retrainer, gate, holdout_mask, paired_gain
 from llm_agents.store import DatasetStore, reference_frame
 from llm_agents.window_frames import window_tensors, windows_frame
 
@@ -30,6 +30,55 @@ def test_gate_needs_strictly_better_macro_f1_and_no_recall_drop_over_one_point()
     champ2 = fig({"benign": 0.99, "slow_http_dos": 0.0}, 0.5)
     chal2 = fig({"benign": 0.99, "slow_http_dos": 0.9}, 0.9, classes=[*KNOWN, "slow_http_dos"])
     assert gate(champ2, chal2)[:2] == (True, "promoted")
+
+
+def _preds(rng: np.random.Generator, truth: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """`truth` with the windows in `wrong` moved to another class."""
+    classes = np.array(sorted(set(truth.tolist())), dtype=object)
+    out = truth.copy()
+    for i in np.flatnonzero(wrong):
+        out[i] = rng.choice(classes[classes != truth[i]])
+    return out
+
+
+def test_a_gain_inside_the_noise_is_refused_and_a_real_one_promoted() -> None:
+    """400 held-out windows, the champion wrong on 40. A challenger that fixes 3 of them and
+    breaks 1 other scores higher, but the paired interval of its gain reaches 0: refused as
+    not_significant. One that fixes 30 and breaks 2 is promoted."""
+    rng = np.random.default_rng(0)
+    truth = np.array(["benign"] * 200 + ["syn_scan"] * 100 + ["ssh_bruteforce"] * 100, dtype=object)
+    wrong = np.zeros(len(truth), bool)
+    wrong[rng.choice(len(truth), 40, replace=False)] = True
+    champion = _preds(rng, truth, wrong)
+    fixed, right = np.flatnonzero(wrong), np.flatnonzero(~wrong)
+
+    def challenger(n_fix: int, n_break: int) -> np.ndarray:
+        out = champion.copy()
+        out[fixed[:n_fix]] = truth[fixed[:n_fix]]
+        broken = np.zeros(len(truth), bool)
+        broken[right[:n_break]] = True
+        out[broken] = _preds(rng, truth, broken)[broken]
+        return out
+
+    def figures(pred: np.ndarray) -> Figures:
+        recall = {c: float((pred[truth == c] == c).mean()) for c in sorted(set(truth))}
+        f1 = {}
+        for c in recall:
+            tp = float(((pred == c) & (truth == c)).sum())
+            f1[c] = 2 * tp / ((pred == c).sum() + (truth == c).sum())
+        return Figures("v", sorted(recall), len(truth), float(np.mean(list(f1.values()))), recall, f1,
+                       {c: int((truth == c).sum()) for c in recall})
+
+    small, big = challenger(3, 1), challenger(30, 2)
+    noise = paired_gain(truth, champion, small)
+    assert noise["gain"] > 0 and noise["low"] <= 0 < noise["high"], noise
+    assert gate(figures(champion), figures(small), max_recall_drop=0.05, significance=noise)[:2] == \
+        (False, "not_significant")
+    real = paired_gain(truth, champion, big)
+    assert real["low"] > 0, real
+    assert gate(figures(champion), figures(big), max_recall_drop=0.05, significance=real)[:2] == (True, "promoted")
+    # The interval is of the paired difference: a model against itself has none.
+    assert paired_gain(truth, champion, champion) == {**noise, "gain": 0.0, "low": 0.0, "high": 0.0}
 
 
 def test_holdout_is_stable_per_window_and_near_the_fraction() -> None:
