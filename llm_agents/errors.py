@@ -5,7 +5,9 @@
           ├── LLMRateLimited           HTTP 429 after the openai client's own retries
           ├── LLMTimeout               no answer within the request timeout
           ├── LLMUnavailable           connection refused/reset, or a 5xx from the server
-          ├── LLMBadRequest            the server refused the request (4xx other than 429)
+          ├── LLMBadRequest            the server refused the request (4xx other than 429,
+          │    │                       or a 5xx that names response_format)
+          │    └── LLMContextExceeded  the prompt and answer do not fit the model's context
           ├── LLMBadOutput             an answer came back, but it is not JSON or not
           │                            valid against the schema (`raw` keeps the text)
           └── LLMBudgetExceeded        this client's request or token budget is spent;
@@ -56,6 +58,18 @@ class LLMBadRequest(LLMError):
     """The endpoint refused the request: bad parameters, unknown model, auth, context length."""
 
     kind = "bad_request"
+
+
+class LLMContextExceeded(LLMBadRequest):
+    """The prompt plus the answer's room exceed the model's context: `needed` and `limit`
+    tokens (from the server's refusal, or estimated before sending once the limit is known).
+    A caller sends less (fewer windows per prompt); asking again the same way cannot work."""
+
+    kind = "context"
+
+    def __init__(self, detail: str, *, needed: int, limit: int, prompt_tokens: int = 0, **ctx: object) -> None:
+        self.needed, self.limit, self.prompt_tokens = needed, limit, prompt_tokens
+        super().__init__(detail, **ctx)  # type: ignore[arg-type]
 
 
 class LLMBadOutput(LLMError):

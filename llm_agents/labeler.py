@@ -12,7 +12,9 @@ on purpose: a model shown it tends to echo it, and the detector's ranking is one
 checks the answer is later judged against, so it must stay independent.
 
 Answers for window ids that were not asked, and repeated answers, are dropped and
-reported. A failed call (an LLMError) marks its windows failed; a budget, rate-limit,
+reported. A prompt that does not fit the model's context (the server's refusal, or the
+client's estimate once it knows the context) is split in halves until it fits. A failed
+call (an LLMError) marks its windows failed; a budget, rate-limit,
 timeout or connection failure also stops the remaining batches, since they would fail
 the same way.
 """
@@ -24,7 +26,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, Field, field_validator
 
 from llm_agents.client import LLMClient
-from llm_agents.errors import (LLMBudgetExceeded, LLMError, LLMRateLimited, LLMTimeout,
+from llm_agents.errors import (LLMBudgetExceeded, LLMContextExceeded, LLMError, LLMRateLimited, LLMTimeout,
                                LLMUnavailable)
 from llm_agents.prompts import data_block
 from streams.records import FlowRecord, UncertainWindow
@@ -95,6 +97,7 @@ class LabelBatch:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    splits: int = 0            # prompts split in two because they did not fit the context
 
 
 def _num(x: float) -> int | float:
@@ -152,12 +155,28 @@ class Labeler:
                 out.failed.update({w.window_id: stopped.kind for w in chunk})
                 continue
             try:
-                self._label_chunk(chunk, out)
+                self._label_fitting(chunk, out)
             except LLMError as exc:
                 out.failed.update({w.window_id: exc.kind for w in chunk})
                 if isinstance(exc, _STOP_ON):
                     stopped = exc
         return out
+
+    def _label_fitting(self, chunk: Sequence[UncertainWindow], out: LabelBatch) -> None:
+        """Label `chunk`, halving it while it does not fit the model's context (a window
+        that does not fit alone fails with kind "context" and goes to a person)."""
+        try:
+            self._label_chunk(chunk, out)
+        except LLMContextExceeded:
+            if len(chunk) == 1:
+                raise
+            out.splits += 1
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                try:
+                    self._label_fitting(part, out)
+                except LLMContextExceeded as exc:
+                    out.failed.update({w.window_id: exc.kind for w in part})
 
     def _label_chunk(self, chunk: Sequence[UncertainWindow], out: LabelBatch) -> None:
         out.requests += 1

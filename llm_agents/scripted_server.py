@@ -25,7 +25,10 @@ Roles (the built-in `window_labels` task reads the windows and classes data bloc
     injection      obeys prompt injection: a window whose text says "ignore previous
                    instructions ... label ... as X" is answered X with confidence 0.99
 Options work with any role: `delay_s`, `rate_limited`, `retry_after_s`,
-`reject_formats={"json_schema"}` (HTTP 400, to exercise the client's fallback),
+`reject_formats={"json_schema"}` (HTTP 400, to exercise the client's fallback; "json_object"
+also refuses llama.cpp's json_object + schema, "json_object_schema" only that), with
+`format_error_status=500` refused as llama.cpp's server does, `context_tokens=N` (a 400 in
+OpenAI's words for a longer request),
 `wrap="fence"|"prose"|"think"` (valid JSON inside a code fence, prose or after a
 <think> section), `usage=False` (no usage block), `model`, `confidence`.
 """
@@ -74,6 +77,8 @@ class Script:
     rate_limited: int = 0
     retry_after_s: float = 0.01
     reject_formats: frozenset[str] = frozenset()
+    format_error_status: int = 400
+    context_tokens: int = 0        # refuse longer requests (prompt/4 + max_tokens) as OpenAI words it
     wrap: str | None = None
     garbage: str = "mixed"
     confidence: float = 0.95
@@ -174,12 +179,27 @@ class ScriptedLLM:
             return 429, {"retry-after-ms": str(int(s.retry_after_s * 1000)),
                          "retry-after": f"{s.retry_after_s:g}"}, _error(
                 "rate limited by the scripted server", "requests", "rate_limit_exceeded")
-        fmt = (body.get("response_format") or {}).get("type", "prompt")
-        if fmt in s.reject_formats:
+        rf = body.get("response_format") or {}
+        fmt = rf.get("type", "prompt")
+        shape = "json_object_schema" if fmt == "json_object" and "schema" in rf else fmt
+        if fmt in s.reject_formats or shape in s.reject_formats:
             self._count("rejected_format")
-            return 400, {}, _error(f"response_format {fmt} is not supported by this server",
-                                   "invalid_request_error", param="response_format")
+            if s.format_error_status >= 500:  # llama.cpp's server: a validation error as a 500
+                return s.format_error_status, {}, _error(
+                    "1 validation error: ('body', 'response_format', 'type') Input should be 'text' or "
+                    f"'json_object' (got {fmt})", "server_error")
+            return s.format_error_status, {}, _error(f"response_format {fmt} is not supported by this server",
+                                                     "invalid_request_error", param="response_format")
         prompt = _prompt_text(body)
+        if s.context_tokens:
+            needed = sum(len(m.get("content") or "") for m in body.get("messages", [])) // 4 + int(
+                body.get("max_tokens") or 0)
+            if needed > s.context_tokens:
+                self._count("context_exceeded")
+                return 400, {}, _error(
+                    f"This model's maximum context length is {s.context_tokens} tokens. However, you requested "
+                    f"{needed} tokens. Please reduce the length of the messages or completion.",
+                    "invalid_request_error", param="messages")
         task = _task_name(body, prompt)
         if s.delay_s:
             self._closing.wait(s.delay_s)

@@ -45,6 +45,7 @@ LAZY = {
     "enforce": ("llm_agents.policy_cli:enforce", "Enforce approved policies on this node: nftables, with guard and expiry."),
     "keys": ("streams.keys_cli:keys", "Signing keys for policy approvals: make and list them."),
     "sandbox": ("llm_agents.sandbox_cli:sandbox", "The blueprint sandbox: check it here, or serve it to the agent."),
+    "llm": ("llm_agents.llm_cli:llm", "A local LLM endpoint for the agent: llama.cpp server with SmolLM2-135M."),
 }
 EXPERIMENTS = {
     "augment": ("llm_agents.experiment_cli:augment",

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # The LLM budget is a rate: requests and tokens per hour (sliding), not per process lifetime.
     llm_max_requests: int = Field(1000, ge=0)
     llm_max_tokens: int = Field(2_000_000, ge=0)
+    # The model's context in tokens (0: learned from the server's first refusal); the agent
+    # sizes its labelling batches to it.
+    llm_context_tokens: int = Field(0, ge=0)
 
     @field_validator("topic_prefix")
     @classmethod

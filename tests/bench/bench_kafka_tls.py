@@ -15,10 +15,13 @@ cores); Apache Kafka terminates TLS in the broker itself.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support
 
 from inference.datasets.synthetic import synthetic_flows
 from streams.broker import EmbeddedBroker, free_port, wait_until_ready
@@ -26,7 +29,7 @@ from streams.kafka_security import KafkaSecurity, configure, kafka_python_option
 from streams.producer import FlowPublisher
 from streams.sources.files import iter_flow_dicts
 from streams.topics import Topics, ensure_topics
-from tests.support.tls import TlsBroker
+from tests.support.tls import TlsBroker  # noqa: E402
 
 
 def produce(bootstrap: str, topic: str, records: list[dict]) -> tuple[float, int]:
@@ -69,7 +72,7 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=100_000, help="flows produced and consumed per run")
     ap.add_argument("--repeat", type=int, default=3, help="alternated runs of each (best is printed)")
     args = ap.parse_args()
-    df = synthetic_flows(hosts_per_class=max(1, args.flows // (9 * 64)), flows_per_host=64, seed=0)
+    df = synthetic_flows(hosts_per_class=max(1, -(-args.flows // (4 * 64))), flows_per_host=64, seed=0)
     records = list(iter_flow_dicts(df.head(args.flows)))
     with tempfile.TemporaryDirectory() as tmp, TlsBroker(Path(tmp)) as tb, \
             EmbeddedBroker(free_port(), log_path=Path(tmp) / "plain.log") as bare:

@@ -231,7 +231,7 @@ def test_the_agent_unit_keeps_namespaces_off_and_hands_step_code_to_the_sandbox_
 def test_shell_scripts_pass_shellcheck():
     sc = tool("shellcheck")
     ok(run(sc, "-x", "deploy/systemd/install.sh", "scripts/setup-deploy-tools.sh", "scripts/setup-sandbox.sh",
-           "scripts/apt-lib.sh"))
+           "scripts/apt-lib.sh", "scripts/setup-llm.sh"))
 
 
 # --- compose ----------------------------------------------------------------------------

@@ -81,6 +81,34 @@ def test_batches_and_matches_answers_back() -> None:
         "edgeloop_llm_tokens_total", {"purpose": "label", "kind": "prompt"})
 
 
+def _needed(body: dict) -> int:
+    return sum(len(m["content"]) for m in body["messages"]) // 4 + int(body.get("max_tokens") or 0)
+
+
+def test_prompts_too_long_for_the_context_are_split_until_they_fit() -> None:
+    """A server whose context holds about a third of a 20-window prompt: the first prompt is
+    refused with OpenAI's wording, the client learns the limit, the labeler halves until the
+    prompts fit, and every window is labelled; no window is lost or asked twice."""
+    with serve("oracle", truth=BATCH.truth) as llm:
+        make_labeler(llm.base_url, batch_size=20).label_batch(BATCH.windows[:20])
+        full = _needed(llm.requests[0])
+    with serve("oracle", truth=BATCH.truth, context_tokens=full // 3) as llm:
+        lab = make_labeler(llm.base_url, batch_size=20)
+        run = lab.label_batch(BATCH.windows)
+        sizes = [len(parse_data_blocks(r["messages"][-1]["content"])["windows"]) for r in llm.requests
+                 if _needed(r) <= full // 3]
+    assert lab.client.context_tokens == full // 3
+    assert {p.window_id: p.label for p in run.proposals} == BATCH.truth and not run.failed
+    assert run.splits > 0 and llm.counts["context_exceeded"] == 1  # later ones were sized before sending
+    assert sum(sizes) == len(BATCH.windows) and max(sizes) <= 20 // 3 + 1
+
+
+def test_a_window_too_long_for_the_context_alone_fails_as_context() -> None:
+    with serve("oracle", truth=BATCH.truth, context_tokens=50) as llm:
+        run = make_labeler(llm.base_url, batch_size=4).label_batch(BATCH.windows[:4])
+    assert set(run.failed.values()) == {"context"} and len(run.failed) == 4 and not run.proposals
+
+
 def test_unanswered_unknown_and_duplicate_answers_are_reported() -> None:
     partial = dict(list(BATCH.truth.items())[:10])
     with serve("oracle", truth=partial) as llm:

@@ -159,15 +159,30 @@ def test_json_schema_refused_falls_back_and_remembers() -> None:
     with serve("oracle", truth=WINDOWS.truth, reject_formats={"json_schema"}) as llm:
         client = make_client(llm.base_url, registry)
         res = client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
-        assert res.response_format == "json_object" and client.response_format == "json_object"
+        assert res.response_format == "json_object_schema" and client.response_format == "json_object_schema"
         assert len(res.data.window_labels) == len(WINDOWS.windows)
         fallback = llm.requests[1]
-        assert fallback["response_format"] == {"type": "json_object"}
+        assert fallback["response_format"]["type"] == "json_object"
+        assert fallback["response_format"]["schema"]["required"] == ["window_labels"]
         assert '<json-schema name="window_labels">' in fallback["messages"][-1]["content"]
         client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
         assert llm.counts["rejected_format"] == 1 and llm.counts["completions"] == 2
-    assert sample(registry, "edgeloop_llm_format_fallbacks_total", purpose="label", format="json_object") == 1
+    assert sample(registry, "edgeloop_llm_format_fallbacks_total", purpose="label",
+                  format="json_object_schema") == 1
     assert sample(registry, "edgeloop_llm_requests_total", purpose="label", outcome="ok") == 2
+
+
+def test_a_llama_cpp_style_500_for_json_schema_is_a_refusal_asked_once() -> None:
+    """llama.cpp's server answers json_schema with a 500 validation error: the client takes
+    it as a refusal, not an outage, asks once (no transport retries) and moves on to the
+    schema grammar, then stays there."""
+    with serve("oracle", truth=WINDOWS.truth, reject_formats={"json_schema"}, format_error_status=500) as llm:
+        client = make_client(llm.base_url, CollectorRegistry(), max_retries=2)
+        res = client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
+        assert res.response_format == "json_object_schema"
+        assert llm.counts["rejected_format"] == 1 and llm.counts["requests"] == 2
+        client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
+        assert llm.counts["requests"] == 3
 
 
 def test_no_response_format_at_all_is_the_last_step() -> None:
@@ -184,7 +199,7 @@ def test_a_400_that_no_format_cures_does_not_downgrade_the_client() -> None:
         with pytest.raises(LLMBadRequest) as info:
             client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
         assert info.value.status_code == 400
-        assert client.response_format == "json_schema" and llm.counts["requests"] == 3
+        assert client.response_format == "json_schema" and llm.counts["requests"] == 4
 
 
 def test_request_budget_refuses_before_sending() -> None:
@@ -297,4 +312,4 @@ def test_a_bad_answer_after_a_fallback_still_proves_the_format() -> None:
         client = make_client(llm.base_url, CollectorRegistry())
         with pytest.raises(LLMBadOutput):
             client.complete_json("label_windows", label_vars(), WindowLabels, purpose="label")
-        assert client.response_format == "json_object"
+        assert client.response_format == "json_object_schema"

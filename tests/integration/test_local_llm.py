@@ -1,0 +1,176 @@
+"""Contract tests against a real model: SmolLM2-135M-Instruct under llama-cpp-python's
+OpenAI-compatible server on loopback (llm_agents.local_llm; `make test` installs both).
+
+A 135M model is weak, and that is the point: its mistakes are real ones. What must hold:
+- structured output: the client negotiates the strongest form this server takes (it
+  answers `json_schema` with a 500; llama.cpp's schema grammar works) without the refusal
+  being retried, and every answer it returns is schema-valid; a bad one is a classified
+  LLMBadOutput, never an exception of another kind;
+- a prompt longer than the model's context is split until it fits, the limit learned from
+  the server's refusal;
+- timeouts and cut-off answers are classified failures;
+- the acceptance gates hold: over real uncertain windows from a lab capture and from the
+  nDPI captures of other networks, no wrong label is accepted;
+- the Designer's prompt, longer than this context, fails cleanly with a reason.
+Figures (validity, latency, accepted/parked/rejected) are printed.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import openai
+import pandas as pd
+import pytest
+from prometheus_client import CollectorRegistry
+
+from llm_agents.client import LLMClient
+from llm_agents.errors import LLMBadOutput, LLMError, LLMTimeout
+from llm_agents.labeler import Labeler, WindowLabels, label_variables
+from llm_agents.local_llm import LocalLLM, server_installed
+from llm_agents.metrics import build_llm_metrics
+from llm_agents.scripted_windows import DETECTOR_CLASSES, synthetic_windows
+from streams.broker import free_port
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory):
+    ok, why = server_installed()
+    if not ok:  # make test installs it (scripts/setup-llm.sh): missing means a broken setup
+        pytest.fail(why)
+    log = tmp_path_factory.mktemp("llm") / "llama-server.log"
+    with LocalLLM(free_port(), log_path=log) as llm:
+        yield llm
+
+
+def client_for(local: LocalLLM, registry: CollectorRegistry | None = None, **kw: object) -> LLMClient:
+    oa = openai.OpenAI(base_url=local.base_url, api_key="unused", max_retries=2)
+    kw.setdefault("timeout_s", 120.0)
+    return LLMClient(oa, local.model, metrics=build_llm_metrics(registry or CollectorRegistry()), **kw)  # type: ignore[arg-type]
+
+
+def test_structured_output_uses_the_schema_grammar_and_every_answer_validates(local) -> None:
+    registry = CollectorRegistry()
+    client = client_for(local, registry)
+    batch = synthetic_windows({"benign": 2, "dos": 1, "portscan": 1}, seed=3)
+    outcomes, latency = [], []
+    for i in range(3):
+        variables = label_variables(batch.windows[i % 4:i % 4 + 1], DETECTOR_CLASSES)
+        t0 = time.perf_counter()
+        try:
+            res = client.complete_json("label_windows", variables, WindowLabels, purpose="label", max_tokens=200)
+        except LLMBadOutput as exc:  # the model's answer broke the schema (a number out of range): classified
+            outcomes.append(f"bad_output:{exc.reason}")
+        else:
+            assert isinstance(res.data, WindowLabels)  # validated by pydantic against the schema
+            assert res.response_format == "json_object_schema"
+            outcomes.append("valid")
+        latency.append(time.perf_counter() - t0)
+    # json_schema was refused once (a 500 from this server), never retried, and not asked again.
+    assert client.response_format == "json_object_schema"
+    assert registry.get_sample_value("edgeloop_llm_format_fallbacks_total",
+                                     {"purpose": "label", "format": "json_object_schema"}) == 1
+    valid = outcomes.count("valid")
+    print(f"\n[local LLM] label answers: {valid}/{len(outcomes)} schema-valid {outcomes}; "
+          f"latency p50 {statistics.median(latency):.2f} s, max {max(latency):.2f} s")
+    assert valid >= 1, outcomes
+
+
+def test_a_prompt_longer_than_the_context_is_split_until_it_fits(local) -> None:
+    client = client_for(local)
+    batch = synthetic_windows({"benign": 2, "dos": 2, "portscan": 2}, seed=5)
+    run = Labeler(client, DETECTOR_CLASSES, batch_size=6).label_batch(batch.windows)
+    assert client.context_tokens == local.context  # learned from the server's refusal
+    assert run.splits >= 1
+    asked = len(run.proposals) + len(run.unanswered) + len(run.failed)
+    assert asked == len(batch.windows) and not {"bad_request", "connection"} & set(run.failed.values())
+    print(f"\n[local LLM] 6 windows in one prompt: {run.splits} splits, {run.requests} requests, "
+          f"{len(run.proposals)} answered, {len(run.unanswered)} unanswered, failed {run.failed}")
+
+
+def test_a_timeout_and_a_cut_off_answer_are_classified_failures(local) -> None:
+    variables = label_variables(synthetic_windows({"benign": 1}, seed=1).windows, DETECTOR_CLASSES)
+    with pytest.raises(LLMTimeout):
+        client_for(local, timeout_s=0.01).complete_json("label_windows", variables, WindowLabels, purpose="label")
+    with pytest.raises(LLMBadOutput) as info:  # eight tokens cannot hold the answer
+        client_for(local).complete_json("label_windows", variables, WindowLabels, purpose="label", max_tokens=8)
+    assert info.value.reason in ("truncated", "no_json", "schema")
+
+
+def _uncertain(path: Path, limit: int, audit: float) -> list:
+    """Real uncertain (and audit-sampled) windows from a capture, through the edge engine
+    with the shipped bundle: what the agent would be sent. The flows' labels stay on them
+    for the test's truth; the Decider strips them before anything reaches the model."""
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+    from inference.onnx_detector import OnnxDetector
+    from streams.detector import DetectorConfig, EdgeDetector
+    from streams.records import UncertainWindow
+    from streams.sources.files import records_from_frame
+
+    df = pd.read_parquet(path)
+    records, _ = records_from_frame(df)
+    eng = EdgeDetector(OnnxDetector(Bundle.load(DEFAULT_BUNDLE_DIR)),
+                       DetectorConfig(uncertain_rate_per_s=0, audit_sample=audit))
+    out = []
+    for i in range(0, len(records), 5000):
+        eng.ingest(records[i:i + 5000])
+        while eng.pending:
+            out += eng.score_pending()
+    eng.pending.extend(eng.windower.flush())
+    while eng.pending:
+        out += eng.score_pending()
+    wins = [UncertainWindow.model_validate_json(o.value) for o in out if o.topic == "uncertain"]
+    step = max(1, len(wins) // limit)
+    return wins[::step][:limit]
+
+
+def test_the_acceptance_gates_hold_against_a_weak_model_on_real_windows(local, tmp_path: Path) -> None:
+    """Lab windows and nDPI windows from other networks: the model labels them, the gates
+    judge them against the lab's labelled windows; no accepted label may be wrong."""
+    from llm_agents.decider import AgentState, Decider
+    from llm_agents.store import reference_frame
+    from streams.windowing import window_label
+
+    train = pd.read_parquet(REPO / "data" / "lab" / "train-2.parquet")
+    state = AgentState.open(tmp_path / "agent")
+    state.store.append("reference", reference_frame(train, source="lab-train"), note="lab train")
+    windows = (_uncertain(REPO / "data" / "lab" / "eval.parquet", 12, 0.02)
+               + _uncertain(REPO / "data" / "ndpi" / "flows.parquet", 6, 0.02))
+    truth = {w.window_id: window_label(f.label for f in w.flows) for w in windows}
+    client = client_for(local, context_tokens=local.context)
+    t0 = time.perf_counter()
+    try:
+        out = Decider(state, client, batch_size=2).decide(windows, attempts={}, max_attempts=1)
+    except LLMError as exc:  # the Decider never lets an LLM failure through
+        pytest.fail(f"an LLM failure escaped the Decider: {exc!r}")
+    took = time.perf_counter() - t0
+    outcomes = {w.window_id: out.finished.get(w.window_id) or f"retry:{out.retry.get(w.window_id)}"
+                for w in windows}
+    accepted = state.store.lookup([w.window_id for w in windows])
+    wrong = {wid: (v["label"], truth[wid]) for wid, v in accepted.items() if v["label"] != truth[wid]}
+    parked = {i.window_id: i.reason for i in state.review.pending(1000)}
+    print(f"\n[local LLM] {len(windows)} real windows ({sum(1 for w in windows if w.reason == 'audit')} audit) "
+          f"in {took:.0f} s: accepted {len(accepted)} (wrong {len(wrong)}), parked {len(parked)} "
+          f"by reason {pd.Series(list(parked.values()), dtype=object).value_counts().to_dict()}, "
+          f"other {[o for o in outcomes.values() if o not in ('accepted', 'parked')]}")
+    assert not wrong, f"wrong labels accepted: {wrong}"
+    assert len(accepted) + len(parked) == len(windows)
+
+
+def test_the_designer_prompt_that_does_not_fit_fails_with_a_reason(local) -> None:
+    """The Designer's prompt (intent, twin summary, KPI catalogue, two expert examples) is
+    longer than this model's context: a DesignError naming it, with nothing sent."""
+    from llm_agents.blueprints import Designer, ExpertLibrary, parse_intent
+    from llm_agents.blueprints.errors import DesignError
+    from llm_agents.errors import LLMContextExceeded
+
+    client = client_for(local, context_tokens=local.context)
+    intent = parse_intent("block the syn_scan from 10.9.0.66", classes=("syn_scan",))
+    with pytest.raises(DesignError) as info:
+        Designer(client, ExpertLibrary.load()).design(intent, {"flows": 1000})
+    assert isinstance(info.value.__cause__, LLMContextExceeded), repr(info.value)
+    assert "context" in str(info.value) and client.requests_used == 0
