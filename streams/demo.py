@@ -148,7 +148,9 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
         step(console, 4, f"watching the detector (open windows close after {s.window_seconds:.0f}s idle)")
         view = _watch(KafkaConsumer, bootstrap, topics, det, s, st.records, console)
         _summary(view, df, console)
-        step(console, 5, "the agent takes the uncertain windows (offline without EDGELOOP_LLM_BASE_URL: "
+        step(console, 5, f"the agent labels the uncertain windows with the LLM at {s.llm_base_url}; what its "
+                         "checks do not accept waits for a person" if s.llm_base_url else
+                         "the agent takes the uncertain windows (offline without EDGELOOP_LLM_BASE_URL: "
                          "they wait for a person in the review queue)")
         _agent(s, bootstrap, logs / "agent.log", console)
         step(console, 6, "health from each service's own /metrics (what Prometheus scrapes; `edgeloop status`), "
@@ -216,8 +218,26 @@ def _agent(s: Settings, bootstrap: str, log: Path, console: Console) -> None:
         console.print(f"  {ln}")
     if r.returncode != 0:
         console.print(f"[yellow]agent exited {r.returncode}; see {log}[/]")
-    else:
-        console.print("  a person labels them with: edgeloop review list / edgeloop review accept|correct")
+        return
+    if s.llm_base_url:
+        _llm_answers(s, console)
+    console.print("  a person labels them with: edgeloop review list / edgeloop review accept|correct")
+
+
+def _llm_answers(s: Settings, console: Console, n: int = 6) -> None:
+    """What the LLM answered for the windows waiting for a person, and why each waits."""
+    from llm_agents.review import ReviewQueue
+
+    items = ReviewQueue(Path(s.data_dir) / "review.sqlite").pending(n)
+    if not items:
+        return
+    t = Table(title="the LLM's answers, held for a person by the acceptance checks")
+    for col in ("window", "detector said", "LLM said", "confidence", "held because"):
+        t.add_column(col)
+    for i in items:
+        t.add_row(safe(i.window_id[:16]), safe(i.window.predicted), safe(i.proposed or "-"),
+                  "-" if i.confidence is None else f"{i.confidence:.2f}", safe(i.reason))
+    console.print(t)
 
 
 def _propose(view: LiveView, df, s: Settings, bootstrap: str, console: Console) -> None:

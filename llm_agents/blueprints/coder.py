@@ -24,7 +24,7 @@ from llm_agents.blueprints.errors import CodeError
 from llm_agents.blueprints.library import ExpertLibrary
 from llm_agents.blueprints.sandbox import ALLOWED_MODULES
 from llm_agents.blueprints.schema import GIVEN, Blueprint, Step
-from llm_agents.errors import LLMError
+from llm_agents.errors import LLMContextExceeded, LLMError
 from llm_agents.prompts import data_block
 
 MAX_SOURCE = 20_000
@@ -142,6 +142,14 @@ class Coder:
             try:
                 result.sources[step.name] = self._ask(blueprint, step, note, previous.get(step.name, ""), result)
             except CodeError as exc:
+                if isinstance(exc.__cause__, LLMContextExceeded) and blueprint.name in self.library.experts:
+                    try:  # an endpoint whose context cannot hold the prompt never will: the library codes
+                        lib = self._from_library(blueprint)
+                    except CodeError:
+                        raise exc from exc.__cause__
+                    lib.provenance += " (the LLM's context is too small to code)"
+                    lib.llm_calls = result.llm_calls
+                    return lib
                 failures[step.name] = "; ".join(exc.problems)
         if failures:
             raise CodeError([f"{k}: {v}" for k, v in failures.items()], failures=failures,

@@ -22,7 +22,7 @@ from llm_agents.blueprints.errors import DesignError
 from llm_agents.blueprints.library import ExpertLibrary, merge_kpis
 from llm_agents.blueprints.schema import (ACTIONS, GIVEN, Blueprint, BlueprintDraft, Intent,
                                           kpi_problems)
-from llm_agents.errors import LLMError
+from llm_agents.errors import LLMContextExceeded, LLMError
 from llm_agents.prompts import data_block
 from llm_agents.twin import KPI_CATALOGUE
 
@@ -60,7 +60,16 @@ class Designer:
         if self.offline:
             return self._from_library(intent)
         variables = self._variables(intent, twin_summary or {}, feedback, previous)
-        draft, model, calls = self._ask("design_blueprint", variables, BlueprintDraft, "blueprint_design")
+        try:
+            draft, model, calls = self._ask("design_blueprint", variables, BlueprintDraft, "blueprint_design")
+        except DesignError as exc:
+            # An endpoint whose context cannot hold the design prompt never will: the expert
+            # library designs instead, and the provenance says so.
+            if not isinstance(exc.__cause__, LLMContextExceeded) or self.library.match(intent) is None:
+                raise
+            res = self._from_library(intent)
+            return DesignResult(res.blueprint, f"{res.provenance} (the LLM's context is too small to design)",
+                                res.review_issues, res.llm_calls)
         blueprint = self._finish(draft, intent)
         issues: list[str] = []
         if self.self_review:

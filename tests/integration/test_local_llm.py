@@ -11,7 +11,7 @@ A 135M model is weak, and that is the point: its mistakes are real ones. What mu
 - timeouts and cut-off answers are classified failures;
 - the acceptance gates hold: over real uncertain windows from a lab capture and from the
   nDPI captures of other networks, no wrong label is accepted;
-- the Designer's prompt, longer than this context, fails cleanly with a reason.
+- the Designer's and Coder's prompts, longer than this context, go to the expert library.
 Figures (validity, latency, accepted/parked/rejected) are printed.
 """
 from __future__ import annotations
@@ -161,16 +161,17 @@ def test_the_acceptance_gates_hold_against_a_weak_model_on_real_windows(local, t
     assert len(accepted) + len(parked) == len(windows)
 
 
-def test_the_designer_prompt_that_does_not_fit_fails_with_a_reason(local) -> None:
-    """The Designer's prompt (intent, twin summary, KPI catalogue, two expert examples) is
-    longer than this model's context: a DesignError naming it, with nothing sent."""
-    from llm_agents.blueprints import Designer, ExpertLibrary, parse_intent
-    from llm_agents.blueprints.errors import DesignError
-    from llm_agents.errors import LLMContextExceeded
+def test_design_and_code_prompts_too_long_for_this_model_fall_back_to_the_library(local) -> None:
+    """The Designer's and the Coder's prompts (intent, twin summary, KPI catalogue, expert
+    examples) are longer than this model's context: the expert library designs and codes
+    instead, and the provenance says why; nothing too long is sent."""
+    from llm_agents.blueprints import Coder, Designer, ExpertLibrary, parse_intent
 
     client = client_for(local, context_tokens=local.context)
     intent = parse_intent("block the syn_scan from 10.9.0.66", classes=("syn_scan",))
-    with pytest.raises(DesignError) as info:
-        Designer(client, ExpertLibrary.load()).design(intent, {"flows": 1000})
-    assert isinstance(info.value.__cause__, LLMContextExceeded), repr(info.value)
-    assert "context" in str(info.value) and client.requests_used == 0
+    lib = ExpertLibrary.load()
+    design = Designer(client, lib).design(intent, {"flows": 1000})
+    assert design.provenance == "library:block_source (the LLM's context is too small to design)"
+    code = Coder(client, lib).write(design.blueprint)
+    assert code.provenance == "library:block_source (the LLM's context is too small to code)"
+    assert client.requests_used == 0
