@@ -47,8 +47,9 @@ def local(tmp_path_factory: pytest.TempPathFactory):
         yield llm
 
 
-def client_for(local: LocalLLM, registry: CollectorRegistry | None = None, **kw: object) -> LLMClient:
-    oa = openai.OpenAI(base_url=local.base_url, api_key="unused", max_retries=2)
+def client_for(local: LocalLLM, registry: CollectorRegistry | None = None, retries: int = 2,
+               **kw: object) -> LLMClient:
+    oa = openai.OpenAI(base_url=local.base_url, api_key="unused", max_retries=retries)
     kw.setdefault("timeout_s", 120.0)
     return LLMClient(oa, local.model, metrics=build_llm_metrics(registry or CollectorRegistry()), **kw)  # type: ignore[arg-type]
 
@@ -95,7 +96,10 @@ def test_a_prompt_longer_than_the_context_is_split_until_it_fits(local) -> None:
 def test_a_timeout_and_a_cut_off_answer_are_classified_failures(local) -> None:
     variables = label_variables(synthetic_windows({"benign": 1}, seed=1).windows, DETECTOR_CLASSES)
     with pytest.raises(LLMTimeout):
-        client_for(local, timeout_s=0.01).complete_json("label_windows", variables, WindowLabels, purpose="label")
+        # no retries: each abandoned request still costs the one-at-a-time server its prompt
+        # (and a short answer: the server goes on generating what nobody waits for)
+        client_for(local, retries=0, timeout_s=0.01).complete_json("label_windows", variables, WindowLabels,
+                                                                   purpose="label", max_tokens=16)
     with pytest.raises(LLMBadOutput) as info:  # eight tokens cannot hold the answer
         client_for(local).complete_json("label_windows", variables, WindowLabels, purpose="label", max_tokens=8)
     assert info.value.reason in ("truncated", "no_json", "schema")
@@ -138,7 +142,7 @@ def test_the_acceptance_gates_hold_against_a_weak_model_on_real_windows(local, t
     train = pd.read_parquet(REPO / "data" / "lab" / "train-2.parquet")
     state = AgentState.open(tmp_path / "agent")
     state.store.append("reference", reference_frame(train, source="lab-train"), note="lab train")
-    windows = (_uncertain(REPO / "data" / "lab" / "eval.parquet", 12, 0.02)
+    windows = (_uncertain(REPO / "data" / "lab" / "eval.parquet", 10, 0.02)
                + _uncertain(REPO / "data" / "ndpi" / "flows.parquet", 6, 0.02))
     truth = {w.window_id: window_label(f.label for f in w.flows) for w in windows}
     client = client_for(local, context_tokens=local.context)
