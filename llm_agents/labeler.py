@@ -99,6 +99,10 @@ class LabelBatch:
     completion_tokens: int = 0
     splits: int = 0            # prompts split in two because they did not fit the context
 
+    def decided(self) -> set[str]:
+        """Windows of this batch that already have an answer, no answer or a failure."""
+        return {p.window_id for p in self.proposals} | set(self.unanswered) | set(self.failed)
+
 
 def _num(x: float) -> int | float:
     """3 significant digits, as an int when whole: what a model needs, in few tokens."""
@@ -157,7 +161,8 @@ class Labeler:
             try:
                 self._label_fitting(chunk, out)
             except LLMError as exc:
-                out.failed.update({w.window_id: exc.kind for w in chunk})
+                done = out.decided()  # after a split, the halves already asked keep their answers
+                out.failed.update({w.window_id: exc.kind for w in chunk if w.window_id not in done})
                 if isinstance(exc, _STOP_ON):
                     stopped = exc
         return out

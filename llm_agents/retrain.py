@@ -144,7 +144,6 @@ def score_figures(bundle: Bundle, x: np.ndarray, mask: np.ndarray, truth: np.nda
     """Macro-F1 and per-class recall/F1 over the classes present in `truth`."""
     if pred is None:
         pred = predict(bundle, x, mask) if len(x) else truth
-    det = OnnxDetector(bundle)
     recall, f1, support = {}, {}, {}
     for c in sorted(set(truth.tolist())):
         t, p = truth == c, pred == c
@@ -154,7 +153,7 @@ def score_figures(bundle: Bundle, x: np.ndarray, mask: np.ndarray, truth: np.nda
         f1[c] = 2 * precision * recall[c] / (precision + recall[c]) if tp else 0.0
         support[c] = int(t.sum())
     macro = float(np.mean(list(f1.values()))) if f1 else 0.0
-    return Figures(bundle.version, list(det.class_names), len(truth), macro, recall, f1, support)
+    return Figures(bundle.version, list(bundle.class_names), len(truth), macro, recall, f1, support)
 
 
 def paired_gain(truth: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, resamples: int = 2000,

@@ -113,6 +113,11 @@ class ReviewQueue:
             q += " AND novel = 1"
         return self._select(q + " ORDER BY id LIMIT ?", (limit,))
 
+    def newest(self, limit: int = 10) -> list[ReviewItem]:
+        """The most recently parked pending items, newest first."""
+        return self._select(f"SELECT {self._COLS} FROM items WHERE status = 'pending' ORDER BY id DESC LIMIT ?",
+                            (limit,))
+
     def items(self, status: str | None = None, limit: int = 10_000) -> list[ReviewItem]:
         if status is None:
             return self._select(f"SELECT {self._COLS} FROM items ORDER BY id LIMIT ?", (limit,))

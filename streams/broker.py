@@ -20,6 +20,19 @@ from streams.errors import BrokerError
 from streams.kafka_security import current, kafka_python_options
 
 
+def stop_group(proc: subprocess.Popen | None, timeout_s: float = 5.0) -> None:
+    """SIGTERM a process started with start_new_session=True and its group; SIGKILL what is
+    left after `timeout_s`."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,14 +126,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_group(self.proc, timeout_s)
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

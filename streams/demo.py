@@ -228,7 +228,7 @@ def _llm_answers(s: Settings, console: Console, n: int = 6) -> None:
     """What the LLM answered for the windows waiting for a person, and why each waits."""
     from llm_agents.review import ReviewQueue
 
-    items = ReviewQueue(Path(s.data_dir) / "review.sqlite").pending(n)
+    items = ReviewQueue(Path(s.data_dir) / "review.sqlite").newest(n)
     if not items:
         return
     t = Table(title="the LLM's answers, held for a person by the acceptance checks")

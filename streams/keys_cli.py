@@ -56,14 +56,14 @@ def new(name: str, directory: Path | None, trust: bool) -> None:
     try:
         key = SigningKey.generate(name)
         priv, pub = key.save(_dir(directory))
+        where = "copy it to each node's trusted-keys directory"
         if trust:
             d = _trusted_dir()
             d.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(pub, d / pub.name)
+            where = f"trusted here ({d / pub.name}); copy it to other nodes"
     except (EdgeloopError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    where = f"trusted here ({_trusted_dir() / pub.name}); copy it to other nodes" if trust else \
-        "copy it to each node's trusted-keys directory"
     console.print(f"key {key.key_id} for {safe(name)}: private {priv} (0600, keep it), public {pub} ({where})")
 
 

@@ -103,10 +103,10 @@ class RootCapture:
             ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-c", "5000", "-w", str(pcap),
              f"net {LAB_SPACE} or (udp and host 127.0.0.1 and port {self.canary_port})"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        lines = [self.proc.stderr.readline() for _ in range(1)]
-        while "listening" not in lines[-1] and len(lines) < 5 and self.proc.poll() is None:
+        lines: list[str] = []
+        while len(lines) < 5 and not any("listening" in ln for ln in lines):
             lines.append(self.proc.stderr.readline())  # "listening on any, ..." once the filter is in place
-        assert "listening" in lines[-1], lines
+        assert any("listening" in ln for ln in lines), lines
 
     def canary(self) -> None:
         import socket

@@ -87,9 +87,9 @@ def test_faust_gets_the_same_settings_as_the_other_clients(tmp_path):
     (dict(protocol="SASL_SSL"), "EDGELOOP_KAFKA_SECURITY_PROTOCOL", "SASL_MECHANISM"),
     (dict(protocol="SASL_PLAINTEXT", mechanism="PLAIN", username="u"), "EDGELOOP_KAFKA_SECURITY_PROTOCOL",
      "_SASL_PASSWORD"),
-    (dict(protocol="SSL", certfile=Path("/etc/hostname")), "EDGELOOP_KAFKA_SSL_CERTFILE", "KEYFILE"),
+    (dict(protocol="SSL", certfile=Path(__file__)), "EDGELOOP_KAFKA_SSL_CERTFILE", "KEYFILE"),
     (dict(protocol="SSL", cafile=Path("/nonexistent/ca.pem")), "EDGELOOP_KAFKA_SSL_CAFILE", "no such file"),
-    (dict(protocol="PLAINTEXT", cafile=Path("/etc/hostname")), "EDGELOOP_KAFKA_SECURITY_PROTOCOL", "does not use TLS"),
+    (dict(protocol="PLAINTEXT", cafile=Path(__file__)), "EDGELOOP_KAFKA_SECURITY_PROTOCOL", "does not use TLS"),
 ])
 def test_a_bad_combination_names_the_setting(kw, key, why):
     with pytest.raises(ConfigError) as e:

@@ -103,6 +103,27 @@ def test_prompts_too_long_for_the_context_are_split_until_they_fit() -> None:
     assert sum(sizes) == len(BATCH.windows) and max(sizes) <= 20 // 3 + 1
 
 
+def test_after_a_split_a_failing_half_does_not_take_the_answered_half_with_it() -> None:
+    """Four windows split in two halves; the first half is answered, the second gets a bad
+    answer: only the second half is failed, the first keeps its proposals."""
+    with serve("oracle", truth=BATCH.truth) as llm:
+        make_labeler(llm.base_url, batch_size=4).label_batch(BATCH.windows[:4])
+        full = _needed(llm.requests[0])
+    with serve("oracle", truth=BATCH.truth, context_tokens=full * 3 // 4) as llm:
+        oracle, calls = llm.handler("window_labels"), []
+
+        def first_only(request: dict, prompt: str) -> dict:
+            calls.append(1)
+            return oracle(request, prompt) if len(calls) == 1 else {"window_labels": "not a list"}
+
+        llm.handle("window_labels", first_only)
+        run = make_labeler(llm.base_url, batch_size=4).label_batch(BATCH.windows[:4])
+    answered = {p.window_id for p in run.proposals}
+    assert run.splits == 1 and len(answered) == 2
+    assert set(run.failed) == {w.window_id for w in BATCH.windows[:4]} - answered
+    assert set(run.failed.values()) == {"bad_output"}
+
+
 def test_a_window_too_long_for_the_context_alone_fails_as_context() -> None:
     with serve("oracle", truth=BATCH.truth, context_tokens=50) as llm:
         run = make_labeler(llm.base_url, batch_size=4).label_batch(BATCH.windows[:4])

@@ -37,6 +37,15 @@ def test_park_keeps_one_item_per_window_without_ground_truth(state) -> None:
     assert state.review.counts() == {"pending": 3, "pending:low_confidence": 3}
 
 
+def test_newest_gives_the_last_parked_pending_items_first(state) -> None:
+    batch, _ = _park(state, n=4)
+    ids = [w.window_id for w in batch.windows[:4]]
+    first = state.review.pending(1)[0]
+    state.review.resolve(state.review.pending(10)[-1].id, "dos", "human:t", "accepted")
+    assert [i.window_id for i in state.review.newest(2)] == [ids[2], ids[1]]
+    assert state.review.newest(10)[-1].window_id == first.window_id == ids[0]
+
+
 def test_accept_and_correct_store_the_window_once_and_queue_a_label(state) -> None:
     _park(state)
     first, second, third = state.review.pending()
