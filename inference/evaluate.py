@@ -93,8 +93,8 @@ def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
     victim_ip from anyone but `not_with`) and `match: pair` (flows between victim_ip and its
     `peers`). Both become ordered rows of the `ip` table: the span's label on the victim (or
     on each peer), then `benign` on every address in `not_with`, which label_flows applies
-    in order; then the attacker spans' tails, then their runs (so a run beats a tail, as in
-    the lab). For the lab, whose other hosts and LAN groups are all listed in `not_with`,
+    in order; then the attacker and pair spans' tails (a pair tail again followed by
+    `benign` on `not_with`), then the attacker runs (so a run beats a tail, as in the lab). For the lab, whose other hosts and LAN groups are all listed in `not_with`,
     that gives the same labels as streams.lab.labelling.apply_labels.
     """
     if path.suffix.lower() != ".json":
@@ -120,7 +120,13 @@ def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
         spoofed += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": s["label"]} for ip in ips]
         spoofed += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": "benign"}
                     for ip in s.get("not_with", [])]
-    # Later rows win: attacker tails over the benign rows above, attacker runs over tails.
+        tail = int(s.get("tail_ms", 0))
+        if match == "pair" and tail > grace:    # the reflectors' late answers, as in the lab
+            t_lo, t_hi = hi + 1, s["end_ms"] + tail
+            tails += [{"ip": ip, "start_ms": t_lo, "end_ms": t_hi, "label": s["label"]} for ip in ips]
+            tails += [{"ip": ip, "start_ms": t_lo, "end_ms": t_hi, "label": "benign"}
+                      for ip in s.get("not_with", [])]
+    # Later rows win: tails over the benign rows above, attacker runs over tails.
     rows = spoofed + tails + runs
     spans = pd.DataFrame(rows, columns=["ip", "start_ms", "end_ms", "label"])
     opts = {k: int(doc[k]) for k in ("idle_timeout", "active_timeout") if k in doc}

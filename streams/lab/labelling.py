@@ -47,6 +47,7 @@ TAIL_MS = 30_000
 LABELS_SCHEMA = "edgeloop.lab_labels/2"
 READABLE_SCHEMAS = ("edgeloop.lab_labels/1", LABELS_SCHEMA)
 MATCHES = ("attacker", "victim", "pair")
+TAILED = ("attacker", "pair")        # spans whose late packets are still theirs (with_tails)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Span:
         import numpy as np
 
         core_end = self.end_ms + grace_ms
-        tail_end = self.end_ms + max(grace_ms, self.tail_ms) if self.match == "attacker" else core_end
+        tail_end = self.end_ms + max(grace_ms, self.tail_ms) if self.match in TAILED else core_end
         lo, hi = {"core": (self.start_ms - grace_ms, core_end), "tail": (core_end + 1, tail_end),
                   "all": (self.start_ms - grace_ms, tail_end)}[part]
         inside = (first >= lo) & (first <= hi)
@@ -96,16 +97,24 @@ class Span:
 
 
 def with_tails(spans: list[Span], tail_ms: int = TAIL_MS, grace_ms: int = GRACE_MS) -> list[Span]:
-    """Give each attacker span its tail: TAIL_MS after its end, cut short where the same
-    attacker's next attacker span begins (minus the grace), never shorter than the grace."""
+    """Give each attacker and pair span its tail: TAIL_MS after its end, cut short where the
+    next span of the same kind and owner begins (minus the grace), never shorter than the grace.
+
+    The owner of an attacker span is the attacker; of a pair span, the victim. A pair span
+    needs a tail for the same reason: over slow, lossy links a reflector's last answers reach
+    the victim seconds after the spoofer exited, and nothing else ever flows between the
+    victim and a server (streams/lab/lan.py)."""
     from dataclasses import replace
+
+    def owner(s: Span) -> str:
+        return s.attacker_ip if s.match == "attacker" else s.victim_ip
 
     out = []
     for s in spans:
-        if s.match != "attacker":
+        if s.match not in TAILED:
             out.append(s)
             continue
-        later = [o.start_ms for o in spans if o.match == "attacker" and o.attacker_ip == s.attacker_ip
+        later = [o.start_ms for o in spans if o.match == s.match and owner(o) == owner(s)
                  and o.start_ms > s.end_ms]
         room = (min(later) - grace_ms - s.end_ms - 1) if later else tail_ms
         out.append(replace(s, tail_ms=int(max(grace_ms, min(tail_ms, room)))))
@@ -137,7 +146,7 @@ def owners(df, spans: list[Span], grace_ms: int = GRACE_MS):
         owner[hit] = i
     core = owner >= 0
     for i, span in enumerate(spans):
-        if span.match == "attacker" and span.tail_ms > grace_ms:
+        if span.match in TAILED and span.tail_ms > grace_ms:
             owner[span.hits(*cols, grace_ms=grace_ms, part="tail") & ~core] = i
     return owner
 
@@ -182,8 +191,8 @@ def load_spans(path: str | Path) -> list[Span]:
 
 
 RULE = ("label = the span's scenario for a flow whose first_seen_ms lies in [start_ms - "
-        f"{GRACE_MS}, end_ms + {GRACE_MS}] (for match=attacker: end_ms + max({GRACE_MS}, tail_ms), "
-        "the tail reaching at most to the same attacker's next run) and that matches the span: "
+        f"{GRACE_MS}, end_ms + {GRACE_MS}] (for match=attacker and match=pair: end_ms + max({GRACE_MS}, tail_ms), "
+        "the tail reaching at most to the same attacker's, or the same victim's, next run) and that matches the span: "
         "match=attacker, src_ip or dst_ip is attacker_ip; match=victim, dst_ip is victim_ip and src_ip is none of "
         "not_with (spoofed sources); match=pair, the flow is between victim_ip and one of peers "
         "(reflection); every other flow is benign")

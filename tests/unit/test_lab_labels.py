@@ -77,7 +77,7 @@ def test_attacker_tails_reach_late_packets_but_stop_at_the_next_run() -> None:
     spans = with_tails([first, other, nxt, spoofed_span()])
     assert spans[0].tail_ms == 10_000 - 1000 - 1000 - 1                # up to the next run
     assert spans[2].tail_ms == TAIL_MS and spans[1].tail_ms == TAIL_MS
-    assert spans[3].tail_ms == 0                                        # not an attacker span
+    assert spans[3].tail_ms == 0                                        # a victim span: no tail
     df = apply_labels(flows([(VIC, ATT, T0 + 4000), (ATT, VIC, T0 + 8900), (ATT, VIC, T0 + 9500),
                              (VIC, ATT, T0 + 30_000), (VIC, ATT, T0 + 42_500)]), spans)
     assert list(df["label"]) == ["slow_http_dos", "slow_http_dos", "syn_flood", "syn_flood", "benign"]
@@ -140,4 +140,21 @@ def test_evaluation_reader_labels_like_the_lab(tmp_path: Path) -> None:
     assert opts == {"idle_timeout": 5, "active_timeout": 30}
     theirs = label_flows(df, table)["label"].tolist()
     ours = apply_labels(df.copy(), spans)["label"].tolist()
-    assert theirs == ours == EXPECTED + ["syn_scan"] * 3 + ["host_sweep"]
+    # Flow 14 (a reflector's answer 15 s after the spoofer stopped) is in the pair span's tail.
+    assert theirs == ours == EXPECTED[:14] + ["reflection"] + ["syn_scan"] * 3 + ["host_sweep"]
+
+
+def test_pair_tails_reach_late_answers_but_not_the_clients() -> None:
+    """Over slow links a reflector's last answers reach the victim seconds after the spoofer
+    stopped (CI saw it: a pair flow labelled benign). Nothing else flows between the victim
+    and a server, so they are the run's, until the same victim's next pair run; the clients'
+    own queries to the servers stay benign in the tail."""
+    first = reflection_span()
+    nxt = Span("reflection", ATT, T0 + 35_000, T0 + 36_000, "reflection", 1, match="pair",
+               victim_ip=VIC, peers=(R1,), not_with=first.not_with)
+    spans = with_tails([first, nxt])
+    assert spans[0].tail_ms == 35_000 - 25_000 - 1000 - 1 and spans[1].tail_ms == TAIL_MS
+    late = flows([(R2, VIC, T0 + 28_000), (VIC, R1, T0 + 33_000), (C1, R1, T0 + 28_000),
+                  (R1, VIC, T0 + 70_000)])
+    assert list(apply_labels(late.copy(), spans)["label"]) == ["reflection", "reflection", "benign", "benign"]
+    assert list(apply_labels(late.copy(), [first])["label"]) == ["benign"] * 4     # no tail: missed
