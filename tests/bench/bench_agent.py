@@ -1,6 +1,6 @@
 """Windows per second through the agent service, against the bare Labeler on the same windows.
 
-Three ways to label the same made-up uncertain windows (llm_agents.scripted_windows) with
+Three ways to label the same made-up uncertain windows (tests.support.scripted_windows) with
 the scripted oracle over HTTP (the real openai client), batch size 20:
 
   labeler   Labeler.label_batch alone: prompt, HTTP, parse. The ceiling.
@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support
 
 import openai
 import pandas as pd
@@ -31,12 +34,12 @@ from llm_agents.cli import single_threaded_blas
 from llm_agents.client import LLMClient
 from llm_agents.decider import Decider, strip_truth
 from llm_agents.labeler import Labeler
-from llm_agents.scripted_server import serve
-from llm_agents.scripted_windows import DETECTOR_CLASSES, synthetic_windows
 from llm_agents.store import window_rows
 from streams.broker import EmbeddedBroker, free_port
 from streams.records import encode
 from streams.topics import Topics, ensure_topics
+from tests.support.scripted_server import serve  # noqa: E402
+from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows  # noqa: E402
 
 
 def data(n: int):

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support
 
 import openai
 from prometheus_client import CollectorRegistry
@@ -23,8 +27,8 @@ from prometheus_client import CollectorRegistry
 from llm_agents.client import LLMClient
 from llm_agents.labeler import Labeler
 from llm_agents.metrics import build_llm_metrics
-from llm_agents.scripted_server import ScriptedLLM, serve
-from llm_agents.scripted_windows import DETECTOR_CLASSES, synthetic_windows
+from tests.support.scripted_server import ScriptedLLM, serve  # noqa: E402
+from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows  # noqa: E402
 
 BATCH_SIZES = (1, 5, 10, 20, 50)
 

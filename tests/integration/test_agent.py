@@ -1,6 +1,6 @@
 """The agent on the real broker, against the scripted LLM server in each role.
 
-Uncertain windows are made up (llm_agents.scripted_windows: SYNTHETIC, with known truth)
+Uncertain windows are made up (tests.support.scripted_windows: SYNTHETIC, with known truth)
 and published straight to `uncertain`; the truth the oracle answers from is the test's,
 and the agent never sees it (the flows' `label` field is stripped as windows are decoded).
 Each test checks counts: every window read ends accepted, parked or dead-lettered, and
@@ -27,11 +27,11 @@ from llm_agents.agent_metrics import build_agent_metrics
 from llm_agents.client import LLMClient
 from llm_agents.constraints import check_flows
 from llm_agents.review import decide
-from llm_agents.scripted_server import serve
-from llm_agents.scripted_windows import DETECTOR_CLASSES, synthetic_windows, with_user_agent
 from llm_agents.store import window_rows
 from streams.broker import free_port
 from streams.records import Label, UncertainWindow, decode, encode
+from tests.support.scripted_server import serve
+from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows, with_user_agent
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

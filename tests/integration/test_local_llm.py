@@ -30,8 +30,8 @@ from llm_agents.errors import LLMBadOutput, LLMError, LLMTimeout
 from llm_agents.labeler import Labeler, WindowLabels, label_variables
 from llm_agents.local_llm import LocalLLM, server_installed
 from llm_agents.metrics import build_llm_metrics
-from llm_agents.scripted_windows import DETECTOR_CLASSES, synthetic_windows
 from streams.broker import free_port
+from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ from llm_agents.acceptance import (Acceptance, AcceptancePolicy, Reason, judge, 
 from llm_agents.client import LLMClient
 from llm_agents.labeler import Labeler
 from llm_agents.metrics import build_llm_metrics
-from llm_agents.scripted_server import serve
-from llm_agents.scripted_windows import DETECTOR_CLASSES, synthetic_windows, with_user_agent
 from inference.features import N_FEATURES
+from tests.support.scripted_server import serve
+from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows, with_user_agent
 
 STORE = synthetic_windows({"benign": 50, "dos": 50, "portscan": 50, "bruteforce": 50}, seed=11, id_prefix="s")
 KNOWN = list(DETECTOR_CLASSES)

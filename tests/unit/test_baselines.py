@@ -1,6 +1,6 @@
 """Baselines and the offline generator: valid, windowable, tagged, deterministic.
 
-All flows here are SYNTHETIC (llm_agents.testing.toy_flows), not captured traffic.
+All flows here are SYNTHETIC (tests.support.testing.toy_flows), not captured traffic.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from llm_agents.baselines import KDEWindowGenerator, no_augmentation, smote_windows
 from llm_agents.constraints import check_flows
 from llm_agents.fidelity import FeatureDistance
-from llm_agents.testing import toy_flows
 from llm_agents.window_frames import (window_lengths, window_tensors, windows_frame)
 from streams.windowing import stack_windows, windows_from_frame
+from tests.support.testing import toy_flows
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Physical constraints on flow rows: every rule fires on the row that breaks it, and only there.
 
-All flows here are SYNTHETIC (llm_agents.testing.toy_flows), not captured traffic.
+All flows here are SYNTHETIC (tests.support.testing.toy_flows), not captured traffic.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from llm_agents.constraints import check_flows, repair_flows
-from llm_agents.testing import toy_flows
+from tests.support.testing import toy_flows
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from llm_agents.blueprints.errors import DesignError
 from llm_agents.client import LLMClient
 from llm_agents.errors import LLMContextExceeded
 from llm_agents.metrics import build_llm_metrics
-from llm_agents.scripted_server import serve
+from tests.support.scripted_server import serve
 
 LIB = ExpertLibrary.load()
 

@@ -7,9 +7,9 @@ import pytest
 
 from llm_agents.client import LLMClient
 from llm_agents.decider import AgentState, Decider, strip_truth
-from llm_agents.scripted_server import serve
-from llm_agents.scripted_windows import DETECTOR_CLASSES, synthetic_windows
 from llm_agents.store import window_rows
+from tests.support.scripted_server import serve
+from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows
 
 
 @pytest.fixture

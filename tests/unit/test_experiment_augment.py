@@ -1,6 +1,6 @@
 """The augmentation experiment: a small run writes the table, the plot and the details.
 
-All flows here are SYNTHETIC (llm_agents.testing.toy_flows), not captured traffic.
+All flows here are SYNTHETIC (tests.support.testing.toy_flows), not captured traffic.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from llm_agents.experiment_augment import METHODS, AugmentConfig, ForestScorer, run_experiment
 from llm_agents.experiment_cli import augment
-from llm_agents.testing import toy_flows
+from tests.support.testing import toy_flows
 
 CLASSES = {"benign": 12, "syn_scan": 8, "syn_flood": 8, "ssh_bruteforce": 8}
 

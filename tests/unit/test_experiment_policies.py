@@ -13,8 +13,8 @@ from llm_agents.blueprints import ExpertLibrary, Sandbox, SandboxLimits
 from llm_agents.client import LLMClient
 from llm_agents.experiment_policies import ARMS, build_intents, policies, run_experiment
 from llm_agents.prompts import parse_data_blocks
-from llm_agents.scripted_server import serve
 from llm_agents.twin_scenarios import SCENARIOS, load_scenarios, synthetic_scenario
+from tests.support.scripted_server import serve
 
 from llm_agents.blueprints.sandbox import sandbox_available
 

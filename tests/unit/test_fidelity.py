@@ -1,6 +1,6 @@
 """Batch-vs-real scoring: same distribution scores as indistinguishable, a shift is caught and named.
 
-All flows here are SYNTHETIC (llm_agents.testing.toy_flows), not captured traffic.
+All flows here are SYNTHETIC (tests.support.testing.toy_flows), not captured traffic.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from llm_agents.fidelity import feature_distances, score_batch
-from llm_agents.testing import toy_flows
 from llm_agents.window_frames import windows_frame
+from tests.support.testing import toy_flows
 
 CLASSES = {"benign": 30, "ssh_bruteforce": 30, "syn_scan": 10}
 

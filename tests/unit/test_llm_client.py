@@ -14,10 +14,10 @@ from llm_agents.errors import (LLMBadOutput, LLMBadRequest, LLMBudgetExceeded, L
                                LLMRateLimited, LLMTimeout, LLMUnavailable)
 from llm_agents.labeler import WindowLabels, label_variables
 from llm_agents.metrics import build_llm_metrics
-from llm_agents.scripted_server import serve
-from llm_agents.scripted_windows import DETECTOR_CLASSES, synthetic_windows
 from streams.errors import EdgeloopError
 from streams.settings import Settings
+from tests.support.scripted_server import serve
+from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows
 
 WINDOWS = synthetic_windows({"benign": 3, "dos": 3, "slow_http_dos": 2}, seed=7)
 

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from llm_agents.agent import AgentState
 from llm_agents.cli import review as review_cmd
 from llm_agents.review import Parked, ReviewError, decide
-from llm_agents.scripted_windows import synthetic_windows
 from streams.records import Label, decode
+from tests.support.scripted_windows import synthetic_windows
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from llm_agents.prompts import data_block
-from llm_agents.scripted_server import ROLES, Script, serve
+from tests.support.scripted_server import ROLES, Script, serve
 
 CLASSES = ["benign", "dos", "portscan"]
 

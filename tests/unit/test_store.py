@@ -9,10 +9,10 @@ import pytest
 
 from inference.features import FLOW_FEATURES
 from llm_agents.acceptance import window_vectors
-from llm_agents.scripted_windows import synthetic_windows
 from llm_agents.store import DatasetStore, frame_vectors, reference_frame, window_rows
 from llm_agents.window_frames import window_tensors
 from streams.windowing import Windower, stack_windows
+from tests.support.scripted_windows import synthetic_windows
 
 
 def _rows(batch, source: str = "llm:m") -> pd.DataFrame:

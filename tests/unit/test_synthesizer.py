@@ -2,7 +2,7 @@
 prompt, the gate drops batches that hurt, failures are absorbed, offline mode works, and the
 real openai client drives it against the scripted server.
 
-All flows here are SYNTHETIC (llm_agents.testing.toy_flows), not captured traffic.
+All flows here are SYNTHETIC (tests.support.testing.toy_flows), not captured traffic.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from llm_agents.client import LLMClient, LLMResult, strict_json_schema
 from llm_agents.constraints import check_flows
 from llm_agents.errors import LLMBadOutput, LLMBudgetExceeded
 from llm_agents.prompts import parse_data_blocks, render
-from llm_agents.scripted_server import serve
 from llm_agents.synthesis_prompt import FIELD_NAMES, SyntheticWindows
 from llm_agents.synthesizer import Synthesizer, make_sklearn_evaluator
-from llm_agents.testing import toy_flows
 from llm_agents.window_frames import windows_frame
+from tests.support.scripted_server import serve
+from tests.support.testing import toy_flows
 
 LABEL = "ssh_bruteforce"
 Answer = Callable[[int, dict[str, Any]], "dict[str, Any] | Exception"]
