@@ -89,13 +89,13 @@ def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
     with a grace period and the NFStream timeouts the capture was metered with. A span of
     version 1 (or `match: attacker`) matches flows from *or* to its attacker address, until
     `end_ms` plus the larger of the grace and its `tail_ms` (version 2). Version
-    2 adds spans for spoofed traffic (see streams.lab.labelling): `match: victim` (flows to
+    2 adds spans for spoofed traffic (see trafficlab.labelling): `match: victim` (flows to
     victim_ip from anyone but `not_with`) and `match: pair` (flows between victim_ip and its
     `peers`). Both become ordered rows of the `ip` table: the span's label on the victim (or
     on each peer), then `benign` on every address in `not_with`, which label_flows applies
     in order; then the attacker and pair spans' tails (a pair tail again followed by
     `benign` on `not_with`), then the attacker runs (so a run beats a tail, as in the lab). For the lab, whose other hosts and LAN groups are all listed in `not_with`,
-    that gives the same labels as streams.lab.labelling.apply_labels.
+    that gives the same labels as trafficlab.labelling.apply_labels.
     """
     if path.suffix.lower() != ".json":
         return _read_table(path), {}

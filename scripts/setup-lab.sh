@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the traffic lab (streams/lab, deploy/lab) needs, without starting anything.
+# Install what the traffic lab (trafficlab, deploy/lab) needs, without starting anything.
 #
 # Idempotent: when every package is already installed (and the PAM guard below is in
 # place) it does nothing and exits 0. Non-interactive (CI as root). `apt-get update` runs

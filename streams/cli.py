@@ -31,7 +31,7 @@ console = Console(stderr=True)
 
 # name -> (module:attribute, one-line help). Loaded on first use.
 LAZY = {
-    "lab": ("streams.lab.cli:lab", "Traffic lab: real tools between network namespaces, labelled datasets."),
+    "lab": ("trafficlab.cli:lab", "Traffic lab: real tools between network namespaces, labelled datasets."),
     "train": ("inference.cli:train", "Train the CNN detector and write a bundle to the registry (needs torch)."),
     "evaluate": ("inference.cli:evaluate", "Evaluate a bundle on a labelled flow file: F1, calibration, int8."),
     "models": ("inference.cli:models", "The model registry: list and show bundles."),

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from streams.errors import SourceError
 
 LAB_DIR = Path(__file__).resolve().parents[2] / "data" / "lab"
-# The classes of the shipped training and evaluation sets (streams.lab.scenarios.TRAIN_LABELS:
+# The classes of the shipped training and evaluation sets (trafficlab.scenarios.TRAIN_LABELS:
 # every lab scenario but the kinds held out of training on purpose).
 LAB_CLASSES: tuple[str, ...] = (
     "benign", "syn_scan", "fin_scan", "udp_scan", "host_sweep", "syn_flood", "reflection",

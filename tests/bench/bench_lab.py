@@ -20,14 +20,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from streams.lab.topology import can_create_namespaces  # noqa: E402
 from streams.sources.pcap import meter_pcap  # noqa: E402
+from trafficlab.topology import can_create_namespaces  # noqa: E402
 
 SHIPPED_PCAP = REPO / "data" / "lab" / "eval.pcap"
 
 
 def bench_generate(scale: float, seed: int, scenarios: str) -> None:
-    from streams.lab.generate import GenerateOptions, generate
+    from trafficlab.generate import GenerateOptions, generate
 
     out = Path(tempfile.mkdtemp(prefix="el-bench-"))
     try:

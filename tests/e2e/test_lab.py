@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 from streams.errors import LabError
-from streams.lab import tools
-from streams.lab.scenarios import LABELS, SCENARIOS, Target, variant_filter
-from streams.lab.topology import (DARKNET, LAB_NET, LAB_SPACE, PREFIX, Topology, cleanup_stale,
-                                  list_namespaces)
+from trafficlab import tools
+from trafficlab.scenarios import LABELS, SCENARIOS, Target, variant_filter
+from trafficlab.topology import (DARKNET, LAB_NET, LAB_SPACE, PREFIX, Topology, cleanup_stale,
+                                 list_namespaces)
 
 pytestmark = pytest.mark.e2e
 FAST = ("syn_scan", "syn_flood", "ssh_bruteforce")
@@ -73,7 +73,7 @@ def test_same_seed_same_plan_and_different_seeds_differ(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def netns_ok() -> None:
-    from streams.lab.topology import can_create_namespaces
+    from trafficlab.topology import can_create_namespaces
     ok, why = can_create_namespaces()
     if not ok:
         pytest.skip(f"traffic lab skipped: network namespaces cannot be created here ({why})")
@@ -127,7 +127,7 @@ class RootCapture:
 
 @pytest.fixture(scope="module")
 def generated(netns_ok, tmp_path_factory: pytest.TempPathFactory):
-    from streams.lab.generate import GenerateOptions, generate
+    from trafficlab.generate import GenerateOptions, generate
     out = tmp_path_factory.mktemp("lab")
     opts = GenerateOptions(seed=7, out_dir=out, name="e2e", scenarios=",".join(FAST),
                            scale=0.06, n_clients=2, warmup_s=2.0, benign_only_s=0, gap_s=1.0)
@@ -221,7 +221,7 @@ def test_every_row_is_a_valid_flow_record_and_files_are_written(generated) -> No
 
 
 def test_teardown_is_complete_after_a_failure(netns_ok, tmp_path: Path, monkeypatch) -> None:
-    from streams.lab import generate as gen
+    from trafficlab import generate as gen
 
     def boom(*args, **kwargs):
         assert len(_ours()) >= 3       # the lab is up when the failure hits
@@ -254,8 +254,8 @@ def test_switch_capture_sees_every_frame_once_and_dark_addresses_appear(netns_ok
     """tcpdump on br0 sees forwarded unicast between two client ports exactly once per
     packet; the attacker's probes to unowned LAN addresses and to the darknet reach the
     wire (and nobody answers); no namespace has a default route."""
-    from streams.lab.capture import Capture
-    from streams.lab.procs import Procs
+    from trafficlab.capture import Capture
+    from trafficlab.procs import Procs
     from streams.sources.pcap import meter_pcap
 
     cleanup_stale()

@@ -14,8 +14,8 @@ import json
 import pandas as pd
 import pytest
 
-from streams.lab import tools
-from streams.lab.topology import LAB_NET
+from trafficlab import tools
+from trafficlab.topology import LAB_NET
 
 pytestmark = pytest.mark.e2e
 VARIANTS = ("syn_flood/hping3_syn,syn_flood/hping3_syn_spoofed,reflection/dns_any,"
@@ -24,8 +24,8 @@ VARIANTS = ("syn_flood/hping3_syn,syn_flood/hping3_syn_spoofed,reflection/dns_an
 
 @pytest.fixture(scope="module")
 def slow_lab(tmp_path_factory: pytest.TempPathFactory):
-    from streams.lab.generate import GenerateOptions, generate
-    from streams.lab.topology import can_create_namespaces
+    from trafficlab.generate import GenerateOptions, generate
+    from trafficlab.topology import can_create_namespaces
     ok, why = can_create_namespaces()
     if not ok:
         pytest.skip(f"traffic lab skipped: network namespaces cannot be created here ({why})")

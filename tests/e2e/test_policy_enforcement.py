@@ -1,6 +1,6 @@
 """Issue 5, shown end to end in the traffic lab: scan → alert → proposal → approval → drop → revoke.
 
-1. Lab namespaces (streams.lab: victim with its services, attacker, one benign client).
+1. Lab namespaces (trafficlab: victim with its services, attacker, one benign client).
    The attacker runs a bounded nmap SYN scan while tcpdump captures the victim's side;
    NFStream meters the capture and the scan's span labels it.
 2. An alert: from the shipped default model scored offline like `edgeloop score`, when
@@ -38,17 +38,17 @@ from llm_agents.blueprints.sandbox import sandbox_available
 from llm_agents.policies import propose_from_alerts
 from llm_agents.policy_cli import cli
 from streams.broker import free_port
-from streams.lab import tools
-from streams.lab.capture import Capture
-from streams.lab.labelling import Span, apply_labels
-from streams.lab.procs import Procs, terminate_raises
-from streams.lab.services import Services
-from streams.lab.topology import Topology, can_create_namespaces, cleanup_stale
 from streams.records import Alert, Detection
 from streams.routing import AlertAggregator
 from streams.settings import load_settings
 from streams.sources.files import records_from_frame
 from streams.windowing import windows_from_frame
+from trafficlab import tools
+from trafficlab.capture import Capture
+from trafficlab.labelling import Span, apply_labels
+from trafficlab.procs import Procs, terminate_raises
+from trafficlab.services import Services
+from trafficlab.topology import Topology, can_create_namespaces, cleanup_stale
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from streams.errors import LabError
-from streams.lab.conditions import (HELDOUT_MTU, LinkCondition, draw_conditions, draw_train_link,
-                                    in_heldout_region)
-from streams.lab.linkemu import Pipe, Shape
-from streams.lab.plan import GenerateOptions, plan_lab
+from trafficlab.conditions import (HELDOUT_MTU, LinkCondition, draw_conditions, draw_train_link,
+                                   in_heldout_region)
+from trafficlab.linkemu import Pipe, Shape
+from trafficlab.plan import GenerateOptions, plan_lab
 
 ROLES = ["vic", "att", "c1", "c2", "c3", "r1", "r2"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from streams.lab.labelling import apply_labels, load_spans
-from streams.lab.scenarios import HELDOUT_KINDS, SCENARIOS, TRAIN_LABELS
+from trafficlab.labelling import apply_labels, load_spans
+from trafficlab.scenarios import HELDOUT_KINDS, SCENARIOS, TRAIN_LABELS
 
 LAB = Path(__file__).resolve().parents[2] / "data" / "lab"
 

@@ -10,9 +10,9 @@ import pytest
 
 from inference.evaluate import _read_labels, label_flows
 from streams.errors import LabError
-from streams.lab.labelling import (TAIL_MS, Span, apply_labels, load_spans, save_spans, span_counts,
-                                   with_tails)
-from streams.lab.topology import LAN_GROUPS
+from trafficlab.labelling import (TAIL_MS, Span, apply_labels, load_spans, save_spans, span_counts,
+                                  with_tails)
+from trafficlab.topology import LAN_GROUPS
 
 VIC, ATT, C1, C2, R1, R2 = "10.77.0.10", "10.77.0.20", "10.77.0.30", "10.77.0.31", "10.77.0.40", "10.77.0.41"
 HOSTS = (VIC, ATT, C1, C2, R1, R2)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from streams.errors import LabError
-from streams.lab.plan import GenerateOptions, plan_lab
-from streams.lab.scenarios import (HELDOUT_KINDS, KNOWN, LABELS, SCENARIOS, TRAIN_LABELS, Run,
-                                   Target, check_run, resolve, variant_filter)
-from streams.lab.topology import LAB_SPACE, Topology
+from trafficlab.plan import GenerateOptions, plan_lab
+from trafficlab.scenarios import (HELDOUT_KINDS, KNOWN, LABELS, SCENARIOS, TRAIN_LABELS, Run,
+                                  Target, check_run, resolve, variant_filter)
+from trafficlab.topology import LAB_SPACE, Topology
 
 
 def _target(tmp_path: Path, seed: int = 1) -> Target:

@@ -18,10 +18,10 @@ import pytest
 pytest.importorskip("nfstream", reason="pcap metering needs the capture extra (nfstream)")
 
 from streams.errors import SourceError  # noqa: E402
-from streams.lab.labelling import Span, apply_labels, load_spans, save_spans  # noqa: E402
-from streams.lab.trim import trim_capture  # noqa: E402
 from streams.records import FLOW_FIELDS, FlowRecord  # noqa: E402
 from streams.sources.pcap import iter_pcap_flows, meter_pcap, nfstream_flow_to_record  # noqa: E402
+from trafficlab.labelling import Span, apply_labels, load_spans, save_spans  # noqa: E402
+from trafficlab.trim import trim_capture  # noqa: E402
 
 T0 = 1_790_000_000.0
 SYN, ACK, PSH, RST, FIN = 0x02, 0x10, 0x08, 0x04, 0x01
