@@ -10,7 +10,8 @@
 #      blueprint sandbox service, with bubblewrap and libseccomp2 from Debian);
 #   2. a venv at --venv (default /opt/edgeloop/venv) with edgeloop from --source (default:
 #      this checkout), plus the extras the roles need: capture (sensor), agent and train
-#      (agent; torch is the CPU build);
+#      (agent; torch is the CPU build). Without the agent role only the edge packages are
+#      installed (scripts/stage-edge.sh): no agent, traffic lab, experiments or test code;
 #   3. /etc/edgeloop/*.env from deploy/systemd/env/, copied once and never overwritten
 #      (agent.env holds the LLM key, kafka.env the Kafka login: 0640 root:edgeloop), detect-N.env per detector
 #      instance N with its metrics port 9400+N and sensor-IFACE.env per sensor with 9380+i
@@ -37,7 +38,7 @@ START=1
 PYTHON=${PYTHON:-python3}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while (($#)); do
     case "$1" in
@@ -109,8 +110,16 @@ has_role agent && extras+=(agent train)
 if has_role agent; then
     "$VENV/bin/python" -m pip install -q --index-url "$TORCH_INDEX_URL" torch==2.13.0
 fi
-spec=$SOURCE
-if ((${#extras[@]})); then spec="${SOURCE}[$(IFS=,; echo "${extras[*]}")]"; fi
+# An edge node gets the edge packages only: setuptools packages what the tree holds, so
+# the tree pip builds from is a staged copy without the agent, the lab and the experiments.
+src=$SOURCE
+if ! has_role agent && [[ -d "$SOURCE" ]]; then
+    src=$(mktemp -d)
+    trap 'rm -rf "$src"' EXIT
+    bash "$REPO/scripts/stage-edge.sh" "$src" "$SOURCE"
+fi
+spec=$src
+if ((${#extras[@]})); then spec="${src}[$(IFS=,; echo "${extras[*]}")]"; fi
 "$VENV/bin/python" -m pip install -q "$spec"
 "$VENV/bin/edgeloop" --help >/dev/null
 if has_role enforce && ! command -v nft >/dev/null; then

@@ -231,7 +231,7 @@ def test_the_agent_unit_keeps_namespaces_off_and_hands_step_code_to_the_sandbox_
 def test_shell_scripts_pass_shellcheck():
     sc = tool("shellcheck")
     ok(run(sc, "-x", "deploy/systemd/install.sh", "scripts/setup-deploy-tools.sh", "scripts/setup-sandbox.sh",
-           "scripts/apt-lib.sh", "scripts/setup-llm.sh"))
+           "scripts/apt-lib.sh", "scripts/setup-llm.sh", "scripts/stage-edge.sh"))
 
 
 # --- compose ----------------------------------------------------------------------------
@@ -304,8 +304,12 @@ def test_dockerfiles_parse_and_copy_only_what_exists(tmp_path):
                 for src in v[:-1]:
                     assert (REPO / src).exists(), f"{name}: COPY {src} does not exist"
         ignore = (DEPLOY / "docker" / f"{name}.dockerignore").read_text()
-        for src in ("streams", "inference", "llm_agents", "pyproject.toml"):
+        # The edge's list is scripts/stage-edge.sh's (test_wheel_contents checks it); no agent there.
+        core_only = ("evaluation", "llm_agents") if name == "Dockerfile.core" else ()
+        for src in ("contracts", "streams", "inference", "edgeloop_app", *core_only, "pyproject.toml"):
             assert f"!{src}" in ignore
+        if name == "Dockerfile.edge":
+            assert "!llm_agents" not in ignore and "!trafficlab" not in ignore
 
 
 def test_the_edge_image_installs_no_torch():
