@@ -24,8 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.errors import BundleVerificationError, ModelError
+from contracts.window import WindowSpec
 from inference.features import FeatureSchema, schema_sha256
-from streams.errors import BundleVerificationError, ModelError
 
 BUNDLE_SCHEMA = "edgeloop.bundle/1"
 META_FILE = "bundle.json"
@@ -45,24 +46,6 @@ class Thresholds(BaseModel):
     ood: float | None = None
     # Optional per-class confidence floors (policies can raise these).
     per_class: dict[str, float] = Field(default_factory=dict)
-
-
-class WindowSpec(BaseModel):
-    """How the windows a bundle was trained on were cut: a detector must cut them the same."""
-
-    k: int = Field(8, ge=1)
-    seconds: float = 10.0
-    key: str = "src"
-    # Every view the windows were keyed by ("src", "dst", "pair"); `key` is the first.
-    # Bundles from before views existed were trained on source windows only.
-    views: list[str] = Field(default_factory=lambda: ["src"])
-
-    def describe(self) -> str:
-        return f"K={self.k}, T={self.seconds:g}s, views={','.join(self.views)}"
-
-    def same_cut(self, other: "WindowSpec") -> bool:
-        """Whether windows cut with `other` are the windows this spec was trained on."""
-        return (self.k, float(self.seconds), list(self.views)) == (other.k, float(other.seconds), list(other.views))
 
 
 def check_window(bundle: "Bundle", k: int, seconds: float, views: Any, *, follow: bool = False) -> WindowSpec:

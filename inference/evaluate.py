@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from contracts.errors import ModelError, SourceError
 from inference.bundle import Bundle
 from inference.calibration import expected_calibration_error, reliability_bins
 from inference.onnx_detector import OnnxDetector, Scores, calibrate
 from inference.scores import accuracy, confusion_matrix, macro_f1, per_class
-from streams.errors import ModelError, SourceError
-from streams.windowing import stack_windows, window_label, windows_from_frame
+from inference.windowing import stack_windows, window_label, windows_from_frame
 
 REPORT_SCHEMA = "edgeloop.eval_report/1"
 # The acceptance bar for the shipped detector on the separate evaluation capture.
@@ -70,7 +70,7 @@ def load_labelled_flows(path: str | Path, labels: str | Path | None = None,
     if path.suffix.lower() in PCAP_SUFFIXES:
         if labels is None:
             raise SourceError(f"{path}: a pcap needs a labels file (--labels)")
-        from streams.sources.pcap import meter_pcap
+        from inference.flow_meter import meter_pcap
 
         table, meter_opts = _read_labels(Path(labels))
         return label_flows(meter_pcap(path, **meter_opts), table)

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from streams.errors import ModelError
+from contracts.errors import ModelError
 
 OPSET = 17
 INPUTS = ("windows", "mask")

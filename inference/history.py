@@ -16,7 +16,7 @@ Kitsune's AfterImage: a sum decayed by 2^(-dt/h), for half-lives h of 10 s, 60 s
                    people do not
 
 giving `HISTORY_FEATURES` (18 values) per flow, taken after the flow is counted. The same
-class runs in training (`streams.windowing.windows_from_frame`), offline scoring and the
+class runs in training (`inference.windowing.windows_from_frame`), offline scoring and the
 stream, in arrival order, so all three see the same numbers; flows that arrive out of time
 order count as simultaneous (no negative decay).
 

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from contracts.errors import ModelError
 from inference.bundle import Bundle
-from streams.errors import ModelError
 
 
 @dataclass
@@ -90,7 +90,7 @@ class OnnxDetector:
         return Scores(probs, pred, conf, energy, low | ood, low)
 
     def score_windows(self, windows: Sequence[Any]) -> Scores:
-        from streams.windowing import stack_windows
+        from inference.windowing import stack_windows
 
         x, mask = stack_windows(windows, self.k)
         return self.score(x, mask)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from contracts.errors import SourceError
+from contracts.records import FLOW_FIELDS
 from inference.openworld_manifest import Entry
 from inference.openworld_meter import CAPTURE_SUFFIXES, FAILURE_REASONS, meter_capture
-from streams.errors import SourceError
-from streams.records import FLOW_FIELDS
 
 REASONS = {
     **FAILURE_REASONS,

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.errors import SourceError
+from contracts.errors import SourceError
 
 MANIFEST_SCHEMA = "edgeloop.openworld_manifest/1"
 SCOPES = ("all", "top_key", "labels")

@@ -5,7 +5,7 @@ odd link types, IPv6 only, truncated files, a single packet. Each file either yi
 flows or fails with one reason out of `FAILURE_REASONS`, so reports can count failures
 per reason instead of skipping them. The file's own header is read first (pcap or
 pcapng: link types, packet count, a cut-off tail), then NFStream meters it through
-`streams.sources.pcap.meter_pcap`.
+`inference.flow_meter.meter_pcap`.
 
     >>> m = meter_capture("capture.pcapng", sensor="ndpi")
     >>> m.ok, m.reason, len(m.flows), m.info.link_types
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from streams.errors import SourceError
-from streams.sources.pcap import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from contracts.errors import SourceError
+from inference.flow_meter import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 # Why a capture produced no flows. Every failed capture gets exactly one.
@@ -172,7 +172,7 @@ def meter_capture(path: str | Path, sensor: str = "pcap", *,
                   idle_timeout: int = DEFAULT_IDLE_TIMEOUT,
                   active_timeout: int = DEFAULT_ACTIVE_TIMEOUT) -> MeterResult:
     """Meter one capture with NFStream; never raises for a bad file, says why instead."""
-    from streams.sources.pcap import meter_pcap
+    from inference.flow_meter import meter_pcap
 
     p, t0 = Path(path), time.perf_counter()
     res = MeterResult(path=p)

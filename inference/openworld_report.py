@@ -1,6 +1,6 @@
 """The open-world report: per-capture records summed into groups, targets, JSON and a table.
 
-`build_report` takes the per-capture records `inference.openworld` makes and returns the
+`build_report` takes the per-capture records `evaluation.openworld` makes and returns the
 report (schema `edgeloop.openworld_report/1`):
 
     schema, created_ms, manifest {path, name, description, sha256}, bundle {version,

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from streams.errors import ModelError
+from contracts.errors import ModelError
 
 
 def _pyplot() -> Any:

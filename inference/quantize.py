@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from contracts.errors import ModelError
 from inference.onnx_detector import make_session
-from streams.errors import ModelError
 
 # The convolutions and the head's Gemms; the feature-distance MatMul stays float so the
 # OOD term keeps its precision.

@@ -17,8 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+from contracts.errors import ModelError
 from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
-from streams.errors import ModelError
 
 
 class Registry:

@@ -1,6 +1,6 @@
 """Training a detector bundle from labelled flows, or straight from windows (`train` extra).
 
-Flows are windowed by `streams.windowing.windows_from_frame`, the code the edge runs, and
+Flows are windowed by `inference.windowing.windows_from_frame`, the code the edge runs, and
 each window takes `window_label` of its flows' labels, so training sees exactly the tensors
 a detector will see. Then: feature statistics from the training windows (near-constant
 features neutralised), a class-weighted WindowCNN trained with nuisance augmentation (port
@@ -27,15 +27,16 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from inference.bundle import Bundle, BundleMeta, OnnxFile, Thresholds, WindowSpec, write_bundle
+from contracts.errors import ModelError
+from contracts.window import WindowSpec
+from inference.bundle import Bundle, BundleMeta, OnnxFile, Thresholds, write_bundle
 from inference.calibration import (T_MAX, T_MIN, energy_threshold, expected_calibration_error,
                                    fit_temperature, nll)
 from inference.datasets.lab import CARRIES
 from inference.features import FeatureSchema
 from inference.onnx_detector import calibrate
 from inference.scores import accuracy, confusion_matrix, macro_f1
-from streams.errors import ModelError
-from streams.windowing import KeyMode, stack_windows, window_label, windows_from_frame
+from inference.windowing import KeyMode, stack_windows, window_label, windows_from_frame
 
 # Port-class features and the raw values each class takes (see port_class_dropout).
 PORT_CLASSES: tuple[tuple[tuple[str, ...], tuple[tuple[float, ...], ...]], ...] = (

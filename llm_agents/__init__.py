@@ -19,8 +19,8 @@ _EXPORTS = {
     "check_flows": "llm_agents.constraints", "score_batch": "llm_agents.fidelity",
     "smote_windows": "llm_agents.baselines", "KDEWindowGenerator": "llm_agents.baselines",
     "run_experiment": "llm_agents.experiment_augment",
-    "DigitalTwin": "llm_agents.twin", "Policy": "llm_agents.policy_model",
-    "PolicyProposal": "llm_agents.policy_model",
+    "DigitalTwin": "llm_agents.twin", "Policy": "contracts.policy_model",
+    "PolicyProposal": "contracts.policy_model",
 }
 __all__ = sorted(_EXPORTS)
 

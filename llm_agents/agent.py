@@ -41,14 +41,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from contracts.errors import RecordError
+from contracts.records import UncertainWindow, decode, encode
 from llm_agents.acceptance import AcceptancePolicy
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import Decision
 from llm_agents.decider import AgentState, Decider, strip_truth
 from streams.deadletter import dead_letter
-from streams.errors import RecordError
 from streams.kafka_security import aiokafka_options
-from streams.records import UncertainWindow, decode, encode
 from streams.topics import Topics
 
 __all__ = ["AgentConfig", "AgentState", "AgentStats", "Decider", "DriftMonitor", "LabelAgent", "OffsetTracker"]

@@ -28,11 +28,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from contracts.errors import EdgeloopError, RecordError
+from contracts.records import Alert, decode, encode
 from llm_agents.agent_metrics import AgentMetrics
 from streams.deadletter import dead_letter
-from streams.errors import EdgeloopError, RecordError
 from streams.kafka_security import aiokafka_options
-from streams.records import Alert, decode, encode
 from streams.settings import Settings
 from streams.topics import Topics
 

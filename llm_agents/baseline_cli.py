@@ -4,7 +4,7 @@
     edgeloop baseline --minutes 30            # the live flows topic, from now on
     edgeloop baseline --capture site.parquet --no-retrain   # build the baseline only
 
-See inference.baseline for what is kept and left out, and how it is split. The baseline's
+See evaluation.baseline for what is kept and left out, and how it is split. The baseline's
 training part enters the dataset store as benign windows (label source `baseline:site`);
 the retrain that follows goes through the same promotion gate as every other, with the
 baseline's reference part added to its foreign reference.
@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streams.errors import EdgeloopError, SourceError
+from contracts.errors import EdgeloopError, SourceError
 from streams.kafka_security import kafka_python_options
 
 console = Console(stderr=True)
@@ -30,7 +30,7 @@ def live_flows(bootstrap: str, topic: str, minutes: float, max_flows: int) -> An
     import pandas as pd
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.records import RecordError, decode_flows
+    from contracts.records import RecordError, decode_flows
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_options(), group_id=None, enable_auto_commit=False,
                       fetch_max_wait_ms=200, max_poll_interval_ms=60_000, consumer_timeout_ms=1000)
@@ -81,7 +81,7 @@ def baseline(captures: tuple[Path, ...], minutes: float | None, max_flows: int, 
     it passes the lab gate and the open-world gate, whose reference now includes the
     site's reference part.
     """
-    from inference.baseline import build_baseline
+    from evaluation.baseline import build_baseline
     from inference.registry import resolve_bundle
     from llm_agents.agent import AgentState
     from llm_agents.cli import _bootstrap, _settings, build_retrainer, print_decision, seed_reference
@@ -105,7 +105,7 @@ def baseline(captures: tuple[Path, ...], minutes: float | None, max_flows: int, 
         state = AgentState.open(s.data_dir)
         rt = build_retrainer(s, state, LLMClient.from_settings(s), epochs=epochs)
         console.print(seed_reference(state.store, rt.champion(), None))
-        from inference.baseline import load_baseline
+        from evaluation.baseline import load_baseline
 
         w = bundle.meta.window
         frame = reference_frame(load_baseline(b.path, part="train"), classes=[bundle.meta.benign_class],

@@ -1,6 +1,6 @@
 """The agent's commands: `edgeloop agent`, `edgeloop review`, `edgeloop retrain`.
 
-Click command objects, wired into `streams.cli` (lazily: they need the agent extra).
+Click command objects, wired into `edgeloop_app.cli` (lazily: they need the agent extra).
 `python -m llm_agents.cli <command>` runs them without that wiring.
 
     $ edgeloop agent                      # the service; Ctrl-C or SIGTERM stops it cleanly
@@ -24,19 +24,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from streams.errors import EdgeloopError
+from contracts.errors import EdgeloopError
 from streams.terminal import safe
 
 console = Console(stderr=True)
 
 
 def _settings() -> Any:
-    from streams.cli import settings_or_exit
-    return settings_or_exit()
+    from streams.settings import load_settings
+
+    try:
+        return load_settings()
+    except EdgeloopError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from exc
 
 
 def _bootstrap(s: Any) -> str:
-    from streams.cli import bootstrap_of
+    from streams.settings import bootstrap_of
     return bootstrap_of(s)
 
 
@@ -106,10 +110,10 @@ def build_retrainer(s: Any, state: Any, client: Any, metrics: Any = None, **over
 
 
 def open_world_reference(s: Any) -> Any:
-    """The promotion gate's foreign reference (inference.gate), with the site baseline in
+    """The promotion gate's foreign reference (evaluation.gate), with the site baseline in
     EDGELOOP_DATA_DIR/baseline when there is one; loaded when a retrain needs it."""
-    from inference.baseline import has_baseline
-    from inference.gate import default_reference
+    from evaluation.baseline import has_baseline
+    from evaluation.gate import default_reference
 
     site = s.data_dir / "baseline"
     return lambda: default_reference(site_baseline=site if has_baseline(site) else None)

@@ -10,7 +10,7 @@ generators that sample numbers freely and must then be made consistent.
     >>> rep.counts()                          # {"bytes<20*packets": 3, ...}
 
 The rules (sizes in bytes, times in ms, NFStream's bidirectional semantics):
-- schema: the row validates as `streams.records.FlowRecord`; numbers finite, counts
+- schema: the row validates as `contracts.records.FlowRecord`; numbers finite, counts
   whole and non-negative, ports 0..65535, protocol 0..255, packets >= 1;
 - directions: src2dst + dst2src packets (and bytes) add up to the totals; a direction
   with no packets has no bytes;
@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from contracts.records import FlowRecord
 from llm_agents.window_frames import records
-from streams.records import FlowRecord
 
 MIN_HEADER_BYTES = {4: 20, 6: 40}
 # Largest "packet" a meter may report: offloaded (GRO/TSO) captures exceed the 65,535-byte

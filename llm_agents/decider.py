@@ -31,13 +31,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from contracts.records import Label, UncertainWindow, encode
 from llm_agents.acceptance import Acceptance, AcceptancePolicy, Reason, judge, window_vectors
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import AuditLog, Decision, LabelLedger, now_ms
 from llm_agents.labeler import Labeler, LabelProposal
 from llm_agents.review import Parked, ReviewItem, ReviewQueue
 from llm_agents.store import DatasetStore, windows_rows
-from streams.records import Label, UncertainWindow, encode
 
 TRANSIENT = ("rate_limit", "timeout", "connection")
 MAX_WAITING = 200        # pending review items re-judged with each batch

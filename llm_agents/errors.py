@@ -1,6 +1,6 @@
 """What can go wrong when edgeloop talks to an LLM, as exception types under one root.
 
-    EdgeloopError                      (streams.errors)
+    EdgeloopError                      (contracts.errors)
      └── LLMError                      an LLM call did not give a usable answer
           ├── LLMRateLimited           HTTP 429 after the openai client's own retries
           ├── LLMTimeout               no answer within the request timeout
@@ -19,7 +19,7 @@ used as the `kind` label of `edgeloop_llm_failures_total`.
 """
 from __future__ import annotations
 
-from streams.errors import EdgeloopError
+from contracts.errors import EdgeloopError
 
 
 class LLMError(EdgeloopError):

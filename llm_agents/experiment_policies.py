@@ -32,13 +32,13 @@ from typing import Any, Callable, Sequence
 import click
 from pydantic import ValidationError
 
+from contracts.policy_model import Policy, PolicyActions
 from llm_agents.blueprints import (BlueprintLoop, Coder, Designer, ExpertLibrary, Intent, Sandbox,
                                    StepCodeAnswer, StepSource, check_source, intent_from_alert, parse_intent)
 from llm_agents.blueprints.loop import given_values
 from llm_agents.blueprints.sandbox import ALLOWED_MODULES
 from llm_agents.blueprints.schema import GIVEN
 from llm_agents.errors import LLMError
-from llm_agents.policy_model import Policy, PolicyActions
 from llm_agents.prompts import data_block
 from llm_agents.twin import DigitalTwin
 from llm_agents.twin_scenarios import SCENARIOS, Scenario, load_scenarios
@@ -314,8 +314,8 @@ def _score(arm: str, ei: ExperimentIntent, twin: DigitalTwin, fn: Callable[..., 
 @click.option("--seed", default=0, show_default=True)
 def policies(lab_dir: Path, out_dir: Path, arms: str, max_rounds: int, max_intents: int | None, seed: int) -> None:
     """Success rates of direct, coder-only, blueprint-loop and library policies on the twin."""
-    from streams.settings import load_settings
     from llm_agents.client import LLMClient
+    from streams.settings import load_settings
     client = LLMClient.from_settings(load_settings())
     chosen = [a.strip() for a in arms.split(",") if a.strip()]
     unknown = [a for a in chosen if a not in ARMS]

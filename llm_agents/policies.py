@@ -33,12 +33,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from llm_agents.policy_model import PolicyProposal
+from contracts.errors import BrokerError, RecordError
+from contracts.policy_model import PolicyProposal
+from contracts.records import Alert, DetectionBatch, decode, decode_flows
 from llm_agents.policy_store import PolicyStore, PolicyStateError, PolicyStoreError
 from streams.active_policies import PolicyActivation, PolicyRevocation, encode_active
-from streams.errors import BrokerError, RecordError
 from streams.kafka_security import kafka_python_options
-from streams.records import Alert, DetectionBatch, decode, decode_flows
 from streams.settings import Settings
 from streams.topics import Topics
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from llm_agents.policy_model import PolicyProposal
+from contracts.errors import EdgeloopError
+from contracts.policy_model import PolicyProposal
 from streams.active_policies import PolicyActivation, PolicyRevocation
-from streams.errors import EdgeloopError
 
 STATES = ("proposed", "approved", "rejected", "active", "revoked", "expired")
 LIVE = ("proposed", "approved", "active")

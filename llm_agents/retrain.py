@@ -32,7 +32,7 @@ What a run does, every step written to the audit log with its figures:
    champion's, the gain holds up to noise (a paired bootstrap over the held-out windows:
    the 95% interval of the gain lies above 0, else `not_significant`), and no class the
    champion knows loses more than `max_recall_drop` recall (1 point). A class the champion lacks has no champion recall to protect. Then, when
-   the retrainer has a foreign `reference` (inference.gate: the nDPI train half, the
+   the retrainer has a foreign `reference` (evaluation.gate: the nDPI train half, the
    lab evaluation capture, the site baseline), both models are judged window by window
    on it, and the challenger is refused if it raises benign false alerts or deferrals, or
    loses hits on a known class, beyond `open_world` tolerances, whatever its macro-F1.
@@ -54,6 +54,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from contracts.errors import EdgeloopError
 from inference.bundle import Bundle
 from inference.onnx_detector import OnnxDetector
 from inference.registry import Registry
@@ -62,7 +63,6 @@ from llm_agents.audit import AuditLog
 from llm_agents.constraints import check_flows
 from llm_agents.store import REAL_KINDS, DatasetStore
 from llm_agents.window_frames import window_tensors
-from streams.errors import EdgeloopError
 
 log = logging.getLogger("edgeloop.retrain")
 Publish = Callable[[Bundle, str], Any]
@@ -84,7 +84,7 @@ class RetrainConfig:
     level: float = 0.95
     resamples: int = 2000
     min_new_class_windows: int = 5
-    # The open-world gate's tolerances (inference.gate.Tolerance); used when the
+    # The open-world gate's tolerances (evaluation.gate.Tolerance); used when the
     # retrainer has a reference.
     open_world: Any = None
     # Ensemble members per challenger (inference.train.TrainConfig.members).
@@ -224,7 +224,7 @@ class Retrainer:
         self.store, self.registry, self.audit = store, registry, audit
         self.client, self.fallback, self.publish = client, fallback, publish
         self.cfg, self.metrics = config, metrics
-        self.reference = reference  # () -> [inference.gate.RefCapture]: the open-world gate
+        self.reference = reference  # () -> [evaluation.gate.RefCapture]: the open-world gate
         # Where to keep every challenger (promoted or not), for experiments; None: not kept.
         self.keep_challengers: Path | None = None
 
@@ -299,7 +299,7 @@ class Retrainer:
 
     def _open_world(self, champ: Bundle, challenger: Bundle, d: RetrainDecision) -> tuple[bool, str]:
         """Both models on the foreign reference; refuse a challenger that is worse there."""
-        from inference.gate import Tolerance, open_world_gate, reference_figures
+        from evaluation.gate import Tolerance, open_world_gate, reference_figures
 
         try:
             ref = self.reference()  # type: ignore[misc]

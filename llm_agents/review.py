@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from contracts.records import Label, UncertainWindow, encode
 from llm_agents.audit import Decision, LabelLedger, connect, now_ms
 from llm_agents.store import DatasetStore, window_rows
-from streams.records import Label, UncertainWindow, encode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (

@@ -47,11 +47,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from contracts.records import FLOW_FIELDS, UncertainWindow
 from inference.features import flow_features, raw_matrix_from_frame
 from inference.history import HISTORY_FEATURES
 from llm_agents.audit import now_ms
 from llm_agents.window_frames import window_starts, windows_frame
-from streams.records import FLOW_FIELDS, UncertainWindow
 
 KINDS = ("reference", "labelled", "synthetic")
 REAL_KINDS = ("reference", "labelled")

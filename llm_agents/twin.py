@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from llm_agents.policy_model import PROTOCOLS, Policy
+from contracts.policy_model import PROTOCOLS, Policy
 from llm_agents.twin_kpis import KPI_CATALOGUE, ServiceImpact, TwinReport, compare, frac
 
 __all__ = ["KPI_CATALOGUE", "DigitalTwin", "ServiceImpact", "TwinReport", "compare", "detections_frame",

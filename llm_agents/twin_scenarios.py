@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from contracts.policy_model import Service
 from inference.features import RAW_COLUMNS
-from llm_agents.policy_model import Service
+from inference.windowing import window_label, windows_from_frame
 from llm_agents.twin import BENIGN_LABELS, DigitalTwin
-from streams.windowing import window_label, windows_from_frame
 
 if TYPE_CHECKING:
-    from llm_agents.policy_model import PolicyProposal
+    from contracts.policy_model import PolicyProposal
 
 SCENARIOS = ("syn_scan", "fin_scan", "syn_flood", "slow_http_dos", "ssh_bruteforce")
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a fixed origin keeps runs identical
@@ -228,8 +228,8 @@ def library_proposal(scenario: Scenario, source: str = ATTACKER, *, policy_id: s
 
         >>> p = library_proposal(synthetic_scenario("syn_scan", seed=3), "10.9.0.66")
     """
+    from contracts.policy_model import Policy, PolicyProposal
     from llm_agents.blueprints import ExpertLibrary, code_sha256, intent_from_alert
-    from llm_agents.policy_model import Policy, PolicyProposal
 
     alert = {"alert_id": f"a-{source}", "key": source, "attack": scenario.name, "windows": 12,
              "max_confidence": 0.97, "src_ips": [source]}

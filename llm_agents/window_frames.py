@@ -16,7 +16,7 @@ Synthetic windows get identities from `SyntheticIdentity`: a source address of t
 in 198.18.0.0/16 and destinations in 198.19.0.0/16 (RFC 2544's benchmarking block, never a
 production address), flow ids,
 destination addresses and timestamps, so that they validate as FlowRecords and
-`streams.windowing.windows_from_frame` cuts them back into exactly the same windows.
+`inference.windowing.windows_from_frame` cuts them back into exactly the same windows.
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.records import FLOW_FIELDS
 from inference.features import (CONTEXT_FEATURES, FLOW_FEATURES, N_FEATURES, RAW_COLUMNS,
                                 failed_flags, flow_features, raw_matrix_from_frame)
 from inference.history import HISTORY_FEATURES, HostHistory
-from streams.records import FLOW_FIELDS
-from streams.windowing import KeyMode, window_id, window_label, windows_from_frame
+from inference.windowing import KeyMode, window_id, window_label, windows_from_frame
 
 WINDOW_COLUMNS = ("window_id", "label", "provenance")
 VIEW_COLUMN = "view"
@@ -48,7 +48,7 @@ def windows_frame(flows: pd.DataFrame, k: int = 8, seconds: float = 10.0, key: K
     """Cut a flow table into windows exactly as the stream does, one row per flow per view.
 
     `flows` needs FlowRecord columns and, for labelled data, a `label` column (a window's
-    label is `streams.windowing.window_label` of its flows). Windows with fewer than
+    label is `inference.windowing.window_label` of its flows). Windows with fewer than
     `min_flows` flows are left out. Flows keep their columns; row order follows windows;
     each row carries its window's `view` and the host history the stream computed. Rows
     with different values in a `capture` column are windowed as separate captures.
@@ -107,7 +107,7 @@ def window_starts(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def row_features(df: pd.DataFrame) -> np.ndarray:
     """Per-row features [N, N_FEATURES]: flow features, context within the row's window
-    and its view, and host history: the same numbers `streams.windowing.Windower`
+    and its view, and host history: the same numbers `inference.windowing.Windower`
     computes when it closes a window. History comes from the frame's history columns
     where they are filled; elsewhere each window is taken as its host's whole history.
     """
@@ -160,7 +160,7 @@ def window_tensors(df: pd.DataFrame, k: int = 8
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stack a window frame into x [n, F, K], mask [n, K], labels [n] and provenance [n].
 
-    Matches `streams.windowing.stack_windows`. A window longer than K is an error.
+    Matches `inference.windowing.stack_windows`. A window longer than K is an error.
     """
     start, ordinal, position = window_starts(df)
     n = int(start.sum())

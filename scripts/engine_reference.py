@@ -30,8 +30,8 @@ def answers(capture: str) -> dict:
     import pandas as pd
 
     from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+    from inference.windowing import windows_from_frame
     from streams.score import score_frame
-    from streams.windowing import windows_from_frame
 
     bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
     df = pd.read_parquet(REPO / "data" / "lab" / f"{capture}.parquet")

@@ -1,4 +1,5 @@
-"""edgeloop's streaming side: records, topics, broker, sources, windowing, the edge detector.
+"""edgeloop's streaming side: topics, broker, sources, the edge detector (records from `contracts`,
+windows from `inference`).
 
 The public surface is re-exported here; heavy modules (faust, kafka clients) load only
 when one of their names is first used.
@@ -10,12 +11,12 @@ from typing import Any
 
 _EXPORTS = {
     "Settings": "streams.settings", "load_settings": "streams.settings",
-    "EdgeloopError": "streams.errors", "RecordError": "streams.errors", "ConfigError": "streams.errors",
-    "FlowRecord": "streams.records", "Detection": "streams.records", "Alert": "streams.records",
-    "UncertainWindow": "streams.records", "Label": "streams.records", "ModelRelease": "streams.records",
-    "DeadLetter": "streams.records", "decode_flows": "streams.records", "encode": "streams.records",
+    "EdgeloopError": "contracts.errors", "RecordError": "contracts.errors", "ConfigError": "contracts.errors",
+    "FlowRecord": "contracts.records", "Detection": "contracts.records", "Alert": "contracts.records",
+    "UncertainWindow": "contracts.records", "Label": "contracts.records", "ModelRelease": "contracts.records",
+    "DeadLetter": "contracts.records", "decode_flows": "contracts.records", "encode": "contracts.records",
     "Topics": "streams.topics", "ensure_topics": "streams.topics",
-    "EmbeddedBroker": "streams.broker", "Windower": "streams.windowing", "windows_from_frame": "streams.windowing",
+    "EmbeddedBroker": "streams.broker", "Windower": "inference.windowing", "windows_from_frame": "inference.windowing",
     "EdgeDetector": "streams.detector", "DetectorConfig": "streams.detector", "EdgeWorker": "streams.worker",
     "FlowPublisher": "streams.producer", "load_flows": "streams.sources.files", "score_frame": "streams.score",
     "EdgeMetrics": "streams.metrics", "publish_release": "streams.hotswap",

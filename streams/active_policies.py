@@ -32,10 +32,10 @@ from typing import Any, Annotated, Awaitable, Callable, Iterable, Literal, Seque
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llm_agents.policy_model import Policy
-from streams.errors import RecordError
+from contracts.errors import RecordError
+from contracts.policy_model import Policy
+from contracts.records import FlowRecord, loads, validate
 from streams.nftables import IPNetwork, parse_address, parse_network
-from streams.records import FlowRecord, loads, validate
 
 log = logging.getLogger("edgeloop.policies")
 

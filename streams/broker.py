@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from streams.errors import BrokerError
+from contracts.errors import BrokerError
 from streams.kafka_security import current, kafka_python_options
 
 

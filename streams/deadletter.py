@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from streams.errors import RecordError
-from streams.records import DeadLetter
+from contracts.errors import RecordError
+from contracts.records import DeadLetter
 
 # A flow record is under 2 KB, so one bad record of a batch is kept whole; a whole bad
 # message over this is cut and `truncated` set (the message stays at partition/offset).

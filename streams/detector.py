@@ -18,12 +18,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
+from contracts.errors import BundleVerificationError
+from contracts.records import DetectionRow, FlowRecord, encode, encode_detection_batch
 from inference.onnx_detector import OnnxDetector
-from streams.errors import BundleVerificationError
+from inference.windowing import ClosedBy, ClosedWindow, Windower
 from streams.metrics import EdgeMetrics
-from streams.records import DetectionRow, FlowRecord, encode, encode_detection_batch
 from streams.routing import AlertAggregator, UncertainRouter
-from streams.windowing import ClosedBy, ClosedWindow, Windower
 
 
 class Output(NamedTuple):

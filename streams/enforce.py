@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from llm_agents.policy_model import Policy
+from contracts.errors import BrokerError, RecordError
+from contracts.policy_model import Policy
 from streams.active_policies import (ActivePolicies, ActiveRecord, DetectorOverrides, PolicyActivation,
                                      PolicyRevocation, PolicyWatcher, SuppressRule, decode_active,
                                      detector_overrides, encode_active, merge_overrides)
-from streams.errors import BrokerError, RecordError
 from streams.guard import ALWAYS_PROTECTED, Guard, PolicyRefused, broker_hosts, local_addresses
 from streams.kafka_security import kafka_python_options
 from streams.metrics import EnforcerMetrics

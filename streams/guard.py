@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from llm_agents.policy_model import Policy
+from contracts.policy_model import Policy
 from streams.kafka_security import kafka_python_options
 from streams.nftables import AddressError, EnforceError, IPNetwork, parse_address, parse_network
 

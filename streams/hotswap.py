@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from contracts.errors import BundleVerificationError, EdgeloopError, RecordError
+from contracts.records import ModelRelease, decode, encode
 from inference.bundle import Bundle
 from inference.onnx_detector import OnnxDetector
-from streams.errors import BundleVerificationError, EdgeloopError, RecordError
 from streams.kafka_security import kafka_python_options
 from streams.metrics import EdgeMetrics
-from streams.records import ModelRelease, decode, encode
 from streams.signing import SignatureRefused, SigningKey, TrustedKeys, sign_record
 
 log = logging.getLogger("edgeloop.hotswap")

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from streams.errors import ConfigError
+from contracts.errors import ConfigError
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streams.errors import EdgeloopError
+from contracts.errors import EdgeloopError
 from streams.terminal import safe
 
 console = Console(stderr=True)

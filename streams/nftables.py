@@ -41,8 +41,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
 
-from llm_agents.policy_model import Policy
-from streams.errors import EdgeloopError
+from contracts.errors import EdgeloopError
+from contracts.policy_model import Policy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_TABLE = "edgeloop"

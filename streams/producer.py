@@ -20,11 +20,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from streams.errors import BrokerError
+from contracts.errors import BrokerError
+from contracts.records import encode_flow_batch
+from inference.windowing import KeyMode, key_function
 from streams.kafka_security import kafka_python_options
 from streams.metrics import SensorMetrics
-from streams.records import encode_flow_batch
-from streams.windowing import KeyMode, key_function
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from streams.records import Alert, Detection, FlowRecord, FlowRow, UncertainRow
+from contracts.records import Alert, Detection, FlowRecord, FlowRow, UncertainRow
 
 
 class TokenBucket:

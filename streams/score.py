@@ -16,9 +16,9 @@ import pandas as pd
 
 from inference.bundle import Bundle
 from inference.onnx_detector import OnnxDetector
+from inference.windowing import window_label
 from streams.detector import DetectorConfig, EdgeDetector
 from streams.sources.files import records_from_frame
-from streams.windowing import window_label
 
 CHUNK = 500  # the replay's batch size, so batches close windows in the same order
 

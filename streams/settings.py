@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.errors import ConfigError
+from contracts.errors import ConfigError
 
 WindowKey = Literal["src", "dst", "pair"]
 # What both Kafka clients here can read and write: kafka-python[lz4] and aiokafka[lz4].
@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     @field_validator("window_views")
     @classmethod
     def _views(cls, v: str) -> str:
-        from streams.windowing import parse_views
+        from contracts.window import parse_views
 
         return ",".join(parse_views(v))
 
@@ -166,3 +166,9 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(f"EDGELOOP_{field.upper()}", err.get("input"), err["msg"]) from exc
     configure(KafkaSecurity.from_settings(s))
     return s
+
+
+def bootstrap_of(s: Settings) -> str:
+    """The Kafka bootstrap servers a process connects to: the named cluster, else the
+    embedded broker on loopback."""
+    return s.kafka_bootstrap or f"127.0.0.1:{s.embedded_port}"

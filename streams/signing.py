@@ -34,7 +34,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from streams.errors import EdgeloopError, RecordError
+from contracts.errors import EdgeloopError, RecordError
 
 log = logging.getLogger("edgeloop.signing")
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")

@@ -238,7 +238,7 @@ def table(healths: list[Health]) -> Table:
 
 
 def _default_targets() -> list[str]:
-    from streams.errors import EdgeloopError
+    from contracts.errors import EdgeloopError
     from streams.settings import load_settings
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from streams.errors import BrokerError
+from contracts.errors import BrokerError
 from streams.kafka_security import aiokafka_options, kafka_python_options
 
 # Topics whose consumers want the latest value per key forever.

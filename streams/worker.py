@@ -30,17 +30,17 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from contracts.errors import RecordError
+from contracts.records import decode_flow_rows, encode, record_json
 from inference.bundle import Bundle, check_window
 from inference.onnx_detector import OnnxDetector
 from streams.deadletter import dead_letter
 from streams.detector import DetectorConfig, EdgeDetector, Output
-from streams.errors import RecordError
 from streams.faust_transport import app_class
 from streams.hotswap import ModelWatcher
 from streams.kafka_security import KafkaSecurity
 from streams.metrics import EdgeMetrics
 from streams.offsets import OffsetLedger, ReadMarks
-from streams.records import decode_flow_rows, encode, record_json
 from streams.settings import Settings
 from streams.signing import trusted_keys
 from streams.topics import Topics
@@ -332,7 +332,7 @@ def detector_guard(bootstrap: str, attack_classes: list[str]) -> Any:
     """The guard a detector holds activations to: the brokers, loopback, what the node depends
     on (gateways, resolvers, NTP), its own addresses; discovery failures are warned, not fatal,
     so a node without iproute2 still guards the brokers and loopback."""
-    from streams.errors import EdgeloopError
+    from contracts.errors import EdgeloopError
     from streams.guard import Guard, discover_infrastructure, local_addresses
 
     infra: dict[str, str] = {}

@@ -123,7 +123,7 @@ def edge_worker(broker: EmbeddedBroker, tmp_path: Path):
              "EDGELOOP_HEARTBEAT_S": "1"}
         e.update({f"EDGELOOP_{k.upper()}": str(v) for k, v in env.items()})
         fh = open(log, "wb")
-        p = subprocess.Popen([sys.executable, "-m", "streams.cli", "detect"], env=e, stdout=fh,
+        p = subprocess.Popen([sys.executable, "-m", "edgeloop_app.cli", "detect"], env=e, stdout=fh,
                              stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
         w = WorkerProc(p, port, log)
         procs.append(w)

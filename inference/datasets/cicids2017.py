@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.errors import SourceError
 from inference.datasets.common import finish, numeric, snake
-from streams.errors import SourceError
 
 # Keys are labels with everything but letters and digits removed, lower-cased, which also
 # absorbs the mangled en dash in "Web Attack \x96 Brute Force" found in some copies.

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streams.errors import SourceError
-from streams.records import FLOW_FIELDS, FlowRecord
+from contracts.errors import SourceError
+from contracts.records import FLOW_FIELDS, FlowRecord
 
 _DEFAULTS: dict[str, Any] = {name: f.default for name, f in FlowRecord.model_fields.items()
                               if name != "schema_" and not f.is_required()}

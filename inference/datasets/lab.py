@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from streams.errors import SourceError
+from contracts.errors import SourceError
 
 LAB_DIR = Path(__file__).resolve().parents[2] / "data" / "lab"
 # The classes of the shipped training and evaluation sets (trafficlab.scenarios.TRAIN_LABELS:

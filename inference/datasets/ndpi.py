@@ -28,11 +28,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
+from contracts.errors import SourceError
+from contracts.records import FLOW_FIELDS
+from inference.flow_meter import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 from inference.openworld_meter import (CAPTURE_SUFFIXES, FAILURE_REASONS, meter_capture,
                                        progress_steps)
-from streams.errors import SourceError
-from streams.records import FLOW_FIELDS
-from streams.sources.pcap import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[2]
 NDPI_DIR = REPO / "data" / "ndpi"

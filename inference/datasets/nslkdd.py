@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.errors import SourceError
 from inference.datasets.common import finish, numeric, snake
-from streams.errors import SourceError
 
 FEATURES: tuple[str, ...] = (
     "duration", "protocol_type", "service", "flag", "src_bytes", "dst_bytes", "land",

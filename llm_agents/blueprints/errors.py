@@ -1,6 +1,6 @@
 """What can go wrong while turning an intent into a validated blueprint.
 
-    EdgeloopError                 (streams.errors)
+    EdgeloopError                 (contracts.errors)
      └── BlueprintError           a blueprint could not be designed or coded
           ├── DesignError         no usable blueprint: invalid draft, no expert for the intent
           └── CodeError           no usable step code: invalid source, no expert code offline
@@ -10,7 +10,7 @@ kinds into feedback for the next round instead of giving up.
 """
 from __future__ import annotations
 
-from streams.errors import EdgeloopError
+from contracts.errors import EdgeloopError
 
 
 class BlueprintError(EdgeloopError):

@@ -25,13 +25,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.policy_model import Policy, PolicyProposal
 from llm_agents.blueprints.coder import Coder, check_source, code_sha256
 from llm_agents.blueprints.designer import Designer
 from llm_agents.blueprints.errors import CodeError, DesignError
 from llm_agents.blueprints.repository import BlueprintRepository
 from llm_agents.blueprints.sandbox import Sandbox, SandboxResult, StepSource
 from llm_agents.blueprints.schema import Blueprint, Intent, dataflow_problems, kpi_problems
-from llm_agents.policy_model import Policy, PolicyProposal
 from llm_agents.twin import DigitalTwin, TwinReport
 
 

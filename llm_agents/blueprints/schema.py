@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llm_agents.policy_model import Address, Network, Service
+from contracts.policy_model import Address, Network, Service
 from llm_agents.twin import KPI_CATALOGUE
 
 BLUEPRINT_SCHEMA = "edgeloop.blueprint/1"
@@ -249,7 +249,7 @@ def parse_intent(text: str, *, classes: tuple[str, ...] = (), origin: str = "ope
 
 
 def intent_from_alert(alert: Any, action: str = "block_source", *, targets: list[KPI] | None = None) -> Intent:
-    """An intent derived from an alert aggregate (streams.records.Alert or its dict)."""
+    """An intent derived from an alert aggregate (contracts.records.Alert or its dict)."""
     a = alert.model_dump() if hasattr(alert, "model_dump") else dict(alert)
     srcs = [s for s in a.get("src_ips", []) if _is_ip(s)] or ([a["key"]] if _is_ip(a.get("key", "")) else [])
     text = (f"{action.replace('_', ' ')} for alert {a.get('alert_id', '?')}: {a.get('windows', 0)} windows of "

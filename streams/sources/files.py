@@ -2,7 +2,7 @@
 
     >>> df = load_flows("capture.pcap")       # FlowRecord columns (+ label if the file has one)
 
-CSV/Parquet must carry FlowRecord column names (see streams.records.FLOW_FIELDS); public
+CSV/Parquet must carry FlowRecord column names (see contracts.records.FLOW_FIELDS); public
 datasets with other layouts go through inference.datasets adapters first.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from streams.errors import SourceError
-from streams.records import FLOW_FIELDS, FlowRecord
+from contracts.errors import SourceError
+from contracts.records import FLOW_FIELDS, FlowRecord
 
 REQUIRED = tuple(n for n, f in FlowRecord.model_fields.items() if f.is_required())
 PCAP_SUFFIXES = {".pcap", ".pcapng", ".cap"}
@@ -28,7 +28,7 @@ def load_flows(path: str | Path, sensor: str = "replay") -> pd.DataFrame:
     suffix = p.suffix.lower()
     try:
         if suffix in PCAP_SUFFIXES:
-            from streams.sources.pcap import meter_pcap  # needs the capture extra (nfstream)
+            from inference.flow_meter import meter_pcap  # needs the capture extra (nfstream)
 
             df = meter_pcap(p, sensor=sensor)
         elif suffix == ".parquet":
@@ -65,8 +65,8 @@ def iter_flow_dicts(df: pd.DataFrame) -> Iterator[dict[str, Any]]:
 
 def records_from_frame(df: pd.DataFrame) -> tuple[list[FlowRecord], list[tuple[int, Exception]]]:
     """Validate every row; return the records and (row index, error) for the bad ones."""
-    from streams.records import validate
-    from streams.errors import RecordError
+    from contracts.errors import RecordError
+    from contracts.records import validate
 
     good, bad = [], []
     for i, d in enumerate(iter_flow_dicts(df)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from streams.errors import SourceError
+from contracts.errors import SourceError
 from streams.producer import FlowPublisher, PublishStats
 
 
@@ -18,7 +18,7 @@ def capture(iface: str, pub: FlowPublisher, *, duration_s: float | None = None, 
     try:
         from nfstream import NFStreamer
 
-        from streams.sources.pcap import nfstream_flow_to_record
+        from inference.flow_meter import nfstream_flow_to_record
     except ImportError as exc:
         raise SourceError("live capture needs NFStream: pip install 'edgeloop[capture]'") from exc
     try:

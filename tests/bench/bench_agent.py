@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support
 import openai
 import pandas as pd
 
+from contracts.records import encode
 from llm_agents.agent import AgentConfig, AgentState, LabelAgent
 from llm_agents.cli import single_threaded_blas
 from llm_agents.client import LLMClient
@@ -36,7 +37,6 @@ from llm_agents.decider import Decider, strip_truth
 from llm_agents.labeler import Labeler
 from llm_agents.store import window_rows
 from streams.broker import EmbeddedBroker, free_port
-from streams.records import encode
 from streams.topics import Topics, ensure_topics
 from tests.support.scripted_server import serve  # noqa: E402
 from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows  # noqa: E402

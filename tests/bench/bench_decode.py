@@ -38,7 +38,7 @@ def records(n: int) -> list[dict]:
 
 
 def messages(n: int, batch: int, fault: str | None) -> list[bytes]:
-    from streams.records import encode_flow_batch
+    from contracts.records import encode_flow_batch
 
     recs = records(n)
     out = []
@@ -53,7 +53,7 @@ def messages(n: int, batch: int, fault: str | None) -> list[bytes]:
 
 
 def main() -> None:
-    from streams.records import decode_flow_rows, decode_flows
+    from contracts.records import decode_flow_rows, decode_flows
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--flows", type=int, default=100_000)

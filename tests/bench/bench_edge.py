@@ -75,7 +75,7 @@ async def bare_consumer(bootstrap: str, topic: str, expect: int) -> tuple[float,
 
 def metric(port: int, name: str) -> float:
     sys.path.insert(0, str(REPO))
-    from streams.demo import metric as m
+    from edgeloop_app.demo import metric as m
 
     return m(port, name)
 
@@ -85,7 +85,7 @@ def start_worker(bootstrap: str, topics: Topics, model: Path, tmp: Path, group: 
     env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
            "EDGELOOP_MODEL": str(model), "EDGELOOP_METRICS_PORT": str(port), "EDGELOOP_GROUP_ID": group,
            "EDGELOOP_DATA_DIR": str(tmp / "var"), "EDGELOOP_UNCERTAIN_RATE_PER_S": "1000"}
-    p = subprocess.Popen([sys.executable, "-m", "streams.cli", "detect"], env=env, cwd=REPO,
+    p = subprocess.Popen([sys.executable, "-m", "edgeloop_app.cli", "detect"], env=env, cwd=REPO,
                          stdout=open(tmp / f"{group}.log", "wb"), stderr=subprocess.STDOUT)
     while metric(port, "edgeloop_assigned_partitions") == 0:
         if p.poll() is not None:
@@ -146,7 +146,7 @@ def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0) -> dict:
 def onnx_raw(model: Path, df) -> dict:
     from inference.bundle import Bundle
     from inference.onnx_detector import OnnxDetector
-    from streams.windowing import stack_windows, windows_from_frame
+    from inference.windowing import stack_windows, windows_from_frame
 
     b = Bundle.load(model)
     det = OnnxDetector(b)
@@ -214,10 +214,10 @@ def where_time_goes(model: Path, df, messages: int = 500) -> dict[str, float]:
     import cProfile
     import pstats
 
+    from contracts.records import decode_flow_rows, encode_flow_batch
     from inference.bundle import Bundle
     from inference.onnx_detector import OnnxDetector
     from streams.detector import DetectorConfig, EdgeDetector
-    from streams.records import decode_flow_rows, encode_flow_batch
 
     rows = list(iter_flow_dicts(df))
     raws = [encode_flow_batch(rows[a:a + messages]) for a in range(0, len(rows), messages)]

@@ -22,7 +22,7 @@ from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle  # noqa: E402
 from inference.datasets.lab import load_lab  # noqa: E402
 from inference.onnx_detector import OnnxDetector  # noqa: E402
 from inference.quantize import measure_speed, time_batches  # noqa: E402
-from streams.windowing import stack_windows, windows_from_frame  # noqa: E402
+from inference.windowing import stack_windows, windows_from_frame  # noqa: E402
 
 BATCHES = (1, 32, 256)
 

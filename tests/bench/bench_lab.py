@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from streams.sources.pcap import meter_pcap  # noqa: E402
+from inference.flow_meter import meter_pcap  # noqa: E402
 from trafficlab.topology import can_create_namespaces  # noqa: E402
 
 SHIPPED_PCAP = REPO / "data" / "lab" / "eval.pcap"

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 
 def messages(n: int, sources: int) -> list[list]:
-    from streams.records import decode_flows, encode_flow_batch
+    from contracts.records import decode_flows, encode_flow_batch
 
     out = []
     for a in range(0, n, 500):

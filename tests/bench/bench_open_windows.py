@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def one_run(sources: int, bound_mb: int, per_source: int = 1) -> dict:
     sys.path.insert(0, str(REPO))
+    from contracts.records import decode_flow_rows, encode_flow_batch
     from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
     from inference.onnx_detector import OnnxDetector
     from streams.detector import DetectorConfig, EdgeDetector
-    from streams.records import decode_flow_rows, encode_flow_batch
 
     det = OnnxDetector(Bundle.load(DEFAULT_BUNDLE_DIR))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

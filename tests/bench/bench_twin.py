@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from llm_agents.policy_model import Policy
+from contracts.policy_model import Policy
 from llm_agents.twin import DigitalTwin
 
 POLICY = Policy(block_sources=["10.1.3.0/24", "10.1.4.7"], isolate_hosts=["10.1.5.5"],

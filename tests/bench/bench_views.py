@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from inference.datasets.synthetic import synthetic_flows  # noqa: E402
 from inference.features import flow_features, raw_matrix  # noqa: E402
+from inference.windowing import Windower  # noqa: E402
 from streams.sources.files import records_from_frame  # noqa: E402
-from streams.windowing import Windower  # noqa: E402
 
 CHUNK = 500
 
@@ -73,7 +73,7 @@ def run_engine(recs, views) -> tuple[float, int]:
 
 
 def flood_memory(n: int) -> tuple[int, int, float]:
-    from streams.records import FlowRecord
+    from contracts.records import FlowRecord
 
     w = Windower(k=8, seconds=10, views=("src", "dst"), clock=lambda: 0.0, keep_items=False)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab import tools
 from trafficlab.scenarios import LABELS, SCENARIOS, Target, variant_filter
 from trafficlab.topology import (DARKNET, LAB_NET, LAB_SPACE, PREFIX, Topology, cleanup_stale,
@@ -207,7 +207,7 @@ def test_benign_side_has_lan_housekeeping_and_new_services(generated) -> None:
 
 
 def test_every_row_is_a_valid_flow_record_and_files_are_written(generated) -> None:
-    from streams.records import FLOW_FIELDS, FlowRecord
+    from contracts.records import FLOW_FIELDS, FlowRecord
     result, df, sheet, _seen = generated
     assert list(df.columns) == list(FLOW_FIELDS)
     for row in df.to_dict(orient="records"):
@@ -254,9 +254,9 @@ def test_switch_capture_sees_every_frame_once_and_dark_addresses_appear(netns_ok
     """tcpdump on br0 sees forwarded unicast between two client ports exactly once per
     packet; the attacker's probes to unowned LAN addresses and to the darknet reach the
     wire (and nobody answers); no namespace has a default route."""
+    from inference.flow_meter import meter_pcap
     from trafficlab.capture import Capture
     from trafficlab.procs import Procs
-    from streams.sources.pcap import meter_pcap
 
     cleanup_stale()
     topo = Topology.plan(random.Random(11), 2, n_servers=0)

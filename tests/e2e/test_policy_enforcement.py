@@ -34,15 +34,15 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from contracts.records import Alert, Detection
+from inference.windowing import windows_from_frame
 from llm_agents.blueprints.sandbox import sandbox_available
 from llm_agents.policies import propose_from_alerts
 from llm_agents.policy_cli import cli
 from streams.broker import free_port
-from streams.records import Alert, Detection
 from streams.routing import AlertAggregator
 from streams.settings import load_settings
 from streams.sources.files import records_from_frame
-from streams.windowing import windows_from_frame
 from trafficlab import tools
 from trafficlab.capture import Capture
 from trafficlab.labelling import Span, apply_labels
@@ -258,7 +258,7 @@ def test_scan_is_blocked_after_approval_benign_traffic_is_not_and_revocation_res
             assert benign_requests(topo, 5) == ["200"] * 5
             time.sleep(0.5)
             stats = cap.stop()
-            from streams.sources.pcap import meter_pcap
+            from inference.flow_meter import meter_pcap
             flows = apply_labels(meter_pcap(tmp_path / "capture.pcap", sensor="e2e"), [span])
             # 400 probes: nearly all should be metered; 100 (a dozen windows) is plenty for an alert.
             assert (flows["label"] == "syn_scan").sum() >= 100, (stats, flows["label"].value_counts())

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
+from contracts.records import Label, UncertainWindow, decode, encode
 from llm_agents.agent import AgentConfig, AgentState, LabelAgent
 from llm_agents.agent_metrics import build_agent_metrics
 from llm_agents.client import LLMClient
@@ -29,7 +30,6 @@ from llm_agents.constraints import check_flows
 from llm_agents.review import decide
 from llm_agents.store import window_rows
 from streams.broker import free_port
-from streams.records import Label, UncertainWindow, decode, encode
 from tests.support.scripted_server import serve
 from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows, with_user_agent
 

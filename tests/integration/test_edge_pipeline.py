@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from contracts.records import encode_flow_batch
 from inference.datasets.synthetic import synthetic_flows
+from inference.windowing import windows_from_frame
 from streams.detector import DetectorConfig
 from streams.producer import FlowPublisher
-from streams.records import encode_flow_batch
 from streams.score import score_frame
 from streams.sources.files import iter_flow_dicts, load_flows
 from streams.sources.replay import replay_frame
-from streams.windowing import windows_from_frame
 
 pytestmark = pytest.mark.integration
 VIEWS = ("src", "dst")  # the tiny bundle's, as the product's default
@@ -233,7 +233,7 @@ def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, t
     is revoked, the same scan from that source alerts again."""
     from kafka import KafkaProducer
 
-    from llm_agents.policy_model import AlertMatch, Policy
+    from contracts.policy_model import AlertMatch, Policy
     from streams.active_policies import PolicyActivation, PolicyRevocation, encode_active
 
     df = _flows(seed=5, hosts=2, per_host=32)
@@ -281,7 +281,7 @@ def test_worker_applies_and_drops_active_policies(broker, topics, edge_worker, t
 def test_sensor_metrics_count_what_the_broker_acknowledged_and_what_it_refused(broker, topics, topic_reader):
     from prometheus_client import CollectorRegistry
 
-    from streams.errors import BrokerError
+    from contracts.errors import BrokerError
     from streams.metrics import SensorMetrics
 
     m = SensorMetrics(CollectorRegistry())

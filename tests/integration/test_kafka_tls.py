@@ -18,9 +18,9 @@ import uuid
 
 import pytest
 
+from contracts.errors import BrokerError
 from inference.datasets.synthetic import synthetic_flows
 from streams.broker import EmbeddedBroker, free_port, wait_until_ready
-from streams.errors import BrokerError
 from streams.kafka_security import KafkaSecurity, configure, current
 from streams.producer import FlowPublisher
 from streams.sources.replay import replay_frame

@@ -109,10 +109,10 @@ def _uncertain(path: Path, limit: int, audit: float) -> list:
     """Real uncertain (and audit-sampled) windows from a capture, through the edge engine
     with the shipped bundle: what the agent would be sent. The flows' labels stay on them
     for the test's truth; the Decider strips them before anything reaches the model."""
+    from contracts.records import UncertainWindow
     from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
     from inference.onnx_detector import OnnxDetector
     from streams.detector import DetectorConfig, EdgeDetector
-    from streams.records import UncertainWindow
     from streams.sources.files import records_from_frame
 
     df = pd.read_parquet(path)
@@ -135,9 +135,9 @@ def _uncertain(path: Path, limit: int, audit: float) -> list:
 def test_the_acceptance_gates_hold_against_a_weak_model_on_real_windows(local, tmp_path: Path) -> None:
     """Lab windows and nDPI windows from other networks: the model labels them, the gates
     judge them against the lab's labelled windows; no accepted label may be wrong."""
+    from inference.windowing import window_label
     from llm_agents.decider import AgentState, Decider
     from llm_agents.store import reference_frame
-    from streams.windowing import window_label
 
     train = pd.read_parquet(REPO / "data" / "lab" / "train-2.parquet")
     state = AgentState.open(tmp_path / "agent")

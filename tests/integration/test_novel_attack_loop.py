@@ -26,20 +26,20 @@ import openai
 import pytest
 from prometheus_client import CollectorRegistry
 
+from contracts.errors import SourceError
 from inference.datasets.lab import LAB_CLASSES, load_lab
 from inference.onnx_detector import OnnxDetector
 from inference.registry import Registry
+from inference.windowing import stack_windows, window_label, windows_from_frame
 from llm_agents.agent import AgentConfig, AgentState, LabelAgent
 from llm_agents.agent_metrics import build_agent_metrics
 from llm_agents.client import LLMClient
 from llm_agents.retrain import RetrainConfig, Retrainer, holdout_mask
 from llm_agents.store import reference_frame
 from llm_agents.window_frames import window_tensors
-from streams.errors import SourceError
 from streams.hotswap import publish_release
 from streams.producer import FlowPublisher
 from streams.sources.replay import replay_frame
-from streams.windowing import stack_windows, window_label, windows_from_frame
 from tests.support.scripted_server import serve
 
 pytestmark = pytest.mark.integration

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from contracts.records import Detection, DetectionBatch, encode
 from llm_agents.blueprints.sandbox import sandbox_available
 from llm_agents.policies import propose_from_alerts
 from llm_agents.policy_cli import cli
@@ -24,7 +25,6 @@ from llm_agents.policy_store import PolicyStore
 from llm_agents.twin_scenarios import ATTACKER, synthetic_scenario
 from streams.active_policies import PolicyActivation, PolicyRevocation, decode_active
 from streams.producer import FlowPublisher
-from streams.records import Detection, DetectionBatch, encode
 from streams.settings import load_settings
 from streams.sources.replay import replay_frame
 
@@ -180,7 +180,7 @@ def alert_and_wait_for_proposal(broker, topics, sc, data_dir: Path, agent, timeo
     """Publish the scenario's alert and wait for the running `agent` process to store one proposal."""
     from kafka import KafkaProducer
 
-    from streams.records import Alert
+    from contracts.records import Alert
 
     p = KafkaProducer(bootstrap_servers=broker.bootstrap)
     p.send(topics.alerts, encode(Alert.model_validate(alert_for(sc))))
@@ -208,7 +208,7 @@ def test_the_detector_side_watcher_hands_over_overrides_from_policies_active(bro
 
     from kafka import KafkaProducer
 
-    from llm_agents.policy_model import ClassThreshold, Policy
+    from contracts.policy_model import ClassThreshold, Policy
     from streams.active_policies import PolicyWatcher, encode_active
 
     p = KafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -247,7 +247,7 @@ def test_enforce_dead_letters_bad_records_and_still_applies_the_good_ones(broker
                                                                          tmp_path: Path) -> None:
     from kafka import KafkaProducer
 
-    from llm_agents.policy_model import Policy
+    from contracts.policy_model import Policy
 
     p = KafkaProducer(bootstrap_servers=broker.bootstrap)
     p.send(topics.policies_active, key=b"x", value=b'{"schema": "edgeloop.policy_activation/1", "policy_id": "x"}')
@@ -266,8 +266,8 @@ def test_enforce_dead_letters_bad_records_and_still_applies_the_good_ones(broker
 
 def test_an_approval_whose_publication_failed_stays_approved_and_is_published_on_retry(sandbox_ok,
         broker, topics, topic_reader, tmp_path: Path) -> None:
+    from contracts.errors import BrokerError
     from llm_agents.policies import approve_policy
-    from streams.errors import BrokerError
 
     sc = scenario()
     [out] = propose_from_alerts([alert_for(sc)], settings_for(broker, topics, tmp_path), flows=sc.flows,
@@ -290,9 +290,9 @@ def test_the_agent_proposes_once_for_a_repeated_alert_and_dead_letters_garbage(s
     from kafka import KafkaProducer
     from prometheus_client import CollectorRegistry
 
+    from contracts.records import Alert
     from llm_agents.agent_metrics import build_agent_metrics
     from llm_agents.alert_proposer import AlertProposer
-    from streams.records import Alert
 
     sc = scenario()
     publish_recorded(broker, topics, sc)
@@ -359,7 +359,7 @@ def test_the_agent_service_proposes_for_alerts_and_stops_cleanly(sandbox_ok, bro
     env = {**os.environ, **env_for(broker, topics, tmp_path / "core"), "EDGELOOP_METRICS_PORT": str(free_port()),
            "EDGELOOP_SESSION_TIMEOUT_S": "6", "EDGELOOP_HEARTBEAT_S": "1"}
     log = tmp_path / "agent.log"
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "agent", "--no-retrain"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "edgeloop_app.cli", "agent", "--no-retrain"], env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         row = alert_and_wait_for_proposal(broker, topics, sc, tmp_path / "core", proc)
@@ -394,7 +394,7 @@ def test_the_agent_under_its_units_restrictions_proposes_through_the_sandbox_ser
         pytest.fail("this test needs root and util-linux's setpriv (CI has both)")
     sock = tmp_path / "run" / "sandbox.sock"
     sock.parent.mkdir()
-    cli_argv = [sys.executable, "-m", "streams.cli"]
+    cli_argv = [sys.executable, "-m", "edgeloop_app.cli"]
     helper_log = tmp_path / "sandbox.log"
     # The helper's unit: its namespaces and address families as the unit sets them; its
     # User= as --run-as (root keeps CAP_SETUID for that one step, then bubblewrap is 4242's)
@@ -441,7 +441,7 @@ def test_with_trusted_keys_the_enforcer_applies_the_signed_approval_and_dead_let
     trick), a signed one altered on the way, and the approver's own: only the last applies."""
     from kafka import KafkaProducer
 
-    from llm_agents.policy_model import Policy
+    from contracts.policy_model import Policy
     from streams.active_policies import encode_active
     from streams.signing import SigningKey
 

@@ -141,7 +141,7 @@ class ServiceProc:
                "EDGELOOP_LLM_BASE_URL": "", **(env or {})}
         self.data_dir = Path(env["EDGELOOP_DATA_DIR"])
         argv = [a.format(port=self.port) for a in argv]
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *argv], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeloop_app.cli", *argv], env=env,
                                      stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=REPO,
                                      start_new_session=True)
 

@@ -20,7 +20,7 @@ def test_run_shows_the_whole_loop_and_ends_with_a_proposal_waiting(broker, topic
     env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": broker.bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
            "EDGELOOP_DATA_DIR": str(tmp_path / "var"), "EDGELOOP_METRICS_PORT": str(free_port()),
            "EDGELOOP_LLM_BASE_URL": "", "COLUMNS": "200"}
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "run"], env=env, cwd=REPO, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "edgeloop_app.cli", "run"], env=env, cwd=REPO, capture_output=True,
                        text=True, timeout=280)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]

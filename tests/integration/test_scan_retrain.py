@@ -23,9 +23,10 @@ import time
 import numpy as np
 import pytest
 
+from contracts.records import UncertainWindow
+from evaluation.gate import Tolerance, default_reference
 from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
 from inference.datasets.lab import LAB_DIR, load_lab, run_hosts
-from inference.gate import Tolerance, default_reference
 from inference.onnx_detector import OnnxDetector
 from inference.registry import Registry
 from llm_agents.decider import AgentState
@@ -33,7 +34,6 @@ from llm_agents.retrain import RetrainConfig, Retrainer
 from llm_agents.review import Parked, decide
 from llm_agents.store import reference_frame
 from streams.detector import DetectorConfig, EdgeDetector
-from streams.records import UncertainWindow
 from streams.sources.files import records_from_frame
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def _tool_runs():
 
 def _windows(bundle, flows):
     """Every window the edge closes over these flows: (detections, uncertain messages)."""
-    from streams.records import DetectionBatch, decode
+    from contracts.records import DetectionBatch, decode
 
     eng = EdgeDetector(OnnxDetector(bundle), DetectorConfig(uncertain_rate_per_s=0, audit_sample=0.0),
                        clock=lambda: 0.0)
@@ -75,8 +75,8 @@ LABEL = ["syn_scan"]  # the class the chosen run is labelled with (set by the te
 
 
 def _ndpi_test_deferrals(bundle) -> float:
+    from evaluation.gate import RefCapture, reference_figures
     from inference.datasets.ndpi import load_ndpi
-    from inference.gate import RefCapture, reference_figures
 
     nd = load_ndpi("test", purpose="evaluate")
     return reference_figures(bundle, [RefCapture(f, g.drop(columns=["file", "split"]), "benign")

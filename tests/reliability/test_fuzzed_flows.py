@@ -22,9 +22,9 @@ import time
 
 import pytest
 
+from contracts.records import MAX_BATCH_RECORDS, encode_flow_batch
 from inference.bundle import DEFAULT_BUNDLE_DIR
 from streams.producer import FlowPublisher
-from streams.records import MAX_BATCH_RECORDS, encode_flow_batch
 
 pytestmark = pytest.mark.integration
 

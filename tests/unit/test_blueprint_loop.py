@@ -7,11 +7,11 @@ from typing import Any, Callable
 
 import pytest
 
+from contracts.policy_model import PolicyProposal
 from llm_agents.blueprints import (BlueprintLoop, BlueprintRepository, Coder, Designer, ExpertLibrary,
                                    Intent, Sandbox, SandboxLimits, parse_intent)
-from llm_agents.errors import LLMBadOutput
-from llm_agents.policy_model import PolicyProposal
 from llm_agents.blueprints.sandbox import sandbox_available
+from llm_agents.errors import LLMBadOutput
 from llm_agents.twin_scenarios import synthetic_scenario
 
 _OK, _WHY = sandbox_available()

@@ -6,11 +6,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from contracts.policy_model import Policy, PolicyProposal
 from llm_agents.blueprints import (EXPERTS, KPI, Blueprint, BlueprintDraft, ExpertLibrary, Intent,
                                    check_source, intent_from_alert, parse_intent, render_markdown,
                                    render_yaml)
 from llm_agents.blueprints.schema import kpi_problems
-from llm_agents.policy_model import Policy, PolicyProposal
 
 STEPS = [
     {"name": "pick", "kind": "functional", "inputs": ["intent"], "outputs": ["ips"],

@@ -3,7 +3,7 @@ import sys
 
 from click.testing import CliRunner
 
-from streams.cli import main
+from edgeloop_app.cli import main
 
 
 def test_help_lists_every_stage():
@@ -20,5 +20,5 @@ def test_bad_setting_fails_at_start_naming_the_key():
 
 def test_edge_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import streams.worker, streams.cli, inference.onnx_detector, inference.registry, streams.score")
+            "import streams.worker, edgeloop_app.cli, inference.onnx_detector, inference.registry, streams.score")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from contracts.errors import SourceError
 from inference.datasets.cicids2017 import load_cicids2017, map_label as cic_label
 from inference.datasets.common import check_rows
 from inference.datasets.nslkdd import COLUMNS, load_nslkdd
-from streams.errors import SourceError
-from streams.windowing import windows_from_frame
+from inference.windowing import windows_from_frame
 
 # MachineLearningCSV header exactly as published: stray leading spaces, a duplicated
 # " Fwd Header Length", no addresses or timestamps.

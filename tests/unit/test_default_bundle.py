@@ -35,15 +35,15 @@ def test_default_bundle_verifies_and_is_small(bundle):
 
 
 def test_lab_evaluation_capture_holds(bundle):
-    from inference.experiment_openworld import lab_macro_f1
+    from evaluation.experiment_openworld import lab_macro_f1
 
     f1 = lab_macro_f1(bundle)
     assert f1["all"] >= LAB_F1_FLOOR, f1
 
 
 def test_foreign_benign_traffic_is_neither_alerted_nor_deferred(bundle):
+    from evaluation.gate import RefCapture, reference_figures
     from inference.datasets.ndpi import load_ndpi
-    from inference.gate import RefCapture, reference_figures
 
     nd = load_ndpi("test", purpose="evaluate")
     f = reference_figures(bundle, [RefCapture(n, g.drop(columns=["file", "split"]), "benign")
@@ -53,8 +53,8 @@ def test_foreign_benign_traffic_is_neither_alerted_nor_deferred(bundle):
 
 
 def test_held_out_lab_capture_meets_every_target(bundle, tmp_path):
-    from inference.experiment_openworld import REPO
-    from inference.openworld import evaluate_open_world
+    from evaluation.experiment_openworld import REPO
+    from evaluation.openworld import evaluate_open_world
 
     rep = evaluate_open_world(REPO / "data" / "openworld" / "lab-heldout.toml", bundle, out_dir=tmp_path, plots=False,
                               progress=False)

@@ -4,12 +4,12 @@ import shutil
 import pytest
 from prometheus_client import CollectorRegistry
 
+from contracts.errors import BundleVerificationError, ModelError
 from inference.bundle import Bundle
 from inference.datasets.synthetic import synthetic_flows
 from inference.onnx_detector import OnnxDetector
 from inference.registry import Registry, resolve_bundle
 from streams.detector import DetectorConfig, EdgeDetector
-from streams.errors import BundleVerificationError, ModelError
 from streams.metrics import EdgeMetrics
 from streams.score import score_frame, summary
 from streams.sources.files import records_from_frame
@@ -147,7 +147,7 @@ def test_registry_is_content_addressed_and_tracks_current(tiny_bundle, tiny_bund
 
 
 def test_active_policy_overrides_mute_alerts(tiny_bundle, flows):
-    from llm_agents.policy_model import AlertMatch, ClassThreshold, Policy
+    from contracts.policy_model import AlertMatch, ClassThreshold, Policy
     from streams.active_policies import detector_overrides
 
     def run(policy):

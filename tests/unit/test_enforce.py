@@ -13,14 +13,14 @@ import subprocess
 import pytest
 from pydantic import ValidationError
 
-from llm_agents.policy_model import AlertMatch, ClassThreshold, Policy, RateLimit, Service
+from contracts.errors import RecordError
+from contracts.policy_model import AlertMatch, ClassThreshold, Policy, RateLimit, Service
+from contracts.records import FlowRecord
 from streams.enforce import (ActivePolicies, DetectorOverrides, Enforcer, Guard, PolicyActivation, PolicyRefused,
                              PolicyRevocation, broker_hosts, decode_active, detector_overrides, encode_active,
                              merge_overrides)
-from streams.errors import RecordError
 from streams.nftables import (AddressError, EnforceError, Nft, NftEntry, NftError, parse_address, parse_network,
                               policy_tag, render_ruleset)
-from streams.records import FlowRecord
 
 NOW = 1_767_225_600_000
 SHA = "a" * 64

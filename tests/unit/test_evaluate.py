@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("torch")
 
+from contracts.errors import SourceError  # noqa: E402
 from inference.datasets.synthetic import synthetic_flows  # noqa: E402
 from inference.evaluate import TARGETS, evaluate_bundle, label_flows, load_labelled_flows  # noqa: E402
 from inference.train import train_bundle  # noqa: E402
-from streams.errors import SourceError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""The open-world promotion gate (inference.gate) and the site baseline (inference.baseline)."""
+"""The open-world promotion gate (evaluation.gate) and the site baseline (evaluation.baseline)."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from inference.baseline import attack_flow_ids, build_baseline, load_baseline, split_parts
+from evaluation.baseline import attack_flow_ids, build_baseline, load_baseline, split_parts
+from evaluation.gate import Figures, RefCapture, Tolerance, open_world_gate, reference_figures
 from inference.datasets.synthetic import synthetic_flows
-from inference.gate import Figures, RefCapture, Tolerance, open_world_gate, reference_figures
 from inference.openworld_verdicts import judge_windows
 from streams.score import score_frame
 

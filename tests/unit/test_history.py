@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contracts.records import FlowRecord
 from inference.features import FEATURE_NAMES
 from inference.history import HISTORY_FEATURES, HostHistory
-from streams.records import FlowRecord
-from streams.windowing import Windower, windows_from_frame
+from inference.windowing import Windower, windows_from_frame
 
 
 def col(name: str) -> int:
@@ -101,8 +101,8 @@ def test_history_is_the_same_pushed_in_chunks_as_windowed_at_once():
 
 def test_a_window_frame_keeps_the_history_the_stream_saw():
     from inference.datasets.synthetic import synthetic_flows
+    from inference.windowing import stack_windows
     from llm_agents.window_frames import window_tensors, windows_frame
-    from streams.windowing import stack_windows
 
     df = synthetic_flows(hosts_per_class=2, flows_per_host=30, seed=9).reset_index(drop=True)
     frame = windows_frame(df, k=8, views=("src", "dst"))

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("torch")
 
-from inference.cli import evaluate, models, train  # noqa: E402
+from edgeloop_app.model_cli import evaluate, models, train  # noqa: E402
 from inference.datasets.synthetic import synthetic_flows  # noqa: E402
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from streams.errors import ConfigError
+from contracts.errors import ConfigError
 from streams.kafka_security import KafkaSecurity, configure, current, kafka_python_options
 from streams.settings import load_settings
 

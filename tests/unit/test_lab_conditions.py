@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.conditions import (HELDOUT_MTU, LinkCondition, draw_conditions, draw_train_link,
                                    in_heldout_region)
 from trafficlab.linkemu import Pipe, Shape

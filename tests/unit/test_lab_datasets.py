@@ -59,7 +59,7 @@ def test_sets_were_made_with_different_seeds_and_draws() -> None:
 
 def test_spoofed_flood_capture_labels_over_20000_sources_by_destination() -> None:
     pytest.importorskip("nfstream")
-    from streams.sources.pcap import meter_pcap
+    from inference.flow_meter import meter_pcap
 
     pcap = LAB / "spoofed_flood.pcap"
     assert pcap.stat().st_size <= 3_000_000

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from contracts.errors import LabError
 from inference.evaluate import _read_labels, label_flows
-from streams.errors import LabError
 from trafficlab.labelling import (TAIL_MS, Span, apply_labels, load_spans, save_spans, span_counts,
                                   with_tails)
 from trafficlab.topology import LAN_GROUPS

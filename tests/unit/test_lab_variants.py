@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.plan import GenerateOptions, plan_lab
 from trafficlab.scenarios import (HELDOUT_KINDS, KNOWN, LABELS, SCENARIOS, TRAIN_LABELS, Run,
                                   Target, check_run, resolve, variant_filter)

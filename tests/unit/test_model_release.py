@@ -9,10 +9,10 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
+from contracts.records import encode
 from inference.registry import Registry
 from streams.hotswap import ModelWatcher, release_for
 from streams.metrics import EdgeMetrics
-from streams.records import encode
 from streams.signing import SigningKey, TrustedKeys, sign_record
 
 

@@ -8,15 +8,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from inference.features import N_FEATURES  # noqa: E402
+from contracts.errors import ModelError  # noqa: E402
 from inference.bundle import Bundle  # noqa: E402
 from inference.datasets.synthetic import synthetic_flows  # noqa: E402
 from inference.export import check_against_torch, export_onnx, run_onnx, torch_logits  # noqa: E402
+from inference.features import N_FEATURES  # noqa: E402
 from inference.model import ModelConfig, WindowCNN, count_parameters  # noqa: E402
 from inference.onnx_detector import OnnxDetector  # noqa: E402
 from inference.train import frame_windows, train_bundle, train_windows  # noqa: E402
-from streams.errors import ModelError  # noqa: E402
-from streams.windowing import windows_from_frame  # noqa: E402
+from inference.windowing import windows_from_frame  # noqa: E402
 
 EPOCHS = 6
 

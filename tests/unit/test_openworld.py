@@ -270,9 +270,9 @@ def _expected_units(windows: pd.DataFrame, expect: str | None, scope: str) -> Co
 def test_cli_open_world_report_matches_score_frame(tmp_path):
     from click.testing import CliRunner
 
+    from edgeloop_app.model_cli import evaluate
+    from evaluation.openworld import detector_config
     from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
-    from inference.cli import evaluate
-    from inference.openworld import detector_config
     from inference.openworld_captures import expand
     from inference.openworld_crafted import write_crafted_set
     from streams.score import score_frame

@@ -17,9 +17,9 @@ import pytest
 
 pytest.importorskip("nfstream", reason="pcap metering needs the capture extra (nfstream)")
 
-from streams.errors import SourceError  # noqa: E402
-from streams.records import FLOW_FIELDS, FlowRecord  # noqa: E402
-from streams.sources.pcap import iter_pcap_flows, meter_pcap, nfstream_flow_to_record  # noqa: E402
+from contracts.errors import SourceError  # noqa: E402
+from contracts.records import FLOW_FIELDS, FlowRecord  # noqa: E402
+from inference.flow_meter import iter_pcap_flows, meter_pcap, nfstream_flow_to_record  # noqa: E402
 from trafficlab.labelling import Span, apply_labels, load_spans, save_spans  # noqa: E402
 from trafficlab.trim import trim_capture  # noqa: E402
 

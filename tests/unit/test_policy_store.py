@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_agents.policy_model import PolicyProposal
+from contracts.policy_model import PolicyProposal
 from llm_agents.policy_store import PolicyNotFound, PolicyStateError, PolicyStore, PolicyStoreError
 from llm_agents.twin_scenarios import ATTACKER, library_proposal, synthetic_scenario
 from streams.active_policies import PolicyActivation, decode_active, encode_active

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from streams.errors import RecordError, SchemaVersionError
-from streams.records import (FLOW_FIELDS, DeadLetter, FlowRecord, decode, decode_flows, encode,
+from contracts.errors import RecordError, SchemaVersionError
+from contracts.records import (FLOW_FIELDS, DeadLetter, FlowRecord, decode, decode_flows, encode,
                              encode_flow_batch)
 
 GOOD = dict(flow_id="s-1", first_seen_ms=1000, last_seen_ms=1500, src_ip="10.0.0.1", dst_ip="10.0.0.2",
@@ -74,7 +74,7 @@ def _batch_with(bad_record: bytes, n: int = 500, at: int = 250) -> bytes:
     (json.dumps(dict(GOOD, packets=-1)).encode(), "invalid"),
 ])
 def test_one_bad_record_in_500_costs_only_itself(bad, reason):
-    from streams.records import record_json
+    from contracts.records import record_json
     out = decode_flows(_batch_with(bad))
     errors = [(i, o) for i, o in enumerate(out) if isinstance(o, RecordError)]
     assert len(out) == 500 and len(errors) == 1, errors[:3]
@@ -101,15 +101,15 @@ def test_deep_nesting_is_a_fast_error_not_a_crash():
 
 
 def test_records_over_the_batch_limit_are_dead_lettered_not_the_batch():
-    from streams.records import MAX_BATCH_RECORDS
+    from contracts.records import MAX_BATCH_RECORDS
     out = decode_flows(encode_flow_batch([dict(GOOD, flow_id=f"s-{i}") for i in range(MAX_BATCH_RECORDS + 1)]))
     assert sum(isinstance(o, FlowRecord) for o in out) == MAX_BATCH_RECORDS
     assert [(o.reason, o.index) for o in out if isinstance(o, RecordError)] == [("over_batch_limit", MAX_BATCH_RECORDS)]
 
 
 def test_a_dead_letter_names_the_record_and_keeps_it_replayable():
+    from contracts.records import record_json
     from streams.deadletter import dead_letter
-    from streams.records import record_json
     (err,) = [o for o in decode_flows(_batch_with(json.dumps(dict(GOOD, flow_id="bad", syn_packets=99)).encode()))
               if isinstance(o, RecordError)]
     dl = dead_letter(err, topic="edgeloop.flows", partition=1, offset=7, value=record_json(err.item))
@@ -144,7 +144,7 @@ def _mutations(seed: int, n: int) -> list[dict]:
 def test_the_fast_row_decoder_gives_the_records_and_errors_of_decode_flows(seed):
     import msgspec
 
-    from streams.records import decode_flow_rows
+    from contracts.records import decode_flow_rows
 
     recs = _mutations(seed, 300)
     values = [encode_flow_batch(recs[i:i + 50]) for i in range(0, 300, 50)]
@@ -167,7 +167,7 @@ def test_the_fast_row_decoder_gives_the_records_and_errors_of_decode_flows(seed)
 
 
 def test_a_broken_physical_rule_costs_only_its_row_on_the_fast_path():
-    from streams.records import decode_flow_rows
+    from contracts.records import decode_flow_rows
 
     batch = [dict(GOOD, flow_id=f"s-{i}") for i in range(500)]
     batch[250] = dict(GOOD, flow_id="bad", syn_packets=99)

@@ -1,4 +1,4 @@
-from streams.records import Detection
+from contracts.records import Detection
 from streams.routing import AlertAggregator, TokenBucket, UncertainRouter, audit_pick
 
 
@@ -78,7 +78,7 @@ def test_struct_outputs_decode_as_the_contract_models_with_every_value():
     whether a flow came as a FlowRow (fast decode) or a FlowRecord (per-record path)."""
     import msgspec
 
-    from streams.records import (DetectionBatch, DetectionRow, FlowRecord, UncertainWindow, decode,
+    from contracts.records import (DetectionBatch, DetectionRow, FlowRecord, UncertainWindow, decode,
                                  decode_flow_rows, encode, encode_detection_batch, encode_flow_batch)
 
     good = dict(flow_id="s-1", first_seen_ms=1000, last_seen_ms=1500, src_ip="10.0.0.1", dst_ip="10.0.0.2",

@@ -1,6 +1,6 @@
 import pytest
 
-from streams.errors import ConfigError
+from contracts.errors import ConfigError
 from streams.settings import load_settings
 
 

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from llm_agents.policy_model import Policy
+from contracts.errors import EdgeloopError
+from contracts.policy_model import Policy
 from streams.active_policies import PolicyActivation, PolicyRevocation, PolicyWatcher, encode_active
-from streams.errors import EdgeloopError
 from streams.signing import SignatureRefused, SigningKey, TrustedKeys, sign_record
 
 SHA = "a" * 64

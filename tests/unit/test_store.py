@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from inference.features import FLOW_FEATURES
+from inference.windowing import Windower, stack_windows
 from llm_agents.acceptance import window_vectors
 from llm_agents.store import DatasetStore, frame_vectors, reference_frame, window_rows
 from llm_agents.window_frames import window_tensors
-from streams.windowing import Windower, stack_windows
 from tests.support.scripted_windows import synthetic_windows
 
 

@@ -10,9 +10,9 @@ from collections import Counter
 
 import pandas as pd
 
+from contracts.records import FlowRecord
 from inference.datasets.lab import CARRIES, flow_carriers, span_principals
 from inference.train import frame_windows
-from streams.records import FlowRecord
 
 SWEEPER, TARGET, CLIENT, VICTIM = "10.77.0.9", "10.77.0.20", "10.77.0.5", "10.77.0.30"
 SPANS = [

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm_agents.policy_model import Policy
+from contracts.policy_model import Policy
 from llm_agents.twin import DigitalTwin, detections_frame
 from llm_agents.twin_scenarios import synthetic_scenario
 

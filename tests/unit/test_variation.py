@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contracts.records import physical_problems
 from inference.datasets.lab import CARRIES
 from inference.datasets.variation import Variation, run_keys, run_variants
-from streams.records import physical_problems
 from streams.sources.files import records_from_frame
 
 

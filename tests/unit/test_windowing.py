@@ -1,9 +1,9 @@
 import numpy as np
 import pandas as pd
 
+from contracts.records import FlowRecord
 from inference.features import FEATURE_NAMES, N_FEATURES
-from streams.records import FlowRecord
-from streams.windowing import Windower, stack_windows, window_label, windows_from_frame
+from inference.windowing import Windower, stack_windows, window_label, windows_from_frame
 
 
 def flow(i, src="10.0.0.1", dst="10.0.0.9", ts=None, port=80):
@@ -101,7 +101,7 @@ def test_windows_closed_together_get_the_features_each_would_get_alone():
 
 
 def test_open_window_memory_stays_under_its_byte_bound_and_the_least_recent_close_first():
-    from streams.windowing import FLOW_BYTES, ITEM_BYTES, WINDOW_BYTES
+    from inference.windowing import FLOW_BYTES, ITEM_BYTES, WINDOW_BYTES
 
     bound = 400 * (WINDOW_BYTES + FLOW_BYTES + ITEM_BYTES / 2) * 2  # about 400 one-flow windows per view
     w = Windower(k=8, seconds=1e9, views=("src", "dst"), max_open=10**9, idle_s=1e9, max_bytes=int(bound),

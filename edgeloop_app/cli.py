@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from streams.errors import EdgeloopError
-from streams.settings import Settings, load_settings
+from contracts.errors import EdgeloopError
+from streams.settings import Settings, bootstrap_of, load_settings
 from streams.terminal import plain, safe
 
 if TYPE_CHECKING:
@@ -32,31 +32,43 @@ console = Console(stderr=True)
 # name -> (module:attribute, one-line help). Loaded on first use.
 LAZY = {
     "lab": ("trafficlab.cli:lab", "Traffic lab: real tools between network namespaces, labelled datasets."),
-    "train": ("inference.cli:train", "Train the CNN detector and write a bundle to the registry (needs torch)."),
-    "evaluate": ("inference.cli:evaluate", "Evaluate a bundle on a labelled flow file: F1, calibration, int8."),
-    "models": ("inference.cli:models", "The model registry: list and show bundles."),
-    "datasets": ("inference.cli:datasets", "Build shipped datasets from their sources: the nDPI foreign set."),
+    "train": ("edgeloop_app.model_cli:train", "Train the CNN detector and write a bundle to the registry (needs torch)."),
+    "evaluate": ("edgeloop_app.model_cli:evaluate", "Evaluate a bundle on a labelled flow file: F1, calibration, int8."),
+    "models": ("edgeloop_app.model_cli:models", "The model registry: list and show bundles."),
+    "datasets": ("edgeloop_app.model_cli:datasets", "Build shipped datasets from their sources: the nDPI foreign set."),
     "agent": ("llm_agents.cli:agent", "The LLM agent: label uncertain windows, keep the dataset, retrain."),
     "review": ("llm_agents.cli:review", "The review queue: list, accept or correct labels a person must check."),
     "retrain": ("llm_agents.cli:retrain", "Retrain now; promote the challenger only if it beats the champion."),
     "baseline": ("llm_agents.baseline_cli:baseline", "Learn this site's benign traffic; retrain through the promotion gate."),
     "status": ("streams.status:status", "Health of running services, read from their own metrics."),
     "policy": ("llm_agents.policy_cli:policy", "Policy proposals: list, show, approve, reject, revoke (audited)."),
-    "enforce": ("llm_agents.policy_cli:enforce", "Enforce approved policies on this node: nftables, with guard and expiry."),
+    "enforce": ("streams.enforce_cli:enforce", "Enforce approved policies on this node: nftables, with guard and expiry."),
     "keys": ("streams.keys_cli:keys", "Signing keys for policy approvals: make and list them."),
     "sandbox": ("llm_agents.sandbox_cli:sandbox", "The blueprint sandbox: check it here, or serve it to the agent."),
     "llm": ("llm_agents.llm_cli:llm", "A local LLM endpoint for the agent: llama.cpp server with SmolLM2-135M."),
+    "run": ("edgeloop_app.demo:run", "Run the whole loop on one machine: broker, detector, replay, live view, metrics."),
 }
 EXPERIMENTS = {
     "augment": ("llm_agents.experiment_cli:augment",
                 "Macro-F1 vs real windows per class: none, SMOTE, synthesis (paper's result)."),
     "policies": ("llm_agents.experiment_policies:policies",
                  "Policy success rates: direct, coder-only, blueprint loop, library (Hermes Table I)."),
-    "open-world": ("inference.experiment_openworld:open_world",
+    "open-world": ("evaluation.experiment_openworld:open_world",
                    "Train per seed on the default set; judge each on foreign captures and held-out kinds."),
-    "baseline": ("inference.experiment_baseline:baseline",
+    "baseline": ("llm_agents.experiment_baseline:baseline",
                  "Site baseline on half a foreign capture set; false alerts on the other half, before and after."),
 }
+
+
+# An edge install (scripts/stage-edge.sh: contracts, streams, inference, edgeloop_app) leaves
+# these out; a command that needs one says which install brings it.
+CORE_PARTS = {
+    "llm_agents": "the core install: pip install '.[agent]' in a full checkout, or the core image",
+    "evaluation": "the core install: pip install '.[train]' in a full checkout, or the core image",
+    "trafficlab": "a full checkout: pip install -e . there, then scripts/setup-lab.sh (the lab runs as root)",
+}
+# Lazy commands whose own module is on the edge but which need a core part as well.
+NEEDS = {"run": ("llm_agents",)}
 
 
 def _module_exists(mod: str) -> bool:
@@ -64,6 +76,18 @@ def _module_exists(mod: str) -> bool:
         return importlib.util.find_spec(mod) is not None
     except ModuleNotFoundError:
         return False
+
+
+def _missing_part(name: str, mod: str) -> str | None:
+    """The first package `edgeloop <name>` needs that this install lacks, or None."""
+    wanted = (mod.split(".")[0], *NEEDS.get(name, ()))
+    return next((p for p in wanted if not _module_exists(p)), None)
+
+
+def _not_installed(name: str, part: str) -> click.UsageError:
+    hint = CORE_PARTS.get(part, f"the package {part}")
+    return click.UsageError(f"`{name}` needs {part}, which this install does not have (an edge install "
+                            f"leaves the agent, the lab and the experiments out); it comes with {hint}.")
 
 
 class LazyGroup(click.Group):
@@ -74,16 +98,29 @@ class LazyGroup(click.Group):
         self.lazy = LAZY if lazy is None else lazy
 
     def _available(self, name: str) -> bool:
-        return _module_exists(self.lazy[name][0].split(":")[0])
+        return _missing_part(name, self.lazy[name][0].split(":")[0]) is None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *(n for n in self.lazy if self._available(n))])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.lazy and self._available(name):
+        if name in self.lazy:
             mod, attr = self.lazy[name][0].split(":")
+            part = _missing_part(name, mod)
+            if part is not None:
+                raise _not_installed(name, part)
             return getattr(importlib.import_module(mod), attr)
         return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        # A command that imports a core part only when it runs meets the same message.
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            part = (exc.name or "").split(".")[0]
+            if part not in CORE_PARTS:
+                raise
+            raise _not_installed(ctx.invoked_subcommand or ctx.info_name or "edgeloop", part) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(n, (self.lazy[n][1] if n in self.lazy else self.commands[n].get_short_help_str(80)))
@@ -97,10 +134,6 @@ def settings_or_exit() -> Settings:
         return load_settings()
     except EdgeloopError as exc:
         raise click.ClickException(f"bad configuration: {exc}") from exc
-
-
-def bootstrap_of(s: Settings) -> str:
-    return s.kafka_bootstrap or f"127.0.0.1:{s.embedded_port}"
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -409,26 +442,6 @@ def tail(topic: str, from_beginning: bool, max_messages: int | None) -> None:
         pass
     finally:
         c.close()
-
-
-@main.command()
-@click.option("--flows", "flows_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Capture to replay (default: the bundled lab evaluation capture).")
-@click.option("--speed", type=float, default=0.0, show_default=True, help="Replay speed (0 = as fast as possible).")
-@click.option("--keep", is_flag=True, help="Keep broker and detector running after the replay (Ctrl-C stops).")
-def run(flows_file: Path | None, speed: float, keep: bool) -> None:
-    """Run the whole loop on one machine: broker, detector, replay, live view, metrics.
-
-    This is what `make run` does. Uses EDGELOOP_KAFKA_BOOTSTRAP if set, else starts the
-    embedded broker.
-    """
-    from streams.demo import run_demo
-
-    s = settings_or_exit()
-    try:
-        run_demo(s, flows_file, speed=speed, keep=keep, console=console)
-    except EdgeloopError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":

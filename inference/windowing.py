@@ -26,17 +26,15 @@ import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from contracts.window import VIEWS, ClosedBy, KeyMode, parse_views  # noqa: F401 (the windowing's own names)
 from inference.features import (N_FEATURES, RAW_COLUMNS, context_features, failed_flags,
                                  flow_features, raw_matrix, raw_matrix_from_frame)
 from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory
 
-KeyMode = Literal["src", "dst", "pair"]
-VIEWS: tuple[str, ...] = ("src", "dst", "pair")
-ClosedBy = Literal["k", "time", "idle", "flush", "revoke", "pressure"]
 _TS = RAW_COLUMNS.index("first_seen_ms")
 _DPORT = RAW_COLUMNS.index("dst_port")
 _BYTES = RAW_COLUMNS.index("bytes")
@@ -50,16 +48,6 @@ def key_function(mode: KeyMode | str) -> Callable[[str, str], str]:
     if mode == "pair":
         return lambda src, dst: f"{src}>{dst}"
     raise ValueError(f"unknown window key mode {mode!r} (src, dst, pair)")
-
-
-def parse_views(views: str | Sequence[str]) -> tuple[str, ...]:
-    """("src", "dst") from "src,dst" or a sequence; raises ValueError on an unknown view."""
-    items = [v.strip() for v in views.split(",")] if isinstance(views, str) else list(views)
-    items = [v for v in items if v]
-    bad = [v for v in items if v not in VIEWS]
-    if bad or not items or len(set(items)) != len(items):
-        raise ValueError(f"views {views!r}: give distinct views out of {', '.join(VIEWS)}")
-    return tuple(items)
 
 
 def window_id(key: str, first_flow_id: str, view: str = "src") -> str:

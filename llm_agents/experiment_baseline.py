@@ -3,7 +3,7 @@
 A set of foreign benign captures stands in for a site (default: the nDPI test half, which
 the shipped detector never trained on). Its files are split in two by a fixed hash: the
 baseline is built and a challenger retrained through the promotion gate on half A only
-(inference.baseline, llm_agents.retrain), exactly as `edgeloop baseline` does; then the
+(evaluation.baseline, llm_agents.retrain), exactly as `edgeloop baseline` does; then the
 champion and the challenger are judged window by window on half B, which neither saw.
 
     edgeloop experiment baseline
@@ -34,8 +34,8 @@ def site_halves(flows: Any, column: str = "file") -> tuple[dict[str, Any], dict[
 
 
 def benign_rates(bundle: Any, captures: dict[str, Any]) -> dict[str, float]:
-    """Benign verdicts (inference.gate) of `bundle` on the captures, by window."""
-    from inference.gate import RefCapture, reference_figures
+    """Benign verdicts (evaluation.gate) of `bundle` on the captures, by window."""
+    from evaluation.gate import RefCapture, reference_figures
 
     f = reference_figures(bundle, [RefCapture(k, v.drop(columns=["label"], errors="ignore"), "benign")
                                    for k, v in captures.items()])
@@ -43,11 +43,11 @@ def benign_rates(bundle: Any, captures: dict[str, Any]) -> dict[str, float]:
 
 
 def run(out_dir: Path, *, epochs: int | None = None, say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    from inference.baseline import build_baseline, load_baseline
+    from evaluation.baseline import build_baseline, load_baseline
+    from evaluation.gate import default_reference
     from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
     from inference.datasets.ndpi import load_ndpi
     from inference.datasets.training import training_flows
-    from inference.gate import default_reference
     from inference.registry import Registry
     from llm_agents.decider import AgentState
     from llm_agents.retrain import RetrainConfig, Retrainer

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streams.errors import EdgeloopError
+from contracts.errors import EdgeloopError
 
 console = Console(stderr=True)
 FORMATS = ("flows", "cicids2017", "nslkdd")
@@ -93,9 +93,9 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
     """
     from dataclasses import replace
 
+    from contracts.window import parse_views
     from inference.registry import Registry
     from inference.train import RECIPE, train_bundle  # torch itself is imported when training starts
-    from streams.windowing import parse_views
 
     s = _settings()
     t_load = time.perf_counter()
@@ -137,7 +137,7 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
     if eval_df is not None and not no_eval:
         _evaluate_and_print(bundle, eval_df, eval_name, eval_src)
         if train_file is None:
-            from inference.experiment_openworld import lab_macro_f1
+            from evaluation.experiment_openworld import lab_macro_f1
 
             f1 = lab_macro_f1(bundle)
             console.print(f"lab evaluation capture, judged as the open world judges it (each attack in the "
@@ -217,7 +217,7 @@ def evaluate(model: str | None, file: Path | None, manifest: Path | None, labels
 def _evaluate_open_world(manifest: Path, model: str | None, name: str | None, out: Path | None,
                          no_plots: bool, fail_on_targets: bool, windows_out: Path | None,
                          quiet: bool) -> None:
-    from inference.openworld import evaluate_open_world
+    from evaluation.openworld import evaluate_open_world
     from inference.openworld_table import print_report
     from inference.registry import resolve_bundle
 

@@ -15,7 +15,7 @@ live `flows` topic), and
 
 The train part then goes to the dataset store as benign windows and a retrain runs
 through the promotion gate, whose foreign reference includes the reference part
-(inference.gate): the site's traffic must come out better, and nothing else worse.
+(evaluation.gate): the site's traffic must come out better, and nothing else worse.
 
     >>> b = build_baseline(flows_by_capture, bundle, out_dir=data_dir / "baseline")
     >>> b.counts["kept_flows"], b.counts["left_out_flows"]
@@ -31,7 +31,7 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from streams.errors import SourceError
+from contracts.errors import SourceError
 
 BASELINE_SCHEMA = "edgeloop.baseline/1"
 FLOWS = "flows.parquet"

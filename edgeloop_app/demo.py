@@ -20,16 +20,17 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from streams.errors import BrokerError, SourceError
+from contracts.errors import BrokerError, EdgeloopError, SourceError
 from streams.kafka_security import kafka_python_options
 from streams.settings import Settings
-from streams.topics import Topics, ensure_topics
 from streams.terminal import safe
+from streams.topics import Topics, ensure_topics
 
 if TYPE_CHECKING:
     from streams.metrics import SensorMetrics
@@ -67,7 +68,7 @@ def start_detector(s: Settings, bootstrap: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_METRICS_PORT": str(s.metrics_port),
            "EDGELOOP_WORKER_ID": s.worker_id or "edge-0"}
     log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "detect"], env=env, stdout=open(log, "wb"),
+    return subprocess.Popen([sys.executable, "-m", "edgeloop_app.cli", "detect"], env=env, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -178,7 +179,7 @@ def _sensor_metrics(s: Settings) -> tuple[SensorMetrics, int]:
     """The replay's sensor metrics, served beside the detector's (its port + 2, else a free one)."""
     from prometheus_client import CollectorRegistry
 
-    from streams.errors import ConfigError
+    from contracts.errors import ConfigError
     from streams.metrics import SensorMetrics, serve_metrics
 
     m = SensorMetrics(CollectorRegistry())
@@ -207,7 +208,7 @@ def _agent(s: Settings, bootstrap: str, log: Path, console: Console) -> None:
     """Run the agent until `uncertain` is drained; show what it did with the windows."""
     env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_METRICS_PORT": str(s.metrics_port + 1)}
     try:
-        r = subprocess.run([sys.executable, "-m", "streams.cli", "agent", "--once", "--no-retrain"], env=env,
+        r = subprocess.run([sys.executable, "-m", "edgeloop_app.cli", "agent", "--once", "--no-retrain"], env=env,
                            capture_output=True, text=True, timeout=180)
     except subprocess.TimeoutExpired:
         console.print(f"[yellow]the agent did not drain `uncertain` in 180 s; see {log}[/]")
@@ -340,3 +341,24 @@ def _summary(view: LiveView, df, console: Console) -> None:
                       f"{a['max_confidence']:.2f}")
         console.print(t)
     console.print(f"{view.windows:,} windows scored, {view.uncertain:,} uncertain, {len(view.alerts)} alerts.")
+
+
+@click.command()
+@click.option("--flows", "flows_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Capture to replay (default: the bundled lab evaluation capture).")
+@click.option("--speed", type=float, default=0.0, show_default=True, help="Replay speed (0 = as fast as possible).")
+@click.option("--keep", is_flag=True, help="Keep broker and detector running after the replay (Ctrl-C stops).")
+def run(flows_file: Path | None, speed: float, keep: bool) -> None:
+    """Run the whole loop on one machine: broker, detector, replay, live view, metrics.
+
+    This is what `make run` does. Uses EDGELOOP_KAFKA_BOOTSTRAP if set, else starts the
+    embedded broker.
+    """
+    from edgeloop_app.cli import settings_or_exit
+
+    s = settings_or_exit()
+    try:
+        run_demo(s, flows_file, speed=speed, keep=keep, console=Console(stderr=True))
+    except EdgeloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+

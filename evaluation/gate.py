@@ -112,7 +112,7 @@ def open_world_gate(champion: Figures, challenger: Figures, tol: Tolerance = Tol
 def default_reference(site_baseline: str | Path | None = None, foreign: bool = True,
                       lab: bool = True) -> list[RefCapture]:
     """The nDPI train half (one capture per file), the lab evaluation capture (labelled),
-    and the site baseline's flows when `site_baseline` holds one (inference.baseline)."""
+    and the site baseline's flows when `site_baseline` holds one (evaluation.baseline)."""
     out: list[RefCapture] = []
     if foreign:
         from inference.datasets.ndpi import load_ndpi
@@ -125,7 +125,7 @@ def default_reference(site_baseline: str | Path | None = None, foreign: bool = T
 
         out.append(RefCapture("lab-eval", lab_eval_flows(), "labels"))
     if site_baseline is not None:
-        from inference.baseline import load_baseline
+        from evaluation.baseline import load_baseline
 
         out += [RefCapture(f"site:{c}", g.drop(columns=["capture"]), "benign")
                 for c, g in load_baseline(site_baseline, part="reference").groupby("capture", sort=True)]

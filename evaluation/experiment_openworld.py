@@ -2,7 +2,7 @@
 
 For each training seed: train on the default training set (inference.datasets.training),
 score the lab's own evaluation capture (macro-F1 over both views), and judge the bundle on
-every open-world manifest (inference.openworld): benign false alerts and deferrals, known
+every open-world manifest (evaluation.openworld): benign false alerts and deferrals, known
 classes hit, unknown kinds missed. One table puts the seeds side by side with the
 targets, so a figure that holds for one seed only shows; a JSON file keeps everything and
 a plot shows each figure's spread over the seeds.
@@ -89,9 +89,9 @@ def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
 def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epochs: int | None = None,
         say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Train and judge one bundle per seed; write out_dir/openworld-seeds.json (+ .png)."""
+    from evaluation.openworld import evaluate_open_world
     from inference.bundle import Bundle
     from inference.datasets.training import training_flows
-    from inference.openworld import evaluate_open_world
     from inference.train import RECIPE, train_bundle
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Pat
     from rich.console import Console
     from rich.table import Table
 
-    from streams.errors import EdgeloopError
+    from contracts.errors import EdgeloopError
 
     err = Console(stderr=True)
     try:

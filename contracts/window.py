@@ -1,0 +1,50 @@
+"""The window spec: how flows are cut into the windows a model scores, shared by the
+edge that cuts them, the trainer that learns from them and the bundle that records them.
+
+A window holds up to K consecutive flows of one key, and lasts at most T seconds of event
+time. It is keyed by one or more **views**: the source ("src"), the destination ("dst")
+or the pair. `inference.windowing.Windower` cuts windows to this spec.
+
+    >>> spec = WindowSpec(k=8, seconds=10, key="src", views=["src", "dst"])
+    >>> spec.describe()
+    'K=8, T=10s, views=src,dst'
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+from pydantic import BaseModel, Field
+
+KeyMode = Literal["src", "dst", "pair"]
+VIEWS: tuple[str, ...] = ("src", "dst", "pair")
+# Why a window closed: K flows, T seconds of event time, an idle key, end of input, a
+# rebalance or shutdown, or the bound on open windows.
+ClosedBy = Literal["k", "time", "idle", "flush", "revoke", "pressure"]
+
+
+def parse_views(views: str | Sequence[str]) -> tuple[str, ...]:
+    """("src", "dst") from "src,dst" or a sequence; raises ValueError on an unknown view."""
+    items = [v.strip() for v in views.split(",")] if isinstance(views, str) else list(views)
+    items = [v for v in items if v]
+    bad = [v for v in items if v not in VIEWS]
+    if bad or not items or len(set(items)) != len(items):
+        raise ValueError(f"views {views!r}: give distinct views out of {', '.join(VIEWS)}")
+    return tuple(items)
+
+
+class WindowSpec(BaseModel):
+    """How the windows a bundle was trained on were cut: a detector must cut them the same."""
+
+    k: int = Field(8, ge=1)
+    seconds: float = 10.0
+    key: str = "src"
+    # Every view the windows were keyed by ("src", "dst", "pair"); `key` is the first.
+    # Bundles from before views existed were trained on source windows only.
+    views: list[str] = Field(default_factory=lambda: ["src"])
+
+    def describe(self) -> str:
+        return f"K={self.k}, T={self.seconds:g}s, views={','.join(self.views)}"
+
+    def same_cut(self, other: "WindowSpec") -> bool:
+        """Whether windows cut with `other` are the windows this spec was trained on."""
+        return (self.k, float(self.seconds), list(self.views)) == (other.k, float(other.seconds), list(other.views))
