@@ -1,0 +1,157 @@
+"""Imports point one way: down the layers, never up.
+
+    edgeloop_app   the `edgeloop` CLI front and `edgeloop run`: may import anything
+    trafficlab     the traffic lab
+    llm_agents     the core: the agent, retraining, policies
+    evaluation     the promotion gate, the site baseline, open-world evaluation
+    streams        the edge: Kafka, windows to detections, enforcement
+    inference      features, windowing, the model, training
+    contracts      records, errors, the policy model, the window spec: imports nothing of ours
+
+Every import counts, at module level or inside a function (a lazy import is still a
+dependency), and so does a module path written as a string ("pkg.mod" or "pkg.mod:attr")
+that names one of our modules: the lazy `_EXPORTS` of the packages and the CLI's lazy
+subcommands. The CLI is the top layer, so its strings can only point down.
+
+The edge install (contracts, inference, streams and the CLI front) must also run without
+the agent, the evaluation tools and the lab: the CLI reaches those only by name, when a
+command that needs them is invoked.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LAYERS = ("contracts", "inference", "streams", "evaluation", "llm_agents", "trafficlab", "edgeloop_app")
+RANK = {name: i for i, name in enumerate(LAYERS)}
+EDGE = ("contracts", "inference", "streams")
+EDGE_APP = ("edgeloop_app.cli",)
+NOT_ON_EDGE = ("evaluation", "llm_agents", "trafficlab")
+# Old module names kept as re-exports only for the lab and the test helpers; product code
+# imports the new ones.
+SHIMS = {"streams.errors": "contracts.errors", "streams.records": "contracts.records",
+         "streams.sources.pcap": "inference.flow_meter"}
+SHIM_USERS = ("trafficlab",)
+_MODULE_STRING = re.compile(r"^(%s)(\.\w+)+(:\w+)?$" % "|".join(LAYERS))
+
+
+@dataclass(frozen=True)
+class Edge:
+    importer: str
+    imported: str
+    where: str  # file:line
+    by_name: bool  # a module path in a string, resolved by importlib
+
+    def __str__(self) -> str:
+        how = " (by name)" if self.by_name else ""
+        return (f"{self.where}: {self.importer} [{layer(self.importer)}] -> "
+                f"{self.imported} [{layer(self.imported)}]{how}")
+
+
+def layer(module: str) -> str:
+    return module.split(".")[0]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def product_files() -> list[Path]:
+    return sorted(p for pkg in LAYERS if (REPO / pkg).is_dir()
+                  for p in (REPO / pkg).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def ours(module: str) -> str | None:
+    """The longest prefix of `module` that is one of our modules (a name imported from a
+    module, `from pkg.mod import name`, resolves to the module)."""
+    parts = module.split(".")
+    if parts[0] not in RANK:
+        return None
+    for n in range(len(parts), 0, -1):
+        base = REPO.joinpath(*parts[:n])
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return ".".join(parts[:n])
+    return None
+
+
+def edges_of(path: Path) -> list[Edge]:
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    rel = path.relative_to(REPO)
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets: list[str] = []
+        by_name = False
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, base] if base else up)
+            targets = [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.match(node.value):
+            targets, by_name = [node.value.split(":")[0]], True
+        for target in targets:
+            found = ours(target)
+            if found and found != me:
+                out.append(Edge(me, found, f"{rel}:{node.lineno}", by_name))
+    return out
+
+
+def all_edges() -> list[Edge]:
+    return [e for path in product_files() for e in edges_of(path)]
+
+
+def test_every_top_level_package_has_a_layer():
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "scripts"}
+    assert packages <= set(LAYERS), f"place {sorted(packages - set(LAYERS))} in LAYERS"
+
+
+def test_no_import_points_up_a_layer():
+    back = [str(e) for e in all_edges() if RANK[layer(e.imported)] > RANK[layer(e.importer)]]
+    assert not back, "imports against the layering (importer -> imported):\n" + "\n".join(back)
+
+
+def test_contracts_import_nothing_of_ours():
+    inside = [str(e) for e in all_edges() if layer(e.importer) == "contracts" and layer(e.imported) != "contracts"]
+    assert not inside, "\n".join(inside)
+
+
+def test_the_edge_install_reaches_nothing_of_the_core():
+    """Follow every import statement (strings aside: the CLI's lazy subcommands) from the
+    edge packages and the CLI front; none may land in the agent, evaluation or the lab."""
+    by_importer: dict[str, list[Edge]] = {}
+    for e in all_edges():
+        if not e.by_name:
+            by_importer.setdefault(e.importer, []).append(e)
+    start = [module_name(p) for p in product_files() if layer(module_name(p)) in EDGE] + list(EDGE_APP)
+    seen, todo, bad = set(start), list(start), []
+    while todo:
+        for e in by_importer.get(todo.pop(), []):
+            if layer(e.imported) in NOT_ON_EDGE:
+                bad.append(str(e))
+            elif e.imported not in seen:
+                seen.add(e.imported)
+                todo.append(e.imported)
+    assert not bad, "the edge install would import:\n" + "\n".join(bad)
+
+
+def test_edge_modules_run_with_the_core_absent():
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in NOT_ON_EDGE)
+    code = (f"import sys; {blocked}\n"
+            "import contracts.records, contracts.policy_model, inference.onnx_detector, inference.windowing\n"
+            "import streams.worker, streams.score, streams.enforce, edgeloop_app.cli")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_product_code_uses_the_new_names_of_moved_modules():
+    old = [f"{e}: import {SHIMS[e.imported]}" for e in all_edges()
+           if e.imported in SHIMS and layer(e.importer) not in SHIM_USERS and e.importer not in SHIMS]
+    assert not old, "\n".join(old)
