@@ -47,6 +47,7 @@ from llm_agents.acceptance import AcceptancePolicy
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import Decision
 from llm_agents.decider import AgentState, Decider, strip_truth
+from llm_agents.store import HOLDOUT_FRACTION
 from streams.deadletter import dead_letter
 from streams.kafka_security import aiokafka_options
 from streams.topics import Topics
@@ -76,6 +77,9 @@ class AgentConfig:
     retrain_cooldown_s: float = 300.0
     worker: str = "agent"
     policy: AcceptancePolicy = AcceptancePolicy()
+    # Share of accepted LLM labels parked for a person (`verify`): the retrainer's holdout
+    # side, where only truth judges challengers (llm_agents.decider). 0: store them all.
+    verify_fraction: float = HOLDOUT_FRACTION
 
     @classmethod
     def from_settings(cls, s: Any, **overrides: Any) -> "AgentConfig":
@@ -84,7 +88,8 @@ class AgentConfig:
                  "batch_wait_ms": "agent_batch_wait_ms", "max_attempts": "agent_max_attempts",
                  "backoff_s": "agent_backoff_s", "retrain_min_labels": "retrain_min_labels",
                  "drift_ratio": "drift_uncertain_ratio", "drift_window_s": "drift_window_s",
-                 "drift_min_windows": "drift_min_windows", "retrain_cooldown_s": "retrain_cooldown_s"}
+                 "drift_min_windows": "drift_min_windows", "retrain_cooldown_s": "retrain_cooldown_s",
+                 "verify_fraction": "agent_verify_fraction"}
         kw: dict[str, Any] = {f: getattr(s, n) for f, n in names.items() if hasattr(s, n)}
         kw.update(session_timeout_s=s.session_timeout_s, heartbeat_s=s.heartbeat_s,
                   fetch_max_wait_ms=s.fetch_max_wait_ms, worker=s.worker_id or "agent")
@@ -189,7 +194,8 @@ class LabelAgent:
                  client: Any = None, *, metrics: AgentMetrics | None = None, retrainer: Any = None) -> None:
         self.cfg, self.bootstrap, self.topics, self.state = config, bootstrap, topics, state
         self.metrics, self.retrainer = metrics, retrainer
-        self.decider = Decider(state, client, policy=config.policy, batch_size=config.batch_size, metrics=metrics)
+        self.decider = Decider(state, client, policy=config.policy, batch_size=config.batch_size, metrics=metrics,
+                               verify_fraction=config.verify_fraction)
         self.tracker = OffsetTracker()
         self.drift = DriftMonitor(config.drift_window_s)
         self.items: list[Item] = []

@@ -233,6 +233,10 @@ def review(ctx: click.Context) -> None:
 
     A verdict stores the window with label source human:<who> and queues a Label record
     that the agent publishes on `labels`.
+
+    Reason `verify`: the LLM's label was accepted, but the window lies on the retrainer's
+    holdout side, where only a person's (or a dataset's) label may judge a challenger. A
+    class the LLM found is promoted only after some of its `verify` items are accepted.
     """
     if ctx.invoked_subcommand is None:
         ctx.invoke(list_items)

@@ -22,6 +22,13 @@ in `class_names` and are judged by neighbours like any other.
 
 One more guard on new classes (`_consistent`): an accepted novel label must agree with
 the names the model gave the windows nearest to it.
+
+Truth for the promotion gate. An accepted LLM label whose window falls on the retrainer's
+holdout side (store.holdout_mask, `verify_fraction` = the retrainer's holdout_fraction) is
+parked as `verify` instead of stored: a person confirms or corrects it in `edgeloop review`,
+and only then does it judge challengers (llm_agents.retrain: LLM labels never count as
+truth). The other accepted labels are stored and train. `verify_fraction=0` stores them all
+(no LLM-found class can then be promoted until a person labels some of its windows).
 """
 from __future__ import annotations
 
@@ -37,9 +44,10 @@ from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import AuditLog, Decision, LabelLedger, now_ms
 from llm_agents.labeler import Labeler, LabelProposal
 from llm_agents.review import Parked, ReviewItem, ReviewQueue
-from llm_agents.store import DatasetStore, windows_rows
+from llm_agents.store import HOLDOUT_FRACTION, DatasetStore, holdout_mask, windows_rows
 
 TRANSIENT = ("rate_limit", "timeout", "connection")
+VERIFY = "verify"        # parked: accepted, but on the promotion gate's holdout side
 MAX_WAITING = 200        # pending review items re-judged with each batch
 MAX_MEMBERS = 200        # stored windows of a new class counted as its group's members
 
@@ -88,8 +96,10 @@ class Decider:
     """Labels, judges and records one batch of windows; see the module docstring."""
 
     def __init__(self, state: AgentState, client: Any = None, *, policy: AcceptancePolicy = AcceptancePolicy(),
-                 batch_size: int = 20, metrics: AgentMetrics | None = None) -> None:
+                 batch_size: int = 20, metrics: AgentMetrics | None = None,
+                 verify_fraction: float = HOLDOUT_FRACTION) -> None:
         self.s, self.client, self.policy = state, client, policy
+        self.verify_fraction = verify_fraction
         self.batch_size, self.metrics = batch_size, metrics
         self._evidence: tuple[int, Any, Any] | None = None
         self.accepted_total = 0
@@ -208,11 +218,21 @@ class Decider:
     def _record(self, judged: list[LabelProposal], wins: list[UncertainWindow], verdicts: list, by_id: dict,
                 waiting: list[ReviewItem], out: Outcome) -> None:
         rows, parked, decisions = [], [], []
-        for p, w, a in zip(judged, wins, verdicts):
+        held = holdout_mask([p.window_id for p in judged], self.verify_fraction) if judged else []
+        for p, w, a, h in zip(judged, wins, verdicts, held):
             late = p.window_id not in by_id
             if self.metrics and not late:
                 self.metrics.label_decisions.labels(reason=str(a.reason)).inc()
-            if a.accepted:
+            if a.accepted and h:
+                if late:            # a waiting item stays in the queue, for the person
+                    continue
+                a = replace(a, accepted=False, reason=VERIFY,
+                            detail=f"accepted ({a.detail}); on the promotion gate's holdout side: "
+                                   "a person confirms it before it counts as truth")
+                parked.append(Parked(w, VERIFY, proposed=str(p.label)[:96], label=a.label, source=p.source,
+                                     confidence=a.confidence if a.confidence == a.confidence else None,
+                                     novel=a.novel, detail=a.detail))
+            elif a.accepted:
                 rows.append((w, a.label or "", p.source, a.confidence))
             elif late:
                 continue
@@ -229,7 +249,9 @@ class Decider:
                                           "reason": str(a.reason), "detail": a.detail, "proposed": str(p.label)[:96],
                                           "confidence": _conf(p.confidence), "novel": novel, "late": late},
                                       publish=encode(rec)))
-        late = [a for p, a in zip(judged, verdicts) if p.window_id not in by_id]  # in `waiting` order
+        # in `waiting` order; one on the holdout side is not closed (the person decides it)
+        late = [replace(a, accepted=False) if a.accepted and h else a
+                for p, a, h in zip(judged, verdicts, held) if p.window_id not in by_id]
         self._apply(rows, parked, decisions, waiting, late, out)
 
     def _apply(self, rows: list, parked: list[Parked], decisions: list[Decision], waiting: list,

@@ -11,7 +11,11 @@ What a run does, every step written to the audit log with its figures:
    detector came from) plus its accepted `labelled` windows. A fixed share of them,
    `holdout_fraction`, picked by a hash of the window id, is **held out**: no challenger
    ever trains on it, whatever the run, so a champion that was itself a challenger never
-   saw it either. (The shipped default bundle was trained before the store existed and
+   saw it either. Only truth judges: held-out windows labelled by a person, a dataset or
+   the site baseline (store.TRUTH_SOURCES). An LLM label never does; the agent parks an
+   accepted LLM label on the held-out side for a person (`verify`), so a class the LLM
+   found gets truth as people confirm it. A new class with no truth in the holdout is not
+   promoted (`unverified_class:<name>`). (The shipped default bundle was trained before the store existed and
    may have seen the reference part of the held-out set; that favours the champion, so
    the gate only gets stricter.) Held-out windows are real only, never synthetic.
 2. Synthesis. For every class with fewer than `synth_below` real training windows
@@ -42,7 +46,6 @@ What a run does, every step written to the audit log with its figures:
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -61,7 +64,7 @@ from inference.registry import Registry
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import AuditLog
 from llm_agents.constraints import check_flows
-from llm_agents.store import REAL_KINDS, DatasetStore
+from llm_agents.store import REAL_KINDS, DatasetStore, holdout_mask, is_truth
 from llm_agents.window_frames import window_tensors
 
 log = logging.getLogger("edgeloop.retrain")
@@ -124,13 +127,6 @@ class RetrainDecision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def holdout_mask(window_ids: Sequence[str], fraction: float, salt: str = "holdout") -> np.ndarray:
-    """True for held-out windows: a stable hash of the id, so a window never changes side."""
-    h = [int.from_bytes(hashlib.blake2b(f"{salt}|{w}".encode(), digest_size=8).digest(), "big")
-         for w in window_ids]
-    return np.array(h, dtype=np.float64) / 2.0**64 < fraction
 
 
 def predict(bundle: Bundle, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -211,7 +207,9 @@ class _Real:
     mask: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
-    hold: np.ndarray
+    hold: np.ndarray     # the gate's holdout: hash side and a truth label (store.TRUTH_SOURCES)
+    side: np.ndarray     # the training side: the rest of the hash split; an LLM label on the
+                         # holdout side is on neither (it is parked for a person to verify)
 
 
 class Retrainer:
@@ -259,9 +257,13 @@ class Retrainer:
         d = RetrainDecision(trigger, False, "", champ.version)
         real = self._real(champ)
         d.seconds["data"] = round(time.perf_counter() - t0, 3)
-        if real is None or (~real.hold).sum() == 0 or real.hold.sum() == 0:
+        if real is None or real.side.sum() == 0 or real.hold.sum() == 0:
             return self._finish(d, "no_data", t0)
         classes = self._classes(champ, real)
+        unverified = [c for c in classes[len(champ.class_names):] if not (real.labels[real.hold] == c).any()]
+        if unverified:   # nothing but LLM labels says what the class is: a person must confirm some
+            d.seconds["data"] = round(time.perf_counter() - t0, 3)
+            return self._finish(d, "unverified_class:" + ",".join(unverified), t0)
         t = time.perf_counter()
         d.synthetic = self._synthesize(real, classes, champ, seed=self.cfg.seed + n_before)
         d.seconds["synthesis"] = round(time.perf_counter() - t, 3)
@@ -334,12 +336,14 @@ class Retrainer:
         if frame.empty:
             return None
         x, mask, labels, _ = window_tensors(frame, champ.meta.window.k)
-        ids = frame["window_id"].astype(str).to_numpy()[_starts(frame)]
-        return _Real(frame, x, mask, labels.astype(str), ids,
-                     holdout_mask(ids, self.cfg.holdout_fraction))
+        starts = _starts(frame)
+        ids = frame["window_id"].astype(str).to_numpy()[starts]
+        hashed = holdout_mask(ids, self.cfg.holdout_fraction)
+        truth = is_truth(frame["label_source"].astype(str).to_numpy()[starts])
+        return _Real(frame, x, mask, labels.astype(str), ids, hashed & truth, ~hashed)
 
     def _classes(self, champ: Bundle, real: _Real) -> list[str]:
-        train = real.labels[~real.hold]
+        train = real.labels[real.side]
         new = sorted(c for c in set(train.tolist()) - set(champ.class_names)
                      if (train == c).sum() >= self.cfg.min_new_class_windows)
         return [*champ.class_names, *new]
@@ -348,7 +352,7 @@ class Retrainer:
         from llm_agents.sklearn_eval import make_sklearn_evaluator
         from llm_agents.synthesizer import Synthesizer
 
-        train_ids = set(real.ids[~real.hold & np.isin(real.labels, classes)])
+        train_ids = set(real.ids[real.side & np.isin(real.labels, classes)])
         frame = real.frame[real.frame["window_id"].isin(train_ids)]
         counts = frame.drop_duplicates("window_id")["label"].value_counts()
         todo = [c for c in classes if c != champ.meta.benign_class and 2 <= counts.get(c, 0) < self.cfg.synth_below]
@@ -396,7 +400,7 @@ class Retrainer:
         from inference.train import TrainConfig, Windows, train_windows
 
         k = champ.meta.window.k
-        side = ~real.hold & np.isin(real.labels, classes)
+        side = real.side & np.isin(real.labels, classes)
         # Early stopping, temperature and the OOD threshold are fitted on real windows only:
         # a third stable split of the training side (never the held-out one).
         val = side & holdout_mask(real.ids, self.cfg.val_fraction, salt="val")

@@ -55,6 +55,11 @@ from llm_agents.window_frames import window_starts, windows_frame
 
 KINDS = ("reference", "labelled", "synthetic")
 REAL_KINDS = ("reference", "labelled")
+# Label sources that count as truth in the promotion gate's holdout: a person, a dataset's
+# own labels (the lab's spans, a public capture's), the operator's site baseline. An LLM's
+# label ("llm:<model>") trains a challenger but never judges one.
+TRUTH_SOURCES = ("human:", "dataset:", "baseline:")
+HOLDOUT_FRACTION = 0.2
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "edgeloop.dataset_manifest/1"
 # Flow columns kept in the store: FlowRecord minus ground truth and transport timing.
@@ -63,6 +68,21 @@ META_COLUMNS = ("window_id", "label", "provenance", "label_source", "confidence"
                 "model_version", "added_ms", "view")
 COLUMNS = FLOW_COLUMNS + HISTORY_FEATURES + META_COLUMNS
 _FLOW_SET = set(FLOW_COLUMNS)
+
+
+def holdout_mask(window_ids: Sequence[str], fraction: float = HOLDOUT_FRACTION,
+                 salt: str = "holdout") -> np.ndarray:
+    """True for held-out windows: a stable hash of the id, so a window never changes side.
+    The agent asks a person to verify an accepted LLM label on this side (reason `verify`),
+    and the retrainer judges challengers on it."""
+    h = [int.from_bytes(hashlib.blake2b(f"{salt}|{w}".encode(), digest_size=8).digest(), "big")
+         for w in window_ids]
+    return np.array(h, dtype=np.float64) / 2.0**64 < fraction
+
+
+def is_truth(label_sources: Sequence[str]) -> np.ndarray:
+    """True where a label came from a person, a dataset or the site baseline (TRUTH_SOURCES)."""
+    return np.array([str(s).startswith(TRUTH_SOURCES) for s in label_sources], dtype=bool)
 
 
 @dataclass(frozen=True)

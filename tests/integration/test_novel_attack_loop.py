@@ -127,6 +127,37 @@ class AgentThread:
         return self.stats
 
 
+class Operator:
+    """The person at `edgeloop review`, in a thread with its own handles on the data directory
+    (as the CLI is another process): confirms or corrects each `verify` item by the lab's
+    truth. Those are the accepted LLM labels on the retrainer's holdout side; only such
+    verdicts (never an LLM label) judge a challenger there."""
+
+    def __init__(self, root: Path, truth: dict[str, str]) -> None:
+        self.root, self.truth, self.decided = root, truth, Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
+
+    def _main(self) -> None:
+        from llm_agents.review import decide
+
+        st = AgentState.open(self.root)
+        while not self._stop.wait(0.3):
+            for item in st.review.pending():
+                if item.reason == "verify":
+                    right = self.truth[item.window_id]
+                    decide(st.review, st.store, st.ledger, item.id, None if item.label == right else right, "operator")
+                    self.decided["confirmed" if item.label == right else "corrected"] += 1
+
+    def __enter__(self) -> "Operator":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
 def synthesis_answer(body: dict, prompt: str) -> dict:
     """The oracle's synthesis: the prompt's real examples, from other client ports, their
     flows spaced differently (gaps scaled by up to 20%; every other field is physics)."""
@@ -188,6 +219,7 @@ def test_novel_attack_is_learned_and_detected_after_a_hot_swap(
                                        batch_wait_ms=200, retrain_min_labels=RETRAIN_AT),
                            broker.bootstrap, topics, st, client, metrics=metrics, retrainer=retrainer)
         running = AgentThread(agent).start()
+        operator = Operator(tmp_path / "agent", truth).__enter__()
         times["2 start edge worker and agent"] = time.perf_counter() - t
 
         # 2-3. Replay the capture that contains the new class; the loop runs by itself.
@@ -218,6 +250,7 @@ def test_novel_attack_is_learned_and_detected_after_a_hot_swap(
         _wait(lambda: agent.stats.received + agent.stats.deadlettered >= sent and not agent.items, 120,
               "the agent to decide every uncertain window", running)
         stats = running.close()
+        operator.__exit__()
     # Labels that kept arriving may have started further retrains; the edge must run the
     # registry's current model (the last promoted) before the evaluation replay.
     current = registry.current_version()
@@ -245,7 +278,8 @@ def test_novel_attack_is_learned_and_detected_after_a_hot_swap(
           f"({len(new)} windows, confident and right); verdicts "
           f"{dict(Counter((x['predicted'], 'uncertain' if x['uncertain'] else 'confident') for x in new))}")
     print(f"{NEW} windows that reached the agent from the training replay: {reasons}; "
-          f"agent outcomes {stats.outcomes}; labels published {stats.published}")
+          f"agent outcomes {stats.outcomes}; labels published {stats.published}; "
+          f"the operator's verdicts on the holdout side {dict(operator.decided)}")
     print(f"retrains: {[(r.trigger, r.reason, r.challenger_version) for r in agent.retrains]}; "
           f"current {current}")
     print(f"first gate: macro-F1 {d.champion.macro_f1:.4f} -> {d.challenger.macro_f1:.4f} on {d.champion.windows} "
@@ -260,6 +294,7 @@ def test_novel_attack_is_learned_and_detected_after_a_hot_swap(
     wrong = sum(x["predicted"] != NEW and not x["uncertain"] for x in new) / len(new)
     assert before < 0.5 and after >= 0.6 and wrong <= 0.03, (before, after, wrong)
     assert d.challenger.classes == [*champ.class_names, NEW]
+    assert d.challenger.support.get(NEW, 0) > 0 and operator.decided["confirmed"] > 0   # judged on verified truth
     for r in agent.retrains:  # every promotion beat its champion, with no recall lost
         assert not r.promoted or (r.challenger.macro_f1 > r.champion.macro_f1
                                   and all(v >= -0.01 for c, v in r.recall_delta.items() if c in r.champion.classes))

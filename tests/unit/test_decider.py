@@ -25,12 +25,17 @@ def _client(llm) -> LLMClient:
     return LLMClient(openai.OpenAI(base_url=llm.base_url, api_key="x", max_retries=0), "m")
 
 
+def _decider(state, llm) -> Decider:
+    """These tests are about acceptance: every accepted label is stored (no verify share)."""
+    return Decider(state, _client(llm), verify_fraction=0.0)
+
+
 def test_a_new_class_keeps_being_judged_by_its_cluster_until_the_detector_learns_it(state) -> None:
     first = synthetic_windows({"slow_http_dos": 8, "benign": 4}, seed=1, id_prefix="a")
     later = synthetic_windows({"slow_http_dos": 2, "dos": 4}, seed=2, id_prefix="b")
     truth = {**first.truth, **later.truth}
     with serve("oracle", truth=truth) as llm:
-        d = Decider(state, _client(llm))
+        d = _decider(state, llm)
         out1 = d.decide([strip_truth(w) for w in first.windows], {}, 4)
         out2 = d.decide([strip_truth(w) for w in later.windows], {}, 4)
         prompts = [r["messages"][1]["content"] for r in llm.requests]
@@ -48,7 +53,7 @@ def test_an_accepted_class_name_stuck_on_other_traffic_is_not_accepted(state) ->
     benign = synthetic_windows({"benign": 6}, seed=4, id_prefix="b")
     lies = {w.window_id: "slow_http_dos" for w in benign.windows}
     with serve("oracle", truth={**slow.truth, **lies}) as llm:
-        d = Decider(state, _client(llm))
+        d = _decider(state, llm)
         d.decide(slow.windows, {}, 4)
         out = d.decide(benign.windows, {}, 4)
     assert set(out.finished.values()) == {"parked"}
@@ -58,7 +63,7 @@ def test_an_accepted_class_name_stuck_on_other_traffic_is_not_accepted(state) ->
 def test_redelivered_windows_are_not_labelled_again_and_offline_parks(state) -> None:
     batch = synthetic_windows({"dos": 3, "benign": 3}, seed=5)
     with serve("oracle", truth=batch.truth) as llm:
-        d = Decider(state, _client(llm))
+        d = _decider(state, llm)
         d.decide(batch.windows, {}, 4)
         again = d.decide(batch.windows, {}, 4)
         assert llm.counts["task:window_labels"] == 1
@@ -73,9 +78,37 @@ def test_redelivered_windows_are_not_labelled_again_and_offline_parks(state) -> 
 def test_transient_failures_are_retried_until_the_last_attempt(state) -> None:
     batch = synthetic_windows({"dos": 2}, seed=7)
     with serve("rate_limit", truth=batch.truth) as llm:
-        d = Decider(state, _client(llm))
+        d = _decider(state, llm)
         out = d.decide(batch.windows, {}, 3)
         assert out.retry == {w.window_id: "rate_limit" for w in batch.windows} and not out.finished
         out = d.decide(batch.windows, {w.window_id: 2 for w in batch.windows}, 3)
     assert set(out.finished.values()) == {"parked"}
     assert {i.reason for i in state.review.pending()} == {"llm_rate_limit"}
+
+
+def test_accepted_labels_on_the_holdout_side_wait_for_a_person(state) -> None:
+    """The retrainer's holdout judges challengers with truth only: an accepted LLM label whose
+    window hashes to that side is parked as `verify`, not stored; a person's verdict stores
+    it as human truth. The other side is stored and trains."""
+    from llm_agents.review import decide
+    from llm_agents.store import holdout_mask, is_truth
+
+    batch = synthetic_windows({"slow_http_dos": 30, "dos": 30}, seed=8, id_prefix="v")
+    held = {w.window_id for w, h in zip(batch.windows, holdout_mask([w.window_id for w in batch.windows]))
+            if h}
+    assert 0 < len(held) < len(batch.windows)
+    with serve("oracle", truth=batch.truth) as llm:
+        out = Decider(state, _client(llm)).decide([strip_truth(w) for w in batch.windows], {}, 4)
+    pending = {i.window_id: i for i in state.review.pending()}
+    accepted = {w for w, o in out.finished.items() if o == "accepted"}
+    assert accepted and not accepted & held
+    verify = {w for w, i in pending.items() if i.reason == "verify"}
+    assert verify and verify <= held and verify == held & {w for w, o in out.finished.items() if o == "parked"}
+    assert all(pending[w].label == batch.truth[w] for w in verify)       # the LLM's answer, for the person
+    stored = state.store.frame(("labelled",))
+    assert set(stored["window_id"]) == accepted and not is_truth(stored["label_source"]).any()
+    item = pending[sorted(verify)[0]]
+    decide(state.review, state.store, state.ledger, item.id, label=None, who="alice")
+    mine = state.store.frame(("labelled",))
+    mine = mine[mine["window_id"] == item.window_id]
+    assert len(mine) and is_truth(mine["label_source"]).all() and set(mine["label"]) == {batch.truth[item.window_id]}

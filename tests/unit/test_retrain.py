@@ -105,6 +105,10 @@ def lab():
                           out_dir=tempfile.mkdtemp(prefix="champ-"))
     novel = windows_frame(flows[flows["label"] == "slow_http_dos"]).assign(label_source="llm:oracle",
                                                                           confidence=0.95)
+    # As the agent stores them: the holdout side's labels were confirmed by a person (the
+    # agent parks them as `verify`), the rest are the LLM's.
+    side = holdout_mask(novel["window_id"].tolist(), FAST.holdout_fraction)
+    novel.loc[side, "label_source"] = "human:alice"
     # Fewer windows of the new class than of the others (24 training windows each): as when
     # a class has just been discovered, and the reason synthesis runs for it alone.
     novel = novel[novel["window_id"].isin(novel["window_id"].unique()[:18])]
@@ -147,6 +151,24 @@ def test_new_class_is_learned_promoted_released_and_audited(tmp_path, lab) -> No
     d2 = rt.run("request")
     assert not d2.promoted and (d2.reason == "no_gain" or d2.reason.startswith("recall_drop"))
     assert rt.registry.current_version() == d.challenger_version and len(published) == 1
+
+
+def test_llm_labels_never_judge_a_challenger(tmp_path, lab) -> None:
+    """Only truth (a person, a dataset, the site baseline) sits in the gate's holdout. A class
+    that only an LLM has named is not promoted until a person confirms some of it."""
+    ref, novel, champ = lab
+    rt = _retrainer(tmp_path, ref, champ, [], config=RetrainConfig(epochs=5, synth_below=0, members=1))
+    llm_only = novel.assign(label_source="llm:oracle")
+    rt.store.append("labelled", llm_only)
+    real = rt._real(rt.champion())
+    llm_ids = set(llm_only["window_id"])
+    hashed = llm_ids & set(real.ids[holdout_mask(real.ids, FAST.holdout_fraction)])
+    assert hashed and not llm_ids & set(real.ids[real.hold])        # never truth
+    assert not hashed & set(real.ids[real.side])                      # nor trained on: it never changes side
+    assert set(real.ids[real.hold]) <= set(ref["window_id"])
+    d = rt.run("labels")
+    assert not d.promoted and d.reason == "unverified_class:slow_http_dos" and not d.challenger_version
+    assert rt.audit.events(action="promotion_rejected")[0].detail == d.reason
 
 
 def test_poisoned_labels_never_replace_the_champion(tmp_path, lab) -> None:
