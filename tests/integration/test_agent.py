@@ -69,6 +69,9 @@ def client_for(llm, registry: CollectorRegistry | None = None) -> LLMClient:
 
 
 def run_agent(bootstrap, topics, state, client, group, registry=None, **cfg) -> tuple[LabelAgent, object]:
+    # These tests count stored labels: every accepted one is stored (no verify share; that
+    # is tests/unit/test_decider.py's and the novel-attack loop's subject).
+    cfg.setdefault("verify_fraction", 0.0)
     c = AgentConfig(group_id=group, session_timeout_s=6, heartbeat_s=1, batch_wait_ms=100, backoff_s=0.05, **cfg)
     metrics = build_agent_metrics(registry) if registry is not None else None
     la = LabelAgent(c, bootstrap, topics, state, client, metrics=metrics)
