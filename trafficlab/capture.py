@@ -22,7 +22,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.procs import Procs, wait_until
 from trafficlab.topology import Topology
 

@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streams.errors import LabError
+from contracts.errors import LabError
 
 console = Console(stderr=True, log_path=False)
 
@@ -243,7 +243,7 @@ def meter(pcap: Path, out: Path, labels: Path | None, sensor: str | None,
     import json
 
     from trafficlab.labelling import apply_labels, load_spans
-    from streams.sources.pcap import meter_pcap
+    from inference.flow_meter import meter_pcap
     doc = json.loads(labels.read_text()) if labels else {}
     t0 = time.monotonic()
     try:

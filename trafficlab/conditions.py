@@ -26,7 +26,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
-from streams.errors import LabError
+from contracts.errors import LabError
 
 MODES = ("none", "train", "heldout")
 TRAIN_MTUS = (1500, 1500, 1500, 1460, 1420, 1400)

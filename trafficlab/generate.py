@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab import tools
 from trafficlab.capture import Capture, CaptureStats
 from trafficlab.labelling import GRACE_MS, Span, apply_labels, save_spans, with_tails
@@ -227,7 +227,7 @@ def _last_json(log: str) -> dict:
 def generate(opts: GenerateOptions, say: Say = lambda m: None) -> GenerateResult:
     """Run the lab, meter the capture and write the dataset files. See the module doc."""
     from trafficlab.datasheet import build_datasheet, write_datasheet
-    from streams.sources.pcap import meter_pcap
+    from inference.flow_meter import meter_pcap
 
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="el-lab-"))
@@ -270,7 +270,7 @@ def _write_outputs(opts: GenerateOptions, lab: LabResult, df) -> tuple[dict[str,
 
 def _trimmed(opts: GenerateOptions, lab: LabResult, df, dst: Path) -> dict:
     """Write a flow-exact trimmed pcap and check that replaying it gives dataset rows."""
-    from streams.sources.pcap import meter_pcap
+    from inference.flow_meter import meter_pcap
 
     info = trim_capture(lab.pcap, dst, df, lab.spans, opts.pcap_max_bytes)
     rep = apply_labels(meter_pcap(dst, sensor=f"lab-s{opts.seed}", idle_timeout=opts.idle_timeout,

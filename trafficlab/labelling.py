@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from streams.errors import LabError
+from contracts.errors import LabError
 
 BENIGN = "benign"
 GRACE_MS = 1000

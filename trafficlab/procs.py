@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from streams.errors import LabError
+from contracts.errors import LabError
 
 
 def raise_nofile(limit: int = 65536) -> None:

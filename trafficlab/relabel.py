@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.datasheet import _sha256, feature_summary, write_datasheet
 from trafficlab.labelling import BENIGN, RULE, apply_labels, load_spans, save_spans, span_counts, with_tails
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.attacks.base import Run, Scenario, Target, Variant, check_run  # noqa: F401
 from trafficlab.attacks.bruteforce import FTP_BRUTEFORCE, HTTP_BRUTEFORCE, SSH_BRUTEFORCE
 from trafficlab.attacks.floods import ICMP_FLOOD, SYN_FLOOD, UDP_FLOOD

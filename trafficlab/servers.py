@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.procs import Procs, run, wait_until
 from trafficlab.services import missing_ports, render
 from trafficlab.topology import Host, Topology

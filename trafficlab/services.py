@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.procs import Procs, run, wait_until
 from trafficlab.topology import DHCP_POOL, Topology
 

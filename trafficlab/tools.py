@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from importlib import metadata
 
-from streams.errors import LabError
+from contracts.errors import LabError
 
 # Needed by every lab run: topology, victim services, benign clients, capture.
 BASE = ("ip", "ethtool", "sysctl", "ss", "tcpdump", "nginx", "sshd", "dnsmasq", "iperf3",

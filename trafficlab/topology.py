@@ -40,7 +40,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.procs import run
 
 LAB_NET = ipaddress.ip_network("10.77.0.0/24")

@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.labelling import GRACE_MS, Span
 
 PCAP_RECORD = 16

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from llm_agents.acceptance import window_vectors
-from streams.records import FlowRecord, UncertainWindow
+from contracts.records import FlowRecord, UncertainWindow
 
 DETECTOR_CLASSES = ("benign", "dos", "portscan", "bruteforce")
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

@@ -36,7 +36,7 @@ NOT_ON_EDGE = ("evaluation", "llm_agents", "trafficlab")
 # imports the new ones.
 SHIMS = {"streams.errors": "contracts.errors", "streams.records": "contracts.records",
          "streams.sources.pcap": "inference.flow_meter"}
-SHIM_USERS = ("trafficlab",)
+SHIM_USERS: tuple[str, ...] = ()   # the shims are gone; nothing may bring the old names back
 _MODULE_STRING = re.compile(r"^(%s)(\.\w+)+(:\w+)?$" % "|".join(LAYERS))
 
 

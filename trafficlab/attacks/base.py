@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from streams.errors import LabError
+from contracts.errors import LabError
 from trafficlab.topology import DARKNET, LAB_NET, LAB_SPACE
 
 SPLITS = ("train", "heldout")
