@@ -45,7 +45,7 @@ from contracts.errors import RecordError
 from contracts.records import UncertainWindow, decode, encode
 from llm_agents.acceptance import AcceptancePolicy
 from llm_agents.agent_metrics import AgentMetrics
-from llm_agents.audit import Decision
+from llm_agents.audit import Decision, now_ms
 from llm_agents.decider import AgentState, Decider, strip_truth
 from llm_agents.store import HOLDOUT_FRACTION
 from streams.deadletter import dead_letter
@@ -202,7 +202,8 @@ class LabelAgent:
         self.stats = AgentStats()
         self.retrains: list[Any] = []       # decisions of retrains this process ran
         self._retrain: asyncio.Future | None = None
-        self._since_retrain = self._accepted_since_last_retrain()
+        last = state.audit.last(["retrain_started"])
+        self._count_from_ms = last.at_ms + 1 if last else 0   # labels counted toward the next retrain
         self._last_retrain = -1e18
         self._end: dict[Any, int] | None = None
         self.consumer: Any = None
@@ -367,15 +368,17 @@ class LabelAgent:
         return True
 
     def _accepted_since_last_retrain(self) -> int:
-        last = self.state.audit.last(["retrain_started"])
-        since = last.at_ms + 1 if last else 0
+        """Labels that reached the store since the count started: this agent's acceptances and
+        the verdicts people gave with `edgeloop review` in another process, read from the shared
+        audit log, so a confirmed `verify` item counts and a restart loses nothing."""
+        since = self._count_from_ms
         return sum(self.state.audit.count(a, since) for a in ("label_accepted", "review_accept", "review_correct"))
 
     def _maybe_retrain(self) -> None:
         if self.retrainer is None or (self._retrain is not None and not self._retrain.done()):
             return
         c = self.cfg
-        new = self._since_retrain + self.decider.accepted_total
+        new = self._accepted_since_last_retrain()
         ratio, n = self.drift.ratio()
         trigger = None
         if c.retrain_min_labels and new >= c.retrain_min_labels:
@@ -385,7 +388,7 @@ class LabelAgent:
             trigger = "drift"
         if trigger is None:
             return
-        self._since_retrain = -self.decider.accepted_total
+        self._count_from_ms = now_ms() + 1
         self._last_retrain = time.monotonic()
         detail = {"new_labels": new, "uncertain_ratio": round(ratio, 4), "detections": n}
         log.warning("retrain triggered by %s: %s", trigger, detail)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from llm_agents.agent import AgentConfig, AgentState, DriftMonitor, LabelAgent, OffsetTracker
+from llm_agents.audit import Decision
 from streams.settings import load_settings
 from streams.topics import Topics
 
@@ -54,6 +56,10 @@ def _agent(tmp_path, **cfg) -> tuple[LabelAgent, FakeRetrainer]:
                       retrainer=rt), rt
 
 
+def _accept(agent: LabelAgent, n: int, start: int = 0) -> None:
+    agent.state.ledger.commit([Decision(f"w{start + i}", "accepted", "syn_flood") for i in range(n)])
+
+
 def test_retrain_triggers_on_new_labels_and_on_drift(tmp_path) -> None:
     async def go(agent: LabelAgent) -> None:
         agent._maybe_retrain()
@@ -61,14 +67,21 @@ def test_retrain_triggers_on_new_labels_and_on_drift(tmp_path) -> None:
             await agent._retrain
 
     agent, rt = _agent(tmp_path / "a", retrain_min_labels=5)
-    agent.decider.accepted_total = 4
+    _accept(agent, 4)
     asyncio.run(go(agent))
     assert rt.calls == []
-    agent.decider.accepted_total = 5
+    # The fifth is a person's verdict given with `edgeloop review` in another process
+    # (a `verify` item confirmed): it reaches the store, so it counts.
+    other = AgentState.open(tmp_path / "a")
+    other.ledger.commit([Decision("w-review", "accepted", "syn_flood", actor="human:op", action="review_accept")])
     asyncio.run(go(agent))
     assert rt.calls[0][0] == "labels" and rt.calls[0][1]["new_labels"] == 5
     assert agent.retrains == ["decision:labels"]
     asyncio.run(go(agent))                  # the count starts again after a retrain
+    assert len(rt.calls) == 1
+    time.sleep(0.002)
+    _accept(agent, 4, start=10)
+    asyncio.run(go(agent))
     assert len(rt.calls) == 1
 
     agent, rt = _agent(tmp_path / "b", retrain_min_labels=0, drift_ratio=0.3, drift_min_windows=10,
@@ -76,7 +89,7 @@ def test_retrain_triggers_on_new_labels_and_on_drift(tmp_path) -> None:
     agent.drift.add(20, 8)
     asyncio.run(go(agent))
     assert rt.calls == []                   # drift, but no new label to learn from
-    agent.decider.accepted_total = 1
+    _accept(agent, 1)
     asyncio.run(go(agent))
     assert rt.calls[0][0] == "drift" and rt.calls[0][1]["uncertain_ratio"] == 0.4
 
