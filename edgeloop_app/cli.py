@@ -41,7 +41,7 @@ LAZY = {
     "retrain": ("llm_agents.cli:retrain", "Retrain now; promote the challenger only if it beats the champion."),
     "baseline": ("llm_agents.baseline_cli:baseline", "Learn this site's benign traffic; retrain through the promotion gate."),
     "status": ("streams.status:status", "Health of running services, read from their own metrics."),
-    "policy": ("llm_agents.policy_cli:policy", "Policy proposals: list, show, approve, reject, revoke (audited)."),
+    "policy": ("llm_agents.policies.cli:policy", "Policy proposals: list, show, approve, reject, revoke (audited)."),
     "enforce": ("streams.enforce_cli:enforce", "Enforce approved policies on this node: nftables, with guard and expiry."),
     "keys": ("streams.keys_cli:keys", "Signing keys for policy approvals: make and list them."),
     "sandbox": ("llm_agents.sandbox_cli:sandbox", "The blueprint sandbox: check it here, or serve it to the agent."),
@@ -49,13 +49,13 @@ LAZY = {
     "run": ("edgeloop_app.demo:run", "Run the whole loop on one machine: broker, detector, replay, live view, metrics."),
 }
 EXPERIMENTS = {
-    "augment": ("llm_agents.experiment_cli:augment",
+    "augment": ("llm_agents.experiments.cli:augment",
                 "Macro-F1 vs real windows per class: none, SMOTE, synthesis (paper's result)."),
-    "policies": ("llm_agents.experiment_policies:policies",
+    "policies": ("llm_agents.experiments.policies:policies",
                  "Policy success rates: direct, coder-only, blueprint loop, library (Hermes Table I)."),
     "open-world": ("evaluation.experiment_openworld:open_world",
                    "Train per seed on the default set; judge each on foreign captures and held-out kinds."),
-    "baseline": ("llm_agents.experiment_baseline:baseline",
+    "baseline": ("llm_agents.experiments.baseline:baseline",
                  "Site baseline on half a foreign capture set; false alerts on the other half, before and after."),
 }
 

@@ -227,7 +227,7 @@ def _agent(s: Settings, bootstrap: str, log: Path, console: Console) -> None:
 
 def _llm_answers(s: Settings, console: Console, n: int = 6) -> None:
     """What the LLM answered for the windows waiting for a person, and why each waits."""
-    from llm_agents.review import ReviewQueue
+    from llm_agents.labeling.review import ReviewQueue
 
     items = ReviewQueue(Path(s.data_dir) / "review.sqlite").newest(n)
     if not items:
@@ -245,7 +245,7 @@ def _propose(view: LiveView, df, s: Settings, bootstrap: str, console: Console) 
     """Offline (or with the configured LLM): a proposal per strongest alert, waiting for a person."""
     import pandas as pd
 
-    from llm_agents.policies import propose_from_alerts
+    from llm_agents.policies.proposals import propose_from_alerts
 
     logging.getLogger("edgeloop.policies").setLevel(logging.ERROR)  # the table below says it all
     if not view.alerts:

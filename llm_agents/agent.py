@@ -43,10 +43,10 @@ from aiokafka.errors import KafkaError
 
 from contracts.errors import RecordError
 from contracts.records import UncertainWindow, decode, encode
-from llm_agents.acceptance import AcceptancePolicy
+from llm_agents.labeling.acceptance import AcceptancePolicy
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import Decision, now_ms
-from llm_agents.decider import AgentState, Decider, strip_truth
+from llm_agents.labeling.decider import AgentState, Decider, strip_truth
 from llm_agents.store import HOLDOUT_FRACTION
 from streams.deadletter import dead_letter
 from streams.kafka_security import aiokafka_options
@@ -78,7 +78,7 @@ class AgentConfig:
     worker: str = "agent"
     policy: AcceptancePolicy = AcceptancePolicy()
     # Share of accepted LLM labels parked for a person (`verify`): the retrainer's holdout
-    # side, where only truth judges challengers (llm_agents.decider). 0: store them all.
+    # side, where only truth judges challengers (llm_agents.labeling.decider). 0: store them all.
     verify_fraction: float = HOLDOUT_FRACTION
 
     @classmethod

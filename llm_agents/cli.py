@@ -147,7 +147,7 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     from llm_agents.agent import AgentConfig, AgentState, LabelAgent
     from llm_agents.agent_metrics import PolicyStoreCollector, build_agent_metrics
     from llm_agents.client import LLMClient
-    from llm_agents.policy_store import PolicyStore
+    from llm_agents.policies.store import PolicyStore
     from streams.metrics import serve_metrics
     from streams.topics import Topics
 
@@ -176,7 +176,7 @@ def agent(once: bool, max_windows: int | None, batch_size: int | None, reference
     la = LabelAgent(cfg, _bootstrap(s), Topics(s.topic_prefix), state, client, metrics=metrics, retrainer=retrainer)
     proposer = None
     if not (no_propose or once or max_windows is not None):
-        from llm_agents.alert_proposer import AlertProposer
+        from llm_agents.policies.alert_proposer import AlertProposer
         from llm_agents.blueprints.sandbox import sandbox_available
         from llm_agents.blueprints.sandbox_service import make_sandbox
 
@@ -269,7 +269,7 @@ def list_items(show_all: bool, limit: int, as_json: bool) -> None:
 
 
 def _verdict(item_id: int, label: str | None, who: str) -> None:
-    from llm_agents.review import ReviewError, decide
+    from llm_agents.labeling.review import ReviewError, decide
 
     _, st = _open_review()
     known = set(st.store.counts()["reference"]) | set(st.store.counts()["labelled"])

@@ -30,7 +30,7 @@ What a run does, every step written to the audit log with its figures:
    New classes (labels the champion lacks, with at least `min_new_class_windows` real
    training windows) are appended after the champion's classes, so existing class
    indices keep their meaning. A class name is the accepted label (a `novel:<name>`
-   answer is stored as `<name>`; see llm_agents.acceptance).
+   answer is stored as `<name>`; see llm_agents.labeling.acceptance).
 4. The gate. Both models score the held-out windows. The challenger is promoted only if
    its macro-F1 (over classes with held-out support) is strictly higher than the
    champion's, the gain holds up to noise (a paired bootstrap over the held-out windows:
@@ -63,7 +63,7 @@ from inference.onnx_detector import OnnxDetector
 from inference.registry import Registry
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import AuditLog
-from llm_agents.constraints import check_flows
+from llm_agents.synthesis.constraints import check_flows
 from llm_agents.store import REAL_KINDS, DatasetStore, holdout_mask, is_truth
 from llm_agents.window_frames import window_tensors
 
@@ -349,8 +349,8 @@ class Retrainer:
         return [*champ.class_names, *new]
 
     def _synthesize(self, real: _Real, classes: list[str], champ: Bundle, seed: int) -> dict[str, dict[str, Any]]:
-        from llm_agents.sklearn_eval import make_sklearn_evaluator
-        from llm_agents.synthesizer import Synthesizer
+        from llm_agents.synthesis.sklearn_eval import make_sklearn_evaluator
+        from llm_agents.synthesis.synthesizer import Synthesizer
 
         train_ids = set(real.ids[real.side & np.isin(real.labels, classes)])
         frame = real.frame[real.frame["window_id"].isin(train_ids)]

@@ -1,7 +1,7 @@
 """What is in force: the `policies.active` records, the set they make, and the detector side.
 
 `policies.active` carries two records, keyed by policy id, both written only by
-`edgeloop policy approve|revoke` (llm_agents.policy_cli):
+`edgeloop policy approve|revoke` (llm_agents.policies.cli):
 
     edgeloop.policy_activation/1   an approved Policy, who approved it, when it expires
     edgeloop.policy_revocation/1   a policy taken back, by whom and why

@@ -4,7 +4,7 @@
     $ edgeloop enforce --once --dry-run          # render and check what is active now
 
 It runs on edge nodes, so it lives with the edge (an edge install has no agent): approving
-and revoking are `edgeloop policy` in the core (llm_agents.policy_cli), which shares the
+and revoking are `edgeloop policy` in the core (llm_agents.policies.cli), which shares the
 --scraper/--core options from here. Nothing heavy is imported at load.
 """
 from __future__ import annotations

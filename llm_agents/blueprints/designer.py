@@ -24,7 +24,7 @@ from llm_agents.blueprints.schema import (ACTIONS, GIVEN, Blueprint, BlueprintDr
                                           kpi_problems)
 from llm_agents.errors import LLMContextExceeded, LLMError
 from llm_agents.prompts import data_block
-from llm_agents.twin import KPI_CATALOGUE
+from llm_agents.twin.model import KPI_CATALOGUE
 
 
 class BlueprintReview(BaseModel):

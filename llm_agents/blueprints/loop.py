@@ -32,7 +32,7 @@ from llm_agents.blueprints.errors import CodeError, DesignError
 from llm_agents.blueprints.repository import BlueprintRepository
 from llm_agents.blueprints.sandbox import Sandbox, SandboxResult, StepSource
 from llm_agents.blueprints.schema import Blueprint, Intent, dataflow_problems, kpi_problems
-from llm_agents.twin import DigitalTwin, TwinReport
+from llm_agents.twin.model import DigitalTwin, TwinReport
 
 
 @dataclass

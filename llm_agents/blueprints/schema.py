@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.policy_model import Address, Network, Service
-from llm_agents.twin import KPI_CATALOGUE
+from llm_agents.twin.model import KPI_CATALOGUE
 
 BLUEPRINT_SCHEMA = "edgeloop.blueprint/1"
 INTENT_SCHEMA = "edgeloop.intent/1"
@@ -55,7 +55,7 @@ class _Model(BaseModel):
 
 
 class KPI(_Model):
-    """A twin KPI (see llm_agents.twin.KPI_CATALOGUE) and the target it must meet."""
+    """A twin KPI (see llm_agents.twin.model.KPI_CATALOGUE) and the target it must meet."""
 
     name: str = Field(max_length=64)
     comparator: Comparator

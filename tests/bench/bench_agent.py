@@ -33,8 +33,8 @@ from contracts.records import encode
 from llm_agents.agent import AgentConfig, AgentState, LabelAgent
 from llm_agents.cli import single_threaded_blas
 from llm_agents.client import LLMClient
-from llm_agents.decider import Decider, strip_truth
-from llm_agents.labeler import Labeler
+from llm_agents.labeling.decider import Decider, strip_truth
+from llm_agents.labeling.labeler import Labeler
 from llm_agents.store import window_rows
 from streams.broker import EmbeddedBroker, free_port
 from streams.topics import Topics, ensure_topics

@@ -25,7 +25,7 @@ import openai
 from prometheus_client import CollectorRegistry
 
 from llm_agents.client import LLMClient
-from llm_agents.labeler import Labeler
+from llm_agents.labeling.labeler import Labeler
 from llm_agents.metrics import build_llm_metrics
 from tests.support.scripted_server import ScriptedLLM, serve  # noqa: E402
 from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows  # noqa: E402

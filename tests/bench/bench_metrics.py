@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
 from inference.datasets.synthetic import synthetic_flows  # noqa: E402
 from llm_agents.agent_metrics import PolicyStoreCollector, build_agent_metrics  # noqa: E402
-from llm_agents.policy_store import PolicyStore  # noqa: E402
-from llm_agents.twin_scenarios import library_proposal, synthetic_scenario  # noqa: E402
+from llm_agents.policies.store import PolicyStore  # noqa: E402
+from llm_agents.experiments.twin_scenarios import library_proposal, synthetic_scenario  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.metrics import EdgeMetrics, EnforcerMetrics, SensorMetrics, metrics_server  # noqa: E402
 from streams.producer import FlowPublisher  # noqa: E402

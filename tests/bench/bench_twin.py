@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.policy_model import Policy
-from llm_agents.twin import DigitalTwin
+from llm_agents.twin.model import DigitalTwin
 
 POLICY = Policy(block_sources=["10.1.3.0/24", "10.1.4.7"], isolate_hosts=["10.1.5.5"],
                 rate_limit_sources=[{"sources": ["10.1.7.0/24"], "packets_per_s": 50},

@@ -37,8 +37,8 @@ from click.testing import CliRunner
 from contracts.records import Alert, Detection
 from inference.windowing import windows_from_frame
 from llm_agents.blueprints.sandbox import sandbox_available
-from llm_agents.policies import propose_from_alerts
-from llm_agents.policy_cli import cli
+from llm_agents.policies.proposals import propose_from_alerts
+from llm_agents.policies.cli import cli
 from streams.broker import free_port
 from streams.routing import AlertAggregator
 from streams.settings import load_settings
@@ -197,7 +197,7 @@ def read_status(path: Path) -> dict:
 
 
 def start_enforcer(topo: Topology, env: dict[str, str], status: Path, log: Path, port: int) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "llm_agents.policy_cli", "enforce", "--netns", topo.victim.ns,
+    argv = [sys.executable, "-m", "llm_agents.policies.cli", "enforce", "--netns", topo.victim.ns,
             "--status-file", str(status), "--clear-on-exit", "--duration", "85", "--metrics-port", str(port)]
     with open(log, "wb") as fh:
         return subprocess.Popen(argv, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,

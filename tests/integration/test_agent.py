@@ -26,8 +26,8 @@ from contracts.records import Label, UncertainWindow, decode, encode
 from llm_agents.agent import AgentConfig, AgentState, LabelAgent
 from llm_agents.agent_metrics import build_agent_metrics
 from llm_agents.client import LLMClient
-from llm_agents.constraints import check_flows
-from llm_agents.review import decide
+from llm_agents.synthesis.constraints import check_flows
+from llm_agents.labeling.review import decide
 from llm_agents.store import window_rows
 from streams.broker import free_port
 from tests.support.scripted_server import serve
@@ -202,7 +202,7 @@ def test_gates_hold_with_hallucinating_garbage_and_injecting_models(broker, tmp_
     # A person works through the review queue: the `verify` items (accepted LLM labels on the
     # gate's holdout side) and what the bad models left parked. Only a person's verdicts give
     # the gate truth for slow_http_dos, a class the reference set lacks.
-    from llm_agents.review import decide
+    from llm_agents.labeling.review import decide
 
     pending = st.review.pending()
     assert any(it.reason == "verify" for it in pending), "the agents parked no accepted label for verification"
@@ -248,7 +248,7 @@ def _champion(out: Path, st: AgentState):
 def _half_broken_synthesis(body: dict, prompt: str) -> dict:
     """Windows copied from the prompt's examples, every other one physically impossible."""
     from llm_agents.prompts import parse_data_blocks
-    from llm_agents.synthesis_prompt import FIELD_NAMES
+    from llm_agents.synthesis.prompt import FIELD_NAMES
 
     ex = parse_data_blocks(prompt)["examples"]
     n = int(prompt.split("with exactly ")[1].split(" entries")[0])

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from llm_agents.client import LLMClient
 from llm_agents.errors import LLMBadOutput, LLMError, LLMTimeout
-from llm_agents.labeler import Labeler, WindowLabels, label_variables
+from llm_agents.labeling.labeler import Labeler, WindowLabels, label_variables
 from llm_agents.local_llm import LocalLLM, server_installed
 from llm_agents.metrics import build_llm_metrics
 from streams.broker import free_port
@@ -136,7 +136,7 @@ def test_the_acceptance_gates_hold_against_a_weak_model_on_real_windows(local, t
     """Lab windows and nDPI windows from other networks: the model labels them, the gates
     judge them against the lab's labelled windows; no accepted label may be wrong."""
     from inference.windowing import window_label
-    from llm_agents.decider import AgentState, Decider
+    from llm_agents.labeling.decider import AgentState, Decider
     from llm_agents.store import reference_frame
 
     train = pd.read_parquet(REPO / "data" / "lab" / "train-2.parquet")

@@ -139,7 +139,7 @@ class Operator:
         self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
 
     def _main(self) -> None:
-        from llm_agents.review import decide
+        from llm_agents.labeling.review import decide
 
         st = AgentState.open(self.root)
         while not self._stop.wait(0.3):
@@ -164,7 +164,7 @@ def synthesis_answer(body: dict, prompt: str) -> dict:
     import random
 
     from llm_agents.prompts import parse_data_blocks
-    from llm_agents.synthesis_prompt import FIELD_NAMES
+    from llm_agents.synthesis.prompt import FIELD_NAMES
 
     ex = parse_data_blocks(prompt)["examples"]
     n = int(prompt.split("with exactly ")[1].split(" entries")[0])
@@ -336,7 +336,7 @@ def test_gates_hold_on_the_lab_loop_with_bad_models(broker, topics, edge_worker,
     and no physically impossible synthetic row reaches the store, and a retrain on request
     does not replace the champion with a worse model.
     """
-    from llm_agents.constraints import check_flows
+    from llm_agents.synthesis.constraints import check_flows
 
     train, _ = lab
     replayed = train.copy()

@@ -19,10 +19,10 @@ from click.testing import CliRunner
 
 from contracts.records import Detection, DetectionBatch, encode
 from llm_agents.blueprints.sandbox import sandbox_available
-from llm_agents.policies import propose_from_alerts
-from llm_agents.policy_cli import cli
-from llm_agents.policy_store import PolicyStore
-from llm_agents.twin_scenarios import ATTACKER, synthetic_scenario
+from llm_agents.policies.proposals import propose_from_alerts
+from llm_agents.policies.cli import cli
+from llm_agents.policies.store import PolicyStore
+from llm_agents.experiments.twin_scenarios import ATTACKER, synthetic_scenario
 from streams.active_policies import PolicyActivation, PolicyRevocation, decode_active
 from streams.producer import FlowPublisher
 from streams.settings import load_settings
@@ -267,7 +267,7 @@ def test_enforce_dead_letters_bad_records_and_still_applies_the_good_ones(broker
 def test_an_approval_whose_publication_failed_stays_approved_and_is_published_on_retry(sandbox_ok,
         broker, topics, topic_reader, tmp_path: Path) -> None:
     from contracts.errors import BrokerError
-    from llm_agents.policies import approve_policy
+    from llm_agents.policies.proposals import approve_policy
 
     sc = scenario()
     [out] = propose_from_alerts([alert_for(sc)], settings_for(broker, topics, tmp_path), flows=sc.flows,
@@ -292,7 +292,7 @@ def test_the_agent_proposes_once_for_a_repeated_alert_and_dead_letters_garbage(s
 
     from contracts.records import Alert
     from llm_agents.agent_metrics import build_agent_metrics
-    from llm_agents.alert_proposer import AlertProposer
+    from llm_agents.policies.alert_proposer import AlertProposer
 
     sc = scenario()
     publish_recorded(broker, topics, sc)

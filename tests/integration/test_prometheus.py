@@ -286,9 +286,9 @@ def nft_missing() -> str | None:
 
 def test_prometheus_scrapes_a_sensor_an_enforcer_and_the_policy_loop(
         broker, topics, edge_worker, edge_agent, services, tiny_bundle, prometheus, tmp_path):
-    from llm_agents.policies import approve_policy, publish
-    from llm_agents.policy_store import PolicyStore
-    from llm_agents.twin_scenarios import library_proposal, synthetic_scenario
+    from llm_agents.policies.proposals import approve_policy, publish
+    from llm_agents.policies.store import PolicyStore
+    from llm_agents.experiments.twin_scenarios import library_proposal, synthetic_scenario
 
     why = nft_missing()
     if why:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_agents.policy_store import PolicyStore
+from llm_agents.policies.store import PolicyStore
 from streams.broker import free_port
 
 pytestmark = pytest.mark.integration

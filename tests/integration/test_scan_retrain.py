@@ -29,9 +29,9 @@ from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
 from inference.datasets.lab import LAB_DIR, load_lab, run_hosts
 from inference.onnx_detector import OnnxDetector
 from inference.registry import Registry
-from llm_agents.decider import AgentState
+from llm_agents.labeling.decider import AgentState
 from llm_agents.retrain import RetrainConfig, Retrainer
-from llm_agents.review import Parked, decide
+from llm_agents.labeling.review import Parked, decide
 from llm_agents.store import reference_frame
 from streams.detector import DetectorConfig, EdgeDetector
 from streams.sources.files import records_from_frame

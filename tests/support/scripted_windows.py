@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from llm_agents.acceptance import window_vectors
+from llm_agents.labeling.acceptance import window_vectors
 from contracts.records import FlowRecord, UncertainWindow
 
 DETECTOR_CLASSES = ("benign", "dos", "portscan", "bruteforce")

@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from llm_agents.constraints import repair_flows
+from llm_agents.synthesis.constraints import repair_flows
 
 TOY_CLASSES = ("benign", "syn_scan", "syn_flood", "ssh_bruteforce")
 

@@ -9,10 +9,10 @@ import openai
 import pytest
 from prometheus_client import CollectorRegistry
 
-from llm_agents.acceptance import (Acceptance, AcceptancePolicy, Reason, judge, parse_label,
+from llm_agents.labeling.acceptance import (Acceptance, AcceptancePolicy, Reason, judge, parse_label,
                                    tensor_vectors, window_vector, window_vectors)
 from llm_agents.client import LLMClient
-from llm_agents.labeler import Labeler
+from llm_agents.labeling.labeler import Labeler
 from llm_agents.metrics import build_llm_metrics
 from inference.features import N_FEATURES
 from tests.support.scripted_server import serve

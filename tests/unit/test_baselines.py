@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from inference.windowing import stack_windows, windows_from_frame
-from llm_agents.baselines import KDEWindowGenerator, no_augmentation, smote_windows
-from llm_agents.constraints import check_flows
-from llm_agents.fidelity import FeatureDistance
+from llm_agents.synthesis.baselines import KDEWindowGenerator, no_augmentation, smote_windows
+from llm_agents.synthesis.constraints import check_flows
+from llm_agents.synthesis.fidelity import FeatureDistance
 from llm_agents.window_frames import (window_lengths, window_tensors, windows_frame)
 from tests.support.testing import toy_flows
 

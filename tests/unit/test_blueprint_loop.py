@@ -12,7 +12,7 @@ from llm_agents.blueprints import (BlueprintLoop, BlueprintRepository, Coder, De
                                    Intent, Sandbox, SandboxLimits, parse_intent)
 from llm_agents.blueprints.sandbox import sandbox_available
 from llm_agents.errors import LLMBadOutput
-from llm_agents.twin_scenarios import synthetic_scenario
+from llm_agents.experiments.twin_scenarios import synthetic_scenario
 
 _OK, _WHY = sandbox_available()
 pytestmark = pytest.mark.skipif(not _OK, reason=f"the sandbox cannot confine code here: {_WHY}")

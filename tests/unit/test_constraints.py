@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm_agents.constraints import check_flows, repair_flows
+from llm_agents.synthesis.constraints import check_flows, repair_flows
 from tests.support.testing import toy_flows
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from llm_agents.client import LLMClient
-from llm_agents.decider import AgentState, Decider, strip_truth
+from llm_agents.labeling.decider import AgentState, Decider, strip_truth
 from llm_agents.store import window_rows
 from tests.support.scripted_server import serve
 from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows
@@ -90,7 +90,7 @@ def test_accepted_labels_on_the_holdout_side_wait_for_a_person(state) -> None:
     """The retrainer's holdout judges challengers with truth only: an accepted LLM label whose
     window hashes to that side is parked as `verify`, not stored; a person's verdict stores
     it as human truth. The other side is stored and trains."""
-    from llm_agents.review import decide
+    from llm_agents.labeling.review import decide
     from llm_agents.store import holdout_mask, is_truth
 
     batch = synthetic_windows({"slow_http_dos": 30, "dos": 30}, seed=8, id_prefix="v")

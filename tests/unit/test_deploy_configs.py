@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llm_agents.agent_metrics import PolicyStoreCollector, build_agent_metrics
 from llm_agents.metrics import build_llm_metrics
-from llm_agents.policy_store import PolicyStore
+from llm_agents.policies.store import PolicyStore
 from streams.metrics import EdgeMetrics, EnforcerMetrics, SensorMetrics
 
 REPO = Path(__file__).resolve().parents[2]

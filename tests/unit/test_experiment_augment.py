@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from llm_agents.experiment_augment import METHODS, AugmentConfig, ForestScorer, run_experiment
-from llm_agents.experiment_cli import augment
+from llm_agents.experiments.augment import METHODS, AugmentConfig, ForestScorer, run_experiment
+from llm_agents.experiments.cli import augment
 from tests.support.testing import toy_flows
 
 CLASSES = {"benign": 12, "syn_scan": 8, "syn_flood": 8, "ssh_bruteforce": 8}

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from llm_agents.blueprints import ExpertLibrary, Sandbox, SandboxLimits
 from llm_agents.client import LLMClient
-from llm_agents.experiment_policies import ARMS, build_intents, policies, run_experiment
+from llm_agents.experiments.policies import ARMS, build_intents, policies, run_experiment
 from llm_agents.prompts import parse_data_blocks
-from llm_agents.twin_scenarios import SCENARIOS, load_scenarios, synthetic_scenario
+from llm_agents.experiments.twin_scenarios import SCENARIOS, load_scenarios, synthetic_scenario
 from tests.support.scripted_server import serve
 
 from llm_agents.blueprints.sandbox import sandbox_available

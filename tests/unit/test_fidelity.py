@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm_agents.fidelity import feature_distances, score_batch
+from llm_agents.synthesis.fidelity import feature_distances, score_batch
 from llm_agents.window_frames import windows_frame
 from tests.support.testing import toy_flows
 

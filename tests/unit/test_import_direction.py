@@ -32,10 +32,32 @@ RANK = {name: i for i, name in enumerate(LAYERS)}
 EDGE = ("contracts", "inference", "streams")
 EDGE_APP = ("edgeloop_app.cli",)
 NOT_ON_EDGE = ("evaluation", "llm_agents", "trafficlab")
-# Old module names kept as re-exports only for the lab and the test helpers; product code
-# imports the new ones.
-SHIMS = {"streams.errors": "contracts.errors", "streams.records": "contracts.records",
-         "streams.sources.pcap": "inference.flow_meter"}
+# Modules that moved: their old names exist nowhere, so product code may not use them.
+MOVED = {"streams.errors": "contracts.errors", "streams.records": "contracts.records",
+         "streams.sources.pcap": "inference.flow_meter",
+         **{f"llm_agents.{old}": f"llm_agents.{new}" for old, new in (
+             ("labeler", "labeling.labeler"), ("acceptance", "labeling.acceptance"),
+             ("decider", "labeling.decider"), ("review", "labeling.review"),
+             ("synthesizer", "synthesis.synthesizer"), ("synthesis_prompt", "synthesis.prompt"),
+             ("fidelity", "synthesis.fidelity"), ("baselines", "synthesis.baselines"),
+             ("constraints", "synthesis.constraints"), ("sklearn_eval", "synthesis.sklearn_eval"),
+             ("twin_kpis", "twin.kpis"), ("policy_store", "policies.store"), ("policy_cli", "policies.cli"),
+             ("alert_proposer", "policies.alert_proposer"), ("experiment_augment", "experiments.augment"),
+             ("experiment_policies", "experiments.policies"), ("experiment_cli", "experiments.cli"),
+             ("experiment_baseline", "experiments.baseline"), ("twin_scenarios", "experiments.twin_scenarios"))}}
+# Inside the core, the stages (llm_agents' subpackages; "core" for its top-level modules)
+# a stage must not import: the twin is a leaf, blueprints are scored on the twin and
+# policies are built from blueprints, and nothing but the CLI reaches the experiments.
+STAGE_MUST_NOT_IMPORT = {
+    "twin": {"labeling", "synthesis", "blueprints", "policies", "experiments"},
+    "blueprints": {"labeling", "synthesis", "policies", "experiments"},
+    "labeling": {"synthesis", "blueprints", "twin", "policies", "experiments"},
+    "synthesis": {"labeling", "blueprints", "twin", "policies", "experiments"},
+    "policies": {"labeling", "synthesis", "experiments"},
+    "prompts": {"labeling", "synthesis", "blueprints", "twin", "policies", "experiments"},
+    "experiments": set(),
+    "core": {"experiments"},
+}
 _MODULE_STRING = re.compile(r"^(%s)(\.\w+)+(:\w+)?$" % "|".join(LAYERS))
 
 
@@ -152,12 +174,52 @@ def test_edge_modules_run_with_the_core_absent():
 
 def test_product_code_uses_the_new_names_of_moved_modules():
     """The old modules are gone, so an import of them would only fail at run time (a lazy
-    one, late): refuse the names themselves, read from the source."""
+    one, late): refuse the names themselves, read from the source of the product and the
+    tests."""
     old = []
-    for path in product_files():
+    for path in product_files() + sorted((REPO / "tests").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
-            old += [f"{path.relative_to(REPO)}:{node.lineno}: {n} -> {SHIMS[k]}" for n in names
-                    for k in SHIMS if n == k or n.startswith(k + ".")]
+            old += [f"{path.relative_to(REPO)}:{node.lineno}: {n} -> {MOVED[k]}" for n in names
+                    for k in MOVED if n == k or n.startswith(k + ".")]
     assert not old, "\n".join(old)
+
+
+def stage(module: str) -> str | None:
+    """The core stage of a module of llm_agents: its subpackage, or "core"."""
+    parts = module.split(".")
+    if parts[0] != "llm_agents":
+        return None
+    return parts[1] if len(parts) > 1 and (REPO / "llm_agents" / parts[1] / "__init__.py").is_file() else "core"
+
+
+def test_core_stages_point_one_way():
+    """The package surface (llm_agents/__init__.py) may name any stage: it imports by name,
+    on first use. Everything else keeps to STAGE_MUST_NOT_IMPORT."""
+    stages = {p.parent.name for p in (REPO / "llm_agents").glob("*/__init__.py")}
+    assert stages <= set(STAGE_MUST_NOT_IMPORT) - {"core"}, f"give {sorted(stages - set(STAGE_MUST_NOT_IMPORT))} rules"
+    bad = [f"{e} ({stage(e.importer)} -> {stage(e.imported)})" for e in all_edges()
+           if e.importer != "llm_agents" and stage(e.importer) and stage(e.imported)
+           and stage(e.imported) in STAGE_MUST_NOT_IMPORT[stage(e.importer)]]
+    assert not bad, "imports between the core's stages against their direction:\n" + "\n".join(bad)
+
+
+def test_every_package_surface_name_resolves():
+    """Each name a package's lazy surface offers imports and exists: a module moved or a name
+    renamed would otherwise fail only when someone first touches it."""
+    code = ("import importlib, pathlib\n"
+            "bad = []\n"
+            "for init in sorted(pathlib.Path('.').glob('*/**/__init__.py')):\n"
+            "    name = '.'.join(init.parent.parts)\n"
+            "    if name.split('.')[0] not in %r or 'EXPORTS' not in init.read_text():\n"
+            "        continue\n"
+            "    pkg = importlib.import_module(name)\n"
+            "    for n in pkg.__all__:\n"
+            "        try:\n"
+            "            getattr(pkg, n)\n"
+            "        except Exception as exc:\n"
+            "            bad.append(f'{name}.{n}: {exc!r}')\n"
+            "assert not bad, bad\n"
+            "print(len(bad))\n") % (LAYERS,)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

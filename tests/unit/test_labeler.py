@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from llm_agents.client import LLMClient
-from llm_agents.labeler import COLUMNS, Labeler, _num, label_variables
+from llm_agents.labeling.labeler import COLUMNS, Labeler, _num, label_variables
 from llm_agents.metrics import build_llm_metrics
 from llm_agents.prompts import data_block, parse_data_blocks, quote_data, render
 from tests.support.scripted_server import serve

@@ -13,7 +13,7 @@ from contracts.errors import EdgeloopError
 from llm_agents.client import LLMClient, parse_json_as, schema_name, strict_json_schema
 from llm_agents.errors import (LLMBadOutput, LLMBadRequest, LLMBudgetExceeded, LLMError,
                                LLMRateLimited, LLMTimeout, LLMUnavailable)
-from llm_agents.labeler import WindowLabels, label_variables
+from llm_agents.labeling.labeler import WindowLabels, label_variables
 from llm_agents.metrics import build_llm_metrics
 from streams.settings import Settings
 from tests.support.scripted_server import serve

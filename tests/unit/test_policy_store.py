@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from contracts.policy_model import PolicyProposal
-from llm_agents.policy_store import PolicyNotFound, PolicyStateError, PolicyStore, PolicyStoreError
-from llm_agents.twin_scenarios import ATTACKER, library_proposal, synthetic_scenario
+from llm_agents.policies.store import PolicyNotFound, PolicyStateError, PolicyStore, PolicyStoreError
+from llm_agents.experiments.twin_scenarios import ATTACKER, library_proposal, synthetic_scenario
 from streams.active_policies import PolicyActivation, decode_active, encode_active
 
 T0 = 1_767_225_600_000

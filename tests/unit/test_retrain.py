@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from llm_agents.audit import AuditLog
-from llm_agents.constraints import check_flows
+from llm_agents.synthesis.constraints import check_flows
 from llm_agents.retrain import Figures, RetrainConfig, Retrainer, gate, holdout_mask, paired_gain
 from llm_agents.store import DatasetStore, reference_frame
 from llm_agents.window_frames import window_tensors, windows_frame

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from contracts.records import Label, decode
 from llm_agents.agent import AgentState
 from llm_agents.cli import review as review_cmd
-from llm_agents.review import Parked, ReviewError, decide
+from llm_agents.labeling.review import Parked, ReviewError, decide
 from tests.support.scripted_windows import synthetic_windows
 
 

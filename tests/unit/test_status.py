@@ -174,7 +174,7 @@ def test_sensors_and_enforcers_are_recognised_and_their_failures_are_problems():
 
 def test_the_agent_shows_proposals_awaiting_approval(tmp_path):
     from llm_agents.agent_metrics import PolicyStoreCollector, build_agent_metrics
-    from llm_agents.policy_store import PolicyStore
+    from llm_agents.policies.store import PolicyStore
 
     reg = CollectorRegistry()
     build_agent_metrics(reg)
@@ -183,7 +183,7 @@ def test_the_agent_shows_proposals_awaiting_approval(tmp_path):
     h = assess("agent:9391", snap(reg), snap(reg), seconds=2.0)
     assert (h.service, h.policies, h.healthy) == ("agent", "0 awaiting approval", True)
 
-    from llm_agents.twin_scenarios import library_proposal, synthetic_scenario
+    from llm_agents.experiments.twin_scenarios import library_proposal, synthetic_scenario
 
     created = store.clock() - 30 * 60_000  # proposed half an hour ago
     store.add(library_proposal(synthetic_scenario("syn_scan", seed=3, n_benign=300), created_ms=created))

@@ -9,7 +9,7 @@ import pytest
 
 from inference.features import FLOW_FEATURES
 from inference.windowing import Windower, stack_windows
-from llm_agents.acceptance import window_vectors
+from llm_agents.labeling.acceptance import window_vectors
 from llm_agents.store import DatasetStore, frame_vectors, reference_frame, window_rows
 from llm_agents.window_frames import window_tensors
 from tests.support.scripted_windows import synthetic_windows

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from llm_agents.client import LLMClient, LLMResult, strict_json_schema
-from llm_agents.constraints import check_flows
+from llm_agents.synthesis.constraints import check_flows
 from llm_agents.errors import LLMBadOutput, LLMBudgetExceeded
 from llm_agents.prompts import parse_data_blocks, render
-from llm_agents.synthesis_prompt import FIELD_NAMES, SyntheticWindows
-from llm_agents.synthesizer import Synthesizer, make_sklearn_evaluator
+from llm_agents.synthesis.prompt import FIELD_NAMES, SyntheticWindows
+from llm_agents.synthesis.synthesizer import Synthesizer, make_sklearn_evaluator
 from llm_agents.window_frames import windows_frame
 from tests.support.scripted_server import serve
 from tests.support.testing import toy_flows

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from contracts.policy_model import Policy
-from llm_agents.twin import DigitalTwin, detections_frame
-from llm_agents.twin_scenarios import synthetic_scenario
+from llm_agents.twin.model import DigitalTwin, detections_frame
+from llm_agents.experiments.twin_scenarios import synthetic_scenario
 
 ATTACKER, WEB, CLIENTS = "10.9.0.66", "10.9.0.10", [f"10.9.0.{i}" for i in range(100, 104)]
 

@@ -15,7 +15,7 @@ digital twin. Success = the twin's KPIs meet the intent's targets.
     >>> print(res.to_markdown()); res.write(Path("out/experiments/policies"))
 
 The lab scenarios come from `data/lab/*.parquet` when present, else from the synthetic
-twin datasets of llm_agents.twin_scenarios; the table says which, and which model.
+twin datasets of llm_agents.experiments.twin_scenarios; the table says which, and which model.
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from llm_agents.blueprints.sandbox import ALLOWED_MODULES
 from llm_agents.blueprints.schema import GIVEN
 from llm_agents.errors import LLMError
 from llm_agents.prompts import data_block
-from llm_agents.twin import DigitalTwin
-from llm_agents.twin_scenarios import SCENARIOS, Scenario, load_scenarios
+from llm_agents.twin.model import DigitalTwin
+from llm_agents.experiments.twin_scenarios import SCENARIOS, Scenario, load_scenarios
 
 ARMS = ("direct", "coder_only", "blueprint", "library")
 LLM_ARMS = ("direct", "coder_only", "blueprint")

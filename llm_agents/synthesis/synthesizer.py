@@ -30,13 +30,13 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 import pandas as pd
 
-from llm_agents.baselines import KDEWindowGenerator
-from llm_agents.constraints import check_flows
+from llm_agents.synthesis.baselines import KDEWindowGenerator
+from llm_agents.synthesis.constraints import check_flows
 from llm_agents.errors import (LLMBadOutput, LLMBadRequest, LLMBudgetExceeded, LLMRateLimited,
                                LLMTimeout, LLMUnavailable)
-from llm_agents.fidelity import FidelityReport, score_batch
-from llm_agents.sklearn_eval import make_sklearn_evaluator
-from llm_agents.synthesis_prompt import (FIELD_NAMES, SyntheticWindows, SynthWindow,
+from llm_agents.synthesis.fidelity import FidelityReport, score_batch
+from llm_agents.synthesis.sklearn_eval import make_sklearn_evaluator
+from llm_agents.synthesis.prompt import (FIELD_NAMES, SyntheticWindows, SynthWindow,
                                          example_rows, feedback_text, prompt_variables)
 from llm_agents.window_frames import SyntheticIdentity, window_lengths
 

@@ -24,8 +24,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from llm_agents.baselines import class_rows
-from llm_agents.fidelity import FidelityReport
+from llm_agents.synthesis.baselines import class_rows
+from llm_agents.synthesis.fidelity import FidelityReport
 from llm_agents.prompts import data_block, render
 
 # (field, meaning, unit, valid range): the explanation part of the prompt, and the

@@ -24,9 +24,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from llm_agents.constraints import (DIRECTIONAL_FLAGS, FLAG_COLUMNS, check_flows,
+from llm_agents.synthesis.constraints import (DIRECTIONAL_FLAGS, FLAG_COLUMNS, check_flows,
                                     repair_flows)
-from llm_agents.fidelity import FeatureDistance
+from llm_agents.synthesis.fidelity import FeatureDistance
 from llm_agents.window_frames import (SyntheticIdentity, gaps_and_dst_changes, window_starts,
                                       window_summary, window_tensors)
 

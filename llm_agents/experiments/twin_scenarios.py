@@ -28,7 +28,7 @@ import pandas as pd
 from contracts.policy_model import Service
 from inference.features import RAW_COLUMNS
 from inference.windowing import window_label, windows_from_frame
-from llm_agents.twin import BENIGN_LABELS, DigitalTwin
+from llm_agents.twin.model import BENIGN_LABELS, DigitalTwin
 
 if TYPE_CHECKING:
     from contracts.policy_model import PolicyProposal
@@ -136,7 +136,7 @@ def synthetic_scenario(name: str, *, seed: int = 0, n_benign: int = 3000,
     web, dns = Service(ip=VICTIM, port=80, proto="tcp"), Service(ip=VICTIM, port=53, proto="udp")
     det = simulated_detector(df, name, noisy=dns, seed=seed)
     return Scenario(name, df, det, ATTACKER, VICTIM, web, dns, "synthetic+simulated-detector",
-                    ["synthetic traffic generated in code (llm_agents.twin_scenarios), not captured"])
+                    ["synthetic traffic generated in code (llm_agents.experiments.twin_scenarios), not captured"])
 
 
 def simulated_detector(flows: pd.DataFrame, attack: str, *, noisy: Service | None, seed: int = 0,

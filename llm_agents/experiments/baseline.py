@@ -49,7 +49,7 @@ def run(out_dir: Path, *, epochs: int | None = None, say: Callable[[str], None] 
     from inference.datasets.ndpi import load_ndpi
     from inference.datasets.training import training_flows
     from inference.registry import Registry
-    from llm_agents.decider import AgentState
+    from llm_agents.labeling.decider import AgentState
     from llm_agents.retrain import RetrainConfig, Retrainer
     from llm_agents.store import reference_frame
 

@@ -6,7 +6,7 @@
 `AlertProposer` follows `alerts` in its own consumer group (the agent's group plus
 `-policies`) with manual commits. Alerts that arrive together (each within `settle_s`
 of the last, at most `batch_max`) are handled as one batch by
-`llm_agents.policies.propose_from_alerts`: the strongest alert per (source, attack), a
+`llm_agents.policies.proposals.propose_from_alerts`: the strongest alert per (source, attack), a
 twin read back from `flows` and `detections` for their time range, the blueprint loop
 (the expert library offline, else the configured LLM), and each validated proposal stored
 in data_dir/policies and published on `policies.proposed`, where a person approves it.
@@ -106,7 +106,7 @@ class AlertProposer:
         return alert
 
     async def _handle(self, alerts: list[Alert]) -> None:
-        from llm_agents.policies import propose_from_alerts  # the blueprint loop: imported when first used
+        from llm_agents.policies.proposals import propose_from_alerts  # the blueprint loop: imported when first used
 
         t0 = time.perf_counter()
         try:

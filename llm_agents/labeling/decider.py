@@ -13,7 +13,7 @@ but the ledger lacks (a crash between the two writes) is recorded from what they
 
 Classes the detector does not have yet. Acceptance checks a known class against its
 labelled neighbours, and a new one by the cluster rule (`novel:<name>`; see
-llm_agents.acceptance). A class accepted into the store but not yet learned by the
+llm_agents.labeling.acceptance). A class accepted into the store but not yet learned by the
 detector that sent the window stays "new" here: its proposals are judged as
 `novel:<name>`, with the windows already stored under that name counted as members of
 its group rather than as contrary evidence, and the store evidence limited to classes the
@@ -39,11 +39,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from contracts.records import Label, UncertainWindow, encode
-from llm_agents.acceptance import Acceptance, AcceptancePolicy, Reason, judge, window_vectors
+from llm_agents.labeling.acceptance import Acceptance, AcceptancePolicy, Reason, judge, window_vectors
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import AuditLog, Decision, LabelLedger, now_ms
-from llm_agents.labeler import Labeler, LabelProposal
-from llm_agents.review import Parked, ReviewItem, ReviewQueue
+from llm_agents.labeling.labeler import Labeler, LabelProposal
+from llm_agents.labeling.review import Parked, ReviewItem, ReviewQueue
 from llm_agents.store import HOLDOUT_FRACTION, DatasetStore, holdout_mask, windows_rows
 
 TRANSIENT = ("rate_limit", "timeout", "connection")

@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contracts.errors import EdgeloopError
-from llm_agents.policy_store import STATES, PolicyStore
+from llm_agents.policies.store import STATES, PolicyStore
 from streams.enforce_cli import enforce, infrastructure_options
 from streams.settings import Settings, load_settings
 from streams.terminal import plain, safe
@@ -65,7 +65,7 @@ class _Ctx:
     def sync(self, enabled: bool) -> None:
         from kafka.errors import KafkaError
 
-        from llm_agents.policies import sync_proposals
+        from llm_agents.policies.proposals import sync_proposals
 
         if enabled:
             try:
@@ -199,7 +199,7 @@ def approve(policy_id: str, who: str | None, key_path: Path | None, note: str, p
     The guard refuses it first if it touches protected infrastructure (brokers of the
     cluster metadata, this host's gateways, resolvers and NTP servers, the scraper, the core,
     --protect) or is broad without --broad REASON."""
-    from llm_agents.policies import approve_policy
+    from llm_agents.policies.proposals import approve_policy
     from streams.guard import Guard, discover_infrastructure
 
     who, key = _approver(who, key_path)
@@ -225,7 +225,7 @@ def approve(policy_id: str, who: str | None, key_path: Path | None, note: str, p
 @_run
 def reject(policy_id: str, who: str, reason: str) -> None:
     """Reject a proposal: it never reaches policies.active."""
-    from llm_agents.policies import reject_policy
+    from llm_agents.policies.proposals import reject_policy
 
     ctx = _Ctx()
     pid = ctx.resolve(policy_id)
@@ -240,7 +240,7 @@ def reject(policy_id: str, who: str, reason: str) -> None:
 @_run
 def revoke(policy_id: str, who: str | None, key_path: Path | None, reason: str) -> None:
     """Revoke an approved or active policy; enforcers roll it back. Again: publish again."""
-    from llm_agents.policies import revoke_policy
+    from llm_agents.policies.proposals import revoke_policy
 
     who, key = _approver(who, key_path)
     ctx = _Ctx()
@@ -249,7 +249,7 @@ def revoke(policy_id: str, who: str | None, key_path: Path | None, reason: str) 
     console.print(f"revoked {escape(pid)} by {escape(who)}; revocation published to {ctx.topics.policies_active}")
 
 
-# Standalone use until the commands are wired into `edgeloop`: python -m llm_agents.policy_cli policy list
+# Standalone use until the commands are wired into `edgeloop`: python -m llm_agents.policies.cli policy list
 cli = click.Group("edgeloop-policy", commands={"policy": policy, "enforce": enforce},
                   help="Policy approval and enforcement (also `edgeloop policy` and `edgeloop enforce`).")
 

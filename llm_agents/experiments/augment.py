@@ -35,9 +35,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from llm_agents.baselines import KDEWindowGenerator, smote_windows
-from llm_agents.sklearn_eval import SklearnEvaluator
-from llm_agents.synthesizer import JSONClient, Synthesizer
+from llm_agents.synthesis.baselines import KDEWindowGenerator, smote_windows
+from llm_agents.synthesis.sklearn_eval import SklearnEvaluator
+from llm_agents.synthesis.synthesizer import JSONClient, Synthesizer
 from llm_agents.window_frames import windows_frame
 
 log = logging.getLogger(__name__)

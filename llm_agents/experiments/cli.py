@@ -54,7 +54,7 @@ def augment(train_path: Path | None, eval_path: Path | None, out_dir: Path | Non
             sizes: tuple[int, ...], repeats: int, rounds: int, synth_windows: int | None,
             benign_windows: int, offline: bool, seed: int) -> None:
     """Macro-F1 vs real windows per attack class: none, SMOTE, synthesis with self-evolution."""
-    from llm_agents.experiment_augment import AugmentConfig, run_experiment
+    from llm_agents.experiments.augment import AugmentConfig, run_experiment
     from streams.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

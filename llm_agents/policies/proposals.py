@@ -36,7 +36,7 @@ import pandas as pd
 from contracts.errors import BrokerError, RecordError
 from contracts.policy_model import PolicyProposal
 from contracts.records import Alert, DetectionBatch, decode, decode_flows
-from llm_agents.policy_store import PolicyStore, PolicyStateError, PolicyStoreError
+from llm_agents.policies.store import PolicyStore, PolicyStateError, PolicyStoreError
 from streams.active_policies import PolicyActivation, PolicyRevocation, encode_active
 from streams.kafka_security import kafka_python_options
 from streams.settings import Settings
@@ -226,7 +226,7 @@ def propose_from_alerts(alerts: Iterable[Alert | Mapping[str, Any]], settings: S
     max_alerts  alerts considered, strongest first (most windows), one per (key, attack).
     """
     from llm_agents.blueprints import BlueprintRepository
-    from llm_agents.twin import DigitalTwin
+    from llm_agents.twin.model import DigitalTwin
 
     chosen = _rank(alerts, max_alerts)
     if not chosen:

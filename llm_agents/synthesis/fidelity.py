@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.stats import ks_2samp, wasserstein_distance
 
 from inference.features import FEATURE_NAMES
-from llm_agents.sklearn_eval import macro_f1, window_classifier
+from llm_agents.synthesis.sklearn_eval import macro_f1, window_classifier
 from llm_agents.window_frames import window_summary, window_tensors
 
 # Standardising by at least this much keeps a near-constant feature (all flows TCP) from

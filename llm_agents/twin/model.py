@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.policy_model import PROTOCOLS, Policy
-from llm_agents.twin_kpis import KPI_CATALOGUE, ServiceImpact, TwinReport, compare, frac
+from llm_agents.twin.kpis import KPI_CATALOGUE, ServiceImpact, TwinReport, compare, frac
 
 __all__ = ["KPI_CATALOGUE", "DigitalTwin", "ServiceImpact", "TwinReport", "compare", "detections_frame",
            "load_twin"]
