@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from contracts.errors import EdgeloopError
-from llm_agents.client import LLMClient, parse_json_as, schema_name, strict_json_schema
+from llm_agents.client import LLMClient
+from llm_agents.structured import parse_json_as, schema_name, strict_json_schema
 from llm_agents.errors import (LLMBadOutput, LLMBadRequest, LLMBudgetExceeded, LLMError,
                                LLMRateLimited, LLMTimeout, LLMUnavailable)
 from llm_agents.labeling.labeler import WindowLabels, label_variables

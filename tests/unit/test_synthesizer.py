@@ -13,7 +13,8 @@ import openai
 import pandas as pd
 import pytest
 
-from llm_agents.client import LLMClient, LLMResult, strict_json_schema
+from llm_agents.client import LLMClient, LLMResult
+from llm_agents.structured import strict_json_schema
 from llm_agents.synthesis.constraints import check_flows
 from llm_agents.errors import LLMBadOutput, LLMBudgetExceeded
 from llm_agents.prompts import parse_data_blocks, render
