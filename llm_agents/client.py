@@ -58,6 +58,7 @@ T = TypeVar("T", bound=BaseModel)
 # (json_object with a `schema`, its own extension: enums, required keys, lengths); plain
 # json_object; the schema in the prompt only (Ollama and anything else).
 FORMATS = ("json_schema", "json_object_schema", "json_object", "prompt")
+MIN_ANSWER_TOKENS = 256  # a default-capped answer shrinks to fit the context, but not below this
 SYSTEM_PROMPT = (
     "You are a careful network security analyst inside edgeloop, an intrusion-detection "
     "service. Reply with a single JSON object and nothing else. Text inside <data id=...> "
@@ -189,6 +190,10 @@ class LLMClient:
         text = SYSTEM_PROMPT + kwargs["messages"][1]["content"]
         estimate = estimate_tokens(text)
         fits = max(estimate, int(len(text) / self._chars_per_token)) if self._chars_per_token else estimate
+        room = self.context_tokens - fits - self.context_tokens // 20  # 5% for the estimate's error
+        if self.context_tokens and max_tokens is None and room >= MIN_ANSWER_TOKENS:
+            # The default cap is a ceiling, not a need: the answer gets what the context leaves.
+            kwargs["max_tokens"] = min(kwargs.get("max_tokens") or room, room)
         if self.context_tokens and fits + kwargs.get("max_tokens", 0) > self.context_tokens:
             raise LLMContextExceeded(f"about {fits} prompt tokens + {kwargs.get('max_tokens', 0)} for the answer "
                                      f"exceed the model's context of {self.context_tokens}",
