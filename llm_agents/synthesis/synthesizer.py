@@ -32,8 +32,8 @@ import pandas as pd
 
 from llm_agents.synthesis.baselines import KDEWindowGenerator
 from llm_agents.synthesis.constraints import check_flows
-from llm_agents.errors import (LLMBadOutput, LLMBadRequest, LLMBudgetExceeded, LLMRateLimited,
-                               LLMTimeout, LLMUnavailable)
+from llm_agents.errors import (LLMBadOutput, LLMBadRequest, LLMBudgetExceeded, LLMContextExceeded,
+                               LLMRateLimited, LLMTimeout, LLMUnavailable)
 from llm_agents.synthesis.fidelity import FidelityReport, score_batch
 from llm_agents.synthesis.sklearn_eval import make_sklearn_evaluator
 from llm_agents.synthesis.prompt import (FIELD_NAMES, SyntheticWindows, SynthWindow,
@@ -257,9 +257,9 @@ class Synthesizer:
 
     def _llm_round(self, r: int, run: "_ClassRun", n_windows: int) -> tuple[pd.DataFrame, RoundReport]:
         rep = RoundReport(r, "llm", n_windows, feedback_in=run.feedback)
-        frames = []
-        for i in range(math.ceil(n_windows / self.windows_per_request)):
-            want = min(self.windows_per_request, n_windows - i * self.windows_per_request)
+        frames, left = [], n_windows
+        while left > 0:
+            want = min(self.windows_per_request, left)
             pick = self.rng.permutation(len(run.examples))[: self.examples_per_request]
             variables = prompt_variables(run.label, [run.examples[j] for j in pick], n_windows=want,
                                          k=self.k, horizon_ms=self.seconds * 1000.0,
@@ -268,12 +268,20 @@ class Synthesizer:
                 res = self.client.complete_json(  # type: ignore[union-attr]
                     TEMPLATE, variables, SyntheticWindows, purpose=PURPOSE,
                     max_tokens=self.max_tokens)
+            except LLMContextExceeded as exc:
+                rep.failed_requests += 1
+                rep.errors.append(f"{exc.kind}: {exc}")
+                if self._fit_context():
+                    continue  # the same windows, asked with a smaller prompt and answer
+                rep.llm_gone = True
+                break
             except (LLMBadOutput, LLMBadRequest) as exc:
                 rep.failed_requests += 1
                 rep.errors.append(f"{exc.kind}: {exc}")
                 if isinstance(exc, LLMBadRequest):
                     rep.llm_gone = True  # the same prompt shape will be refused again
                     break
+                left -= want
                 continue
             except (LLMRateLimited, LLMTimeout) as exc:
                 rep.failed_requests += 1
@@ -291,9 +299,24 @@ class Synthesizer:
             rep.malformed_flows += data.malformed_flows
             rep.rejected_windows += len(data.windows) - min(len(data.windows), want)
             frames.append(self._to_frame(data.windows[:want], run.label, rep))
+            left -= want
         batch = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         rep.valid_windows = _n_windows(batch)
         return batch, rep
+
+    def _fit_context(self) -> bool:
+        """After a context refusal: halve the examples per prompt, then the windows per
+        answer, for this and every later request (the model's context does not grow).
+        False when both are down to one: this model cannot take the task."""
+        if self.examples_per_request > 1:
+            self.examples_per_request //= 2
+        elif self.windows_per_request > 1:
+            self.windows_per_request //= 2
+        else:
+            return False
+        log.warning("synthesis prompt too long for the model's context: now %d examples and %d windows per request",
+                    self.examples_per_request, self.windows_per_request)
+        return True
 
     def _to_frame(self, windows: list[SynthWindow], label: str, rep: RoundReport) -> pd.DataFrame:
         """Valid windows of an answer as a window frame; the rest counted in `rep`."""

@@ -242,3 +242,30 @@ def test_examples_shown_to_the_model_are_themselves_valid_answers(real: pd.DataF
     res = Synthesizer(llm, windows_per_request=4, examples_per_request=4, seed=11,
                       score=False).synthesize_class(LABEL, real, 4, rounds=1, evaluate=rising())
     assert res.rounds[0].valid_windows == 4 and res.rounds[0].rejected_flows == 0
+
+
+def test_a_prompt_too_long_for_the_context_is_asked_again_smaller(real: pd.DataFrame) -> None:
+    """A model with a small context (the local SmolLM2) refuses the 4-example prompt: the
+    synthesiser halves the examples per prompt (then the windows per answer) until one fits,
+    and keeps that size for later requests, instead of giving the LLM up for the run."""
+    import numpy as np
+
+    from llm_agents.synthesis.prompt import example_rows, prompt_variables
+
+    examples = example_rows(real, LABEL)
+
+    def tokens(n_examples: int) -> int:
+        v = prompt_variables(LABEL, examples[:n_examples], n_windows=2, k=8, horizon_ms=10_000.0,
+                             lengths=np.array([len(e) for e in examples]), feedback="")
+        return len(render("synthesize_windows", **v)) // 4 + 60   # + the system prompt
+    context = tokens(1) + 300 + 40
+    assert tokens(4) + 300 > context
+    with serve("oracle", model="small", context_tokens=context) as llm:
+        llm.handle("synthetic_windows", _scripted_answer)
+        client = LLMClient(openai.OpenAI(base_url=llm.base_url, api_key="x", max_retries=0), "small")
+        s = Synthesizer(client, windows_per_request=2, examples_per_request=4, max_tokens=300, seed=9, score=False)
+        res = s.synthesize_class(LABEL, real, 4, rounds=1, evaluate=rising())
+    r = res.rounds[0]
+    assert r.errors and all(e.startswith("context") for e in r.errors) and not r.llm_gone
+    assert s.examples_per_request == 1 and s.windows_per_request == 2
+    assert r.source == "llm:small" and r.valid_windows == 4
