@@ -51,6 +51,8 @@ LAZY = {
 EXPERIMENTS = {
     "augment": ("llm_agents.experiments.cli:augment",
                 "Macro-F1 vs real windows per class: none, SMOTE, synthesis (paper's result)."),
+    "scarce": ("llm_agents.experiments.cli:scarce",
+               "≤20 real windows per class from one lab capture; arms judged on other conditions and captures."),
     "policies": ("llm_agents.experiments.policies:policies",
                  "Policy success rates: direct, coder-only, blueprint loop, library (Hermes Table I)."),
     "open-world": ("evaluation.experiment_openworld:open_world",
