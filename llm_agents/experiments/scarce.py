@@ -310,6 +310,44 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def paired_gains(rows: pd.DataFrame, base: str = "real") -> pd.DataFrame:
+    """Each arm's gain over `base` within the same repeat (same real windows, same seed),
+    mean and 95% t-interval: the draws differ far more than the arms do, so only the paired
+    difference can show an arm's effect."""
+    key = ["repeat", "group", "figure"]
+    ref = rows[rows["arm"] == base].set_index(key)["value"]
+    out = []
+    for (group, figure, arm), g in rows[rows["arm"] != base].groupby(["group", "figure", "arm"], sort=False):
+        diff = g.set_index(key)["value"] - ref.reindex(g.set_index(key).index)
+        diff = diff.dropna()
+        if len(diff):
+            mean, lo, hi = interval(diff.tolist())
+            out.append({"group": group, "figure": figure, "arm": arm, "gain": mean, "low": lo, "high": hi,
+                        "repeats": len(diff)})
+    return pd.DataFrame(out)
+
+
+def gains_table(gains: pd.DataFrame, base: str = "real") -> str:
+    """Markdown: the paired gains, a sign where the interval excludes 0 (better or worse)."""
+    if gains.empty:
+        return ""
+    arms = [a for a in ARMS if a in set(gains["arm"])]
+    lines = [f"| group | figure | " + " | ".join(f"{a} − {base}" for a in arms) + " |",
+             "|---|---|" + "---|" * len(arms)]
+    for (group, figure), g in gains.groupby(["group", "figure"], sort=False):
+        cell = {}
+        for r in g.itertuples():
+            up = figure in HIGHER_IS_BETTER
+            mark = ""
+            if r.low > 0 or r.high < 0:
+                mark = " ✓" if (r.low > 0) == up else " ✗"
+            cell[r.arm] = f"{r.gain:+.3f} [{r.low:+.3f}, {r.high:+.3f}]{mark}"
+        lines.append(f"| {group} | {figure} | " + " | ".join(cell.get(a, "") for a in arms) + " |")
+    lines += ["", f"Paired by repeat: each arm minus {base} on the same draw, mean [95% t-interval]; ✓ better and "
+              "✗ worse where the interval excludes 0."]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(table: pd.DataFrame, meta: dict[str, Any]) -> str:
     cfg = meta["config"]
     arms = [a for a in ARMS if a in set(table["arm"])]
@@ -342,32 +380,34 @@ def markdown_table(table: pd.DataFrame, meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
+def plot(gains: pd.DataFrame, path: Path, base: str = "real") -> None:
+    """Each arm's paired gain over `base` with its interval: one row of panels per group."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(g, f) for g, f in table[["group", "figure"]].drop_duplicates().itertuples(index=False)
-              if f in ("known_ok", "benign_false_alert", "unknown_miss", "macro_f1")]
-    groups = list(dict.fromkeys(g for g, _ in panels))
-    figs = ["macro_f1", "known_ok", "benign_false_alert", "unknown_miss"]
-    fig, axes = plt.subplots(len(groups), len(figs), figsize=(3.2 * len(figs), 2.4 * len(groups)), squeeze=False)
-    arms = [a for a in ARMS if a in set(table["arm"])]
+    figs = [f for f in ("macro_f1", "known_ok", "benign_false_alert", "unknown_miss") if f in set(gains["figure"])]
+    groups = list(dict.fromkeys(gains["group"]))
+    arms = [a for a in ARMS if a in set(gains["arm"])]
+    fig, axes = plt.subplots(len(groups), len(figs), figsize=(3.1 * len(figs), 2.3 * len(groups)), squeeze=False)
     for i, group in enumerate(groups):
         for j, figure in enumerate(figs):
             ax = axes[i][j]
-            g = table[(table["group"] == group) & (table["figure"] == figure)].set_index("arm")
+            g = gains[(gains["group"] == group) & (gains["figure"] == figure)].set_index("arm")
             if g.empty:
                 ax.axis("off")
                 continue
             g = g.reindex([a for a in arms if a in g.index])
-            ax.bar(range(len(g)), g["mean"], yerr=[g["mean"] - g["low"], g["high"] - g["mean"]], capsize=3,
-                   color=[f"C{arms.index(a)}" for a in g.index])
+            ax.bar(range(len(g)), g["gain"], yerr=[g["gain"] - g["low"], g["high"] - g["gain"]], capsize=3,
+                   color=[f"C{ARMS.index(a)}" for a in g.index])
+            ax.axhline(0, color="black", lw=0.8)
             ax.set_xticks(range(len(g)), g.index, fontsize=8)
-            ax.set_ylim(0, 1.0)
-            ax.set_title(f"{group}: {figure}", fontsize=9)
+            better = "higher" if figure in HIGHER_IS_BETTER else "lower"
+            ax.set_title(f"{group}: {figure} ({better} is better)", fontsize=8)
+            ax.tick_params(axis="y", labelsize=7)
             ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Scarce real data (≤20 windows per class), judged on other conditions and captures", fontsize=10)
+    fig.suptitle(f"Gain over {base} only (paired by draw, 95% interval): ≤20 real windows per class from one "
+                 "lab capture", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -377,8 +417,12 @@ def write_outputs(res: ScarceResult, out: Path) -> dict[str, str]:
     paths = {"rows": out / "scarce_rows.csv", "table": out / "scarce_table.md", "plot": out / "scarce.png",
              "json": out / "scarce.json"}
     res.rows.to_csv(paths["rows"], index=False)
-    paths["table"].write_text(markdown_table(res.table, res.meta), encoding="utf-8")
-    plot(res.table, paths["plot"])
-    paths["json"].write_text(json.dumps({"meta": res.meta, "table": res.table.to_dict("records")}, indent=1,
-                                        default=str), encoding="utf-8")
+    gains = paired_gains(res.rows)
+    paths["table"].write_text(markdown_table(res.table, res.meta) + "\n" + gains_table(gains), encoding="utf-8")
+    if len(gains):
+        plot(gains, paths["plot"])
+    else:                                   # one arm only: nothing to compare
+        paths.pop("plot")
+    paths["json"].write_text(json.dumps({"meta": res.meta, "table": res.table.to_dict("records"),
+                                         "gains": gains.to_dict("records")}, indent=1, default=str), encoding="utf-8")
     return {k: str(v) for k, v in paths.items()}

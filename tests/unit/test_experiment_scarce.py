@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from inference.datasets.lab import lab_paths
-from llm_agents.experiments.scarce import (OracleClient, ScarceConfig, augment, draw, interval, markdown_table,
-                                           split_gate, summarise, training_pool)
+from llm_agents.experiments.scarce import (OracleClient, ScarceConfig, augment, draw, gains_table, interval,
+                                           markdown_table, paired_gains, split_gate, summarise, training_pool)
 from llm_agents.synthesis.constraints import check_flows
 
 
@@ -94,3 +94,20 @@ def test_intervals_and_the_table() -> None:
     known = next(line for line in md.splitlines() if "known_ok" in line)
     alerts = next(line for line in md.splitlines() if "benign_false_alert" in line)
     assert "**0.810" in known and "**0.510" in alerts   # higher wins for known_ok, lower for false alerts
+
+
+def test_gains_are_paired_by_draw() -> None:
+    """Draws differ more than arms: smote is 0.02 above real on every draw while the draws
+    spread by 0.2, so only the paired gain shows it (and marks it better); kde equals real."""
+    rows = pd.DataFrame([{"repeat": r, "arm": a, "group": "g", "figure": f, "value": base + 0.1 * r + d, "windows": 10}
+                         for r in range(4) for a, d in (("real", 0.0), ("smote", 0.02), ("kde", 0.0))
+                         for f, base in (("known_ok", 0.5), ("benign_false_alert", 0.1))])
+    absolute = summarise(rows).set_index(["figure", "arm"])
+    assert absolute.loc[("known_ok", "smote"), "low"] < absolute.loc[("known_ok", "real"), "mean"]  # overlaps
+    gains = paired_gains(rows).set_index(["figure", "arm"])
+    assert gains.loc[("known_ok", "smote"), "gain"] == pytest.approx(0.02)
+    assert gains.loc[("known_ok", "smote"), "low"] == pytest.approx(0.02)      # the same on every draw
+    assert gains.loc[("known_ok", "kde"), "gain"] == pytest.approx(0.0) and "real" not in gains.index.get_level_values(1)
+    md = gains_table(paired_gains(rows))
+    assert "| g | known_ok | +0.020 [+0.020, +0.020] ✓ |" in md                # higher known_ok: better
+    assert "| g | benign_false_alert | +0.020 [+0.020, +0.020] ✗ |" in md      # more false alerts: worse
