@@ -31,7 +31,7 @@ What a run does, every step written to the audit log with its figures:
    training windows) are appended after the champion's classes, so existing class
    indices keep their meaning. A class name is the accepted label (a `novel:<name>`
    answer is stored as `<name>`; see llm_agents.labeling.acceptance).
-4. The gate. Both models score the held-out windows. The challenger is promoted only if
+4. The gate (evaluation.holdout_gate). Both models score the held-out windows. The challenger is promoted only if
    its macro-F1 (over classes with held-out support) is strictly higher than the
    champion's, the gain holds up to noise (a paired bootstrap over the held-out windows:
    the 95% interval of the gain lies above 0, else `not_significant`), and no class the
@@ -52,14 +52,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from contracts.errors import EdgeloopError
+from evaluation.holdout_gate import Figures, gate, paired_gain, predict, score_figures
 from inference.bundle import Bundle
-from inference.onnx_detector import OnnxDetector
 from inference.registry import Registry
 from llm_agents.agent_metrics import AgentMetrics
 from llm_agents.audit import AuditLog
@@ -95,19 +95,6 @@ class RetrainConfig:
 
 
 @dataclass
-class Figures:
-    """One model on the held-out windows."""
-
-    version: str
-    classes: list[str]
-    windows: int
-    macro_f1: float
-    recall: dict[str, float]
-    f1: dict[str, float]
-    support: dict[str, int]
-
-
-@dataclass
 class RetrainDecision:
     trigger: str
     promoted: bool
@@ -127,77 +114,6 @@ class RetrainDecision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def predict(bundle: Bundle, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The class name `bundle` predicts for each window."""
-    det = OnnxDetector(bundle)
-    return np.asarray(det.class_names, dtype=object)[det.score(x, mask).predicted] if len(x) else np.array([], object)
-
-
-def score_figures(bundle: Bundle, x: np.ndarray, mask: np.ndarray, truth: np.ndarray,
-                  pred: np.ndarray | None = None) -> Figures:
-    """Macro-F1 and per-class recall/F1 over the classes present in `truth`."""
-    if pred is None:
-        pred = predict(bundle, x, mask) if len(x) else truth
-    recall, f1, support = {}, {}, {}
-    for c in sorted(set(truth.tolist())):
-        t, p = truth == c, pred == c
-        tp = float((t & p).sum())
-        recall[c] = tp / t.sum()
-        precision = tp / p.sum() if p.sum() else 0.0
-        f1[c] = 2 * precision * recall[c] / (precision + recall[c]) if tp else 0.0
-        support[c] = int(t.sum())
-    macro = float(np.mean(list(f1.values()))) if f1 else 0.0
-    return Figures(bundle.version, list(bundle.class_names), len(truth), macro, recall, f1, support)
-
-
-def paired_gain(truth: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, resamples: int = 2000,
-                level: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """The challenger's macro-F1 gain over the champion on the same windows, with a paired
-    bootstrap interval: both models are scored on each resample of the windows, so what the
-    interval measures is the difference, not each model's own noise.
-
-    Macro-F1 is over the classes present in `truth` (as `score_figures`); a class a resample
-    happens to leave out does not count in that resample."""
-    truth, champion, challenger = (np.asarray(a, dtype=object) for a in (truth, champion, challenger))
-    n = len(truth)
-    classes = sorted(set(truth.tolist()))
-    t = np.stack([truth == c for c in classes], axis=1).astype(np.float64)  # [n, C]
-
-    def macro(weights: np.ndarray, pred: np.ndarray) -> np.ndarray:  # weights [B, n] -> [B]
-        p = np.stack([pred == c for c in classes], axis=1).astype(np.float64)
-        tp, pos, real = weights @ (t * p), weights @ p, weights @ t
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f1 = np.where(tp > 0, 2 * tp / (pos + real), 0.0)
-        f1[real == 0] = np.nan
-        return np.nanmean(f1, axis=1)
-
-    ones = np.ones((1, n))
-    point = float(macro(ones, challenger)[0] - macro(ones, champion)[0])
-    rng, gains = np.random.default_rng(seed), []
-    for start in range(0, resamples, 250):  # 250 resamples at a time: [250, n] weights
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(250, resamples - start)).astype(np.float64)
-        gains.append(macro(w, challenger) - macro(w, champion))
-    g = np.concatenate(gains)
-    lo, hi = np.quantile(g, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"gain": round(point, 5), "low": round(float(lo), 5), "high": round(float(hi), 5),
-            "level": level, "resamples": resamples, "windows": n}
-
-
-def gate(champion: Figures, challenger: Figures, max_recall_drop: float = 0.01,
-         min_gain: float = 0.0, significance: Mapping[str, float] | None = None) -> tuple[bool, str, dict[str, float]]:
-    """(promote?, reason, recall change per class). Reasons: promoted, no_gain,
-    recall_drop:<c>, not_significant (the gain's paired interval reaches 0 or below)."""
-    delta = {c: challenger.recall.get(c, 0.0) - champion.recall[c] for c in champion.recall}
-    for c in sorted(delta, key=delta.get):  # type: ignore[arg-type]
-        if c in champion.classes and delta[c] < -max_recall_drop - 1e-12:
-            return False, f"recall_drop:{c}", delta
-    if not challenger.macro_f1 > champion.macro_f1 + min_gain:
-        return False, "no_gain", delta
-    if significance is not None and not significance["low"] > 0:
-        return False, "not_significant", delta
-    return True, "promoted", delta
 
 
 @dataclass

@@ -6,7 +6,8 @@ import pytest
 
 from llm_agents.audit import AuditLog
 from llm_agents.synthesis.constraints import check_flows
-from llm_agents.retrain import Figures, RetrainConfig, Retrainer, gate, holdout_mask, paired_gain
+from evaluation.holdout_gate import Figures, gate, paired_gain
+from llm_agents.retrain import RetrainConfig, Retrainer, holdout_mask
 from llm_agents.store import DatasetStore, reference_frame
 from llm_agents.window_frames import window_tensors, windows_frame
 
