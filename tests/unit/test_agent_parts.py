@@ -5,7 +5,8 @@ import asyncio
 import json
 import time
 
-from llm_agents.agent import AgentConfig, AgentState, DriftMonitor, LabelAgent, OffsetTracker
+from llm_agents.agent import AgentConfig, AgentState, LabelAgent
+from llm_agents.agent_tracking import DriftMonitor, OffsetTracker
 from llm_agents.audit import Decision
 from streams.settings import load_settings
 from streams.topics import Topics
