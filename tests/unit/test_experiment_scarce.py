@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from inference.datasets.lab import lab_paths
-from llm_agents.experiments.scarce import (OracleClient, ScarceConfig, augment, draw, gains_table, interval,
-                                           markdown_table, paired_gains, split_gate, summarise, training_pool)
+from llm_agents.experiments.scarce import OracleClient, ScarceConfig, augment, draw, split_gate, training_pool
+from llm_agents.experiments.scarce_report import gains_table, interval, markdown_table, paired_gains, summarise
 from llm_agents.synthesis.constraints import check_flows
 
 
