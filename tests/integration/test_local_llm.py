@@ -32,6 +32,7 @@ from llm_agents.local_llm import LocalLLM, server_installed
 from llm_agents.metrics import build_llm_metrics
 from streams.broker import free_port
 from tests.support.scripted_windows import DETECTOR_CLASSES, synthetic_windows
+from tests.support.uncertain import uncertain_windows
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -105,33 +106,6 @@ def test_a_timeout_and_a_cut_off_answer_are_classified_failures(local) -> None:
     assert info.value.reason in ("truncated", "no_json", "schema")
 
 
-def _uncertain(path: Path, limit: int, audit: float) -> list:
-    """Real uncertain (and audit-sampled) windows from a capture, through the edge engine
-    with the shipped bundle: what the agent would be sent. The flows' labels stay on them
-    for the test's truth; the Decider strips them before anything reaches the model."""
-    from contracts.records import UncertainWindow
-    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
-    from inference.onnx_detector import OnnxDetector
-    from streams.detector import DetectorConfig, EdgeDetector
-    from streams.sources.files import records_from_frame
-
-    df = pd.read_parquet(path)
-    records, _ = records_from_frame(df)
-    eng = EdgeDetector(OnnxDetector(Bundle.load(DEFAULT_BUNDLE_DIR)),
-                       DetectorConfig(uncertain_rate_per_s=0, audit_sample=audit))
-    out = []
-    for i in range(0, len(records), 5000):
-        eng.ingest(records[i:i + 5000])
-        while eng.pending:
-            out += eng.score_pending()
-    eng.pending.extend(eng.windower.flush())
-    while eng.pending:
-        out += eng.score_pending()
-    wins = [UncertainWindow.model_validate_json(o.value) for o in out if o.topic == "uncertain"]
-    step = max(1, len(wins) // limit)
-    return wins[::step][:limit]
-
-
 def test_the_acceptance_gates_hold_against_a_weak_model_on_real_windows(local, tmp_path: Path) -> None:
     """Lab windows and nDPI windows from other networks: the model labels them, the gates
     judge them against the lab's labelled windows; no accepted label may be wrong."""
@@ -142,8 +116,8 @@ def test_the_acceptance_gates_hold_against_a_weak_model_on_real_windows(local, t
     train = pd.read_parquet(REPO / "data" / "lab" / "train-2.parquet")
     state = AgentState.open(tmp_path / "agent")
     state.store.append("reference", reference_frame(train, source="lab-train"), note="lab train")
-    windows = (_uncertain(REPO / "data" / "lab" / "eval.parquet", 10, 0.02)
-               + _uncertain(REPO / "data" / "ndpi" / "flows.parquet", 6, 0.02))
+    windows = (uncertain_windows(REPO / "data" / "lab" / "eval.parquet", 10, 0.02)
+               + uncertain_windows(REPO / "data" / "ndpi" / "flows.parquet", 6, 0.02))
     truth = {w.window_id: window_label(f.label for f in w.flows) for w in windows}
     client = client_for(local, context_tokens=local.context)
     t0 = time.perf_counter()
