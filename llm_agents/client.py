@@ -190,7 +190,11 @@ class LLMClient:
         text = SYSTEM_PROMPT + kwargs["messages"][1]["content"]
         estimate = estimate_tokens(text)
         fits = max(estimate, int(len(text) / self._chars_per_token)) if self._chars_per_token else estimate
-        room = self.context_tokens - fits - self.context_tokens // 20  # 5% for the estimate's error
+        # Room for the answer, counted with care: until a refusal taught this model's ratio,
+        # two characters a token (numbers and JSON tokenise densely; a llama.cpp server sent
+        # more than its context drops the connection instead of refusing), and 5% spare.
+        sure = fits if self._chars_per_token else max(fits, len(text) // 2)
+        room = self.context_tokens - sure - self.context_tokens // 20
         if self.context_tokens and max_tokens is None and room >= MIN_ANSWER_TOKENS:
             # The default cap is a ceiling, not a need: the answer gets what the context leaves.
             kwargs["max_tokens"] = min(kwargs.get("max_tokens") or room, room)
