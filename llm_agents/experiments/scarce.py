@@ -38,6 +38,7 @@ Writes `scarce_rows.csv` (one row per repeat, arm, group and figure), `scarce_ta
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -272,6 +273,9 @@ def run(train_path: Path, out_dir: Path, cfg: ScarceConfig, *, client: Any = Non
             details.append({"repeat": rep, "arm": arm, "real_windows": int(drawn["window_id"].nunique()),
                             "synthetic_windows": n_syn, "seconds": round(time.perf_counter() - t, 1), **info})
             known = [r["value"] for r in judged if r["figure"] == "known_ok" and r["group"] == cfg.groups[0]]
+            # Written as it goes: a run stopped part way keeps every finished arm.
+            pd.DataFrame(rows).to_csv(out_dir / "scarce_rows.csv", index=False)
+            (out_dir / "scarce_runs.json").write_text(json.dumps(details, indent=1, default=str))
             figure = f", {cfg.groups[0]} known right {known[0]:.3f}" if known else ""
             say(f"repeat {rep + 1}/{cfg.repeats} {arm}: {n_syn} synthetic windows{figure} "
                 f"({time.perf_counter() - t:.0f} s)")

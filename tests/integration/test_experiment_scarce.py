@@ -28,6 +28,7 @@ def test_a_small_run_writes_rows_table_plot_and_json(tmp_path: Path, monkeypatch
     # The three captures of lab-conditions, judged window by window: thousands of benign windows.
     benign = rows[rows["figure"] == "benign_false_alert"]["windows"]
     assert (benign > 3000).all()
+    assert len(json.loads((out / "scarce_runs.json").read_text())) == 2   # written arm by arm as the run goes
     meta = json.loads((out / "scarce.json").read_text())["meta"]
     runs = {r["arm"]: r for r in meta["runs"]}
     assert runs["real"]["synthetic_windows"] == 0 and runs["oracle"]["sources"] == ["llm:oracle"]
