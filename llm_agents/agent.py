@@ -308,8 +308,7 @@ class LabelAgent:
         """Labels that reached the store since the count started: this agent's acceptances and
         the verdicts people gave with `edgeloop review` in another process, read from the shared
         audit log, so a confirmed `verify` item counts and a restart loses nothing."""
-        since = self._count_from_ms
-        return sum(self.state.audit.count(a, since) for a in ("label_accepted", "review_accept", "review_correct"))
+        return self.state.audit.count(("label_accepted", "review_accept", "review_correct"), self._count_from_ms)
 
     def _maybe_retrain(self) -> None:
         if self.retrainer is None or (self._retrain is not None and not self._retrain.done()):

@@ -113,10 +113,13 @@ class AuditLog:
             rows = self._conn.execute(q + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
 
-    def count(self, action: str, since_ms: int = 0) -> int:
+    def count(self, actions: str | Sequence[str], since_ms: int = 0) -> int:
+        """Events of the action (or any of the actions) at or after `since_ms`."""
+        names = (actions,) if isinstance(actions, str) else tuple(actions)
+        marks = ",".join("?" * len(names))
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM events WHERE action = ? AND at_ms >= ?",
-                                          (action, since_ms)).fetchone()[0])
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM events WHERE action IN ({marks}) AND at_ms >= ?",
+                                          (*names, since_ms)).fetchone()[0])
 
     def last(self, actions: Sequence[str]) -> Event | None:
         marks = ",".join("?" * len(actions))

@@ -134,14 +134,12 @@ class OracleClient:
 
         self._rows = {c: example_rows(unused, c) for c in sorted(set(unused["label"]))}
         self._next = {c: 0 for c in self._rows}
-        self.requests = 0
 
     def complete_json(self, template: str, variables: Any, schema: Any, *, purpose: str,
                       max_tokens: int | None = None) -> Any:
         from llm_agents.client import LLMResult
         from llm_agents.synthesis.prompt import FIELD_NAMES
 
-        self.requests += 1
         label, n = str(variables["label"]), int(variables["n_windows"])
         rows = self._rows.get(label, [])
         start = self._next.get(label, 0)

@@ -102,7 +102,6 @@ class Decider:
         self.verify_fraction = verify_fraction
         self.batch_size, self.metrics = batch_size, metrics
         self._evidence: tuple[int, Any, Any] | None = None
-        self.accepted_total = 0
 
     def decide(self, windows: Sequence[UncertainWindow], attempts: dict[str, int], max_attempts: int) -> Outcome:
         out = Outcome()
@@ -265,7 +264,6 @@ class Decider:
                 self.s.review.resolve(item.id, a.label, "agent:acceptance", "accepted")
         written = self.s.ledger.commit(decisions)
         n_acc = sum(d.outcome == "accepted" for d in written)  # a repeat of a decided window counts once
-        self.accepted_total += n_acc
         out.finished.update({d.window_id: d.outcome for d in decisions if not d.figures.get("late")})
         if self.metrics:
             self.metrics.windows_accepted.inc(n_acc)
