@@ -36,10 +36,14 @@ def raise_nofile(limit: int = 65536) -> None:
 
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
-        what: str = "") -> subprocess.CompletedProcess[str]:
-    """Run a short command to completion; a failure becomes a LabError naming it."""
+        what: str = "", stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a short command to completion; a failure becomes a LabError naming it.
+
+    Secrets go in on ``stdin``, never in ``argv``: an argument shows in ``ps`` and in this
+    error, and one that starts with a dash is read as an option."""
     try:
-        cp = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+        cp = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                            input=stdin)
     except FileNotFoundError as exc:
         raise LabError(f"{what or argv[0]}: {argv[0]} not found (run scripts/setup-lab.sh)") from exc
     except subprocess.TimeoutExpired as exc:

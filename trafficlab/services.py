@@ -59,6 +59,13 @@ def render(template: str, out: Path, **values: str) -> Path:
     return out
 
 
+def apr1_hash(password: str) -> str:
+    """An htpasswd (apr1) line's hash of ``password``, which goes to openssl on stdin: a
+    random token may start with a dash (``-pra49…`` was once read as an option)."""
+    return run(["openssl", "passwd", "-apr1", "-stdin"], what="htpasswd",
+               stdin=password + "\n").stdout.strip()
+
+
 def require_pam_deny() -> None:
     """vsftpd authenticates local users through PAM: only ever against a deny-all service."""
     text = PAM_DENY.read_text() if PAM_DENY.exists() else ""
@@ -151,8 +158,7 @@ class Services:
         # Random per run and in no wordlist: http_bruteforce can never find it.
         password = secrets.token_urlsafe(18)
         self.admin_password_file.write_text(password)
-        hashed = run(["openssl", "passwd", "-apr1", password], what="htpasswd").stdout.strip()
-        (rd / "htpasswd").write_text(f"{ADMIN_USER}:{hashed}\n")
+        (rd / "htpasswd").write_text(f"{ADMIN_USER}:{apr1_hash(password)}\n")
 
     def _content(self) -> None:
         rd, rng = self.run_dir, self.rng
