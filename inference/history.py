@@ -22,7 +22,10 @@ order count as simultaneous (no negative decay).
 
 Memory is bounded by two numbers, whatever the traffic: at most `max_hosts` hosts and
 `max_pairs` (host, peer) plus (host, service) entries, each table least-recently-used.
-A pair evicted early only makes its next flow count as new again.
+A pair evicted early only makes its next flow count as new again. A host's state is a row of
+one float64 array, and a pair is remembered by the 64-bit hash of (host, peer[, port]), not
+by its strings: 311 -> 150 B an entry with full tables (`tests/bench/bench_history.py`). Two
+pairs whose hashes collide (about 1 in 10^13 lookups at the default bounds) count as one.
 
     >>> h = HostHistory(max_hosts=50_000)
     >>> rows = h.update(keys, peers, ports, ts_ms, failed, nbytes)   # [n, 15] float32
@@ -58,14 +61,30 @@ class HostHistory:
             raise ValueError(f"max_hosts must be >= 1, got {max_hosts}")
         self.max_hosts = max_hosts
         self.max_pairs = max_pairs if max_pairs is not None else 4 * max_hosts
-        # host -> [t_last_ms, then per scale: flows, new_peers, new_services, failed,
-        # sum of log1p(bytes), sum of its square]
-        self._hosts: OrderedDict[str, list[float]] = OrderedDict()
-        self._peers: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._services: OrderedDict[tuple[str, str, int], float] = OrderedDict()
+        # host -> its row in _state: [t_last_ms, then per scale: flows, new_peers,
+        # new_services, failed, sum of log1p(bytes), sum of its square]. Rows are 0..len-1:
+        # a host only leaves when a new one takes its row.
+        self._hosts: OrderedDict[str, int] = OrderedDict()
+        self._state = np.zeros((min(max_hosts, 1024), 1 + _NS * _NST), dtype=np.float64)
+        # hash((host, peer)) and hash((host, peer, port)) -> when last seen (ms)
+        self._peers: OrderedDict[int, float] = OrderedDict()
+        self._services: OrderedDict[int, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._hosts)
+
+    def state(self, host: str) -> np.ndarray | None:
+        """A copy of the host's state row (see `__init__`), None if not remembered."""
+        row = self._hosts.get(host)
+        return None if row is None else self._state[row].copy()
+
+    def _room(self, rows: int) -> None:
+        """Grow the state array (doubling, up to max_hosts) to hold `rows` rows."""
+        have = len(self._state)
+        if rows > have:
+            grown = np.zeros((min(self.max_hosts, max(rows, 2 * have)), self._state.shape[1]))
+            grown[:have] = self._state
+            self._state = grown
 
     @property
     def entries(self) -> int:
@@ -102,12 +121,12 @@ class HostHistory:
         codes: dict[str, int] = {}
         kc = np.fromiter((codes.setdefault(k, len(codes)) for k in keys), dtype=np.int64, count=n)
         ukeys = list(codes)
-        pc_codes: dict[tuple[str, str], int] = {}
-        pk_list = list(zip(keys, peers))
-        pc = np.fromiter((pc_codes.setdefault(p, len(pc_codes)) for p in pk_list), dtype=np.int64, count=n)
-        sc_codes: dict[tuple[str, str, int], int] = {}
-        sk_list = list(zip(keys, peers, ports))
-        sc = np.fromiter((sc_codes.setdefault(p, len(sc_codes)) for p in sk_list), dtype=np.int64, count=n)
+        pc_codes: dict[int, int] = {}
+        pc = np.fromiter((pc_codes.setdefault(hash(p), len(pc_codes)) for p in zip(keys, peers)),
+                         dtype=np.int64, count=n)
+        sc_codes: dict[int, int] = {}
+        sc = np.fromiter((sc_codes.setdefault(hash(p), len(sc_codes)) for p in zip(keys, peers, ports)),
+                         dtype=np.int64, count=n)
         upairs, uservices = list(pc_codes), list(sc_codes)
         known = [hosts.get(k) for k in ukeys]
         pairs_before = [pairs.get(p) for p in upairs]
@@ -127,9 +146,9 @@ class HostHistory:
         t_first = t[starts]
         state = np.zeros((n_g, 1 + _NS * _NST), dtype=np.float64)
         state[:, 0] = t_first
-        had = [j for j, st in enumerate(known) if st is not None]
+        had = [j for j, row in enumerate(known) if row is not None]
         if had:
-            state[had] = np.array([known[j] for j in had])
+            state[had] = self._state[[known[j] for j in had]]
         # Out-of-order flows count as simultaneous: time is the host's running maximum.
         t_eff = np.maximum(t, state[g, 0])
         back = (t[1:] < t[:-1]) & ~first[1:]
@@ -186,11 +205,14 @@ class HostHistory:
         t_last = t_eff[last_rows]
         last_idx = np.empty(n_g, dtype=np.int64)
         last_idx[kc] = np.arange(n)
-        rows = np.column_stack([t_last, final]).tolist()
+        self._room(len(hosts) + known.count(None))
+        slots = np.empty(n_g, dtype=np.int64)
         for j in np.argsort(last_idx, kind="stable").tolist():
             k = ukeys[j]
-            hosts.pop(k, None)
-            hosts[k] = rows[j]
+            row = hosts.pop(k, None)
+            hosts[k] = slots[j] = len(hosts) if row is None else row
+        self._state[slots, 0] = t_last
+        self._state[slots, 1:] = final
         _touch(pairs, upairs, pc, ts)
         _touch(services, uservices, sc, ts)
         return out
@@ -202,27 +224,34 @@ class HostHistory:
         n = len(keys)
         out = np.empty((n, N_HISTORY), dtype=np.float32)
         rows: list[list[float]] = [None] * n  # type: ignore[list-item]
-        hosts, pairs, services = self._hosts, self._peers, self._services
+        hosts, pairs, services, table = self._hosts, self._peers, self._services, self._state
         scales, rates = _SCALES_MS, _RATES
         log1p, exp, sqrt = math.log1p, math.exp, math.sqrt
         for i in range(n):
             key, peer, t = keys[i], peers[i], ts_ms[i]
-            st = hosts.get(key)
-            if st is None:
+            slot = hosts.get(key)
+            if slot is None:
                 if len(hosts) >= self.max_hosts:
-                    hosts.popitem(last=False)
-                st = hosts[key] = [t] + [0.0] * (_NS * _NST)
+                    slot = hosts.popitem(last=False)[1]
+                else:
+                    slot = len(hosts)
+                    if slot >= len(table):
+                        self._room(slot + 1)
+                        table = self._state
+                hosts[key] = slot
+                st = [t] + [0.0] * (_NS * _NST)
             else:
                 hosts.move_to_end(key)
+                st = table[slot].tolist()
             dt = t - st[0]
             if dt > 0:
                 st[0] = t
             else:
                 dt = 0.0
-            pk = (key, peer)
+            pk = hash((key, peer))
             last_peer = pairs.pop(pk, None)
             pairs[pk] = t
-            sk = (key, peer, ports[i])
+            sk = hash((key, peer, ports[i]))
             last_service = services.pop(sk, None)
             services[sk] = t
             while len(pairs) > self.max_pairs:
@@ -244,6 +273,7 @@ class HostHistory:
                 mean = by / flows
                 var = sq / flows - mean * mean
                 row += (log1p(flows), log1p(newp), log1p(news), fl / flows, mean, sqrt(var) if var > _VAR_FLOOR * mean * mean else 0.0)
+            table[slot] = st
             rows[i] = row
         if n:
             out[:] = rows

@@ -153,7 +153,30 @@ def test_the_vectorised_update_counts_like_the_flow_by_flow_reference(seed):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
         assert list(ref._hosts) == list(fast._hosts) and list(ref._peers) == list(fast._peers)
         assert list(ref._services) == list(fast._services)
-        for k, st in ref._hosts.items():
-            np.testing.assert_allclose(st, fast._hosts[k], rtol=1e-9)
+        for k in ref._hosts:
+            np.testing.assert_allclose(ref.state(k), fast.state(k), rtol=1e-9)
         vectorised += len(keys) >= 32 and len(set(keys)) <= cap_hosts
     assert vectorised > 5
+
+
+def test_host_rows_stay_apart_as_the_table_grows_and_evicts():
+    """One long stream in batches of random size, so both paths add hosts to one table while
+    its state array grows past its first 1,024 rows and then evicts: every row must equal
+    the flow-by-flow reference's (two hosts sharing a state row would not)."""
+    rng = np.random.default_rng(7)
+    ref, fast = HostHistory(2_500, 6_000), HostHistory(2_500, 6_000)
+    t = 1.7e12
+    for _ in range(160):
+        n = int(rng.choice([5, 20, 64, 300]))
+        keys = [f"10.0.{k // 256}.{k % 256}" for k in rng.integers(0, 3_200, n)]
+        peer = [f"p{p}" for p in rng.integers(0, 6, n)]
+        ports = rng.integers(0, 4, n).tolist()
+        ts = (t + np.sort(rng.uniform(0, 2_000, n))).round().tolist()
+        t = ts[-1]
+        failed = (rng.random(n) < 0.3).tolist()
+        nbytes = rng.integers(0, 10**5, n).astype(float).tolist()
+        a = ref._update_rows(keys, peer, ports, ts, failed, nbytes)
+        b = fast.update(keys, peer, ports, ts, failed, nbytes)
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert len(fast) == 2_500 and len(fast._state) == 2_500
+    assert sorted(fast._hosts.values()) == list(range(2_500))
