@@ -9,7 +9,8 @@ labels), parked by reason, known (already decided), windows still to retry, seco
 seconds per window. A wrong
 accepted label is what the gates exist to stop; the script exits 1 if there is any.
 
-    .venv/bin/python tests/bench/bench_local_llm_gates.py                 # all four captures, every window
+    .venv/bin/python tests/bench/bench_local_llm_gates.py                 # 30 windows from each capture (~10 min)
+    .venv/bin/python tests/bench/bench_local_llm_gates.py --limit 0       # every window: 3,316, ~4 h on 2 cores
     .venv/bin/python tests/bench/bench_local_llm_gates.py --limit 40 --captures lab-eval,ndpi-test
 """
 from __future__ import annotations
@@ -61,7 +62,8 @@ def client(stack: ExitStack) -> tuple[LLMClient, str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--captures", default=",".join(CAPTURES), help="comma-separated: " + ", ".join(CAPTURES))
-    ap.add_argument("--limit", type=int, default=None, help="at most this many windows per capture (spread evenly)")
+    ap.add_argument("--limit", type=int, default=30,
+                    help="at most this many windows per capture, spread evenly; 0: every window (default 30)")
     ap.add_argument("--audit", type=float, default=0.02, help="share of confident windows also sent (default 0.02)")
     ap.add_argument("--batch-size", type=int, default=2)
     args = ap.parse_args()
@@ -74,7 +76,7 @@ def main() -> int:
               f"{'seconds':>7} {'s/window':>8}  parked by reason")
         for name in names:
             path, split = CAPTURES[name]
-            windows = uncertain_windows(path, args.limit, args.audit, split=split)
+            windows = uncertain_windows(path, args.limit or None, args.audit, split=split)
             truth = {w.window_id: window_label(f.label for f in w.flows) for w in windows}
             state = AgentState.open(Path(tmp) / name)
             state.store.append("reference", reference_frame(pd.read_parquet(REPO / "data" / "lab" / "train-2.parquet"),
