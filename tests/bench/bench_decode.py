@@ -5,7 +5,9 @@ messages. Prints figures; it does not pass or fail.
     .venv/bin/python tests/bench/bench_decode.py [--flows 100000] [--batch 500] [--repeat 5]
 
 Messages are FlowBatches of `--batch` lab-like records (every field a sensor fills). The
-"1 bad in 500" rows put one record that breaks a physical rule (more SYNs than packets)
+clean messages are also decoded from Arrow IPC streams of the same records (an optional
+payload edgeloop's own sensors could send): to numeric columns, what a columnar engine would
+read, and to FlowRows, what today's engine reads. The "1 bad in 500" rows put one record that breaks a physical rule (more SYNs than packets)
 in every message: msgspec still decodes the batch, the masks find the row, and only that
 row is judged again by pydantic; a type error (a string for a count) sends the message
 down the per-record path instead.
@@ -52,6 +54,43 @@ def messages(n: int, batch: int, fault: str | None) -> list[bytes]:
     return out
 
 
+def arrow_payloads(n: int, batch: int) -> list[bytes]:
+    """The same clean batches as Arrow IPC streams: what an edgeloop sensor could send."""
+    import pyarrow as pa
+
+    recs = records(n)
+    out = []
+    for a in range(0, n, batch):
+        sink = pa.BufferOutputStream()
+        table = pa.Table.from_pylist(recs[a:a + batch])
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        out.append(sink.getvalue().to_pybytes())
+    return out
+
+
+def arrow_decoders() -> dict:
+    """Arrow IPC to numeric columns (what a columnar engine would read) and to FlowRows (what
+    today's engine reads: the rows, then msgspec.convert with the same struct and bounds)."""
+    import msgspec
+    import numpy as np
+    import pyarrow as pa
+
+    from contracts.records import FlowRow
+
+    numeric = [k for k, v in records(1)[0].items() if isinstance(v, (int, float))]
+
+    def columns(raw: bytes) -> list:
+        t = pa.ipc.open_stream(raw).read_all()
+        cols = {k: t.column(k).to_numpy() for k in numeric}
+        return [None] * len(cols[numeric[0]]) if np.isfinite(cols["bytes"]).all() else []
+
+    def rows(raw: bytes) -> list:
+        return msgspec.convert(pa.ipc.open_stream(raw).read_all().to_pylist(), list[FlowRow])
+
+    return {"Arrow IPC -> numeric columns": columns, "Arrow IPC -> FlowRows": rows}
+
+
 def main() -> None:
     from contracts.records import decode_flow_rows, decode_flows
 
@@ -67,12 +106,18 @@ def main() -> None:
     for fault, label in ((None, "clean"), ("physical", f"1 bad in {a.batch} (rule)"),
                          ("type", f"1 bad in {a.batch} (type)")):
         msgs = messages(a.flows, a.batch, fault)
+        runs = {name: (dec, msgs) for name, dec in decoders.items()}
+        if fault is None:
+            arrow = arrow_payloads(a.flows, a.batch)
+            runs.update({name: (dec, arrow) for name, dec in arrow_decoders().items()})
+            print(f"{'':<22}payload: JSON {sum(map(len, msgs)) / a.flows:,.0f} B/flow, "
+                  f"Arrow IPC {sum(map(len, arrow)) / a.flows:,.0f} B/flow")
         best: dict[str, float] = {}
         good: dict[str, int] = {}
         for _ in range(a.repeat):
-            for name, dec in decoders.items():
+            for name, (dec, payloads) in runs.items():
                 t0 = time.perf_counter()
-                got = [dec(m) for m in msgs]
+                got = [dec(m) for m in payloads]
                 secs = time.perf_counter() - t0
                 best[name] = min(best.get(name, secs), secs)
                 good[name] = sum(1 for out in got for r in out if not isinstance(r, Exception))
