@@ -39,7 +39,7 @@ class DetectorConfig:
     max_open: int = 200_000
     memory_mb: float | None = 192.0
     batch_max: int = 256
-    batch_wait_ms: float = 20.0
+    batch_wait_ms: float = 5.0
     uncertain_rate_per_s: float = 50.0
     audit_sample: float = 0.01
     alert_min_windows: int = 2

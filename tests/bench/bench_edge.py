@@ -190,17 +190,18 @@ def latency(bootstrap, model, tmp, rate: int, seconds: float) -> dict:
     time.sleep(1)
     c = KafkaConsumer(topics.detections, bootstrap_servers=bootstrap, group_id=None,
                       auto_offset_reset="earliest", consumer_timeout_ms=2000)
-    lat = []
+    lat, scored = [], []
     for m in c:
         for d in json.loads(m.value)["detections"]:
             if d["closed_by"] == "k" and d.get("produced_ms"):
                 lat.append(m.timestamp - d["produced_ms"])
+                scored.append(d["scored_ms"] - d["produced_ms"])
     c.close()
     p.terminate()
     p.wait(15)
     a = np.array(lat, dtype=float)
     return {"rate": len(df) / sent_s, "n": len(a), "p50": np.percentile(a, 50), "p99": np.percentile(a, 99),
-            "max": a.max()}
+            "max": a.max(), "scored_p50": np.percentile(scored, 50), "scored_p99": np.percentile(scored, 99)}
 
 
 STAGES = (("decode (msgspec, masks)", ("records.py", "msgspec")), ("host history", ("history.py",)),
@@ -288,6 +289,8 @@ def main() -> None:
     print(f"{label:<52}{lat['p50']:>19.1f} ms")
     print(f"{'  p99':<52}{lat['p99']:>19.1f} ms")
     print(f"{'  max':<52}{lat['max']:>19.1f} ms  ({lat['n']:,} windows closed by K)")
+    print(f"{'  of which produced->scored (fetch, batch wait, score): p50':<52}{lat['scored_p50']:>19.1f} ms")
+    print(f"{'  p99':<52}{lat['scored_p99']:>19.1f} ms")
     print("\nwhere the engine's time goes (cProfile, own time, the same flows in this process):")
     for stage, share in where_time_goes(model, df).items():
         print(f"  {stage:<50}{share:>21.1%}")
