@@ -102,8 +102,11 @@ class EdgeWorker:
             async for event in stream.events():
                 await self.handle(event.message, event.value)
 
-        # Batches are also flushed as messages arrive; the timer covers quiet periods.
-        interval = max(self.settings.batch_wait_ms / 1000.0, 0.05)
+        # Batches are also flushed as messages arrive; the timer scores a batch whose wait
+        # ran out between messages. Every 50 ms it held windows for the next message or
+        # tick: p50 28 -> 18 ms produced->detection at 5,000 flows/s with a 5 ms floor
+        # (p99 37-53 -> 31-45 ms, three alternated runs; flows/s the same).
+        interval = max(self.settings.batch_wait_ms / 1000.0, 0.005)
 
         @app.timer(interval=interval, name="edgeloop-tick")
         async def tick() -> None:
