@@ -24,11 +24,12 @@ Memory is bounded by two numbers, whatever the traffic: at most `max_hosts` host
 `max_pairs` (host, peer) plus (host, service) entries, each table least-recently-used.
 A pair evicted early only makes its next flow count as new again. A host's state is a row of
 one float64 array, and a pair is remembered by the 64-bit hash of (host, peer[, port]), not
-by its strings: 311 -> 150 B an entry with full tables (`tests/bench/bench_history.py`). Two
-pairs whose hashes collide (about 1 in 10^13 lookups at the default bounds) count as one.
+by its strings: 382 -> 247 B an entry with full tables, strings included
+(`tests/bench/bench_history.py`). Two pairs whose hashes collide count as one: with 200,000
+entries in a table, about 1 in 10^14 lookups.
 
     >>> h = HostHistory(max_hosts=50_000)
-    >>> rows = h.update(keys, peers, ports, ts_ms, failed, nbytes)   # [n, 15] float32
+    >>> rows = h.update(keys, peers, ports, ts_ms, failed, nbytes)   # [n, N_HISTORY] float32
 """
 from __future__ import annotations
 

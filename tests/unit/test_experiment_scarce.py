@@ -111,3 +111,27 @@ def test_gains_are_paired_by_draw() -> None:
     md = gains_table(paired_gains(rows))
     assert "| g | known_ok | +0.020 [+0.020, +0.020] ✓ |" in md                # higher known_ok: better
     assert "| g | benign_false_alert | +0.020 [+0.020, +0.020] ✗ |" in md      # more false alerts: worse
+
+
+def test_a_run_stopped_in_an_arm_keeps_the_arms_it_finished(pool, tmp_path, monkeypatch) -> None:
+    """The llm arm takes 15 minutes a draw: a run that dies in it must leave the rows and run
+    details of every arm already judged (the README's table was once rebuilt by hand)."""
+    import json
+
+    from llm_agents.experiments import scarce
+
+    monkeypatch.setattr(scarce, "training_pool", lambda path, cfg: pool)
+    monkeypatch.setattr(scarce, "train", lambda *a, **k: object())
+
+    def judge(bundle, groups, out):
+        if out.name.endswith("smote"):
+            raise KeyboardInterrupt("stopped by hand")
+        return [{"group": groups[0], "figure": "known_ok", "value": 0.5, "windows": 10}]
+
+    monkeypatch.setattr(scarce, "judge", judge)
+    cfg = ScarceConfig(repeats=2, arms=("real", "smote"), synth_windows=2)
+    with pytest.raises(KeyboardInterrupt):
+        scarce.run(lab_paths().train, tmp_path, cfg)
+    rows = pd.read_csv(tmp_path / "scarce_rows.csv")
+    assert rows[["repeat", "arm", "figure", "value"]].values.tolist() == [[0, "real", "known_ok", 0.5]]
+    assert [(d["repeat"], d["arm"]) for d in json.loads((tmp_path / "scarce_runs.json").read_text())] == [(0, "real")]
