@@ -21,12 +21,13 @@ stream, in arrival order, so all three see the same numbers; flows that arrive o
 order count as simultaneous (no negative decay).
 
 Memory is bounded by two numbers, whatever the traffic: at most `max_hosts` hosts and
-`max_pairs` (host, peer) plus (host, service) entries, each table least-recently-used.
+`max_pairs` (host, peer) plus (host, service) entries, each table least-recently-used (a
+full pair table drops its least recently touched quarter at once: `inference.pair_table`).
 A pair evicted early only makes its next flow count as new again. A host's state is a row of
-one float64 array, and a pair is remembered by the 64-bit hash of (host, peer[, port]), not
-by its strings: 382 -> 247 B an entry with full tables, strings included
-(`tests/bench/bench_history.py`). Two pairs whose hashes collide count as one: with 200,000
-entries in a table, about 1 in 10^14 lookups.
+one float64 array, and a pair is remembered by the 64-bit hash of (host, peer[, port]) in
+numpy arrays, not by its strings or Python objects: 382 -> 247 -> 85 B an entry with full
+tables, strings included (`tests/bench/bench_history.py`). Two pairs whose hashes collide
+count as one: with 200,000 entries in a table, about 1 in 10^14 lookups.
 
     >>> h = HostHistory(max_hosts=50_000)
     >>> rows = h.update(keys, peers, ports, ts_ms, failed, nbytes)   # [n, N_HISTORY] float32
@@ -38,6 +39,8 @@ from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
+
+from inference.pair_table import PairTable
 
 HISTORY_SCALES_S: tuple[float, ...] = (10.0, 60.0, 300.0)
 HISTORY_STATS: tuple[str, ...] = ("flows", "new_peers", "new_services", "failed", "bytes", "bytes_sd")
@@ -68,8 +71,8 @@ class HostHistory:
         self._hosts: OrderedDict[str, int] = OrderedDict()
         self._state = np.zeros((min(max_hosts, 1024), 1 + _NS * _NST), dtype=np.float64)
         # hash((host, peer)) and hash((host, peer, port)) -> when last seen (ms)
-        self._peers: OrderedDict[int, float] = OrderedDict()
-        self._services: OrderedDict[int, float] = OrderedDict()
+        self._peers = PairTable(self.max_pairs)
+        self._services = PairTable(self.max_pairs)
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -110,6 +113,8 @@ class HostHistory:
             args = (keys[sl], peers[sl], ports[sl], ts[sl], failed[sl], nbytes[sl])
             got = self._update_columns(*args) if hi - lo >= _MIN_COLUMN_ROWS else None
             out[sl] = got if got is not None else self._update_rows(*args)
+        self._peers.maybe_merge()
+        self._services.maybe_merge()
         return out
 
     def _update_columns(self, keys: Sequence[str], peers: Sequence[str], ports: Sequence[int],
@@ -122,6 +127,9 @@ class HostHistory:
         codes: dict[str, int] = {}
         kc = np.fromiter((codes.setdefault(k, len(codes)) for k in keys), dtype=np.int64, count=n)
         ukeys = list(codes)
+        known = [hosts.get(k) for k in ukeys]
+        if len(hosts) + known.count(None) > self.max_hosts:
+            return None
         pc_codes: dict[int, int] = {}
         pc = np.fromiter((pc_codes.setdefault(hash(p), len(pc_codes)) for p in zip(keys, peers)),
                          dtype=np.int64, count=n)
@@ -129,12 +137,10 @@ class HostHistory:
         sc = np.fromiter((sc_codes.setdefault(hash(p), len(sc_codes)) for p in zip(keys, peers, ports)),
                          dtype=np.int64, count=n)
         upairs, uservices = list(pc_codes), list(sc_codes)
-        known = [hosts.get(k) for k in ukeys]
-        pairs_before = [pairs.get(p) for p in upairs]
-        services_before = [services.get(p) for p in uservices]
-        if (len(hosts) + known.count(None) > self.max_hosts
-                or len(pairs) + pairs_before.count(None) > self.max_pairs
-                or len(services) + services_before.count(None) > self.max_pairs):
+        pairs_before = pairs.previous(upairs)
+        services_before = services.previous(uservices)
+        if (len(pairs) + int(np.isnan(pairs_before).sum()) > self.max_pairs
+                or len(services) + int(np.isnan(services_before).sum()) > self.max_pairs):
             return None
         order = np.argsort(kc, kind="stable")
         g = kc[order]
@@ -214,8 +220,10 @@ class HostHistory:
             hosts[k] = slots[j] = len(hosts) if row is None else row
         self._state[slots, 0] = t_last
         self._state[slots, 1:] = final
-        _touch(pairs, upairs, pc, ts)
-        _touch(services, uservices, sc, ts)
+        for table, entries, codes in ((pairs, upairs, pc), (services, uservices, sc)):
+            last = np.empty(len(entries), dtype=np.int64)
+            last[codes] = np.arange(n)
+            table.touch_batch(entries, last, ts[last].tolist(), n)
         return out
 
     def _update_rows(self, keys: Sequence[str], peers: Sequence[str], ports: Sequence[int],
@@ -228,8 +236,11 @@ class HostHistory:
         hosts, pairs, services, table = self._hosts, self._peers, self._services, self._state
         scales, rates = _SCALES_MS, _RATES
         log1p, exp, sqrt = math.log1p, math.exp, math.sqrt
+        # The pair tables do not depend on the hosts' table: they take the batch's touches first.
+        peer_seen = pairs.touch_rows([hash(p) for p in zip(keys, peers)], ts_ms)
+        service_seen = services.touch_rows([hash(p) for p in zip(keys, peers, ports)], ts_ms)
         for i in range(n):
-            key, peer, t = keys[i], peers[i], ts_ms[i]
+            key, t = keys[i], ts_ms[i]
             slot = hosts.get(key)
             if slot is None:
                 if len(hosts) >= self.max_hosts:
@@ -249,16 +260,7 @@ class HostHistory:
                 st[0] = t
             else:
                 dt = 0.0
-            pk = hash((key, peer))
-            last_peer = pairs.pop(pk, None)
-            pairs[pk] = t
-            sk = hash((key, peer, ports[i]))
-            last_service = services.pop(sk, None)
-            services[sk] = t
-            while len(pairs) > self.max_pairs:
-                pairs.popitem(last=False)
-            while len(services) > self.max_pairs:
-                services.popitem(last=False)
+            last_peer, last_service = peer_seen[i], service_seen[i]
             fail, size = 1.0 if failed[i] else 0.0, log1p(nbytes[i])
             row = []
             for j in range(_NS):
@@ -296,9 +298,10 @@ def _affine_scan(decay: np.ndarray, x: np.ndarray, longest: int) -> np.ndarray:
     return b
 
 
-def _previous(codes: np.ndarray, ts: np.ndarray, before: list[float | None]) -> np.ndarray:
+def _previous(codes: np.ndarray, ts: np.ndarray, before: np.ndarray) -> np.ndarray:
     """Per flow, when its entry (code) was last seen: the previous flow with the same code
-    in the batch, else the table's time from before the batch (`before`, by code), else NaN."""
+    in the batch, else the table's time from before the batch (`before`, by code, NaN if
+    none)."""
     n = len(codes)
     order = np.argsort(codes, kind="stable")
     c = codes[order]
@@ -306,18 +309,7 @@ def _previous(codes: np.ndarray, ts: np.ndarray, before: list[float | None]) -> 
     prev[1:] = ts[order][:-1]
     first = np.ones(n, dtype=bool)
     first[1:] = c[1:] != c[:-1]
-    prev[first] = np.array([np.nan if v is None else v for v in before], dtype=np.float64)[c[first]]
+    prev[first] = before[c[first]]
     out = np.empty(n)
     out[order] = prev
     return out
-
-
-def _touch(table: OrderedDict, entries: list, codes: np.ndarray, ts: np.ndarray) -> None:
-    """Set each entry to the time of its last flow, moved to the end in order of that flow."""
-    last = np.empty(len(entries), dtype=np.int64)
-    last[codes] = np.arange(len(codes))
-    t_last = ts[last].tolist()
-    for j in np.argsort(last, kind="stable").tolist():
-        e = entries[j]
-        table.pop(e, None)
-        table[e] = t_last[j]
