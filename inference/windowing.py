@@ -5,9 +5,13 @@ flow arrives more than T seconds (event time) after the window's first flow ("ti
 flow starts the next window), when the key has been silent for T seconds of wall-clock
 ("idle"), at end of input ("flush"), or when the worker gives its partitions up in a
 rebalance or a shutdown ("revoke": emitted before the offsets are handed over), or early,
-the oldest first, when a view already holds `max_open` windows ("pressure"). Membership
-depends only on each key's own flow sequence, so replaying a file as fast as possible over Kafka gives the same windows as
+the least recently active first, when a view already holds `max_open` windows or the open
+windows' state reaches `max_bytes` ("pressure"). Membership depends only on each key's own
+flow sequence, so replaying a file as fast as possible over Kafka gives the same windows as
 scoring it offline. Training builds its windows with this same class: no train/serve skew.
+
+No object is kept per flow: a push becomes one batch of columns (`inference.window_batch`)
+and an open window holds (batch, row) pairs; its records are rebuilt only when asked for.
 
 A Windower can look at the flows from several **views** at once: keyed by source ("src":
 fan-out, one attacker's scan or brute force), by destination ("dst": fan-in, a spoofed
@@ -34,6 +38,8 @@ from contracts.window import VIEWS, ClosedBy, KeyMode, parse_views  # noqa: F401
 from inference.features import (N_FEATURES, RAW_COLUMNS, context_features, failed_flags,
                                  flow_features, raw_matrix, raw_matrix_from_frame)
 from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory
+from inference.window_batch import (  # noqa: F401 (ClosedWindow and the byte figures are the windowing's own names)
+    BATCH_FLOW_BYTES, EXTRA_FLOW_BYTES, ClosedWindow, FlowBatch, extra_columns, gather_raw)
 
 _TS = RAW_COLUMNS.index("first_seen_ms")
 _DPORT = RAW_COLUMNS.index("dst_port")
@@ -56,63 +62,31 @@ def window_id(key: str, first_flow_id: str, view: str = "src") -> str:
     return hashlib.blake2b(tag.encode(), digest_size=8).hexdigest()
 
 
-@dataclass
-class ClosedWindow:
-    window_id: str
-    key: str
-    flow_ids: list[str]
-    features: np.ndarray  # [n, N_FEATURES] unnormalised, n <= K
-    first_seen_ms: int
-    last_seen_ms: int
-    closed_by: ClosedBy
-    items: list[Any] = field(default_factory=list)  # the source records, when kept
-    labels: list[Any] = field(default_factory=list)
-    view: str = "src"
-    origins: list[Any] = field(default_factory=list)  # per flow: the token of the message it came in
-
-    @property
-    def history(self) -> np.ndarray:
-        """The host-history part of the features, one row per flow."""
-        return self.features[:, N_FEATURES - N_HISTORY:]
-
-
-_ABSENT = object()  # a flow pushed without items, labels or origins
-
-
-class _Batch:
-    """One push's flow columns, shared by every open window holding one of its flows (the
-    windows keep row numbers, not per-flow copies)."""
-
-    __slots__ = ("feats", "ts", "dports")
-
-    def __init__(self, feats: np.ndarray, ts: list[float], dports: list[float]) -> None:
-        self.feats, self.ts, self.dports = feats, ts, dports
+_ROW_NUMBERS = list(range(1 << 15))  # row numbers as shared objects, grown for a bigger push
 
 
 @dataclass(slots=True)
 class _Open:
     first_ts: float
     wall: float
-    # per flow: (batch, the view's history rows of that batch, row, flow_id, peer, item,
-    # label, origin): one tuple, not one list per column
-    flows: list[tuple[Any, ...]] = field(default_factory=list)
+    # batch, row, batch, row, ...: where each flow lives, flat (a tuple per flow costs 56 B more)
+    flows: list[Any] = field(default_factory=list)
 
 
-# What an open window costs in memory, measured with tracemalloc (tests/bench/bench_open_windows.py):
-# the window (its dict entry, _Open, list) and each flow it holds (tuple, row number, its share of
-# the batch's columns), plus the decoded record a kept flow holds (shared by its views).
-# Measured: 442 B for a one-flow window, 2,176 B for a seven-flow one (host history apart),
-# and 700 B per decoded FlowRow.
-WINDOW_BYTES = 160
-FLOW_BYTES = 290
-ITEM_BYTES = 700
+# What open windows cost in memory, measured with tracemalloc (tests/bench/
+# bench_open_windows.py prints the estimate beside peak RSS): a window (its dict entry about
+# 140 B, _Open 56 B, its list 56 B), each flow it holds (two list slots, its first time), and
+# the live batches (`FlowBatch.nbytes`). A batch is live while any open window holds one of
+# its flows.
+WINDOW_BYTES = 250
+FLOW_BYTES = 40
 
 
 class _View:
     """One view's open windows, least recently active first, and host history."""
 
-    def __init__(self, name: str, max_hosts: int) -> None:
-        self.name = name
+    def __init__(self, name: str, index: int, max_hosts: int) -> None:
+        self.name, self.index = name, index
         self.key = key_function(name)
         self.peer = (lambda src, dst: src) if name == "dst" else (lambda src, dst: dst)
         # An OrderedDict: taking windows off the front of a plain dict rescans the holes its
@@ -125,8 +99,9 @@ class _View:
 class Windower:
     """Incremental windowing over any number of keys and views, bounded by `max_open`
     windows per view, `max_bytes` of open-window state over all views (the estimate of
-    `open_bytes`), and `max_hosts` remembered hosts per view. At a bound the least recently
-    active window closes early ("pressure")."""
+    `open_bytes`: windows, their flows and the batches they keep alive), and `max_hosts`
+    remembered hosts per view. At a bound the least recently active window of the view
+    holding the most windows closes early ("pressure")."""
 
     def __init__(self, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
                  max_open: int = 200_000, keep_items: bool = True,
@@ -139,17 +114,19 @@ class Windower:
         self.seconds, self.keep_items, self.clock = seconds, keep_items, clock
         self.idle_s = seconds if idle_s is None else idle_s
         self.views = parse_views(views if views is not None else (key,))
-        self._views = [_View(v, max_hosts) for v in self.views]
+        self._views = [_View(v, i, max_hosts) for i, v in enumerate(self.views)]
+        self._windows = 0  # open windows over all views
+        self._held = 0  # flows held by open windows over all views
+        self._batch_bytes = 0  # bytes of the batches open windows keep alive
 
     def __len__(self) -> int:
-        return sum(len(v.open) for v in self._views)
+        return self._windows
 
     @property
     def open_bytes(self) -> int:
-        """Estimated memory of the open windows (WINDOW_BYTES, FLOW_BYTES, ITEM_BYTES)."""
-        windows, flows = len(self), sum(v.flows for v in self._views)
-        item = ITEM_BYTES / len(self._views) if self.keep_items else 0.0
-        return int(windows * WINDOW_BYTES + flows * (FLOW_BYTES + item))
+        """Estimated memory of the open windows (WINDOW_BYTES, FLOW_BYTES and the live
+        batches' bytes)."""
+        return self._windows * WINDOW_BYTES + self._held * FLOW_BYTES + self._batch_bytes
 
     @property
     def history_entries(self) -> int:
@@ -161,60 +138,90 @@ class Windower:
              labels: Sequence[Any] | None = None,
              origins: Sequence[Any] | None = None) -> list[ClosedWindow]:
         """Add N flows (columns already extracted); return the windows they closed, in order
-        (view by view). `labels` and `origins` ride along per flow into the closed windows
-        (ground truth; the offset ledger's message tokens)."""
+        (view by view). `items` (the records) are kept as columns when `keep_items`;
+        `labels` and `origins` ride along per flow into the closed windows (ground truth;
+        the offset ledger's message tokens)."""
+        n = len(flow_ids)
+        if n == 0:
+            return []
         failed = failed_flags(raw).tolist()
         all_ts, all_dports = raw[:, _TS].tolist(), raw[:, _DPORT].tolist()
         nbytes = raw[:, _BYTES].tolist()
-        batch = _Batch(flow_features(raw), all_ts, all_dports)
+        if n > len(_ROW_NUMBERS):  # a whole capture windowed at once
+            _ROW_NUMBERS.extend(range(len(_ROW_NUMBERS), n))
+        # One string object per distinct address of the batch (a decoder makes one per field).
+        seen: dict[str, str] = {}
+        src_ips, dst_ips = [seen.setdefault(a, a) for a in src_ips], [seen.setdefault(a, a) for a in dst_ips]
+        extra = extra_columns(items) if self.keep_items and items is not None else None
+        batch = FlowBatch(np.ascontiguousarray(raw, dtype=np.float64), flow_ids, src_ips, dst_ips,
+                       labels, origins, extra)
+        self._batch_bytes += batch.nbytes
         now = self.clock()
-        n = len(flow_ids)
-        keep = items if self.keep_items else None
-        absent = [_ABSENT] * n
-        extra = list(zip(flow_ids, keep if keep is not None else absent,
-                         labels if labels is not None else absent, origins if origins is not None else absent))
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
         for view in self._views:
             keyf, peerf = view.key, view.peer
             keys = [keyf(s, d) for s, d in zip(src_ips, dst_ips)]
             peers = [peerf(s, d) for s, d in zip(src_ips, dst_ips)]
             hist = view.history.update(keys, peers, all_dports, all_ts, failed, nbytes)
-            self._assign(view, keys, peers, batch, hist, extra, now, done)
+            batch.hist.append(hist)
+            batch.nbytes += hist.nbytes
+            self._batch_bytes += hist.nbytes
+            self._assign(view, keys, batch, all_ts, now, done)
+        if batch.refs == 0:
+            self._batch_bytes -= batch.nbytes
         return self._close(done)
 
-    def _assign(self, view: _View, keys: list[str], peers: list[str], batch: _Batch, hist: np.ndarray,
-                extra: list[tuple[Any, Any, Any, Any]], now: float,
+    def _leave(self, view: _View, key: str, w: _Open, how: ClosedBy,
+               done: list[tuple[_View, str, _Open, ClosedBy]]) -> None:
+        """Account for a window that left its view's open dict; it goes to `done`."""
+        n = len(w.flows) // 2
+        view.flows -= n
+        self._windows -= 1
+        self._held -= n
+        for b in w.flows[::2]:
+            b.refs -= 1
+            if b.refs == 0:
+                self._batch_bytes -= b.nbytes
+        done.append((view, key, w, how))
+
+    def _fullest(self, view: _View) -> _View:
+        """The view a pressure close takes from: the one holding the most windows."""
+        return max(self._views, key=lambda v: (len(v.open), v is view))
+
+    def _assign(self, view: _View, keys: list[str], batch: FlowBatch, all_ts: list[float], now: float,
                 done: list[tuple[_View, str, _Open, ClosedBy]]) -> None:
-        opened, k, horizon, all_ts = view.open, self.k, self.horizon_ms, batch.ts
-        per_view_bytes = None if self.max_bytes is None else self.max_bytes / len(self._views)
-        item = ITEM_BYTES / len(self._views) if self.keep_items else 0.0
-        for i, key in enumerate(keys):
+        opened, k, horizon = view.open, self.k, self.horizon_ms
+        max_bytes = self.max_bytes
+        leave = self._leave
+        for i, key in zip(_ROW_NUMBERS, keys):  # shared int objects, not one per flow and view
             ts = all_ts[i]
             w = opened.get(key)
             if w is not None:
                 if ts - w.first_ts > horizon:
                     del opened[key]
-                    view.flows -= len(w.flows)
-                    done.append((view, key, w, "time"))
+                    leave(view, key, w, "time", done)
                     w = None
                 else:
                     opened.move_to_end(key)  # the dict stays in order of activity
             if w is None:
-                while opened and (len(opened) >= self.max_open or (
-                        per_view_bytes is not None
-                        and (len(opened) + 1) * WINDOW_BYTES + (view.flows + 1) * (FLOW_BYTES + item) > per_view_bytes)):
+                while opened and len(opened) >= self.max_open:
                     oldest, w_old = opened.popitem(last=False)
-                    view.flows -= len(w_old.flows)
-                    done.append((view, oldest, w_old, "pressure"))
+                    leave(view, oldest, w_old, "pressure", done)
+                if max_bytes is not None:
+                    while self._windows and self.open_bytes + WINDOW_BYTES + FLOW_BYTES > max_bytes:
+                        v = self._fullest(view)
+                        oldest, w_old = v.open.popitem(last=False)
+                        leave(v, oldest, w_old, "pressure", done)
                 w = opened[key] = _Open(first_ts=ts, wall=now)
+                self._windows += 1
             w.wall = now
-            fid, it, lab, org = extra[i]
-            w.flows.append((batch, hist, i, fid, peers[i], it, lab, org))
+            w.flows += (batch, i)
+            batch.refs += 1
             view.flows += 1
-            if len(w.flows) >= k:
+            self._held += 1
+            if len(w.flows) >= 2 * k:
                 del opened[key]
-                view.flows -= len(w.flows)
-                done.append((view, key, w, "k"))
+                leave(view, key, w, "k", done)
 
     def push_records(self, records: Sequence[Any], origins: Sequence[Any] | None = None) -> list[ClosedWindow]:
         """Add FlowRecord objects (anything with FlowRecord attributes)."""
@@ -234,17 +241,17 @@ class Windower:
                 if now - w.wall < self.idle_s:
                     break
                 opened.popitem(last=False)
-                view.flows -= len(w.flows)
-                done.append((view, key, w, "idle"))
+                self._leave(view, key, w, "idle", done)
         return self._close(done)
 
     def flush(self, closed_by: ClosedBy = "flush") -> list[ClosedWindow]:
         """Close every open window (end of input; "revoke": partitions are being given up)."""
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
         for view in self._views:
-            done += [(view, key, w, closed_by) for key, w in view.open.items()]
+            items = list(view.open.items())
             view.open.clear()
-            view.flows = 0
+            for key, w in items:
+                self._leave(view, key, w, closed_by, done)
         return self._close(done)
 
     def clear(self) -> int:
@@ -253,6 +260,7 @@ class Windower:
         for view in self._views:
             view.open.clear()
             view.flows = 0
+        self._windows = self._held = self._batch_bytes = 0
         return n
 
     @staticmethod
@@ -262,28 +270,30 @@ class Windower:
         calls per push, not per window or per flow)."""
         if not done:
             return []
-        sizes = np.fromiter((len(w.flows) for _, _, w, _ in done), dtype=np.int64, count=len(done))
+        sizes = np.fromiter((len(w.flows) // 2 for _, _, w, _ in done), dtype=np.int64, count=len(done))
         starts = np.zeros(len(done), dtype=np.int64)
         np.cumsum(sizes[:-1], out=starts[1:])
         total = int(sizes.sum())
-        flows = [f for _, _, w, _ in done for f in w.flows]
-        ts = np.fromiter((f[0].ts[f[2]] for f in flows), dtype=np.float64, count=total)
-        dports = np.fromiter((f[0].dports[f[2]] for f in flows), dtype=np.float64, count=total)
-        ctx = context_features(ts, dports, [f[4] for f in flows], starts)
+        rows = [list(zip(w.flows[::2], w.flows[1::2])) for _, _, w, _ in done]
+        flows = [f for fl in rows for f in fl]
+        raw = np.empty((total, len(RAW_COLUMNS)), dtype=np.float64)
+        gather_raw(raw, flows)
+        ts, dports = raw[:, _TS], raw[:, _DPORT]
+        views = [v for (v, _, _, _), fl in zip(done, rows) for _ in fl]
+        peers = [b.src[r] if v.name == "dst" else b.dst[r] for v, (b, r) in zip(views, flows)]
+        ctx = context_features(ts, dports, peers, starts)
         ctx[:, 3] = np.repeat([v.name == "dst" for v, _, _, _ in done], sizes)
         feats = np.empty((total, N_FEATURES), dtype=np.float32)
         nf = N_FEATURES - N_HISTORY - ctx.shape[1]
+        feats[:, :nf] = flow_features(raw)
         feats[:, nf:nf + ctx.shape[1]] = ctx
-        _gather(feats[:, :nf], [(f[0].feats, f[2]) for f in flows])
-        _gather(feats[:, N_FEATURES - N_HISTORY:], [(f[1], f[2]) for f in flows])
+        _gather(feats[:, N_FEATURES - N_HISTORY:], [(b.hist[v.index], r) for v, (b, r) in zip(views, flows)])
         lo, hi = np.minimum.reduceat(ts, starts).tolist(), np.maximum.reduceat(ts, starts).tolist()
         out = []
-        for j, ((v, key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist())):
-            fl = w.flows
-            ids = [f[3] for f in fl]
-            items, labels, origins = ([f[c] for f in fl if f[c] is not _ABSENT] for c in (5, 6, 7))
+        for j, ((v, key, w, how), fl, s, n) in enumerate(zip(done, rows, starts.tolist(), sizes.tolist())):
+            ids = [b.ids[r] for b, r in fl]
             out.append(ClosedWindow(window_id(key, ids[0], v.name), key, ids, feats[s:s + n],
-                                    int(lo[j]), int(hi[j]), how, items, labels, v.name, origins))
+                                    int(lo[j]), int(hi[j]), how, v.name, fl))
         return out
 
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import RecordError
 from contracts.policy_model import Policy
-from contracts.records import FlowRecord, loads, validate
+from contracts.records import loads, validate
 from streams.nftables import IPNetwork, parse_address, parse_network
 
 log = logging.getLogger("edgeloop.policies")
@@ -169,19 +169,20 @@ class DetectorOverrides:
         return not (self.per_class_confidence or self.suppress or self.allow_services)
 
     def mutes(self, predicted: str, confidence: float, key: str,
-              flows: Sequence[FlowRecord] = ()) -> str | None:
-        """Why this window must not alert ("threshold", "suppressed", "allow_listed"), or None."""
+              services: Sequence[tuple[str, int, int]] = ()) -> str | None:
+        """Why this window must not alert ("threshold", "suppressed", "allow_listed"), or None.
+        `services`: (destination, port, protocol) of each of the window's flows."""
         need = self.per_class_confidence.get(predicted)
         if need is not None and confidence < need:
             return "threshold"
         if any(r.matches(predicted, key) for r in self.suppress):
             return "suppressed"
-        if flows and self.allow_services and all(self._allowed(f) for f in flows):
+        if services and self.allow_services and all(self._allowed(*f) for f in services):
             return "allow_listed"
         return None
 
-    def _allowed(self, f: FlowRecord) -> bool:
-        return any(f.dst_ip == ip and f.dst_port == port and proto in (0, f.protocol)
+    def _allowed(self, dst_ip: str, dst_port: int, protocol: int) -> bool:
+        return any(dst_ip == ip and dst_port == port and proto in (0, protocol)
                    for ip, port, proto in self.allow_services)
 
 

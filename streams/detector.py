@@ -199,7 +199,7 @@ class EdgeDetector:
         ood, unsure, low = s.ood.tolist(), s.uncertain.tolist(), s.low_confidence.tolist()
         for i, w in enumerate(batch):
             self._released += w.origins
-            produced = max((getattr(r, "produced_ms", None) or 0 for r in w.items), default=0)
+            produced = max((p for p in w.column("produced_ms") if p is not None), default=0)
             d = DetectionRow(
                 window_id=w.window_id, key=w.key, flow_ids=w.flow_ids, first_seen_ms=w.first_seen_ms,
                 last_seen_ms=w.last_seen_ms, predicted=names[predicted[i]],
@@ -208,16 +208,18 @@ class EdgeDetector:
                 model_version=model.version, produced_ms=produced or None, scored_ms=now_ms,
                 view=w.view)
             dets.append(d)
-            u = self.router.route(d, bool(low[i]), list(w.items), names, w.history)
+            # The flows are rebuilt as records only for a window that goes to `uncertain`.
+            u = self.router.route(d, bool(low[i]), lambda w=w: w.items, names, w.history)
             if u is not None:
                 out.append(Output("uncertain", w.key.encode(), encode(u)))
                 if m:
                     m.uncertain.labels(reason=u.reason).inc()
             elif d.uncertain and m:
                 m.uncertain_rate_limited.inc()
-            muted = self.overrides.mutes(d.predicted, conf[i], d.key, w.items) if self.overrides else None
+            muted = (self.overrides.mutes(d.predicted, conf[i], d.key, _services(w)) if self.overrides
+                     else None)
             if muted is None:
-                self.alerts.add(d, w.items)
+                self.alerts.add(d, w)
             elif m and not d.uncertain and d.predicted != self.alerts.benign:
                 m.alerts_muted.labels(reason=muted).inc()
         out.insert(0, Output("detections", None, encode_detection_batch(self.cfg.worker, model.version, names, dets)))
@@ -243,3 +245,8 @@ class EdgeDetector:
             if d.produced_ms and d.closed_by == "k":
                 m.end_to_end_seconds.observe(max(0.0, (now_ms - d.produced_ms) / 1000))
         m.uncertain_ratio.set(n_unc / len(dets))
+
+
+def _services(w: ClosedWindow) -> list[tuple[str, int, int]]:
+    """(destination, port, protocol) of each flow of the window, from its columns."""
+    return list(zip(w.column("dst_ip"), w.column("dst_port"), w.column("protocol")))

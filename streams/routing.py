@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -74,7 +74,9 @@ class AlertAggregator:
         self._aggs: dict[tuple[str, str, str], _AlertAgg] = {}
         self._since = clock()
 
-    def add(self, d: Detection, flows: list[FlowRecord]) -> None:
+    def add(self, d: Detection, window: Any = None) -> None:
+        """Count a detection; `window` (a ClosedWindow) gives its flows' addresses and ports
+        from its columns, without rebuilding records."""
         if d.uncertain or d.predicted == self.benign:
             return
         a = self._aggs.setdefault((d.view, d.key, d.predicted), _AlertAgg())
@@ -84,16 +86,19 @@ class AlertAggregator:
         a.first_seen_ms = min(a.first_seen_ms, d.first_seen_ms)
         a.last_seen_ms = max(a.last_seen_ms, d.last_seen_ms)
         a.max_confidence = max(a.max_confidence, d.confidence)
-        for f in flows:
-            if a.sources < self.SOURCE_CAP and f.src_ip not in a._seen:
-                a._seen.add(f.src_ip)
-                a.sources += 1
-            if len(a.src_ips) < self.MAX_LISTED:
-                a.src_ips.add(f.src_ip)
-            if len(a.dst_ips) < self.MAX_LISTED:
-                a.dst_ips.add(f.dst_ip)
-            if len(a.dst_ports) < self.MAX_LISTED:
-                a.dst_ports.add(f.dst_port)
+        if window is None:
+            return
+        srcs = window.column("src_ip")
+        if a.sources < self.SOURCE_CAP:
+            new = set(srcs) - a._seen
+            a._seen |= new
+            a.sources = min(self.SOURCE_CAP, a.sources + len(new))
+        for col, listed in ((srcs, a.src_ips), (window.column("dst_ip"), a.dst_ips),
+                            (window.column("dst_port"), a.dst_ports)):
+            for v in col:
+                if len(listed) >= self.MAX_LISTED:
+                    break
+                listed.add(v)
 
     def due(self) -> bool:
         return bool(self._aggs) and self.clock() - self._since >= self.interval_s
@@ -140,7 +145,7 @@ class UncertainRouter:
         self.audit_fraction, self.worker = audit_fraction, worker
         self.rate_limited = 0
 
-    def route(self, d: Detection, low_confidence: bool, flows: list[FlowRecord],
+    def route(self, d: Detection, low_confidence: bool, flows: Sequence[Any] | Callable[[], Sequence[Any]],
               class_names: list[str], history: Any = None) -> Any:
         """The message for `uncertain` (an UncertainRow: `encode` it), or None. `history` (an array [n, N_HISTORY]) rides
         with the flows, rounded, only when a message is sent."""
@@ -153,7 +158,8 @@ class UncertainRouter:
             reason = "audit"
         else:
             return None
-        return UncertainRow(window_id=d.window_id, key=d.key, reason=reason, flows=[_row(f) for f in flows],
+        rows = flows() if callable(flows) else flows  # records rebuilt only for a message sent
+        return UncertainRow(window_id=d.window_id, key=d.key, reason=reason, flows=[_row(f) for f in rows],
                                predicted=d.predicted, probabilities=d.probabilities,
                                class_names=class_names, confidence=d.confidence,
                                ood_score=d.ood_score, model_version=d.model_version, worker=self.worker,

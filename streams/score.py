@@ -51,14 +51,12 @@ def score_frame(df: pd.DataFrame, bundle: Bundle, config: DetectorConfig = Detec
         closed_before = len(eng.pending)
         eng.ingest(chunk)
         for w in eng.pending[closed_before:]:
-            if any(r.label for r in w.items):
-                truth[w.window_id] = window_label(r.label for r in w.items)
+            _truth(w, truth)
         while len(eng.pending) >= config.batch_max:
             eng.score_pending()
     tail = eng.windower.flush()
     for w in tail:
-        if any(r.label for r in w.items):
-            truth[w.window_id] = window_label(r.label for r in w.items)
+        _truth(w, truth)
     eng.pending.extend(tail)
     while eng.pending:
         eng.score_pending()
@@ -93,3 +91,10 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         rec = (lab.assign(hit=lab["label"] == lab["predicted"]).groupby("label")["hit"].mean())
         g["recall_as_label"] = g["predicted"].map(rec)
     return g
+
+
+def _truth(w: Any, truth: dict[str, str]) -> None:
+    """The window's label from its flows' `label` fields (read as a column), when any has one."""
+    labels = w.column("label")
+    if any(labels):
+        truth[w.window_id] = window_label(labels)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from contracts.errors import RecordError
 from contracts.policy_model import AlertMatch, ClassThreshold, Policy, RateLimit, Service
-from contracts.records import FlowRecord
+
 from streams.enforce import (ActivePolicies, DetectorOverrides, Enforcer, Guard, PolicyActivation, PolicyRefused,
                              PolicyRevocation, broker_hosts, decode_active, detector_overrides, encode_active,
                              merge_overrides)
@@ -327,9 +327,9 @@ def test_active_set_replays_in_order_and_expires() -> None:
 
 
 # -- the detector side -------------------------------------------------------------------------
-def flow(dst: str, port: int, proto: int = 6) -> FlowRecord:
-    return FlowRecord(flow_id=f"{dst}:{port}", first_seen_ms=0, last_seen_ms=1, src_ip="10.9.0.100", dst_ip=dst,
-                      dst_port=port, protocol=proto, packets=2, bytes=100)
+def flow(dst: str, port: int, proto: int = 6) -> tuple[str, int, int]:
+    """A window's flow as `mutes` sees it: (destination, port, protocol)."""
+    return (dst, port, proto)
 
 
 def test_detector_overrides_thresholds_suppression_and_allow_listed_services() -> None:

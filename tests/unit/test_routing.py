@@ -33,16 +33,16 @@ def test_alerts_aggregate_confident_attacks_per_key_and_class():
     now = [0.0]
     a = AlertAggregator("benign", min_windows=2, interval_s=5, clock=lambda: now[0])
     for i in range(3):
-        a.add(det(i), [])
-    a.add(det(9, pred="benign"), [])
-    a.add(det(10, unc=True), [])
-    a.add(det(11, key="10.0.0.7"), [])
+        a.add(det(i))
+    a.add(det(9, pred="benign"))
+    a.add(det(10, unc=True))
+    a.add(det(11, key="10.0.0.7"))
     assert a.drain("v1") == []  # interval not over
     now[0] = 6
     (alert,) = a.drain("v1")
     assert (alert.key, alert.attack, alert.windows) == ("10.0.0.66", "syn_scan", 3)
     now[0] = 12
-    a.add(det(12, key="10.0.0.7"), [])
+    a.add(det(12, key="10.0.0.7"))
     assert [x.key for x in a.drain("v1")] == ["10.0.0.7"]  # the single window waited, now 2
 
 
@@ -51,12 +51,12 @@ def test_one_window_aggregates_expire_instead_of_alerting_or_piling_up():
     now = [0.0]
     a = AlertAggregator("benign", min_windows=2, interval_s=5, clock=lambda: now[0])
     for i in range(1000):
-        a.add(det(i, key=f"198.51.{i // 250}.{i % 250}"), [])
+        a.add(det(i, key=f"198.51.{i // 250}.{i % 250}"))
     for step in range(1, 6):
         now[0] = 6 * step
         assert a.drain("v1") == []
     assert a._aggs == {}
-    a.add(det(2000, key="10.0.0.9"), [])
+    a.add(det(2000, key="10.0.0.9"))
     assert a.drain("v1", force=True) == []  # the end of input does not lower the bar
 
 
@@ -66,7 +66,7 @@ def test_a_slow_attacker_still_adds_up_to_an_alert():
     a = AlertAggregator("benign", min_windows=5, interval_s=5, clock=lambda: now[0])
     got = []
     for step in range(6):
-        a.add(det(step, key="10.0.0.66"), [])
+        a.add(det(step, key="10.0.0.66"))
         now[0] = 6 * (step + 1)
         got += a.drain("v1")
     assert [(x.key, x.windows) for x in got] == [("10.0.0.66", 5)]

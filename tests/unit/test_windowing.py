@@ -101,9 +101,11 @@ def test_windows_closed_together_get_the_features_each_would_get_alone():
 
 
 def test_open_window_memory_stays_under_its_byte_bound_and_the_least_recent_close_first():
-    from inference.windowing import FLOW_BYTES, ITEM_BYTES, WINDOW_BYTES
+    from inference.features import RAW_COLUMNS
+    from inference.windowing import BATCH_FLOW_BYTES, EXTRA_FLOW_BYTES, FLOW_BYTES, WINDOW_BYTES
 
-    bound = 400 * (WINDOW_BYTES + FLOW_BYTES + ITEM_BYTES / 2) * 2  # about 400 one-flow windows per view
+    kept = BATCH_FLOW_BYTES + EXTRA_FLOW_BYTES + 8 * len(RAW_COLUMNS)  # a record's columns, shared by the views
+    bound = 400 * (WINDOW_BYTES + FLOW_BYTES + kept / 2) * 2  # about 400 one-flow windows per view
     w = Windower(k=8, seconds=1e9, views=("src", "dst"), max_open=10**9, idle_s=1e9, max_bytes=int(bound),
                  keep_items=True, clock=lambda: 0.0)
     recs = [flow(i, src=f"10.1.{i // 250}.{i % 250}", dst=f"10.9.{i // 250}.{i % 250}") for i in range(3000)]
@@ -127,3 +129,88 @@ def test_a_window_touched_again_is_not_expired_with_the_silent_ones():
     expired = w.expire()
     assert sorted(c.key for c in expired) == sorted(f"10.2.0.{i}" for i in range(1, 10))
     assert len(w) == 1 and w.expire(now=8.9) == [] and len(w.expire(now=9.0)) == 1
+
+
+def test_windows_rebuild_their_records_from_the_columns_exactly():
+    """Open windows keep columns, not records: a window's `items` must be its flows exactly
+    (every field, as decoded from the wire or as FlowRecords), and `column` the same values."""
+    import msgspec
+
+    from contracts.records import decode_flow_rows, encode_flow_batch
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(300):
+        t = 1_700_000_000_000 + int(rng.integers(0, 9000))
+        pk = int(rng.integers(1, 50))
+        fwd = int(rng.integers(0, pk + 1))
+        rows.append(dict(
+            flow_id=f"x{i}", sensor=["s1", "s2"][i % 2], first_seen_ms=t, last_seen_ms=t + int(rng.integers(0, 5000)),
+            src_ip=f"10.0.{i % 7}.{i % 5}", dst_ip="2001:db8::1" if i % 3 else "10.9.0.1", ip_version=6 if i % 3 else 4,
+            src_port=int(rng.integers(0, 65536)), dst_port=int(rng.integers(0, 65536)), protocol=[6, 17, 1][i % 3],
+            duration_ms=float(rng.uniform(0, 1e4)), packets=pk, bytes=pk * 60 + i, src2dst_packets=fwd,
+            dst2src_packets=pk - fwd, src2dst_bytes=fwd * 60, dst2src_bytes=(pk - fwd) * 60,
+            min_ps=60.0, mean_ps=float(rng.uniform(60, 1500)), max_ps=1500.0, mean_piat_ms=0.123456789 * i,
+            syn_packets=min(pk, 1), application_name=["", "TLS.Google", "DNS"][i % 3],
+            requested_server_name="example.org" if i % 4 == 0 else "", user_agent="curl/8" if i % 5 == 0 else "",
+            label=None if i % 2 else "syn_scan", produced_ms=None if i % 6 == 0 else t + 7))
+    wire = decode_flow_rows(encode_flow_batch(rows, "t"))
+    records = [FlowRecord(**r) for r in rows]
+    wire_by_id = {f.flow_id: f for f in wire}
+
+    def typed(row):
+        return {k: (v, type(v)) for k, v in msgspec.structs.asdict(row).items()}
+    for given in (wire, records):
+        w = Windower(k=8, seconds=10, views=("src", "dst"), clock=lambda: 0.0)
+        closed = []
+        for a in range(0, len(given), 64):
+            closed += w.push_records(given[a:a + 64])
+        closed += w.flush()
+        by_id = {r["flow_id"]: r for r in rows}
+        assert sum(len(c.flow_ids) for c in closed) == 2 * len(rows)
+        for c in closed:
+            assert [f.flow_id for f in c.items] == c.flow_ids
+            for f in c.items:  # the decoded record's values and types, and the same record
+                assert typed(f) == typed(wire_by_id[f.flow_id])
+                assert FlowRecord.model_validate(msgspec.to_builtins(f)) == FlowRecord(**by_id[f.flow_id])
+            assert c.column("produced_ms") == [by_id[f]["produced_ms"] for f in c.flow_ids]
+            assert c.column("dst_port") == [by_id[f]["dst_port"] for f in c.flow_ids]
+            assert c.column("sensor") == [by_id[f]["sensor"] for f in c.flow_ids]
+
+
+def test_a_window_pushed_without_records_has_none_to_rebuild():
+    w = Windower(k=2, seconds=10, keep_items=False)
+    (c,) = w.push_records([flow(1), flow(2)])
+    assert c.items == [] and c.column("produced_ms") == [] and c.column("dst_port") == [80, 80]
+
+
+def test_an_open_window_keeps_columns_not_records():
+    """10,000 one-flow windows from decoded wire records: what the windower holds once the
+    records are dropped stays under 700 B a window, less than one record (a kept FlowRow
+    alone is about 700 B, so keeping them would fail this)."""
+    import gc
+    import tracemalloc
+
+    from contracts.records import decode_flow_rows, encode_flow_batch
+
+    n, t = 10_000, 1_700_000_000_000
+    w = Windower(k=8, seconds=1e9, views=("src", "dst"), max_open=10**9, idle_s=1e9, max_hosts=100,
+                 clock=lambda: 0.0)
+    gc.collect()
+    tracemalloc.start()
+    for a in range(0, n, 500):
+        rows = [dict(flow_id=f"flow-{i:08d}", first_seen_ms=t + i, last_seen_ms=t + i + 3, src_ip=f"10.{i >> 8 & 255}.{i & 255}.7",
+                     dst_ip="192.0.2.1", src_port=1024 + i % 60000, dst_port=80, protocol=6, packets=2, bytes=120,
+                     src2dst_packets=1, dst2src_packets=1, sensor="edge-1", application_name="HTTP")
+                for i in range(a, a + 500)]
+        w.push_records(decode_flow_rows(encode_flow_batch(rows, "t")))
+    del rows
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(w) >= n
+    per_window = held / n
+    assert per_window < 700, f"{per_window:.0f} B a window"
+    print(f"{per_window:.0f} B a window, estimate {w.open_bytes / held:.2f} of held")
+    # The estimate the memory bound uses is within reach of what is held.
+    assert 0.6 < w.open_bytes / held < 1.6

@@ -1,0 +1,178 @@
+"""A push's flows as columns, and the windows that close over them.
+
+The windower keeps no object per flow: every push becomes one `FlowBatch` (the RAW_COLUMNS
+that vary within it, each view's history rows, flow ids, addresses and, when records are
+kept, their other fields, a value shared by the batch kept once), and an open window keeps
+(batch, row) pairs. A closed window rebuilds its flows as FlowRows only when asked
+(`ClosedWindow.items`: a window routed to `uncertain`); alerts and policies read single
+fields with `ClosedWindow.column`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, Sequence
+
+import msgspec
+import numpy as np
+
+from contracts.records import FlowRow
+from contracts.window import ClosedBy
+from inference.features import N_FEATURES, RAW_COLUMNS
+from inference.history import N_HISTORY
+
+# Bytes a live batch keeps per flow besides its varying RAW_COLUMNS and history rows (both
+# counted exactly): the flow id, an address and three list slots; the record's other fields
+# when records are kept (tracemalloc, tests/bench/bench_open_windows.py).
+BATCH_FLOW_BYTES = 140
+EXTRA_FLOW_BYTES = 60
+
+
+class FlowBatch:
+    """One push's flows as columns, shared by every open window holding one of them (the
+    windows keep row numbers, not per-flow objects). A record is rebuilt from its row only
+    when something asks for it (`ClosedWindow.items`: a window routed to `uncertain`)."""
+
+    __slots__ = ("first", "varying", "cols", "at", "ids", "src", "dst", "hist", "labels", "origins", "extra", "refs",
+                 "nbytes")
+
+    def __init__(self, raw: np.ndarray, ids: Sequence[str], src: Sequence[str], dst: Sequence[str],
+                 labels: Sequence[Any] | None, origins: Sequence[Any] | None,
+                 extra: dict[str, tuple[str, Any]] | None) -> None:
+        # RAW_COLUMNS: the first row whole, and only the columns that vary within the batch
+        # (a flood's or a scan's flows differ in a few: times and ports).
+        self.first = raw[0].copy()
+        self.cols = np.flatnonzero((raw != raw[0]).any(axis=0))
+        self.varying = np.ascontiguousarray(raw[:, self.cols])
+        self.at = {c: j for j, c in enumerate(self.cols.tolist())}
+        self.ids, self.src, self.dst = ids, src, dst
+        self.labels, self.origins, self.extra = labels, origins, extra
+        self.hist: list[np.ndarray] = []  # per view, that view's history rows of these flows
+        self.refs = 0  # window memberships still open
+        n = len(ids)
+        self.nbytes = self.varying.nbytes + n * (BATCH_FLOW_BYTES + (EXTRA_FLOW_BYTES if extra is not None else 0))
+
+    def rows(self, idx: Sequence[int]) -> np.ndarray:
+        """The RAW_COLUMNS rows at `idx` [len(idx), len(RAW_COLUMNS)] float64."""
+        out = np.repeat(self.first[None, :], len(idx), axis=0)
+        out[:, self.cols] = self.varying[idx]
+        return out
+
+    def value(self, row: int, col: int) -> float:
+        j = self.at.get(col)
+        return float(self.first[col] if j is None else self.varying[row, j])
+
+
+# The record fields a batch keeps besides RAW_COLUMNS, flow_id and the addresses, to rebuild a
+# record: a value shared by the whole batch is kept once, integers in an int64 array.
+_EXTRA_FIELDS = ("sensor", "last_seen_ms", "ip_version", "application_name", "requested_server_name",
+                 "user_agent", "label", "produced_ms")
+_extra_getter = attrgetter(*_EXTRA_FIELDS)
+_INT_RAW = frozenset(("packets", "bytes", "src2dst_packets", "dst2src_packets", "src2dst_bytes",
+                      "dst2src_bytes", "syn_packets", "ack_packets", "psh_packets", "rst_packets",
+                      "fin_packets", "urg_packets", "src2dst_syn_packets", "dst2src_syn_packets",
+                      "dst2src_rst_packets", "protocol", "src_port", "dst_port", "first_seen_ms"))
+
+
+_RAW_DEFAULTS = [(f.name, f.default) for f in msgspec.structs.fields(FlowRow)
+                 if f.name in RAW_COLUMNS and f.default is not msgspec.NODEFAULT]
+
+
+def _column(values: tuple[Any, ...]) -> tuple[str, Any]:
+    first = values[0]
+    if values.count(first) == len(values):
+        return "one", first
+    if type(first) is int and None not in values:
+        return "int", np.array(values, dtype=np.int64)
+    seen: dict[Any, Any] = {}
+    return "list", [seen.setdefault(v, v) for v in values]
+
+
+def extra_columns(items: Sequence[Any]) -> dict[str, tuple[str, Any]]:
+    return {name: _column(col) for name, col in zip(_EXTRA_FIELDS, zip(*map(_extra_getter, items)))}
+
+
+def _value(col: tuple[str, Any], row: int) -> Any:
+    how, v = col
+    return v if how == "one" else int(v[row]) if how == "int" else v[row]
+
+
+def _record(b: FlowBatch, row: int) -> Any:
+    """The flow at `row` as a FlowRow, rebuilt from the batch's columns."""
+    vals: dict[str, Any] = dict(zip(RAW_COLUMNS, b.rows([row])[0].tolist()))
+    for name in _INT_RAW:
+        vals[name] = int(vals[name])
+    for name, default in _RAW_DEFAULTS:  # the default object itself, so that it is omitted on the wire
+        if vals[name] == default:
+            vals[name] = default
+    vals["flow_id"], vals["src_ip"], vals["dst_ip"] = b.ids[row], b.src[row], b.dst[row]
+    assert b.extra is not None
+    for name, col in b.extra.items():
+        vals[name] = _value(col, row)
+    return FlowRow(**vals)
+
+
+@dataclass
+class ClosedWindow:
+    window_id: str
+    key: str
+    flow_ids: list[str]
+    features: np.ndarray  # [n, N_FEATURES] unnormalised, n <= K
+    first_seen_ms: int
+    last_seen_ms: int
+    closed_by: ClosedBy
+    view: str = "src"
+    rows: list[tuple[FlowBatch, int]] = field(default_factory=list, repr=False)  # where each flow lives
+    _items: list[Any] | None = field(default=None, repr=False)
+
+    @property
+    def history(self) -> np.ndarray:
+        """The host-history part of the features, one row per flow."""
+        return self.features[:, N_FEATURES - N_HISTORY:]
+
+    @property
+    def items(self) -> list[Any]:
+        """The flows as FlowRows, rebuilt on first use (the windower kept records), else []."""
+        if self._items is None:
+            self._items = [_record(b, r) for b, r in self.rows if b.extra is not None]
+        return self._items
+
+    @property
+    def labels(self) -> list[Any]:
+        """Per flow, the label pushed with it (ground truth), when labels were pushed."""
+        return [b.labels[r] for b, r in self.rows if b.labels is not None]
+
+    @property
+    def origins(self) -> list[Any]:
+        """Per flow, the token of the message it came in, when origins were pushed."""
+        return [b.origins[r] for b, r in self.rows if b.origins is not None]
+
+    def column(self, name: str) -> list[Any]:
+        """One record field of every flow, without rebuilding the records ([] when the
+        windower did not keep records and the field is not a column it always keeps)."""
+        if name == "src_ip":
+            return [b.src[r] for b, r in self.rows]
+        if name == "dst_ip":
+            return [b.dst[r] for b, r in self.rows]
+        if name in _RAW_INDEX:
+            c = _RAW_INDEX[name]
+            vals = [b.value(r, c) for b, r in self.rows]
+            return [int(v) for v in vals] if name in _INT_RAW else [float(v) for v in vals]
+        return [_value(b.extra[name], r) for b, r in self.rows if b.extra is not None]
+
+
+_RAW_INDEX = {name: i for i, name in enumerate(RAW_COLUMNS)}
+
+
+def gather_raw(out: np.ndarray, flows: list[tuple[FlowBatch, int]]) -> None:
+    """out[i] = the RAW_COLUMNS row of flows[i], one `rows` call per distinct batch."""
+    groups: dict[int, tuple[FlowBatch, list[int], list[int]]] = {}
+    for i, (b, r) in enumerate(flows):
+        g = groups.get(id(b))
+        if g is None:
+            g = groups[id(b)] = (b, [], [])
+        g[1].append(i)
+        g[2].append(r)
+    for b, pos, idx in groups.values():
+        out[pos] = b.rows(idx)
+
