@@ -123,6 +123,7 @@ class ClosedWindow:
     closed_by: ClosedBy
     view: str = "src"
     rows: list[tuple[FlowBatch, int]] = field(default_factory=list, repr=False)  # where each flow lives
+    raw: np.ndarray | None = field(default=None, repr=False)  # [n, RAW_COLUMNS] float64, gathered at close
     _items: list[Any] | None = field(default=None, repr=False)
 
     @property
@@ -156,9 +157,14 @@ class ClosedWindow:
             return [b.dst[r] for b, r in self.rows]
         if name in _RAW_INDEX:
             c = _RAW_INDEX[name]
-            vals = [b.value(r, c) for b, r in self.rows]
-            return [int(v) for v in vals] if name in _INT_RAW else [float(v) for v in vals]
-        return [_value(b.extra[name], r) for b, r in self.rows if b.extra is not None]
+            col = self.raw[:, c] if self.raw is not None else np.array([b.value(r, c) for b, r in self.rows])
+            return col.astype(np.int64).tolist() if name in _INT_RAW else col.tolist()
+        out = []
+        for b, r in self.rows:
+            if b.extra is not None:
+                how, v = b.extra[name]
+                out.append(v if how == "one" else int(v[r]) if how == "int" else v[r])
+        return out
 
 
 _RAW_INDEX = {name: i for i, name in enumerate(RAW_COLUMNS)}

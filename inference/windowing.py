@@ -293,7 +293,7 @@ class Windower:
         for j, ((v, key, w, how), fl, s, n) in enumerate(zip(done, rows, starts.tolist(), sizes.tolist())):
             ids = [b.ids[r] for b, r in fl]
             out.append(ClosedWindow(window_id(key, ids[0], v.name), key, ids, feats[s:s + n],
-                                    int(lo[j]), int(hi[j]), how, v.name, fl))
+                                    int(lo[j]), int(hi[j]), how, v.name, fl, raw[s:s + n]))
         return out
 
 
