@@ -69,8 +69,12 @@ def _probe(bootstrap: str, deadline: float) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
+            # Bootstrapping would otherwise take 30 s to give up on a front that will not
+            # talk (TLS refusing a plaintext client): the probe keeps its own deadline.
+            left_ms = max(500, int((deadline - time.monotonic()) * 1000))
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
-                                     client_id="edgeloop-probe", **kafka_python_options())
+                                     bootstrap_timeout_ms=left_ms, client_id="edgeloop-probe",
+                                     **kafka_python_options())
             admin.list_topics()
             admin.close()
             return
