@@ -125,6 +125,9 @@ class ClosedWindow:
     rows: list[tuple[FlowBatch, int]] = field(default_factory=list, repr=False)  # where each flow lives
     raw: np.ndarray | None = field(default=None, repr=False)  # [n, RAW_COLUMNS] float64, gathered at close
     _items: list[Any] | None = field(default=None, repr=False)
+    # Given at close by a windower that keeps no records (training): no rows, no batches kept alive.
+    _labels: list[Any] | None = field(default=None, repr=False)
+    _origins: list[Any] | None = field(default=None, repr=False)
 
     @property
     def history(self) -> np.ndarray:
@@ -141,16 +144,20 @@ class ClosedWindow:
     @property
     def labels(self) -> list[Any]:
         """Per flow, the label pushed with it (ground truth), when labels were pushed."""
+        if self._labels is not None:
+            return self._labels
         return [b.labels[r] for b, r in self.rows if b.labels is not None]
 
     @property
     def origins(self) -> list[Any]:
         """Per flow, the token of the message it came in, when origins were pushed."""
+        if self._origins is not None:
+            return self._origins
         return [b.origins[r] for b, r in self.rows if b.origins is not None]
 
     def column(self, name: str) -> list[Any]:
         """One record field of every flow, without rebuilding the records ([] when the
-        windower did not keep records and the field is not a column it always keeps)."""
+        windower kept no records)."""
         if name == "src_ip":
             return [b.src[r] for b, r in self.rows]
         if name == "dst_ip":

@@ -263,8 +263,7 @@ class Windower:
         self._windows = self._held = self._batch_bytes = 0
         return n
 
-    @staticmethod
-    def _close(done: list[tuple[_View, str, _Open, ClosedBy]]) -> list[ClosedWindow]:
+    def _close(self, done: list[tuple[_View, str, _Open, ClosedBy]]) -> list[ClosedWindow]:
         """The closed windows, in order, their features built in one pass over all their
         flows laid end to end: rows are gathered per batch with fancy indexing (a few numpy
         calls per push, not per window or per flow)."""
@@ -292,8 +291,14 @@ class Windower:
         out = []
         for j, ((v, key, w, how), fl, s, n) in enumerate(zip(done, rows, starts.tolist(), sizes.tolist())):
             ids = [b.ids[r] for b, r in fl]
-            out.append(ClosedWindow(window_id(key, ids[0], v.name), key, ids, feats[s:s + n],
-                                    int(lo[j]), int(hi[j]), how, v.name, fl, raw[s:s + n]))
+            wid = window_id(key, ids[0], v.name)
+            if self.keep_items:  # the stream's windows: rows to rebuild records from, raw rows for alerts
+                out.append(ClosedWindow(wid, key, ids, feats[s:s + n], int(lo[j]), int(hi[j]), how, v.name,
+                                        fl, raw[s:s + n]))
+            else:  # training's: nothing that keeps the batches alive
+                out.append(ClosedWindow(wid, key, ids, feats[s:s + n], int(lo[j]), int(hi[j]), how, v.name,
+                                        _labels=[b.labels[r] for b, r in fl if b.labels is not None],
+                                        _origins=[b.origins[r] for b, r in fl if b.origins is not None]))
         return out
 
 
