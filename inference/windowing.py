@@ -155,6 +155,9 @@ class Windower:
         extra = extra_columns(items) if self.keep_items and items is not None else None
         batch = FlowBatch(np.ascontiguousarray(raw, dtype=np.float64), flow_ids, src_ips, dst_ips,
                        labels, origins, extra)
+        # The push holds a reference of its own, so a batch whose flows all close within the
+        # push (K reached in one view before the next view adds its flows) is not let go early.
+        batch.refs = 1
         self._batch_bytes += batch.nbytes
         now = self.clock()
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
@@ -167,6 +170,7 @@ class Windower:
             batch.nbytes += hist.nbytes
             self._batch_bytes += hist.nbytes
             self._assign(view, keys, batch, all_ts, now, done)
+        batch.refs -= 1
         if batch.refs == 0:
             self._batch_bytes -= batch.nbytes
         return self._close(done)

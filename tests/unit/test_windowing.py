@@ -214,3 +214,20 @@ def test_an_open_window_keeps_columns_not_records():
     print(f"{per_window:.0f} B a window, estimate {w.open_bytes / held:.2f} of held")
     # The estimate the memory bound uses is within reach of what is held.
     assert 0.6 < w.open_bytes / held < 1.6
+
+
+def test_the_byte_estimate_counts_each_live_batch_once_and_returns_to_zero():
+    """Windows that fill up inside the push that opened them (K = 2 here) release their batch
+    while other views still add to it: the estimate must count every live batch exactly
+    once, never go below what the open windows hold, and be 0 once everything closed."""
+    from inference.windowing import FLOW_BYTES, WINDOW_BYTES
+
+    rng = np.random.default_rng(3)
+    w = Windower(k=2, seconds=1e9, views=("src", "dst"), max_open=10**9, idle_s=1e9, clock=lambda: 0.0)
+    for a in range(0, 3000, 150):
+        w.push_records([flow(i, src=f"10.3.0.{rng.integers(0, 40)}", dst=f"10.4.0.{rng.integers(0, 3)}")
+                        for i in range(a, a + 150)])
+        live = {id(b): b for v in w._views for o in v.open.values() for b in o.flows[::2]}
+        assert w.open_bytes == len(w) * WINDOW_BYTES + w._held * FLOW_BYTES + sum(b.nbytes for b in live.values())
+    w.flush()
+    assert (len(w), w.open_bytes) == (0, 0)
