@@ -219,7 +219,8 @@ class EdgeDetector:
             muted = (self.overrides.mutes(d.predicted, conf[i], d.key, _services(w)) if self.overrides
                      else None)
             if muted is None:
-                self.alerts.add(d, w)
+                if not d.uncertain and d.predicted != self.alerts.benign:  # the columns only for alerts
+                    self.alerts.add(d, w.column("src_ip"), w.column("dst_ip"), w.column("dst_port"))
             elif m and not d.uncertain and d.predicted != self.alerts.benign:
                 m.alerts_muted.labels(reason=muted).inc()
         out.insert(0, Output("detections", None, encode_detection_batch(self.cfg.worker, model.version, names, dets)))

@@ -74,9 +74,10 @@ class AlertAggregator:
         self._aggs: dict[tuple[str, str, str], _AlertAgg] = {}
         self._since = clock()
 
-    def add(self, d: Detection, window: Any = None) -> None:
-        """Count a detection; `window` (a ClosedWindow) gives its flows' addresses and ports
-        from its columns, without rebuilding records."""
+    def add(self, d: Detection, src_ips: Sequence[str] = (), dst_ips: Sequence[str] = (),
+            dst_ports: Sequence[int] = ()) -> None:
+        """Count a detection, with its flows' addresses and destination ports (columns: a
+        ClosedWindow's `column`, no records rebuilt)."""
         if d.uncertain or d.predicted == self.benign:
             return
         a = self._aggs.setdefault((d.view, d.key, d.predicted), _AlertAgg())
@@ -86,15 +87,11 @@ class AlertAggregator:
         a.first_seen_ms = min(a.first_seen_ms, d.first_seen_ms)
         a.last_seen_ms = max(a.last_seen_ms, d.last_seen_ms)
         a.max_confidence = max(a.max_confidence, d.confidence)
-        if window is None:
-            return
-        srcs = window.column("src_ip")
         if a.sources < self.SOURCE_CAP:
-            new = set(srcs) - a._seen
+            new = set(src_ips) - a._seen
             a._seen |= new
             a.sources = min(self.SOURCE_CAP, a.sources + len(new))
-        for col, listed in ((srcs, a.src_ips), (window.column("dst_ip"), a.dst_ips),
-                            (window.column("dst_port"), a.dst_ports)):
+        for col, listed in ((src_ips, a.src_ips), (dst_ips, a.dst_ips), (dst_ports, a.dst_ports)):
             for v in col:
                 if len(listed) >= self.MAX_LISTED:
                     break

@@ -155,7 +155,8 @@ def alerts_from(detections: pd.DataFrame, flows: pd.DataFrame, model: str) -> li
                                       first_seen_ms=r["first_seen_ms"], last_seen_ms=r["last_seen_ms"],
                                       predicted=r["predicted"], confidence=r["confidence"],
                                       uncertain=bool(r.get("uncertain", False)))
-        agg.add(d, [records[f] for f in r["flow_ids"] if f in records])
+        mine = [records[f] for f in r["flow_ids"] if f in records]
+        agg.add(d, [f.src_ip for f in mine], [f.dst_ip for f in mine], [f.dst_port for f in mine])
     return agg.drain(model, force=True)
 
 

@@ -97,3 +97,16 @@ def test_struct_outputs_decode_as_the_contract_models_with_every_value():
     assert (back.reason, back.view, back.history[1][0], back.probabilities) == ("low_confidence", "dst", 0.25, [0.6, 0.4])
     batch = decode(DetectionBatch, encode_detection_batch("w", "v1", ["benign", "syn_scan"], [d]))
     assert batch.detections[0].model_dump() == msgspec.structs.asdict(d)
+
+
+def test_an_alert_lists_its_flows_addresses_and_counts_distinct_sources(monkeypatch):
+    monkeypatch.setattr(AlertAggregator, "MAX_LISTED", 3)
+    monkeypatch.setattr(AlertAggregator, "SOURCE_CAP", 5)
+    a = AlertAggregator("benign", min_windows=2, interval_s=5, clock=lambda: 0.0)
+    a.add(det(1), ["10.1.0.1", "10.1.0.2", "10.1.0.1"], ["10.9.0.1"] * 3, [80, 443, 80])
+    a.add(det(2), ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"], ["10.9.0.1"] * 5, [22] * 5)
+    a.add(det(3, pred="benign"), ["10.1.0.99"], ["10.9.0.2"], [1])  # benign: not counted
+    (alert,) = a.drain("v1", force=True)
+    assert alert.sources == 5  # six distinct, counted up to the cap
+    assert alert.src_ips == ["10.1.0.1", "10.1.0.2", "10.1.0.3"] and alert.dst_ips == ["10.9.0.1"]
+    assert alert.dst_ports == [22, 80, 443] and alert.flows == sum(len(det(i).flow_ids) for i in (1, 2))
