@@ -177,15 +177,20 @@ class ClosedWindow:
 _RAW_INDEX = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 
-def gather_raw(out: np.ndarray, flows: list[tuple[FlowBatch, int]]) -> None:
-    """out[i] = the RAW_COLUMNS row of flows[i], one `rows` call per distinct batch."""
-    groups: dict[int, tuple[FlowBatch, list[int], list[int]]] = {}
-    for i, (b, r) in enumerate(flows):
-        g = groups.get(id(b))
+def by_source(pairs: Sequence[tuple[Any, int]]) -> list[tuple[Any, list[int], list[int]]]:
+    """Group (source, row) pairs by source object: (source, positions in `pairs`, rows), so a
+    gather makes one indexing call per distinct source (a batch, an array)."""
+    groups: dict[int, tuple[Any, list[int], list[int]]] = {}
+    for i, (src, r) in enumerate(pairs):
+        g = groups.get(id(src))
         if g is None:
-            g = groups[id(b)] = (b, [], [])
+            g = groups[id(src)] = (src, [], [])
         g[1].append(i)
         g[2].append(r)
-    for b, pos, idx in groups.values():
-        out[pos] = b.rows(idx)
+    return list(groups.values())
 
+
+def gather_raw(out: np.ndarray, flows: list[tuple[FlowBatch, int]]) -> None:
+    """out[i] = the RAW_COLUMNS row of flows[i], one `rows` call per distinct batch."""
+    for b, pos, idx in by_source(flows):
+        out[pos] = b.rows(idx)

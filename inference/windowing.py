@@ -39,7 +39,7 @@ from inference.features import (N_FEATURES, RAW_COLUMNS, context_features, faile
                                  flow_features, raw_matrix, raw_matrix_from_frame)
 from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory
 from inference.window_batch import (  # noqa: F401 (ClosedWindow and the byte figures are the windowing's own names)
-    BATCH_FLOW_BYTES, EXTRA_FLOW_BYTES, ClosedWindow, FlowBatch, extra_columns, gather_raw)
+    BATCH_FLOW_BYTES, EXTRA_FLOW_BYTES, ClosedWindow, FlowBatch, by_source, extra_columns, gather_raw)
 
 _TS = RAW_COLUMNS.index("first_seen_ms")
 _DPORT = RAW_COLUMNS.index("dst_port")
@@ -308,14 +308,7 @@ class Windower:
 
 def _gather(out: np.ndarray, rows: list[tuple[np.ndarray, int]]) -> None:
     """out[i] = array_i[row_i], one fancy-indexing call per distinct array."""
-    groups: dict[int, tuple[np.ndarray, list[int], list[int]]] = {}
-    for i, (arr, r) in enumerate(rows):
-        g = groups.get(id(arr))
-        if g is None:
-            g = groups[id(arr)] = (arr, [], [])
-        g[1].append(i)
-        g[2].append(r)
-    for arr, pos, idx in groups.values():
+    for arr, pos, idx in by_source(rows):
         out[pos] = arr[idx]
 
 
