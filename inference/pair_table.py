@@ -38,7 +38,7 @@ class PairTable:
         self._recent: dict[int, tuple[float, int]] = {}
         self._size = 0  # distinct entries held (main and recent overlap)
         self._seq = 0  # touches so far
-        self.merges = 0  # generation of main: lookups into it are valid until the next merge
+        self.merges = 0  # merges so far (an eviction is one)
 
     def __len__(self) -> int:
         return self._size

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import msgspec
 import numpy as np
 
-from contracts.records import FlowRow
+from contracts.records import FlowRecord, FlowRow
 from contracts.window import ClosedBy
 from inference.features import N_FEATURES, RAW_COLUMNS
 from inference.history import N_HISTORY
@@ -33,7 +33,7 @@ class FlowBatch:
     windows keep row numbers, not per-flow objects). A record is rebuilt from its row only
     when something asks for it (`ClosedWindow.items`: a window routed to `uncertain`)."""
 
-    __slots__ = ("first", "varying", "cols", "at", "ids", "src", "dst", "hist", "labels", "origins", "extra", "refs",
+    __slots__ = ("first", "varying", "cols", "ids", "src", "dst", "hist", "labels", "origins", "extra", "refs",
                  "nbytes")
 
     def __init__(self, raw: np.ndarray, ids: Sequence[str], src: Sequence[str], dst: Sequence[str],
@@ -44,7 +44,6 @@ class FlowBatch:
         self.first = raw[0].copy()
         self.cols = np.flatnonzero((raw != raw[0]).any(axis=0))
         self.varying = np.ascontiguousarray(raw[:, self.cols])
-        self.at = {c: j for j, c in enumerate(self.cols.tolist())}
         self.ids, self.src, self.dst = ids, src, dst
         self.labels, self.origins, self.extra = labels, origins, extra
         self.hist: list[np.ndarray] = []  # per view, that view's history rows of these flows
@@ -58,21 +57,15 @@ class FlowBatch:
         out[:, self.cols] = self.varying[idx]
         return out
 
-    def value(self, row: int, col: int) -> float:
-        j = self.at.get(col)
-        return float(self.first[col] if j is None else self.varying[row, j])
 
-
-# The record fields a batch keeps besides RAW_COLUMNS, flow_id and the addresses, to rebuild a
-# record: a value shared by the whole batch is kept once, integers in an int64 array.
-_EXTRA_FIELDS = ("sensor", "last_seen_ms", "ip_version", "application_name", "requested_server_name",
-                 "user_agent", "label", "produced_ms")
+# Read off the record contract, so a field added to FlowRecord is kept too: the fields a
+# batch keeps besides RAW_COLUMNS, flow_id and the addresses, to rebuild a record (a value
+# shared by the whole batch kept once, integers in an int64 array), and the RAW_COLUMNS
+# that are integers (float64 in the batch, int again in a rebuilt record).
+_EXTRA_FIELDS = tuple(f for f in FlowRecord.model_fields
+                      if f not in RAW_COLUMNS and f not in ("schema_", "flow_id", "src_ip", "dst_ip"))
 _extra_getter = attrgetter(*_EXTRA_FIELDS)
-_INT_RAW = frozenset(("packets", "bytes", "src2dst_packets", "dst2src_packets", "src2dst_bytes",
-                      "dst2src_bytes", "syn_packets", "ack_packets", "psh_packets", "rst_packets",
-                      "fin_packets", "urg_packets", "src2dst_syn_packets", "dst2src_syn_packets",
-                      "dst2src_rst_packets", "protocol", "src_port", "dst_port", "first_seen_ms"))
-
+_INT_RAW = frozenset(n for n in RAW_COLUMNS if FlowRecord.model_fields[n].annotation is int)
 
 _RAW_DEFAULTS = [(f.name, f.default) for f in msgspec.structs.fields(FlowRow)
                  if f.name in RAW_COLUMNS and f.default is not msgspec.NODEFAULT]
@@ -163,15 +156,11 @@ class ClosedWindow:
         if name == "dst_ip":
             return [b.dst[r] for b, r in self.rows]
         if name in _RAW_INDEX:
-            c = _RAW_INDEX[name]
-            col = self.raw[:, c] if self.raw is not None else np.array([b.value(r, c) for b, r in self.rows])
+            if self.raw is None:
+                return []
+            col = self.raw[:, _RAW_INDEX[name]]
             return col.astype(np.int64).tolist() if name in _INT_RAW else col.tolist()
-        out = []
-        for b, r in self.rows:
-            if b.extra is not None:
-                how, v = b.extra[name]
-                out.append(v if how == "one" else int(v[r]) if how == "int" else v[r])
-        return out
+        return [_value(b.extra[name], r) for b, r in self.rows if b.extra is not None]
 
 
 _RAW_INDEX = {name: i for i, name in enumerate(RAW_COLUMNS)}

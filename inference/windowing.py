@@ -92,7 +92,6 @@ class _View:
         # An OrderedDict: taking windows off the front of a plain dict rescans the holes its
         # deletions leave (measured: 5-24 us a window at 10k-100k open, against 0.3-0.4 us).
         self.open: OrderedDict[str, _Open] = OrderedDict()
-        self.flows = 0  # flows held by the open windows
         self.history = HostHistory(max_hosts=max_hosts)
 
 
@@ -179,7 +178,6 @@ class Windower:
                done: list[tuple[_View, str, _Open, ClosedBy]]) -> None:
         """Account for a window that left its view's open dict; it goes to `done`."""
         n = len(w.flows) // 2
-        view.flows -= n
         self._windows -= 1
         self._held -= n
         for b in w.flows[::2]:
@@ -221,7 +219,6 @@ class Windower:
             w.wall = now
             w.flows += (batch, i)
             batch.refs += 1
-            view.flows += 1
             self._held += 1
             if len(w.flows) >= 2 * k:
                 del opened[key]
@@ -263,7 +260,6 @@ class Windower:
         n = len(self)
         for view in self._views:
             view.open.clear()
-            view.flows = 0
         self._windows = self._held = self._batch_bytes = 0
         return n
 

@@ -218,10 +218,11 @@ class EdgeDetector:
                 m.uncertain_rate_limited.inc()
             muted = (self.overrides.mutes(d.predicted, conf[i], d.key, _services(w)) if self.overrides
                      else None)
+            alerting = not d.uncertain and d.predicted != self.alerts.benign
             if muted is None:
-                if not d.uncertain and d.predicted != self.alerts.benign:  # the columns only for alerts
+                if alerting:  # the columns are read only for windows that count towards an alert
                     self.alerts.add(d, w.column("src_ip"), w.column("dst_ip"), w.column("dst_port"))
-            elif m and not d.uncertain and d.predicted != self.alerts.benign:
+            elif m and alerting:
                 m.alerts_muted.labels(reason=muted).inc()
         out.insert(0, Output("detections", None, encode_detection_batch(self.cfg.worker, model.version, names, dets)))
         if m:

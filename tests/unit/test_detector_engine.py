@@ -147,7 +147,7 @@ def test_registry_is_content_addressed_and_tracks_current(tiny_bundle, tiny_bund
 
 
 def test_active_policy_overrides_mute_alerts(tiny_bundle, flows):
-    from contracts.policy_model import AlertMatch, ClassThreshold, Policy
+    from contracts.policy_model import AlertMatch, ClassThreshold, Policy, Service
     from streams.active_policies import detector_overrides
 
     def run(policy):
@@ -171,3 +171,41 @@ def test_active_policy_overrides_mute_alerts(tiny_bundle, flows):
     rest, reg = run(Policy(suppress_alerts=[AlertMatch(attack=one)]))
     assert {a["attack"] for a in rest} == set(attacks) - {one}
     assert reg.get_sample_value("edgeloop_alert_windows_muted_total", {"reason": "suppressed"}) > 0
+    # Alerts name the addresses and ports of their windows' flows (read from the windows' columns).
+    by_src: dict[str, set] = {}
+    for r in flows.itertuples():
+        by_src.setdefault(r.src_ip, set()).add((r.dst_ip, r.dst_port, r.protocol))
+    for a in (a for a in base if a["view"] == "src"):
+        assert a["src_ips"] == [a["key"]] and a["dst_ports"]
+        assert {(d, p) for d in a["dst_ips"] for p in a["dst_ports"]} & {(d, p) for d, p, _ in by_src[a["key"]]}
+    # A window whose every flow goes to an allow-listed service does not alert: the alerts aimed
+    # at one service, with that service allow-listed, are gone.
+    one_service = [a for a in base if len(a["dst_ips"]) == 1 and len(a["dst_ports"]) == 1]
+    assert one_service
+    ip, port = one_service[0]["dst_ips"][0], one_service[0]["dst_ports"][0]
+    protos = {p for d, pt, p in set().union(*by_src.values()) if (d, pt) == (ip, port)}
+    allowed, reg = run(Policy(allow_services=[Service(ip=ip, port=port, proto={6: "tcp", 17: "udp"}[p])
+                                              for p in protos]))
+    assert not [a for a in allowed if a["dst_ips"] == [ip] and a["dst_ports"] == [port]]
+    assert reg.get_sample_value("edgeloop_alert_windows_muted_total", {"reason": "allow_listed"}) > 0
+
+
+def test_uncertain_messages_carry_the_flows_as_they_came_in(tiny_bundle, flows):
+    """Open windows keep columns; the records sent to `uncertain` are rebuilt from them and must
+    be the decoded wire records, field for field (every window goes: audit fraction 1)."""
+    from contracts.records import UncertainWindow, decode, decode_flow_rows, encode_flow_batch
+    from streams.sources.files import iter_flow_dicts
+
+    rows = list(iter_flow_dicts(flows))
+    wire = [r for a in range(0, len(rows), 100) for r in decode_flow_rows(encode_flow_batch(rows[a:a + 100], "t"))]
+    eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(uncertain_rate_per_s=0, audit_sample=1.0))
+    for a in range(0, len(wire), 100):
+        eng.ingest(wire[a:a + 100])
+    outs = eng.flush_all()
+    sent = [decode(UncertainWindow, o.value) for o in outs if o.topic == "uncertain"]
+    windows = sum(len(json.loads(o.value)["detections"]) for o in outs if o.topic == "detections")
+    assert len(sent) == windows
+    by_id = {r.flow_id: r for r in records_from_frame(flows)[0]}
+    assert sum(len(u.flows) for u in sent) == len(tiny_bundle.meta.window.views) * len(wire)
+    for u in sent:
+        assert all(f == by_id[f.flow_id] for f in u.flows)
