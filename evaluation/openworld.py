@@ -69,7 +69,7 @@ def score_capture(cap: Capture, bundle: Any, config: Any) -> tuple[dict[str, Any
         return rec, None
     judged = judge_windows(res.windows, expect=e.expect, scope=e.scope,
                            class_names=res.class_names, benign=bundle.meta.benign_class,
-                           principals=got.principals, attacked=got.attacked)
+                           principals=got.principals, attacked=got.attacked, periods=got.periods)
     flags = fanout_flags(got.flows)
     flagged = flagged_times(got.flows, flags)
     judged["fanout"] = flag_windows(judged, flagged)

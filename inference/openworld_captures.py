@@ -45,6 +45,8 @@ class Loaded:
     meter: dict[str, Any] | None = None
     # Per attack label, the (view, key) pairs that carry it (lab spans): see judge_windows.
     principals: dict[str, set[tuple[str, str]]] | None = None
+    # Per (label, view, key) of the principals, when its runs went on (lab spans).
+    periods: dict[tuple[str, str, str], list[tuple[float, float]]] | None = None
     # Per destination, the start times of attack flows to it (sorted): who was under attack.
     attacked: dict[str, Any] | None = None
 
@@ -197,21 +199,23 @@ def _finish(entry: Entry, flows: Any, source: str, labels: Any = None) -> Loaded
         if "label" not in flows.columns or flows["label"].isna().all():
             return Loaded(reason="no_labels", detail=f"{source}: scope = labels needs a labels "
                                                      "file or a `label` column")
-        principals = None
+        principals = periods = None
         if entry.labels is not None and entry.labels.suffix.lower() == ".json":
             import json
 
-            from inference.datasets.lab import separate_attack_runs, span_principals
+            from inference.datasets.lab import separate_attack_runs, span_periods, span_principals
 
             try:
-                spans = json.loads(entry.labels.read_text()).get("spans", [])
-            except (OSError, ValueError) as exc:
+                doc = json.loads(entry.labels.read_text())
+                spans, grace = doc.get("spans", []), float(doc.get("grace_ms", 1000))
+            except (OSError, ValueError, TypeError) as exc:
                 return Loaded(reason="bad_labels", detail=f"{entry.labels}: {exc}")
             if entry.separate_runs:
                 flows = separate_attack_runs(flows, spans)
             principals = span_principals(spans, separated=entry.separate_runs)
+            periods = span_periods(spans, separated=entry.separate_runs, grace_ms=grace)
         keep = [c for c in FLOW_FIELDS if c in flows.columns]
         return Loaded(flows=flows.loc[:, keep].reset_index(drop=True), principals=principals,
-                      attacked=attacked_times(flows) if principals is not None else None)
+                      periods=periods, attacked=attacked_times(flows) if principals is not None else None)
     keep = [c for c in FLOW_FIELDS if c in flows.columns]
     return Loaded(flows=flows.loc[:, keep].reset_index(drop=True))

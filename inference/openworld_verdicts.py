@@ -74,7 +74,8 @@ def top_keys(windows: Any) -> dict[str, str]:
 
 def judge_windows(windows: Any, *, expect: str | None, scope: str, class_names: Sequence[str],
                   benign: str = "benign", principals: dict[str, set[tuple[str, str]]] | None = None,
-                  attacked: dict[str, Any] | None = None) -> Any:
+                  attacked: dict[str, Any] | None = None,
+                  periods: dict[tuple[str, str, str], list[tuple[float, float]]] | None = None) -> Any:
     """The windows with `view`, `scoped`, `collateral`, `kind`, `expected` and `verdict`
     columns added.
 
@@ -84,7 +85,10 @@ def judge_windows(windows: Any, *, expect: str | None, scope: str, class_names: 
     source windows, or the victim's destination windows of a spoofed or reflected attack)
     an attack window keyed by anything else (a spoofed source's one-flow window, a
     victim's window mixing the attack into its clients' traffic) is `collateral`: counted,
-    not judged, since no key in it names the attack. With `attacked` (per destination,
+    not judged, since no key in it names the attack. With `periods` (per (label, view, key),
+    when its runs went on: inference.datasets.lab.span_periods) a principal carries the
+    label only in windows that overlap one of its runs: the victim of a spoofed ICMP flood
+    is not a principal of a later ping flood from one source, whose key is the source. With `attacked` (per destination,
     the start times of attack flows to it), a benign window of the destination view whose
     key was receiving an attack while it was open (from ATTACK_LOOKBACK_MS before its first
     flow to its last) is collateral too: its flows are benign, but its host was under
@@ -109,8 +113,9 @@ def judge_windows(windows: Any, *, expect: str | None, scope: str, class_names: 
     w["collateral"] = False
     if scope == "labels" and principals is not None and len(w):
         attack = w["kind"].to_numpy() != "benign"
-        carried = np.array([(v, str(k)) in principals.get(e, ()) for v, k, e in
-                            zip(w["view"], w["key"], w["expected"])], dtype=bool)
+        carried = np.array([(v, str(k)) in principals.get(e, ()) and _during(periods, (e, v, str(k)), lo, hi)
+                            for v, k, e, lo, hi in zip(w["view"], w["key"], w["expected"], w["first_seen_ms"],
+                                                       w["last_seen_ms"])], dtype=bool)
         under = np.zeros(len(w), dtype=bool)
         if attacked:
             for i, (v, k, kind, lo, hi) in enumerate(zip(w["view"], w["key"], w["kind"], w["first_seen_ms"],
@@ -128,6 +133,14 @@ def judge_windows(windows: Any, *, expect: str | None, scope: str, class_names: 
     verdict[~scoped] = None
     w["verdict"] = verdict
     return w
+
+
+def _during(periods: dict[tuple[str, str, str], list[tuple[float, float]]] | None,
+            principal: tuple[str, str, str], lo: float, hi: float) -> bool:
+    """Whether [lo, hi] overlaps a run of the principal (always, without periods)."""
+    if periods is None:
+        return True
+    return any(a <= hi and lo <= b for a, b in periods.get(principal, ()))
 
 
 def capture_verdict(kind: str, verdicts: Sequence[str]) -> str | None:

@@ -154,6 +154,30 @@ def separate_attack_runs(df: Any, spans: list[dict[str, Any]]) -> Any:
     return out
 
 
+def span_periods(spans: list[dict[str, Any]], separated: bool = False,
+                 grace_ms: float = 1000.0) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+    """Per (label, view, key) of `span_principals`, when its runs went on: the spans the
+    label rule reads ([start - grace, end + grace], for an attacker's run to the end of its
+    tail). A victim is a principal of a spoofed flood while that flood runs; the same
+    victim's windows while a one-source run of the label hits it carry no key of the attack."""
+    out: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for span, fresh in zip(spans, run_hosts(spans)):
+        lo = float(span["start_ms"]) - grace_ms
+        hi = float(span["end_ms"]) + max(grace_ms, float(span.get("tail_ms") or 0))
+        for view, key in _principals_of(span, fresh, separated):
+            out.setdefault((span["label"], view, key), []).append((lo, hi))
+    return out
+
+
+def _principals_of(span: dict[str, Any], fresh: str | None, separated: bool) -> list[tuple[str, str]]:
+    match = span.get("match", "attacker")
+    if match == "attacker":
+        return [("src", fresh if separated and fresh else span["attacker_ip"])]
+    if match == "victim":
+        return [("dst", span["victim_ip"])]
+    return [("src", span["victim_ip"])] + [("dst", p) for p in span.get("peers", [])]
+
+
 def span_principals(spans: list[dict[str, Any]], separated: bool = False) -> dict[str, set[tuple[str, str]]]:
     """Per attack label, the (view, key) pairs whose windows carry the attack: the source
     view keyed by the attacker for attacks from the attacker's own address; the
@@ -163,13 +187,5 @@ def span_principals(spans: list[dict[str, Any]], separated: bool = False) -> dic
     With `separated`, attacker addresses are those `separate_attack_runs` gave."""
     out: dict[str, set[tuple[str, str]]] = {}
     for span, fresh in zip(spans, run_hosts(spans)):
-        got = out.setdefault(span["label"], set())
-        match = span.get("match", "attacker")
-        if match == "attacker":
-            got.add(("src", fresh if separated and fresh else span["attacker_ip"]))
-        elif match == "victim":
-            got.add(("dst", span["victim_ip"]))
-        else:
-            got.add(("src", span["victim_ip"]))
-            got.update(("dst", p) for p in span.get("peers", []))
+        out.setdefault(span["label"], set()).update(_principals_of(span, fresh, separated))
     return out

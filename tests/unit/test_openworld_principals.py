@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from inference.datasets.lab import RUN_NET, run_hosts, separate_attack_runs, span_principals
+from inference.datasets.lab import RUN_NET, run_hosts, separate_attack_runs, span_periods, span_principals
 from inference.openworld_captures import attacked_times
 from inference.openworld_verdicts import judge_windows
 
@@ -64,3 +64,27 @@ def test_windows_that_name_no_attack_are_collateral_not_judged():
     plain = judge_windows(w, expect=None, scope="labels", class_names=CLASSES)
     assert plain["scoped"].all() and not plain["collateral"].any()
     assert np.array_equal(plain["verdict"].to_numpy()[[0, 3, 5]], np.array(["ok", "ok", "ok"], dtype=object))
+
+
+def test_a_victim_carries_a_label_only_while_a_run_that_names_it_goes_on():
+    spans = [
+        {"label": "icmp_flood", "attacker_ip": "10.77.0.9", "start_ms": 0, "end_ms": 1000, "match": "victim",
+         "victim_ip": "10.77.0.10"},                                     # spoofed: the victim names it
+        {"label": "icmp_flood", "attacker_ip": "10.77.0.9", "start_ms": 10000, "end_ms": 20000,
+         "match": "attacker", "tail_ms": 5000},                          # one source: the source names it
+    ]
+    periods = span_periods(spans, grace_ms=1000)
+    assert periods[("icmp_flood", "dst", "10.77.0.10")] == [(-1000.0, 2000.0)]
+    assert periods[("icmp_flood", "src", "10.77.0.9")] == [(9000.0, 25000.0)]
+    w = pd.DataFrame([
+        _win("dst", "10.77.0.10", "icmp_flood", 100, 900, "benign"),        # the spoofed flood: judged, missed
+        _win("dst", "10.77.0.10", "icmp_flood", 12000, 13000, "benign"),    # one ping -f flow among clients'
+        _win("src", "10.77.0.9", "icmp_flood", 12000, 13000, "benign"),     # the pinging source: judged
+    ])
+    kw = dict(expect=None, scope="labels", class_names=CLASSES + ["icmp_flood"],
+              principals=span_principals(spans))
+    timed = judge_windows(w, periods=periods, **kw)
+    assert timed["collateral"].tolist() == [False, True, False]
+    assert [v if isinstance(v, str) else None for v in timed["verdict"]] == ["miss", None, "miss"]
+    # Without periods, a victim of the label at any time is a principal all the time.
+    assert judge_windows(w, **kw)["collateral"].tolist() == [False, False, False]
