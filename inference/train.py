@@ -97,12 +97,6 @@ class TrainConfig:
     # from the victim (icmp, udp, ftp brute force) were called benign in 47-78% of held-out
     # windows; with "all" 1-17%, at the same benign false-alert rate (experiment open-world).
     outlier_views: str = "all"
-    # Outlier exposure of single flows: this share of the benign windows is copied with
-    # every flow's volume (packets and bytes, both ways, at the same bytes per packet and a
-    # rate to match) `outlier_rate` times beyond the most voluminous benign flow of its
-    # protocol (its 99.9th percentile), its host's history left as it was: a ping flood is
-    # one ICMP flow of thousands of echoes, which no benign ICMP flow comes near. 0: off.
-    outlier_volume: float = 1 / 3
     # Link conditions stretch or squeeze a window's times (round trips, rate limits): each
     # training window's time features are shifted together by N(0, timing_jitter) in log
     # space (1.0: times x e^N(0,1)). 0 turns it off.
@@ -303,13 +297,7 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
         if cfg.outlier_views == "src":
             from inference.features import FEATURE_NAMES
             pick &= x[:, FEATURE_NAMES.index("view_dst"), 0] == 0
-        orng = np.random.default_rng(seed)
-        ox, om = intensified(x[pick], mask[pick], orng, cfg.outlier_rate)
-        if cfg.outlier_volume > 0:
-            loud = np.flatnonzero(pick)
-            loud = loud[orng.random(len(loud)) < cfg.outlier_volume]
-            lx, lm = voluminous(x[loud], mask[loud], orng, cfg.outlier_rate, ref=(x[pick], mask[pick]))
-            ox, om = np.concatenate([ox, lx]), np.concatenate([om, lm])
+        ox, om = intensified(x[pick], mask[pick], np.random.default_rng(seed), cfg.outlier_rate)
         outliers = _Set(schema.normalise(ox, om), om, np.zeros(len(ox), np.int64))
     with _deterministic(seed, cfg.threads):
         fits = []
@@ -475,43 +463,6 @@ def intensified(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         f = idx["flows"]  # a host cannot have more new peers than flows
         out[:, f, :] = np.maximum.reduce([out[:, f, :], out[:, idx["new_peers"], :], out[:, idx["new_services"], :]])
         out[fail, FEATURE_NAMES.index(f"h{int(s)}_failed"), :] = 1.0
-    return out * mask[:, None, :], mask
-
-
-_VOLUME = ("log_packets", "log_bytes", "log_fwd_packets", "log_bwd_packets", "log_fwd_bytes", "log_bwd_bytes")
-_PROTOCOLS = ("proto_tcp", "proto_udp", "proto_icmp")
-
-
-def voluminous(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator, rate: tuple[float, float],
-               ref: tuple[np.ndarray, np.ndarray] | None = None, top: float = 0.999) -> tuple[np.ndarray, np.ndarray]:
-    """Copies of (benign) raw windows whose every flow carries `r` times the packets of the
-    `top` quantile of the reference's flows of its protocol (TCP, UDP, ICMP, other), r
-    log-uniform in `rate` per window: packets and bytes scale alike in both directions (so
-    sizes per packet stay), the gaps between packets shrink to match, durations stay."""
-    from inference.features import FEATURE_NAMES
-
-    fx, fm = ref if ref is not None else (x, mask)
-    out = x.copy()
-    real, ref_real = mask.astype(bool), fm.astype(bool)
-    col = {n: FEATURE_NAMES.index(n) for n in _VOLUME + _PROTOCOLS + ("log_mean_piat_ms",)}
-    r = np.exp(rng.uniform(np.log(rate[0]), np.log(rate[1]), len(out)))[:, None]
-
-    def proto_of(a: np.ndarray) -> np.ndarray:       # 0 tcp, 1 udp, 2 icmp, 3 other, per flow
-        flags = np.stack([a[:, col[p], :] > 0.5 for p in _PROTOCOLS])
-        return np.where(flags.any(0), flags.argmax(0), 3)
-
-    mine, theirs = proto_of(out), proto_of(fx)
-    packets = np.expm1(out[:, col["log_packets"], :])
-    factor = np.ones_like(packets)
-    for p in range(4):
-        pool = fx[:, col["log_packets"], :][ref_real & (theirs == p)]
-        hi = np.expm1(np.quantile(pool, top)) if len(pool) else 1.0
-        on = real & (mine == p)
-        factor = np.where(on, r * np.maximum(hi / np.maximum(packets, 1.0), 1.0), factor)
-    for name in _VOLUME:
-        out[:, col[name], :] = np.log1p(np.expm1(out[:, col[name], :]) * factor)
-    i = col["log_mean_piat_ms"]
-    out[:, i, :] = np.log1p(np.expm1(out[:, i, :]) / factor)
     return out * mask[:, None, :], mask
 
 

@@ -13,11 +13,8 @@ from them by the edge's own code:
     link      a longer round trip: each exchange of a flow (a packet answered) waits
               d ms more, so its duration and gaps grow (uniform d, one per copy)
     size      for probes and floods, every byte count and packet size scales by s
-              (payload lengths, options); a brute force's exchange is fixed by its
-              protocol and keeps its sizes
-    client    for a slow DoS, what the attacker sends scales by c: the length of each
-              trickled header line or body chunk, the headers of the request that holds
-              the connection, are the tool's settings; the server's answers keep theirs
+              (payload lengths, options); a brute force's or a slow DoS's exchange is
+              fixed by its protocol and keeps its sizes
     replies   for probes and floods, a share of the flows lose their answers (a victim
               overloaded, a firewall dropping, a dark address)
     flags     TCP probes without a SYN carry another combination of FIN, PSH and URG
@@ -48,7 +45,6 @@ CAPTURE = "capture"
 PROBE_CLASSES: tuple[str, ...] = ("syn_scan", "fin_scan", "udp_scan", "host_sweep", "syn_flood")
 _FLAG_COMBOS = ((1, 0, 0), (0, 0, 0), (1, 1, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (0, 1, 0), (0, 0, 1))
 _SIZE_COLUMNS = ("bytes", "src2dst_bytes", "dst2src_bytes", "min_ps", "mean_ps", "stddev_ps", "max_ps")
-_MAX_FRAME = 1514.0
 _TIME_COLUMNS = ("duration_ms", "mean_piat_ms", "stddev_piat_ms", "max_piat_ms")
 
 
@@ -65,10 +61,6 @@ class Variation:
     # Classes whose packet sizes are the tool's free choice (probes and floods); the others
     # keep theirs. Empty: every class.
     shaped: tuple[str, ...] = PROBE_CLASSES
-    # Classes whose client-side sizes are the attacker's choice while the server's answers
-    # are not (slow DoS: header lines, body chunks, request headers), and the factor's range.
-    client_shaped: tuple[str, ...] = ("slow_http_dos",)
-    client_size: tuple[float, float] = (0.7, 8.0)
 
 
 def run_keys(df: Any, benign: str = "benign") -> np.ndarray:
@@ -134,8 +126,6 @@ def _render(run: Any, rng: np.random.Generator, v: Variation) -> Any:
     _longer_round_trip(out, rtt, rng)
     for col in _SIZE_COLUMNS:
         out[col] = np.round(out[col].to_numpy(dtype=np.float64) * s)
-    if label in v.client_shaped:
-        _scale_client(out, _loguniform(rng, v.client_size))
     if label in v.probe_classes and rng.random() < v.no_reply_chance:
         lost = rng.random(len(out)) < rng.uniform(*v.no_reply_share)
         _drop_replies(out, lost)
@@ -162,18 +152,6 @@ def _longer_round_trip(out: Any, rtt: float, rng: np.random.Generator) -> None:
     out["mean_piat_ms"] = np.where(p > 1, dur / np.maximum(p - 1, 1), out["mean_piat_ms"].to_numpy(dtype=np.float64))
     out["max_piat_ms"] = np.where(waits > 0, out["max_piat_ms"].to_numpy(dtype=np.float64) + rtt, out["max_piat_ms"].to_numpy(dtype=np.float64))
     out["max_piat_ms"] = np.minimum(out["max_piat_ms"].to_numpy(dtype=np.float64), dur)
-
-
-def _scale_client(out: Any, c: float) -> None:
-    """The client's bytes times `c`, its segments at most a full Ethernet frame's payload;
-    the largest packet follows the client's when theirs grows past it."""
-    fwd = np.maximum(out["src2dst_packets"].to_numpy(dtype=np.float64), 1.0)
-    before = out["src2dst_bytes"].to_numpy(dtype=np.float64)
-    after = np.minimum(np.round(before * c), fwd * _MAX_FRAME)
-    out["src2dst_bytes"] = after
-    out["bytes"] = out["bytes"].to_numpy(dtype=np.float64) + after - before
-    biggest = np.minimum(out["max_ps"].to_numpy(dtype=np.float64) * max(c, 1.0), _MAX_FRAME)
-    out["max_ps"] = np.maximum(out["max_ps"].to_numpy(dtype=np.float64), np.where(after > before, biggest, 0.0))
 
 
 def _drop_replies(out: Any, lost: np.ndarray) -> None:

@@ -5,8 +5,9 @@ The figures it ships with are in its reports (reports/openworld-*.json) and the 
 these tests guard them against regressions at the issue's targets (benign on the nDPI test
 half: <= 1% false alerts, <= 5% deferred; on the held-out lab capture also known classes
 >= 95% right and unknown kinds <= 1% confidently benign; the lab's own capture, judged by
-who carries each attack: macro-F1 >= 0.98). The second held-out capture (lab-heldout-b)
-misses two of them; its report ships beside the others and the README gives its figures.
+who carries each attack: macro-F1 >= 0.98). The second and third held-out captures
+(lab-heldout-b, lab-heldout-c) miss two of them; their reports ship beside the others and
+the README gives their figures.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def test_held_out_lab_capture_meets_every_target(bundle, tmp_path):
 
 
 def test_shipped_reports_are_this_bundles(bundle):
-    for name in ("eval", "openworld-ndpi-test", "openworld-lab-heldout", "openworld-lab-heldout-b"):
+    for name in ("eval", "openworld-ndpi-test", "openworld-lab-heldout", "openworld-lab-heldout-b",
+                 "openworld-lab-heldout-c"):
         report = json.loads((DEFAULT_BUNDLE_DIR / "reports" / f"{name}.json").read_text())
         assert report["bundle"]["version"] == bundle.version, name

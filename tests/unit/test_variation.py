@@ -3,8 +3,6 @@ labels and carriers kept, benign flows untouched, every row a valid flow record,
 choice doing what it says to the flows."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,31 +114,3 @@ def test_no_attack_no_copies(flows):
     assert run_variants(flows[flows["label"] == "benign"], copies=3).empty
     assert run_variants(flows, copies=0).empty
 
-
-
-def _slow_dos(n: int = 20) -> pd.DataFrame:
-    rows = [_flow(400 + i, "10.77.128.4", "10.77.0.5", "slow_http_dos", 20_000 + 100 * i, dst_port=80,
-                  packets=16, bytes=1900, src2dst_packets=9, src2dst_bytes=1000, dst2src_packets=7,
-                  dst2src_bytes=900, min_ps=54, mean_ps=118.75, max_ps=400, stddev_ps=60.0,
-                  duration_ms=9000.0, mean_piat_ms=600.0, max_piat_ms=3000.0, psh_packets=6, fin_packets=2,
-                  ack_packets=15, rst_packets=0, dst2src_rst_packets=0) for i in range(n)]
-    return pd.DataFrame(rows)
-
-
-def test_a_slow_dos_client_sends_other_sizes_the_server_answers_alike():
-    v = Variation(rate=(1.0, 1.0), rtt_ms=(0.0, 0.0), client_size=(4.0, 4.0))
-    out = run_variants(_slow_dos(), copies=1, seed=0, variation=v)
-    assert (out["src2dst_bytes"] == 4000).all()         # the trickled lines and chunks, 4x
-    assert (out["dst2src_bytes"] == 900).all() and (out["bytes"] == 4900).all()
-    assert (out["max_ps"] == 1514).all()                # 400 x 4, at most a full frame
-    assert (out["mean_ps"] == 4900 / 16).all()
-    big = run_variants(_slow_dos(), copies=1, seed=0, variation=replace(v, client_size=(50.0, 50.0)))
-    assert (big["src2dst_bytes"] == 9 * 1514).all()     # never more than full frames
-    records, errors = records_from_frame(pd.concat([out, big]))
-    assert not errors and not physical_problems(records).any()
-
-
-def test_client_sizes_stay_for_classes_not_listed(flows):
-    v = Variation(client_size=(4.0, 4.0), client_shaped=("slow_http_dos",))
-    brute = run_variants(flows, copies=1, seed=0, variation=v).query("label == 'ssh_bruteforce'")
-    assert (brute["src2dst_bytes"] == 1500).all()
