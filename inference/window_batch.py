@@ -162,6 +162,19 @@ class ClosedWindow:
             return col.astype(np.int64).tolist() if name in _INT_RAW else col.tolist()
         return [_value(b.extra[name], r) for b, r in self.rows if b.extra is not None]
 
+    def latest(self, name: str) -> Any:
+        """The largest value of a record field that is not in RAW_COLUMNS over the window's
+        flows, None where no flow has one: a field shared by a whole batch is read once."""
+        best = None
+        for b, r in self.rows:
+            if b.extra is None:
+                continue
+            how, v = b.extra[name]
+            x = v if how == "one" else int(v[r]) if how == "int" else v[r]
+            if x is not None and (best is None or x > best):
+                best = x
+        return best
+
 
 _RAW_INDEX = {name: i for i, name in enumerate(RAW_COLUMNS)}
 

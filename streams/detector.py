@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
+import numpy as np
 from contracts.errors import BundleVerificationError
 from contracts.records import DetectionRow, FlowRecord, encode, encode_detection_batch
 from inference.onnx_detector import OnnxDetector
@@ -194,17 +195,21 @@ class EdgeDetector:
         now_ms = int(time.time() * 1000)
         names = model.class_names
         dets, out = [], []
-        # Python scalars once per batch, not numpy scalars per window.
-        predicted, probs, conf = s.predicted.tolist(), s.probabilities.tolist(), s.confidence.tolist()
-        ood, unsure, low = s.ood.tolist(), s.uncertain.tolist(), s.low_confidence.tolist()
+        # Python scalars once per batch, not numpy scalars per window; rounded for the wire
+        # in one numpy pass (k / 10^d, the same double as round(x, d) gives).
+        predicted, conf = s.predicted.tolist(), s.confidence.tolist()
+        unsure, low = s.uncertain.tolist(), s.low_confidence.tolist()
+        probs = np.round(s.probabilities.astype(np.float64), 5).tolist()
+        conf_r = np.round(s.confidence.astype(np.float64), 5).tolist()
+        ood = np.round(s.ood.astype(np.float64), 4).tolist()
         for i, w in enumerate(batch):
             self._released += w.origins
-            produced = max((p for p in w.column("produced_ms") if p is not None), default=0)
+            produced = w.latest("produced_ms")
             d = DetectionRow(
                 window_id=w.window_id, key=w.key, flow_ids=w.flow_ids, first_seen_ms=w.first_seen_ms,
                 last_seen_ms=w.last_seen_ms, predicted=names[predicted[i]],
-                probabilities=[round(p, 5) for p in probs[i]], confidence=round(conf[i], 5),
-                ood_score=round(ood[i], 4), uncertain=bool(unsure[i]), closed_by=w.closed_by,
+                probabilities=probs[i], confidence=conf_r[i],
+                ood_score=ood[i], uncertain=bool(unsure[i]), closed_by=w.closed_by,
                 model_version=model.version, produced_ms=produced or None, scored_ms=now_ms,
                 view=w.view)
             dets.append(d)

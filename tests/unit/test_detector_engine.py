@@ -209,3 +209,24 @@ def test_uncertain_messages_carry_the_flows_as_they_came_in(tiny_bundle, flows):
     assert sum(len(u.flows) for u in sent) == len(tiny_bundle.meta.window.views) * len(wire)
     for u in sent:
         assert all(f == by_id[f.flow_id] for f in u.flows)
+
+
+def test_detections_carry_rounded_scores_and_their_latest_produced_time(tiny_bundle, flows):
+    eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(batch_max=10_000))
+    records, _ = records_from_frame(flows)
+    records = [r.model_copy(update={"produced_ms": None if i % 3 == 0 else 1_000 + i})
+               for i, r in enumerate(records)]
+    produced = {r.flow_id: r.produced_ms for r in records}
+    eng.ingest(records)
+    batch = list(eng.pending) + eng.windower.flush("flush")
+    eng.pending = batch
+    s = eng.model.score_windows(batch)
+    dets = {d["window_id"]: d for o in eng.score_pending() if o.topic == "detections"
+            for d in json.loads(o.value)["detections"]}
+    for i, w in enumerate(batch):
+        d = dets[w.window_id]
+        assert d["probabilities"] == [round(p, 5) for p in s.probabilities[i].tolist()]
+        assert d["confidence"] == round(float(s.confidence[i]), 5)
+        assert d["ood_score"] == round(float(s.ood[i]), 4)
+        times = [produced[f] for f in w.flow_ids if produced[f] is not None]
+        assert d["produced_ms"] == (max(times) if times else None)
