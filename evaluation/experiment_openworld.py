@@ -37,7 +37,7 @@ def judged_lab_eval(bundle: Any) -> Any:
     attacks); the rest is collateral (inference.openworld_verdicts.judge_windows)."""
     import json
 
-    from inference.datasets.lab import lab_paths, span_periods, span_principals
+    from inference.datasets.lab import lab_paths, labels_principals
     from inference.datasets.training import lab_eval_flows
     from inference.openworld_captures import attacked_times
     from inference.openworld_verdicts import judge_windows
@@ -45,13 +45,11 @@ def judged_lab_eval(bundle: Any) -> Any:
 
     flows = lab_eval_flows()
     labels = lab_paths().eval.with_name(lab_paths().eval.stem + ".labels.json")
-    doc = json.loads(labels.read_text())
-    spans = doc.get("spans", [])
+    principals, periods = labels_principals(json.loads(labels.read_text()), separated=True)
     w = score_frame(flows, bundle).windows
     return judge_windows(w, expect=None, scope="labels", class_names=bundle.class_names,
-                         benign=bundle.meta.benign_class, principals=span_principals(spans, separated=True),
-                         attacked=attacked_times(flows, bundle.meta.benign_class),
-                         periods=span_periods(spans, separated=True, grace_ms=float(doc.get("grace_ms", 1000))))
+                         benign=bundle.meta.benign_class, principals=principals,
+                         attacked=attacked_times(flows, bundle.meta.benign_class), periods=periods)
 
 
 def lab_macro_f1(bundle: Any) -> dict[str, float]:

@@ -177,7 +177,7 @@ def _labels(path: Path) -> tuple[Any, dict[str, Any]]:
         raise SourceError(f"labels {path}: no such file")
     try:
         return _read_labels(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SourceError(f"labels {path}: cannot read: {exc}") from exc
 
 
@@ -203,17 +203,15 @@ def _finish(entry: Entry, flows: Any, source: str, labels: Any = None) -> Loaded
         if entry.labels is not None and entry.labels.suffix.lower() == ".json":
             import json
 
-            from inference.datasets.lab import separate_attack_runs, span_periods, span_principals
+            from inference.datasets.lab import labels_principals, separate_attack_runs
 
             try:
                 doc = json.loads(entry.labels.read_text())
-                spans, grace = doc.get("spans", []), float(doc.get("grace_ms", 1000))
-            except (OSError, ValueError, TypeError) as exc:
+                principals, periods = labels_principals(doc, separated=entry.separate_runs)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 return Loaded(reason="bad_labels", detail=f"{entry.labels}: {exc}")
             if entry.separate_runs:
-                flows = separate_attack_runs(flows, spans)
-            principals = span_principals(spans, separated=entry.separate_runs)
-            periods = span_periods(spans, separated=entry.separate_runs, grace_ms=grace)
+                flows = separate_attack_runs(flows, doc.get("spans", []))
         keep = [c for c in FLOW_FIELDS if c in flows.columns]
         return Loaded(flows=flows.loc[:, keep].reset_index(drop=True), principals=principals,
                       periods=periods, attacked=attacked_times(flows) if principals is not None else None)

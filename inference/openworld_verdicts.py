@@ -88,11 +88,11 @@ def judge_windows(windows: Any, *, expect: str | None, scope: str, class_names: 
     not judged, since no key in it names the attack. With `periods` (per (label, view, key),
     when its runs went on: inference.datasets.lab.span_periods) a principal carries the
     label only in windows that overlap one of its runs: the victim of a spoofed ICMP flood
-    is not a principal of a later ping flood from one source, whose key is the source. With `attacked` (per destination,
-    the start times of attack flows to it), a benign window of the destination view whose
-    key was receiving an attack while it was open (from ATTACK_LOOKBACK_MS before its first
-    flow to its last) is collateral too: its flows are benign, but its host was under
-    attack, and the host history beside them says so.
+    is not a principal of a later ping flood from one source, whose key is the source.
+    With `attacked` (per destination, the start times of attack flows to it), a benign
+    window of the destination view whose key was receiving an attack while it was open
+    (from ATTACK_LOOKBACK_MS before its first flow to its last) is collateral too: its flows
+    are benign, but its host was under attack, and the host history beside them says so.
     """
     w = windows.copy()
     if "view" not in w.columns:

@@ -169,8 +169,7 @@ class ClosedWindow:
         for b, r in self.rows:
             if b.extra is None:
                 continue
-            how, v = b.extra[name]
-            x = v if how == "one" else int(v[r]) if how == "int" else v[r]
+            x = _value(b.extra[name], r)
             if x is not None and (best is None or x > best):
                 best = x
         return best

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
+
 from contracts.errors import BundleVerificationError
 from contracts.records import DetectionRow, FlowRecord, encode, encode_detection_batch
 from inference.onnx_detector import OnnxDetector

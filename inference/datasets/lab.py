@@ -155,18 +155,27 @@ def separate_attack_runs(df: Any, spans: list[dict[str, Any]]) -> Any:
 
 
 def span_periods(spans: list[dict[str, Any]], separated: bool = False,
-                 grace_ms: float = 1000.0) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+                 grace_ms: float = 0.0) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
     """Per (label, view, key) of `span_principals`, when its runs went on: the spans the
-    label rule reads ([start - grace, end + grace], for an attacker's run to the end of its
-    tail). A victim is a principal of a spoofed flood while that flood runs; the same
+    label rule reads ([start - grace, end + grace], attacker and pair runs to the end of
+    their tail). A victim is a principal of a spoofed flood while that flood runs; the same
     victim's windows while a one-source run of the label hits it carry no key of the attack."""
     out: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for span, fresh in zip(spans, run_hosts(spans)):
+        tail = float(span.get("tail_ms") or 0) if span.get("match", "attacker") in ("attacker", "pair") else 0.0
         lo = float(span["start_ms"]) - grace_ms
-        hi = float(span["end_ms"]) + max(grace_ms, float(span.get("tail_ms") or 0))
+        hi = float(span["end_ms"]) + max(grace_ms, tail)
         for view, key in _principals_of(span, fresh, separated):
             out.setdefault((span["label"], view, key), []).append((lo, hi))
     return out
+
+
+def labels_principals(doc: dict[str, Any], separated: bool = False) -> tuple[
+        dict[str, set[tuple[str, str]]], dict[tuple[str, str, str], list[tuple[float, float]]]]:
+    """`span_principals` and `span_periods` of a lab labels document (its spans and grace)."""
+    spans = doc.get("spans", [])
+    return (span_principals(spans, separated=separated),
+            span_periods(spans, separated=separated, grace_ms=float(doc.get("grace_ms", 0))))
 
 
 def _principals_of(span: dict[str, Any], fresh: str | None, separated: bool) -> list[tuple[str, str]]:

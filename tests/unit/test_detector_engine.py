@@ -218,8 +218,8 @@ def test_detections_carry_rounded_scores_and_their_latest_produced_time(tiny_bun
                for i, r in enumerate(records)]
     produced = {r.flow_id: r.produced_ms for r in records}
     eng.ingest(records)
-    batch = list(eng.pending) + eng.windower.flush("flush")
-    eng.pending = batch
+    eng.close_all("flush")
+    batch = list(eng.pending)
     s = eng.model.score_windows(batch)
     dets = {d["window_id"]: d for o in eng.score_pending() if o.topic == "detections"
             for d in json.loads(o.value)["detections"]}

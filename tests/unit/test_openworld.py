@@ -340,3 +340,18 @@ def test_shipped_manifests_parse():
     assert sum(not p.is_file() for p in crafted) == 1  # missing.parquet, on purpose
     e = names["ndpi-test.toml"].entries[0]
     assert (e.split, e.capture_column, e.expect, e.path.is_file()) == ("test", "file", "benign", True)
+
+
+@pytest.mark.parametrize("doc", ["[]", '{"grace_ms": "x", "spans": []}', '{"spans": [{"label": "syn_scan"}]}',
+                                 "not json"])
+def test_a_broken_lab_labels_file_is_a_counted_reason_not_a_crash(tmp_path, doc):
+    from inference.openworld_captures import expand
+
+    src = Path(__file__).resolve().parents[2] / "data" / "lab" / "heldout-c.parquet"
+    pd.read_parquet(src).head(50).to_parquet(tmp_path / "c.parquet")
+    (tmp_path / "c.labels.json").write_text(doc)
+    m = _manifest(tmp_path, '[[capture]]\npath = "c.parquet"\nscope = "labels"\nlabels = "c.labels.json"\n'
+                            'separate_runs = true\n')
+    got = expand(load_manifest(m).entries[0])[0].load()
+    assert got.flows is None and got.reason == "bad_labels", got
+    assert "c.labels.json" in got.detail

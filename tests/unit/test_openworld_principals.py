@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from inference.datasets.lab import RUN_NET, run_hosts, separate_attack_runs, span_periods, span_principals
+from inference.datasets.lab import (RUN_NET, labels_principals, run_hosts, separate_attack_runs, span_periods,
+                                    span_principals)
 from inference.openworld_captures import attacked_times
 from inference.openworld_verdicts import judge_windows
 
@@ -69,13 +70,15 @@ def test_windows_that_name_no_attack_are_collateral_not_judged():
 def test_a_victim_carries_a_label_only_while_a_run_that_names_it_goes_on():
     spans = [
         {"label": "icmp_flood", "attacker_ip": "10.77.0.9", "start_ms": 0, "end_ms": 1000, "match": "victim",
-         "victim_ip": "10.77.0.10"},                                     # spoofed: the victim names it
+         "victim_ip": "10.77.0.10", "tail_ms": 3000},                    # spoofed: the victim names it
         {"label": "icmp_flood", "attacker_ip": "10.77.0.9", "start_ms": 10000, "end_ms": 20000,
          "match": "attacker", "tail_ms": 5000},                          # one source: the source names it
     ]
     periods = span_periods(spans, grace_ms=1000)
+    # As the label rule reads the spans: an attacker's (or a pair's) run has a tail, a spoofed one none.
     assert periods[("icmp_flood", "dst", "10.77.0.10")] == [(-1000.0, 2000.0)]
     assert periods[("icmp_flood", "src", "10.77.0.9")] == [(9000.0, 25000.0)]
+    assert labels_principals({"spans": spans, "grace_ms": 1000}) == (span_principals(spans), periods)
     w = pd.DataFrame([
         _win("dst", "10.77.0.10", "icmp_flood", 100, 900, "benign"),        # the spoofed flood: judged, missed
         _win("dst", "10.77.0.10", "icmp_flood", 12000, 13000, "benign"),    # one ping -f flow among clients'
