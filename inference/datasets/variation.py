@@ -13,8 +13,17 @@ from them by the edge's own code:
     link      a longer round trip: each exchange of a flow (a packet answered) waits
               d ms more, so its duration and gaps grow (uniform d, one per copy)
     size      for probes and floods, every byte count and packet size scales by s
-              (payload lengths, options); a brute force's or a slow DoS's exchange is
-              fixed by its protocol and keeps its sizes
+              (payload lengths, options); a brute force's exchange is fixed by its
+              protocol and keeps its sizes
+    trickle   for a slow DoS, each connection carries n times the trickled segments (and
+              their acknowledgements), at the same pace, so it lasts n times as long: how
+              many header lines or body chunks a connection gets before the server or the
+              tool gives up is the tool's setting and the server's limit (only where
+              the server just acknowledges: a slow read's counts are the server's answer)
+    client    for a slow DoS, what the attacker sends scales by c: the length of each
+              trickled header line or body chunk, the headers of the request that holds
+              the connection, are the tool's settings; the server's answers keep theirs
+              (again only where the server just acknowledges)
     replies   for probes and floods, a share of the flows lose their answers (a victim
               overloaded, a firewall dropping, a dark address)
     flags     TCP probes without a SYN carry another combination of FIN, PSH and URG
@@ -46,6 +55,7 @@ PROBE_CLASSES: tuple[str, ...] = ("syn_scan", "fin_scan", "udp_scan", "host_swee
 _FLAG_COMBOS = ((1, 0, 0), (0, 0, 0), (1, 1, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (0, 1, 0), (0, 0, 1))
 _SIZE_COLUMNS = ("bytes", "src2dst_bytes", "dst2src_bytes", "min_ps", "mean_ps", "stddev_ps", "max_ps")
 _TIME_COLUMNS = ("duration_ms", "mean_piat_ms", "stddev_piat_ms", "max_piat_ms")
+_MAX_FRAME = 1514.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,18 @@ class Variation:
     # Classes whose packet sizes are the tool's free choice (probes and floods); the others
     # keep theirs. Empty: every class.
     shaped: tuple[str, ...] = PROBE_CLASSES
+    # Classes whose client side is the attacker's choice while the server's answers are not
+    # (slow DoS): the number of trickled segments a connection carries and their sizes.
+    client_shaped: tuple[str, ...] = ("slow_http_dos",)
+    # Fewer segments than the lab's tools send (down to 0.15) made short HTTP brute-force
+    # connections over slow links look like a slow DoS (third held-out capture: HTTP brute
+    # force 91% -> 26-44% right), so a connection only grows or keeps its count.
+    trickle: tuple[float, float] = (0.8, 3.0)
+    client_size: tuple[float, float] = (0.7, 8.0)
+    # ... on the flows whose server only acknowledges (its packets at most this many bytes
+    # on average): a slow read, where the server sends and the client's ACKs trickle, keeps
+    # its counts and sizes.
+    quiet_bytes: float = 100.0
 
 
 def run_keys(df: Any, benign: str = "benign") -> np.ndarray:
@@ -126,6 +148,10 @@ def _render(run: Any, rng: np.random.Generator, v: Variation) -> Any:
     _longer_round_trip(out, rtt, rng)
     for col in _SIZE_COLUMNS:
         out[col] = np.round(out[col].to_numpy(dtype=np.float64) * s)
+    if label in v.client_shaped:
+        quiet = _server_quiet(out, v.quiet_bytes)
+        _trickle(out, _loguniform(rng, v.trickle), quiet)
+        _scale_client(out, _loguniform(rng, v.client_size), quiet)
     if label in v.probe_classes and rng.random() < v.no_reply_chance:
         lost = rng.random(len(out)) < rng.uniform(*v.no_reply_share)
         _drop_replies(out, lost)
@@ -152,6 +178,57 @@ def _longer_round_trip(out: Any, rtt: float, rng: np.random.Generator) -> None:
     out["mean_piat_ms"] = np.where(p > 1, dur / np.maximum(p - 1, 1), out["mean_piat_ms"].to_numpy(dtype=np.float64))
     out["max_piat_ms"] = np.where(waits > 0, out["max_piat_ms"].to_numpy(dtype=np.float64) + rtt, out["max_piat_ms"].to_numpy(dtype=np.float64))
     out["max_piat_ms"] = np.minimum(out["max_piat_ms"].to_numpy(dtype=np.float64), dur)
+
+
+def _server_quiet(out: Any, most: float) -> np.ndarray:
+    """Flows whose server sent at most `most` bytes a packet on average (acknowledgements,
+    a short error at the end), or nothing."""
+    back = out["dst2src_bytes"].to_numpy(dtype=np.float64)
+    return back <= most * np.maximum(out["dst2src_packets"].to_numpy(dtype=np.float64), 1.0)
+
+
+def _trickle(out: Any, n: float, on: np.ndarray) -> None:
+    """Each connection in `on` carries `n` times its segments both ways (at least one the
+    client sent; an answer only if it had one), at the same sizes and pace: bytes, ACK and
+    PSH counts follow the packets, the duration follows the gaps; the handshake and the
+    close (SYN, FIN, RST) stay as they were."""
+    f64 = lambda c: out[c].to_numpy(dtype=np.float64)  # noqa: E731
+    fwd, bwd, total = f64("src2dst_packets"), f64("dst2src_packets"), f64("packets")
+    n = np.where(on, n, 1.0)
+    new_fwd = np.maximum(np.round(fwd * n), np.minimum(fwd, 1.0))
+    new_bwd = np.maximum(np.round(bwd * n), np.minimum(bwd, 1.0))
+    new_total = new_fwd + new_bwd
+    for col, was, now in (("src2dst_bytes", fwd, new_fwd), ("dst2src_bytes", bwd, new_bwd)):
+        out[col] = np.round(f64(col) * now / np.maximum(was, 1.0))
+    out["bytes"] = f64("src2dst_bytes") + f64("dst2src_bytes")
+    grow = new_total / np.maximum(total, 1.0)
+    for col in ("ack_packets", "psh_packets"):
+        out[col] = np.minimum(np.round(f64(col) * grow), new_total)
+    for col in ("syn_packets", "fin_packets", "rst_packets", "urg_packets"):
+        out[col] = np.minimum(f64(col), new_total)
+    for col, side in (("src2dst_syn_packets", new_fwd), ("dst2src_syn_packets", new_bwd),
+                      ("dst2src_rst_packets", new_bwd)):
+        out[col] = np.minimum(f64(col), side)
+    out["src2dst_packets"], out["dst2src_packets"], out["packets"] = new_fwd, new_bwd, new_total
+    gaps_before, gaps_after = np.maximum(total - 1, 0), np.maximum(new_total - 1, 0)
+    dur = np.where(gaps_before > 0, f64("duration_ms") * gaps_after / np.maximum(gaps_before, 1), 0.0)
+    out["duration_ms"] = dur
+    one = new_total <= 1
+    for col in ("mean_piat_ms", "stddev_piat_ms"):
+        out[col] = np.where(one, 0.0, f64(col))
+    out["max_piat_ms"] = np.where(one, 0.0, np.minimum(f64("max_piat_ms"), dur))
+
+
+def _scale_client(out: Any, c: float, on: np.ndarray) -> None:
+    """The client's bytes times `c` in the flows `on`, its segments at most a full Ethernet
+    frame's payload; the largest packet follows the client's when theirs grows past it."""
+    fwd = np.maximum(out["src2dst_packets"].to_numpy(dtype=np.float64), 1.0)
+    before = out["src2dst_bytes"].to_numpy(dtype=np.float64)
+    after = np.where(on, np.minimum(np.round(before * c), fwd * _MAX_FRAME), before)
+    out["src2dst_bytes"] = after
+    out["bytes"] = out["bytes"].to_numpy(dtype=np.float64) + after - before
+    biggest = np.minimum(out["max_ps"].to_numpy(dtype=np.float64) * max(c, 1.0), _MAX_FRAME)
+    out["max_ps"] = np.maximum(out["max_ps"].to_numpy(dtype=np.float64), np.where(after > before, biggest, 0.0))
 
 
 def _drop_replies(out: Any, lost: np.ndarray) -> None:

@@ -3,6 +3,8 @@ labels and carriers kept, benign flows untouched, every row a valid flow record,
 choice doing what it says to the flows."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,3 +116,64 @@ def test_no_attack_no_copies(flows):
     assert run_variants(flows[flows["label"] == "benign"], copies=3).empty
     assert run_variants(flows, copies=0).empty
 
+
+
+def _slow_dos(n: int = 20) -> pd.DataFrame:
+    rows = [_flow(400 + i, "10.77.128.4", "10.77.0.5", "slow_http_dos", 20_000 + 100 * i, dst_port=80,
+                  packets=16, bytes=1470, src2dst_packets=9, src2dst_bytes=1000, dst2src_packets=7,
+                  dst2src_bytes=470, min_ps=54, mean_ps=1470 / 16, max_ps=400, stddev_ps=60.0,
+                  duration_ms=9000.0, mean_piat_ms=600.0, max_piat_ms=3000.0, psh_packets=6, fin_packets=2,
+                  ack_packets=15, rst_packets=0, dst2src_rst_packets=0) for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+_STILL = Variation(rate=(1.0, 1.0), rtt_ms=(0.0, 0.0), trickle=(1.0, 1.0), client_size=(1.0, 1.0))
+
+
+def test_a_slow_dos_client_sends_other_sizes_the_server_answers_alike():
+    v = replace(_STILL, client_size=(4.0, 4.0))
+    out = run_variants(_slow_dos(), copies=1, seed=0, variation=v)
+    assert (out["src2dst_bytes"] == 4000).all()         # the trickled lines and chunks, 4x
+    assert (out["dst2src_bytes"] == 470).all() and (out["bytes"] == 4470).all()
+    assert (out["max_ps"] == 1514).all()                # 400 x 4, at most a full frame
+    assert (out["mean_ps"] == 4470 / 16).all()
+    big = run_variants(_slow_dos(), copies=1, seed=0, variation=replace(v, client_size=(50.0, 50.0)))
+    assert (big["src2dst_bytes"] == 9 * 1514).all()     # never more than full frames
+    records, errors = records_from_frame(pd.concat([out, big]))
+    assert not errors and not physical_problems(records).any()
+
+
+def test_a_slow_dos_connection_carries_more_or_fewer_trickled_segments_at_its_pace():
+    longer = run_variants(_slow_dos(), copies=1, seed=0, variation=replace(_STILL, trickle=(3.0, 3.0)))
+    assert (longer["src2dst_packets"] == 27).all() and (longer["dst2src_packets"] == 21).all()
+    assert (longer["packets"] == 48).all() and (longer["src2dst_bytes"] == 3000).all()
+    assert (longer["bytes"] == 3000 + 1410).all()       # the same sizes a packet, both ways
+    assert (longer["ack_packets"] == 45).all() and (longer["psh_packets"] == 18).all()
+    assert (longer["fin_packets"] == 2).all()           # one close, however long it held
+    assert (longer["duration_ms"] == 9000 * 47 / 15).all() and (longer["mean_piat_ms"] == 600).all()
+    assert (longer["last_seen_ms"] - longer["first_seen_ms"] == np.round(9000 * 47 / 15)).all()
+    shorter = run_variants(_slow_dos(), copies=1, seed=0, variation=replace(_STILL, trickle=(0.05, 0.05)))
+    assert (shorter["src2dst_packets"] == 1).all() and (shorter["dst2src_packets"] == 1).all()
+    assert (shorter["duration_ms"] == 9000 / 15).all() and (shorter["mean_ps"] == (111 + 67) / 2).all()
+    records, errors = records_from_frame(pd.concat([longer, shorter]))
+    assert not errors and not physical_problems(records).any()
+
+
+def test_a_slow_read_keeps_its_counts_and_sizes():
+    """Where the server sends (a slow read: the client's ACKs trickle), its answer sets the
+    counts and the client's sizes are acknowledgements: neither is redrawn."""
+    read = _slow_dos().assign(dst2src_bytes=7 * 250, bytes=1000 + 7 * 250, mean_ps=2750 / 16)
+    both = pd.concat([read, _slow_dos().assign(flow_id=lambda d: d["flow_id"] + "q", src_port=50000)],
+                     ignore_index=True)
+    out = run_variants(both, copies=1, seed=0,
+                       variation=replace(_STILL, trickle=(3.0, 3.0), client_size=(4.0, 4.0)))
+    sent = out[out["dst2src_bytes"] == 7 * 250]
+    assert len(sent) == 20 and (sent["packets"] == 16).all() and (sent["src2dst_bytes"] == 1000).all()
+    quiet = out[out["dst2src_bytes"] != 7 * 250]
+    assert len(quiet) == 20 and (quiet["packets"] == 48).all() and (quiet["src2dst_bytes"] == 12000).all()
+
+
+def test_client_sizes_and_trickles_stay_for_classes_not_listed(flows):
+    v = Variation(client_size=(4.0, 4.0), trickle=(3.0, 3.0), client_shaped=("slow_http_dos",))
+    brute = run_variants(flows, copies=1, seed=0, variation=v).query("label == 'ssh_bruteforce'")
+    assert (brute["src2dst_bytes"] == 1500).all() and (brute["packets"] == 20).all()
