@@ -11,7 +11,9 @@ first written by the engine before the columnar rebuild (commit 4e695a1), which 
 engine matched; it was written again when the default bundle changed (54c10b09, feature
 schema 4), after checking that every window, its flows, view and close reason were still
 identical (only verdicts, confidences and feature digests moved, as a new model and a new
-feature must). tests/unit/test_engine_reference.py holds today's engine to those answers.
+feature must), and again for the default bundle 770d01ca (slow-DoS variants in the recipe:
+windows, flows, views, close reasons and feature digests all identical; verdicts and
+confidences moved). tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations
 
