@@ -39,13 +39,18 @@ class OnnxFile(BaseModel):
 
 
 class Thresholds(BaseModel):
-    """Below `confidence`, or with an OOD score above `ood`, a window is uncertain."""
+    """Below `confidence`, with an OOD score above `ood`, or with a flow beyond `support`,
+    a window is uncertain."""
 
     confidence: float = Field(0.8, ge=0, le=1)
     # None: no out-of-distribution gate (JSON has no infinity).
     ood: float | None = None
     # Optional per-class confidence floors (policies can raise these).
     per_class: dict[str, float] = Field(default_factory=dict)
+    # Per protocol, the largest single flow of training (log1p packets and bytes, plus a
+    # margin): a window with a flow beyond it is out of distribution (inference.support).
+    # Empty: no such gate (bundles made before it).
+    support: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
 def check_window(bundle: "Bundle", k: int, seconds: float, views: Any, *, follow: bool = False) -> WindowSpec:
@@ -95,6 +100,8 @@ def content_version(meta: BundleMeta) -> str:
     d = meta.model_dump(by_alias=True, exclude={"version", "metrics", "created_ms"})
     if d["window"].get("views") == ["src"]:  # bundles from before views keep their version
         del d["window"]["views"]
+    if not d["thresholds"].get("support"):  # nor do bundles from before the flow-support gate
+        d["thresholds"].pop("support", None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -6,8 +6,9 @@
 
 Confidence is the temperature-scaled max probability. The OOD score is the free energy
 -T*logsumexp(logits/T): high when no class fits well. A window is uncertain when its
-confidence is under the bundle's threshold (or its class's own floor) or its OOD score is
-above the bundle's OOD threshold.
+confidence is under the bundle's threshold (or its class's own floor), its OOD score is
+above the bundle's OOD threshold, or one of its flows is bigger than any flow of its protocol
+in training (the bundle's support, inference.support).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from contracts.errors import ModelError
 from inference.bundle import Bundle
+from inference.support import beyond_support
 
 
 @dataclass
@@ -87,6 +89,7 @@ class OnnxDetector:
         low = conf < self._floors[pred]
         thr = self.thresholds.ood
         ood = energy > thr if thr is not None else np.zeros(len(pred), dtype=bool)
+        ood |= beyond_support(x_raw, mask, self.thresholds.support)
         return Scores(probs, pred, conf, energy, low | ood, low)
 
     def score_windows(self, windows: Sequence[Any]) -> Scores:

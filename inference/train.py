@@ -35,6 +35,7 @@ from inference.calibration import (T_MAX, T_MIN, energy_threshold, expected_cali
 from inference.datasets.lab import CARRIES
 from inference.features import FeatureSchema
 from inference.onnx_detector import calibrate
+from inference.support import SUPPORT_FEATURES, flow_support
 from inference.scores import accuracy, confusion_matrix, macro_f1
 from inference.windowing import KeyMode, stack_windows, window_label, windows_from_frame
 
@@ -82,6 +83,10 @@ class TrainConfig:
     # class at a lower confidence still raises its alert instead of waiting for a person.
     attack_confidence: float | None = None
     ood_quantile: float = 0.995
+    # Per-protocol flow support (inference.support): the largest training flow of each
+    # protocol, plus this margin in log space (log 2: twice the packets or bytes), bounds
+    # what the model may call anything; beyond it a window is uncertain. None: no gate.
+    support_margin: float | None = 0.6931
     max_int8_drop: float = 0.005  # int8 is kept only within 0.5 accuracy points of fp32
     threads: int = 2
     # Outlier exposure: benign windows whose host history is made `outlier_rate` times as
@@ -289,6 +294,7 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
     if len(y) == 0:
         raise ModelError("no training windows")
     schema, ignored = _fit_schema(x, mask, cfg.min_feature_std)
+    support = flow_support(x, mask, cfg.support_margin) if cfg.support_margin is not None else {}
     tr = _Set(schema.normalise(x, mask), mask, y)
     va = _Set(schema.normalise(xv, mv), mv, yv)
     outliers = None
@@ -313,6 +319,11 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
     int8_bytes, int8_info, speed = (_int8(onnx_bytes, tr, va, len(names), cfg, seed)
                                     if int8 else (None, {"requested": False}, {}))
     meta = _meta(fit, tr, va, names, schema, window, cfg, seed, benign, source or {}, name)
+    meta.thresholds.support = support
+    if support:
+        meta.training["thresholds"]["support"] = (
+            f"per protocol, the largest real flow of the training windows ({', '.join(SUPPORT_FEATURES)})"
+            f" plus {cfg.support_margin} in log space")
     meta.training["int8"] = int8_info
     meta.training["ignored_features"] = ignored
     meta.metrics["int8_speed"] = speed

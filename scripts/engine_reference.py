@@ -13,7 +13,9 @@ schema 4), after checking that every window, its flows, view and close reason we
 identical (only verdicts, confidences and feature digests moved, as a new model and a new
 feature must), and again for the default bundle 770d01ca (slow-DoS variants in the recipe:
 windows, flows, views, close reasons and feature digests all identical; verdicts and
-confidences moved). tests/unit/test_engine_reference.py holds today's engine to those answers.
+confidences moved), and for 7ef2386b (the same network with the flow-support gate: three
+windows, each holding a 470 KB DNS-reflection flow, went to uncertain; nothing else moved).
+tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations
 

@@ -41,6 +41,9 @@ def test_bundle_verifies_and_records_how_it_was_made(bundle):
     assert m.window.k == 8 and m.thresholds.ood is not None and 0 < m.temperature <= 20
     assert m.training["seed"] == 0 and m.training["source"]["dataset"] == "synthetic"
     assert "quantile of free energy" in m.training["thresholds"]["ood"]
+    # the largest training flow of each protocol, twice over, bounds what the model may call anything
+    assert set(m.thresholds.support) >= {"tcp", "udp"} and "largest real flow" in m.training["thresholds"]["support"]
+    assert all(v["log_packets"] > np.log(2) for v in m.thresholds.support.values())
     assert sum(m.training["windows"]["train"].values()) > 0
     assert m.metrics["train_seconds"] > 0 and len(m.metrics["history"]) == m.training["epochs_run"]
     assert json.loads((bundle.path / "bundle.json").read_text())["version"] == bundle.version
