@@ -7,7 +7,9 @@
 Windows come from the shipped lab evaluation set (raw, unnormalised, as the edge gets them).
 For each batch size it times bare onnxruntime on normalised input and the full
 `OnnxDetector.score` (normalisation, session, temperature softmax, energy, thresholds), so
-the difference is the detector's own overhead. Not a pass/fail test.
+the difference is the detector's own overhead. Then the flow-support gate's share of it:
+`beyond_support` alone beside the full score at batch 256, alternated, best of 5. Not a
+pass/fail test.
 """
 from __future__ import annotations
 
@@ -80,6 +82,34 @@ def main() -> None:
             for r in rows:
                 print(f"{prec:6} {path:10} {r['batch']:>5} {r['windows_per_s']:>12,.0f} "
                       f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f}")
+    _support_cost(b, x, mask)
+
+
+def _support_cost(b, x, mask, batch: int = 256, rounds: int = 5) -> None:
+    """The flow-support gate (inference.support) against the whole score, per window."""
+    import time
+
+    import numpy as np
+
+    from inference.support import beyond_support
+
+    support = b.meta.thresholds.support
+    if not support:
+        print("flow-support gate: this bundle has none")
+        return
+    det = OnnxDetector(b)
+    parts = [(x[i:i + batch], mask[i:i + batch]) for i in range(0, len(x), batch)]
+    best = {"gate": np.inf, "score": np.inf}
+    for _ in range(rounds):
+        for name, fn in (("gate", lambda a, m: beyond_support(a, m, support)), ("score", det.score)):
+            t0 = time.perf_counter()
+            for a, m in parts:
+                fn(a, m)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    us = {k: 1e6 * v / len(x) for k, v in best.items()}
+    flagged = int(beyond_support(x, mask, support).sum())
+    print(f"flow-support gate: {us['gate']:.2f} us/window of the detector's {us['score']:.2f} "
+          f"({100 * us['gate'] / us['score']:.1f}%), batch {batch}; {flagged} of {len(x)} windows beyond support")
 
 
 if __name__ == "__main__":
