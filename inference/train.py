@@ -18,6 +18,7 @@ never at import, so this module is cheap to import.
 """
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from contextlib import contextmanager
@@ -35,8 +36,8 @@ from inference.calibration import (T_MAX, T_MIN, energy_threshold, expected_cali
 from inference.datasets.lab import CARRIES
 from inference.features import FeatureSchema
 from inference.onnx_detector import calibrate
-from inference.support import SUPPORT_FEATURES, flow_support
 from inference.scores import accuracy, confusion_matrix, macro_f1
+from inference.support import SUPPORT_FEATURES, flow_support
 from inference.windowing import KeyMode, stack_windows, window_label, windows_from_frame
 
 # Port-class features and the raw values each class takes (see port_class_dropout).
@@ -86,7 +87,7 @@ class TrainConfig:
     # Per-protocol flow support (inference.support): the largest training flow of each
     # protocol, plus this margin in log space (log 2: twice the packets or bytes), bounds
     # what the model may call anything; beyond it a window is uncertain. None: no gate.
-    support_margin: float | None = 0.6931
+    support_margin: float | None = round(math.log(2), 4)
     max_int8_drop: float = 0.005  # int8 is kept only within 0.5 accuracy points of fp32
     threads: int = 2
     # Outlier exposure: benign windows whose host history is made `outlier_rate` times as
