@@ -220,7 +220,8 @@ def detect() -> None:
         port = serve_metrics(reg, s.metrics_port, s.metrics_addr)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(f"detector {w.worker_id}: model {bundle.version} ({', '.join(bundle.class_names)}), "
+    console.print(f"detector {w.worker_id}: model {bundle.version}{' int8' if s.int8 else ''} "
+                  f"({', '.join(bundle.class_names)}), "
                   f"{bundle.meta.window.describe()}; metrics http://{s.metrics_addr}:{port}/metrics")
     w.run()
 
@@ -356,9 +357,11 @@ def score(file: Path, output: Path | None, model: str | None, follow_bundle: boo
 
     Like `suricata -r`: no broker. Prints a summary per predicted class; with a label
     column in the input, also how often each predicted class matched it. Like a
-    detector, refuses a bundle whose window spec differs from the settings.
+    detector, refuses a bundle whose window spec differs from the settings, and scores
+    with the bundle's int8 model under EDGELOOP_INT8=1, as a detector would.
     """
     from inference.bundle import check_window
+    from inference.onnx_detector import OnnxDetector
     from inference.registry import resolve_bundle
     from streams.detector import DetectorConfig
     from streams.score import score_frame, summary, write_windows
@@ -369,12 +372,13 @@ def score(file: Path, output: Path | None, model: str | None, follow_bundle: boo
         bundle = resolve_bundle(model or s.model, s.data_dir / "registry")
         check_window(bundle, s.window_k, s.window_seconds, s.views,
                      follow=follow_bundle or s.follow_bundle_window)
-        res = score_frame(load_flows(file), bundle, DetectorConfig.from_settings(s))
+        model = OnnxDetector(bundle, int8=s.int8)
+        res = score_frame(load_flows(file), bundle, DetectorConfig.from_settings(s), model=model)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     out = output or file.with_suffix(".windows.parquet")
     write_windows(res.windows, out)
-    t = Table(title=f"{file.name}: {len(res.windows)} windows, model {bundle.version}")
+    t = Table(title=f"{file.name}: {len(res.windows)} windows, model {bundle.version}{' (int8)' if s.int8 else ''}")
     summ = summary(res.windows)
     for c in summ.columns:
         t.add_column(c)

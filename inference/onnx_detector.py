@@ -57,6 +57,7 @@ def calibrate(logits: np.ndarray, temperature: float) -> tuple[np.ndarray, np.nd
 class OnnxDetector:
     def __init__(self, bundle: Bundle, session: Any = None, int8: bool = False, threads: int = 1) -> None:
         self.bundle = bundle
+        self.precision = "int8" if int8 else "fp32"
         meta = bundle.meta
         self.version = bundle.version
         self.class_names = list(meta.class_names)

@@ -86,7 +86,7 @@ class EdgeDetector:
         self._released: list[Any] = []  # origins of flows in windows scored since take_released
         self.overrides: Any = None  # streams.active_policies.DetectorOverrides from active policies
         if metrics:
-            metrics.set_model(model.version)
+            metrics.set_model(model.version, model.precision)
 
     def swap(self, model: OnnxDetector) -> None:
         """Use `model` from the next batch on. Refuses a bundle whose windows are cut
@@ -97,7 +97,7 @@ class EdgeDetector:
                                           f"from the running model's {self.model.window.describe()}")
         self.model = model
         if self.metrics:
-            self.metrics.set_model(model.version)
+            self.metrics.set_model(model.version, model.precision)
             self.metrics.model_swaps.inc()
 
     def set_overrides(self, overrides: Any) -> None:

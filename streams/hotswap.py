@@ -64,9 +64,10 @@ def publish_release(bootstrap: str, topic: str, bundle: Bundle, reason: str = ""
     return rel
 
 
-def load_release(rel: ModelRelease, store: Path, threads: int = 1) -> OnnxDetector:
+def load_release(rel: ModelRelease, store: Path, threads: int = 1, int8: bool = False) -> OnnxDetector:
     """Fetch the bundle a release names from `store` by its version and verify it against the
-    release; raises ReleaseRefused."""
+    release; raises ReleaseRefused (reason `load` for a bundle without the int8 model `int8`
+    asks for)."""
     if not VERSION.fullmatch(rel.version):
         raise ReleaseRefused("bad_version", f"release version {rel.version[:80]!r} is not a content hash")
     path = Path(store) / rel.version
@@ -79,7 +80,7 @@ def load_release(rel: ModelRelease, store: Path, threads: int = 1) -> OnnxDetect
         bundle.verify(expected_sha256=rel.sha256)
         if rel.feature_schema_sha256 != bundle.meta.features.get("sha256"):
             raise BundleVerificationError(rel.version, "release feature schema differs from bundle's")
-        return OnnxDetector(bundle, threads=threads)
+        return OnnxDetector(bundle, threads=threads, int8=int8)
     except BundleVerificationError as exc:
         raise ReleaseRefused("verification", exc.detail) from exc
     except EdgeloopError as exc:
@@ -93,10 +94,12 @@ class ModelWatcher:
     def __init__(self, bootstrap: str, topic: str, on_model: Callable[[OnnxDetector], Awaitable[None] | None],
                  current_version: Callable[[], str], metrics: EdgeMetrics | None = None, *,
                  store: Path, trusted: TrustedKeys | None = None,
-                 on_refused: Callable[[bytes, RecordError], Awaitable[None] | None] | None = None) -> None:
+                 on_refused: Callable[[bytes, RecordError], Awaitable[None] | None] | None = None,
+                 int8: bool = False) -> None:
         self.bootstrap, self.topic, self.on_model = bootstrap, topic, on_model
         self.current_version, self.metrics = current_version, metrics
         self.store, self.trusted, self.on_refused = Path(store), trusted, on_refused
+        self.int8 = int8
         self.refused: list[tuple[str, str, str]] = []
 
     async def handle(self, raw: bytes) -> None:
@@ -110,7 +113,7 @@ class ModelWatcher:
         try:
             if self.trusted is not None:
                 self.trusted.verify(rel)
-            det = await asyncio.to_thread(load_release, rel, self.store)
+            det = await asyncio.to_thread(load_release, rel, self.store, 1, self.int8)
             res = self.on_model(det)
             if asyncio.iscoroutine(res):
                 await res

@@ -71,7 +71,8 @@ class EdgeMetrics:
         self.open_windows = Gauge(f"{p}_open_windows", "Windows waiting for more flows", **r)
         self.open_window_bytes = Gauge(f"{p}_open_window_bytes", "Estimated memory of the open windows "
                                        "(bounded by EDGELOOP_WINDOW_MEMORY_MB)", **r)
-        self.model_info = Gauge(f"{p}_model_info", "The model version in use (value 1)", ["version"], **r)
+        self.model_info = Gauge(f"{p}_model_info", "The model version in use and its precision, fp32 or "
+                                "int8 (EDGELOOP_INT8) (value 1)", ["version", "precision"], **r)
         self.model_swaps = Counter(f"{p}_model_swaps", "Model bundles swapped in", **r)
         self.model_swaps_refused = Counter(f"{p}_model_swaps_refused",
                                            "Model releases refused at verification", ["reason"], **r)
@@ -95,9 +96,9 @@ class EdgeMetrics:
             f"{p}_flows_replayed", "Flows consumed again after a restart or rebalance: the previous owner "
             "had read them but not committed them (their windows may be scored twice, same window ids)", **r)
 
-    def set_model(self, version: str) -> None:
+    def set_model(self, version: str, precision: str = "fp32") -> None:
         self.model_info.clear()
-        self.model_info.labels(version=version).set(1)
+        self.model_info.labels(version=version, precision=precision).set(1)
 
 
 class SensorMetrics:

@@ -55,6 +55,27 @@ def test_replay_gives_one_detection_per_window_matching_offline_score(
     assert attacks and "benign" not in attacks
 
 
+def test_a_worker_under_edgeloop_int8_serves_the_bundles_int8_model(
+        broker, topics, edge_worker, topic_reader, decode_detections):
+    """EDGELOOP_INT8=1: the worker scores with the int8 session (its confidences are int8's,
+    as `EDGELOOP_INT8=1 edgeloop score` gives them, not fp32's) and says so in
+    edgeloop_model_info{precision="int8"}."""
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+    from inference.onnx_detector import OnnxDetector
+
+    bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
+    df = load_flows(Path(__file__).resolve().parents[2] / "data" / "lab" / "eval.parquet").iloc[:1200]
+    w = edge_worker(topics, DEFAULT_BUNDLE_DIR, int8=1, window_idle_s=3)
+    assert w.sample("edgeloop_model_info", {"version": bundle.version, "precision": "int8"}) == 1
+    with FlowPublisher(broker.bootstrap, topics.flows) as pub:
+        replay_frame(df, pub, progress=False)
+    src, _ = _by_view(_all_windows(topic_reader, decode_detections, topics, len(df)), df)
+    scored = {m: score_frame(df, bundle, DetectorConfig(), model=OnnxDetector(bundle, int8=m == "int8"))
+              .windows.set_index("window_id")["confidence"] for m in ("int8", "fp32")}
+    close = {m: sum(abs(d["confidence"] - c.loc[d["window_id"]]) < 1e-5 for d in src) for m, c in scored.items()}
+    assert close["int8"] == len(src) > 100 and close["fp32"] < len(src)
+
+
 def _all_windows(topic_reader, decode_detections, topics, n_flows: int) -> list[dict]:
     """Detections until every flow is in a window of each view."""
     return decode_detections(topic_reader(

@@ -98,3 +98,13 @@ def test_a_tampered_bundle_in_the_store_is_refused(store, tiny_bundle):
     w = Watch(store)
     assert w.send(encode(release_for(tiny_bundle))) == "verification"
     assert w.swapped == [] and w.refused("verification") == 1
+
+
+def test_a_detector_serving_int8_refuses_a_release_without_an_int8_model(store, tiny_bundle):
+    """EDGELOOP_INT8=1: a release whose bundle has no int8 model is refused (reason `load`,
+    dead-lettered), not quietly served in fp32."""
+    assert tiny_bundle.meta.int8 is None
+    w = Watch(store)
+    w.w.int8 = True
+    assert w.send(encode(release_for(tiny_bundle))) == "load"
+    assert w.swapped == [] and w.refused("load") == 1
