@@ -11,6 +11,7 @@ In one process tree, on the embedded broker:
   5. two workers in one group on the same flows, beside one (scaling on this machine's cores);
   6. where the engine's time goes, by stage (cProfile of the engine in this process).
 The bare consumer and the worker are alternated `--repeat` times; the best of each is shown.
+With --int8, a worker serving the bundle's int8 model (EDGELOOP_INT8=1) joins the alternation.
 """
 from __future__ import annotations
 
@@ -80,11 +81,13 @@ def metric(port: int, name: str) -> float:
     return m(port, name)
 
 
-def start_worker(bootstrap: str, topics: Topics, model: Path, tmp: Path, group: str) -> tuple[subprocess.Popen, int]:
+def start_worker(bootstrap: str, topics: Topics, model: Path, tmp: Path, group: str,
+                 **settings: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
            "EDGELOOP_MODEL": str(model), "EDGELOOP_METRICS_PORT": str(port), "EDGELOOP_GROUP_ID": group,
-           "EDGELOOP_DATA_DIR": str(tmp / "var"), "EDGELOOP_UNCERTAIN_RATE_PER_S": "1000"}
+           "EDGELOOP_DATA_DIR": str(tmp / "var"), "EDGELOOP_UNCERTAIN_RATE_PER_S": "1000",
+           **{f"EDGELOOP_{k.upper()}": v for k, v in settings.items()}}
     p = subprocess.Popen([sys.executable, "-m", "edgeloop_app.cli", "detect"], env=env, cwd=REPO,
                          stdout=open(tmp / f"{group}.log", "wb"), stderr=subprocess.STDOUT)
     while metric(port, "edgeloop_assigned_partitions") == 0:
@@ -101,8 +104,8 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def worker_throughput(bootstrap, topics, model, tmp, n, group: str = "bench-throughput") -> dict:
-    p, port = start_worker(bootstrap, topics, model, tmp, group)
+def worker_throughput(bootstrap, topics, model, tmp, n, group: str = "bench-throughput", **settings: str) -> dict:
+    p, port = start_worker(bootstrap, topics, model, tmp, group, **settings)
     t0 = None
     while True:
         v = metric(port, "edgeloop_flows_in_total")
@@ -248,6 +251,8 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--repeat", type=int, default=2, help="alternated runs of the bare consumer and the worker; best of each")
+    ap.add_argument("--int8", action="store_true", help="also alternate a worker serving the bundle's int8 "
+                    "model (EDGELOOP_INT8=1)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edgeloop-bench-"))
     model = model_path(tmp)
@@ -259,13 +264,17 @@ def main() -> None:
             pub.publish(iter_flow_dicts(df))
         st = pub.stats
         print(f"produced {st.records:,} flows in {st.messages} messages: {st.rate:,.0f} flows/s")
-        bare_s, w = float("inf"), {"flows_per_s": 0.0}
+        bare_s, w, w8 = float("inf"), {"flows_per_s": 0.0}, {"flows_per_s": 0.0}
         for r in range(a.repeat):
             secs, n = asyncio.run(bare_consumer(b.bootstrap, topics.flows, len(df)))
             got = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-throughput-{r}")
             print(f"  run {r + 1}: bare consumer {n / secs:,.0f} fl/s, worker {got['flows_per_s']:,.0f} fl/s", flush=True)
             bare_s = min(bare_s, secs)
             w = got if got["flows_per_s"] > w["flows_per_s"] else w
+            if a.int8:
+                g8 = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-int8-{r}", int8="1")
+                print(f"         worker int8 {g8['flows_per_s']:,.0f} fl/s", flush=True)
+                w8 = g8 if g8["flows_per_s"] > w8["flows_per_s"] else w8
         o = onnx_raw(model, df)
         lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
         two = two_workers(b.bootstrap, topics, model, tmp, len(df))  # last: its hand-overs load the broker
@@ -275,6 +284,10 @@ def main() -> None:
     print(f"{'bare aiokafka getmany + json decode':<52}{n / bare_s:>16,.0f} fl/s")
     print(f"{'edge worker end to end (faust, 1 process)':<52}{w['flows_per_s']:>16,.0f} fl/s")
     print(f"{'  ratio worker / bare consumer':<52}{w['flows_per_s'] / (n / bare_s):>21.2f}x")
+    if a.int8:
+        print(f"{'edge worker, EDGELOOP_INT8=1':<52}{w8['flows_per_s']:>16,.0f} fl/s")
+        print(f"{'  ratio int8 worker / bare consumer':<52}{w8['flows_per_s'] / (n / bare_s):>21.2f}x")
+        print(f"{'  share of int8 worker time in ONNX Runtime':<52}{w8['infer_s'] * w8['flows_per_s'] / len(df):>21.1%}")
     label = f"two workers, one group ({two['flows']:,.0f} flows in {two['secs']:.1f} s)"
     print(f"{label:<52}{two['flows_per_s']:>16,.0f} fl/s")
     print(f"{'  ratio two workers / one':<52}{two['flows_per_s'] / w['flows_per_s']:>21.2f}x")
