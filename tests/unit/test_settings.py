@@ -30,6 +30,8 @@ def test_api_key_is_secret(monkeypatch):
 
 
 def test_compression_maps_to_what_kafka_clients_take(monkeypatch):
+    assert load_settings().kafka_compression == "zstd"
+    monkeypatch.setenv("EDGELOOP_COMPRESSION", "lz4")
     assert load_settings().kafka_compression == "lz4"
     monkeypatch.setenv("EDGELOOP_COMPRESSION", "none")
     assert load_settings().kafka_compression is None
