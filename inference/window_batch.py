@@ -90,10 +90,10 @@ def _value(col: tuple[str, Any], row: int) -> Any:
     return v if how == "one" else int(v[row]) if how == "int" else v[row]
 
 
-def _record(b: FlowBatch, row: int, raw: list[float] | None = None) -> Any:
-    """The flow at `row` as a FlowRow, rebuilt from the batch's columns (`raw`: its
-    RAW_COLUMNS row, when the caller has it already)."""
-    vals: dict[str, Any] = dict(zip(RAW_COLUMNS, raw if raw is not None else b.rows([row])[0].tolist()))
+def _record(b: FlowBatch, row: int, raw: list[float]) -> Any:
+    """The flow at `row` as a FlowRow: its RAW_COLUMNS values `raw` (gathered when its window
+    closed) and the batch's other columns."""
+    vals: dict[str, Any] = dict(zip(RAW_COLUMNS, raw))
     for name in _INT_RAW:
         vals[name] = int(vals[name])
     for name, default in _RAW_DEFAULTS:  # the default object itself, so that it is omitted on the wire
@@ -134,7 +134,7 @@ class ClosedWindow:
         if self._items is None:
             # The RAW_COLUMNS rows were gathered at close, in the same order: one tolist, not
             # a gather per flow (the uncertain windows' records cost 2 of a worker's 14 s).
-            raw = self.raw.tolist() if self.raw is not None else [None] * len(self.rows)
+            raw = self.raw.tolist() if self.raw is not None else []
             self._items = [_record(b, r, x) for (b, r), x in zip(self.rows, raw) if b.extra is not None]
         return self._items
 

@@ -113,7 +113,7 @@ class ModelWatcher:
         try:
             if self.trusted is not None:
                 self.trusted.verify(rel)
-            det = await asyncio.to_thread(load_release, rel, self.store, 1, self.int8)
+            det = await asyncio.to_thread(load_release, rel, self.store, int8=self.int8)
             res = self.on_model(det)
             if asyncio.iscoroutine(res):
                 await res

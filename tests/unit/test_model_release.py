@@ -32,11 +32,12 @@ def keys(tmp_path):
 class Watch:
     """A ModelWatcher with a fake engine: what it swapped in, refused and dead-lettered."""
 
-    def __init__(self, store, trusted=None) -> None:
+    def __init__(self, store, trusted=None, int8=False) -> None:
         self.swapped, self.dead = [], []
         self.metrics = EdgeMetrics(CollectorRegistry())
         self.w = ModelWatcher("unused:9092", "models", self.swapped.append, lambda: "0" * 16, self.metrics,
-                              store=store, trusted=trusted, on_refused=lambda raw, exc: self.dead.append((raw, exc)))
+                              store=store, trusted=trusted, on_refused=lambda raw, exc: self.dead.append((raw, exc)),
+                              int8=int8)
 
     def send(self, value: bytes) -> str | None:
         asyncio.run(self.w.handle(value))
@@ -104,7 +105,6 @@ def test_a_detector_serving_int8_refuses_a_release_without_an_int8_model(store, 
     """EDGELOOP_INT8=1: a release whose bundle has no int8 model is refused (reason `load`,
     dead-lettered), not quietly served in fp32."""
     assert tiny_bundle.meta.int8 is None
-    w = Watch(store)
-    w.w.int8 = True
+    w = Watch(store, int8=True)
     assert w.send(encode(release_for(tiny_bundle))) == "load"
     assert w.swapped == [] and w.refused("load") == 1
