@@ -24,10 +24,13 @@ Memory is bounded by two numbers, whatever the traffic: at most `max_hosts` host
 `max_pairs` (host, peer) plus (host, service) entries, each table least-recently-used (a
 full pair table drops its least recently touched quarter at once: `inference.pair_table`).
 A pair evicted early only makes its next flow count as new again. A host's state is a row of
-one float64 array, and a pair is remembered by the 64-bit hash of (host, peer[, port]) in
+one float64 array, and a pair is remembered by a 64-bit hash of (host, peer[, port]) in
 numpy arrays, not by its strings or Python objects: 382 -> 247 -> 85 B an entry with full
 tables, strings included (`tests/bench/bench_history.py`). Two pairs whose hashes collide
-count as one: with 200,000 entries in a table, about 1 in 10^14 lookups.
+count as one: with 200,000 entries in a table, about 1 in 10^14 lookups. The pair hashes
+are mixed in numpy from each address's string hash (`pair_hashes`), so a batch's flows are
+grouped by host and pair without a Python tuple per flow; two hosts of one batch whose
+string hashes collide (about 1 in 10^14 for a 500-flow batch) would count as one.
 
     >>> h = HostHistory(max_hosts=50_000)
     >>> rows = h.update(keys, peers, ports, ts_ms, failed, nbytes)   # [n, N_HISTORY] float32
@@ -70,7 +73,7 @@ class HostHistory:
         # a host only leaves when a new one takes its row.
         self._hosts: OrderedDict[str, int] = OrderedDict()
         self._state = np.zeros((min(max_hosts, 1024), 1 + _NS * _NST), dtype=np.float64)
-        # hash((host, peer)) and hash((host, peer, port)) -> when last seen (ms)
+        # pair_hashes (host, peer) and (host, peer, port) -> when last seen (ms)
         self._peers = PairTable(self.max_pairs)
         self._services = PairTable(self.max_pairs)
 
@@ -124,19 +127,16 @@ class HostHistory:
         evict: the caller then counts it flow by flow."""
         n = len(keys)
         hosts, pairs, services = self._hosts, self._peers, self._services
-        codes: dict[str, int] = {}
-        kc = np.fromiter((codes.setdefault(k, len(codes)) for k in keys), dtype=np.int64, count=n)
-        ukeys = list(codes)
+        hk = np.fromiter(map(hash, keys), dtype=np.int64, count=n)
+        _, first, kc = np.unique(hk, return_index=True, return_inverse=True)
+        ukeys = [keys[i] for i in first.tolist()]
         known = [hosts.get(k) for k in ukeys]
         if len(hosts) + known.count(None) > self.max_hosts:
             return None
-        pc_codes: dict[int, int] = {}
-        pc = np.fromiter((pc_codes.setdefault(hash(p), len(pc_codes)) for p in zip(keys, peers)),
-                         dtype=np.int64, count=n)
-        sc_codes: dict[int, int] = {}
-        sc = np.fromiter((sc_codes.setdefault(hash(p), len(sc_codes)) for p in zip(keys, peers, ports)),
-                         dtype=np.int64, count=n)
-        upairs, uservices = list(pc_codes), list(sc_codes)
+        ph, sh = pair_hashes(hk, peers, ports)
+        up, pc = np.unique(ph, return_inverse=True)
+        us, sc = np.unique(sh, return_inverse=True)
+        upairs, uservices = up.tolist(), us.tolist()
         pairs_before = pairs.previous(upairs)
         services_before = services.previous(uservices)
         if (len(pairs) + int(np.isnan(pairs_before).sum()) > self.max_pairs
@@ -237,8 +237,9 @@ class HostHistory:
         scales, rates = _SCALES_MS, _RATES
         log1p, exp, sqrt = math.log1p, math.exp, math.sqrt
         # The pair tables do not depend on the hosts' table: they take the batch's touches first.
-        peer_seen = pairs.touch_rows([hash(p) for p in zip(keys, peers)], ts_ms)
-        service_seen = services.touch_rows([hash(p) for p in zip(keys, peers, ports)], ts_ms)
+        ph, sh = pair_hashes(np.fromiter(map(hash, keys), dtype=np.int64, count=n), peers, ports)
+        peer_seen = pairs.touch_rows(ph.tolist(), ts_ms)
+        service_seen = services.touch_rows(sh.tolist(), ts_ms)
         for i in range(n):
             key, t = keys[i], ts_ms[i]
             slot = hosts.get(key)
@@ -281,6 +282,30 @@ class HostHistory:
         if n:
             out[:] = rows
         return out
+
+
+_M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M2
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M3
+    return x ^ (x >> np.uint64(31))
+
+
+def pair_hashes(host_hash: np.ndarray, peers: Sequence[str], ports: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of (host, peer) and (host, peer, port) per flow, from the host's string
+    hash: the peers' string hashes (cached in each string) and the ports, mixed in numpy."""
+    n = len(host_hash)
+    hp = np.fromiter(map(hash, peers), dtype=np.int64, count=n).view(np.uint64)
+    port = np.asarray(ports, dtype=np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        pair = _mix(host_hash.view(np.uint64) * _M1 + hp)
+        service = _mix(pair + (port + np.uint64(1)) * _M1)
+    return pair.view(np.int64), service.view(np.int64)
 
 
 def _affine_scan(decay: np.ndarray, x: np.ndarray, longest: int) -> np.ndarray:

@@ -3,9 +3,10 @@
 The windower keeps no object per flow: every push becomes one `FlowBatch` (the RAW_COLUMNS
 that vary within it, each view's history rows, flow ids, addresses and, when records are
 kept, their other fields, a value shared by the batch kept once), and an open window keeps
-(batch, row) pairs. A closed window rebuilds its flows as FlowRows only when asked
-(`ClosedWindow.items`: a window routed to `uncertain`); alerts and policies read single
-fields with `ClosedWindow.column`.
+(batch, row) pairs. A closing pass gathers every closing flow's columns at once (`gather`:
+a few numpy calls per distinct batch, not Python per flow). A closed window rebuilds its
+flows as FlowRows only when asked (`ClosedWindow.items`: a window routed to `uncertain`);
+alerts and policies read single fields with `ClosedWindow.column`.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ class FlowBatch:
     windows keep row numbers, not per-flow objects). A record is rebuilt from its row only
     when something asks for it (`ClosedWindow.items`: a window routed to `uncertain`)."""
 
-    __slots__ = ("first", "varying", "cols", "ids", "src", "dst", "hist", "labels", "origins", "extra", "refs",
-                 "nbytes")
+    __slots__ = ("first", "varying", "cols", "ids", "src", "dst", "hist", "labels", "origins", "extra",
+                 "refs", "nbytes")
 
     def __init__(self, raw: np.ndarray, ids: Sequence[str], src: Sequence[str], dst: Sequence[str],
                  labels: Sequence[Any] | None, origins: Sequence[Any] | None,
@@ -44,18 +45,27 @@ class FlowBatch:
         self.first = raw[0].copy()
         self.cols = np.flatnonzero((raw != raw[0]).any(axis=0))
         self.varying = np.ascontiguousarray(raw[:, self.cols])
-        self.ids, self.src, self.dst = ids, src, dst
-        self.labels, self.origins, self.extra = labels, origins, extra
+        # Object arrays: a closing pass gathers a batch's ids and addresses with one
+        # fancy-indexing call each.
+        self.ids, self.src, self.dst = objects(ids), objects(src), objects(dst)
+        self.labels = None if labels is None else objects(labels)
+        self.origins = None if origins is None else objects(origins)
+        self.extra = extra
         self.hist: list[np.ndarray] = []  # per view, that view's history rows of these flows
         self.refs = 0  # window memberships still open
         n = len(ids)
         self.nbytes = self.varying.nbytes + n * (BATCH_FLOW_BYTES + (EXTRA_FLOW_BYTES if extra is not None else 0))
 
-    def rows(self, idx: Sequence[int]) -> np.ndarray:
+    def rows(self, idx: Any) -> np.ndarray:
         """The RAW_COLUMNS rows at `idx` [len(idx), len(RAW_COLUMNS)] float64."""
         out = np.repeat(self.first[None, :], len(idx), axis=0)
         out[:, self.cols] = self.varying[idx]
         return out
+
+
+def objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-D object array of `values` (never a deeper array made of sequences in them)."""
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 # Read off the record contract, so a field added to FlowRecord is kept too: the fields a
@@ -116,17 +126,31 @@ class ClosedWindow:
     last_seen_ms: int
     closed_by: ClosedBy
     view: str = "src"
-    rows: list[tuple[FlowBatch, int]] = field(default_factory=list, repr=False)  # where each flow lives
+    # Where the flows live (a stream's window): batch, row, batch, row, ... as the open
+    # window held them. Training's windows keep none, so no batch stays alive.
+    flat: list[Any] = field(default_factory=list, repr=False)
     raw: np.ndarray | None = field(default=None, repr=False)  # [n, RAW_COLUMNS] float64, gathered at close
+    # Per flow, gathered at close: addresses, and the label and origin pushed with it.
+    src: list[str] = field(default_factory=list, repr=False)
+    dst: list[str] = field(default_factory=list, repr=False)
+    labels: list[Any] = field(default_factory=list, repr=False)
+    origins: list[Any] = field(default_factory=list, repr=False)
     _items: list[Any] | None = field(default=None, repr=False)
-    # Given at close by a windower that keeps no records (training): no rows, no batches kept alive.
-    _labels: list[Any] | None = field(default=None, repr=False)
-    _origins: list[Any] | None = field(default=None, repr=False)
 
     @property
     def history(self) -> np.ndarray:
         """The host-history part of the features, one row per flow."""
         return self.features[:, N_FEATURES - N_HISTORY:]
+
+    @property
+    def rows(self) -> list[tuple[FlowBatch, int]]:
+        """(batch, row) of each flow."""
+        return list(zip(self.flat[::2], self.flat[1::2]))
+
+    @property
+    def batches(self) -> list[FlowBatch]:
+        """The batches holding the window's flows, in order."""
+        return list(dict.fromkeys(self.flat[::2]))
 
     @property
     def items(self) -> list[Any]:
@@ -138,64 +162,101 @@ class ClosedWindow:
             self._items = [_record(b, r, x) for (b, r), x in zip(self.rows, raw) if b.extra is not None]
         return self._items
 
-    @property
-    def labels(self) -> list[Any]:
-        """Per flow, the label pushed with it (ground truth), when labels were pushed."""
-        if self._labels is not None:
-            return self._labels
-        return [b.labels[r] for b, r in self.rows if b.labels is not None]
-
-    @property
-    def origins(self) -> list[Any]:
-        """Per flow, the token of the message it came in, when origins were pushed."""
-        if self._origins is not None:
-            return self._origins
-        return [b.origins[r] for b, r in self.rows if b.origins is not None]
-
     def column(self, name: str) -> list[Any]:
         """One record field of every flow, without rebuilding the records ([] when the
         windower kept no records)."""
         if name == "src_ip":
-            return [b.src[r] for b, r in self.rows]
+            return self.src
         if name == "dst_ip":
-            return [b.dst[r] for b, r in self.rows]
+            return self.dst
         if name in _RAW_INDEX:
             if self.raw is None:
                 return []
             col = self.raw[:, _RAW_INDEX[name]]
             return col.astype(np.int64).tolist() if name in _INT_RAW else col.tolist()
+        batches = self.batches
+        if len(batches) == 1 and batches[0].extra is not None and batches[0].extra[name][0] == "one":
+            return [batches[0].extra[name][1]] * len(self.flow_ids)  # one push's worth, one value
         return [_value(b.extra[name], r) for b, r in self.rows if b.extra is not None]
 
     def latest(self, name: str) -> Any:
         """The largest value of a record field that is not in RAW_COLUMNS over the window's
         flows, None where no flow has one: a field shared by a whole batch is read once."""
         best = None
-        for b, r in self.rows:
+        for b in self.batches:
             if b.extra is None:
                 continue
-            x = _value(b.extra[name], r)
-            if x is not None and (best is None or x > best):
-                best = x
+            how, v = b.extra[name]
+            if how != "one":  # varies within a batch: read this batch's rows
+                return _latest(_value(b2.extra[name], r) for b2, r in self.rows if b2.extra is not None)
+            if v is not None and (best is None or v > best):
+                best = v
         return best
+
+
+def _latest(values: Any) -> Any:
+    best = None
+    for x in values:
+        if x is not None and (best is None or x > best):
+            best = x
+    return best
 
 
 _RAW_INDEX = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 
-def by_source(pairs: Sequence[tuple[Any, int]]) -> list[tuple[Any, list[int], list[int]]]:
-    """Group (source, row) pairs by source object: (source, positions in `pairs`, rows), so a
-    gather makes one indexing call per distinct source (a batch, an array)."""
-    groups: dict[int, tuple[Any, list[int], list[int]]] = {}
-    for i, (src, r) in enumerate(pairs):
-        g = groups.get(id(src))
-        if g is None:
-            g = groups[id(src)] = (src, [], [])
-        g[1].append(i)
-        g[2].append(r)
-    return list(groups.values())
+MISSING = object()  # a gathered label or origin of a flow whose batch was pushed without any
 
 
-def gather_raw(out: np.ndarray, flows: list[tuple[FlowBatch, int]]) -> None:
-    """out[i] = the RAW_COLUMNS row of flows[i], one `rows` call per distinct batch."""
-    for b, pos, idx in by_source(flows):
-        out[pos] = b.rows(idx)
+class Gathered:
+    """Every closing flow's columns, laid end to end (`gather`)."""
+
+    __slots__ = ("batches", "raw", "hist", "ids", "src", "dst", "labels", "origins")
+
+    def __init__(self, batches: list[FlowBatch], raw: np.ndarray, hist: np.ndarray, ids: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                 labels: np.ndarray | None, origins: np.ndarray | None) -> None:
+        self.batches = batches  # the distinct batches, in order of their first flow's group
+        self.raw, self.hist, self.ids, self.src, self.dst = raw, hist, ids, src, dst
+        self.labels, self.origins = labels, origins
+
+
+def gather(flow_batches: list[FlowBatch], rows: np.ndarray, view_index: np.ndarray) -> Gathered:
+    """The columns of the flows at (flow_batches[i], rows[i]), their history rows from the
+    view view_index[i]: a few fancy-indexing calls per distinct batch."""
+    total = len(rows)
+    # Group the flows by batch: the batch objects' ids, sorted (stable, so each group keeps
+    # its flows in order).
+    oid = np.fromiter(map(id, flow_batches), dtype=np.int64, count=total)
+    raw = np.empty((total, len(RAW_COLUMNS)), dtype=np.float64)
+    hist = np.empty((total, N_HISTORY), dtype=np.float32)
+    ids, src, dst = (np.empty(total, dtype=object) for _ in range(3))
+    groups: list[tuple[FlowBatch, Any, np.ndarray]] = []
+    if total and (oid == oid[0]).all():
+        groups.append((flow_batches[0], slice(None), rows))
+    elif total:
+        order = np.argsort(oid, kind="stable")
+        so = oid[order]
+        cut = np.flatnonzero(so[1:] != so[:-1]) + 1
+        for lo, hi in zip([0, *cut.tolist()], [*cut.tolist(), total]):
+            pos = order[lo:hi]
+            groups.append((flow_batches[int(pos[0])], pos, rows[pos]))
+    batches = [b for b, _, _ in groups]
+    labels = np.full(total, MISSING, dtype=object) if any(b.labels is not None for b in batches) else None
+    origins = np.full(total, MISSING, dtype=object) if any(b.origins is not None for b in batches) else None
+    views = np.unique(view_index).tolist() if total else []
+    for b, pos, r in groups:
+        raw[pos] = b.rows(r)
+        ids[pos], src[pos], dst[pos] = b.ids[r], b.src[r], b.dst[r]
+        if labels is not None and b.labels is not None:
+            labels[pos] = b.labels[r]
+        if origins is not None and b.origins is not None:
+            origins[pos] = b.origins[r]
+        if len(views) == 1:
+            hist[pos] = b.hist[views[0]][r]
+            continue
+        vi = view_index[pos]
+        at = np.arange(total) if isinstance(pos, slice) else pos
+        for v in views:
+            m = vi == v
+            hist[at[m]] = b.hist[v][r[m]]
+    return Gathered(batches, raw, hist, ids, src, dst, labels, origins)

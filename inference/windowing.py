@@ -30,6 +30,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -39,7 +40,7 @@ from inference.features import (N_FEATURES, RAW_COLUMNS, context_features, faile
                                  flow_features, raw_matrix, raw_matrix_from_frame)
 from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory
 from inference.window_batch import (  # noqa: F401 (ClosedWindow and the byte figures are the windowing's own names)
-    BATCH_FLOW_BYTES, EXTRA_FLOW_BYTES, ClosedWindow, FlowBatch, by_source, extra_columns, gather_raw)
+    BATCH_FLOW_BYTES, EXTRA_FLOW_BYTES, MISSING, ClosedWindow, FlowBatch, extra_columns, gather)
 
 _TS = RAW_COLUMNS.index("first_seen_ms")
 _DPORT = RAW_COLUMNS.index("dst_port")
@@ -88,11 +89,19 @@ class _View:
     def __init__(self, name: str, index: int, max_hosts: int) -> None:
         self.name, self.index = name, index
         self.key = key_function(name)
-        self.peer = (lambda src, dst: src) if name == "dst" else (lambda src, dst: dst)
         # An OrderedDict: taking windows off the front of a plain dict rescans the holes its
         # deletions leave (measured: 5-24 us a window at 10k-100k open, against 0.3-0.4 us).
         self.open: OrderedDict[str, _Open] = OrderedDict()
         self.history = HostHistory(max_hosts=max_hosts)
+
+    def columns(self, src: list[str], dst: list[str]) -> tuple[list[str], list[str]]:
+        """Each flow's key and peer in this view (the address lists themselves where they are)."""
+        if self.name == "src":
+            return src, dst
+        if self.name == "dst":
+            return dst, src
+        keyf = self.key
+        return [keyf(s, d) for s, d in zip(src, dst)], dst
 
 
 class Windower:
@@ -153,7 +162,7 @@ class Windower:
         src_ips, dst_ips = [seen.setdefault(a, a) for a in src_ips], [seen.setdefault(a, a) for a in dst_ips]
         extra = extra_columns(items) if self.keep_items and items is not None else None
         batch = FlowBatch(np.ascontiguousarray(raw, dtype=np.float64), flow_ids, src_ips, dst_ips,
-                       labels, origins, extra)
+                          labels, origins, extra)
         # The push holds a reference of its own, so a batch whose flows all close within the
         # push (K reached in one view before the next view adds its flows) is not let go early.
         batch.refs = 1
@@ -161,9 +170,7 @@ class Windower:
         now = self.clock()
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
         for view in self._views:
-            keyf, peerf = view.key, view.peer
-            keys = [keyf(s, d) for s, d in zip(src_ips, dst_ips)]
-            peers = [peerf(s, d) for s, d in zip(src_ips, dst_ips)]
+            keys, peers = view.columns(src_ips, dst_ips)
             hist = view.history.update(keys, peers, all_dports, all_ts, failed, nbytes)
             batch.hist.append(hist)
             batch.nbytes += hist.nbytes
@@ -266,46 +273,55 @@ class Windower:
     def _close(self, done: list[tuple[_View, str, _Open, ClosedBy]]) -> list[ClosedWindow]:
         """The closed windows, in order, their features built in one pass over all their
         flows laid end to end: rows are gathered per batch with fancy indexing (a few numpy
-        calls per push, not per window or per flow)."""
+        calls per batch, not per window or per flow)."""
         if not done:
             return []
         sizes = np.fromiter((len(w.flows) // 2 for _, _, w, _ in done), dtype=np.int64, count=len(done))
         starts = np.zeros(len(done), dtype=np.int64)
         np.cumsum(sizes[:-1], out=starts[1:])
         total = int(sizes.sum())
-        rows = [list(zip(w.flows[::2], w.flows[1::2])) for _, _, w, _ in done]
-        flows = [f for fl in rows for f in fl]
-        raw = np.empty((total, len(RAW_COLUMNS)), dtype=np.float64)
-        gather_raw(raw, flows)
+        flow_batches = list(chain.from_iterable(w.flows[::2] for _, _, w, _ in done))
+        rows = np.fromiter(chain.from_iterable(w.flows[1::2] for _, _, w, _ in done), dtype=np.int64, count=total)
+        view_index = np.repeat(np.fromiter((v.index for v, _, _, _ in done), dtype=np.int64, count=len(done)), sizes)
+        g = gather(flow_batches, rows, view_index)
+        raw = g.raw
         ts, dports = raw[:, _TS], raw[:, _DPORT]
-        views = [v for (v, _, _, _), fl in zip(done, rows) for _ in fl]
-        peers = [b.src[r] if v.name == "dst" else b.dst[r] for v, (b, r) in zip(views, flows)]
+        is_dst = np.repeat(np.fromiter((v.name == "dst" for v, _, _, _ in done), dtype=bool, count=len(done)), sizes)
+        peers = np.where(is_dst, g.src, g.dst)  # the flow's other end, seen from the window's key
         ctx = context_features(ts, dports, peers, starts)
-        ctx[:, 3] = np.repeat([v.name == "dst" for v, _, _, _ in done], sizes)
+        ctx[:, 3] = is_dst
         feats = np.empty((total, N_FEATURES), dtype=np.float32)
         nf = N_FEATURES - N_HISTORY - ctx.shape[1]
         feats[:, :nf] = flow_features(raw)
         feats[:, nf:nf + ctx.shape[1]] = ctx
-        _gather(feats[:, N_FEATURES - N_HISTORY:], [(b.hist[v.index], r) for v, (b, r) in zip(views, flows)])
+        feats[:, N_FEATURES - N_HISTORY:] = g.hist
         lo, hi = np.minimum.reduceat(ts, starts).tolist(), np.maximum.reduceat(ts, starts).tolist()
+        ids = g.ids.tolist()
+        keep = self.keep_items
+        src, dst = (g.src.tolist(), g.dst.tolist()) if keep else ([], [])
+        labels = _per_flow(g.labels, g.batches, "labels")
+        origins = _per_flow(g.origins, g.batches, "origins")
         out = []
-        for j, ((v, key, w, how), fl, s, n) in enumerate(zip(done, rows, starts.tolist(), sizes.tolist())):
-            ids = [b.ids[r] for b, r in fl]
-            wid = window_id(key, ids[0], v.name)
-            if self.keep_items:  # the stream's windows: rows to rebuild records from, raw rows for alerts
-                out.append(ClosedWindow(wid, key, ids, feats[s:s + n], int(lo[j]), int(hi[j]), how, v.name,
-                                        fl, raw[s:s + n]))
-            else:  # training's: nothing that keeps the batches alive
-                out.append(ClosedWindow(wid, key, ids, feats[s:s + n], int(lo[j]), int(hi[j]), how, v.name,
-                                        _labels=[b.labels[r] for b, r in fl if b.labels is not None],
-                                        _origins=[b.origins[r] for b, r in fl if b.origins is not None]))
+        for j, ((v, key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist())):
+            e = s + n
+            wid = window_id(key, ids[s], v.name)
+            cw = ClosedWindow(wid, key, ids[s:e], feats[s:e], int(lo[j]), int(hi[j]), how, v.name,
+                              labels=labels(s, e), origins=origins(s, e))
+            if keep:  # the stream's windows: batches to rebuild records from, raw rows for alerts
+                cw.flat, cw.raw, cw.src, cw.dst = w.flows, raw[s:e], src[s:e], dst[s:e]
+            out.append(cw)
         return out
 
 
-def _gather(out: np.ndarray, rows: list[tuple[np.ndarray, int]]) -> None:
-    """out[i] = array_i[row_i], one fancy-indexing call per distinct array."""
-    for arr, pos, idx in by_source(rows):
-        out[pos] = arr[idx]
+def _per_flow(values: np.ndarray | None, batches: list[FlowBatch], name: str) -> Callable[[int, int], list[Any]]:
+    """Slices of a gathered per-flow field (labels, origins): only the flows whose batch was
+    pushed with one, as when each flow was read from its batch."""
+    if values is None:
+        return lambda s, e: []
+    vals = values.tolist()
+    if all(getattr(b, name) is not None for b in batches):
+        return lambda s, e: vals[s:e]
+    return lambda s, e: [x for x in vals[s:e] if x is not MISSING]  # from batches pushed without
 
 
 def stack_windows(windows: Sequence[ClosedWindow], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -231,3 +231,43 @@ def test_the_byte_estimate_counts_each_live_batch_once_and_returns_to_zero():
         assert w.open_bytes == len(w) * WINDOW_BYTES + w._held * FLOW_BYTES + sum(b.nbytes for b in live.values())
     w.flush()
     assert (len(w), w.open_bytes) == (0, 0)
+
+
+def test_windows_spanning_many_pushes_and_views_gather_the_same_flows_features_and_tokens():
+    """A closing pass gathers flows from many batches at once (grouped by batch, each view's
+    history rows from its own view): pushed in uneven chunks, two views give the windows,
+    features, labels and origins of one push of everything. Origins come back only for the
+    flows pushed with one."""
+    from inference.datasets.synthetic import synthetic_flows
+    from inference.features import raw_matrix_from_frame
+
+    df = synthetic_flows(hosts_per_class=3, flows_per_host=37, seed=5).reset_index(drop=True)
+    cols = (df["src_ip"].astype(str).tolist(), df["dst_ip"].astype(str).tolist(), df["flow_id"].astype(str).tolist())
+    raw, labels = raw_matrix_from_frame(df), df["label"].tolist()
+
+    def run(cuts: list[int], with_origin) -> list:
+        w = Windower(k=8, seconds=2.0, views=("src", "dst"), max_open=10**9, keep_items=False)
+        out = []
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            origins = [f"o{i}" for i in range(a, b)] if with_origin(a) else None
+            out += w.push(cols[0][a:b], cols[1][a:b], cols[2][a:b], raw[a:b], labels=labels[a:b], origins=origins)
+        return out + w.flush()
+
+    n = len(df)
+    row_of = {f: i for i, f in enumerate(cols[2])}
+    whole = run([0, n], lambda a: True)
+    rng = np.random.default_rng(0)
+    cuts = sorted({0, n, *rng.integers(1, n, 40).tolist()})
+    odd = {a for i, a in enumerate(cuts[:-1]) if i % 2}  # every other chunk comes without origins
+    chunked = run(cuts, lambda a: a not in odd)
+    assert len(whole) == len(chunked) > 50
+    assert {c.view for c in chunked} == {"src", "dst"}
+    spanning = 0
+    for a, b in zip(sorted(whole, key=lambda c: c.window_id), sorted(chunked, key=lambda c: c.window_id)):
+        assert (a.window_id, a.flow_ids, a.labels) == (b.window_id, b.flow_ids, b.labels)
+        np.testing.assert_array_equal(a.features, b.features)
+        idx = [row_of[f] for f in b.flow_ids]
+        chunk = np.searchsorted(cuts, idx, side="right") - 1
+        assert b.origins == [f"o{i}" for i, c in zip(idx, chunk) if cuts[c] not in odd]
+        spanning += len(set(chunk.tolist())) > 1
+    assert spanning > 20  # windows whose flows came in several pushes
