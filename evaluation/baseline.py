@@ -8,8 +8,8 @@ live `flows` topic), and
 1. scores it with the current model, the edge's own code, and **leaves out every flow
    that sits in a window the model confidently calls an attack** (in any view): a
    baseline must not teach an attack in progress as normal;
-2. splits what is left into a `train` part and a `reference` part, by capture (or, for
-   one capture, by time: the first `train_share` of it trains);
+2. splits what is left into a `train` part and a `reference` part, by capture (or by
+   time: the first `train_share` of each capture trains; the default for one capture);
 3. writes both under `<data_dir>/baseline/` (flows.parquet with `capture` and `part`
    columns, baseline.json with what was kept and left out, and why).
 
@@ -58,8 +58,8 @@ def attack_flow_ids(windows: Any, benign: str = "benign") -> set[str]:
 
 
 def split_parts(flows: Any, train_share: float, by_capture: bool) -> np.ndarray:
-    """'train' or 'reference' per row: whole captures when there are several (every other
-    capture in name order, rounded to `train_share`), else the first share of time."""
+    """'train' or 'reference' per row: whole captures (`by_capture`: a keyed hash of the
+    names picks `train_share` of them), else the first share of each capture's time."""
     if by_capture:
         names = sorted(flows["capture"].astype(str).unique())
         n_train = max(1, min(len(names) - 1, round(len(names) * train_share)))
@@ -67,8 +67,11 @@ def split_parts(flows: Any, train_share: float, by_capture: bool) -> np.ndarray:
         train = {names[i] for i in order[:n_train]}
         return np.where(flows["capture"].astype(str).isin(train), "train", "reference")
     ts = flows["first_seen_ms"].to_numpy(dtype=np.float64)
-    cut = np.quantile(ts, train_share) if len(ts) else 0.0
-    return np.where(ts <= cut, "train", "reference")
+    if not len(ts):
+        return np.array([], dtype=object)
+    caps = flows["capture"].astype(str) if "capture" in flows.columns else np.zeros(len(ts))
+    cut = flows.groupby(caps)["first_seen_ms"].transform(lambda t: np.quantile(t.to_numpy(np.float64), train_share))
+    return np.where(ts <= cut.to_numpy(dtype=np.float64), "train", "reference")
 
 
 def hash_name(name: str) -> str:
@@ -78,8 +81,14 @@ def hash_name(name: str) -> str:
 
 
 def build_baseline(captures: Mapping[str, Any], bundle: Any, out_dir: str | Path, *,
-                   train_share: float = 0.5, progress: Any = None) -> Baseline:
-    """Score, filter, split and write a baseline from {capture name: flows DataFrame}."""
+                   train_share: float = 0.5, split: Literal["auto", "capture", "time"] = "auto",
+                   progress: Any = None) -> Baseline:
+    """Score, filter, split and write a baseline from {capture name: flows DataFrame}.
+
+    `split`: "capture" (whole captures train, the rest are the reference: the gate then
+    asks whether what was learnt carries over to the site's other captures), "time" (the
+    first `train_share` of each capture's time trains: every capture is learnt, and judged
+    on its later traffic), "auto" (by capture when there are several)."""
     import pandas as pd
 
     from inference.onnx_detector import OnnxDetector
@@ -104,7 +113,8 @@ def build_baseline(captures: Mapping[str, Any], bundle: Any, out_dir: str | Path
     if df.empty:
         raise SourceError("nothing left for a baseline: every flow was in an attack window")
     df["label"] = bundle.meta.benign_class
-    df["part"] = split_parts(df, train_share, by_capture=len(captures) > 1)
+    by_capture = split == "capture" or (split == "auto" and len(captures) > 1)
+    df["part"] = split_parts(df, train_share, by_capture=by_capture)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out / FLOWS, index=False)

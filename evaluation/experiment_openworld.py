@@ -40,21 +40,14 @@ def judged_lab_eval(bundle: Any) -> Any:
     capture: benign windows, and each attack in the windows keyed by its principal (the
     attacker's source windows; the victim's destination windows for spoofed and reflected
     attacks); the rest is collateral (inference.openworld_verdicts.judge_windows)."""
-    import json
-
-    from inference.datasets.lab import lab_paths, labels_principals
-    from inference.datasets.training import lab_eval_flows
-    from inference.openworld_captures import attacked_times
+    from inference.datasets.training import lab_eval_flows, lab_eval_judging
     from inference.openworld_verdicts import judge_windows
     from streams.score import score_frame
 
     flows = lab_eval_flows()
-    labels = lab_paths().eval.with_name(lab_paths().eval.stem + ".labels.json")
-    principals, periods = labels_principals(json.loads(labels.read_text()), separated=True)
     w = score_frame(flows, bundle).windows
     return judge_windows(w, expect=None, scope="labels", class_names=bundle.class_names,
-                         benign=bundle.meta.benign_class, principals=principals,
-                         attacked=attacked_times(flows, bundle.meta.benign_class), periods=periods)
+                         benign=bundle.meta.benign_class, **lab_eval_judging(flows, bundle.meta.benign_class))
 
 
 def lab_macro_f1(bundle: Any) -> dict[str, float]:

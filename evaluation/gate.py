@@ -25,6 +25,8 @@ from typing import Any, Iterable
 
 from inference.openworld_verdicts import judge_windows
 
+SITE_PREFIX = "site:"   # reference captures from the site baseline (default_reference)
+
 
 @dataclass(frozen=True)
 class RefCapture:
@@ -33,6 +35,10 @@ class RefCapture:
     name: str
     flows: Any
     expect: str = "benign"      # "benign", a class, or "labels" (each window's own label)
+    # For "labels": how the open-world judge reads a lab capture (who carries each attack,
+    # when, who was under attack; inference.openworld_verdicts.judge_windows). Without it
+    # every window is judged by its own label, collateral ones included.
+    judging: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,8 @@ def reference_figures(bundle: Any, reference: Iterable[RefCapture]) -> Figures:
         if len(w):
             scope = "labels" if cap.expect == "labels" else "all"
             judged.append(judge_windows(w, expect=None if scope == "labels" else cap.expect, scope=scope,
-                                        class_names=bundle.class_names, benign=bundle.meta.benign_class))
+                                        class_names=bundle.class_names, benign=bundle.meta.benign_class,
+                                        **(cap.judging or {})))
     fig = Figures(bundle.version)
     if not judged:
         return fig
@@ -121,13 +128,14 @@ def default_reference(site_baseline: str | Path | None = None, foreign: bool = T
         out += [RefCapture(f"ndpi:{f}", g.drop(columns=["file", "split"]), "benign")
                 for f, g in nd.groupby("file", sort=True)]
     if lab:
-        from inference.datasets.training import lab_eval_flows
+        from inference.datasets.training import lab_eval_flows, lab_eval_judging
 
-        out.append(RefCapture("lab-eval", lab_eval_flows(), "labels"))
+        flows = lab_eval_flows()
+        out.append(RefCapture("lab-eval", flows, "labels", lab_eval_judging(flows)))
     if site_baseline is not None:
         from evaluation.baseline import load_baseline
 
-        out += [RefCapture(f"site:{c}", g.drop(columns=["capture"]), "benign")
+        out += [RefCapture(f"{SITE_PREFIX}{c}", g.drop(columns=["capture"]), "benign")
                 for c, g in load_baseline(site_baseline, part="reference").groupby("capture", sort=True)]
     return out
 

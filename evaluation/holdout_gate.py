@@ -93,13 +93,24 @@ def paired_gain(truth: np.ndarray, champion: np.ndarray, challenger: np.ndarray,
 
 
 def gate(champion: Figures, challenger: Figures, max_recall_drop: float = 0.01,
-         min_gain: float = 0.0, significance: Mapping[str, float] | None = None) -> tuple[bool, str, dict[str, float]]:
+         min_gain: float = 0.0, significance: Mapping[str, float] | None = None,
+         need_gain: bool = True) -> tuple[bool, str, dict[str, float]]:
     """(promote?, reason, recall change per class). Reasons: promoted, no_gain,
-    recall_drop:<c>, not_significant (the gain's paired interval reaches 0 or below)."""
+    recall_drop:<c>, not_significant (the gain's paired interval reaches 0 or below),
+    significantly_worse.
+
+    `need_gain=False` (a site baseline, whose gain is on the site's own traffic and is
+    judged there, llm_agents.retrain) asks only that the challenger be no worse on the
+    held-out windows: no class loses recall beyond `max_recall_drop`, and the paired
+    interval of its macro-F1 change does not lie wholly below 0."""
     delta = {c: challenger.recall.get(c, 0.0) - champion.recall[c] for c in champion.recall}
     for c in sorted(delta, key=delta.get):  # type: ignore[arg-type]
         if c in champion.classes and delta[c] < -max_recall_drop - 1e-12:
             return False, f"recall_drop:{c}", delta
+    if not need_gain:
+        worse = (significance["high"] < 0 if significance is not None
+                 else challenger.macro_f1 < champion.macro_f1 - max_recall_drop)
+        return (False, "significantly_worse", delta) if worse else (True, "promoted", delta)
     if not challenger.macro_f1 > champion.macro_f1 + min_gain:
         return False, "no_gain", delta
     if significance is not None and not significance["low"] > 0:

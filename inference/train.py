@@ -147,7 +147,7 @@ def frame_windows(df: Any, k: int = 8, seconds: float = 10.0, key: KeyMode = "sr
     closed, labels = [], []
     for part in parts:
         if CARRIES in part.columns and part[CARRIES].notna().all():
-            got = _principal_windows(part, k, seconds, key, benign, views)
+            got = principal_windows(part, k, seconds, key, benign, views)
         else:
             ws = windows_from_frame(part, k=k, seconds=seconds, key=key, label_column="label", views=views)
             got = [(w, window_label(w.labels, benign)) for w in ws]
@@ -157,7 +157,7 @@ def frame_windows(df: Any, k: int = 8, seconds: float = 10.0, key: KeyMode = "sr
     return Windows(x, mask, labels, [list(w.flow_ids) for w in closed])
 
 
-def _principal_windows(part: Any, k: int, seconds: float, key: KeyMode, benign: str,
+def principal_windows(part: Any, k: int, seconds: float, key: KeyMode, benign: str,
                        views: Sequence[str] | None) -> list[tuple[Any, str]]:
     """Windows of a capture whose flows say in which views they carry their attack
     (inference.datasets.lab.CARRIES), judged as the open-world evaluation judges them:

@@ -69,7 +69,8 @@ def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
     """Give an empty store its reference data: `path`, else the default training set (the
     lab training capture plus the nDPI train half as foreign benign)."""
     from inference.evaluate import load_labelled_flows
-    from llm_agents.store import reference_frame
+    from inference.train import RECIPE
+    from llm_agents.store import reference_frame, variant_frame
 
     if store.parts(("reference",)):
         return "reference data already in the store"
@@ -86,7 +87,19 @@ def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
     frame = reference_frame(flows, classes=champion.class_names, k=w.k, seconds=w.seconds, key=w.key,
                             source=source, views=w.views)
     res = store.append("reference", frame, note=f"seeded from {path or source}")
-    return f"seeded {res.windows} reference windows from {path or source}"
+    said = f"seeded {res.windows} reference windows from {path or source}"
+    copies = RECIPE.run_variants
+    if copies and not store.parts(("synthetic",)):
+        # The shipped recipe trains on re-rendered copies of each attack run beside the real
+        # ones; a challenger trained without them loses what they taught (other paces,
+        # round trips, lost answers), so they are stored once, beside the reference.
+        seed = int((champion.meta.training or {}).get("seed", 0))
+        var = variant_frame(flows, copies=copies, seed=seed, classes=champion.class_names, k=w.k,
+                            seconds=w.seconds, key=w.key, views=w.views, benign=champion.meta.benign_class)
+        if len(var):
+            got = store.append("synthetic", var, note=f"{copies} re-rendered copies of each attack run")
+            said += f", and {got.windows} windows of re-rendered attack runs"
+    return said
 
 
 def _publisher(s: Any) -> Any:

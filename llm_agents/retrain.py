@@ -40,6 +40,9 @@ What a run does, every step written to the audit log with its figures:
    lab evaluation capture, the site baseline), both models are judged window by window
    on it, and the challenger is refused if it raises benign false alerts or deferrals, or
    loses hits on a known class, beyond `open_world` tolerances, whatever its macro-F1.
+   A site baseline (trigger "baseline") is judged for what it is for: on the held-out
+   windows the challenger need only be no worse (no recall drop, and its macro-F1 change's
+   interval not wholly below 0), and on the site's reference part it must do better.
 5. Release. The challenger goes into the registry, is published on `models` (detectors
    hot-swap to it), then becomes `current`. A failed publish leaves the champion current.
 """
@@ -68,6 +71,7 @@ from llm_agents.store import REAL_KINDS, DatasetStore, holdout_mask, is_truth
 from llm_agents.window_frames import window_tensors
 
 log = logging.getLogger("edgeloop.retrain")
+SITE_TRIGGER = "baseline"   # Retrainer.run's trigger for a site baseline (edgeloop baseline)
 Publish = Callable[[Bundle, str], Any]
 
 
@@ -180,6 +184,9 @@ class Retrainer:
         if unverified:   # nothing but LLM labels says what the class is: a person must confirm some
             d.seconds["data"] = round(time.perf_counter() - t0, 3)
             return self._finish(d, "unverified_class:" + ",".join(unverified), t0)
+        # A site baseline's gain is on the site's own traffic: on the lab holdout it need
+        # only be no worse, and the site's reference part must come out better (_open_world).
+        site = trigger == SITE_TRIGGER
         t = time.perf_counter()
         d.synthetic = self._synthesize(real, classes, champ, seed=self.cfg.seed + n_before)
         d.seconds["synthesis"] = round(time.perf_counter() - t, 3)
@@ -198,11 +205,11 @@ class Retrainer:
             d.significance = paired_gain(ys, pa, pb, resamples=self.cfg.resamples, level=self.cfg.level,
                                          seed=self.cfg.seed)
             ok, reason, d.recall_delta = gate(d.champion, d.challenger, self.cfg.max_recall_drop,
-                                              self.cfg.min_gain, d.significance)
+                                              self.cfg.min_gain, d.significance, need_gain=not site)
             d.seconds["evaluate"] = round(time.perf_counter() - t, 3)
             if ok and self.reference is not None:
                 t = time.perf_counter()
-                ok, reason = self._open_world(champ, challenger, d)
+                ok, reason = self._open_world(champ, challenger, d, site)
                 d.seconds["open_world"] = round(time.perf_counter() - t, 3)
             if ok:
                 t = time.perf_counter()
@@ -215,9 +222,12 @@ class Retrainer:
                 shutil.copytree(out, self.keep_challengers / d.challenger_version, dirs_exist_ok=True)
             shutil.rmtree(out, ignore_errors=True)
 
-    def _open_world(self, champ: Bundle, challenger: Bundle, d: RetrainDecision) -> tuple[bool, str]:
-        """Both models on the foreign reference; refuse a challenger that is worse there."""
-        from evaluation.gate import Tolerance, open_world_gate, reference_figures
+    def _open_world(self, champ: Bundle, challenger: Bundle, d: RetrainDecision,
+                    site: bool = False) -> tuple[bool, str]:
+        """Both models on the foreign reference; refuse a challenger that is worse there.
+        For a site baseline (`site`), also refuse one that does not do better on the site's
+        reference part: fewer benign windows alerted on or deferred, no more alerted on."""
+        from evaluation.gate import SITE_PREFIX, Tolerance, open_world_gate, reference_figures
 
         try:
             ref = self.reference()  # type: ignore[misc]
@@ -229,6 +239,15 @@ class Retrainer:
         d.open_world = {"captures": len(ref), "champion": champ_fig.to_dict(),
                         "challenger": chall_fig.to_dict(), "change": detail,
                         "tolerance": asdict(self.cfg.open_world or Tolerance())}
+        if ok and site:
+            mine = [c for c in ref if c.name.startswith(SITE_PREFIX)]
+            if not mine:
+                return False, "no_site_reference"
+            a, b = reference_figures(champ, mine), reference_figures(challenger, mine)
+            d.open_world["site"] = {"captures": len(mine), "champion": a.to_dict(), "challenger": b.to_dict()}
+            better = (b.false_alerts + b.deferrals < a.false_alerts + a.deferrals - 1e-12
+                      and b.false_alerts <= a.false_alerts + 1e-12)
+            return (True, "promoted") if better else (False, "no_site_gain")
         return ok, "promoted" if ok else why
 
     def _finish(self, d: RetrainDecision, reason: str, t0: float) -> RetrainDecision:
@@ -325,6 +344,9 @@ class Retrainer:
         prov = {"real": int(fit.sum()), "real_validation": int(val.sum())}
         synth = self.store.frame(("synthetic",))
         synth = synth[synth["label"].isin(classes)]
+        synth, n_twins = _without_twins(synth, real, fit)
+        if n_twins:
+            prov["variation_left_out"] = n_twins
         if len(synth):
             sx, sm, sy, sp = window_tensors(synth, k)
             xs.append(sx), ms.append(sm), ys.append(sy.astype(str))
@@ -358,6 +380,34 @@ class Retrainer:
             self.audit.record("release_published", subject=b.version, figures=d.release, detail=reason)
         self.registry.promote(b.version, reason)
         return "promoted"
+
+
+def _without_twins(synth: pd.DataFrame, real: _Real, fit: np.ndarray) -> tuple[pd.DataFrame, int]:
+    """Synthetic windows less the re-rendered copies (llm_agents.store.variant_frame) of a
+    flow that sits, in the same view, in a real window the challenger does not fit on (the
+    gate's holdout, the validation split): a near twin of a held-out window in training
+    would flatter the challenger. (A copy's window in the other view, the victim's fan-in
+    for an attacker's window, is no twin of it.) Returns the rest and how many windows
+    were left out."""
+    from llm_agents.store import VARIATION, variant_origins
+
+    copied = (synth["provenance"].astype(str) == VARIATION).to_numpy()
+    if not copied.any():
+        return synth, 0
+    fit_ids = set(real.ids[fit])
+    rows = real.frame
+    out = rows[~rows["window_id"].astype(str).isin(fit_ids)]
+    held = set(zip(out["flow_id"].astype(str), _views(out)))
+    twin = copied & np.fromiter((k in held for k in zip(variant_origins(synth), _views(synth))),
+                                dtype=bool, count=len(synth))
+    bad = set(synth.loc[twin, "window_id"])
+    if not bad:
+        return synth, 0
+    return synth[~synth["window_id"].isin(bad)], len(bad)
+
+
+def _views(frame: pd.DataFrame) -> pd.Series:
+    return frame["view"].fillna("src").astype(str) if "view" in frame.columns else pd.Series("src", index=frame.index)
 
 
 def _starts(frame: pd.DataFrame) -> np.ndarray:

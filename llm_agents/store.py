@@ -127,6 +127,34 @@ def reference_frame(flows: pd.DataFrame, *, classes: Iterable[str] | None = None
     return frame.assign(label_source=f"dataset:{source}", confidence=1.0, model_version="")
 
 
+VARIATION = "variation"   # provenance and label source of re-rendered attack runs
+VARIANT_SUFFIX = r"~v\d+$"  # what inference.datasets.variation appends to a copied flow's id
+
+
+def variant_frame(flows: pd.DataFrame, *, copies: int, seed: int, classes: Iterable[str] | None = None,
+                  k: int = 8, seconds: float = 10.0, key: str = "src", views: Any = None,
+                  benign: str = "benign") -> pd.DataFrame:
+    """`copies` re-rendered copies of every attack run in `flows` (inference.datasets.variation,
+    as the shipped recipe trains), windowed as the edge does, for the store's `synthetic`
+    part. Their flow ids are the real flows' ids plus `~v<copy>`, so a retrain can leave out
+    every copy of a flow it holds out."""
+    from inference.datasets.variation import run_variants
+
+    extra = run_variants(flows, copies=copies, seed=seed, benign=benign)
+    if not len(extra):
+        return extra.iloc[0:0]
+    frame = windows_frame(extra, k=k, seconds=seconds, key=key, views=views, provenance=VARIATION,  # type: ignore[arg-type]
+                          benign=benign)
+    if classes is not None:
+        frame = frame[frame["label"].isin(set(classes))]
+    return frame.assign(label_source=VARIATION, confidence=1.0, model_version="")
+
+
+def variant_origins(frame: pd.DataFrame) -> pd.Series:
+    """Per row, the id of the real flow a re-rendered flow was copied from (else its own id)."""
+    return frame["flow_id"].astype(str).str.replace(VARIANT_SUFFIX, "", regex=True)
+
+
 class DatasetStore:
     """Append-only window store; safe to share between threads and processes."""
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.records import FLOW_FIELDS
+from inference.datasets.lab import CARRIES
 from inference.features import (CONTEXT_FEATURES, FLOW_FEATURES, N_FEATURES, RAW_COLUMNS,
                                 failed_flags, flow_features, raw_matrix_from_frame)
 from inference.history import HISTORY_FEATURES, HostHistory
@@ -44,26 +45,39 @@ _WINDOW_SPACING_MS = 60_000
 
 def windows_frame(flows: pd.DataFrame, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
                   min_flows: int = 1, provenance: str = "real",
-                  views: Any = None) -> pd.DataFrame:
+                  views: Any = None, benign: str = "benign") -> pd.DataFrame:
     """Cut a flow table into windows exactly as the stream does, one row per flow per view.
 
     `flows` needs FlowRecord columns and, for labelled data, a `label` column (a window's
     label is `inference.windowing.window_label` of its flows). Windows with fewer than
-    `min_flows` flows are left out. Flows keep their columns; row order follows windows;
-    each row carries its window's `view` and the host history the stream computed. Rows
-    with different values in a `capture` column are windowed as separate captures.
+    `min_flows` flows are left out. A lab capture whose flows say which views carry their
+    attack (a `carries` column, inference.datasets.lab.CARRIES) is labelled as the shipped
+    recipe trains and the open-world judge scores (inference.train.principal_windows).
+    Flows keep their columns; row order follows windows; each row carries its window's
+    `view` and the host history the stream computed. Rows with different values in a
+    `capture` column are windowed as separate captures.
     """
     if "capture" in flows.columns:
-        parts = [windows_frame(g.drop(columns=["capture"]), k, seconds, key, min_flows, provenance, views)
+        parts = [windows_frame(g.drop(columns=["capture"]), k, seconds, key, min_flows, provenance, views, benign)
                  for _, g in flows.groupby("capture", sort=False)]
         parts = [p for p in parts if len(p)]
         return pd.concat(parts, ignore_index=True) if parts else _empty_like(flows.drop(columns=["capture"]))
     flows = flows.reset_index(drop=True)
     positional = flows.assign(flow_id=np.arange(len(flows)).astype(str))
     has_label = "label" in flows.columns
-    closed = windows_from_frame(positional, k=k, seconds=seconds, key=key,
-                                label_column="label" if has_label else None, views=views)
-    closed = [w for w in closed if len(w.flow_ids) >= min_flows]
+    if has_label and CARRIES in flows.columns and flows[CARRIES].notna().all():
+        from inference.train import principal_windows
+
+        # A lab capture that says which views carry each attack: windows labelled (and the
+        # unjudgeable ones left out) as the shipped recipe trains and open-world judges.
+        judged = [(w, lab) for w, lab in principal_windows(positional, k, seconds, key, benign, views)
+                  if len(w.flow_ids) >= min_flows]
+        closed, labels = [w for w, _ in judged], [lab for _, lab in judged]
+    else:
+        closed = windows_from_frame(positional, k=k, seconds=seconds, key=key,
+                                    label_column="label" if has_label else None, views=views)
+        closed = [w for w in closed if len(w.flow_ids) >= min_flows]
+        labels = [window_label(w.labels) if has_label else "" for w in closed]
     if not closed:
         return _empty_like(flows)
     order = np.concatenate([np.asarray(w.flow_ids, dtype=np.int64) for w in closed])
@@ -73,7 +87,6 @@ def windows_frame(flows: pd.DataFrame, k: int = 8, seconds: float = 10.0, key: K
     first_ids = flows["flow_id"].astype(str).to_numpy()
     ids = [window_id(w.key, first_ids[int(w.flow_ids[0])], w.view) for w in closed]
     out["window_id"] = np.repeat(ids, lengths)
-    labels = [window_label(w.labels) if has_label else "" for w in closed]
     out["label"] = np.repeat(labels, lengths)
     out["provenance"] = provenance
     out[VIEW_COLUMN] = np.repeat([w.view for w in closed], lengths)

@@ -56,3 +56,17 @@ def lab_eval_flows(lab_root: str | Path | None = None) -> Any:
     from inference.datasets.lab import load_lab
 
     return load_lab("eval", root=lab_root, separate_runs=True)
+
+
+def lab_eval_judging(flows: Any, benign: str = "benign") -> dict[str, Any]:
+    """How the open-world judge reads the lab evaluation capture's windows (the keyword
+    arguments of inference.openworld_verdicts.judge_windows beside scope "labels"): who
+    carries each attack, when, and who was under attack. `flows`: lab_eval_flows()."""
+    import json
+
+    from inference.datasets.lab import lab_paths, labels_principals
+    from inference.openworld_captures import attacked_times
+
+    labels = lab_paths().eval.with_name(lab_paths().eval.stem + ".labels.json")
+    principals, periods = labels_principals(json.loads(labels.read_text()), separated=True)
+    return {"principals": principals, "periods": periods, "attacked": attacked_times(flows, benign)}

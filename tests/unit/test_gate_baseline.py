@@ -48,6 +48,25 @@ def test_reference_figures_count_the_verdicts_the_edge_would_give(tiny_bundle):
         assert h == pytest.approx((known[known["expected"] == c]["verdict"] == "ok").mean())
 
 
+def test_a_lab_reference_is_judged_as_the_open_world_evaluation_judges_it(tiny_bundle):
+    """With the lab's judging (who carries each attack), an attack window keyed by anyone
+    else is collateral: not counted as a hit or a miss. Without it every window counts by
+    its raw label (a sweep's target's one-probe window as a host sweep)."""
+    from evaluation.gate import default_reference
+
+    flows = synthetic_flows(hosts_per_class=2, flows_per_host=24, seed=5)
+    scans = flows[flows["label"] == "syn_scan"]
+    one = str(scans["src_ip"].iloc[0])
+    raw = reference_figures(tiny_bundle, [RefCapture("l", flows, "labels")])
+    judging = {"principals": {"syn_scan": {("src", one)}}}
+    judged = reference_figures(tiny_bundle, [RefCapture("l", flows, "labels", judging)])
+    w = score_frame(flows, tiny_bundle).windows
+    mine = w[(w["label"] == "syn_scan") & (w["key"].astype(str) == one) & (w.get("view", "src") == "src")]
+    assert 0 < judged.support["syn_scan"] == len(mine) < raw.support["syn_scan"]
+    lab = [c for c in default_reference(foreign=False) if c.name == "lab-eval"]
+    assert lab and lab[0].judging and lab[0].judging["principals"] and lab[0].judging["attacked"]
+
+
 def test_a_baseline_leaves_out_what_the_model_calls_attacks(tiny_bundle, tmp_path):
     site = synthetic_flows(hosts_per_class=3, flows_per_host=32, seed=8)
     caps = {f"day{i}": g.drop(columns=["label"]) for i, (_, g) in
@@ -70,6 +89,16 @@ def test_one_capture_is_split_by_time():
     df = pd.DataFrame({"first_seen_ms": range(100), "capture": "x"})
     parts = split_parts(df, 0.3, by_capture=False)
     assert (parts[:30] == "train").all() and (parts[30:] == "reference").all()
+
+
+def test_by_time_every_capture_gives_its_own_first_share():
+    """Two captures from different days: each trains on its own first share of time (one
+    cut over both would give all of the earlier day to training, none of the later)."""
+    df = pd.DataFrame({"first_seen_ms": [*range(100), *range(10**9, 10**9 + 50)],
+                       "capture": ["mon"] * 100 + ["tue"] * 50})
+    parts = split_parts(df, 0.5, by_capture=False)
+    assert (parts[:50] == "train").all() and (parts[50:100] == "reference").all()
+    assert (parts[100:125] == "train").all() and (parts[125:] == "reference").all()
 
 
 def test_the_baseline_command_builds_and_explains(tiny_bundle, tmp_path, monkeypatch):

@@ -211,3 +211,86 @@ def test_an_empty_store_is_reported_not_trained(tmp_path, lab) -> None:
                    fallback=champ, config=FAST)
     d = rt.run("request")
     assert not d.promoted and d.reason == "no_data" and d.champion_version == champ.version
+
+
+def test_a_site_baseline_needs_no_lab_gain_only_no_loss() -> None:
+    """A baseline's gain is on the site's traffic: on the lab holdout the challenger need only
+    be no worse. A class losing recall, or a change whose interval lies wholly below 0, is
+    still refused."""
+    champ = fig({"benign": 0.99, "syn_scan": 0.95}, 0.90)
+    same = fig({"benign": 0.99, "syn_scan": 0.95}, 0.90)
+    assert gate(champ, same, need_gain=False)[:2] == (True, "promoted")
+    assert gate(champ, same)[:2] == (False, "no_gain")
+    assert gate(champ, fig({"benign": 0.97, "syn_scan": 0.95}, 0.89), need_gain=False)[:2] == \
+        (False, "recall_drop:benign")
+    worse = {"gain": -0.01, "low": -0.02, "high": -0.001}
+    assert gate(champ, fig({"benign": 0.99, "syn_scan": 0.945}, 0.89), significance=worse,
+                need_gain=False)[:2] == (False, "significantly_worse")
+    noise = {"gain": -0.001, "low": -0.01, "high": 0.008}
+    assert gate(champ, same, significance=noise, need_gain=False)[:2] == (True, "promoted")
+
+
+def test_recipe_variants_train_but_never_twin_a_held_out_window(tmp_path, lab) -> None:
+    """The store keeps re-rendered copies of each attack run (as the shipped recipe trains);
+    a retrain leaves out every copy of a flow that sits, in the same view, in a window it
+    holds out, and trains on the rest."""
+    from llm_agents.retrain import _without_twins
+    from llm_agents.store import VARIATION, variant_frame, variant_origins
+
+    ref, _, champ = lab
+    from inference.datasets.synthetic import synthetic_flows
+
+    flows = synthetic_flows(hosts_per_class=5, flows_per_host=48, seed=21)
+    var = variant_frame(flows, copies=2, seed=0, classes=KNOWN, views=["src"])
+    assert len(var) and set(var["provenance"]) == {VARIATION} and set(var["label_source"]) == {VARIATION}
+    assert "benign" not in set(var["label"])                       # attack runs only
+    assert variant_origins(var).isin(set(flows["flow_id"].astype(str))).all()
+    rt = _retrainer(tmp_path, ref, champ, [], config=RetrainConfig(epochs=3, synth_below=0, members=1))
+    rt.store.append("synthetic", var)
+    real = rt._real(rt.champion())
+    fit = real.side & ~holdout_mask(real.ids, rt.cfg.val_fraction, salt="val")
+    kept, n_out = _without_twins(rt.store.frame(("synthetic",)), real, fit)
+    out = real.frame[~real.frame["window_id"].isin(set(real.ids[fit]))]
+    held = set(out["flow_id"].astype(str))
+    assert n_out > 0 and len(kept)
+    assert not variant_origins(kept).isin(held).any()
+    assert kept["window_id"].nunique() + n_out == var["window_id"].nunique()
+    d = rt.run("request")
+    assert d.train_provenance[VARIATION] == kept["window_id"].nunique()
+    assert d.train_provenance["variation_left_out"] == n_out
+
+
+def test_a_site_baseline_is_promoted_only_when_the_site_comes_out_better(tmp_path, lab, monkeypatch) -> None:
+    """On the site's reference part the challenger must alert on no more benign windows and
+    alert on or defer fewer; the rest of the reference is the usual open-world gate (wide
+    open here, so only the site decides). The site's figures are set per case."""
+    import evaluation.gate as g
+    from evaluation.gate import Figures as RefFigures, RefCapture, Tolerance
+
+    ref, _, champ = lab
+    benign = ref[ref["label"] == "benign"].drop_duplicates("flow_id")
+    site = [RefCapture("ndpi:x", benign, "benign"), RefCapture("site:mine", benign, "benign")]
+    cfg = RetrainConfig(epochs=3, synth_below=0, members=1, open_world=Tolerance(1.0, 1.0, 1.0))
+    change = {"false_alerts": 0.0, "deferrals": 0.0}
+
+    def figures(bundle, reference):
+        if not all(c.name.startswith("site:") for c in reference):
+            return RefFigures(bundle.version, 100)
+        if bundle.version == champ.version:
+            return RefFigures(bundle.version, 100, 0.02, 0.05)
+        return RefFigures(bundle.version, 100, 0.02 + change["false_alerts"], 0.05 + change["deferrals"])
+
+    monkeypatch.setattr(g, "reference_figures", figures)
+    cases = [({"false_alerts": 0.0, "deferrals": 0.0}, "no_site_gain"),
+             ({"false_alerts": 0.01, "deferrals": -0.03}, "no_site_gain"),    # fewer deferred, more alerts
+             ({"false_alerts": -0.01, "deferrals": 0.0}, "promoted"),
+             ({"false_alerts": 0.0, "deferrals": -0.01}, "promoted")]
+    for i, (c, reason) in enumerate(cases):
+        change.update(c)
+        published: list = []
+        rt = _retrainer(tmp_path / str(i), ref, champ, published, config=cfg, reference=lambda: site)
+        d = rt.run("baseline")          # the same data again: no lab gain is asked of it
+        assert d.reason == reason and d.promoted == (reason == "promoted") == bool(published), (c, d.to_dict())
+        assert d.open_world["site"]["captures"] == 1
+    rt = _retrainer(tmp_path / "none", ref, champ, [], config=cfg, reference=lambda: site[:1])
+    assert rt.run("baseline").reason == "no_site_reference"

@@ -62,3 +62,19 @@ def test_training_leaves_out_windows_no_detector_can_be_right_about():
     # left out, as are the other probed hosts' and the spoofed sources' one-flow windows.
     assert dict(got) == {"benign": 1, "host_sweep": 2, "syn_flood": 5}
     assert len(judged.labels) == len(judged.x) == len(judged.mask)
+
+
+def test_the_store_windows_a_lab_capture_as_training_does():
+    """The retrainer trains on the store's windows (llm_agents.store.reference_frame): they
+    must carry the labels training gives, or a challenger learns what the shipped recipe
+    was kept from learning (a probed host's one-probe window as a sweep)."""
+    from llm_agents.store import reference_frame
+
+    df = _capture().assign(**{CARRIES: None})
+    df[CARRIES] = flow_carriers(df, span_principals(SPANS))
+    judged = frame_windows(df, k=8, seconds=10.0, views=["src", "dst"])
+    stored = reference_frame(df, k=8, seconds=10.0, views=["src", "dst"]).drop_duplicates("window_id")
+    assert Counter(stored["label"]) == Counter(judged.labels) == {"benign": 1, "host_sweep": 2, "syn_flood": 5}
+    # Without carriers the store keeps raw labels, as before.
+    raw = reference_frame(_capture(), k=8, seconds=10.0, views=["src", "dst"]).drop_duplicates("window_id")
+    assert Counter(raw["label"])["syn_flood"] >= 40
