@@ -79,7 +79,7 @@ def baseline(captures: tuple[Path, ...], minutes: float | None, max_flows: int, 
     """Learn the site's own benign traffic, retrain, and release through the promotion gate.
 
     Scores the traffic with the current model and leaves out every flow in a window it
-    confidently calls an attack; splits the rest into a training part and a reference
+    calls an attack (its best class, confident or not); splits the rest into a training part and a reference
     part (EDGELOOP_DATA_DIR/baseline/); adds the training part to the dataset store as
     benign; retrains. The challenger is promoted (and released to every detector) only if
     it passes the lab gate and the open-world gate, whose reference now includes the

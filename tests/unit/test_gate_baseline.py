@@ -76,6 +76,11 @@ def test_a_baseline_leaves_out_what_the_model_calls_attacks(tiny_bundle, tmp_pat
     scored = {n: score_frame(f, tiny_bundle).windows for n, f in caps.items()}
     bad = set().union(*(attack_flow_ids(w) for w in scored.values()))
     assert bad, "the test needs flows the model calls attacks"
+    # Deferred windows whose best class is an attack count too: a baseline must not teach
+    # what looks like an attack as normal.
+    leaning = set().union(*({f for ids in w[w["uncertain"].astype(bool) & (w["predicted"] != "benign")]["flow_ids"]
+                             for f in ids} for w in scored.values()))
+    assert leaning and leaning <= bad
     assert not set(kept["flow_id"]) & bad
     assert set(kept["flow_id"]) | bad == set(site["flow_id"])
     assert b.counts["left_out_flows"] == len(bad) and b.counts["kept_flows"] == len(kept)
