@@ -366,6 +366,12 @@ def print_decision(d: Any) -> None:
         for c, h in sorted(ow["champion"]["hits"].items()):
             b = ow["challenger"]["hits"].get(c, 0.0)
             t.add_row(f"hits {c}", f"{h:.1%}", f"{b:.1%}", f"{100 * (b - h):+.1f} pt", f"-{100 * tol['known_hits']:.0f} pt")
+        site = ow.get("site")
+        if site:   # a site baseline: its own reference part must come out better
+            for name, tk in (("site false alerts", "false_alerts"), ("site deferred", "deferrals")):
+                a, b = site["champion"][tk], site["challenger"][tk]
+                t.add_row(f"{name} ({site['champion']['benign_windows']} windows)", f"{a:.2%}", f"{b:.2%}",
+                          f"{100 * (b - a):+.2f} pt", "lower, alerts no higher")
         out.print(t)
     elif ow.get("error"):
         out.print(f"open-world reference unavailable: {ow['error']}")

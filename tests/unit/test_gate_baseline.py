@@ -122,3 +122,20 @@ def test_the_baseline_command_builds_and_explains(tiny_bundle, tmp_path, monkeyp
     assert (tmp_path / "var" / "baseline" / "baseline.json").is_file()
     r = CliRunner().invoke(baseline, [])
     assert r.exit_code == 2 and "--capture FILE" in r.output
+
+
+def test_a_baseline_decision_shows_the_site_beside_the_reference(capsys, monkeypatch):
+    from evaluation.gate import Tolerance
+    from llm_agents.cli import print_decision
+    from llm_agents.retrain import RetrainDecision
+
+    champ, chall = Figures("a", 1000, 0.004, 0.02), Figures("b", 1000, 0.002, 0.01)
+    site = {"captures": 3, "champion": Figures("a", 120, 0.0, 0.05).to_dict(),
+            "challenger": Figures("b", 120, 0.0, 0.025).to_dict()}
+    d = RetrainDecision("baseline", True, "promoted", "a", "b",
+                        open_world={"captures": 9, "champion": champ.to_dict(), "challenger": chall.to_dict(),
+                                    "change": {}, "tolerance": Tolerance().__dict__, "site": site})
+    monkeypatch.setenv("COLUMNS", "200")
+    print_decision(d)
+    out = capsys.readouterr().out
+    assert "site deferred (120 windows)" in out and "5.00%" in out and "2.50%" in out and "-2.50 pt" in out
