@@ -203,13 +203,14 @@ def _finish(entry: Entry, flows: Any, source: str, labels: Any = None) -> Loaded
         if entry.labels is not None and entry.labels.suffix.lower() == ".json":
             import json
 
-            from inference.datasets.lab import labels_principals, separate_attack_runs
+            from inference.datasets.lab import continue_connections, labels_principals, separate_attack_runs
 
             try:
                 doc = json.loads(entry.labels.read_text())
                 principals, periods = labels_principals(doc, separated=entry.separate_runs)
             except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 return Loaded(reason="bad_labels", detail=f"{entry.labels}: {exc}")
+            flows = continue_connections(flows)
             if entry.separate_runs:
                 flows = separate_attack_runs(flows, doc.get("spans", []))
         keep = [c for c in FLOW_FIELDS if c in flows.columns]

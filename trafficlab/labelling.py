@@ -148,6 +148,10 @@ def owners(df, spans: list[Span], grace_ms: int = GRACE_MS):
     for i, span in enumerate(spans):
         if span.match in TAILED and span.tail_ms > grace_ms:
             owner[span.hits(*cols, grace_ms=grace_ms, part="tail") & ~core] = i
+    from inference.datasets.lab import CONNECTION_COLUMNS, connection_heads
+
+    if len(df) and set(CONNECTION_COLUMNS) <= set(getattr(df, "columns", ())):
+        owner = owner[connection_heads(df)]   # a connection's later pieces belong with its first
     return owner
 
 
@@ -195,4 +199,6 @@ RULE = ("label = the span's scenario for a flow whose first_seen_ms lies in [sta
         "the tail reaching at most to the same attacker's, or the same victim's, next run) and that matches the span: "
         "match=attacker, src_ip or dst_ip is attacker_ip; match=victim, dst_ip is victim_ip and src_ip is none of "
         "not_with (spoofed sources); match=pair, the flow is between victim_ip and one of peers "
-        "(reflection); every other flow is benign")
+        "(reflection); every other flow is benign. A SYN-less TCP flow that continues a connection (the same "
+        "5-tuple, at most 60 s after its previous piece ended: the meter cut it when it went idle) takes the "
+        "label of the connection's first piece")

@@ -70,6 +70,7 @@ def load_lab(split: Literal["train", "eval"], root: str | Path | None = None,
     df = pd.read_parquet(path)
     if "label" not in df.columns:
         raise SourceError(f"{path}: no `label` column")
+    df = continue_connections(df)   # captures labelled before the rule (2026-12-05) included
     if separate_runs or carriers:
         labels = path.with_name(path.name.replace(".parquet", ".labels.json"))
         spans = json.loads(labels.read_text()).get("spans", [])
@@ -121,6 +122,54 @@ def run_hosts(spans: list[dict[str, Any]]) -> list[str | None]:
             i += 1
         else:
             out.append(None)
+    return out
+
+
+# How long a TCP connection may sit idle between two metered pieces of it and still be one
+# connection (continue_connections). NFStream cuts a flow after 5 s idle (the lab's meter);
+# a slowloris trickle over a lossy link waits 5-15 s between segments.
+CONTINUATION_GAP_MS = 60_000
+CONNECTION_COLUMNS = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol", "syn_packets", "first_seen_ms",
+                      "last_seen_ms")
+
+
+def connection_heads(df: Any, max_gap_ms: float = CONTINUATION_GAP_MS) -> Any:
+    """Per flow, the position (0..n-1) of the first metered piece of its TCP connection.
+
+    The meter cuts a connection idle for longer than its idle timeout into several flows:
+    the first carries the SYN, the rest are SYN-less pieces of the same 5-tuple. A SYN-less
+    TCP flow whose 5-tuple had a piece that ended at most `max_gap_ms` before it began
+    continues that connection; any other flow (a SYN, UDP, ICMP, a long gap) heads one."""
+    import numpy as np
+    import pandas as pd
+
+    n = len(df)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    key = pd.Series(list(zip(df["src_ip"].astype(str), df["dst_ip"].astype(str), df["src_port"].to_numpy(),
+                             df["dst_port"].to_numpy(), df["protocol"].to_numpy())))
+    first = df["first_seen_ms"].to_numpy(dtype=np.float64)
+    last = df["last_seen_ms"].to_numpy(dtype=np.float64)
+    order = np.lexsort((np.arange(n), first))
+    k = key.iloc[order].reset_index(drop=True)
+    prev_last = pd.Series(last[order]).groupby(k).shift(1).to_numpy()
+    synless = ((df["protocol"].to_numpy() == 6) & (df["syn_packets"].to_numpy() == 0))[order]
+    cont = synless & ~np.isnan(prev_last) & (first[order] - prev_last <= max_gap_ms)
+    head = np.where(cont, -1, order)            # a continuation takes its connection's head
+    heads = pd.Series(head).replace(-1, np.nan).groupby(k).ffill().to_numpy()
+    out = np.empty(n, dtype=np.int64)
+    out[order] = heads.astype(np.int64)
+    return out
+
+
+def continue_connections(df: Any, max_gap_ms: float = CONTINUATION_GAP_MS) -> Any:
+    """A copy of `df` whose SYN-less pieces of a connection carry the label of the piece that
+    opened it (`connection_heads`): a span labels flows by time, so the idle-cut tail of a
+    slow DoS's connection that outlives its run would otherwise take the next run's label,
+    or benign."""
+    out = df.copy()
+    heads = connection_heads(df, max_gap_ms)
+    out["label"] = out["label"].to_numpy()[heads]
     return out
 
 

@@ -158,3 +158,48 @@ def test_pair_tails_reach_late_answers_but_not_the_clients() -> None:
                   (R1, VIC, T0 + 70_000)])
     assert list(apply_labels(late.copy(), spans)["label"]) == ["reflection", "reflection", "benign", "benign"]
     assert list(apply_labels(late.copy(), [first])["label"]) == ["benign"] * 4     # no tail: missed
+
+
+def test_a_connection_cut_by_the_meter_keeps_its_first_piece_label(tmp_path: Path) -> None:
+    """A slow DoS connection outlives its run: the meter cut it after 5 s idle, and its
+    later SYN-less pieces start inside the next run's span. They stay slow DoS, in the lab,
+    in the evaluation reader and in load_lab; a new connection (a SYN) on the same 5-tuple,
+    a piece after a gap longer than CONTINUATION_GAP_MS, and UDP are labelled by time."""
+    from inference.datasets.lab import CONTINUATION_GAP_MS, connection_heads, load_lab
+
+    dos = Span("slow_http_dos", ATT, T0, T0 + 10_000)
+    ftp = Span("ftp_bruteforce", ATT, T0 + 20_000, T0 + 60_000)
+
+    def flow(i, t, syn, sport=40_000, proto=6, last=None):
+        return {"flow_id": f"f{i}", "src_ip": ATT, "dst_ip": VIC, "src_port": sport, "dst_port": 80,
+                "protocol": proto, "syn_packets": syn, "first_seen_ms": t, "last_seen_ms": last or t + 1000}
+
+    df = pd.DataFrame([
+        flow(0, T0 + 1000, 1),                        # the connection opens in the DoS run
+        flow(1, T0 + 21_000, 0),                      # its pieces, cut by the meter, in the FTP run
+        flow(2, T0 + 30_000, 0),                      # (a chain: piece of a piece)
+        flow(3, T0 + 40_000, 1),                      # the same 5-tuple opened anew: a new connection
+        flow(4, T0 + 41_500, 0, sport=40_001),        # a SYN-less flow of a 5-tuple never seen
+        flow(5, T0 + 1500, 0, sport=40_002, proto=17),  # UDP: no connections
+        flow(6, T0 + 25_000, 0, sport=40_002, proto=17),
+        flow(7, T0 + 2000, 1, sport=40_003),
+        flow(8, T0 + 3000 + CONTINUATION_GAP_MS + 1, 0, sport=40_003),  # too long after
+    ]).sort_values("first_seen_ms").reset_index(drop=True)
+    want = dict(zip([f"f{i}" for i in range(9)],
+                    ["slow_http_dos", "slow_http_dos", "slow_http_dos", "ftp_bruteforce", "ftp_bruteforce",
+                     "slow_http_dos", "ftp_bruteforce", "slow_http_dos", "benign"]))
+    lab = apply_labels(df.copy(), [dos, ftp])
+    assert dict(zip(lab["flow_id"], lab["label"])) == want
+    heads = connection_heads(df)
+    assert (df["flow_id"].to_numpy()[heads][df["flow_id"] == "f2"] == "f0").all()
+    save_spans(tmp_path / "x.labels.json", [dos, ftp])
+    table, _ = _read_labels(tmp_path / "x.labels.json")
+    from inference.datasets.lab import continue_connections
+
+    got = continue_connections(label_flows(df, table))
+    assert dict(zip(got["flow_id"], got["label"])) == want
+    df.assign(label="benign").to_parquet(tmp_path / "x.parquet")
+    loaded = load_lab("train", path=tmp_path / "x.parquet")     # the file's labels, continued
+    assert set(loaded["label"]) == {"benign"}
+    df.assign(label=[want[f] if f != "f2" else "ftp_bruteforce" for f in df["flow_id"]]).to_parquet(tmp_path / "x.parquet")
+    assert dict(zip(*load_lab("train", path=tmp_path / "x.parquet")[["flow_id", "label"]].T.values)) == want
