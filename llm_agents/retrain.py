@@ -342,7 +342,7 @@ class Retrainer:
         fit = side & ~val
         xs, ms, ys = [real.x[fit]], [real.mask[fit]], [real.labels[fit]]
         prov = {"real": int(fit.sum()), "real_validation": int(val.sum())}
-        synth = self.store.frame(("synthetic",))
+        synth = self.store.frame(("synthetic",), cache=False)
         synth = synth[synth["label"].isin(classes)]
         synth, n_twins = _without_twins(synth, real, fit)
         if n_twins:

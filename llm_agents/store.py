@@ -231,16 +231,20 @@ class DatasetStore:
     def parts(self, kinds: Sequence[str] = KINDS) -> list[dict[str, Any]]:
         return [p for p in self.manifest()["parts"] if p["kind"] in kinds]
 
-    def _part(self, rel: str) -> pd.DataFrame:
+    def _part(self, rel: str, cache: bool = True) -> pd.DataFrame:
         df = self._cache.get(rel)
         if df is None:
             df = pd.read_parquet(self.root / rel)
-            self._cache[rel] = df
+            if cache:
+                self._cache[rel] = df
         return df
 
-    def frame(self, kinds: Sequence[str] = KINDS) -> pd.DataFrame:
-        """Every stored window of these kinds, as one window frame (parts in order)."""
-        frames = [self._part(p["file"]) for p in self.parts(kinds)]
+    def frame(self, kinds: Sequence[str] = KINDS, cache: bool = True) -> pd.DataFrame:
+        """Every stored window of these kinds, as one window frame (parts in order).
+        `cache=False` reads parts not already in memory without keeping them: the
+        synthetic part (re-rendered attack runs, some 200 MB as a frame) is read once per
+        retrain, and an agent that kept it would carry it between retrains."""
+        frames = [self._part(p["file"], cache) for p in self.parts(kinds)]
         if not frames:
             return pd.DataFrame(columns=list(COLUMNS))
         return pd.concat(frames, ignore_index=True)
@@ -249,7 +253,7 @@ class DatasetStore:
         """window_id -> what `lookup` reports, per part (parts never change, so built once)."""
         idx = self._index.get(rel)
         if idx is None:
-            df = self._part(rel).drop_duplicates("window_id")
+            df = self._part(rel, cache=kind in REAL_KINDS).drop_duplicates("window_id")
             cols = [df[c].tolist() for c in ("window_id", "label", "label_source", "confidence", "provenance")]
             idx = {w: {"kind": kind, "label": y, "label_source": src, "confidence": float(c), "provenance": pv}
                    for w, y, src, c, pv in zip(*cols)}
