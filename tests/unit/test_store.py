@@ -49,6 +49,23 @@ def test_reference_and_labelled_share_one_id_space_synthetic_does_not(tmp_path) 
     assert list(looked) == [a.windows[0].window_id] and looked[a.windows[0].window_id]["kind"] == "reference"
 
 
+def test_synthetic_parts_are_read_without_being_kept(tmp_path) -> None:
+    """A retrain reads the synthetic part once (frame(cache=False)); checking a new
+    synthetic append's ids must not keep it in memory either. Real parts stay cached."""
+    store = DatasetStore(tmp_path)
+    a = synthetic_windows({"dos": 2}, seed=1)
+    store.append("reference", _rows(a, "dataset:lab"))
+    synth = _rows(a).assign(provenance="stat:kde", label_source="synthesizer")
+    store.append("synthetic", synth)
+    store.append("synthetic", synth)                    # ids checked against the first part
+    assert len(store.frame(("synthetic",), cache=False)) == len(synth)
+    kept = {rel.split("/")[0] for rel in store._cache}
+    assert "synthetic" not in kept
+    store.frame(("reference",))
+    store.frame(("synthetic",))
+    assert {rel.split("/")[0] for rel in store._cache} == {"reference", "synthetic"}
+
+
 def test_ground_truth_on_flows_never_enters_the_store(tmp_path) -> None:
     a = synthetic_windows({"dos": 1}, seed=3)
     assert a.windows[0].flows[0].label == "dos"  # the scripted windows carry truth, like lab replays
