@@ -68,7 +68,6 @@ class OnnxDetector:
         self.thresholds = meta.thresholds
         self._floors = np.array([meta.thresholds.per_class.get(c, meta.thresholds.confidence)
                                  for c in self.class_names], dtype=np.float32)
-        self._benign = self.class_names.index(meta.benign_class) if meta.benign_class in self.class_names else -1
         try:
             self.session = session or make_session(str(bundle.onnx_path(int8)), threads)
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -90,14 +89,7 @@ class OnnxDetector:
         conf = probs[np.arange(len(pred)), pred]
         low = conf < self._floors[pred]
         thr = self.thresholds.ood
-        # The energy gate keeps the benign class from absorbing what the model never saw: an
-        # unfamiliar window it calls benign waits for a person. One it confidently calls an
-        # attack is alerted on, as the lower attack floor intends (held-out tools' UDP scans,
-        # retrying each probe, were called udp_scan at 0.999 and deferred as unfamiliar; no
-        # benign window of the nDPI test half or the lab's held-out captures turned into an
-        # alert). A flow beyond the training support is uncertain whatever it is called.
         ood = energy > thr if thr is not None else np.zeros(len(pred), dtype=bool)
-        ood &= pred == self._benign
         ood |= beyond_support(x_raw, mask, self.thresholds.support)
         return Scores(probs, pred, conf, energy, low | ood, low)
 

@@ -14,9 +14,7 @@ identical (only verdicts, confidences and feature digests moved, as a new model 
 feature must), and again for the default bundle 770d01ca (slow-DoS variants in the recipe:
 windows, flows, views, close reasons and feature digests all identical; verdicts and
 confidences moved), and for 7ef2386b (the same network with the flow-support gate: three
-windows, each holding a 470 KB DNS-reflection flow, went to uncertain; nothing else moved),
-and when the energy gate was narrowed to benign calls (2026-12-05: 8 eval and 16 heldout
-windows the model confidently calls an attack left `uncertain`; nothing else moved).
+windows, each holding a 470 KB DNS-reflection flow, went to uncertain; nothing else moved).
 tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations
