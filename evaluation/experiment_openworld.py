@@ -29,7 +29,8 @@ DEFAULT_MANIFESTS = (REPO / "data" / "openworld" / "ndpi-test.toml",
                      REPO / "data" / "openworld" / "lab-heldout-f.toml",
                      REPO / "data" / "openworld" / "lab-heldout-g.toml",
                      REPO / "data" / "openworld" / "lab-heldout-h.toml",
-                     REPO / "data" / "openworld" / "lab-heldout-i.toml")
+                     REPO / "data" / "openworld" / "lab-heldout-i.toml",
+                     REPO / "data" / "openworld" / "lab-heldout-j.toml")
 # (kind, verdict, op, target) per figure, as in inference.openworld_report's targets.
 TARGETS = {("benign", "false_alert"): ("<=", 0.01), ("benign", "deferred"): ("<=", 0.05),
            ("known", "ok"): (">=", 0.95), ("unknown", "miss"): ("<=", 0.01)}
@@ -185,7 +186,7 @@ def _seeds(_: Any, __: Any, value: str) -> tuple[int, ...]:
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds, help="Training seeds.")
 @click.option("--manifest", "manifests", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Open-world manifests (repeatable; default: the nDPI test half and the nine lab "
+              help="Open-world manifests (repeatable; default: the nDPI test half and the ten lab "
                    "held-out captures).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("var/experiments/openworld"), show_default=True,
