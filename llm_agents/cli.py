@@ -66,13 +66,18 @@ def retrain_config(s: Any, **overrides: Any) -> Any:
 
 
 def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
-    """Give an empty store its reference data: `path`, else the default training set (the
-    lab training capture plus the nDPI train half as foreign benign)."""
+    """Give a store its reference data: `path`, else the default training set (the lab
+    training capture plus the nDPI train half as foreign benign), and the re-rendered
+    copies of its attack runs the shipped recipe trains on. Each is seeded once: a store
+    made before the copies existed gets them on its next start."""
     from inference.evaluate import load_labelled_flows
     from inference.train import RECIPE
-    from llm_agents.store import reference_frame, variant_frame
+    from llm_agents.store import VARIATION, reference_frame, variant_frame
 
-    if store.parts(("reference",)):
+    has_ref = bool(store.parts(("reference",)))
+    copies = RECIPE.run_variants
+    has_var = not copies or any(VARIATION in p.get("provenance", {}) for p in store.parts(("synthetic",)))
+    if has_ref and has_var:
         return "reference data already in the store"
     if path is None:
         from inference.datasets.training import training_flows
@@ -84,12 +89,13 @@ def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
     else:
         flows, source = load_labelled_flows(path), Path(path).stem
     w = champion.meta.window
-    frame = reference_frame(flows, classes=champion.class_names, k=w.k, seconds=w.seconds, key=w.key,
-                            source=source, views=w.views)
-    res = store.append("reference", frame, note=f"seeded from {path or source}")
-    said = f"seeded {res.windows} reference windows from {path or source}"
-    copies = RECIPE.run_variants
-    if copies and not store.parts(("synthetic",)):
+    said = []
+    if not has_ref:
+        frame = reference_frame(flows, classes=champion.class_names, k=w.k, seconds=w.seconds, key=w.key,
+                                source=source, views=w.views)
+        res = store.append("reference", frame, note=f"seeded from {path or source}")
+        said.append(f"seeded {res.windows} reference windows from {path or source}")
+    if not has_var:
         # The shipped recipe trains on re-rendered copies of each attack run beside the real
         # ones; a challenger trained without them loses what they taught (other paces,
         # round trips, lost answers), so they are stored once, beside the reference.
@@ -98,8 +104,8 @@ def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
                             seconds=w.seconds, key=w.key, views=w.views, benign=champion.meta.benign_class)
         if len(var):
             got = store.append("synthetic", var, note=f"{copies} re-rendered copies of each attack run")
-            said += f", and {got.windows} windows of re-rendered attack runs"
-    return said
+            said.append(f"{got.windows} windows of re-rendered attack runs")
+    return "; ".join(said) or "nothing to seed: no attack runs to re-render"
 
 
 def _publisher(s: Any) -> Any:

@@ -38,6 +38,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +129,6 @@ def reference_frame(flows: pd.DataFrame, *, classes: Iterable[str] | None = None
 
 
 VARIATION = "variation"   # provenance and label source of re-rendered attack runs
-VARIANT_SUFFIX = r"~v\d+$"  # what inference.datasets.variation appends to a copied flow's id
 
 
 def variant_frame(flows: pd.DataFrame, *, copies: int, seed: int, classes: Iterable[str] | None = None,
@@ -152,7 +152,9 @@ def variant_frame(flows: pd.DataFrame, *, copies: int, seed: int, classes: Itera
 
 def variant_origins(frame: pd.DataFrame) -> pd.Series:
     """Per row, the id of the real flow a re-rendered flow was copied from (else its own id)."""
-    return frame["flow_id"].astype(str).str.replace(VARIANT_SUFFIX, "", regex=True)
+    from inference.datasets.variation import COPY_MARK
+
+    return frame["flow_id"].astype(str).str.replace(re.escape(COPY_MARK) + r"\d+$", "", regex=True)
 
 
 class DatasetStore:

@@ -105,6 +105,9 @@ def _inside(addr: str, net: Any) -> bool:
         return False
 
 
+COPY_MARK = "~v"   # a copied flow's id: the real flow's id, this mark and the copy's number
+
+
 def run_variants(df: Any, copies: int = 2, seed: int = 0, variation: Variation | None = None,
                  benign: str = "benign") -> Any:
     """`copies` re-rendered copies of every attack run in `df` (flows with `label`, in
@@ -125,7 +128,7 @@ def run_variants(df: Any, copies: int = 2, seed: int = 0, variation: Variation |
         run = df.iloc[idx.to_numpy()]
         for c in range(copies):
             out = _render(run, rng, v)
-            out["flow_id"] = out["flow_id"].astype(str) + f"~v{c}"
+            out["flow_id"] = out["flow_id"].astype(str) + f"{COPY_MARK}{c}"
             out[CAPTURE] = f"variant-{c}:{cap}:{key}"
             parts.append(out)
     return pd.concat(parts, ignore_index=True) if parts else df.iloc[0:0].copy()

@@ -294,3 +294,28 @@ def test_a_site_baseline_is_promoted_only_when_the_site_comes_out_better(tmp_pat
         assert d.open_world["site"]["captures"] == 1
     rt = _retrainer(tmp_path / "none", ref, champ, [], config=cfg, reference=lambda: site[:1])
     assert rt.run("baseline").reason == "no_site_reference"
+
+
+def test_a_store_seeded_before_the_copies_gets_them_once(tmp_path, lab) -> None:
+    """An agent upgraded onto an old store (reference, synthesizer output, no re-rendered
+    runs) seeds the copies on its next start, once; a new store gets both at once."""
+    from inference.datasets.synthetic import synthetic_flows
+    from llm_agents.cli import seed_reference
+    from llm_agents.store import VARIATION
+
+    ref, _, champ = lab
+    flows = synthetic_flows(hosts_per_class=5, flows_per_host=48, seed=21)
+    path = tmp_path / "flows.parquet"
+    flows.to_parquet(path)
+    old = DatasetStore(tmp_path / "old")
+    old.append("reference", ref)
+    old.append("synthetic", ref[ref["label"] == "syn_scan"].assign(provenance="stat:kde", label_source="synthesizer"))
+    said = seed_reference(old, champ, path)
+    assert "re-rendered" in said and "reference windows" not in said, said
+    n = old.frame(("synthetic",))["provenance"].eq(VARIATION).sum()
+    assert n > 0
+    assert seed_reference(old, champ, path) == "reference data already in the store"
+    assert old.frame(("synthetic",))["provenance"].eq(VARIATION).sum() == n
+    new = DatasetStore(tmp_path / "new")
+    said = seed_reference(new, champ, path)
+    assert "reference windows" in said and "re-rendered" in said, said
