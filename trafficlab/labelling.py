@@ -103,19 +103,26 @@ def with_tails(spans: list[Span], tail_ms: int = TAIL_MS, grace_ms: int = GRACE_
     The owner of an attacker span is the attacker; of a pair span, the victim. A pair span
     needs a tail for the same reason: over slow, lossy links a reflector's last answers reach
     the victim seconds after the spoofer exited, and nothing else ever flows between the
-    victim and a server (trafficlab/lan.py)."""
+    victim and a server (trafficlab/lan.py). A pair span's tail is cut only by a later run
+    that reflects off every one of its peers: a reflector the next run does not use has no
+    later run to claim its late answers (CI saw the victim's ICMP unreachable to such a
+    reflector, 75 ms into the next run, labelled benign). The next run's own flows are still
+    its own: `owners` gives a run's flows to it before any tail."""
     from dataclasses import replace
 
     def owner(s: Span) -> str:
         return s.attacker_ip if s.match == "attacker" else s.victim_ip
+
+    def takes_over(o: Span, s: Span) -> bool:
+        return o.match == s.match and owner(o) == owner(s) and o.start_ms > s.end_ms \
+            and (s.match != "pair" or set(s.peers) <= set(o.peers))
 
     out = []
     for s in spans:
         if s.match not in TAILED:
             out.append(s)
             continue
-        later = [o.start_ms for o in spans if o.match == s.match and owner(o) == owner(s)
-                 and o.start_ms > s.end_ms]
+        later = [o.start_ms for o in spans if takes_over(o, s)]
         room = (min(later) - grace_ms - s.end_ms - 1) if later else tail_ms
         out.append(replace(s, tail_ms=int(max(grace_ms, min(tail_ms, room)))))
     return out
@@ -196,7 +203,7 @@ def load_spans(path: str | Path) -> list[Span]:
 
 RULE = ("label = the span's scenario for a flow whose first_seen_ms lies in [start_ms - "
         f"{GRACE_MS}, end_ms + {GRACE_MS}] (for match=attacker and match=pair: end_ms + max({GRACE_MS}, tail_ms), "
-        "the tail reaching at most to the same attacker's, or the same victim's, next run) and that matches the span: "
+        "the tail reaching at most to the same attacker's next run, or the same victim's next run off all the same peers) and that matches the span: "
         "match=attacker, src_ip or dst_ip is attacker_ip; match=victim, dst_ip is victim_ip and src_ip is none of "
         "not_with (spoofed sources); match=pair, the flow is between victim_ip and one of peers "
         "(reflection); every other flow is benign. A SYN-less TCP flow that continues a connection (the same "

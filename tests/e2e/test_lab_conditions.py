@@ -87,7 +87,7 @@ def test_flows_got_the_right_labels_under_the_new_rules(slow_lab) -> None:
     # Seen once in a full run (1 flow of 111, passed on rerun): the flow and the runs, to tell why.
     assert len(pair) > 0 and odd.empty, (
         f"{len(odd)} of {len(pair)} victim-server flows not labelled reflection:\n"
-        f"{odd[['src_ip', 'dst_ip', 'src_port', 'dst_port', 'protocol', 'first_seen_ms', 'last_seen_ms', 'packets', 'label']]}"
+        f"{odd[['src_ip', 'dst_ip', 'src_port', 'dst_port', 'protocol', 'first_seen_ms', 'last_seen_ms', 'packets', 'label']].to_string()}"
         f"\nreflection runs: {spans}")
     assert set(df.loc[df["label"] == "reflection", "src_ip"]) | set(
         df.loc[df["label"] == "reflection", "dst_ip"]) <= servers | {victim}

@@ -10,7 +10,7 @@ import pytest
 
 from contracts.errors import LabError
 from inference.evaluate import _read_labels, label_flows
-from trafficlab.labelling import (TAIL_MS, Span, apply_labels, load_spans, save_spans, span_counts,
+from trafficlab.labelling import (TAIL_MS, Span, apply_labels, load_spans, save_spans, owners, span_counts,
                                   with_tails)
 from trafficlab.topology import LAN_GROUPS
 
@@ -151,13 +151,27 @@ def test_pair_tails_reach_late_answers_but_not_the_clients() -> None:
     own queries to the servers stay benign in the tail."""
     first = reflection_span()
     nxt = Span("reflection", ATT, T0 + 35_000, T0 + 36_000, "reflection", 1, match="pair",
-               victim_ip=VIC, peers=(R1,), not_with=first.not_with)
+               victim_ip=VIC, peers=(R1, R2), not_with=first.not_with)
     spans = with_tails([first, nxt])
     assert spans[0].tail_ms == 35_000 - 25_000 - 1000 - 1 and spans[1].tail_ms == TAIL_MS
     late = flows([(R2, VIC, T0 + 28_000), (VIC, R1, T0 + 33_000), (C1, R1, T0 + 28_000),
                   (R1, VIC, T0 + 70_000)])
     assert list(apply_labels(late.copy(), spans)["label"]) == ["reflection", "reflection", "benign", "benign"]
     assert list(apply_labels(late.copy(), [first])["label"]) == ["benign"] * 4     # no tail: missed
+
+
+def test_a_pair_tail_runs_on_into_a_next_run_off_other_reflectors() -> None:
+    """CI saw it twice: the next run reflected off R1 only, and the victim's ICMP unreachable
+    to R2 (a late answer of the first run) began 75 ms into it, labelled benign because the
+    first run's tail had been cut at the next run's start."""
+    first = reflection_span()
+    nxt = Span("reflection", ATT, T0 + 27_000, T0 + 28_000, "reflection", 1, match="pair",
+               victim_ip=VIC, peers=(R1,), not_with=first.not_with)
+    spans = with_tails([first, nxt])
+    assert spans[0].tail_ms == TAIL_MS
+    late = flows([(VIC, R2, T0 + 26_075), (R1, VIC, T0 + 27_500), (C1, R2, T0 + 26_500)])
+    owner = owners(late, spans)
+    assert owner.tolist() == [0, 1, -1]       # R2's late answer: the first run; R1's: the next run's own
 
 
 def test_a_connection_cut_by_the_meter_keeps_its_first_piece_label(tmp_path: Path) -> None:
