@@ -90,12 +90,15 @@ def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
     version 1 (or `match: attacker`) matches flows from *or* to its attacker address, until
     `end_ms` plus the larger of the grace and its `tail_ms` (version 2). Version
     2 adds spans for spoofed traffic (see trafficlab.labelling): `match: victim` (flows to
-    victim_ip from anyone but `not_with`) and `match: pair` (flows between victim_ip and its
-    `peers`). Both become ordered rows of the `ip` table: the span's label on the victim (or
-    on each peer), then `benign` on every address in `not_with`, which label_flows applies
-    in order; then the attacker and pair spans' tails (a pair tail again followed by
-    `benign` on `not_with`), then the attacker runs (so a run beats a tail, as in the lab). For the lab, whose other hosts and LAN groups are all listed in `not_with`,
-    that gives the same labels as trafficlab.labelling.apply_labels.
+    victim_ip from anyone but `not_with`: the span's label on the victim, then `benign` on
+    every address in `not_with`, rows label_flows applies in order) and `match: pair` (flows
+    between victim_ip and one of its `peers`: a row per peer with the `peer` column). Rows
+    come in the lab's precedence, later rows winning: spoofed-flood spans, pair tails, pair
+    runs, attacker tails, attacker runs (a run beats a tail). A pair run beats an earlier
+    pair run's tail only between the same two hosts: a late answer from a reflector the
+    next run does not use stays the earlier run's. For the lab, whose other hosts and LAN
+    groups are all listed in `not_with`, that gives the same labels as
+    trafficlab.labelling.apply_labels.
     """
     if path.suffix.lower() != ".json":
         return _read_table(path), {}
@@ -103,32 +106,27 @@ def _read_labels(path: Path) -> tuple[Any, dict[str, Any]]:
 
     doc = json.loads(path.read_text())
     grace = int(doc.get("grace_ms", 0))
-    spoofed: list[dict[str, Any]] = []
-    tails: list[dict[str, Any]] = []
-    runs: list[dict[str, Any]] = []
+    order = ("spoofed", "pair_tail", "pair", "tail", "run")     # later kinds win
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in order}
     for s in doc.get("spans", []):
         match = s.get("match", "attacker")
         lo, hi = s["start_ms"] - grace, s["end_ms"] + grace
-        if match == "attacker":
-            runs.append({"ip": s["attacker_ip"], "start_ms": lo, "end_ms": hi, "label": s["label"]})
-            tail = int(s.get("tail_ms", 0))
-            if tail > grace:
-                tails.append({"ip": s["attacker_ip"], "start_ms": hi + 1, "end_ms": s["end_ms"] + tail,
-                              "label": s["label"]})
-            continue
-        ips = [s["victim_ip"]] if match == "victim" else list(s.get("peers", []))
-        spoofed += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": s["label"]} for ip in ips]
-        spoofed += [{"ip": ip, "start_ms": lo, "end_ms": hi, "label": "benign"}
-                    for ip in s.get("not_with", [])]
         tail = int(s.get("tail_ms", 0))
-        if match == "pair" and tail > grace:    # the reflectors' late answers, as in the lab
-            t_lo, t_hi = hi + 1, s["end_ms"] + tail
-            tails += [{"ip": ip, "start_ms": t_lo, "end_ms": t_hi, "label": s["label"]} for ip in ips]
-            tails += [{"ip": ip, "start_ms": t_lo, "end_ms": t_hi, "label": "benign"}
-                      for ip in s.get("not_with", [])]
-    # Later rows win: tails over the benign rows above, attacker runs over tails.
-    rows = spoofed + tails + runs
-    spans = pd.DataFrame(rows, columns=["ip", "start_ms", "end_ms", "label"])
+        row = {"start_ms": lo, "end_ms": hi, "label": s["label"], "peer": None}
+        if match == "attacker":
+            rows["run"].append({**row, "ip": s["attacker_ip"]})
+            if tail > grace:
+                rows["tail"].append({**row, "ip": s["attacker_ip"], "start_ms": hi + 1, "end_ms": s["end_ms"] + tail})
+        elif match == "victim":
+            rows["spoofed"].append({**row, "ip": s["victim_ip"]})
+            rows["spoofed"] += [{**row, "ip": ip, "label": "benign"} for ip in s.get("not_with", [])]
+        else:
+            for peer in s.get("peers", []):
+                rows["pair"].append({**row, "ip": s["victim_ip"], "peer": peer})
+                if tail > grace:     # the reflectors' late answers, as in the lab
+                    rows["pair_tail"].append({**row, "ip": s["victim_ip"], "peer": peer,
+                                              "start_ms": hi + 1, "end_ms": s["end_ms"] + tail})
+    spans = pd.DataFrame([r for k in order for r in rows[k]], columns=["ip", "peer", "start_ms", "end_ms", "label"])
     opts = {k: int(doc[k]) for k in ("idle_timeout", "active_timeout") if k in doc}
     return spans, opts
 
@@ -138,6 +136,8 @@ def label_flows(flows: Any, labels: Any, benign: str = "benign") -> Any:
 
     Span tables have `src_ip` (matches the flow's source) or `ip` (matches either end),
     plus `start_ms`, `end_ms` and `label`; a flow matches when its first_seen_ms is inside.
+    With `ip`, an optional `peer` column (empty: any) narrows a row to the flows between
+    `ip` and `peer`. Rows apply in order: a later row's label wins.
     """
     out = flows.copy()
     if {"flow_id", "label"} <= set(labels.columns):
@@ -152,7 +152,12 @@ def label_flows(flows: Any, labels: Any, benign: str = "benign") -> Any:
     dst = out["dst_ip"].astype(str).to_numpy() if either else src
     for row in labels.to_dict("records"):
         ip = str(row["ip"] if either else row["src_ip"])
-        hit = ((src == ip) | (dst == ip)) & (ts >= row["start_ms"]) & (ts <= row["end_ms"])
+        peer = row.get("peer") if either else None
+        if peer is None or (isinstance(peer, float) and np.isnan(peer)) or peer == "":
+            ends = (src == ip) | (dst == ip)
+        else:
+            ends = ((src == ip) & (dst == str(peer))) | ((dst == ip) & (src == str(peer)))
+        hit = ends & (ts >= row["start_ms"]) & (ts <= row["end_ms"])
         lab[hit] = str(row["label"])
     out["label"] = lab
     return out

@@ -160,18 +160,29 @@ def test_pair_tails_reach_late_answers_but_not_the_clients() -> None:
     assert list(apply_labels(late.copy(), [first])["label"]) == ["benign"] * 4     # no tail: missed
 
 
-def test_a_pair_tail_runs_on_into_a_next_run_off_other_reflectors() -> None:
+def test_a_pair_tail_runs_on_into_a_next_run_off_other_reflectors(tmp_path: Path) -> None:
     """CI saw it twice: the next run reflected off R1 only, and the victim's ICMP unreachable
     to R2 (a late answer of the first run) began 75 ms into it, labelled benign because the
-    first run's tail had been cut at the next run's start."""
-    first = reflection_span()
+    first run's tail had been cut at the next run's start. The evaluation's reader of the
+    labels file must agree: its tail rows once made every flow of R1 benign in the tail,
+    the next run's own included (125 reflection windows of the third capture judged benign)."""
+    base = reflection_span()       # the lab lists every other host, the idle reflector too, in not_with
+    first = Span("reflection", ATT, T0 + 20_000, T0 + 25_000, "reflection", 0, match="pair",
+                 victim_ip=VIC, peers=(R2,), not_with=base.not_with + (R1,))
     nxt = Span("reflection", ATT, T0 + 27_000, T0 + 28_000, "reflection", 1, match="pair",
-               victim_ip=VIC, peers=(R1,), not_with=first.not_with)
+               victim_ip=VIC, peers=(R1,), not_with=base.not_with + (R2,))
     spans = with_tails([first, nxt])
     assert spans[0].tail_ms == TAIL_MS
-    late = flows([(VIC, R2, T0 + 26_075), (R1, VIC, T0 + 27_500), (C1, R2, T0 + 26_500)])
+    late = flows([(VIC, R2, T0 + 26_075), (R1, VIC, T0 + 27_500), (C1, R2, T0 + 26_500),
+                  (R2, VIC, T0 + 27_600), (VIC, R1, T0 + 40_000)])
     owner = owners(late, spans)
-    assert owner.tolist() == [0, 1, -1]       # R2's late answer: the first run; R1's: the next run's own
+    # R2's late answers: the first run's; R1's: the next run's own, then its tail
+    assert owner.tolist() == [0, 1, -1, 0, 1]
+    save_spans(tmp_path / "l.json", spans)
+    table, _ = _read_labels(tmp_path / "l.json")
+    theirs = label_flows(late, table)["label"].tolist()
+    assert theirs == apply_labels(late.copy(), spans)["label"].tolist() == \
+        ["reflection", "reflection", "benign", "reflection", "reflection"]
 
 
 def test_a_connection_cut_by_the_meter_keeps_its_first_piece_label(tmp_path: Path) -> None:
