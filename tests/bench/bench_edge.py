@@ -151,6 +151,38 @@ def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0) -> dict:
     return {"flows_per_s": (v1 - v0) / dt, "flows": v1 - v0, "secs": dt}
 
 
+def multiply_adds(onnx_path: Path) -> int | None:
+    """Multiply-adds one window costs in the graph's Conv, Gemm and MatMul nodes (their
+    shapes from ONNX shape inference with a batch of one); None without the `onnx` package."""
+    try:
+        import onnx
+        from onnx import numpy_helper, shape_inference
+    except ImportError:
+        return None
+    m = onnx.load(str(onnx_path))
+    for inp in m.graph.input:              # a batch of one, so every inferred shape is concrete
+        inp.type.tensor_type.shape.dim[0].dim_value = 1
+    m = shape_inference.infer_shapes(m)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*m.graph.value_info, *m.graph.output, *m.graph.input]}
+    weights = {i.name: numpy_helper.to_array(i).shape for i in m.graph.initializer}
+    total = 0
+    for node in m.graph.node:
+        w = next((weights[x] for x in node.input[1:2] if x in weights), None)
+        out = shapes.get(node.output[0])
+        if w is None or not out or 0 in out:
+            continue
+        if node.op_type == "Conv":          # each output value: in_channels/groups x kernel products
+            total += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            total += int(np.prod(out)) * int(w[0] if node.op_type == "MatMul" or not _transposed(node) else w[1])
+    return total
+
+
+def _transposed(node) -> bool:
+    return any(a.name == "transB" and a.i == 1 for a in node.attribute)
+
+
 def onnx_raw(model: Path, df) -> dict:
     from inference.bundle import Bundle
     from inference.onnx_detector import OnnxDetector
@@ -173,7 +205,8 @@ def onnx_raw(model: Path, df) -> dict:
         full = time.perf_counter() - t0
         res[bs] = (len(x) / raw, len(x) / full)
     flows_per_window = mask.sum() / len(mask)
-    return {"windows": len(x), "by_batch": res, "flows_per_window": flows_per_window}
+    return {"windows": len(x), "by_batch": res, "flows_per_window": flows_per_window,
+            "macs": multiply_adds(b.onnx_path(False))}
 
 
 def latency(bootstrap, model, tmp, rate: int, seconds: float) -> dict:
@@ -307,6 +340,11 @@ def main() -> None:
         print(f"{f'bare ONNX Runtime, batch {bs}':<52}{raw:>12,.0f} windows/s")
         print(f"{f'OnnxDetector.score (normalise+calibrate), batch {bs}':<52}{full:>12,.0f} windows/s")
     print(f"{'  flows per window (mean)':<52}{o['flows_per_window']:>22.2f}")
+    if o["macs"]:   # how close bare ONNX Runtime runs to the core's arithmetic: compute-bound or not
+        best = max(raw for raw, _ in o["by_batch"].values())
+        print(f"{'  model multiply-adds per window (Conv, Gemm, MatMul)':<52}{o['macs']:>16,.0f}")
+        print(f"{'  bare ONNX Runtime arithmetic at its best batch':<52}{2 * o['macs'] * best / 1e9:>17.1f} GFLOP/s")
+        print(f"{'  ONNX Runtime alone caps a worker at':<52}{best * o['flows_per_window']:>16,.0f} fl/s")
     label = f"latency produced->detection at {lat['rate']:,.0f} fl/s: p50"
     print(f"{label:<52}{lat['p50']:>19.1f} ms")
     print(f"{'  p99':<52}{lat['p99']:>19.1f} ms")
