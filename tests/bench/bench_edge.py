@@ -330,9 +330,13 @@ def main() -> None:
         print(f"{'edge worker, EDGELOOP_INT8=1':<52}{w8['flows_per_s']:>16,.0f} fl/s")
         print(f"{'  ratio int8 worker / bare consumer':<52}{w8['flows_per_s'] / (n / bare_s):>21.2f}x")
         print(f"{'  share of int8 worker time in ONNX Runtime':<52}{w8['infer_s'] * w8['flows_per_s'] / len(df):>21.1%}")
-    label = f"two workers, one group ({two['flows']:,.0f} flows in {two['secs']:.1f} s)"
-    print(f"{label:<52}{two['flows_per_s']:>16,.0f} fl/s")
-    print(f"{'  ratio two workers / one':<52}{two['flows_per_s'] / w['flows_per_s']:>21.2f}x")
+    if two["flows"] > 0:
+        label = f"two workers, one group ({two['flows']:,.0f} flows in {two['secs']:.1f} s)"
+        print(f"{label:<52}{two['flows_per_s']:>16,.0f} fl/s")
+        print(f"{'  ratio two workers / one':<52}{two['flows_per_s'] / w['flows_per_s']:>21.2f}x")
+    else:   # small --flows: the first worker took them all before the second held its partitions
+        print(f"{'two workers, one group':<52}{'not measured: every flow was taken before both':>40}")
+        print(f"{'':<52}{'held partitions (use more --flows)':>40}")
     print(f"{'  mean inference batch':<52}{w['windows'] / max(w['batches'], 1):>15.1f} windows")
     print(f"{'  share of worker time in ONNX Runtime':<52}{w['infer_s'] * w['flows_per_s'] / len(df):>21.1%}")
     print(f"{'  peak RSS of the worker':<52}{w['rss_mb']:>19.0f} MB")
