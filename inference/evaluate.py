@@ -153,7 +153,7 @@ def label_flows(flows: Any, labels: Any, benign: str = "benign") -> Any:
     for row in labels.to_dict("records"):
         ip = str(row["ip"] if either else row["src_ip"])
         peer = row.get("peer") if either else None
-        if peer is None or (isinstance(peer, float) and np.isnan(peer)) or peer == "":
+        if not isinstance(peer, str) or not peer:      # None, NaN from a CSV, "": either end
             ends = (src == ip) | (dst == ip)
         else:
             ends = ((src == ip) & (dst == str(peer))) | ((dst == ip) & (src == str(peer)))
