@@ -109,18 +109,25 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_throughput(bootstrap, topics, model, tmp, n, group: str = "bench-throughput", **settings: str) -> dict:
     p, port = start_worker(bootstrap, topics, model, tmp, group, **settings)
     t0 = None
     while True:
         v = metric(port, "edgeloop_flows_in_total")
         if v > 0 and t0 is None:
-            t0, v0 = time.perf_counter(), v
+            t0, v0, c0 = time.perf_counter(), v, cpu_seconds(p.pid)
         if v >= n:
             break
         time.sleep(0.05)
-    dt = time.perf_counter() - t0
-    out = {"flows_per_s": (n - v0) / dt, "rss_mb": peak_rss_mb(p.pid),
+    dt, cpu = time.perf_counter() - t0, cpu_seconds(p.pid) - c0
+    out = {"flows_per_s": (n - v0) / dt, "flows_per_cpu_s": (n - v0) / max(cpu, 1e-9),
+           "rss_mb": peak_rss_mb(p.pid),
            "batches": metric(port, "edgeloop_inference_batch_windows_count"),
            "windows": metric(port, "edgeloop_inference_batch_windows_sum"),
            "infer_s": metric(port, "edgeloop_inference_seconds_sum")}
@@ -129,9 +136,11 @@ def worker_throughput(bootstrap, topics, model, tmp, n, group: str = "bench-thro
     return out
 
 
-def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0) -> dict:
+def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0, broker_pid: int | None = None) -> dict:
     """Two workers in one group on the same flows (2 partitions each): their summed intake
-    over `seconds` once both own partitions, beside one worker's over the same span."""
+    over `seconds` once both own partitions, beside one worker's over the same span, and
+    the CPU each process (workers, broker, this poller) used meanwhile: on a machine with
+    as many cores as workers, the broker's share is what two workers cannot have."""
     procs = [start_worker(bootstrap, topics, model, tmp, "bench-two") for _ in range(2)]
     ports = [port for _, port in procs]
     deadline = time.monotonic() + 60
@@ -139,16 +148,25 @@ def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0) -> dict:
         if time.monotonic() > deadline:
             raise SystemExit("two workers never split the partitions")
         time.sleep(0.05)
+    pids = {"worker 1": procs[0][0].pid, "worker 2": procs[1][0].pid}
+    if broker_pid:
+        pids["broker"] = broker_pid
+    c0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    me0 = sum(os.times()[:2])
     v0, t0 = sum(metric(port, "edgeloop_flows_in_total") for port in ports), time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         if sum(metric(port, "edgeloop_flows_in_total") for port in ports) >= n:
             break
         time.sleep(0.05)
     v1, dt = sum(metric(port, "edgeloop_flows_in_total") for port in ports), time.perf_counter() - t0
+    cores = {k: (cpu_seconds(pid) - c0[k]) / dt for k, pid in pids.items()}
+    cores["bench (poller)"] = (sum(os.times()[:2]) - me0) / dt
     for p, _ in procs:
         p.terminate()
         p.wait(15)
-    return {"flows_per_s": (v1 - v0) / dt, "flows": v1 - v0, "secs": dt}
+    worker_cpu = (cores["worker 1"] + cores["worker 2"]) * dt
+    return {"flows_per_s": (v1 - v0) / dt, "flows": v1 - v0, "secs": dt, "cores": cores,
+            "flows_per_cpu_s": (v1 - v0) / max(worker_cpu, 1e-9)}
 
 
 def multiply_adds(onnx_path: Path) -> int | None:
@@ -321,7 +339,7 @@ def main() -> None:
                 w8 = g8 if g8["flows_per_s"] > w8["flows_per_s"] else w8
         o = onnx_raw(model, df)
         lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
-        two = two_workers(b.bootstrap, topics, model, tmp, len(df))  # last: its hand-overs load the broker
+        two = two_workers(b.bootstrap, topics, model, tmp, len(df), broker_pid=b.proc.pid if b.proc else None)  # last: its hand-overs load the broker
     print(f"\nmodel {model}")
     print(f"{'stage':<52}{'figure':>22}")
     print(f"best of {a.repeat} alternated runs each")
@@ -336,6 +354,10 @@ def main() -> None:
         label = f"two workers, one group ({two['flows']:,.0f} flows in {two['secs']:.1f} s)"
         print(f"{label:<52}{two['flows_per_s']:>16,.0f} fl/s")
         print(f"{'  ratio two workers / one':<52}{two['flows_per_s'] / w['flows_per_s']:>21.2f}x")
+        used = ", ".join(f"{k} {v:.2f}" for k, v in two["cores"].items())
+        print(f"{'  cores used meanwhile':<52}{used:>40}  (of {os.cpu_count()})")
+        print(f"{'  flows per worker CPU-second, one worker':<52}{w['flows_per_cpu_s']:>16,.0f}")
+        print(f"{'  flows per worker CPU-second, two workers':<52}{two['flows_per_cpu_s']:>16,.0f}")
     else:   # small --flows: the first worker took them all before the second held its partitions
         print(f"{'two workers, one group':<52}{'not measured: every flow was taken before both':>40}")
         print(f"{'':<52}{'held partitions (use more --flows)':>40}")
