@@ -88,12 +88,18 @@ class AlertAggregator:
         a.last_seen_ms = max(a.last_seen_ms, d.last_seen_ms)
         a.max_confidence = max(a.max_confidence, d.confidence)
         if a.sources < self.SOURCE_CAP:
-            new = set(src_ips) - a._seen
-            a._seen |= new
-            a.sources = min(self.SOURCE_CAP, a.sources + len(new))
+            before = len(a._seen)
+            a._seen.update(src_ips)
+            a.sources = min(self.SOURCE_CAP, a.sources + len(a._seen) - before)
+        cap = self.MAX_LISTED
         for col, listed in ((src_ips, a.src_ips), (dst_ips, a.dst_ips), (dst_ports, a.dst_ports)):
-            for v in col:
-                if len(listed) >= self.MAX_LISTED:
+            if len(listed) >= cap:
+                continue
+            if len(listed) + len(col) <= cap:  # room for all of them: one C-level update
+                listed.update(col)
+                continue
+            for v in col:  # the first values, in order, up to the cap
+                if len(listed) >= cap:
                     break
                 listed.add(v)
 
