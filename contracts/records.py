@@ -238,7 +238,10 @@ class DeadLetter(_Record):
     partition: int | None = None
     offset: int | None = None
     key: str | None = None
-    value: str  # the raw value (the bad record alone, for one record of a batch), utf-8 with replacement
+    value: str  # the raw value (the bad record alone, for one record of a batch): its text, or base64
+    # "base64" for a value that is not UTF-8 text (an Arrow IPC payload, broken bytes): the
+    # value's first MAX_VALUE_CHARS bytes, so it can be replayed as it was.
+    value_encoding: Literal["utf-8", "base64"] = "utf-8"
     value_bytes: int
     # Position of the bad record in its batch (the message at partition/offset); None: the whole message.
     index: int | None = None

@@ -299,7 +299,7 @@ def replay(file: Path, speed: float, batch: int, limit: int | None, quiet: bool,
             df = load_flows(file)
             with FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
                                sensor=f"replay:{file.name}", batch_records=batch, metrics=metrics,
-                               compression=s.kafka_compression) as pub:
+                               compression=s.kafka_compression, payload=s.flow_payload) as pub:
                 st = replay_frame(df, pub, speed=speed, progress=not quiet, limit=limit)
             console.print(f"sent {st.records:,} flows in {st.messages:,} messages ({st.bytes / 1e6:.1f} MB "
                           f"compressed before send) in {st.seconds:.1f}s: {st.rate:,.0f} flows/s")
@@ -334,7 +334,7 @@ def capture(iface: str, duration: float | None, max_flows: int | None, metrics_p
     try:
         with sensor_metrics(s, port) as metrics, \
                 FlowPublisher(bootstrap_of(s), Topics(s.topic_prefix).flows, key=s.window_key,  # type: ignore[arg-type]
-                              sensor=f"live:{iface}", metrics=metrics, compression=s.kafka_compression) as pub:
+                              sensor=f"live:{iface}", metrics=metrics, compression=s.kafka_compression, payload=s.flow_payload) as pub:
             st = run_capture(iface, pub, duration_s=duration, max_flows=max_flows,
                              on_batch=lambda n: console.print(f"published {n} flows"))
     except EdgeloopError as exc:

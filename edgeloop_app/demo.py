@@ -144,7 +144,7 @@ def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, con
         targets = [f"127.0.0.1:{s.metrics_port}", f"127.0.0.1:{sensor_port}"]
         before = _scrape_all(targets)
         with FlowPublisher(bootstrap, topics.flows, key=s.window_key, sensor="demo",  # type: ignore[arg-type]
-                           metrics=sensor, compression=s.kafka_compression) as pub:
+                           metrics=sensor, compression=s.kafka_compression, payload=s.flow_payload) as pub:
             st = replay_frame(df, pub, speed=speed, progress=True)
         step(console, 4, f"watching the detector (open windows close after {s.window_seconds:.0f}s idle)")
         view = _watch(KafkaConsumer, bootstrap, topics, det, s, st.records, console)

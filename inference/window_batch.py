@@ -95,6 +95,29 @@ def extra_columns(items: Sequence[Any]) -> dict[str, tuple[str, Any]]:
     return {name: _column(col) for name, col in zip(_EXTRA_FIELDS, zip(*map(_extra_getter, items)))}
 
 
+def arrow_columns(table: Any) -> tuple[list[str], list[str], list[str], np.ndarray, dict[str, tuple[str, Any]]]:
+    """A pyarrow Table of flows (contracts.arrow_flows: every FlowRecord field a column)
+    as a push's columns: flow ids, source and destination addresses, the RAW_COLUMNS matrix
+    and the other fields as `extra_columns` would keep them from the same records."""
+    import pyarrow.compute as pc
+
+    cols = dict(zip(table.column_names, table.columns))
+    raw = np.empty((table.num_rows, len(RAW_COLUMNS)), dtype=np.float64)
+    for j, name in enumerate(RAW_COLUMNS):
+        raw[:, j] = cols[name].to_numpy()
+    extra: dict[str, tuple[str, Any]] = {}
+    for name in _EXTRA_FIELDS:
+        col = cols[name]
+        if pc.count_distinct(col, mode="all").as_py() == 1:
+            extra[name] = ("one", col[0].as_py())
+        elif col.type == "int64" and col.null_count == 0:
+            extra[name] = ("int", col.to_numpy())
+        else:
+            seen: dict[Any, Any] = {}
+            extra[name] = ("list", [seen.setdefault(v, v) for v in col.to_pylist()])
+    return cols["flow_id"].to_pylist(), cols["src_ip"].to_pylist(), cols["dst_ip"].to_pylist(), raw, extra
+
+
 def _value(col: tuple[str, Any], row: int) -> Any:
     how, v = col
     return v if how == "one" else int(v[row]) if how == "int" else v[row]

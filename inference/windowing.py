@@ -144,11 +144,13 @@ class Windower:
     def push(self, src_ips: Sequence[str], dst_ips: Sequence[str], flow_ids: Sequence[str],
              raw: np.ndarray, items: Sequence[Any] | None = None,
              labels: Sequence[Any] | None = None,
-             origins: Sequence[Any] | None = None) -> list[ClosedWindow]:
+             origins: Sequence[Any] | None = None,
+             extra: dict[str, tuple[str, Any]] | None = None) -> list[ClosedWindow]:
         """Add N flows (columns already extracted); return the windows they closed, in order
         (view by view). `items` (the records) are kept as columns when `keep_items`;
         `labels` and `origins` ride along per flow into the closed windows (ground truth;
-        the offset ledger's message tokens)."""
+        the offset ledger's message tokens). `extra` is the records' other fields already
+        as columns (window_batch.arrow_columns), in place of `items`."""
         n = len(flow_ids)
         if n == 0:
             return []
@@ -160,7 +162,10 @@ class Windower:
         # One string object per distinct address of the batch (a decoder makes one per field).
         seen: dict[str, str] = {}
         src_ips, dst_ips = [seen.setdefault(a, a) for a in src_ips], [seen.setdefault(a, a) for a in dst_ips]
-        extra = extra_columns(items) if self.keep_items and items is not None else None
+        if not self.keep_items:
+            extra = None
+        elif extra is None and items is not None:
+            extra = extra_columns(items)
         batch = FlowBatch(np.ascontiguousarray(raw, dtype=np.float64), flow_ids, src_ips, dst_ips,
                           labels, origins, extra)
         # The push holds a reference of its own, so a batch whose flows all close within the

@@ -7,6 +7,7 @@ Nothing that fails decoding is dropped silently: it is counted by reason and pub
 """
 from __future__ import annotations
 
+import base64
 import time
 
 from contracts.errors import RecordError
@@ -22,10 +23,17 @@ def dead_letter(exc: Exception, *, topic: str, partition: int | None, offset: in
     """Build the dead-letter record for a value that could not be used. For one record of a
     batch (`exc.index` set), `value` is that record alone."""
     reason = exc.reason if isinstance(exc, RecordError) else type(exc).__name__
-    raw = value if isinstance(value, str) else (value or b"").decode("utf-8", "replace")
+    encoding = "utf-8"
+    try:
+        raw = value if isinstance(value, str) else (value or b"").decode("utf-8")
+        text = raw[:MAX_VALUE_CHARS]
+    except UnicodeDecodeError:  # not text (an Arrow payload, broken bytes): base64, replayable
+        assert isinstance(value, bytes)
+        raw, encoding = value, "base64"
+        text = base64.b64encode(value[:MAX_VALUE_CHARS]).decode("ascii")
     k = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
     index = exc.index if isinstance(exc, RecordError) else None
     return DeadLetter(reason=reason, error=str(exc)[:1000], source_topic=topic, partition=partition,
-                      offset=offset, key=k, value=raw[:MAX_VALUE_CHARS], index=index,
+                      offset=offset, key=k, value=text, value_encoding=encoding, index=index,
                       truncated=len(raw) > MAX_VALUE_CHARS,
                       value_bytes=len(value or b""), worker=worker, at_ms=int(time.time() * 1000))

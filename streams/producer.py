@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from contracts.arrow_flows import ARROW_HEADERS, encode_flow_arrow
 from contracts.errors import BrokerError
 from contracts.records import encode_flow_batch
 from inference.windowing import KeyMode, key_function
@@ -42,11 +43,14 @@ class PublishStats:
 class FlowPublisher:
     def __init__(self, bootstrap: str, topic: str, key: KeyMode = "src", sensor: str = "",
                  batch_records: int = 500, compression: str | None = "lz4",
-                 metrics: SensorMetrics | None = None) -> None:
+                 metrics: SensorMetrics | None = None, payload: str = "json") -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
+        if payload not in ("json", "arrow"):
+            raise ValueError(f"payload {payload!r}: give json or arrow")
         self.topic, self.sensor, self.batch_records, self.metrics = topic, sensor, batch_records, metrics
+        self.payload = payload
         self._key = key_function(key)
         try:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, **kafka_python_options(),
@@ -84,17 +88,21 @@ class FlowPublisher:
                 self._send(part, g)
         return n
 
-    def send_raw(self, value: bytes, partition: int | None = None, key: bytes | None = None) -> None:
+    def send_raw(self, value: bytes, partition: int | None = None, key: bytes | None = None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send an arbitrary value (tests and tools that need malformed input)."""
-        self.producer.send(self.topic, value=value, key=key, partition=partition)
+        self.producer.send(self.topic, value=value, key=key, partition=partition, headers=headers)
 
     def _send(self, partition: int, batch: list[dict[str, Any]]) -> None:
         now = int(time.time() * 1000)
         for r in batch:
             r["produced_ms"] = now
-        value = encode_flow_batch(batch, self.sensor)
+        if self.payload == "arrow":
+            value, headers = encode_flow_arrow(batch, self.sensor), ARROW_HEADERS
+        else:
+            value, headers = encode_flow_batch(batch, self.sensor), None
         try:
-            fut = self.producer.send(self.topic, value=value, partition=partition)
+            fut = self.producer.send(self.topic, value=value, partition=partition, headers=headers)
         except Exception as exc:  # kafka-python raises KafkaError subclasses and ValueError here
             self.failed(len(batch), exc)
             raise BrokerError(f"cannot send {len(batch)} flows to {self.topic}[{partition}]: {exc}") from exc

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from contracts.arrow_flows import decode_flow_arrow, is_arrow
 from contracts.errors import RecordError
 from contracts.records import decode_flow_rows, encode, record_json
 from inference.bundle import Bundle, check_window
@@ -165,23 +166,30 @@ class EdgeWorker:
         self.metrics.messages_in.inc()
         part, offset, generation = message.partition, message.offset, self.generation
         self.last_offset[part] = offset
-        good: list[Any] = []  # FlowRows (FlowRecords where a value took the per-record path)
-        for item in decode_flow_rows(value or b""):
-            if isinstance(item, RecordError):
-                raw = value if item.index is None else record_json(item.item)
-                await self.dead_letter(item, message, raw)
-            else:
-                good.append(item)
+        good: Any  # FlowRows (FlowRecords where a value took the per-record path), or an Arrow table
+        if is_arrow(getattr(message, "headers", None)):
+            got = decode_flow_arrow(value or b"")
+            errors, good, n = got.errors, got.table, len(got)
+        else:
+            errors, good = [], []
+            for item in decode_flow_rows(value or b""):
+                (errors if isinstance(item, RecordError) else good).append(item)
+            n = len(good)
+        for err in errors:
+            raw = value if err.index is None else record_json(err.item)
+            await self.dead_letter(err, message, raw)
         if generation != self.generation or part not in self.assigned:
             # Given up while its dead letters went out: the partition's next owner reads it again.
             return
         if offset < self.replay_until.get(part, -1):
-            self.metrics.flows_replayed.inc(len(good))
+            self.metrics.flows_replayed.inc(n)
         # From here to ingest nothing awaits: the ledger and the open windows agree whenever a
         # commit, a rebalance or a shutdown looks at them.
-        token = self.ledger.consumed(part, offset, len(good) * len(self.engine.windower.views))
-        if good:
+        token = self.ledger.consumed(part, offset, n * len(self.engine.windower.views))
+        if n and isinstance(good, list):
             self.engine.ingest(good, token)
+        elif n:
+            self.engine.ingest_arrow(good, token)
         if self.engine.due():
             await self.drain(self.engine.tick())
 

@@ -5,17 +5,20 @@ messages. Prints figures; it does not pass or fail.
     .venv/bin/python tests/bench/bench_decode.py [--flows 100000] [--batch 500] [--repeat 5]
 
 Messages are FlowBatches of `--batch` lab-like records (every field a sensor fills). The
-clean messages are also decoded from Arrow IPC streams of the same records (an optional
-payload edgeloop's own sensors could send): to numeric columns, what a columnar engine would
-read (no rule or bound checked: a floor, not a like-for-like figure), and to FlowRows, what
-today's engine reads (msgspec.convert checks types and bounds). The "1 bad in 500" rows put one record that breaks a physical rule (more SYNs than packets)
-in every message: msgspec still decodes the batch, the masks find the row, and only that
-row is judged again by pydantic; a type error (a string for a count) sends the message
-down the per-record path instead.
+same batches are also sent as Arrow IPC streams (EDGELOOP_FLOW_PAYLOAD=arrow,
+contracts/arrow_flows.py) and decoded by the edge's Arrow decoder, which checks every rule
+as column masks. The "engine input" rows go on to what the windower takes (the RAW_COLUMNS
+matrix and the other fields as columns): from JSON rows (raw_matrix, extra_columns) or
+straight from the Arrow table (arrow_columns). The "1 bad in 500" rows put one record that
+breaks a physical rule (more SYNs than packets) in every message: msgspec still decodes the
+batch, the masks find the row, and only that row is judged again by pydantic; a type error
+(a string for a count) sends a JSON message down the per-record path instead (an Arrow
+column has one type: a string among counts cannot be sent).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -55,40 +58,38 @@ def messages(n: int, batch: int, fault: str | None) -> list[bytes]:
     return out
 
 
-def arrow_payloads(n: int, batch: int) -> list[bytes]:
-    """The same clean batches as Arrow IPC streams: what an edgeloop sensor could send."""
-    import pyarrow as pa
+def arrow_payloads(n: int, batch: int, fault: str | None = None) -> list[bytes]:
+    """The same batches as Arrow IPC streams, as an edgeloop sensor sends them."""
+    from contracts.arrow_flows import encode_flow_arrow
 
     recs = records(n)
     out = []
     for a in range(0, n, batch):
-        sink = pa.BufferOutputStream()
-        table = pa.Table.from_pylist(recs[a:a + batch])
-        with pa.ipc.new_stream(sink, table.schema) as w:
-            w.write_table(table)
-        out.append(sink.getvalue().to_pybytes())
+        chunk = [dict(r) for r in recs[a:a + batch]]
+        if fault == "physical":
+            chunk[len(chunk) // 2]["syn_packets"] = 99
+        out.append(encode_flow_arrow(chunk))
     return out
 
 
-def arrow_decoders() -> dict:
-    """Arrow IPC to numeric columns (what a columnar engine would read) and to FlowRows (what
-    today's engine reads: the rows, then msgspec.convert with the same struct and bounds)."""
-    import msgspec
-    import pyarrow as pa
+def engine_inputs() -> dict:
+    """Each payload decoded into what the windower takes: the RAW_COLUMNS matrix, addresses,
+    ids and the other fields as columns (what `EdgeDetector.ingest` / `ingest_arrow` make)."""
+    from contracts.arrow_flows import decode_flow_arrow
+    from contracts.records import decode_flow_rows
+    from inference.features import raw_matrix
+    from inference.window_batch import arrow_columns, extra_columns
 
-    from contracts.records import FlowRow
+    def from_json(raw: bytes) -> list:
+        rows = [r for r in decode_flow_rows(raw) if not isinstance(r, Exception)]
+        raw_matrix(rows), extra_columns(rows), [r.src_ip for r in rows], [r.dst_ip for r in rows]
+        return rows
 
-    numeric = [k for k, v in records(1)[0].items() if isinstance(v, (int, float))]
+    def from_arrow(raw: bytes) -> list:
+        ids = arrow_columns(decode_flow_arrow(raw).table)[0]
+        return ids
 
-    def columns(raw: bytes) -> list:
-        t = pa.ipc.open_stream(raw).read_all()
-        cols = [t.column(k).to_numpy() for k in numeric]
-        return [None] * len(cols[0])  # one per row decoded; no rule or bound is checked
-
-    def rows(raw: bytes) -> list:
-        return msgspec.convert(pa.ipc.open_stream(raw).read_all().to_pylist(), list[FlowRow])
-
-    return {"Arrow IPC -> columns, unchecked": columns, "Arrow IPC -> FlowRows": rows}
+    return {"JSON -> engine input": from_json, "Arrow IPC -> engine input": from_arrow}
 
 
 def main() -> None:
@@ -99,26 +100,37 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=5, help="alternated runs of each; the best is reported")
     a = ap.parse_args()
+    from contracts.arrow_flows import decode_flow_arrow
+
     decoders = {"bare json.loads": lambda raw: json.loads(raw)["records"],
                 "pydantic (decode_flows)": decode_flows, "msgspec rows (decode_flow_rows)": decode_flow_rows}
+    arrow_decoders = {"Arrow IPC (decode_flow_arrow)": lambda raw: decode_flow_arrow(raw).table.column(0).to_pylist()}
     print(f"{a.flows:,} flows in messages of {a.batch}; best of {a.repeat} alternated runs")
     print(f"{'messages':<22}{'decoder':<34}{'flows/s':>12}{'us/flow':>9}{'good':>9}")
     for fault, label in ((None, "clean"), ("physical", f"1 bad in {a.batch} (rule)"),
                          ("type", f"1 bad in {a.batch} (type)")):
         msgs = messages(a.flows, a.batch, fault)
         runs = {name: (dec, msgs) for name, dec in decoders.items()}
+        if fault != "type":
+            arrow = arrow_payloads(a.flows, a.batch, fault)
+            runs.update({name: (dec, arrow) for name, dec in arrow_decoders.items()})
+            inputs = engine_inputs()
+            runs["JSON -> engine input"] = (inputs["JSON -> engine input"], msgs)
+            runs["Arrow IPC -> engine input"] = (inputs["Arrow IPC -> engine input"], arrow)
         if fault is None:
-            arrow = arrow_payloads(a.flows, a.batch)
-            runs.update({name: (dec, arrow) for name, dec in arrow_decoders().items()})
             print(f"{'':<22}payload: JSON {sum(map(len, msgs)) / a.flows:,.0f} B/flow, "
                   f"Arrow IPC {sum(map(len, arrow)) / a.flows:,.0f} B/flow")
         best: dict[str, float] = {}
         good: dict[str, int] = {}
         for _ in range(a.repeat):
             for name, (dec, payloads) in runs.items():
+                got = None
+                gc.collect()
+                gc.disable()   # a collection of another decoder's objects is not this one's cost
                 t0 = time.perf_counter()
                 got = [dec(m) for m in payloads]
                 secs = time.perf_counter() - t0
+                gc.enable()
                 best[name] = min(best.get(name, secs), secs)
                 good[name] = sum(1 for out in got for r in out if not isinstance(r, Exception))
         for name, secs in best.items():

@@ -60,8 +60,11 @@ def model_path(tmp: Path) -> Path:
     return train_bundle(bench_flows(20_000, seed=1), epochs=5, progress=False, out_dir=tmp / "model").path
 
 
-async def bare_consumer(bootstrap: str, topic: str, expect: int) -> tuple[float, int]:
+async def bare_consumer(bootstrap: str, topic: str, expect: int, arrow: bool = False) -> tuple[float, int]:
+    """Read and decode every flows message, nothing else: JSON to dicts, or (`arrow`) Arrow
+    IPC to a table."""
     from aiokafka import AIOKafkaConsumer
+    import pyarrow as pa
 
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
                          enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
@@ -73,7 +76,8 @@ async def bare_consumer(bootstrap: str, topic: str, expect: int) -> tuple[float,
             for msgs in batches.values():
                 for m in msgs:
                     t0 = t0 or time.perf_counter()
-                    n += len(json.loads(m.value)["records"])
+                    n += (pa.ipc.open_stream(m.value).read_all().num_rows if arrow
+                          else len(json.loads(m.value)["records"]))
     finally:
         await c.stop()
     return time.perf_counter() - t0, n
@@ -86,18 +90,19 @@ def metric(port: int, name: str) -> float:
     return m(port, name)
 
 
-def start_worker(bootstrap: str, topics: Topics, model: Path, tmp: Path, group: str,
-                 **settings: str) -> tuple[subprocess.Popen, int]:
+def start_worker(bootstrap: str, topics: Topics, model: Path, tmp: Path, group: str, wait: bool = True,
+                 log: str | None = None, **settings: str) -> tuple[subprocess.Popen, int]:
+    """An `edgeloop detect` process and its metrics port; with `wait`, once it holds partitions."""
     port = free_port()
     env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
            "EDGELOOP_MODEL": str(model), "EDGELOOP_METRICS_PORT": str(port), "EDGELOOP_GROUP_ID": group,
            "EDGELOOP_DATA_DIR": str(tmp / "var"), "EDGELOOP_UNCERTAIN_RATE_PER_S": UNCERTAIN_RATE,
            **{f"EDGELOOP_{k.upper()}": v for k, v in settings.items()}}
     p = subprocess.Popen([sys.executable, "-m", "edgeloop_app.cli", "detect"], env=env, cwd=REPO,
-                         stdout=open(tmp / f"{group}.log", "wb"), stderr=subprocess.STDOUT)
-    while metric(port, "edgeloop_assigned_partitions") == 0:
+                         stdout=open(tmp / f"{log or group}.log", "wb"), stderr=subprocess.STDOUT)
+    while wait and metric(port, "edgeloop_assigned_partitions") == 0:
         if p.poll() is not None:
-            raise SystemExit((tmp / f"{group}.log").read_text())
+            raise SystemExit((tmp / f"{log or group}.log").read_text())
         time.sleep(0.1)
     return p, port
 
@@ -141,7 +146,10 @@ def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0, broker_p
     over `seconds` once both own partitions, beside one worker's over the same span, and
     the CPU each process (workers, broker, this poller) used meanwhile: on a machine with
     as many cores as workers, the broker's share is what two workers cannot have."""
-    procs = [start_worker(bootstrap, topics, model, tmp, "bench-two") for _ in range(2)]
+    # Both started at once, so that they join the group together and split the partitions
+    # before either has read much (one started after the other found the first far ahead).
+    procs = [start_worker(bootstrap, topics, model, tmp, "bench-two", wait=False, log=f"bench-two-{i}")
+             for i in range(2)]
     ports = [port for _, port in procs]
     deadline = time.monotonic() + 60
     while any(metric(port, "edgeloop_assigned_partitions") != 2 for port in ports):
@@ -314,6 +322,8 @@ def main() -> None:
                     "workers (default: the product's default; 0 sends every uncertain window)")
     ap.add_argument("--int8", action="store_true", help="also alternate a worker serving the bundle's int8 "
                     "model (EDGELOOP_INT8=1)")
+    ap.add_argument("--arrow", action="store_true", help="also alternate a bare consumer and a worker on the "
+                    "same flows sent as Arrow IPC payloads (EDGELOOP_FLOW_PAYLOAD=arrow)")
     a = ap.parse_args()
     UNCERTAIN_RATE = str(a.uncertain_rate)
     tmp = Path(tempfile.mkdtemp(prefix="edgeloop-bench-"))
@@ -326,6 +336,14 @@ def main() -> None:
             pub.publish(iter_flow_dicts(df))
         st = pub.stats
         print(f"produced {st.records:,} flows in {st.messages} messages: {st.rate:,.0f} flows/s")
+        if a.arrow:   # the same flows again as Arrow payloads, on topics of their own
+            arrow_topics = Topics("bencharrow.")
+            ensure_topics(b.bootstrap, arrow_topics, 4)
+            with FlowPublisher(b.bootstrap, arrow_topics.flows, payload="arrow") as apub:
+                apub.publish(iter_flow_dicts(df))
+            print(f"produced them again as Arrow: {apub.stats.bytes / st.bytes:.2f}x the JSON bytes "
+                  f"({apub.stats.bytes / 1e6:.1f} MB against {st.bytes / 1e6:.1f} MB before compression)")
+            bare_a, wa = float("inf"), {"flows_per_s": 0.0}
         bare_s, w, w8 = float("inf"), {"flows_per_s": 0.0}, {"flows_per_s": 0.0}
         for r in range(a.repeat):
             secs, n = asyncio.run(bare_consumer(b.bootstrap, topics.flows, len(df)))
@@ -337,6 +355,13 @@ def main() -> None:
                 g8 = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-int8-{r}", int8="1")
                 print(f"         worker int8 {g8['flows_per_s']:,.0f} fl/s", flush=True)
                 w8 = g8 if g8["flows_per_s"] > w8["flows_per_s"] else w8
+            if a.arrow:
+                sa, na = asyncio.run(bare_consumer(b.bootstrap, arrow_topics.flows, len(df), arrow=True))
+                ga = worker_throughput(b.bootstrap, arrow_topics, model, tmp, len(df), group=f"bench-arrow-{r}")
+                print(f"         Arrow: bare consumer {na / sa:,.0f} fl/s, worker {ga['flows_per_s']:,.0f} fl/s",
+                      flush=True)
+                bare_a = min(bare_a, sa)
+                wa = ga if ga["flows_per_s"] > wa["flows_per_s"] else wa
         o = onnx_raw(model, df)
         lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
         two = two_workers(b.bootstrap, topics, model, tmp, len(df), broker_pid=b.proc.pid if b.proc else None)  # last: its hand-overs load the broker
@@ -350,6 +375,11 @@ def main() -> None:
         print(f"{'edge worker, EDGELOOP_INT8=1':<52}{w8['flows_per_s']:>16,.0f} fl/s")
         print(f"{'  ratio int8 worker / bare consumer':<52}{w8['flows_per_s'] / (n / bare_s):>21.2f}x")
         print(f"{'  share of int8 worker time in ONNX Runtime':<52}{w8['infer_s'] * w8['flows_per_s'] / len(df):>21.1%}")
+    if a.arrow:
+        print(f"{'bare aiokafka getmany + Arrow IPC read':<52}{n / bare_a:>16,.0f} fl/s")
+        print(f"{'edge worker on Arrow payloads':<52}{wa['flows_per_s']:>16,.0f} fl/s")
+        print(f"{'  ratio Arrow worker / JSON worker':<52}{wa['flows_per_s'] / w['flows_per_s']:>21.2f}x")
+        print(f"{'  ratio Arrow worker / bare JSON consumer':<52}{wa['flows_per_s'] / (n / bare_s):>21.2f}x")
     if two["flows"] > 0:
         label = f"two workers, one group ({two['flows']:,.0f} flows in {two['secs']:.1f} s)"
         print(f"{label:<52}{two['flows_per_s']:>16,.0f} fl/s")

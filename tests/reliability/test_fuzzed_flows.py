@@ -76,6 +76,21 @@ def bad_messages(rng: random.Random) -> list[tuple[str, bytes]]:
     ]
 
 
+def by_reason(item: tuple[str, int | None]) -> tuple[str, int]:
+    """(reason, index) in order, a whole message (index None) first."""
+    return item[0], -1 if item[1] is None else item[1]
+
+
+def arrived(w, topics, topic_reader, good: int, expected: list) -> list[dict]:
+    """Wait until the worker decoded `good` records and the dead letters of `expected` are
+    out; require exactly `good` (none lost, none twice); the dead letters."""
+    w.wait_for("edgeloop_flows_in_total", lambda v: v >= good, timeout=120)
+    dl = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= len(expected), timeout=60)]
+    time.sleep(1.0)
+    assert w.sample("edgeloop_flows_in_total") == good, "a good record was lost or counted twice"
+    return dl
+
+
 def test_fuzzed_flows_are_dead_lettered_one_by_one_and_good_ones_all_arrive(
         broker, topics, edge_worker, topic_reader) -> None:
     rng = random.Random(2026)
@@ -102,15 +117,11 @@ def test_fuzzed_flows_are_dead_lettered_one_by_one_and_good_ones_all_arrive(
         good += MAX_BATCH_RECORDS
         expected.append(("over_batch_limit", MAX_BATCH_RECORDS))
         pub.producer.flush()
-    w.wait_for("edgeloop_flows_in_total", lambda v: v >= good, timeout=120)
-    dl = [json.loads(v) for v in topic_reader(topics.deadletter, lambda vs: len(vs) >= len(expected), timeout=60)]
-    time.sleep(1.0)
-    assert w.sample("edgeloop_flows_in_total") == good, "a good record was lost or counted twice"
-    key = lambda ri: (ri[0], -1 if ri[1] is None else ri[1])  # noqa: E731
-    got = sorted(((d["reason"], d.get("index")) for d in dl), key=key)
+    dl = arrived(w, topics, topic_reader, good, expected)
+    got = sorted(((d["reason"], d.get("index")) for d in dl), key=by_reason)
     print(f"\nfuzz: {good:,} good records all decoded; {len(dl)} dead letters for {len(expected)} bad items: "
           f"{sorted({r for r, _ in got})}")
-    assert got == sorted(expected, key=key)
+    assert got == sorted(expected, key=by_reason)
     for d in dl:
         assert d["source_topic"] == topics.flows and d["partition"] is not None and d["offset"] is not None
         assert d["error"]
@@ -145,3 +156,51 @@ def test_a_bad_message_costs_under_100_ms(broker, topics, edge_worker) -> None:
     assert extra / n_bad < 0.1, took
     assert w.sample("edgeloop_deadletter_records_total") == n_bad
     w.assert_alive()
+
+
+def test_arrow_payloads_bad_rows_go_alone_and_good_rows_all_arrive(broker, topics, edge_worker, topic_reader) -> None:
+    """Arrow IPC flows messages (a `content-type` header) beside JSON ones on the same topic:
+    one bad row in 500 is dead-lettered alone (replayable as JSON), a message that is not an
+    Arrow stream is one dead letter whose value is the message itself (base64), and every
+    good row is decoded."""
+    import base64
+
+    from contracts.arrow_flows import ARROW_HEADERS, encode_flow_arrow
+    from contracts.errors import RecordError
+    from contracts.records import FlowRecord, validate
+
+    rng = random.Random(41)
+    w = edge_worker(topics, DEFAULT_BUNDLE_DIR, window_idle_s=2)
+    faults = [("invalid", {"packets": 0}), ("non_finite", {"duration_ms": float("nan")}),
+              ("invalid", {"flow_id": ""}), ("invalid", {"rst_packets": 99}), ("invalid", {"ip_version": 5})]
+    expected: list[tuple[str, int | None]] = []
+    whole = {b"\xff\x00 not arrow at all": "bad_arrow", encode_flow_arrow([flow(7, "cut")])[:-40]: "bad_arrow"}
+    with FlowPublisher(broker.bootstrap, topics.flows, payload="arrow") as pub:
+        pub.publish(flow(i, "arrow") for i in range(3000))          # the publisher's own Arrow messages
+        good = 3000
+        for k, (reason, change) in enumerate(faults):
+            recs = [flow(10_000 + 500 * k + j, "ab") for j in range(500)]
+            at = rng.randrange(500)
+            recs[at] = dict(recs[at], **change)
+            pub.send_raw(encode_flow_arrow(recs), partition=rng.randrange(4), headers=ARROW_HEADERS)
+            good += 499
+            expected.append((reason, at))
+        for raw, reason in whole.items():
+            pub.send_raw(raw, partition=rng.randrange(4), headers=ARROW_HEADERS)
+            expected.append((reason, None))
+        pub.send_raw(encode_flow_batch([flow(20_000 + j, "json") for j in range(100)]), partition=0)  # JSON beside
+        good += 100
+        pub.producer.flush()
+    dl = arrived(w, topics, topic_reader, good, expected)
+    assert sorted(((d["reason"], d.get("index")) for d in dl), key=by_reason) == sorted(expected, key=by_reason)
+    for d in dl:
+        if d.get("index") is not None:
+            assert d["value_encoding"] == "utf-8"
+            with pytest.raises(RecordError) as again:      # replayed, the row is refused the same way
+                validate(FlowRecord, json.loads(d["value"]))
+            assert again.value.reason == d["reason"]
+        else:
+            assert d["value_encoding"] == "base64" and base64.b64decode(d["value"]) in whole
+    print(f"\narrow: {good:,} good rows decoded, {len(dl)} dead letters: {sorted({d['reason'] for d in dl})}")
+    w.assert_alive()
+    assert "Traceback" not in w.log.read_text()
