@@ -13,6 +13,7 @@ in training (the bundle's support, inference.support).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,9 +33,17 @@ class Scores:
     low_confidence: np.ndarray  # [n] bool (else the reason is OOD)
 
 
-def make_session(path: str, threads: int = 1) -> Any:
+def make_session(path: str | bytes, threads: int = 1, conv_matmul: bool = True) -> Any:
+    """An ONNX Runtime session on one core. With `conv_matmul` (the default) the model's 1-D
+    convolutions run as batch-wide matrix products (inference.conv_matmul: 1.8x the windows/s
+    of the shipped model here, same answers to float rounding); the file is not changed."""
     import onnxruntime as ort
 
+    if conv_matmul:
+        from inference.conv_matmul import try_conv_as_matmul
+
+        model = path if isinstance(path, bytes) else Path(path).read_bytes()
+        path, _ = try_conv_as_matmul(model)
     opts = ort.SessionOptions()
     # One edge worker per core: a single intra-op thread avoids oversubscription.
     opts.intra_op_num_threads = threads

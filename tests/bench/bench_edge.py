@@ -231,8 +231,21 @@ def onnx_raw(model: Path, df) -> dict:
             det.score(x[i:i + bs], mask[i:i + bs])
         full = time.perf_counter() - t0
         res[bs] = (len(x) / raw, len(x) / full)
+    # The graph as exported (1-D convolutions as Conv nodes), alternated with the edge's
+    # rewrite (inference.conv_matmul) on the same batches: best of 3 each.
+    from inference.onnx_detector import make_session
+
+    as_written = OnnxDetector(b, session=make_session(str(b.onnx_path(False)), conv_matmul=False))
+    conv = {"as exported (Conv)": as_written, "convolutions as MatMul (served)": det}
+    conv_best = {name: 0.0 for name in conv}
+    for _ in range(3):
+        for name, d in conv.items():
+            t0 = time.perf_counter()
+            for i in range(0, len(x), 256):
+                d.run(xn[i:i + 256], mask[i:i + 256])
+            conv_best[name] = max(conv_best[name], len(x) / (time.perf_counter() - t0))
     flows_per_window = mask.sum() / len(mask)
-    return {"windows": len(x), "by_batch": res, "flows_per_window": flows_per_window,
+    return {"windows": len(x), "by_batch": res, "flows_per_window": flows_per_window, "conv": conv_best,
             "views": list(spec.views), "windows_per_flow": len(x) / len(df),
             "macs": multiply_adds(b.onnx_path(False))}
 
@@ -397,6 +410,8 @@ def main() -> None:
     for bs, (raw, full) in o["by_batch"].items():
         print(f"{f'bare ONNX Runtime, batch {bs}':<52}{raw:>12,.0f} windows/s")
         print(f"{f'OnnxDetector.score (normalise+calibrate), batch {bs}':<52}{full:>12,.0f} windows/s")
+    for name, v in o["conv"].items():
+        print(f"{f'  bare ONNX Runtime, batch 256, {name}':<52}{v:>12,.0f} windows/s")
     print(f"{'  flows per window (mean)':<52}{o['flows_per_window']:>22.2f}")
     label = f"  windows scored per flow (views {','.join(o['views'])})"
     print(f"{label:<52}{o['windows_per_flow']:>22.2f}")
