@@ -80,7 +80,10 @@ class AlertAggregator:
         ClosedWindow's `column`, no records rebuilt)."""
         if d.uncertain or d.predicted == self.benign:
             return
-        a = self._aggs.setdefault((d.view, d.key, d.predicted), _AlertAgg())
+        k = (d.view, d.key, d.predicted)
+        a = self._aggs.get(k)
+        if a is None:  # (not setdefault: that would build an aggregate and its four sets per call)
+            a = self._aggs[k] = _AlertAgg()
         a.windows += 1
         a.intervals = 0  # still active: a slow attacker keeps adding up to min_windows
         a.flows += len(d.flow_ids)

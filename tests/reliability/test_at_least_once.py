@@ -58,14 +58,15 @@ class Stream(threading.Thread):
     """Publishes flows 0..n-1 of a run at RATE in the background, so the stream goes on while
     workers start, die and rebalance; `sent` is how many are out."""
 
-    def __init__(self, bootstrap: str, topic: str, run: str, n: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, run: str, n: int, payload: str = "json") -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.run_tag, self.n, self.sent = bootstrap, topic, run, n, 0
+        self.payload = payload
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            with FlowPublisher(self.bootstrap, self.topic) as pub:
+            with FlowPublisher(self.bootstrap, self.topic, payload=self.payload) as pub:
                 step = RATE // 10
                 for a in range(0, self.n, step):
                     publish(pub, self.run_tag, a, min(a + step, self.n))
@@ -112,13 +113,13 @@ def outcome(stream, topic_reader, decode, topic, ids, views, worker, marker: str
     return (*coverage(dets, ids, views), lines)
 
 
-def started(broker, topics, edge_worker, bundle, tag: str, n: int):
+def started(broker, topics, edge_worker, bundle, tag: str, n: int, payload: str = "json"):
     """(flow ids, a function starting another worker of the group, the first worker once it
-    owns every partition, the stream of n flows started)."""
+    owns every partition, the stream of n flows started, as JSON or Arrow messages)."""
     start = lambda: edge_worker(topics, bundle.path, group=f"g-{topics.prefix}", **WORKER)  # noqa: E731
     a = start()
     a.wait_for("edgeloop_assigned_partitions", lambda v: v == 4, timeout=30)
-    stream = Stream(broker.bootstrap, topics.flows, tag, n)
+    stream = Stream(broker.bootstrap, topics.flows, tag, n, payload)
     stream.start()
     return {f"{tag}-{i}" for i in range(n)}, start, a, stream
 
@@ -127,7 +128,8 @@ def started(broker, topics, edge_worker, bundle, tag: str, n: int):
 def test_kill_9_mid_stream_loses_no_flow(run, broker, topics, edge_worker, topic_reader, decode_detections,
                                          tiny_bundle) -> None:
     n, views = 30_000, list(tiny_bundle.meta.window.views)
-    ids, start, a, stream = started(broker, topics, edge_worker, tiny_bundle, f"k{run}", n)
+    payload = "arrow" if run == 2 else "json"      # the third run's sensor sends Arrow IPC payloads
+    ids, start, a, stream = started(broker, topics, edge_worker, tiny_bundle, f"k{run}", n, payload)
     stream.wait_sent(n // 2)
     a.wait_for("edgeloop_offset_commits_total", lambda v: v >= 1, timeout=30, labels={"outcome": "ok"})
     read = a.sample("edgeloop_flows_in_total")
@@ -139,7 +141,7 @@ def test_kill_9_mid_stream_loses_no_flow(run, broker, topics, edge_worker, topic
     dets = wait_covered(topic_reader, decode_detections, topics.detections, ids, views, timeout=90)
     lost, dup, twice, how = coverage(dets, ids, views)
     replayed = b.sample("edgeloop_flows_replayed_total")
-    print(f"\nkill -9 run {run}: {n} flows, killed after {read:.0f} read with {held:.0f} messages held in "
+    print(f"\nkill -9 run {run} ({payload} payloads): {n} flows, killed after {read:.0f} read with {held:.0f} messages held in "
           f"open windows; lost {lost}, flows scored twice {dup} (per view), windows holding a flow twice "
           f"{twice}; the new worker read {replayed:.0f} flows again; windows by close {dict(how)}")
     assert lost == 0 and twice == 0
