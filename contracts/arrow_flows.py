@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts.errors import RecordError
-from contracts.records import MAX_MESSAGE_BYTES, FlowRecord, validate
+from contracts.records import MAX_BATCH_RECORDS, MAX_MESSAGE_BYTES, FlowRecord, validate
 
 CONTENT_TYPE_HEADER = "content-type"
 ARROW_CONTENT_TYPE = b"application/vnd.apache.arrow.stream"
@@ -133,12 +133,65 @@ def decode_flow_arrow(raw: bytes) -> ArrowFlows:
     return ArrowFlows(table.filter(pa.array(~bad)), errors)
 
 
+def _le(b: bytes, at: int, n: int, signed: bool = False) -> int:
+    if at < 0 or at + n > len(b):
+        raise ValueError("metadata offset out of range")
+    return int.from_bytes(b[at:at + n], "little", signed=signed)
+
+
+def _field(b: bytes, table: int, i: int) -> int | None:
+    """Where field `i` of the flatbuffer table at `table` lies, None when it is absent."""
+    vtable = table - _le(b, table, 4, signed=True)
+    if 4 + 2 * i >= _le(b, vtable, 2):
+        return None
+    off = _le(b, vtable + 4 + 2 * i, 2)
+    return table + off if off else None
+
+
+def _batch_rows(meta: bytes, batch: int) -> int:
+    """Rows of the RecordBatch table at `batch` in a message's flatbuffer metadata; a
+    RecordError when its buffers are compressed."""
+    if _field(meta, batch, 3) is not None:
+        raise RecordError("bad_arrow", "compressed IPC buffers are not read (they could unpack to any "
+                                       "size): send them uncompressed, Kafka compresses the message")
+    at = _field(meta, batch, 0)
+    return 0 if at is None else _le(meta, at, 8, signed=True)
+
+
+def _inspect(buf: pa.Buffer) -> None:
+    """Before any buffer is read: every message's row count and compression, from its
+    metadata alone (Arrow's Message.fbs: Message.header, RecordBatch.length and .compression,
+    DictionaryBatch.data). More than MAX_BATCH_RECORDS rows, or compressed buffers, refuse
+    the message: a small message must not unpack into a large table."""
+    rows = 0
+    for msg in pa.ipc.MessageReader.open_stream(buf):
+        if msg.type not in ("record batch", "dictionary batch"):
+            continue
+        meta = msg.metadata.to_pybytes()
+        header = _field(meta, _le(meta, 0, 4), 2)
+        if header is None:
+            raise ValueError(f"a {msg.type} without a header")
+        table = header + _le(meta, header, 4)
+        if msg.type == "dictionary batch":
+            data = _field(meta, table, 1)
+            if data is None:
+                raise ValueError("a dictionary batch without data")
+            _batch_rows(meta, data + _le(meta, data, 4))
+            continue
+        rows += _batch_rows(meta, table)
+        if rows > MAX_BATCH_RECORDS:
+            raise RecordError("over_batch_limit", f"more than {MAX_BATCH_RECORDS} rows in one Arrow message: "
+                                                  "split it")
+
+
 def _read(raw: bytes) -> pa.Table:
     """The message as a table of SCHEMA's columns, or one RecordError for all of it."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise RecordError("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        got = pa.ipc.open_stream(pa.py_buffer(raw)).read_all()
+        buf = pa.py_buffer(raw)
+        _inspect(buf)
+        got = pa.ipc.open_stream(buf).read_all()
         got.validate(full=True)  # offsets in range, strings valid UTF-8
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise RecordError("bad_arrow", f"not an Arrow IPC stream of flows: {str(exc)[:200]}") from exc
@@ -152,6 +205,11 @@ def _read(raw: bytes) -> pa.Table:
             cols.append(pa.array([f.default] * n, type=f.arrow))
             continue
         col = got.column(f.name)
+        t = col.type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
+                or pa.types.is_large_string(t) or pa.types.is_null(t)):
+            # dictionary, run-end, list, ... : a few bytes that can stand for a huge column
+            raise RecordError("invalid", f"{f.name}: a column of {t}; plain numbers or text expected")
         try:
             cols.append(col if col.type == f.arrow else col.cast(f.arrow, safe=True))
         except (pa.ArrowException, ValueError) as exc:

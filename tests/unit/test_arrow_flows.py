@@ -19,7 +19,7 @@ import pytest
 from contracts.arrow_flows import (ARROW_CONTENT_TYPE, ARROW_HEADERS, FIELDS, SCHEMA, decode_flow_arrow,
                                    encode_flow_arrow, is_arrow)
 from contracts.errors import RecordError
-from contracts.records import FlowRecord, decode_flow_rows, encode_flow_batch, validate
+from contracts.records import MAX_BATCH_RECORDS, FlowRecord, decode_flow_rows, encode_flow_batch, validate
 from streams.deadletter import dead_letter
 
 
@@ -169,3 +169,42 @@ def test_the_engine_gives_the_same_detections_from_arrow_as_from_json() -> None:
     js, ar = run(False), run(True)
     assert {t for t, _, _ in js} >= {"detections", "uncertain"}
     assert ar == js
+
+
+def test_a_small_message_cannot_unpack_into_a_large_table() -> None:
+    """Refused from the messages' metadata, before a buffer is read: compressed buffers (8 MB
+    of zstd could stand for gigabytes), more rows than a batch may hold, and columns whose
+    few bytes stand for many (dictionary-encoded)."""
+    t = pa.Table.from_pylist([flow(i) for i in range(300)], schema=SCHEMA)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(t)
+    got = decode_flow_arrow(sink.getvalue().to_pybytes())
+    assert len(got) == 0 and [e.reason for e in got.errors] == ["bad_arrow"] and "compressed" in str(got.errors[0])
+    many = [flow(i) for i in range(MAX_BATCH_RECORDS + 1)]
+    assert [e.reason for e in decode_flow_arrow(encode_flow_arrow(many)).errors] == ["over_batch_limit"]
+    ok = decode_flow_arrow(encode_flow_arrow(many[:MAX_BATCH_RECORDS]))
+    assert not ok.errors and len(ok) == MAX_BATCH_RECORDS
+    coded = t.set_column(0, "flow_id", t.column("flow_id").dictionary_encode())
+    got = decode_flow_arrow(_table_bytes(coded))
+    assert [(e.reason, e.index) for e in got.errors] == [("invalid", None)] and "dictionary" in str(got.errors[0])
+
+
+def test_corrupted_arrow_messages_never_raise_and_never_pass_a_bad_row() -> None:
+    """Seeded byte flips, cuts and splices of a valid message: each is read, refused whole or
+    row by row, and every row it lets through is a valid FlowRecord."""
+    rng = random.Random(5)
+    good = encode_flow_arrow([flow(i) for i in range(40)])
+    outcomes: dict[str, int] = {}
+    for k in range(400):
+        raw = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        if k % 7 == 0:
+            raw = raw[:rng.randrange(len(raw))]
+        got = decode_flow_arrow(bytes(raw))
+        for row in got.table.to_pylist():
+            validate(FlowRecord, row)
+        kind = "whole" if any(e.index is None for e in got.errors) else "rows" if got.errors else "clean"
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    assert outcomes.get("whole", 0) > 50 and outcomes.get("rows", 0) > 20, outcomes  # both layers reached
