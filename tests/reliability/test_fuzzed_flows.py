@@ -16,6 +16,7 @@ with one bad record in them. Good flows are interleaved. The test checks, and pr
 """
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -99,7 +100,8 @@ def test_fuzzed_flows_are_dead_lettered_one_by_one_and_good_ones_all_arrive(
     expected: list[tuple[str, int | None]] = []   # (reason, index in its batch or None)
     with FlowPublisher(broker.bootstrap, topics.flows) as pub:
         pub.producer.config["max_request_size"] = 16 << 20
-        for reason, raw in bad_messages(rng):
+        sent_whole = bad_messages(rng)
+        for reason, raw in sent_whole:
             pub.send_raw(raw, partition=rng.randrange(4))
             expected.append((reason, None))
         # One bad record in 500, each kind in its own batch, at a random place.
@@ -128,8 +130,11 @@ def test_fuzzed_flows_are_dead_lettered_one_by_one_and_good_ones_all_arrive(
         if d.get("index") is not None:   # one record of a batch: kept whole, parseable again
             assert not d.get("truncated"), d
             json.loads(d["value"])
-        else:                        # a whole message: kept whole, or cut with its pointer
-            assert d["truncated"] == (d["value_bytes"] > 65536)
+        else:                        # a whole message: kept whole (text, or base64 when it is not
+            assert d["truncated"] == (d["value_bytes"] > 65536)   # UTF-8), or cut with its pointer
+            kept = (base64.b64decode(d["value"]) if d.get("value_encoding") == "base64"
+                    else d["value"].encode("utf-8"))
+            assert any(raw[:65536] == kept for _, raw in sent_whole) if not d["truncated"] else kept
     w.assert_alive()
     assert "Traceback" not in w.log.read_text(), "the worker's agent crashed on fuzzed input"
 
@@ -163,8 +168,6 @@ def test_arrow_payloads_bad_rows_go_alone_and_good_rows_all_arrive(broker, topic
     one bad row in 500 is dead-lettered alone (replayable as JSON), a message that is not an
     Arrow stream is one dead letter whose value is the message itself (base64), and every
     good row is decoded."""
-    import base64
-
     from contracts.arrow_flows import ARROW_HEADERS, encode_flow_arrow
     from contracts.errors import RecordError
     from contracts.records import FlowRecord, validate
