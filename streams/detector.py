@@ -25,7 +25,7 @@ from contracts.records import DetectionRow, FlowRecord, encode, encode_detection
 from inference.onnx_detector import OnnxDetector
 from inference.window_batch import arrow_columns
 from inference.windowing import ClosedBy, ClosedWindow, Windower
-from streams.metrics import EdgeMetrics
+from streams.metrics import EdgeMetrics, observe_many
 from streams.routing import AlertAggregator, UncertainRouter
 
 
@@ -260,13 +260,10 @@ class EdgeDetector:
             m.windows_scored.labels(closed_by=how).inc(n)
         for cls, n in Counter(d.predicted for d in dets).items():
             m.detections.labels(predicted=cls).inc(n)
-        n_unc = 0
-        for d in dets:
-            m.confidence.observe(d.confidence)
-            n_unc += d.uncertain
-            if d.produced_ms and d.closed_by == "k":
-                m.end_to_end_seconds.observe(max(0.0, (now_ms - d.produced_ms) / 1000))
-        m.uncertain_ratio.set(n_unc / len(dets))
+        observe_many(m.confidence, [d.confidence for d in dets])
+        observe_many(m.end_to_end_seconds, [max(0.0, (now_ms - d.produced_ms) / 1000) for d in dets
+                                            if d.produced_ms and d.closed_by == "k"])
+        m.uncertain_ratio.set(sum(d.uncertain for d in dets) / len(dets))
 
 
 def _services(w: ClosedWindow) -> list[tuple[str, int, int]]:

@@ -26,6 +26,29 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 APPLY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
+def observe_many(hist: Histogram, values: Any) -> None:
+    """`hist.observe(v)` for every v of `values` (a sequence of floats), with one bucket
+    increment per bucket instead of one Python loop per value: the same exposition. Reads
+    prometheus_client's bucket layout (upper bounds, one non-cumulative counter per bucket,
+    a sum) and falls back to observe() one by one where a version lays it out otherwise."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    if not len(v):
+        return
+    bounds, buckets, total = (getattr(hist, a, None) for a in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for x in v.tolist():
+            hist.observe(x)
+        return
+    hist._raise_if_not_observable()
+    total.inc(float(v.sum()))
+    at = np.searchsorted(np.asarray(bounds, dtype=np.float64), v, side="left")  # first bound >= v
+    for i, n in enumerate(np.bincount(at[at < len(bounds)], minlength=len(bounds)).tolist()):
+        if n:
+            buckets[i].inc(n)
+
+
 def deadletter_counter(registry: CollectorRegistry, prefix: str = "edgeloop") -> Counter:
     """`<prefix>_deadletter_records_total{reason,topic}`: records sent to the dead-letter topic."""
     return Counter(f"{prefix}_deadletter_records", "Records sent to the dead-letter topic",
