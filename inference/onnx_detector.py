@@ -78,7 +78,9 @@ class OnnxDetector:
         self._floors = np.array([meta.thresholds.per_class.get(c, meta.thresholds.confidence)
                                  for c in self.class_names], dtype=np.float32)
         try:
-            self.session = session or make_session(str(bundle.onnx_path(int8)), threads)
+            # The int8 graph's convolutions take their weights from DequantizeLinear nodes, which
+            # the rewrite leaves alone: no child process for it.
+            self.session = session or make_session(str(bundle.onnx_path(int8)), threads, conv_matmul=not int8)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"bundle {self.version}: cannot load ONNX model: {exc}") from exc
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from contracts.errors import ConfigError
@@ -31,8 +32,6 @@ def observe_many(hist: Histogram, values: Any) -> None:
     increment per bucket instead of one Python loop per value: the same exposition. Reads
     prometheus_client's bucket layout (upper bounds, one non-cumulative counter per bucket,
     a sum) and falls back to observe() one by one where a version lays it out otherwise."""
-    import numpy as np
-
     v = np.asarray(values, dtype=np.float64)
     if not len(v):
         return
