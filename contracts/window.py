@@ -20,6 +20,14 @@ VIEWS: tuple[str, ...] = ("src", "dst", "pair")
 # Why a window closed: K flows, T seconds of event time, an idle key, end of input, a
 # rebalance or shutdown, or the bound on open windows.
 ClosedBy = Literal["k", "time", "idle", "flush", "revoke", "pressure"]
+# Classes no destination window can show: a host sweep is one source touching many hosts,
+# and a window keyed by one destination holds flows to that one host (a target of nmap's
+# host discovery gets 2-4 probes, as does a host whose client retries a dead connection).
+# A detector sends a destination window called one of these to `uncertain` (reason ood),
+# not to an alert that would name the probed host as the sweeper; the open-world judge
+# never counts such a window as a hit (it is collateral). The source's windows show the
+# sweep.
+SOURCE_ONLY_CLASSES: frozenset[str] = frozenset({"host_sweep"})
 
 
 def parse_views(views: str | Sequence[str]) -> tuple[str, ...]:

@@ -7,8 +7,10 @@
 Confidence is the temperature-scaled max probability. The OOD score is the free energy
 -T*logsumexp(logits/T): high when no class fits well. A window is uncertain when its
 confidence is under the bundle's threshold (or its class's own floor), its OOD score is
-above the bundle's OOD threshold, or one of its flows is bigger than any flow of its protocol
-in training (the bundle's support, inference.support).
+above the bundle's OOD threshold, one of its flows is bigger than any flow of its protocol
+in training (the bundle's support, inference.support), or it is a destination window called
+a class only a source's windows can show (contracts.window.SOURCE_ONLY_CLASSES: a host
+sweep); each of the last three goes out with reason "ood".
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from contracts.errors import ModelError
+from contracts.window import SOURCE_ONLY_CLASSES
 from inference.bundle import Bundle
 from inference.support import beyond_support
 
@@ -77,6 +80,11 @@ class OnnxDetector:
         self.thresholds = meta.thresholds
         self._floors = np.array([meta.thresholds.per_class.get(c, meta.thresholds.confidence)
                                  for c in self.class_names], dtype=np.float32)
+        # The view_dst feature (1 on a destination window), where the schema has one, and
+        # which classes a destination window cannot show.
+        names = tuple(self.schema.names)
+        self._view_dst = names.index("view_dst") if "view_dst" in names else None
+        self._source_only = np.array([c in SOURCE_ONLY_CLASSES for c in self.class_names], dtype=bool)
         try:
             # The int8 graph's convolutions take their weights from DequantizeLinear nodes, which
             # the rewrite leaves alone: no child process for it.
@@ -102,6 +110,8 @@ class OnnxDetector:
         thr = self.thresholds.ood
         ood = energy > thr if thr is not None else np.zeros(len(pred), dtype=bool)
         ood |= beyond_support(x_raw, mask, self.thresholds.support)
+        if self._view_dst is not None and self._source_only.any():
+            ood |= self._source_only[pred] & (x_raw[:, self._view_dst, 0] > 0.5)
         return Scores(probs, pred, conf, energy, low | ood, low)
 
     def score_windows(self, windows: Sequence[Any]) -> Scores:

@@ -14,7 +14,10 @@ identical (only verdicts, confidences and feature digests moved, as a new model 
 feature must), and again for the default bundle 770d01ca (slow-DoS variants in the recipe:
 windows, flows, views, close reasons and feature digests all identical; verdicts and
 confidences moved), and for 7ef2386b (the same network with the flow-support gate: three
-windows, each holding a 470 KB DNS-reflection flow, went to uncertain; nothing else moved).
+windows, each holding a 470 KB DNS-reflection flow, went to uncertain; nothing else moved),
+and for the destination-view rule (contracts.window.SOURCE_ONLY_CLASSES: 242 destination
+windows of the evaluation capture and 242 of the held-out one, each called a host sweep,
+went to uncertain; nothing else moved).
 tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations

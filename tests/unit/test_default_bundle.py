@@ -72,7 +72,7 @@ def test_shipped_reports_are_this_bundles(bundle):
     for name in ("eval", "openworld-ndpi-test", "openworld-lab-heldout", "openworld-lab-heldout-b",
                  "openworld-lab-heldout-c", "openworld-lab-heldout-d", "openworld-lab-heldout-e",
                  "openworld-lab-heldout-f", "openworld-lab-heldout-g", "openworld-lab-heldout-h",
-                 "openworld-lab-heldout-i", "openworld-lab-heldout-j"):
+                 "openworld-lab-heldout-i", "openworld-lab-heldout-j", "openworld-lab-heldout-k"):
         report = json.loads((DEFAULT_BUNDLE_DIR / "reports" / f"{name}.json").read_text())
         assert report["bundle"]["version"] == bundle.version, name
 
