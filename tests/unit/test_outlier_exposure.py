@@ -38,3 +38,51 @@ def test_intensified_hosts_go_beyond_every_benign_host_and_flows_stay():
     assert 0.3 < fan.mean() < 0.7 and 0.3 < failed.mean() < 0.7
     assert 0.15 < (fan & failed).mean() < 0.35
     assert (out[:, :, 6:] == 0).all()
+
+
+def test_repeated_sessions_repeat_one_answered_tcp_connection_of_a_source_window():
+    """Each made-up window is K copies of one answered TCP flow with a SYN of a source window
+    (one client repeating one session against one service), a few hundred ms to 3 s apart;
+    destination windows and windows without such a flow give none."""
+    from inference.train import repeated_sessions
+
+    x, mask = _windows(n=40)
+    x[:, F["view_dst"], :] = 0.0
+    x[:, F["proto_tcp"], :] = 0.0
+    x[:, F["tcp_no_syn"], :] = 1.0
+    # Windows 0-19: flow 3 is an answered TCP connection with a SYN; 20-29 the same but keyed
+    # by destination; 30-39 have none (SYN-less or unanswered).
+    x[:30, F["proto_tcp"], 3] = 1.0
+    x[:30, F["tcp_no_syn"], 3] = 0.0
+    x[:30, F["log_bwd_packets"], 3] = 1.5
+    x[20:30, F["view_dst"], :6] = 1.0
+    x[30:, F["proto_tcp"], 2] = 1.0
+    x[30:, F["log_bwd_packets"], 2] = 0.0
+    x[30:, F["tcp_no_syn"], 2] = 0.0
+    out, om = repeated_sessions(x, mask, np.random.default_rng(0), 100)
+    assert len(out) == 20 and (om == 1).all()
+    same = [i for n, i in F.items() if n not in ("log_gap_ms", "dst_port_changed", "peer_changed", "log_duration_ms")]
+    srcs = {tuple(np.round(x[r, same, 3], 5)) for r in range(20)}
+    for w in out:
+        assert tuple(np.round(w[same, 0], 5)) in srcs          # the flow of one source window ...
+        np.testing.assert_array_equal(w[same, :], np.repeat(w[same, :1], 8, axis=1))  # ... K times
+        gaps = np.expm1(w[F["log_gap_ms"], 1:])
+        assert w[F["log_gap_ms"], 0] == 0 and (gaps >= 99).all() and (gaps <= 3001).all()
+        assert (w[F["dst_port_changed"]] == 0).all() and (w[F["peer_changed"]] == 0).all()
+    assert len(repeated_sessions(x, mask, np.random.default_rng(0), 5)[0]) == 5
+
+
+def test_each_directions_average_packet_is_a_feature():
+    """A server that only acknowledges and one that answers with text differ in the
+    dst2src bytes a packet, which the pooled average hides."""
+    from inference.features import RAW_COLUMNS, flow_features
+
+    raw = np.zeros((2, len(RAW_COLUMNS)))
+    c = {n: i for i, n in enumerate(RAW_COLUMNS)}
+    for row, back in ((0, 66 * 5), (1, 180 * 5)):
+        raw[row, [c["src2dst_packets"], c["dst2src_packets"], c["packets"]]] = 5, 5, 10
+        raw[row, c["src2dst_bytes"]], raw[row, c["dst2src_bytes"]] = 1000, back
+        raw[row, c["bytes"]] = 1000 + back
+    f = flow_features(raw)
+    np.testing.assert_allclose(f[:, F["log_fwd_bytes_per_packet"]], np.log1p(200.0), rtol=1e-6)
+    np.testing.assert_allclose(f[:, F["log_bwd_bytes_per_packet"]], np.log1p([66.0, 180.0]), rtol=1e-6)
