@@ -103,9 +103,6 @@ class TrainConfig:
     # from the victim (icmp, udp, ftp brute force) were called benign in 47-78% of held-out
     # windows; with "all" 1-17%, at the same benign false-alert rate (experiment open-world).
     outlier_views: str = "all"
-    # Outlier exposure of repeated sessions (`repeated_sessions`): this many per intensified
-    # outlier. 0 turns it off.
-    repeat_outliers: float = 0.25
     # Link conditions stretch or squeeze a window's times (round trips, rate limits): each
     # training window's time features are shifted together by N(0, timing_jitter) in log
     # space (1.0: times x e^N(0,1)). 0 turns it off.
@@ -308,10 +305,6 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
             from inference.features import FEATURE_NAMES
             pick &= x[:, FEATURE_NAMES.index("view_dst"), 0] == 0
         ox, om = intensified(x[pick], mask[pick], np.random.default_rng(seed), cfg.outlier_rate)
-        if cfg.repeat_outliers > 0:
-            rx, rm = repeated_sessions(x[y == names.index(benign)], mask[y == names.index(benign)],
-                                       np.random.default_rng(seed + 1), int(cfg.repeat_outliers * len(ox)))
-            ox, om = np.concatenate([ox, rx]), np.concatenate([om, rm])
         outliers = _Set(schema.normalise(ox, om), om, np.zeros(len(ox), np.int64))
     with _deterministic(seed, cfg.threads):
         fits = []
@@ -483,37 +476,6 @@ def intensified(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         out[:, f, :] = np.maximum.reduce([out[:, f, :], out[:, idx["new_peers"], :], out[:, idx["new_services"], :]])
         out[fail, FEATURE_NAMES.index(f"h{int(s)}_failed"), :] = 1.0
     return out * mask[:, None, :], mask
-
-
-def repeated_sessions(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                      n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `n` windows of one client repeating one short session against one service:
-    each is a benign source window rebuilt as K copies of one of its answered TCP
-    connections (with a SYN), a few hundred ms to seconds apart, the flow's own host history
-    kept. Whatever the protocol, a brute force looks like this; a benign client rarely does
-    it K times over within a window. What such a window is, the model has not seen: it
-    should not call it benign."""
-    from inference.features import FEATURE_NAMES
-
-    fi = {name: FEATURE_NAMES.index(name) for name in (
-        "proto_tcp", "tcp_no_syn", "log_bwd_packets", "view_dst", "log_gap_ms", "dst_port_changed",
-        "peer_changed", "log_duration_ms")}
-    k = x.shape[2]
-    ok = ((x[:, fi["proto_tcp"], :] > 0.5) & (x[:, fi["tcp_no_syn"], :] < 0.5)
-          & (x[:, fi["log_bwd_packets"], :] > 0) & mask.astype(bool))
-    ok &= (x[:, fi["view_dst"], :1] < 0.5)
-    rows = np.flatnonzero(ok.any(axis=1))
-    if len(rows) == 0 or n <= 0:
-        return np.zeros((0,) + x.shape[1:], x.dtype), np.zeros((0, k), mask.dtype)
-    rows = rng.choice(rows, size=min(n, len(rows)), replace=False)
-    col = np.array([rng.choice(np.flatnonzero(ok[r])) for r in rows])
-    out = np.repeat(x[rows, :, col][:, :, None], k, axis=2).copy()
-    out[:, fi["log_duration_ms"], :] = np.maximum(out[:, fi["log_duration_ms"], :] + rng.normal(0.0, 0.1, (len(rows), k)), 0.0)
-    out[:, fi["log_gap_ms"], :] = np.log1p(np.exp(rng.uniform(np.log(100), np.log(3000), (len(rows), k))))
-    out[:, fi["log_gap_ms"], 0] = 0.0
-    out[:, fi["dst_port_changed"], :] = 0.0
-    out[:, fi["peer_changed"], :] = 0.0
-    return out, np.ones((len(rows), k), dtype=mask.dtype)
 
 
 def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progress: bool,
