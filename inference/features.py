@@ -24,7 +24,7 @@ import numpy as np
 
 from inference.history import HISTORY_FEATURES
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 4
 
 RAW_COLUMNS: tuple[str, ...] = (
     "duration_ms", "packets", "bytes", "src2dst_packets", "dst2src_packets", "src2dst_bytes",
@@ -42,7 +42,7 @@ FLOW_FEATURES: tuple[str, ...] = (
     "syn_ratio", "ack_ratio", "psh_ratio", "rst_ratio", "fin_ratio", "urg_ratio",
     "fwd_syn_ratio", "bwd_syn_ratio", "bwd_rst_ratio", "proto_tcp", "proto_udp", "proto_icmp",
     "dst_port_wellknown", "dst_port_registered", "src_port_wellknown", "log_bytes_per_packet",
-    "tcp_no_syn", "log_fwd_bytes_per_packet", "log_bwd_bytes_per_packet",
+    "tcp_no_syn",
 )
 # The peer is the flow's other end as seen from the window's key: the destination in the
 # `src` view, the source in the `dst` view.
@@ -88,10 +88,6 @@ def flow_features(raw: np.ndarray) -> np.ndarray:
         # A TCP flow nobody opened with a SYN: a FIN, NULL or Xmas probe (or a flow seen
         # mid-way), whatever other flags the tool set.
         (proto == 6) & (c("syn_packets") == 0),
-        # Each direction's average packet: a server that only acknowledges (a slow DoS's
-        # answer) against one that answers with text (a login's reply, a page).
-        lg(c("src2dst_bytes") / np.maximum(c("src2dst_packets"), 1.0)),
-        lg(c("dst2src_bytes") / np.maximum(c("dst2src_packets"), 1.0)),
     ]
     return np.stack(cols, axis=1).astype(np.float32)
 

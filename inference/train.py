@@ -103,18 +103,6 @@ class TrainConfig:
     # from the victim (icmp, udp, ftp brute force) were called benign in 47-78% of held-out
     # windows; with "all" 1-17%, at the same benign false-alert rate (experiment open-world).
     outlier_views: str = "all"
-    # Outlier exposure of repeated sessions (`repeated_sessions`): this many per intensified
-    # outlier. 0 turns it off.
-    repeat_outliers: float = 0.25
-    # A class with fewer training windows than this (one the loop learned from a few
-    # labels: 79 slow-DoS windows in the novel-attack test, against >= 2,303 for every lab
-    # class) keeps the repeated sessions away from its flows: the connections among the
-    # `repeat_guard_share` nearest to them are not repeated. Without it, such a class sat
-    # where the exposure taught a flat output (0.10-0.43 confident and right, 0.66 without
-    # the exposure). Only for few-window classes: near the lab's floods, the repeated
-    # sessions are what keeps floods never trained on out of benign (docs/openworld.md).
-    repeat_guard_below: int = 1000
-    repeat_guard_share: float = 0.1
     # Link conditions stretch or squeeze a window's times (round trips, rate limits): each
     # training window's time features are shifted together by N(0, timing_jitter) in log
     # space (1.0: times x e^N(0,1)). 0 turns it off.
@@ -317,14 +305,6 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
             from inference.features import FEATURE_NAMES
             pick &= x[:, FEATURE_NAMES.index("view_dst"), 0] == 0
         ox, om = intensified(x[pick], mask[pick], np.random.default_rng(seed), cfg.outlier_rate)
-        if cfg.repeat_outliers > 0:
-            counts = np.bincount(y, minlength=len(names))
-            few = [c for c in range(len(names)) if names[c] != benign and 0 < counts[c] < cfg.repeat_guard_below]
-            guard = [(x[y == c], mask[y == c]) for c in few]
-            rx, rm = repeated_sessions(x[y == names.index(benign)], mask[y == names.index(benign)],
-                                       np.random.default_rng(seed + 1), int(cfg.repeat_outliers * len(ox)),
-                                       guard=guard, guard_share=cfg.repeat_guard_share)
-            ox, om = np.concatenate([ox, rx]), np.concatenate([om, rm])
         outliers = _Set(schema.normalise(ox, om), om, np.zeros(len(ox), np.int64))
     with _deterministic(seed, cfg.threads):
         fits = []
@@ -496,74 +476,6 @@ def intensified(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         out[:, f, :] = np.maximum.reduce([out[:, f, :], out[:, idx["new_peers"], :], out[:, idx["new_services"], :]])
         out[fail, FEATURE_NAMES.index(f"h{int(s)}_failed"), :] = 1.0
     return out * mask[:, None, :], mask
-
-
-def repeated_sessions(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator, n: int,
-                      guard: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-                      guard_share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `n` windows of one client repeating one short session against one service:
-    each is a benign source window rebuilt as K copies of one of its answered TCP
-    connections (with a SYN), a few hundred ms to seconds apart, the flow's own host history
-    kept. Whatever the protocol, a brute force looks like this; a benign client rarely does
-    it K times over within a window. What such a window is, the model has not seen: it
-    should not call it benign.
-
-    `guard`: windows (x, mask) of classes to keep clear, one pair a class: a connection
-    among the `guard_share` nearest to a class's flows (standardised flow features) is not
-    repeated."""
-    from inference.features import FEATURE_NAMES
-
-    fi = {name: FEATURE_NAMES.index(name) for name in (
-        "proto_tcp", "tcp_no_syn", "log_bwd_packets", "view_dst", "log_gap_ms", "dst_port_changed",
-        "peer_changed", "log_duration_ms")}
-    k = x.shape[2]
-    ok = ((x[:, fi["proto_tcp"], :] > 0.5) & (x[:, fi["tcp_no_syn"], :] < 0.5)
-          & (x[:, fi["log_bwd_packets"], :] > 0) & mask.astype(bool))
-    ok &= (x[:, fi["view_dst"], :1] < 0.5)
-    for gx, gm in guard:
-        ok &= ~_near(x, ok, gx, gm, guard_share, rng)
-    rows = np.flatnonzero(ok.any(axis=1))
-    if len(rows) == 0 or n <= 0:
-        return np.zeros((0,) + x.shape[1:], x.dtype), np.zeros((0, k), mask.dtype)
-    rows = rng.choice(rows, size=min(n, len(rows)), replace=False)
-    col = np.array([rng.choice(np.flatnonzero(ok[r])) for r in rows])
-    out = np.repeat(x[rows, :, col][:, :, None], k, axis=2).copy()
-    out[:, fi["log_duration_ms"], :] = np.maximum(out[:, fi["log_duration_ms"], :] + rng.normal(0.0, 0.1, (len(rows), k)), 0.0)
-    out[:, fi["log_gap_ms"], :] = np.log1p(np.exp(rng.uniform(np.log(100), np.log(3000), (len(rows), k))))
-    out[:, fi["log_gap_ms"], 0] = 0.0
-    out[:, fi["dst_port_changed"], :] = 0.0
-    out[:, fi["peer_changed"], :] = 0.0
-    return out, np.ones((len(rows), k), dtype=mask.dtype)
-
-
-def _near(x: np.ndarray, ok: np.ndarray, gx: np.ndarray, gm: np.ndarray, share: float,
-          rng: np.random.Generator, sample: int = 2000) -> np.ndarray:
-    """[n, K] True where flow (window, slot) is `ok` and among the `share` of the ok flows
-    nearest (Euclidean, in flow features standardised over both sets) to a sample of the
-    real flows of the windows gx/gm."""
-    from inference.features import FLOW_FEATURES
-
-    nf = len(FLOW_FEATURES)
-    near = np.zeros(ok.shape, dtype=bool)
-    w, s = np.nonzero(ok)
-    g = gx.transpose(0, 2, 1)[gm.astype(bool)][:, :nf].astype(np.float64)
-    if len(w) == 0 or len(g) == 0 or share <= 0:
-        return near
-    if len(g) > sample:
-        g = g[rng.choice(len(g), size=sample, replace=False)]
-    c = x[w, :nf, s].astype(np.float64)
-    both = np.concatenate([c, g])
-    mu, sd = both.mean(axis=0), np.maximum(both.std(axis=0), 1e-6)
-    c, g = (c - mu) / sd, (g - mu) / sd
-    g2 = (g * g).sum(axis=1)
-    d = np.empty(len(c))
-    for a in range(0, len(c), 4096):
-        b = c[a:a + 4096]
-        d[a:a + 4096] = np.maximum((b * b).sum(axis=1)[:, None] + g2[None, :] - 2.0 * b @ g.T, 0.0).min(axis=1)
-    cut = np.quantile(d, share)
-    hit = d <= cut
-    near[w[hit], s[hit]] = True
-    return near
 
 
 def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progress: bool,

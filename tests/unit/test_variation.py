@@ -11,7 +11,7 @@ import pytest
 
 from contracts.records import physical_problems
 from inference.datasets.lab import CARRIES
-from inference.datasets.variation import Variation, _split_idle, run_keys, run_variants
+from inference.datasets.variation import Variation, run_keys, run_variants
 from streams.sources.files import records_from_frame
 
 
@@ -127,46 +127,7 @@ def _slow_dos(n: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-_STILL = Variation(rate=(1.0, 1.0), rtt_ms=(0.0, 0.0), trickle=(1.0, 1.0), client_size=(1.0, 1.0),
-                   idle_split_chance=0.0)
-
-
-def test_a_slow_dos_connection_the_idle_timeout_cuts_meters_as_pieces_without_a_syn():
-    """A copy whose trickle outlasts the meter's idle timeout: the first piece holds the
-    handshake, later ones are SYN-less mid-connection flows of about q packets, the last one
-    closes; counts add up to the connection's, pieces sit more than the timeout apart."""
-    out = _split_idle(_slow_dos(), 4.0, 5000.0, np.random.default_rng(0))
-    assert len(out) == 20 * 4                           # 16 packets: 2 of handshake, 14 in pieces of ~4
-    conn = out.groupby("src_port")
-    assert (conn.size() == 4).all()
-    for _, c in conn:
-        c = c.sort_values("first_seen_ms")
-        assert c["packets"].sum() == 16 and c["src2dst_packets"].sum() == 9 and c["dst2src_packets"].sum() == 7
-        assert c["syn_packets"].tolist() == [1, 0, 0, 0] and c["src2dst_syn_packets"].tolist() == [1, 0, 0, 0]
-        assert c["fin_packets"].tolist() == [0, 0, 0, 2]
-        assert c["packets"].tolist() == [5, 3, 3, 5]          # handshake (SYN, ACK) + 3, 3, 3, the rest
-        gaps = c["first_seen_ms"].to_numpy()[1:] - c["last_seen_ms"].to_numpy()[:-1]
-        assert (gaps >= 5000).all() and (gaps <= 10_001).all()
-        assert (c["mean_piat_ms"] == 600).all()         # the trickle's pace within a piece
-        assert abs(c["bytes"].sum() - 1470) <= 4          # rounded per piece
-    assert out["flow_id"].is_unique
-    records, errors = records_from_frame(out)
-    assert not errors and not physical_problems(records).any()
-    # In a copy, the run keeps its number of flows: a share of the pieces, in time order.
-    v = replace(_STILL, idle_split_chance=1.0, piece_packets=(4.0, 4.0), idle_timeout_ms=5000.0)
-    copy = run_variants(_slow_dos(), copies=1, seed=0, variation=v)
-    assert len(copy) == 20 and copy["flow_id"].str.contains("~p").mean() > 0.5
-    assert copy["first_seen_ms"].is_monotonic_increasing
-    # Only a slow DoS is cut: a brute force's connections stay whole.
-    brute = run_variants(_flows_brute(), copies=1, seed=0, variation=v)
-    assert len(brute) == 30 and (brute["syn_packets"] == 1).all()
-
-
-def _flows_brute() -> pd.DataFrame:
-    return pd.DataFrame([_flow(200 + i, "10.77.128.3", "10.77.0.5", "ssh_bruteforce", 9_000 + 50 * i, dst_port=22,
-                               packets=20, bytes=3000, src2dst_packets=11, src2dst_bytes=1500, dst2src_packets=9,
-                               dst2src_bytes=1500, duration_ms=300.0, mean_piat_ms=15.0, ack_packets=19,
-                               rst_packets=0, dst2src_rst_packets=0) for i in range(30)])
+_STILL = Variation(rate=(1.0, 1.0), rtt_ms=(0.0, 0.0), trickle=(1.0, 1.0), client_size=(1.0, 1.0))
 
 
 def test_a_slow_dos_client_sends_other_sizes_the_server_answers_alike():
