@@ -324,6 +324,83 @@ def where_time_goes(model: Path, df, messages: int = 500) -> dict[str, float]:
     return {k: v / total for k, v in out.items()}
 
 
+def stage_times(model: Path, df, messages: int = 500, repeat: int = 3) -> tuple[float, dict[str, float]]:
+    """The engine in this process on the same flows, timed by the wall clock per stage (no
+    profiler: cProfile's per-call cost inflates the many small Python calls it counts):
+    microseconds a flow, best total of `repeat` runs, and each stage's own time in that run
+    (a stage's time net of the stages it calls)."""
+    from collections import defaultdict
+    from contextlib import ExitStack
+    from unittest import mock
+
+    import inference.windowing as windowing
+    from contracts.records import decode_flow_rows, encode_flow_batch
+    from inference.bundle import Bundle
+    from inference.history import HostHistory
+    from inference.onnx_detector import OnnxDetector
+    from streams.detector import DetectorConfig, EdgeDetector
+
+    rows = list(iter_flow_dicts(df))
+    raws = [encode_flow_batch(rows[a:a + messages]) for a in range(0, len(rows), messages)]
+    det = OnnxDetector(Bundle.load(model))
+    own: dict[str, float] = defaultdict(float)
+    inside: list[float] = []  # per open timed call: time spent in the timed calls it made
+
+    def timed(owner, name: str, stage: str):
+        f = getattr(owner, name)
+
+        def run(*a, **k):
+            inside.append(0.0)
+            t = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                took = time.perf_counter() - t
+                own[stage] += took - inside.pop()
+                if inside:
+                    inside[-1] += took
+        return mock.patch.object(owner, name, run)
+
+    stages = ((det.session, "run", "ONNX Runtime"),
+              (OnnxDetector, "score_windows", "scoring: stack, normalise, calibrate, gates"),
+              (HostHistory, "update", "host history (both views)"),
+              (windowing.Windower, "_assign", "window assignment"),
+              (windowing.Windower, "_close", "window closing: gather, features"),
+              (windowing, "raw_matrix", "records to columns"), (windowing, "extra_columns", "records to columns"),
+              (windowing.Windower, "push", "windowing: the rest of a push"),
+              (EdgeDetector, "score_pending", "per window: detections, routing, alerts, encoding"))
+    best, kept = float("inf"), {}
+    for _ in range(repeat):
+        own.clear()
+        with ExitStack() as stack:
+            for owner, name, stage in stages:
+                stack.enter_context(timed(owner, name, stage))
+            eng = EdgeDetector(det, DetectorConfig())
+            t0 = time.perf_counter()
+            for raw in raws:
+                t = time.perf_counter()
+                recs = decode_flow_rows(raw)
+                own["decode (msgspec, physical masks)"] += time.perf_counter() - t
+                eng.ingest(recs)
+                if eng.due():
+                    eng.tick()
+            eng.flush_all()
+            total = time.perf_counter() - t0
+        if total < best:
+            best, kept = total, dict(own)
+    kept["other (ticks, expiry, metrics, the loop)"] = best - sum(kept.values())
+    us = 1e6 / len(rows)
+    return best * us, {k: v * us for k, v in kept.items()}
+
+
+def print_stages(model: Path, df) -> None:
+    total, stages = stage_times(model, df)
+    print(f"\nwhere the engine's time goes (wall clock, the same flows in this process, best of 3): "
+          f"{total:.2f} us a flow, {1e6 / total:,.0f} flows/s")
+    for stage, us in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"  {stage:<50}{us:>14.2f} us/flow {us / total:>6.1%}")
+
+
 def main() -> None:
     global UNCERTAIN_RATE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -337,11 +414,16 @@ def main() -> None:
                     "model (EDGELOOP_INT8=1)")
     ap.add_argument("--arrow", action="store_true", help="also alternate a bare consumer and a worker on the "
                     "same flows sent as Arrow IPC payloads (EDGELOOP_FLOW_PAYLOAD=arrow)")
+    ap.add_argument("--stages-only", action="store_true", help="only the engine in this process, its time per "
+                    "flow by stage (wall clock), then stop: no broker, no workers")
     a = ap.parse_args()
     UNCERTAIN_RATE = str(a.uncertain_rate)
     tmp = Path(tempfile.mkdtemp(prefix="edgeloop-bench-"))
     model = model_path(tmp)
     df = bench_flows(a.flows)
+    if a.stages_only:
+        print_stages(model, df)
+        return
     with EmbeddedBroker(free_port()) as b:
         topics = Topics("bench.")
         ensure_topics(b.bootstrap, topics, 4)
@@ -431,6 +513,7 @@ def main() -> None:
     print(f"{'  max':<52}{lat['max']:>19.1f} ms  ({lat['n']:,} windows closed by K)")
     print(f"{'  of which produced->scored (fetch, batch wait, score): p50':<52}{lat['scored_p50']:>19.1f} ms")
     print(f"{'  p99':<52}{lat['scored_p99']:>19.1f} ms")
+    print_stages(model, df)
     print("\nwhere the engine's time goes (cProfile, own time, the same flows in this process):")
     for stage, share in where_time_goes(model, df).items():
         print(f"  {stage:<50}{share:>21.1%}")
