@@ -169,10 +169,13 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
               "unknown kinds <= 1% missed; by window, over all views).")
 @click.option("--windows", "windows_out", type=click.Path(dir_okay=False, path_type=Path),
               help="With --open-world: also write every judged window to this Parquet file.")
+@click.option("--int8", is_flag=True, help="With --open-world: score with the bundle's int8 model, as a "
+              "detector with EDGELOOP_INT8=1 serves it (also on when EDGELOOP_INT8 is set); the "
+              "report names the precision.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model: str | None, file: Path | None, manifest: Path | None, labels: Path | None,
              fmt: str, name: str | None, out: Path | None, no_speed: bool, no_plots: bool,
-             fail_on_targets: bool, windows_out: Path | None, quiet: bool) -> None:
+             fail_on_targets: bool, windows_out: Path | None, int8: bool, quiet: bool) -> None:
     """Evaluate bundle MODEL on labelled flow FILE, or on foreign captures (--open-world).
 
     MODEL is a bundle directory, a registry version, `current` or `default` (the bundle
@@ -198,8 +201,11 @@ def evaluate(model: str | None, file: Path | None, manifest: Path | None, labels
     if manifest is not None:
         if file is not None:
             raise click.UsageError("--open-world takes MANIFEST [MODEL], not a FILE too")
-        _evaluate_open_world(manifest, model, name, out, no_plots, fail_on_targets, windows_out, quiet)
+        _evaluate_open_world(manifest, model, name, out, no_plots, fail_on_targets, windows_out, quiet,
+                             int8 or _settings().int8)
         return
+    if int8:
+        raise click.UsageError("--int8 goes with --open-world (the report on FILE compares fp32 and int8 itself)")
     if model is None or file is None:
         raise click.UsageError("give MODEL and FILE (or --open-world MANIFEST [MODEL])")
     from inference.evaluate import evaluate_bundle
@@ -216,7 +222,7 @@ def evaluate(model: str | None, file: Path | None, manifest: Path | None, labels
 
 def _evaluate_open_world(manifest: Path, model: str | None, name: str | None, out: Path | None,
                          no_plots: bool, fail_on_targets: bool, windows_out: Path | None,
-                         quiet: bool) -> None:
+                         quiet: bool, int8: bool = False) -> None:
     from evaluation.openworld import evaluate_open_world
     from inference.openworld_table import print_report
     from inference.registry import resolve_bundle
@@ -231,7 +237,7 @@ def _evaluate_open_world(manifest: Path, model: str | None, name: str | None, ou
         bundle = _resolve(model)
     try:
         report = evaluate_open_world(manifest, bundle, out_dir=out, name=name, plots=not no_plots,
-                                     progress=not quiet, windows_out=windows_out)
+                                     progress=not quiet, windows_out=windows_out, int8=int8)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     print_report(report, Console(stderr=True, width=max(console.width, 160)))

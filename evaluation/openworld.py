@@ -44,8 +44,9 @@ def detector_config(bundle: Any) -> Any:
     return DetectorConfig(seconds=spec.seconds, key=spec.key)
 
 
-def score_capture(cap: Capture, bundle: Any, config: Any) -> tuple[dict[str, Any], Any]:
-    """One capture's record for the report, and its judged windows (None if it failed)."""
+def score_capture(cap: Capture, bundle: Any, config: Any, model: Any = None) -> tuple[dict[str, Any], Any]:
+    """One capture's record for the report, and its judged windows (None if it failed).
+    `model`: an OnnxDetector of `bundle` (fp32 when None)."""
     from streams.score import score_frame
 
     e = cap.entry
@@ -58,7 +59,7 @@ def score_capture(cap: Capture, bundle: Any, config: Any) -> tuple[dict[str, Any
     if got.flows is None:
         rec.update(reason=got.reason, detail=got.detail)
         return rec, None
-    res = score_frame(got.flows, bundle, config)
+    res = score_frame(got.flows, bundle, config, model=model)
     rec.update(flows=len(got.flows), bad_rows=len(res.bad_rows), windows=len(res.windows))
     if res.bad_rows:
         i, exc = res.bad_rows[0]
@@ -86,26 +87,33 @@ def score_capture(cap: Capture, bundle: Any, config: Any) -> tuple[dict[str, Any
 
 def evaluate_open_world(manifest: str | Path, bundle: Any, *, out_dir: str | Path | None = None,
                         name: str | None = None, plots: bool = True, progress: bool = True,
-                        config: Any = None, windows_out: str | Path | None = None) -> dict[str, Any]:
+                        config: Any = None, windows_out: str | Path | None = None,
+                        int8: bool = False) -> dict[str, Any]:
     """Score every capture of the manifest; write <out_dir>/<name>.json (+ .png); return it.
 
     `out_dir` defaults to `<bundle>/reports`, `name` to `openworld-<manifest stem>`.
-    `windows_out` also writes every judged window (Parquet) for a closer look.
+    `windows_out` also writes every judged window (Parquet) for a closer look. `int8`
+    scores with the bundle's int8 model, as a detector with EDGELOOP_INT8=1 serves it (a
+    bundle without one is refused).
     """
+    from inference.onnx_detector import OnnxDetector
+
     t0 = time.perf_counter()
     bundle.verify()  # a stale bundle (other features, other hashes) fails here, by name
     mf = load_manifest(manifest)
     caps = [c for e in mf.entries for c in expand(e)]
     config = config or detector_config(bundle)
+    model = OnnxDetector(bundle, int8=int8)  # one session for every capture
     records, frames = [], []
     with progress_steps("open world", len(caps), progress) as step:
         for cap in caps:
-            rec, judged = score_capture(cap, bundle, config)
+            rec, judged = score_capture(cap, bundle, config, model)
             records.append(rec)
             if judged is not None and windows_out is not None:
                 frames.append(judged.drop(columns=["probabilities"], errors="ignore"))
             step(cap.name)
     report = build_report(mf, bundle, records, time.perf_counter() - t0)
+    report["bundle"]["precision"] = model.precision
     if windows_out is not None and frames:
         import pandas as pd
 

@@ -319,6 +319,45 @@ def test_cli_open_world_report_matches_score_frame(tmp_path):
     assert strict.exit_code == 1 and not report["targets_met"]
 
 
+def test_cli_open_world_int8_scores_with_the_int8_model_and_says_so(tmp_path):
+    """--int8 judges the bundle's int8 twin, as a detector with EDGELOOP_INT8=1 serves it: each
+    capture's windows are those int8 scoring gives, and the report names the precision."""
+    from click.testing import CliRunner
+
+    from edgeloop_app.model_cli import evaluate
+    from evaluation.openworld import detector_config
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+    from inference.onnx_detector import OnnxDetector
+    from inference.openworld_captures import expand
+    from inference.openworld_crafted import write_crafted_set
+    from streams.score import score_frame
+
+    manifest = write_crafted_set(tmp_path / "crafted")
+    reports = {}
+    for flag in ([], ["--int8"]):
+        out = tmp_path / ("int8" if flag else "fp32")
+        run = CliRunner().invoke(evaluate, ["--open-world", str(manifest), "default", "--out", str(out),
+                                            "--quiet", "--no-plots", *flag])
+        assert run.exit_code == 0, run.output
+        reports[bool(flag)] = json.loads((out / "openworld-crafted.json").read_text())
+    assert reports[False]["bundle"]["precision"] == "fp32" and reports[True]["bundle"]["precision"] == "int8"
+    bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
+    int8 = OnnxDetector(bundle, int8=True)
+    records = {r["name"]: r for r in reports[True]["captures"]}
+    for entry in load_manifest(manifest).entries:
+        for cap in expand(entry):
+            got = cap.load()
+            if got.flows is None:
+                continue
+            res = score_frame(got.flows, bundle, detector_config(bundle), model=int8)
+            found = Counter()
+            for u in records[cap.name]["units"]["all"]:
+                found.update(u["windows"])
+            assert found == _expected_units(res.windows, entry.expect, entry.scope), cap.name
+    assert [r.get("windows") for r in reports[True]["captures"]] == [r.get("windows") for r in reports[False]["captures"]]
+    assert CliRunner().invoke(evaluate, ["default", str(tmp_path / "crafted" / "benign.csv"), "--int8"]).exit_code == 2
+
+
 def test_glob_split_keeps_the_ndpi_half_of_each_capture_file(tmp_path):
     from inference.openworld_captures import expand
     from inference.openworld_crafted import write_syn_scan_pcap
