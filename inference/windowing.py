@@ -310,11 +310,12 @@ class Windower:
         for j, ((v, key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist())):
             e = s + n
             wid = window_id(key, ids[s], v.name)
-            cw = ClosedWindow(wid, key, ids[s:e], feats[s:e], int(lo[j]), int(hi[j]), how, v.name,
-                              labels=labels(s, e), origins=origins(s, e))
             if keep:  # the stream's windows: batches to rebuild records from, raw rows for alerts
-                cw.flat, cw.raw, cw.src, cw.dst = w.flows, raw[s:e], src[s:e], dst[s:e]
-            out.append(cw)
+                out.append(ClosedWindow(wid, key, ids[s:e], feats[s:e], int(lo[j]), int(hi[j]), how, v.name,
+                                        w.flows, raw[s:e], src[s:e], dst[s:e], labels(s, e), origins(s, e)))
+            else:
+                out.append(ClosedWindow(wid, key, ids[s:e], feats[s:e], int(lo[j]), int(hi[j]), how, v.name,
+                                        labels=labels(s, e), origins=origins(s, e)))
         return out
 
 

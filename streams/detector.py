@@ -229,7 +229,7 @@ class EdgeDetector:
                 view=w.view)
             dets.append(d)
             # The flows are rebuilt as records only for a window that goes to `uncertain`.
-            u = self.router.route(d, bool(low[i]), lambda w=w: w.items, names, w.history)
+            u = self.router.route(d, bool(low[i]), lambda w=w: w.items, names, lambda w=w: w.history)
             if u is not None:
                 out.append(Output("uncertain", w.key.encode(), encode(u)))
                 if m:

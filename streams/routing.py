@@ -153,8 +153,8 @@ class UncertainRouter:
 
     def route(self, d: Detection, low_confidence: bool, flows: Sequence[Any] | Callable[[], Sequence[Any]],
               class_names: list[str], history: Any = None) -> Any:
-        """The message for `uncertain` (an UncertainRow: `encode` it), or None. `history` (an array [n, N_HISTORY]) rides
-        with the flows, rounded, only when a message is sent."""
+        """The message for `uncertain` (an UncertainRow: `encode` it), or None. `history` (an array [n, N_HISTORY],
+        or a callable giving it) rides with the flows, rounded, only when a message is sent."""
         if d.uncertain:
             reason = "low_confidence" if low_confidence else "ood"
             if self.bucket is not None and not self.bucket.take():
@@ -165,6 +165,7 @@ class UncertainRouter:
         else:
             return None
         rows = flows() if callable(flows) else flows  # records rebuilt only for a message sent
+        history = history() if callable(history) else history
         return UncertainRow(window_id=d.window_id, key=d.key, reason=reason, flows=[_row(f) for f in rows],
                                predicted=d.predicted, probabilities=d.probabilities,
                                class_names=class_names, confidence=d.confidence,

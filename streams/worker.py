@@ -171,9 +171,11 @@ class EdgeWorker:
             got = decode_flow_arrow(value or b"")
             errors, good, n = got.errors, got.table, len(got)
         else:
-            errors, good = [], []
-            for item in decode_flow_rows(value or b""):
-                (errors if isinstance(item, RecordError) else good).append(item)
+            errors, good = [], decode_flow_rows(value or b"")
+            if getattr(good, "numeric", None) is None:  # some rows failed: split them off
+                items, good = good, []
+                for item in items:
+                    (errors if isinstance(item, RecordError) else good).append(item)
             n = len(good)
         for err in errors:
             raw = value if err.index is None else record_json(err.item)

@@ -174,3 +174,24 @@ def test_a_broken_physical_rule_costs_only_its_row_on_the_fast_path():
     out = decode_flow_rows(encode_flow_batch(batch))
     assert [type(o).__name__ for o in out].count("FlowRow") == 499
     assert isinstance(out[250], RecordError) and out[250].index == 250 and out[250].item["flow_id"] == "bad"
+
+
+def test_a_clean_batch_carries_its_numeric_fields_once_read_and_the_windower_takes_them():
+    """A message whose rows all decode clean comes with their numeric fields as one matrix
+    (read once, for the physical checks); the windower's RAW_COLUMNS are columns of it,
+    equal to reading them off the rows. A message with a bad row carries none."""
+    import numpy as np
+
+    from contracts.records import NUMERIC_FIELDS, decode_flow_rows
+    from inference.features import RAW_COLUMNS, raw_matrix
+
+    batch = [dict(GOOD, flow_id=f"s-{i}", src_port=1024 + i, packets=10 + i % 7, src2dst_packets=6 + i % 7,
+                  bytes=900 + 13 * i, first_seen_ms=GOOD["first_seen_ms"] + i) for i in range(300)]
+    out = decode_flow_rows(encode_flow_batch(batch))
+    assert out.numeric is not None and out.numeric.shape == (300, len(NUMERIC_FIELDS))
+    for j, name in enumerate(NUMERIC_FIELDS):
+        np.testing.assert_array_equal(out.numeric[:, j], [float(getattr(r, name)) for r in out])
+    np.testing.assert_array_equal(raw_matrix(out), raw_matrix(list(out)))
+    assert raw_matrix(out).shape == (300, len(RAW_COLUMNS))
+    batch[7] = dict(GOOD, flow_id="bad", syn_packets=99)
+    assert getattr(decode_flow_rows(encode_flow_batch(batch)), "numeric", None) is None
