@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import attrgetter
 from typing import Any, Sequence
 
 import numpy as np
 
-from contracts.records import NUMERIC_FIELDS
+from contracts.records import NUMERIC_FIELDS, numeric_matrix
 from inference.history import HISTORY_FEATURES
 
 SCHEMA_VERSION = 4
@@ -51,21 +49,18 @@ CONTEXT_FEATURES: tuple[str, ...] = ("log_gap_ms", "dst_port_changed", "peer_cha
 FEATURE_NAMES: tuple[str, ...] = FLOW_FEATURES + CONTEXT_FEATURES + HISTORY_FEATURES
 N_FEATURES = len(FEATURE_NAMES)
 
-_getter = attrgetter(*RAW_COLUMNS)
 _RAW_IN_NUMERIC = [NUMERIC_FIELDS.index(c) for c in RAW_COLUMNS]
 
 
 def raw_matrix(records: Sequence[Any]) -> np.ndarray:
-    """Pull RAW_COLUMNS out of FlowRecord objects in one C-speed pass (fromiter over the
-    getter's tuples: 12% faster than np.array of a list of them)."""
+    """RAW_COLUMNS of FlowRecord objects: columns of their numeric fields, read at decode for
+    a clean message (contracts.records.FlowRows), else read now in one C-speed pass."""
     if not records:
         return np.zeros((0, len(RAW_COLUMNS)))
     num = getattr(records, "numeric", None)  # contracts.records.FlowRows: already read at decode
-    if num is not None and len(num) == len(records):
-        return num[:, _RAW_IN_NUMERIC]
-    n = len(records)
-    return np.fromiter(chain.from_iterable(map(_getter, records)), dtype=np.float64,
-                       count=n * len(RAW_COLUMNS)).reshape(n, len(RAW_COLUMNS))
+    if num is None or len(num) != len(records):
+        num = numeric_matrix(records)
+    return num[:, _RAW_IN_NUMERIC]
 
 
 def raw_matrix_from_frame(df: Any) -> np.ndarray:

@@ -310,12 +310,11 @@ class Windower:
         for j, ((v, key, w, how), s, n) in enumerate(zip(done, starts.tolist(), sizes.tolist())):
             e = s + n
             wid = window_id(key, ids[s], v.name)
-            if keep:  # the stream's windows: batches to rebuild records from, raw rows for alerts
-                out.append(ClosedWindow(wid, key, ids[s:e], feats[s:e], int(lo[j]), int(hi[j]), how, v.name,
-                                        w.flows, raw[s:e], src[s:e], dst[s:e], labels(s, e), origins(s, e)))
-            else:
-                out.append(ClosedWindow(wid, key, ids[s:e], feats[s:e], int(lo[j]), int(hi[j]), how, v.name,
-                                        labels=labels(s, e), origins=origins(s, e)))
+            # The stream's windows keep their batches to rebuild records from and raw rows for
+            # alerts; training's keep none, so no batch stays alive.
+            kept = (w.flows, raw[s:e], src[s:e], dst[s:e]) if keep else ([], None, [], [])
+            out.append(ClosedWindow(wid, key, ids[s:e], feats[s:e], int(lo[j]), int(hi[j]), how, v.name,
+                                    *kept, labels(s, e), origins(s, e)))
         return out
 
 

@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -209,6 +210,15 @@ def test_uncertain_messages_carry_the_flows_as_they_came_in(tiny_bundle, flows):
     assert sum(len(u.flows) for u in sent) == len(tiny_bundle.meta.window.views) * len(wire)
     for u in sent:
         assert all(f == by_id[f.flow_id] for f in u.flows)
+    # Beside each flow, the host history of the window's key when it came, rounded: the
+    # windows the same flows make offline carry the same rows.
+    from inference.windowing import windows_from_frame
+
+    w = eng.windower
+    ref = {c.window_id: c.history for c in windows_from_frame(flows, k=w.k, seconds=w.seconds, views=w.views)}
+    for u in sent:
+        assert len(u.history) == len(u.flows) > 0
+        np.testing.assert_allclose(u.history, ref[u.window_id], atol=6e-6)
 
 
 def test_detections_carry_rounded_scores_and_their_latest_produced_time(tiny_bundle, flows):

@@ -320,8 +320,9 @@ def test_cli_open_world_report_matches_score_frame(tmp_path):
 
 
 def test_cli_open_world_int8_scores_with_the_int8_model_and_says_so(tmp_path):
-    """--int8 judges the bundle's int8 twin, as a detector with EDGELOOP_INT8=1 serves it: each
-    capture's windows are those int8 scoring gives, and the report names the precision."""
+    """--int8 judges the bundle's int8 twin, as a detector with EDGELOOP_INT8=1 serves it: every
+    judged window carries the confidence int8 scoring gives it (which fp32's differs from),
+    and the report names the precision."""
     from click.testing import CliRunner
 
     from edgeloop_app.model_cli import evaluate
@@ -333,28 +334,27 @@ def test_cli_open_world_int8_scores_with_the_int8_model_and_says_so(tmp_path):
     from streams.score import score_frame
 
     manifest = write_crafted_set(tmp_path / "crafted")
-    reports = {}
-    for flag in ([], ["--int8"]):
-        out = tmp_path / ("int8" if flag else "fp32")
+    reports, judged = {}, {}
+    for precision, flag in (("fp32", []), ("int8", ["--int8"])):
+        out = tmp_path / precision
         run = CliRunner().invoke(evaluate, ["--open-world", str(manifest), "default", "--out", str(out),
-                                            "--quiet", "--no-plots", *flag])
+                                            "--windows", str(out / "windows.parquet"), "--quiet", "--no-plots",
+                                            *flag])
         assert run.exit_code == 0, run.output
-        reports[bool(flag)] = json.loads((out / "openworld-crafted.json").read_text())
-    assert reports[False]["bundle"]["precision"] == "fp32" and reports[True]["bundle"]["precision"] == "int8"
+        reports[precision] = json.loads((out / "openworld-crafted.json").read_text())
+        judged[precision] = pd.read_parquet(out / "windows.parquet").set_index(["capture", "window_id"])["confidence"]
+    assert reports["fp32"]["bundle"]["precision"] == "fp32" and reports["int8"]["bundle"]["precision"] == "int8"
     bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
-    int8 = OnnxDetector(bundle, int8=True)
-    records = {r["name"]: r for r in reports[True]["captures"]}
-    for entry in load_manifest(manifest).entries:
-        for cap in expand(entry):
-            got = cap.load()
-            if got.flows is None:
-                continue
-            res = score_frame(got.flows, bundle, detector_config(bundle), model=int8)
-            found = Counter()
-            for u in records[cap.name]["units"]["all"]:
-                found.update(u["windows"])
-            assert found == _expected_units(res.windows, entry.expect, entry.scope), cap.name
-    assert [r.get("windows") for r in reports[True]["captures"]] == [r.get("windows") for r in reports[False]["captures"]]
+    scored = {}
+    for precision in ("fp32", "int8"):
+        model = OnnxDetector(bundle, int8=precision == "int8")
+        frames = [score_frame(got.flows, bundle, detector_config(bundle), model=model).windows.assign(capture=cap.name)
+                  for entry in load_manifest(manifest).entries for cap in expand(entry)
+                  if (got := cap.load()).flows is not None]
+        scored[precision] = pd.concat(frames).set_index(["capture", "window_id"])["confidence"]
+    want = scored["int8"].loc[judged["int8"].index]
+    np.testing.assert_array_equal(judged["int8"].to_numpy(), want.to_numpy())
+    assert (scored["fp32"].loc[want.index] != want).any()   # the two models tell apart here
     assert CliRunner().invoke(evaluate, ["default", str(tmp_path / "crafted" / "benign.csv"), "--int8"]).exit_code == 2
 
 
