@@ -19,6 +19,7 @@ import json
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,10 @@ RETRAIN_AT = 120        # accepted labels that trigger a retrain (about 140 slow
 # Three members, as the shipped bundle: one network alone called 19% of the evaluation
 # capture's new class confidently wrong in one CI run (1.3-2.0% over three runs with three).
 CFG = RetrainConfig(epochs=EPOCHS, synth_windows=24, synth_rounds=2, members=3)
+# The bad-models test asks whether a challenger built from their labels can replace the
+# champion, not how well a new class is learned: one member, as the champion has (a third of
+# the training time, three retrains).
+GATES_CFG = replace(CFG, members=1)
 
 
 @pytest.fixture(scope="module")
@@ -358,7 +363,7 @@ def test_gates_hold_on_the_lab_loop_with_bad_models(broker, topics, edge_worker,
                                            batch_wait_ms=100, retrain_min_labels=0),
                                broker.bootstrap, topics, st, client)
             stats = asyncio.run(asyncio.wait_for(agent.run(once=True), timeout=180))
-            d = Retrainer(st.store, registry, st.audit, client=client, fallback=champ, config=CFG).run("request")
+            d = Retrainer(st.store, registry, st.audit, client=client, fallback=champ, config=GATES_CFG).run("request")
         assert stats.received == sent and sum(stats.outcomes.values()) == sent, (role, stats)
         assert sum(st.ledger.outcomes().values()) == sent
         stored = st.store.frame(("labelled",)).drop_duplicates("window_id")
