@@ -40,7 +40,7 @@ from streams.detector import DetectorConfig, EdgeDetector, Output
 from streams.faust_transport import app_class
 from streams.hotswap import ModelWatcher
 from streams.kafka_security import KafkaSecurity
-from streams.metrics import EdgeMetrics
+from streams.metrics import EdgeMetrics, freeze_startup, watch_gc
 from streams.offsets import OffsetLedger, ReadMarks
 from streams.settings import Settings
 from streams.signing import trusted_keys
@@ -339,7 +339,13 @@ class EdgeWorker:
     def run(self) -> None:
         """Run until SIGINT/SIGTERM (faust's worker owns the event loop and signals)."""
         worker = faust.Worker(self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
-        worker.execute_from_commandline()
+        if self.settings.gc_freeze:
+            self.metrics.gc_frozen.set(freeze_startup())
+        stop = watch_gc(self.metrics.gc_pause)
+        try:
+            worker.execute_from_commandline()
+        finally:
+            stop()
 
 
 def detector_guard(bootstrap: str, attack_classes: list[str]) -> Any:

@@ -7,7 +7,9 @@ In one process tree, on the embedded broker:
   2. one `edgeloop detect` worker end to end on the same topic (flows/s, batch sizes, RSS);
   3. bare ONNX Runtime on the same windows, and OnnxDetector.score (normalise + calibrate);
   4. latency from flow produced to detection produced at a paced rate (default 5,000 flows/s),
-     for windows closed by K (windows held open by the T horizon are excluded);
+     for windows closed by K (windows held open by the T horizon are excluded), and the
+     worker's full garbage collections meanwhile (--gc-compare: with the startup freeze off
+     and on, alternated);
   5. two workers in one group on the same flows, beside one (scaling on this machine's cores);
   6. where the engine's time goes, by stage (cProfile of the engine in this process).
 The bare consumer and the worker are alternated `--repeat` times; the best of each is shown.
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -250,12 +253,24 @@ def onnx_raw(model: Path, df) -> dict:
             "macs": multiply_adds(b.onnx_path(False))}
 
 
-def latency(bootstrap, model, tmp, rate: int, seconds: float) -> dict:
+def gc_pauses(port: int) -> dict[str, float]:
+    """The worker's full (generation 2) collections so far: how many and their seconds."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    got = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+           if s.name.startswith("edgeloop_gc_pause_seconds_") and s.labels.get("generation") == "2"}
+    return {"full_collections": got.get("edgeloop_gc_pause_seconds_count", 0.0),
+            "full_seconds": got.get("edgeloop_gc_pause_seconds_sum", 0.0)}
+
+
+def latency(bootstrap, model, tmp, rate: int, seconds: float, run: int = 0, **settings: str) -> dict:
     from kafka import KafkaConsumer
 
-    topics = Topics("benchlat.")
+    topics = Topics(f"benchlat{run}.")
     ensure_topics(bootstrap, topics, 4)
-    p, port = start_worker(bootstrap, topics, model, tmp, "bench-latency")
+    p, port = start_worker(bootstrap, topics, model, tmp, f"bench-latency-{run}", **settings)
     df = bench_flows(int(rate * seconds), seed=3)
     step = max(1, rate // 50)  # one batch every 20 ms
     with FlowPublisher(bootstrap, topics.flows, batch_records=step) as pub:
@@ -279,11 +294,13 @@ def latency(bootstrap, model, tmp, rate: int, seconds: float) -> dict:
                 lat.append(m.timestamp - d["produced_ms"])
                 scored.append(d["scored_ms"] - d["produced_ms"])
     c.close()
+    gc_figures = gc_pauses(port)
     p.terminate()
     p.wait(15)
     a = np.array(lat, dtype=float)
     return {"rate": len(df) / sent_s, "n": len(a), "p50": np.percentile(a, 50), "p99": np.percentile(a, 99),
-            "max": a.max(), "scored_p50": np.percentile(scored, 50), "scored_p99": np.percentile(scored, 99)}
+            "max": a.max(), "scored_p50": np.percentile(scored, 50), "scored_p99": np.percentile(scored, 99),
+            **gc_figures}
 
 
 STAGES = (("decode (msgspec, masks)", ("records.py", "msgspec")), ("host history", ("history.py",)),
@@ -416,6 +433,8 @@ def main() -> None:
                     "same flows sent as Arrow IPC payloads (EDGELOOP_FLOW_PAYLOAD=arrow)")
     ap.add_argument("--stages-only", action="store_true", help="only the engine in this process, its time per "
                     "flow by stage (wall clock), then stop: no broker, no workers")
+    ap.add_argument("--gc-compare", action="store_true", help="also run the latency step --repeat times with "
+                    "EDGELOOP_GC_FREEZE off and on alternated, printing each run's full collections")
     a = ap.parse_args()
     UNCERTAIN_RATE = str(a.uncertain_rate)
     tmp = Path(tempfile.mkdtemp(prefix="edgeloop-bench-"))
@@ -459,6 +478,15 @@ def main() -> None:
                 wa = ga if ga["flows_per_s"] > wa["flows_per_s"] else wa
         o = onnx_raw(model, df)
         lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
+        if a.gc_compare:   # the same paced run, alternated, with the startup freeze off and on
+            print(f"latency at {a.rate:,} fl/s for {a.seconds:.0f} s, EDGELOOP_GC_FREEZE off and on alternated:")
+            for r in range(a.repeat):
+                for freeze in ("false", "true"):
+                    g = latency(b.bootstrap, model, tmp, a.rate, a.seconds, run=2 * r + (freeze == "true") + 1,
+                                gc_freeze=freeze)
+                    print(f"  run {r + 1} freeze {freeze:<5}: p50 {g['p50']:5.1f} ms, p99 {g['p99']:5.1f} ms, "
+                          f"max {g['max']:5.1f} ms; full collections {g['full_collections']:.0f}, "
+                          f"{1000 * g['full_seconds']:.1f} ms in all", flush=True)
         two = two_workers(b.bootstrap, topics, model, tmp, len(df), broker_pid=b.proc.pid if b.proc else None)  # last: its hand-overs load the broker
     print(f"\nmodel {model}")
     print(f"{'stage':<52}{'figure':>22}")
@@ -513,6 +541,8 @@ def main() -> None:
     print(f"{'  max':<52}{lat['max']:>19.1f} ms  ({lat['n']:,} windows closed by K)")
     print(f"{'  of which produced->scored (fetch, batch wait, score): p50':<52}{lat['scored_p50']:>19.1f} ms")
     print(f"{'  p99':<52}{lat['scored_p99']:>19.1f} ms")
+    print(f"{'  full garbage collections in the worker (frozen startup)':<52}{lat['full_collections']:>16.0f}"
+          f"     {1000 * lat['full_seconds']:.1f} ms in all")
     print_stages(model, df)
     print("\nwhere the engine's time goes (cProfile, own time, the same flows in this process):")
     for stage, share in where_time_goes(model, df).items():

@@ -235,12 +235,16 @@ def test_prometheus_scrapes_a_worker_and_sees_metrics_move_with_traffic(
     prom.wait(lambda: (prom.value("sum(edgeloop_inference_seconds_count)") or 0) > 0, "inference observed")
     assert prom.value(f'edgeloop_model_info{{version="{tiny_bundle.version}"}}') == 1.0
     assert prom.value("edgeloop_assigned_partitions") == 4.0
+    # The worker froze its startup objects (EDGELOOP_GC_FREEZE, the default) and observes
+    # every collection's pause; the young generation collects under any traffic.
+    assert (prom.value("edgeloop_gc_frozen_objects") or 0) > 10_000
+    prom.wait(lambda: (prom.value('edgeloop_gc_pause_seconds_count{generation="0"}') or 0) > 0, "gc pauses observed")
 
     # Every dashboard query is valid PromQL on this data, and the edge panels have data.
     answers = dashboard_answers(prom)
     for title in ("Flows in", "Flows per second", "Windows scored per second",
                   "Detections per second by class", "Inference time per batch", "Model version per detector",
-                  "Partitions owned"):
+                  "Partitions owned", "Garbage-collector pauses (p99) by generation"):
         assert answers[title], f"dashboard panel {title!r} shows nothing"
 
     # Every detector metric the dashboard and the rules name is declared by this live
