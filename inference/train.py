@@ -12,8 +12,11 @@ so early stopping and calibration see traffic later than what the network learne
     >>> b = train_bundle(flows_df, k=8, seed=0, out_dir="out/model")     # -> Bundle
     >>> b = train_windows(x, mask, labels, class_names=names, out_dir=d)  # from windows
 
-Same seed, same data: same weights, same ONNX bytes and the same bundle version (timings
-live in `metrics`, which the version ignores). torch is imported when a function runs,
+Same seed, same data, same machine and libraries: same weights, same ONNX bytes and the same
+bundle version (timings live in `metrics`, which the version ignores). Elsewhere the float64
+class-distance buffers can differ in their last bits: the shipped 7ef2386b, retrained at the
+commit that made it on 2026-12-06, came out as 3241fbcd, with identical weights, thresholds
+and temperature and one buffer (members.2.proj) 2.7e-15 off. torch is imported when a function runs,
 never at import, so this module is cheap to import.
 """
 from __future__ import annotations
