@@ -9,7 +9,7 @@ In one process tree, on the embedded broker:
   4. latency from flow produced to detection produced at a paced rate (default 5,000 flows/s),
      for windows closed by K (windows held open by the T horizon are excluded), and the
      worker's full garbage collections meanwhile (--gc-compare: with the startup freeze off
-     and on, alternated);
+     and on, alternated), beside a bare consumer's produced->decoded on the same paced flows;
   5. two workers in one group on the same flows, beside one (scaling on this machine's cores);
   6. where the engine's time goes, by stage (cProfile of the engine in this process).
 The bare consumer and the worker are alternated `--repeat` times; the best of each is shown.
@@ -265,15 +265,10 @@ def gc_pauses(port: int) -> dict[str, float]:
             "full_seconds": got.get("edgeloop_gc_pause_seconds_sum", 0.0)}
 
 
-def latency(bootstrap, model, tmp, rate: int, seconds: float, run: int = 0, **settings: str) -> dict:
-    from kafka import KafkaConsumer
-
-    topics = Topics(f"benchlat{run}.")
-    ensure_topics(bootstrap, topics, 4)
-    p, port = start_worker(bootstrap, topics, model, tmp, f"bench-latency-{run}", **settings)
-    df = bench_flows(int(rate * seconds), seed=3)
-    step = max(1, rate // 50)  # one batch every 20 ms
-    with FlowPublisher(bootstrap, topics.flows, batch_records=step) as pub:
+def paced_publish(bootstrap: str, topic: str, df, rate: int) -> float:
+    """Publish the flows at `rate` a second, one message every 20 ms; returns the seconds taken."""
+    step = max(1, rate // 50)
+    with FlowPublisher(bootstrap, topic, batch_records=step) as pub:
         t0 = time.perf_counter()
         for i, start in enumerate(range(0, len(df), step)):
             pub.publish(iter_flow_dicts(df.iloc[start:start + step]))
@@ -281,7 +276,59 @@ def latency(bootstrap, model, tmp, rate: int, seconds: float, run: int = 0, **se
             delay = t0 + (i + 1) * step / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        sent_s = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+
+def bare_latency(bootstrap: str, rate: int, seconds: float) -> dict:
+    """The baseline of the latency step: the same paced flows read by a bare aiokafka consumer
+    with the worker's 5 ms fetch wait, decoded, nothing else. Its latency is produced -> the
+    message decoded in the consumer (each message's flows share one produced_ms): what the
+    broker, the producer's linger and the fetch cost before any engine runs."""
+    import threading
+
+    from aiokafka import AIOKafkaConsumer
+
+    topics = Topics("benchbarelat.")
+    ensure_topics(bootstrap, topics, 4)
+    df = bench_flows(int(rate * seconds), seed=3)
+    lat: list[float] = []
+    ready, done = threading.Event(), threading.Event()
+
+    async def consume() -> None:
+        c = AIOKafkaConsumer(topics.flows, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                             enable_auto_commit=False, fetch_max_wait_ms=5)
+        await c.start()
+        ready.set()
+        n = 0
+        try:
+            while n < len(df):
+                for msgs in (await c.getmany(timeout_ms=500)).values():
+                    for m in msgs:
+                        recs = json.loads(m.value)["records"]
+                        lat.append(time.time() * 1000 - recs[0]["produced_ms"])
+                        n += len(recs)
+        finally:
+            done.set()
+            await c.stop()
+
+    t = threading.Thread(target=lambda: asyncio.run(consume()), daemon=True)
+    t.start()
+    ready.wait(30)
+    paced_publish(bootstrap, topics.flows, df, rate)
+    done.wait(60)
+    t.join(10)
+    a = np.array(lat, dtype=float)
+    return {"n": len(a), "p50": np.percentile(a, 50), "p99": np.percentile(a, 99), "max": a.max()}
+
+
+def latency(bootstrap, model, tmp, rate: int, seconds: float, run: int = 0, **settings: str) -> dict:
+    from kafka import KafkaConsumer
+
+    topics = Topics(f"benchlat{run}.")
+    ensure_topics(bootstrap, topics, 4)
+    p, port = start_worker(bootstrap, topics, model, tmp, f"bench-latency-{run}", **settings)
+    df = bench_flows(int(rate * seconds), seed=3)
+    sent_s = paced_publish(bootstrap, topics.flows, df, rate)
     while metric(port, "edgeloop_flows_in_total") < len(df):
         time.sleep(0.1)
     time.sleep(1)
@@ -477,6 +524,7 @@ def main() -> None:
                 bare_a = min(bare_a, sa)
                 wa = ga if ga["flows_per_s"] > wa["flows_per_s"] else wa
         o = onnx_raw(model, df)
+        bare_lat = bare_latency(b.bootstrap, a.rate, a.seconds)
         lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
         if a.gc_compare:   # the same paced run, alternated, with the startup freeze off and on
             print(f"latency at {a.rate:,} fl/s for {a.seconds:.0f} s, EDGELOOP_GC_FREEZE off and on alternated:")
@@ -541,6 +589,9 @@ def main() -> None:
     print(f"{'  max':<52}{lat['max']:>19.1f} ms  ({lat['n']:,} windows closed by K)")
     print(f"{'  of which produced->scored (fetch, batch wait, score): p50':<52}{lat['scored_p50']:>19.1f} ms")
     print(f"{'  p99':<52}{lat['scored_p99']:>19.1f} ms")
+    print(f"{'  baseline: bare consumer, produced->decoded: p50':<52}{bare_lat['p50']:>19.1f} ms")
+    print(f"{'  p99':<52}{bare_lat['p99']:>19.1f} ms")
+    print(f"{'  max':<52}{bare_lat['max']:>19.1f} ms  ({bare_lat['n']:,} messages)")
     print(f"{'  full garbage collections in the worker (frozen startup)':<52}{lat['full_collections']:>16.0f}"
           f"     {1000 * lat['full_seconds']:.1f} ms in all")
     print_stages(model, df)
