@@ -52,8 +52,9 @@ def default_capture() -> Path:
     raise SourceError(f"no capture to replay: none of {DEFAULT_CAPTURES} exists; pass --flows FILE")
 
 
-def metric(port: int, name: str) -> float:
-    """Sum of a metric's samples on a local /metrics endpoint (0 when unreachable)."""
+def metric(port: int, name: str, **labels: str) -> float:
+    """Sum of a metric's samples on a local /metrics endpoint whose labels include `labels`
+    (0 when unreachable)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -61,7 +62,8 @@ def metric(port: int, name: str) -> float:
             text = r.read().decode()
     except OSError:
         return 0.0
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and labels.items() <= s.labels.items())
 
 
 def start_detector(s: Settings, bootstrap: str, log: Path) -> subprocess.Popen:

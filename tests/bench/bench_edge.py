@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +85,11 @@ async def bare_consumer(bootstrap: str, topic: str, expect: int, arrow: bool = F
     return time.perf_counter() - t0, n
 
 
-def metric(port: int, name: str) -> float:
+def metric(port: int, name: str, **labels: str) -> float:
     sys.path.insert(0, str(REPO))
     from edgeloop_app.demo import metric as m
 
-    return m(port, name)
+    return m(port, name, **labels)
 
 
 def start_worker(bootstrap: str, topics: Topics, model: Path, tmp: Path, group: str, wait: bool = True,
@@ -255,14 +254,8 @@ def onnx_raw(model: Path, df) -> dict:
 
 def gc_pauses(port: int) -> dict[str, float]:
     """The worker's full (generation 2) collections so far: how many and their seconds."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-        text = r.read().decode()
-    got = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
-           if s.name.startswith("edgeloop_gc_pause_seconds_") and s.labels.get("generation") == "2"}
-    return {"full_collections": got.get("edgeloop_gc_pause_seconds_count", 0.0),
-            "full_seconds": got.get("edgeloop_gc_pause_seconds_sum", 0.0)}
+    return {"full_collections": metric(port, "edgeloop_gc_pause_seconds_count", generation="2"),
+            "full_seconds": metric(port, "edgeloop_gc_pause_seconds_sum", generation="2")}
 
 
 def paced_publish(bootstrap: str, topic: str, df, rate: int) -> float:

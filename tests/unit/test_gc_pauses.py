@@ -46,3 +46,23 @@ def test_freeze_takes_what_is_alive_out_of_the_full_collections_walk() -> None:
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_metric_reads_a_labelled_series_from_a_live_endpoint() -> None:
+    """`edgeloop_app.demo.metric`, which the benchmark reads full collections with: the sum of
+    the samples whose labels include the ones asked for."""
+    from edgeloop_app.demo import metric
+    from streams.broker import free_port
+    from streams.metrics import metrics_server
+
+    reg = CollectorRegistry()
+    m = EdgeMetrics(reg)
+    m.gc_pause.labels(generation="2").observe(0.004)
+    m.gc_pause.labels(generation="0").observe(0.001)
+    m.gc_pause.labels(generation="0").observe(0.001)
+    port = free_port()
+    with metrics_server(reg, port, "127.0.0.1"):
+        assert metric(port, "edgeloop_gc_pause_seconds_count", generation="2") == 1
+        assert metric(port, "edgeloop_gc_pause_seconds_count", generation="0") == 2
+        assert metric(port, "edgeloop_gc_pause_seconds_count") == 3
+        assert abs(metric(port, "edgeloop_gc_pause_seconds_sum", generation="2") - 0.004) < 1e-9
