@@ -410,6 +410,16 @@ class FlowRows(list):
         self.numeric = numeric
 
 
+def join_rows(parts: Sequence[Sequence[Any]]) -> list[Any]:
+    """Several messages' decoded rows as one list: FlowRows, their numeric matrices joined,
+    when every part has one (each message decoded clean), else a plain list."""
+    rows = list(chain.from_iterable(parts))
+    nums = [getattr(p, "numeric", None) for p in parts]
+    if all(m is not None and len(m) == len(p) for m, p in zip(nums, parts)):
+        return FlowRows(rows, np.concatenate(nums) if nums else None)
+    return rows
+
+
 def numeric_matrix(rows: Sequence[Any]) -> np.ndarray:
     """NUMERIC_FIELDS of records (FlowRows or FlowRecords) as float64 [n, fields], one pass."""
     n = len(rows)

@@ -25,6 +25,7 @@ from contracts.errors import ConfigError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+PUSH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # Approval to enforcement: a person's click to nft applying the table (measured: ~70 ms).
 APPLY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -118,6 +119,9 @@ class EdgeMetrics:
         self.detector_policies_refused = Counter(
             f"{p}_detector_policies_refused", "Activations on policies.active this detector's guard refused "
             "(never applied; dead-lettered), by reason", ["reason"], **r)
+        self.push_messages = Histogram(f"{p}_window_push_messages", "Flows messages windowed together in "
+                                       "one push: messages already fetched and waiting are coalesced (up to "
+                                       "EDGELOOP_COALESCE_FLOWS flows)", buckets=PUSH_BUCKETS, **r)
         self.batch_windows = Histogram(f"{p}_inference_batch_windows", "Windows per inference batch",
                                        buckets=BATCH_BUCKETS, **r)
         self.inference_seconds = Histogram(f"{p}_inference_seconds", "ONNX Runtime time per batch",

@@ -3,8 +3,10 @@
     $ edgeloop detect            # one worker; start more with the same group to scale out
 
 One agent reads `flows` (raw bytes, decoded and validated by edgeloop itself so bad
-input becomes a dead letter instead of a crash). A timer closes idle windows and flushes
-inference batches that waited `batch_wait_ms`. A background task follows `models` and
+input becomes a dead letter instead of a crash). A timer windows the messages read since
+its last tick in one push (`coalesce_flows`: small messages cost the windowing per push,
+not per flow), closes idle windows and flushes inference batches that waited
+`batch_wait_ms`. A background task follows `models` and
 hot-swaps verified bundles. Workers in one consumer group share the partitions.
 
 At-least-once: faust would commit a message's offset once the handler returns, while its
@@ -85,6 +87,10 @@ class EdgeWorker:
         self.read_marks = ReadMarks(bootstrap, settings.group_id, self.names["flows"])
         self._saved_marks: dict[int, int] = {}
         self._lag_series: set[str] = set()
+        # Good rows of messages read (their ledger tokens taken) but not windowed yet: the
+        # tick windows them together, or the agent once they reach `coalesce_flows`.
+        self._unwindowed: list[tuple[Any, Any]] = []
+        self._unwindowed_flows = 0
         self.watcher = ModelWatcher(bootstrap, self.names["models"], self._swap,
                                     lambda: self.engine.model.version, self.metrics,
                                     store=settings.model_store or settings.data_dir / "registry",
@@ -112,7 +118,9 @@ class EdgeWorker:
 
         @app.timer(interval=interval, name="edgeloop-tick")
         async def tick() -> None:
-            await self.drain(self.engine.tick())
+            # The messages read since the last tick, windowed in one push; their windows
+            # already waited, so they are scored now.
+            await self.drain(self.engine.tick(now=self._window_unwindowed()))
 
         @app.timer(interval=self.settings.commit_interval_s, name="edgeloop-commit")
         async def commit() -> None:
@@ -185,15 +193,29 @@ class EdgeWorker:
             return
         if offset < self.replay_until.get(part, -1):
             self.metrics.flows_replayed.inc(n)
-        # From here to ingest nothing awaits: the ledger and the open windows agree whenever a
-        # commit, a rebalance or a shutdown looks at them.
+        # The ledger counts these flows from here until their windows are produced: a commit
+        # never passes a message read and not yet windowed, and a hand-over windows what was
+        # read before it closes the windows (`_hand_over`).
         token = self.ledger.consumed(part, offset, n * len(self.engine.windower.views))
         if n and isinstance(good, list):
-            self.engine.ingest(good, token)
+            self._unwindowed.append((good, token))
+            self._unwindowed_flows += n
+            if self._unwindowed_flows >= self.settings.coalesce_flows:
+                self._window_unwindowed()
         elif n:
+            self._window_unwindowed()  # in order of arrival
             self.engine.ingest_arrow(good, token)
         if self.engine.due():
             await self.drain(self.engine.tick())
+
+    def _window_unwindowed(self) -> bool:
+        """Window the messages read and not windowed yet, in one push; whether there were any."""
+        if not self._unwindowed:
+            return False
+        self.metrics.push_messages.observe(len(self._unwindowed))
+        self.engine.ingest_many(self._unwindowed)
+        self._unwindowed, self._unwindowed_flows = [], 0
+        return True
 
     async def drain(self, outputs: list[Output]) -> None:
         """Produce what the engine just returned, then release its windows' flows to the ledger."""
@@ -277,11 +299,13 @@ class EdgeWorker:
         self.assigned -= partitions
         held = self.ledger.held()
         if self._fenced():
+            self._unwindowed, self._unwindowed_flows = [], 0
             dropped = self.engine.discard_all()
             self.metrics.handovers.labels(outcome="fenced").inc()
             log.warning("%s %s while fenced: %d open windows left to the next owner (%d messages)", why,
                         sorted(partitions), dropped, held)
         else:
+            self._window_unwindowed()
             windows = self.engine.close_all(closed_by="revoke")
             while self.engine.pending:
                 await self.drain(self.engine.score_pending())

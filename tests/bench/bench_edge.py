@@ -137,7 +137,9 @@ def worker_throughput(bootstrap, topics, model, tmp, n, group: str = "bench-thro
            "rss_mb": peak_rss_mb(p.pid),
            "batches": metric(port, "edgeloop_inference_batch_windows_count"),
            "windows": metric(port, "edgeloop_inference_batch_windows_sum"),
-           "infer_s": metric(port, "edgeloop_inference_seconds_sum")}
+           "infer_s": metric(port, "edgeloop_inference_seconds_sum"),
+           "pushes": metric(port, "edgeloop_window_push_messages_count"),
+           "pushed_messages": metric(port, "edgeloop_window_push_messages_sum")}
     p.terminate()
     p.wait(15)
     return out
@@ -450,10 +452,10 @@ def stage_times(model: Path, df, messages: int = 500, repeat: int = 3) -> tuple[
     return best * us, {k: v * us for k, v in kept.items()}
 
 
-def print_stages(model: Path, df) -> None:
-    total, stages = stage_times(model, df)
-    print(f"\nwhere the engine's time goes (wall clock, the same flows in this process, best of 3): "
-          f"{total:.2f} us a flow, {1e6 / total:,.0f} flows/s")
+def print_stages(model: Path, df, messages: int = 500) -> None:
+    total, stages = stage_times(model, df, messages=messages)
+    print(f"\nwhere the engine's time goes (wall clock, the same flows in this process in messages of "
+          f"{messages}, best of 3): {total:.2f} us a flow, {1e6 / total:,.0f} flows/s")
     for stage, us in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {stage:<50}{us:>14.2f} us/flow {us / total:>6.1%}")
 
@@ -471,6 +473,11 @@ def main() -> None:
                     "model (EDGELOOP_INT8=1)")
     ap.add_argument("--arrow", action="store_true", help="also alternate a bare consumer and a worker on the "
                     "same flows sent as Arrow IPC payloads (EDGELOOP_FLOW_PAYLOAD=arrow)")
+    ap.add_argument("--message-flows", type=int, default=500, help="flows a message per partition, as "
+                    "FlowPublisher's batch_records (a live sensor sends about 50: 200 a batch over 4 partitions)")
+    ap.add_argument("--coalesce-compare", action="store_true", help="also alternate a worker that windows "
+                    "each message alone (EDGELOOP_COALESCE_FLOWS=0) against the default, which windows the "
+                    "messages already fetched together")
     ap.add_argument("--stages-only", action="store_true", help="only the engine in this process, its time per "
                     "flow by stage (wall clock), then stop: no broker, no workers")
     ap.add_argument("--gc-compare", action="store_true", help="also run the latency step --repeat times with "
@@ -481,12 +488,12 @@ def main() -> None:
     model = model_path(tmp)
     df = bench_flows(a.flows)
     if a.stages_only:
-        print_stages(model, df)
+        print_stages(model, df, a.message_flows)
         return
     with EmbeddedBroker(free_port()) as b:
         topics = Topics("bench.")
         ensure_topics(b.bootstrap, topics, 4)
-        with FlowPublisher(b.bootstrap, topics.flows) as pub:
+        with FlowPublisher(b.bootstrap, topics.flows, batch_records=a.message_flows) as pub:
             pub.publish(iter_flow_dicts(df))
         st = pub.stats
         print(f"produced {st.records:,} flows in {st.messages} messages: {st.rate:,.0f} flows/s")
@@ -498,13 +505,19 @@ def main() -> None:
             print(f"produced them again as Arrow: {apub.stats.bytes / st.bytes:.2f}x the JSON bytes "
                   f"({apub.stats.bytes / 1e6:.1f} MB against {st.bytes / 1e6:.1f} MB before compression)")
             bare_a, wa = float("inf"), {"flows_per_s": 0.0}
-        bare_s, w, w8 = float("inf"), {"flows_per_s": 0.0}, {"flows_per_s": 0.0}
+        bare_s, w, w8, w1 = float("inf"), {"flows_per_s": 0.0}, {"flows_per_s": 0.0}, {"flows_per_s": 0.0}
         for r in range(a.repeat):
             secs, n = asyncio.run(bare_consumer(b.bootstrap, topics.flows, len(df)))
             got = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-throughput-{r}")
             print(f"  run {r + 1}: bare consumer {n / secs:,.0f} fl/s, worker {got['flows_per_s']:,.0f} fl/s", flush=True)
             bare_s = min(bare_s, secs)
             w = got if got["flows_per_s"] > w["flows_per_s"] else w
+            if a.coalesce_compare:
+                g1 = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-alone-{r}",
+                                       coalesce_flows="0")
+                print(f"         worker windowing each message alone {g1['flows_per_s']:,.0f} fl/s; the default "
+                      f"windowed {got['pushed_messages'] / max(got['pushes'], 1):.1f} messages a push", flush=True)
+                w1 = g1 if g1["flows_per_s"] > w1["flows_per_s"] else w1
             if a.int8:
                 g8 = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-int8-{r}", int8="1")
                 print(f"         worker int8 {g8['flows_per_s']:,.0f} fl/s", flush=True)
@@ -535,6 +548,11 @@ def main() -> None:
     print(f"{'bare aiokafka getmany + json decode':<52}{n / bare_s:>16,.0f} fl/s")
     print(f"{f'edge worker, 1 process, {UNCERTAIN_RATE} uncertain/s':<52}{w['flows_per_s']:>16,.0f} fl/s")
     print(f"{'  ratio worker / bare consumer':<52}{w['flows_per_s'] / (n / bare_s):>21.2f}x")
+    print(f"{f'  flows a message; messages windowed a push':<52}{n / st.messages:>16,.0f}"
+          f"{w['pushed_messages'] / max(w['pushes'], 1):>6.1f}")
+    if a.coalesce_compare:
+        print(f"{'edge worker windowing each message alone':<52}{w1['flows_per_s']:>16,.0f} fl/s")
+        print(f"{'  ratio default (coalesced) / alone':<52}{w['flows_per_s'] / w1['flows_per_s']:>21.2f}x")
     if a.int8:
         print(f"{'edge worker, EDGELOOP_INT8=1':<52}{w8['flows_per_s']:>16,.0f} fl/s")
         print(f"{'  ratio int8 worker / bare consumer':<52}{w8['flows_per_s'] / (n / bare_s):>21.2f}x")
@@ -587,7 +605,7 @@ def main() -> None:
     print(f"{'  max':<52}{bare_lat['max']:>19.1f} ms  ({bare_lat['n']:,} messages)")
     print(f"{'  full garbage collections in the worker (frozen startup)':<52}{lat['full_collections']:>16.0f}"
           f"     {1000 * lat['full_seconds']:.1f} ms in all")
-    print_stages(model, df)
+    print_stages(model, df, a.message_flows)
     print("\nwhere the engine's time goes (cProfile, own time, the same flows in this process):")
     for stage, share in where_time_goes(model, df).items():
         print(f"  {stage:<50}{share:>21.1%}")

@@ -240,3 +240,40 @@ def test_detections_carry_rounded_scores_and_their_latest_produced_time(tiny_bun
         assert d["ood_score"] == round(float(s.ood[i]), 4)
         times = [produced[f] for f in w.flow_ids if produced[f] is not None]
         assert d["produced_ms"] == (max(times) if times else None)
+
+
+def test_messages_windowed_together_give_the_windows_of_one_push_each(tiny_bundle, flows):
+    """The worker coalesces the messages already fetched into one push (`ingest_many`): the
+    windows, their verdicts and the flows' origins (the offset ledger's tokens) must be those
+    of one push per message."""
+    from contracts.records import decode_flow_rows, encode_flow_batch, join_rows
+    from streams.sources.files import iter_flow_dicts
+
+    rows = list(iter_flow_dicts(flows))
+    messages = [decode_flow_rows(encode_flow_batch(rows[a:a + 23])) for a in range(0, len(rows), 23)]
+    assert all(m.numeric is not None for m in messages)  # the clean path, numeric read at decode
+
+    def run(groups):
+        eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(batch_max=64, batch_wait_ms=0),
+                           clock=lambda: 0.0)
+        outs, released = [], []
+        for group in groups:
+            if len(group) == 1:
+                eng.ingest(*group[0])
+            else:
+                eng.ingest_many(group)
+            outs += eng.tick()
+            released += eng.take_released()
+        outs += eng.flush_all()
+        released += eng.take_released()
+        dets = {d["window_id"]: (d["flow_ids"], d["predicted"], d["confidence"])
+                for o in outs if o.topic == "detections" for d in json.loads(o.value)["detections"]}
+        return dets, sorted(released)
+
+    tagged = [(m, i) for i, m in enumerate(messages)]
+    one_each = run([[t] for t in tagged])
+    together = run([tagged[a:a + 7] for a in range(0, len(tagged), 7)])
+    assert one_each[0] and together == one_each
+    joined = join_rows([m for m, _ in tagged[:3]])
+    assert np.array_equal(joined.numeric, np.concatenate([m.numeric for m, _ in tagged[:3]]))
+    assert getattr(join_rows([messages[0], list(messages[1])]), "numeric", None) is None  # a part without one
