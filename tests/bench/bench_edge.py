@@ -9,7 +9,8 @@ In one process tree, on the embedded broker:
   4. latency from flow produced to detection produced at a paced rate (default 5,000 flows/s),
      for windows closed by K (windows held open by the T horizon are excluded), and the
      worker's full garbage collections meanwhile (--gc-compare: with the startup freeze off
-     and on, alternated), beside a bare consumer's produced->decoded on the same paced flows;
+     and on, alternated; --coalesce-compare: messages windowed one at a time and coalesced,
+     alternated), beside a bare consumer's produced->decoded on the same paced flows;
   5. two workers in one group on the same flows, beside one (scaling on this machine's cores);
   6. where the engine's time goes, by stage (cProfile of the engine in this process).
 The bare consumer and the worker are alternated `--repeat` times; the best of each is shown.
@@ -35,6 +36,7 @@ sys.path.insert(0, str(REPO))
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.producer import FlowPublisher  # noqa: E402
 from streams.sources.files import iter_flow_dicts  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 from streams.topics import Topics, ensure_topics  # noqa: E402
 
 
@@ -541,6 +543,15 @@ def main() -> None:
                     print(f"  run {r + 1} freeze {freeze:<5}: p50 {g['p50']:5.1f} ms, p99 {g['p99']:5.1f} ms, "
                           f"max {g['max']:5.1f} ms; full collections {g['full_collections']:.0f}, "
                           f"{1000 * g['full_seconds']:.1f} ms in all", flush=True)
+        if a.coalesce_compare:   # the same paced run, each message windowed alone and coalesced, alternated
+            print(f"latency at {a.rate:,} fl/s for {a.seconds:.0f} s, EDGELOOP_COALESCE_FLOWS 0 and default alternated:")
+            default = str(Settings.model_fields["coalesce_flows"].default)
+            for r in range(a.repeat):
+                for c in ("0", default):
+                    g = latency(b.bootstrap, model, tmp, a.rate, a.seconds, run=10 + 2 * r + (c != "0"),
+                                coalesce_flows=c)
+                    print(f"  run {r + 1} coalesce {c:<4}: p50 {g['p50']:5.1f} ms, p99 {g['p99']:5.1f} ms, "
+                          f"max {g['max']:5.1f} ms", flush=True)
         two = two_workers(b.bootstrap, topics, model, tmp, len(df), broker_pid=b.proc.pid if b.proc else None)  # last: its hand-overs load the broker
     print(f"\nmodel {model}")
     print(f"{'stage':<52}{'figure':>22}")

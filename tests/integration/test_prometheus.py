@@ -239,6 +239,8 @@ def test_prometheus_scrapes_a_worker_and_sees_metrics_move_with_traffic(
     # every collection's pause; the young generation collects under any traffic.
     assert (prom.value("edgeloop_gc_frozen_objects") or 0) > 10_000
     prom.wait(lambda: (prom.value('edgeloop_gc_pause_seconds_count{generation="0"}') or 0) > 0, "gc pauses observed")
+    # Every message read went to the windows in some push (EDGELOOP_COALESCE_FLOWS).
+    assert prom.value("edgeloop_window_push_messages_sum") == prom.value("edgeloop_flow_messages_in_total") > 0
 
     # Every dashboard query is valid PromQL on this data, and the edge panels have data.
     answers = dashboard_answers(prom)
