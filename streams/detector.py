@@ -108,10 +108,7 @@ class EdgeDetector:
     def ingest(self, records: Sequence[FlowRecord], origin: Any = None) -> None:
         """Add records; `origin` (an offset-ledger token) rides with each of them and comes
         back from `take_released` once every window holding them was scored."""
-        closed = self.windower.push_records(records, None if origin is None else [origin] * len(records))
-        if self.metrics:
-            self.metrics.flows_in.inc(len(records))
-        self._add_pending(closed)
+        self._push(records, None if origin is None else [origin] * len(records))
 
     def ingest_many(self, parts: Sequence[tuple[Sequence[FlowRecord], Any]]) -> None:
         """`ingest` for several messages' records in one push, each message with its origin:
@@ -119,9 +116,10 @@ class EdgeDetector:
         flows), for a fraction of the per-push cost when messages are small."""
         if len(parts) == 1:
             self.ingest(*parts[0])
-            return
-        records = join_rows([r for r, _ in parts])
-        origins = [o for r, o in parts for _ in range(len(r))]
+        else:
+            self._push(join_rows([r for r, _ in parts]), [o for r, o in parts for _ in range(len(r))])
+
+    def _push(self, records: Sequence[FlowRecord], origins: list[Any] | None) -> None:
         closed = self.windower.push_records(records, origins)
         if self.metrics:
             self.metrics.flows_in.inc(len(records))

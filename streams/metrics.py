@@ -120,8 +120,8 @@ class EdgeMetrics:
             f"{p}_detector_policies_refused", "Activations on policies.active this detector's guard refused "
             "(never applied; dead-lettered), by reason", ["reason"], **r)
         self.push_messages = Histogram(f"{p}_window_push_messages", "Flows messages windowed together in "
-                                       "one push: messages already fetched and waiting are coalesced (up to "
-                                       "EDGELOOP_COALESCE_FLOWS flows)", buckets=PUSH_BUCKETS, **r)
+                                       "one push: those read between two ticks (up to EDGELOOP_COALESCE_FLOWS "
+                                       "flows)", buckets=PUSH_BUCKETS, **r)
         self.batch_windows = Histogram(f"{p}_inference_batch_windows", "Windows per inference batch",
                                        buckets=BATCH_BUCKETS, **r)
         self.inference_seconds = Histogram(f"{p}_inference_seconds", "ONNX Runtime time per batch",

@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     # The flows messages read between two ticks (every batch_wait_ms, at least 5 ms) are
     # windowed in one push, or as soon as they hold this many flows (0: each message alone,
     # as it is read). A live sensor sends about 50 flows a message (200 a batch over 4
-    # partitions): the engine in process took 41-46 us a flow in pushes of 50 against 23-24
-    # in pushes of 500. The windows of a push are scored in the same tick, so a flow waits
+    # partitions): the engine in process took 41-48 us a flow in pushes of 50 against 23-28
+    # in pushes of 500 (README, "Small messages"). The windows of a push are scored in the same tick, so a flow waits
     # about as long as when its windows waited for the tick instead.
     coalesce_flows: int = Field(2000, ge=0, le=1_000_000)
     # How often the worker commits the flows offsets whose flows are all in emitted windows.
