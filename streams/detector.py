@@ -128,12 +128,24 @@ class EdgeDetector:
     def ingest_arrow(self, table: Any, origin: Any = None) -> None:
         """`ingest` for a pyarrow Table of good flows (contracts.arrow_flows): the columns
         go to the windower as they are, no record objects made."""
+        self._push_arrow(table, None if origin is None else [origin] * table.num_rows)
+
+    def ingest_arrow_many(self, parts: Sequence[tuple[Any, Any]]) -> None:
+        """`ingest_many` for Arrow tables: one push of their rows, each with its table's origin."""
+        if len(parts) == 1:
+            self.ingest_arrow(*parts[0])
+        else:
+            import pyarrow as pa
+
+            self._push_arrow(pa.concat_tables([t for t, _ in parts]),
+                             [o for t, o in parts for _ in range(t.num_rows)])
+
+    def _push_arrow(self, table: Any, origins: list[Any] | None) -> None:
         ids, src, dst, raw, extra = arrow_columns(table)
         n = len(ids)
         if n == 0:
             return
-        closed = self.windower.push(src, dst, ids, raw, extra=extra,
-                                    origins=None if origin is None else [origin] * n)
+        closed = self.windower.push(src, dst, ids, raw, extra=extra, origins=origins)
         if self.metrics:
             self.metrics.flows_in.inc(n)
         self._add_pending(closed)

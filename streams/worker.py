@@ -197,24 +197,30 @@ class EdgeWorker:
         # never passes a message read and not yet windowed, and a hand-over windows what was
         # read before it closes the windows (`_hand_over`).
         token = self.ledger.consumed(part, offset, n * len(self.engine.windower.views))
-        if n and isinstance(good, list):
+        if n:
             self._unwindowed.append((good, token))
             self._unwindowed_flows += n
             if self._unwindowed_flows >= self.settings.coalesce_flows:
                 self._window_unwindowed()
-        elif n:
-            self._window_unwindowed()  # in order of arrival
-            self.engine.ingest_arrow(good, token)
         if self.engine.due():
             await self.drain(self.engine.tick())
 
     def _window_unwindowed(self) -> bool:
-        """Window the messages read and not windowed yet, in one push; whether there were any."""
-        if not self._unwindowed:
+        """Window the messages read and not windowed yet, in order, one push per run of
+        JSON (FlowRows) or Arrow (Table) payloads; whether there were any."""
+        parts = self._unwindowed
+        if not parts:
             return False
-        self.metrics.push_messages.observe(len(self._unwindowed))
-        self.engine.ingest_many(self._unwindowed)
         self._unwindowed, self._unwindowed_flows = [], 0
+        i = 0
+        while i < len(parts):
+            rows = isinstance(parts[i][0], list)
+            j = i + 1
+            while j < len(parts) and isinstance(parts[j][0], list) == rows:
+                j += 1
+            self.metrics.push_messages.observe(j - i)
+            (self.engine.ingest_many if rows else self.engine.ingest_arrow_many)(parts[i:j])
+            i = j
         return True
 
     async def drain(self, outputs: list[Output]) -> None:

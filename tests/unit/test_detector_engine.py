@@ -246,6 +246,7 @@ def test_messages_windowed_together_give_the_windows_of_one_push_each(tiny_bundl
     """The worker coalesces the messages already fetched into one push (`ingest_many`): the
     windows, their verdicts and the flows' origins (the offset ledger's tokens) must be those
     of one push per message."""
+    from contracts.arrow_flows import decode_flow_arrow, encode_flow_arrow
     from contracts.records import decode_flow_rows, encode_flow_batch, join_rows
     from streams.sources.files import iter_flow_dicts
 
@@ -253,12 +254,14 @@ def test_messages_windowed_together_give_the_windows_of_one_push_each(tiny_bundl
     messages = [decode_flow_rows(encode_flow_batch(rows[a:a + 23])) for a in range(0, len(rows), 23)]
     assert all(m.numeric is not None for m in messages)  # the clean path, numeric read at decode
 
-    def run(groups):
+    def run(groups, arrow=False):
         eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(batch_max=64, batch_wait_ms=0),
                            clock=lambda: 0.0)
         outs, released = [], []
         for group in groups:
-            if len(group) == 1:
+            if arrow:
+                eng.ingest_arrow_many(group)
+            elif len(group) == 1:
                 eng.ingest(*group[0])
             else:
                 eng.ingest_many(group)
@@ -274,6 +277,10 @@ def test_messages_windowed_together_give_the_windows_of_one_push_each(tiny_bundl
     one_each = run([[t] for t in tagged])
     together = run([tagged[a:a + 7] for a in range(0, len(tagged), 7)])
     assert one_each[0] and together == one_each
+    # Arrow payloads (two sensors) the same way, and the same windows as the JSON ones.
+    tables = [(decode_flow_arrow(encode_flow_arrow(rows[a:a + 23], sensor=f"s{a % 2}")).table, a // 23)
+              for a in range(0, len(rows), 23)]
+    assert run([tables[a:a + 7] for a in range(0, len(tables), 7)], arrow=True) == one_each
     joined = join_rows([m for m, _ in tagged[:3]])
     assert np.array_equal(joined.numeric, np.concatenate([m.numeric for m, _ in tagged[:3]]))
     assert getattr(join_rows([messages[0], list(messages[1])]), "numeric", None) is None  # a part without one

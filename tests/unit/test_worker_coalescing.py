@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry
 
+from contracts.arrow_flows import ARROW_HEADERS, encode_flow_arrow
 from contracts.records import encode_flow_batch
 from inference.datasets.synthetic import synthetic_flows
 from streams.settings import Settings
@@ -33,8 +34,12 @@ def _worker(bundle, tmp_path, **settings) -> tuple[EdgeWorker, list]:
     return w, produced
 
 
+def _rows(n_flows: int = 120) -> list[dict]:
+    return list(iter_flow_dicts(synthetic_flows(hosts_per_class=2, flows_per_host=n_flows // 10, seed=4)))[:n_flows]
+
+
 def _messages(n_flows: int = 120, per_message: int = 6) -> list[bytes]:
-    rows = list(iter_flow_dicts(synthetic_flows(hosts_per_class=2, flows_per_host=n_flows // 10, seed=4)))[:n_flows]
+    rows = _rows(n_flows)
     return [encode_flow_batch(rows[a:a + per_message]) for a in range(0, len(rows), per_message)]
 
 
@@ -73,3 +78,32 @@ def test_messages_are_windowed_at_once_past_coalesce_flows_or_with_it_off(tiny_b
         asyncio.run(run())
         assert w._unwindowed_flows == left, limit
         assert len(w.engine.windower) > 0 or left  # the windowed flows are in open windows
+
+
+def test_json_and_arrow_messages_read_together_are_all_windowed_in_order(tiny_bundle, tmp_path):
+    """Runs of JSON and of Arrow payloads (two sensors: their schemas' metadata differ) go to
+    the windows in the order read, one push per run, every flow in one window of each view."""
+    w, produced = _worker(tiny_bundle, tmp_path)
+    rows = _rows()
+    chunks = [rows[a:a + 6] for a in range(0, len(rows), 6)]
+    kinds = ["json", "json", "arrow", "arrow", "arrow", "json"] * 4  # 24 >= 20 chunks
+
+    async def run():
+        for off, (chunk, kind) in enumerate(zip(chunks, kinds)):
+            if kind == "json":
+                msg, value = SimpleNamespace(partition=0, offset=off, headers=None), encode_flow_batch(chunk)
+            else:
+                value = encode_flow_arrow(chunk, sensor=f"s{off % 2}")
+                msg = SimpleNamespace(partition=0, offset=off, headers=ARROW_HEADERS)
+            await w.handle(msg, value)
+        assert w._unwindowed_flows == len(rows)
+        await w._hand_over({0, 1}, "test")
+
+    asyncio.run(run())
+    flow_ids = sorted(r["flow_id"] for r in rows)
+    for view in tiny_bundle.meta.window.views:
+        assert _windowed_flows(produced, view) == flow_ids, view
+    # 20 messages in runs of 2 JSON, 3 Arrow, 1 JSON, ...: one push per run.
+    assert w.metrics.push_messages._sum.get() == 20 and w.ledger.held() == 0
+    runs = sum(1 for i, k in enumerate(kinds[:20]) if i == 0 or k != kinds[i - 1])
+    assert sum(b.get() for b in w.metrics.push_messages._buckets) == runs
