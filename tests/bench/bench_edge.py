@@ -347,6 +347,19 @@ def latency(bootstrap, model, tmp, rate: int, seconds: float, run: int = 0, **se
             **gc_figures}
 
 
+def alternate_latency(bootstrap, model, tmp, a, setting: str, values: tuple[str, str], run_base: int) -> None:
+    """The paced latency step `a.repeat` times with EDGELOOP_<SETTING> at each of `values`,
+    alternated; each run's percentiles and the worker's full collections."""
+    print(f"latency at {a.rate:,} fl/s for {a.seconds:.0f} s, EDGELOOP_{setting.upper()} "
+          f"{' and '.join(values)} alternated:")
+    for r in range(a.repeat):
+        for i, v in enumerate(values):
+            g = latency(bootstrap, model, tmp, a.rate, a.seconds, run=run_base + len(values) * r + i, **{setting: v})
+            print(f"  run {r + 1} {setting} {v:<5}: p50 {g['p50']:5.1f} ms, p99 {g['p99']:5.1f} ms, "
+                  f"max {g['max']:5.1f} ms; full collections {g['full_collections']:.0f}, "
+                  f"{1000 * g['full_seconds']:.1f} ms in all", flush=True)
+
+
 STAGES = (("decode (msgspec, masks)", ("records.py", "msgspec")), ("host history", ("history.py",)),
           ("windowing", ("windowing.py", "features.py")), ("ONNX Runtime", ("onnxruntime",)),
           ("scoring, routing, encoding", ("detector.py", "routing.py", "onnx_detector.py", "calibrat")))
@@ -479,7 +492,7 @@ def main() -> None:
                     "FlowPublisher's batch_records (a live sensor sends about 50: 200 a batch over 4 partitions)")
     ap.add_argument("--coalesce-compare", action="store_true", help="also alternate a worker that windows "
                     "each message alone (EDGELOOP_COALESCE_FLOWS=0) against the default, which windows the "
-                    "messages already fetched together")
+                    "messages read between two ticks together, in the throughput and the latency steps")
     ap.add_argument("--stages-only", action="store_true", help="only the engine in this process, its time per "
                     "flow by stage (wall clock), then stop: no broker, no workers")
     ap.add_argument("--gc-compare", action="store_true", help="also run the latency step --repeat times with "
@@ -535,23 +548,10 @@ def main() -> None:
         bare_lat = bare_latency(b.bootstrap, a.rate, a.seconds)
         lat = latency(b.bootstrap, model, tmp, a.rate, a.seconds)
         if a.gc_compare:   # the same paced run, alternated, with the startup freeze off and on
-            print(f"latency at {a.rate:,} fl/s for {a.seconds:.0f} s, EDGELOOP_GC_FREEZE off and on alternated:")
-            for r in range(a.repeat):
-                for freeze in ("false", "true"):
-                    g = latency(b.bootstrap, model, tmp, a.rate, a.seconds, run=2 * r + (freeze == "true") + 1,
-                                gc_freeze=freeze)
-                    print(f"  run {r + 1} freeze {freeze:<5}: p50 {g['p50']:5.1f} ms, p99 {g['p99']:5.1f} ms, "
-                          f"max {g['max']:5.1f} ms; full collections {g['full_collections']:.0f}, "
-                          f"{1000 * g['full_seconds']:.1f} ms in all", flush=True)
-        if a.coalesce_compare:   # the same paced run, each message windowed alone and coalesced, alternated
-            print(f"latency at {a.rate:,} fl/s for {a.seconds:.0f} s, EDGELOOP_COALESCE_FLOWS 0 and default alternated:")
-            default = str(Settings.model_fields["coalesce_flows"].default)
-            for r in range(a.repeat):
-                for c in ("0", default):
-                    g = latency(b.bootstrap, model, tmp, a.rate, a.seconds, run=10 + 2 * r + (c != "0"),
-                                coalesce_flows=c)
-                    print(f"  run {r + 1} coalesce {c:<4}: p50 {g['p50']:5.1f} ms, p99 {g['p99']:5.1f} ms, "
-                          f"max {g['max']:5.1f} ms", flush=True)
+            alternate_latency(b.bootstrap, model, tmp, a, "gc_freeze", ("false", "true"), run_base=1)
+        if a.coalesce_compare:   # the same paced run, each message windowed alone and coalesced
+            alternate_latency(b.bootstrap, model, tmp, a, "coalesce_flows",
+                              ("0", str(Settings.model_fields["coalesce_flows"].default)), run_base=10)
         two = two_workers(b.bootstrap, topics, model, tmp, len(df), broker_pid=b.proc.pid if b.proc else None)  # last: its hand-overs load the broker
     print(f"\nmodel {model}")
     print(f"{'stage':<52}{'figure':>22}")
@@ -559,7 +559,7 @@ def main() -> None:
     print(f"{'bare aiokafka getmany + json decode':<52}{n / bare_s:>16,.0f} fl/s")
     print(f"{f'edge worker, 1 process, {UNCERTAIN_RATE} uncertain/s':<52}{w['flows_per_s']:>16,.0f} fl/s")
     print(f"{'  ratio worker / bare consumer':<52}{w['flows_per_s'] / (n / bare_s):>21.2f}x")
-    print(f"{f'  flows a message; messages windowed a push':<52}{n / st.messages:>16,.0f}"
+    print(f"{'  flows a message; messages windowed a push':<52}{n / st.messages:>16,.0f}"
           f"{w['pushed_messages'] / max(w['pushes'], 1):>6.1f}")
     if a.coalesce_compare:
         print(f"{'edge worker windowing each message alone':<52}{w1['flows_per_s']:>16,.0f} fl/s")

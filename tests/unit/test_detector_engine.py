@@ -58,6 +58,17 @@ def test_batches_wait_at_most_batch_wait(tiny_bundle, flows):
     assert [o.topic for o in eng.tick()][0] == "detections" and not eng.pending
 
 
+def test_a_tick_told_the_flows_already_waited_scores_them_at_once(tiny_bundle, flows):
+    """The worker's tick windows the messages read since the last tick and scores their
+    windows in the same tick (`tick(now=True)`), not after another batch_wait."""
+    eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(batch_max=10_000, batch_wait_ms=1000),
+                       clock=lambda: 0.0)
+    records, _ = records_from_frame(flows)
+    eng.ingest(records[:64])
+    assert eng.pending and eng.tick() == [] and eng.pending
+    assert [o.topic for o in eng.tick(now=True)][0] == "detections" and not eng.pending
+
+
 def test_a_tick_scores_for_at_most_its_budget_and_the_next_ticks_finish(tiny_bundle, flows):
     """Thousands of windows closing at once (an idle expiry after a flood) must not stall the
     loop in one tick: with a zero budget each tick scores one batch, and none is lost."""
