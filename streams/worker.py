@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -52,10 +53,14 @@ log = logging.getLogger("edgeloop.worker")
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
-    """The faust app with consumer timings that are stable on Tansu and Kafka under load."""
+    """The faust app with consumer timings that are stable on Tansu and Kafka under load.
+    faust's own directory goes under the data directory, not the working directory."""
     app_cls = app_class(settings.fetch_max_wait_ms)
+    parent = Path(settings.data_dir) / "faust"
+    parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
+    datadir = str(parent).replace("{", "{{").replace("}", "}}")
     return app_cls(
-        settings.group_id, broker=f"kafka://{bootstrap}", value_serializer="raw", key_serializer="raw",
+        settings.group_id, broker=f"kafka://{bootstrap}", datadir=datadir + "/{conf.name}", value_serializer="raw", key_serializer="raw",
         web_enabled=False, topic_partitions=settings.partitions, topic_allow_declare=False,
         consumer_auto_offset_reset="earliest", broker_max_poll_interval=settings.max_poll_interval_s,
         broker_session_timeout=settings.session_timeout_s, broker_heartbeat_interval=settings.heartbeat_s,
