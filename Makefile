@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run    - broker + detector + replay of the bundled capture, with a live view"
-	@echo "make test   - the whole test suite (unit, integration on the embedded broker, lab e2e)"
+	@echo "make test   - the whole test suite (unit, integration on the embedded broker, lab e2e; TEST_WORKERS=N)"
 	@echo "make bench  - benchmarks that print figures (flows/s, latency, RSS)"
 
 $(STAMP): pyproject.toml
@@ -45,7 +45,7 @@ run: setup sandbox-deps
 	$(VENV)/bin/edgeloop run
 
 test: setup sandbox-deps lab-deps deploy-tools llm-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	PY=$(PY) bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 unit: setup sandbox-deps deploy-tools
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

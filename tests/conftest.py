@@ -26,6 +26,26 @@ from streams.kafka_security import kafka_python_options
 from streams.topics import Topics, ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests that time something, bound memory, kill workers on a schedule or make network
+# namespaces, and the local LLM (llama.cpp's threads slowed 4-5x beside any other busy
+# process): scripts/run-tests.sh runs them alone, after the rest ran on every core.
+SERIAL_DIRS = ("e2e", "reliability", "security")
+SERIAL_MODULES = {"test_local_llm"}
+# Modules that keep both cores busy (torch training on 2 threads): one xdist group, so they
+# run one after another on one process while the other process takes the tests that mostly
+# wait on a broker. Run side by side, two of them took 2-10x longer.
+CPU_BOUND = {"test_novel_attack_loop", "test_scan_retrain", "test_experiment_scarce",
+             "test_quantize", "test_retrain", "test_model_training", "test_evaluate", "test_inference_cli",
+             "test_experiment_augment"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name in SERIAL_DIRS or item.path.stem in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+        elif item.path.stem in CPU_BOUND:
+            item.add_marker(pytest.mark.xdist_group("cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,26 @@
+"""`make test` runs the `serial` tests alone (scripts/run-tests.sh): every test of tests/e2e,
+tests/reliability and tests/security and the local LLM's must be marked, and nothing else,
+or a timing bound would be measured beside a busy process (or the suite would lose its
+parallel part)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _collected(*args: str) -> set[str]:
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                       cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return {ln for ln in r.stdout.splitlines() if "::" in ln}
+
+
+def test_the_serial_part_is_exactly_the_timing_bound_tests():
+    serial = _collected("-m", "serial")
+    every = _collected()
+    bound = {t for t in every if t.startswith(("tests/e2e/", "tests/reliability/", "tests/security/",
+                                                "tests/integration/test_local_llm.py"))}
+    assert bound and serial == bound, (sorted(serial - bound)[:5], sorted(bound - serial)[:5])
