@@ -73,9 +73,9 @@ def test_spoofed_flood_alert_names_the_victim_within_10s(broker, topics, edge_wo
 
     def meter() -> None:
         # A bridge port's traffic is seen on the bridge only in promiscuous mode. Bounded:
-        # it ends at the flood's flows or 40 s.
+        # it ends at the flood's flows or 14 s (11 s after the flood began: its flows are out by then).
         with FlowPublisher(broker.bootstrap, topics.flows, sensor="flood-test") as pub:
-            capture(bridge, pub, duration_s=40, max_flows=SOURCES, idle_timeout=1, active_timeout=5,
+            capture(bridge, pub, duration_s=14, max_flows=SOURCES, idle_timeout=1, active_timeout=5,
                     promiscuous=True)
 
     m = threading.Thread(target=meter, daemon=True)
