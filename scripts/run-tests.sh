@@ -25,5 +25,6 @@ fi
 t1=$(date +%s)
 "$PY" -m pytest -p no:xdist -m serial "$@"; b=$(status $?)
 t2=$(date +%s)
-echo "make test: parallel part ($workers processes) $((t1 - t0)) s (exit $a), serial part $((t2 - t1)) s (exit $b), $((t2 - t0)) s in all"
+echo "make test: parallel part ($workers processes) $((t1 - t0)) s (exit $a)," \
+     "serial part $((t2 - t1)) s (exit $b), $((t2 - t0)) s in all"
 [ "$a" -eq 0 ] && [ "$b" -eq 0 ]

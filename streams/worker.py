@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
     parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     datadir = str(parent).replace("{", "{{").replace("}", "}}")
     return app_cls(
-        settings.group_id, broker=f"kafka://{bootstrap}", datadir=datadir + "/{conf.name}", value_serializer="raw", key_serializer="raw",
+        settings.group_id, broker=f"kafka://{bootstrap}", datadir=datadir + "/{conf.name}",
+        value_serializer="raw", key_serializer="raw",
         web_enabled=False, topic_partitions=settings.partitions, topic_allow_declare=False,
         consumer_auto_offset_reset="earliest", broker_max_poll_interval=settings.max_poll_interval_s,
         broker_session_timeout=settings.session_timeout_s, broker_heartbeat_interval=settings.heartbeat_s,
@@ -217,15 +219,10 @@ class EdgeWorker:
         if not parts:
             return False
         self._unwindowed, self._unwindowed_flows = [], 0
-        i = 0
-        while i < len(parts):
-            rows = isinstance(parts[i][0], list)
-            j = i + 1
-            while j < len(parts) and isinstance(parts[j][0], list) == rows:
-                j += 1
-            self.metrics.push_messages.observe(j - i)
-            (self.engine.ingest_many if rows else self.engine.ingest_arrow_many)(parts[i:j])
-            i = j
+        for rows, run in groupby(parts, key=lambda p: isinstance(p[0], list)):
+            same = list(run)
+            self.metrics.push_messages.observe(len(same))
+            (self.engine.ingest_many if rows else self.engine.ingest_arrow_many)(same)
         return True
 
     async def drain(self, outputs: list[Output]) -> None:

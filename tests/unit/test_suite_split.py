@@ -24,3 +24,11 @@ def test_the_serial_part_is_exactly_the_timing_bound_tests():
     bound = {t for t in every if t.startswith(("tests/e2e/", "tests/reliability/", "tests/security/",
                                                 "tests/integration/test_local_llm.py"))}
     assert bound and serial == bound, (sorted(serial - bound)[:5], sorted(bound - serial)[:5])
+
+
+def test_every_module_named_for_the_split_exists():
+    """A renamed module would silently leave the serial part or the "cpu" group."""
+    from tests.conftest import CPU_BOUND, SERIAL_MODULES
+
+    stems = {p.stem for p in (REPO / "tests").rglob("test_*.py")}
+    assert (SERIAL_MODULES | CPU_BOUND) - stems == set()
