@@ -158,6 +158,8 @@ class ClosedWindow:
     dst: list[str] = field(default_factory=list, repr=False)
     labels: list[Any] = field(default_factory=list, repr=False)
     origins: list[Any] = field(default_factory=list, repr=False)
+    # When the latest of its flows was produced (the sensor's stamp), None where none has one.
+    produced_ms: int | None = None
     _items: list[Any] | None = field(default=None, repr=False)
 
     @property
@@ -202,29 +204,6 @@ class ClosedWindow:
             return [batches[0].extra[name][1]] * len(self.flow_ids)  # one push's worth, one value
         return [_value(b.extra[name], r) for b, r in self.rows if b.extra is not None]
 
-    def latest(self, name: str) -> Any:
-        """The largest value of a record field that is not in RAW_COLUMNS over the window's
-        flows, None where no flow has one: a field shared by a whole batch is read once."""
-        best = None
-        for b in self.batches:
-            if b.extra is None:
-                continue
-            how, v = b.extra[name]
-            if how != "one":  # varies within a batch: read this batch's rows
-                return _latest(_value(b2.extra[name], r) for b2, r in self.rows if b2.extra is not None)
-            if v is not None and (best is None or v > best):
-                best = v
-        return best
-
-
-def _latest(values: Any) -> Any:
-    best = None
-    for x in values:
-        if x is not None and (best is None or x > best):
-            best = x
-    return best
-
-
 _RAW_INDEX = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 
@@ -234,13 +213,25 @@ MISSING = object()  # a gathered label or origin of a flow whose batch was pushe
 class Gathered:
     """Every closing flow's columns, laid end to end (`gather`)."""
 
-    __slots__ = ("batches", "raw", "hist", "ids", "src", "dst", "labels", "origins")
+    __slots__ = ("batches", "raw", "hist", "ids", "src", "dst", "labels", "origins", "produced")
 
     def __init__(self, batches: list[FlowBatch], raw: np.ndarray, hist: np.ndarray, ids: np.ndarray, src: np.ndarray, dst: np.ndarray,
-                 labels: np.ndarray | None, origins: np.ndarray | None) -> None:
+                 labels: np.ndarray | None, origins: np.ndarray | None, produced: np.ndarray | None) -> None:
         self.batches = batches  # the distinct batches, in order of their first flow's group
         self.raw, self.hist, self.ids, self.src, self.dst = raw, hist, ids, src, dst
         self.labels, self.origins = labels, origins
+        self.produced = produced  # float64 produced_ms per flow, NaN where a flow has none
+
+
+def produced_column(b: FlowBatch, rows: np.ndarray) -> np.ndarray:
+    """produced_ms of a batch's `rows` as float64, NaN where a flow has none (read once for
+    a value the whole batch shares, by fancy indexing for an integer column)."""
+    how, v = b.extra["produced_ms"] if b.extra is not None else ("one", None)
+    if how == "one":
+        return np.full(len(rows), np.nan if v is None else float(v))
+    if how == "int":
+        return v[rows].astype(np.float64)
+    return np.array([np.nan if x is None else float(x) for x in map(v.__getitem__, rows.tolist())])
 
 
 def gather(flow_batches: list[FlowBatch], rows: np.ndarray, view_index: np.ndarray) -> Gathered:
@@ -266,9 +257,12 @@ def gather(flow_batches: list[FlowBatch], rows: np.ndarray, view_index: np.ndarr
     batches = [b for b, _, _ in groups]
     labels = np.full(total, MISSING, dtype=object) if any(b.labels is not None for b in batches) else None
     origins = np.full(total, MISSING, dtype=object) if any(b.origins is not None for b in batches) else None
+    produced = np.full(total, np.nan) if any(b.extra is not None for b in batches) else None
     views = np.unique(view_index).tolist() if total else []
     for b, pos, r in groups:
         raw[pos] = b.rows(r)
+        if produced is not None and b.extra is not None:
+            produced[pos] = produced_column(b, r)
         ids[pos], src[pos], dst[pos] = b.ids[r], b.src[r], b.dst[r]
         if labels is not None and b.labels is not None:
             labels[pos] = b.labels[r]
@@ -282,4 +276,4 @@ def gather(flow_batches: list[FlowBatch], rows: np.ndarray, view_index: np.ndarr
         for v in views:
             m = vi == v
             hist[at[m]] = b.hist[v][r[m]]
-    return Gathered(batches, raw, hist, ids, src, dst, labels, origins)
+    return Gathered(batches, raw, hist, ids, src, dst, labels, origins, produced)

@@ -301,6 +301,9 @@ class Windower:
         feats[:, nf:nf + ctx.shape[1]] = ctx
         feats[:, N_FEATURES - N_HISTORY:] = g.hist
         lo, hi = np.minimum.reduceat(ts, starts).tolist(), np.maximum.reduceat(ts, starts).tolist()
+        # Each window's latest produced_ms (NaN-ignoring max; NaN where no flow has one).
+        produced = ([None if p != p else int(p) for p in np.fmax.reduceat(g.produced, starts).tolist()]
+                    if g.produced is not None else [None] * len(done))
         ids = g.ids.tolist()
         keep = self.keep_items
         src, dst = (g.src.tolist(), g.dst.tolist()) if keep else ([], [])
@@ -314,7 +317,7 @@ class Windower:
             # alerts; training's keep none, so no batch stays alive.
             kept = (w.flows, raw[s:e], src[s:e], dst[s:e]) if keep else ([], None, [], [])
             out.append(ClosedWindow(wid, key, ids[s:e], feats[s:e], int(lo[j]), int(hi[j]), how, v.name,
-                                    *kept, labels(s, e), origins(s, e)))
+                                    *kept, labels(s, e), origins(s, e), produced[j]))
         return out
 
 

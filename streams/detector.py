@@ -244,7 +244,7 @@ class EdgeDetector:
         ood = np.round(s.ood.astype(np.float64), 4).tolist()
         for i, w in enumerate(batch):
             self._released += w.origins
-            produced = w.latest("produced_ms")
+            produced = w.produced_ms
             d = DetectionRow(
                 window_id=w.window_id, key=w.key, flow_ids=w.flow_ids, first_seen_ms=w.first_seen_ms,
                 last_seen_ms=w.last_seen_ms, predicted=names[predicted[i]],

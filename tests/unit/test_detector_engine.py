@@ -232,13 +232,20 @@ def test_uncertain_messages_carry_the_flows_as_they_came_in(tiny_bundle, flows):
         np.testing.assert_allclose(u.history, ref[u.window_id], atol=6e-6)
 
 
-def test_detections_carry_rounded_scores_and_their_latest_produced_time(tiny_bundle, flows):
+# produced_ms as a batch keeps it: varying with gaps (a list column), varying (an int64
+# column), one value per push of 40 flows (a value the batch keeps once), none at all.
+PRODUCED = {"gaps": lambda i: None if i % 3 == 0 else 1_000 + i, "ints": lambda i: 5_000 - i,
+            "per_push": lambda i: 9_000 + i // 40, "none": lambda i: None}
+
+
+@pytest.mark.parametrize("produced_at", sorted(PRODUCED))
+def test_detections_carry_rounded_scores_and_their_latest_produced_time(tiny_bundle, flows, produced_at):
     eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(batch_max=10_000))
     records, _ = records_from_frame(flows)
-    records = [r.model_copy(update={"produced_ms": None if i % 3 == 0 else 1_000 + i})
-               for i, r in enumerate(records)]
+    records = [r.model_copy(update={"produced_ms": PRODUCED[produced_at](i)}) for i, r in enumerate(records)]
     produced = {r.flow_id: r.produced_ms for r in records}
-    eng.ingest(records)
+    for a in range(0, len(records), 40):
+        eng.ingest(records[a:a + 40])
     eng.close_all("flush")
     batch = list(eng.pending)
     s = eng.model.score_windows(batch)
