@@ -147,14 +147,15 @@ def worker_throughput(bootstrap, topics, model, tmp, n, group: str = "bench-thro
     return out
 
 
-def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0, broker_pid: int | None = None) -> dict:
+def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 3.0, broker_pid: int | None = None,
+                group: str = "bench-two") -> dict:
     """Two workers in one group on the same flows (2 partitions each): their summed intake
     over `seconds` once both own partitions, beside one worker's over the same span, and
     the CPU each process (workers, broker, this poller) used meanwhile: on a machine with
     as many cores as workers, the broker's share is what two workers cannot have."""
     # Both started at once, so that they join the group together and split the partitions
     # before either has read much (one started after the other found the first far ahead).
-    procs = [start_worker(bootstrap, topics, model, tmp, "bench-two", wait=False, log=f"bench-two-{i}")
+    procs = [start_worker(bootstrap, topics, model, tmp, group, wait=False, log=f"{group}-{i}")
              for i in range(2)]
     ports = [port for _, port in procs]
     deadline = time.monotonic() + 60
@@ -168,10 +169,13 @@ def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0, broker_p
     c0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
     me0 = sum(os.times()[:2])
     v0, t0 = sum(metric(port, "edgeloop_flows_in_total") for port in ports), time.perf_counter()
+    # Over a span that ends before the flows run out, polled seldom: each poll costs the
+    # workers a /metrics scrape and this process CPU that the workers would otherwise have
+    # (polled every 50 ms, the poller took 0.10 of a core).
     while time.perf_counter() - t0 < seconds:
         if sum(metric(port, "edgeloop_flows_in_total") for port in ports) >= n:
             break
-        time.sleep(0.05)
+        time.sleep(0.25)
     v1, dt = sum(metric(port, "edgeloop_flows_in_total") for port in ports), time.perf_counter() - t0
     cores = {k: (cpu_seconds(pid) - c0[k]) / dt for k, pid in pids.items()}
     cores["bench (poller)"] = (sum(os.times()[:2]) - me0) / dt
@@ -181,6 +185,27 @@ def two_workers(bootstrap, topics, model, tmp, n, seconds: float = 8.0, broker_p
     worker_cpu = (cores["worker 1"] + cores["worker 2"]) * dt
     return {"flows_per_s": (v1 - v0) / dt, "flows": v1 - v0, "secs": dt, "cores": cores,
             "flows_per_cpu_s": (v1 - v0) / max(worker_cpu, 1e-9)}
+
+
+def _spin(n: int) -> float:
+    t = time.perf_counter()
+    s = 0
+    for i in range(n):
+        s += i * i % 7
+    return time.perf_counter() - t
+
+
+def core_scaling(n: int = 4_000_000, repeat: int = 3) -> float:
+    """The raw baseline for two workers: a pure-Python loop in one process, then in two
+    processes side by side (best of `repeat`): how close to 2x two busy processes get on
+    this machine's cores, with nothing shared between them."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        one = min(pool.map(_spin, [n])[0] for _ in range(repeat))
+        two = min(max(pool.map(_spin, [n, n])) for _ in range(repeat))
+    return 2 * one / two
 
 
 def multiply_adds(onnx_path: Path) -> int | None:
@@ -577,6 +602,7 @@ def main() -> None:
         label = f"two workers, one group ({two['flows']:,.0f} flows in {two['secs']:.1f} s)"
         print(f"{label:<52}{two['flows_per_s']:>16,.0f} fl/s")
         print(f"{'  ratio two workers / one':<52}{two['flows_per_s'] / w['flows_per_s']:>21.2f}x")
+        print(f"{'  baseline: two pure-Python processes / one':<52}{core_scaling():>21.2f}x")
         used = ", ".join(f"{k} {v:.2f}" for k, v in two["cores"].items())
         print(f"{'  cores used meanwhile':<52}{used:>40}  (of {os.cpu_count()})")
         print(f"{'  flows per worker CPU-second, one worker':<52}{w['flows_per_cpu_s']:>16,.0f}")
