@@ -502,6 +502,42 @@ def stage_times(model: Path, df, messages: int = 500, repeat: int = 3) -> tuple[
     return best * us, {k: v * us for k, v in kept.items()}
 
 
+def push_costs(model: Path, df, sizes: tuple[int, ...] = (50, 100, 500)) -> None:
+    """The engine in this process, one message a push then a tick (as a worker at a modest
+    rate): milliseconds a push to window it and to tick, per message size, over the second
+    half of the flows (the first half fills the windows and host history), and the fixed
+    part of each, fitted as a + b * flows between the smallest and largest size."""
+    from contracts.records import decode_flow_rows, encode_flow_batch
+    from inference.bundle import Bundle
+    from inference.onnx_detector import OnnxDetector
+    from streams.detector import DetectorConfig, EdgeDetector
+
+    rows = list(iter_flow_dicts(df))
+    det = OnnxDetector(Bundle.load(model))
+    got = {}
+    for size in sizes:
+        msgs = [decode_flow_rows(encode_flow_batch(rows[a:a + size])) for a in range(0, len(rows), size)]
+        eng = EdgeDetector(det, DetectorConfig())
+        half = len(msgs) // 2
+        for m in msgs[:half]:
+            eng.ingest(m)
+            eng.tick(now=True)
+        win = tick = 0.0
+        for m in msgs[half:]:
+            t0 = time.perf_counter()
+            eng.ingest(m)
+            t1 = time.perf_counter()
+            eng.tick(now=True)
+            win, tick = win + t1 - t0, tick + time.perf_counter() - t1
+        n = len(msgs) - half
+        got[size] = (1e3 * win / n, 1e3 * tick / n)
+        print(f"  {size:>5}-flow pushes: window {got[size][0]:6.2f} ms, tick {got[size][1]:6.2f} ms a push")
+    lo, hi = min(sizes), max(sizes)
+    for i, what in enumerate(("window", "tick")):
+        per_flow = (got[hi][i] - got[lo][i]) / (hi - lo)
+        print(f"  {what}: {1000 * per_flow:.1f} us a flow + {got[lo][i] - per_flow * lo:.2f} ms a push")
+
+
 def print_stages(model: Path, df, messages: int = 500) -> None:
     total, stages = stage_times(model, df, messages=messages)
     print(f"\nwhere the engine's time goes (wall clock, the same flows in this process in messages of "
@@ -530,6 +566,8 @@ def main() -> None:
                     "messages read between two ticks together, in the throughput and the latency steps")
     ap.add_argument("--stages-only", action="store_true", help="only the engine in this process, its time per "
                     "flow by stage (wall clock), then stop: no broker, no workers")
+    ap.add_argument("--push-cost", action="store_true", help="only the engine in this process, one message "
+                    "a push then a tick, at 50, 100 and 500 flows a message: the cost a push, then stop")
     ap.add_argument("--gc-compare", action="store_true", help="also run the latency step --repeat times with "
                     "EDGELOOP_GC_FREEZE off and on alternated, printing each run's full collections")
     a = ap.parse_args()
@@ -539,6 +577,10 @@ def main() -> None:
     df = bench_flows(a.flows)
     if a.stages_only:
         print_stages(model, df, a.message_flows)
+        return
+    if a.push_cost:
+        print(f"the engine's cost a push ({len(df):,} flows in this process, one message a push then a tick):")
+        push_costs(model, df)
         return
     with EmbeddedBroker(free_port()) as b:
         topics = Topics("bench.")
