@@ -34,7 +34,7 @@ class FlowBatch:
     windows keep row numbers, not per-flow objects). A record is rebuilt from its row only
     when something asks for it (`ClosedWindow.items`: a window routed to `uncertain`)."""
 
-    __slots__ = ("first", "varying", "cols", "ids", "src", "dst", "hist", "labels", "origins", "extra",
+    __slots__ = ("first", "varying", "cols", "obj", "ids", "src", "dst", "hist", "labels", "origins", "extra",
                  "refs", "nbytes")
 
     def __init__(self, raw: np.ndarray, ids: Sequence[str], src: Sequence[str], dst: Sequence[str],
@@ -45,16 +45,25 @@ class FlowBatch:
         self.first = raw[0].copy()
         self.cols = np.flatnonzero((raw != raw[0]).any(axis=0))
         self.varying = np.ascontiguousarray(raw[:, self.cols])
-        # Object arrays: a closing pass gathers a batch's ids and addresses with one
-        # fancy-indexing call each.
-        self.ids, self.src, self.dst = objects(ids), objects(src), objects(dst)
+        # One object array [n, 3] of flow id, source and destination: a closing pass gathers
+        # all three with one fancy-indexing call; ids, src and dst are its columns.
+        n = len(ids)
+        self.obj = np.empty((n, 3), dtype=object)
+        for j, col in enumerate((ids, src, dst)):
+            self.obj[:, j] = objects(col)
+        self.ids, self.src, self.dst = self.obj[:, 0], self.obj[:, 1], self.obj[:, 2]
         self.labels = None if labels is None else objects(labels)
         self.origins = None if origins is None else objects(origins)
         self.extra = extra
-        self.hist: list[np.ndarray] = []  # per view, that view's history rows of these flows
+        # Per view, that view's history rows of these flows: a list while the push adds them,
+        # then one array [views, n, N_HISTORY] (`seal`), gathered with one call per batch.
+        self.hist: Any = []
         self.refs = 0  # window memberships still open
-        n = len(ids)
         self.nbytes = self.varying.nbytes + n * (BATCH_FLOW_BYTES + (EXTRA_FLOW_BYTES if extra is not None else 0))
+
+    def seal(self) -> None:
+        """The push added every view's history rows: stack them into one array."""
+        self.hist = np.stack(self.hist)
 
     def rows(self, idx: Any) -> np.ndarray:
         """The RAW_COLUMNS rows at `idx` [len(idx), len(RAW_COLUMNS)] float64."""
@@ -243,7 +252,7 @@ def gather(flow_batches: list[FlowBatch], rows: np.ndarray, view_index: np.ndarr
     oid = np.fromiter(map(id, flow_batches), dtype=np.int64, count=total)
     raw = np.empty((total, len(RAW_COLUMNS)), dtype=np.float64)
     hist = np.empty((total, N_HISTORY), dtype=np.float32)
-    ids, src, dst = (np.empty(total, dtype=object) for _ in range(3))
+    obj = np.empty((total, 3), dtype=object)  # flow id, source, destination
     groups: list[tuple[FlowBatch, Any, np.ndarray]] = []
     if total and (oid == oid[0]).all():
         groups.append((flow_batches[0], slice(None), rows))
@@ -263,17 +272,10 @@ def gather(flow_batches: list[FlowBatch], rows: np.ndarray, view_index: np.ndarr
         raw[pos] = b.rows(r)
         if produced is not None and b.extra is not None:
             produced[pos] = produced_column(b, r)
-        ids[pos], src[pos], dst[pos] = b.ids[r], b.src[r], b.dst[r]
+        obj[pos] = b.obj[r]
         if labels is not None and b.labels is not None:
             labels[pos] = b.labels[r]
         if origins is not None and b.origins is not None:
             origins[pos] = b.origins[r]
-        if len(views) == 1:
-            hist[pos] = b.hist[views[0]][r]
-            continue
-        vi = view_index[pos]
-        at = np.arange(total) if isinstance(pos, slice) else pos
-        for v in views:
-            m = vi == v
-            hist[at[m]] = b.hist[v][r[m]]
-    return Gathered(batches, raw, hist, ids, src, dst, labels, origins, produced)
+        hist[pos] = b.hist[views[0], r] if len(views) == 1 else b.hist[view_index[pos], r]
+    return Gathered(batches, raw, hist, obj[:, 0], obj[:, 1], obj[:, 2], labels, origins, produced)

@@ -181,6 +181,7 @@ class Windower:
             batch.nbytes += hist.nbytes
             self._batch_bytes += hist.nbytes
             self._assign(view, keys, batch, all_ts, now, done)
+        batch.seal()
         batch.refs -= 1
         if batch.refs == 0:
             self._batch_bytes -= batch.nbytes
