@@ -55,6 +55,7 @@ _NS = len(HISTORY_SCALES_S)
 _NST = len(HISTORY_STATS)  # state per scale: flows, new_peers, new_services, failed, sum lb, sum lb^2
 _SCALES_MS = tuple(s * 1000.0 for s in HISTORY_SCALES_S)
 _RATES = tuple(math.log(2.0) / s for s in _SCALES_MS)  # per ms
+_SCALES_ARRAY = np.asarray(_SCALES_MS)
 _CHUNK_ROWS = 65_536  # rows vectorised at once (bounds the scan's temporaries)
 _VAR_FLOOR = 1e-10  # relative variance below which bytes_sd is 0 (float rounding, not spread)
 _MIN_COLUMN_ROWS = 32  # fewer flows are cheaper counted one by one
@@ -173,37 +174,35 @@ class HostHistory:
         last_service = _previous(sc, ts, services_before)
         size = np.log1p(np.asarray(nbytes, dtype=np.float64))
         fail = np.asarray(failed, dtype=np.float64)
-        # The 18 damped sums of each flow: x[:, scale * 6 + stat], in host-sorted order.
-        x = np.empty((n, _NS * _NST))
-        for j in range(_NS):
-            horizon = ts - _SCALES_MS[j]
-            col = j * _NST
-            x[:, col] = 1.0
-            x[:, col + 1] = np.isnan(last_peer) | (last_peer < horizon)
-            x[:, col + 2] = np.isnan(last_service) | (last_service < horizon)
-            x[:, col + 3] = fail
-            x[:, col + 4] = size
-            x[:, col + 5] = size * size
-        x = x[order]
+        # The 18 damped sums of each flow: x[:, scale * 6 + stat], in host-sorted order (as
+        # [n, scales, stats], all scales at once).
+        horizon = ts[:, None] - _SCALES_ARRAY[None, :]
+        x3 = np.empty((n, _NS, _NST))
+        x3[:, :, 0] = 1.0
+        x3[:, :, 1] = np.isnan(last_peer)[:, None] | (last_peer[:, None] < horizon)
+        x3[:, :, 2] = np.isnan(last_service)[:, None] | (last_service[:, None] < horizon)
+        x3[:, :, 3] = fail[:, None]
+        x3[:, :, 4] = size[:, None]
+        x3[:, :, 5] = (size * size)[:, None]
+        x = x3.reshape(n, _NS * _NST)[order]
         decay = np.exp(-dt[:, None] * np.asarray(_RATES)[None, :])  # [n, scales]
         # Fold each host's state into its first flow; a zero decay there stops the scan
         # from reaching into the previous host's flows.
         x[starts] += state[:, 1:] * np.repeat(decay[starts], _NST, axis=1)
         decay[starts] = 0.0
         sums = _affine_scan(decay, x, int(np.diff(np.append(starts, n)).max()))
-        out_sorted = np.empty((n, N_HISTORY), dtype=np.float64)
-        for j in range(_NS):
-            col = j * _NST
-            flows = sums[:, col]
-            mean = sums[:, col + 4] / flows
-            var = sums[:, col + 5] / flows - mean * mean
-            out_sorted[:, col] = np.log1p(flows)
-            out_sorted[:, col + 1] = np.log1p(sums[:, col + 1])
-            out_sorted[:, col + 2] = np.log1p(sums[:, col + 2])
-            out_sorted[:, col + 3] = sums[:, col + 3] / flows
-            out_sorted[:, col + 4] = mean
-            # A spread under 1e-5 of the mean is rounding left by sq/n - mean^2: zero.
-            out_sorted[:, col + 5] = np.sqrt(np.where(var > _VAR_FLOOR * mean * mean, var, 0.0))
+        s3 = sums.reshape(n, _NS, _NST)
+        flows = s3[:, :, 0]
+        mean = s3[:, :, 4] / flows
+        var = s3[:, :, 5] / flows - mean * mean
+        o3 = np.empty((n, _NS, _NST), dtype=np.float64)
+        o3[:, :, 0] = np.log1p(flows)
+        o3[:, :, 1:3] = np.log1p(s3[:, :, 1:3])
+        o3[:, :, 3] = s3[:, :, 3] / flows
+        o3[:, :, 4] = mean
+        # A spread under 1e-5 of the mean is rounding left by sq/n - mean^2: zero.
+        o3[:, :, 5] = np.sqrt(np.where(var > _VAR_FLOOR * mean * mean, var, 0.0))
+        out_sorted = o3.reshape(n, N_HISTORY)
         last_rows = np.append(starts[1:], n) - 1
         final = sums[last_rows]
         out = np.empty((n, N_HISTORY), dtype=np.float32)
