@@ -3,16 +3,21 @@
 Both models are scored on the same held-out windows (labelled by a person, a dataset or the
 site baseline, never by an LLM: llm_agents.store.TRUTH_SOURCES). The challenger is promoted
 only if its macro-F1 is higher, the paired bootstrap interval of that gain lies above 0,
-and no known class loses more than `max_recall_drop` of recall:
+and no known class loses more than `max_recall_drop` of recall, when the windows say the
+loss is real (`recall_changes`: a one-sided sign test on the windows of that class one model
+got right and the other wrong; two windows of a 71-window class flipping in a retrain is
+2.8 points and no evidence):
 
     >>> champ, chall = score_figures(old, x, m, truth), score_figures(new, x, m, truth)
     >>> sig = paired_gain(truth, predict(old, x, m), predict(new, x, m))
-    >>> promote, reason, recall_delta = gate(champ, chall, significance=sig)
+    >>> flips = recall_changes(truth, predict(old, x, m), predict(new, x, m))
+    >>> promote, reason, recall_delta = gate(champ, chall, significance=sig, flips=flips)
 
 The open-world part (must not get worse on foreign captures) is evaluation.gate.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -92,9 +97,32 @@ def paired_gain(truth: np.ndarray, champion: np.ndarray, challenger: np.ndarray,
             "level": level, "resamples": resamples, "windows": n}
 
 
+def recall_changes(truth: np.ndarray, champion: np.ndarray, challenger: np.ndarray) -> dict[str, tuple[int, int]]:
+    """Per class of `truth`: (lost, gained), its windows the champion got right and the
+    challenger wrong, and the other way round."""
+    truth, champion, challenger = (np.asarray(a, dtype=object) for a in (truth, champion, challenger))
+    out = {}
+    for c in sorted(set(truth.tolist())):
+        t = truth == c
+        a, b = champion[t] == c, challenger[t] == c
+        out[c] = (int((a & ~b).sum()), int((~a & b).sum()))
+    return out
+
+
+def loss_is_real(lost: int, gained: int, alpha: float = 0.05) -> bool:
+    """Whether `lost` windows against `gained` (the class's discordant windows) are more
+    than a coin would give: a one-sided exact sign test, P(X >= lost | lost + gained, 1/2)."""
+    n = lost + gained
+    if lost == 0:
+        return False
+    p = sum(math.comb(n, k) for k in range(lost, n + 1)) / 2 ** n
+    return p < alpha
+
+
 def gate(champion: Figures, challenger: Figures, max_recall_drop: float = 0.01,
          min_gain: float = 0.0, significance: Mapping[str, float] | None = None,
-         need_gain: bool = True) -> tuple[bool, str, dict[str, float]]:
+         need_gain: bool = True, flips: Mapping[str, tuple[int, int]] | None = None,
+         ) -> tuple[bool, str, dict[str, float]]:
     """(promote?, reason, recall change per class). Reasons: promoted, no_gain,
     recall_drop:<c>, not_significant (the gain's paired interval reaches 0 or below),
     significantly_worse.
@@ -102,11 +130,15 @@ def gate(champion: Figures, challenger: Figures, max_recall_drop: float = 0.01,
     `need_gain=False` (a site baseline, whose gain is on the site's own traffic and is
     judged there, llm_agents.retrain) asks only that the challenger be no worse on the
     held-out windows: no class loses recall beyond `max_recall_drop`, and the paired
-    interval of its macro-F1 change does not lie wholly below 0."""
+    interval of its macro-F1 change does not lie wholly below 0.
+
+    With `flips` (`recall_changes` of the same windows), a drop beyond `max_recall_drop` is
+    refused only when `loss_is_real`; without, every such drop is."""
     delta = {c: challenger.recall.get(c, 0.0) - champion.recall[c] for c in champion.recall}
     for c in sorted(delta, key=delta.get):  # type: ignore[arg-type]
         if c in champion.classes and delta[c] < -max_recall_drop - 1e-12:
-            return False, f"recall_drop:{c}", delta
+            if flips is None or c not in flips or loss_is_real(*flips[c]):
+                return False, f"recall_drop:{c}", delta
     if not need_gain:
         worse = (significance["high"] < 0 if significance is not None
                  else challenger.macro_f1 < champion.macro_f1 - max_recall_drop)

@@ -35,7 +35,10 @@ What a run does, every step written to the audit log with its figures:
    its macro-F1 (over classes with held-out support) is strictly higher than the
    champion's, the gain holds up to noise (a paired bootstrap over the held-out windows:
    the 95% interval of the gain lies above 0, else `not_significant`), and no class the
-   champion knows loses more than `max_recall_drop` recall (1 point). A class the champion lacks has no champion recall to protect. Then, when
+   champion knows loses more than `max_recall_drop` recall (1 point) with the windows as
+   evidence (a one-sided sign test at 5% on the class's windows that one model got right
+   and the other wrong: 2 of 71 flipping is 2.8 points and noise, 5 against 0 is not).
+   A class the champion lacks has no champion recall to protect. Then, when
    the retrainer has a foreign `reference` (evaluation.gate: the nDPI train half, the
    lab evaluation capture, the site baseline), both models are judged window by window
    on it, and the challenger is refused if it raises benign false alerts or deferrals, or
@@ -61,7 +64,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.errors import EdgeloopError
-from evaluation.holdout_gate import Figures, gate, paired_gain, predict, score_figures
+from evaluation.holdout_gate import Figures, gate, paired_gain, predict, recall_changes, score_figures
 from inference.bundle import Bundle
 from inference.registry import Registry
 from llm_agents.agent_metrics import AgentMetrics
@@ -205,7 +208,8 @@ class Retrainer:
             d.significance = paired_gain(ys, pa, pb, resamples=self.cfg.resamples, level=self.cfg.level,
                                          seed=self.cfg.seed)
             ok, reason, d.recall_delta = gate(d.champion, d.challenger, self.cfg.max_recall_drop,
-                                              self.cfg.min_gain, d.significance, need_gain=not site)
+                                              self.cfg.min_gain, d.significance, need_gain=not site,
+                                              flips=recall_changes(ys, pa, pb))
             d.seconds["evaluate"] = round(time.perf_counter() - t, 3)
             if ok and self.reference is not None:
                 t = time.perf_counter()

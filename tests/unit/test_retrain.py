@@ -33,6 +33,35 @@ def test_gate_needs_strictly_better_macro_f1_and_no_recall_drop_over_one_point()
     assert gate(champ2, chal2)[:2] == (True, "promoted")
 
 
+def test_a_recall_drop_is_refused_only_when_its_windows_are_evidence() -> None:
+    """A class of 71 held-out windows: 2 flipping to wrong in a retrain is 2.8 points but a
+    sign test gives p = 0.25, so the gain decides; 5 against none (p = 0.03) is refused, as
+    is any drop beyond the point when no per-window changes are given."""
+    from evaluation.holdout_gate import loss_is_real, recall_changes
+
+    truth = np.array(["benign"] * 300 + ["http_bruteforce"] * 71, dtype=object)
+    champion = truth.copy()
+    champion[:20] = "http_bruteforce"  # the champion's false alerts, which the challenger fixes
+
+    def figures(pred: np.ndarray) -> Figures:
+        recall = {c: float((pred[truth == c] == c).mean()) for c in ("benign", "http_bruteforce")}
+        return Figures("v", list(KNOWN) + ["http_bruteforce"], len(truth), 0.0, recall, recall,
+                       {c: int((truth == c).sum()) for c in recall})
+
+    for lost, refused in ((2, False), (4, False), (5, True)):
+        challenger = truth.copy()
+        challenger[300:300 + lost] = "benign"
+        flips = recall_changes(truth, champion, challenger)
+        assert flips["http_bruteforce"] == (lost, 0) and flips["benign"] == (0, 20)
+        champ, chall = figures(champion), figures(challenger)
+        chall.macro_f1, champ.macro_f1 = 0.99, 0.90
+        ok, reason, _ = gate(champ, chall, flips=flips)
+        assert (ok, reason) == ((False, "recall_drop:http_bruteforce") if refused else (True, "promoted")), lost
+        assert loss_is_real(lost, 0) is refused
+        assert gate(champ, chall)[:2] == (False, "recall_drop:http_bruteforce")  # no evidence given
+    assert not loss_is_real(0, 0) and not loss_is_real(6, 4) and loss_is_real(9, 1)
+
+
 def _preds(rng: np.random.Generator, truth: np.ndarray, wrong: np.ndarray) -> np.ndarray:
     """`truth` with the windows in `wrong` moved to another class."""
     classes = np.array(sorted(set(truth.tolist())), dtype=object)
