@@ -43,9 +43,9 @@ def test_a_recall_drop_is_refused_only_when_its_windows_are_evidence() -> None:
     champion = truth.copy()
     champion[:20] = "http_bruteforce"  # the champion's false alerts, which the challenger fixes
 
-    def figures(pred: np.ndarray) -> Figures:
+    def figures(pred: np.ndarray, macro_f1: float) -> Figures:
         recall = {c: float((pred[truth == c] == c).mean()) for c in ("benign", "http_bruteforce")}
-        return Figures("v", list(KNOWN) + ["http_bruteforce"], len(truth), 0.0, recall, recall,
+        return Figures("v", list(KNOWN) + ["http_bruteforce"], len(truth), macro_f1, recall, recall,
                        {c: int((truth == c).sum()) for c in recall})
 
     for lost, refused in ((2, False), (4, False), (5, True)):
@@ -53,8 +53,7 @@ def test_a_recall_drop_is_refused_only_when_its_windows_are_evidence() -> None:
         challenger[300:300 + lost] = "benign"
         flips = recall_changes(truth, champion, challenger)
         assert flips["http_bruteforce"] == (lost, 0) and flips["benign"] == (0, 20)
-        champ, chall = figures(champion), figures(challenger)
-        chall.macro_f1, champ.macro_f1 = 0.99, 0.90
+        champ, chall = figures(champion, 0.90), figures(challenger, 0.99)
         ok, reason, _ = gate(champ, chall, flips=flips)
         assert (ok, reason) == ((False, "recall_drop:http_bruteforce") if refused else (True, "promoted")), lost
         assert loss_is_real(lost, 0) is refused
