@@ -347,11 +347,12 @@ def print_decision(d: Any) -> None:
               f"{json.dumps(d.seconds)} s")
     if d.champion and d.challenger:
         t = Table(title=f"held-out real windows: {d.champion.windows}")
-        for col in ("class", "support", "recall champion", "recall challenger", "change"):
+        for col in ("class", "support", "recall champion", "recall challenger", "change", "windows lost / gained"):
             t.add_column(col)
         for c, n in d.champion.support.items():
+            lost, gained = d.recall_flips.get(c, ("-", "-"))
             t.add_row(c, str(n), f"{d.champion.recall[c]:.3f}", f"{d.challenger.recall[c]:.3f}",
-                      f"{100 * d.recall_delta[c]:+.1f} pt")
+                      f"{100 * d.recall_delta[c]:+.1f} pt", f"{lost} / {gained}")
         t.add_row("macro-F1", "", f"{d.champion.macro_f1:.4f}", f"{d.challenger.macro_f1:.4f}",
                   f"{100 * (d.challenger.macro_f1 - d.champion.macro_f1):+.2f} pt")
         sig = d.significance

@@ -111,6 +111,9 @@ class RetrainDecision:
     champion: Figures | None = None
     challenger: Figures | None = None
     recall_delta: dict[str, float] = field(default_factory=dict)
+    # Per class, (lost, gained): held-out windows the champion got right and the challenger
+    # wrong, and the other way round; what the gate weighs a recall drop by.
+    recall_flips: dict[str, tuple[int, int]] = field(default_factory=dict)
     train_windows: dict[str, int] = field(default_factory=dict)
     train_provenance: dict[str, int] = field(default_factory=dict)
     synthetic: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -207,9 +210,10 @@ class Retrainer:
             d.challenger = score_figures(challenger, xs, ms, ys, pb)
             d.significance = paired_gain(ys, pa, pb, resamples=self.cfg.resamples, level=self.cfg.level,
                                          seed=self.cfg.seed)
+            d.recall_flips = recall_changes(ys, pa, pb)
             ok, reason, d.recall_delta = gate(d.champion, d.challenger, self.cfg.max_recall_drop,
                                               self.cfg.min_gain, d.significance, need_gain=not site,
-                                              flips=recall_changes(ys, pa, pb))
+                                              flips=d.recall_flips)
             d.seconds["evaluate"] = round(time.perf_counter() - t, 3)
             if ok and self.reference is not None:
                 t = time.perf_counter()

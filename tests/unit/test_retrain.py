@@ -1,6 +1,8 @@
 """Retraining: the promotion gate, the held-out split, and whole runs on SYNTHETIC flows."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from evaluation.holdout_gate import Figures, gate, paired_gain
 from llm_agents.retrain import RetrainConfig, Retrainer, holdout_mask
 from llm_agents.store import DatasetStore, reference_frame
 from llm_agents.window_frames import window_tensors, windows_frame
+from tests.support.promotion import assert_no_real_recall_loss
 
 pytest.importorskip("torch", reason="retraining needs the train extra")
 
@@ -54,8 +57,15 @@ def test_a_recall_drop_is_refused_only_when_its_windows_are_evidence() -> None:
         flips = recall_changes(truth, champion, challenger)
         assert flips["http_bruteforce"] == (lost, 0) and flips["benign"] == (0, 20)
         champ, chall = figures(champion, 0.90), figures(challenger, 0.99)
-        ok, reason, _ = gate(champ, chall, flips=flips)
+        ok, reason, delta = gate(champ, chall, flips=flips)
         assert (ok, reason) == ((False, "recall_drop:http_bruteforce") if refused else (True, "promoted")), lost
+        # The tests' own check of a promotion record agrees, by its own arithmetic.
+        record = SimpleNamespace(recall_delta=delta, recall_flips=flips, champion=champ)
+        if refused:
+            with pytest.raises(AssertionError, match="lost 5 held-out windows"):
+                assert_no_real_recall_loss(record, ["http_bruteforce"])
+        else:
+            assert_no_real_recall_loss(record, ["benign", "http_bruteforce"])
         assert loss_is_real(lost, 0) is refused
         assert gate(champ, chall)[:2] == (False, "recall_drop:http_bruteforce")  # no evidence given
     assert not loss_is_real(0, 0) and not loss_is_real(6, 4) and loss_is_real(9, 1)
@@ -163,7 +173,7 @@ def test_new_class_is_learned_promoted_released_and_audited(tmp_path, lab) -> No
     assert d.challenger.classes == [*KNOWN, "slow_http_dos"], "known class indices must not move"
     assert d.champion.recall["slow_http_dos"] == 0.0 and d.challenger.recall["slow_http_dos"] >= 0.9
     assert d.challenger.macro_f1 > d.champion.macro_f1
-    assert all(d.recall_delta[c] >= -0.01 for c in KNOWN)
+    assert_no_real_recall_loss(d)
     assert rt.registry.current_version() == d.challenger_version and published[0][0] == d.challenger_version
     # Synthesis ran for the new class only (the others have enough real windows) and says where rows came from.
     assert set(d.synthetic) == {"slow_http_dos"}

@@ -1,0 +1,39 @@
+"""What a promoted challenger may have lost, checked from its decision record.
+
+The promotion gate (evaluation.holdout_gate) lets a class lose more than 1 point of recall
+on the held-out windows only when the windows that flipped do not show the loss is real.
+A test of a promotion asks the same of the record, with its own arithmetic:
+
+    >>> assert_no_real_recall_loss(decision)
+"""
+from __future__ import annotations
+
+from math import comb
+from typing import Any, Iterable
+
+MAX_DROP = 0.01   # RetrainConfig.max_recall_drop's default
+ALPHA = 0.05
+
+
+def _sign_test_p(lost: int, gained: int) -> float:
+    """One-sided exact sign test: P(X >= lost), X ~ Binomial(lost + gained, 1/2)."""
+    n = lost + gained
+    return sum(comb(n, k) for k in range(lost, n + 1)) / 2 ** n
+
+
+def assert_no_real_recall_loss(d: Any, classes: Iterable[str] | None = None, note: str = "") -> None:
+    """Every class of `classes` (default: every class of the held-out windows) kept its recall within 1 point, or lost it on so few of its
+    windows (against those it gained) that a coin would do as much (p >= 5%). The flips
+    must also add up to the recorded recall change, so they were counted on the same
+    windows."""
+    for c in d.champion.support if classes is None else classes:
+        if c not in d.recall_delta or c not in d.champion.support:
+            continue
+        delta = d.recall_delta[c]
+        lost, gained = d.recall_flips[c]
+        n = d.champion.support[c]
+        assert abs((gained - lost) / n - delta) < 1e-6, (note, c, lost, gained, n, delta)
+        if delta < -MAX_DROP - 1e-12:
+            p = _sign_test_p(lost, gained)
+            assert p >= ALPHA, (f"{note}: {c} lost {lost} held-out windows against {gained} gained "
+                                f"({100 * delta:+.1f} pt, sign test p = {p:.3f})")
