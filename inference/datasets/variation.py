@@ -163,46 +163,10 @@ def _render(run: Any, rng: np.random.Generator, v: Variation) -> Any:
     out["first_seen_ms"] = new_first.astype(np.int64)
     out["last_seen_ms"] = (new_first + out["duration_ms"].to_numpy(dtype=np.float64)).astype(np.int64)
     _tidy_sizes(out)
-    _physical(out)
     for col in run.columns:
         if out[col].dtype != run[col].dtype and np.issubdtype(run[col].dtype, np.integer):
             out[col] = np.round(out[col].to_numpy(dtype=np.float64)).astype(run[col].dtype)
     return out.sort_values("first_seen_ms", kind="stable").reset_index(drop=True)
-
-
-# What repair_flows may change: the metered numbers. Ids, addresses, ports, labels and the
-# start time stay the copy's.
-_REPAIRED = ("packets", "bytes", "src2dst_packets", "dst2src_packets", "src2dst_bytes", "dst2src_bytes",
-             *_SIZE_COLUMNS[3:], *_TIME_COLUMNS, "syn_packets", "ack_packets", "psh_packets",
-             "rst_packets", "fin_packets", "urg_packets", "src2dst_syn_packets", "dst2src_syn_packets",
-             "dst2src_rst_packets")
-
-
-def _physical(out: Any) -> None:
-    """Make every copied flow one a meter could have written: the scalings above move
-    counts, sizes and gaps one by one, and a quarter of the copies of the training captures
-    broke a rule every real flow keeps (a size spread beyond what its smallest, mean and
-    largest packet allow; a mean gap over the largest). `repair_flows` (the physical rules
-    of llm_agents.synthesis.constraints) moves each number the least it can."""
-    from llm_agents.synthesis.constraints import repair_flows  # training only: not on the edge's path
-
-    # A direction of one packet fixes that packet's size, so the extremes take it in (the
-    # repair would move the bytes to the extremes instead: a slow DoS piece of one line and
-    # one acknowledgement is 178 bytes, not its connection's smallest plus largest packet).
-    lo, hi = out["min_ps"].to_numpy(dtype=np.float64), out["max_ps"].to_numpy(dtype=np.float64)
-    p1, p2 = out["src2dst_packets"].to_numpy(), out["dst2src_packets"].to_numpy()
-    b1, b2 = out["src2dst_bytes"].to_numpy(dtype=np.float64), out["dst2src_bytes"].to_numpy(dtype=np.float64)
-    pair = (p1 == 1) & (p2 == 1)
-    lo, hi = np.where(pair, np.minimum(b1, b2), lo), np.where(pair, np.maximum(b1, b2), hi)
-    for one, b in ((p1 == 1, b1), (p2 == 1, b2)):
-        lo, hi = np.where(one, np.minimum(lo, b), lo), np.where(one, np.maximum(hi, b), hi)
-    out["min_ps"], out["max_ps"] = lo, hi
-    fixed = repair_flows(out)
-    for col in _REPAIRED:
-        if col in out.columns:
-            out[col] = fixed[col].to_numpy()
-    out["last_seen_ms"] = (out["first_seen_ms"].to_numpy(dtype=np.float64)
-                           + out["duration_ms"].to_numpy(dtype=np.float64)).astype(np.int64)
 
 
 def _longer_round_trip(out: Any, rtt: float, rng: np.random.Generator) -> None:
