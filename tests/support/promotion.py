@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-MAX_DROP = 0.01   # RetrainConfig.max_recall_drop's default
+from llm_agents.retrain import RetrainConfig
+
+MAX_DROP = RetrainConfig.max_recall_drop   # the tests' retrainers keep the default
 ALPHA = 0.05
 
 
@@ -23,10 +25,10 @@ def _sign_test_p(lost: int, gained: int) -> float:
 
 
 def assert_no_real_recall_loss(d: Any, classes: Iterable[str] | None = None, note: str = "") -> None:
-    """Every class of `classes` (default: every class of the held-out windows) kept its recall within 1 point, or lost it on so few of its
-    windows (against those it gained) that a coin would do as much (p >= 5%). The flips
-    must also add up to the recorded recall change, so they were counted on the same
-    windows."""
+    """Every class of `classes` (default: every class of the held-out windows) kept its
+    recall within 1 point, or lost it on so few of its windows (against those it gained)
+    that a coin would do as much (p >= 5%). The flips must also add up to the recorded
+    recall change, so they were counted on the same windows."""
     for c in d.champion.support if classes is None else classes:
         if c not in d.recall_delta or c not in d.champion.support:
             continue

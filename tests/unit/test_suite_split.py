@@ -4,6 +4,7 @@ or a timing bound would be measured beside a busy process (or the suite would lo
 parallel part)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,6 @@ def test_the_cpu_group_runs_on_one_worker():
     xdist worker. pytest 9.2.0 broke pytest-xdist's --dist loadgroup without an error (the
     tests were simply spread), so this runs a few quick tests of two such modules as the
     suite does and asks which worker ran each."""
-    import re
-
     picked = ["tests/unit/test_evaluate.py::test_load_labelled_flows_from_csv_and_parquet",
               "tests/unit/test_evaluate.py::test_label_flows_by_flow_id_or_by_source_and_time_span",
               "tests/unit/test_retrain.py::test_a_recall_drop_is_refused_only_when_its_windows_are_evidence",
