@@ -31,7 +31,7 @@ from inference.openworld_heuristic import fanout_flags, flag_windows, flagged_ti
 from inference.openworld_manifest import load_manifest
 from inference.openworld_meter import progress_steps
 from inference.openworld_report import REPORT_SCHEMA, build_report, write_report
-from inference.openworld_verdicts import capture_units, judge_windows
+from inference.openworld_verdicts import capture_units, judge_windows, verdict_examples
 
 __all__ = ["REPORT_SCHEMA", "evaluate_open_world", "score_capture"]
 
@@ -77,6 +77,7 @@ def score_capture(cap: Capture, bundle: Any, config: Any, model: Any = None) -> 
     rec.update(status="scored", views=sorted(judged["view"].unique().tolist()),
                judged_windows=int(judged["scoped"].sum()),
                collateral_windows=int(judged["collateral"].sum()), units=capture_units(judged),
+               examples=verdict_examples(judged),
                fanout={"capture_flagged": bool(flagged), "flagged_sources": sorted(flagged)[:20],
                        "n_flagged_sources": len(flagged)})
     if e.scope == "top_key":

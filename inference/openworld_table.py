@@ -73,5 +73,28 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     else:
         console.print("targets: " + ("all met" if not missed else f"{len(missed)} of "
                                      f"{len(report['targets'])} missed"))
+    for t in missed:
+        _print_examples(report, t, console)
     for key, path in report["files"].items():
         console.print(f"{key}: {path}")
+
+
+# Which window verdicts stand behind a target missed, by the target's verdict.
+_BEHIND = {"false_alert": ("false_alert",), "deferred": ("deferred",), "ok": ("miss", "wrong_class", "deferred"),
+           "miss": ("miss",)}
+
+
+def _print_examples(report: dict[str, Any], target: dict[str, Any], console: Console, most: int = 3) -> None:
+    """Up to `most` windows behind a missed target, each with its capture, key, view and
+    flows, and what the detector said (the report's per-capture `examples`)."""
+    want = _BEHIND.get(target["verdict"], ())
+    rows = [(c["name"], e) for c in report["captures"] if c.get("group") == target["group"]
+            for e in c.get("examples", ()) if e["kind"] == target["kind"] and e["verdict"] in want]
+    if not rows:
+        return
+    console.print(f"  windows behind {target['group']} / {target['kind']} {target['verdict']} "
+                  f"(first {min(most, len(rows))} of the {len(rows)} the report keeps):")
+    for name, e in rows[:most]:
+        said = f"{e['predicted']} {e['confidence']:.3f}" + (" uncertain" if e["uncertain"] else "")
+        console.print(f"    {name}: {e['view']} window {e['window_id']} key {e['key']}, {e['flows']} flows, "
+                      f"expected {e['label']}, {e['verdict']}: {said}")

@@ -179,3 +179,23 @@ def capture_units(judged: Any) -> dict[str, list[dict[str, Any]]]:
                           "fanout_flagged": bool(g["fanout"].any()) if "fanout" in g.columns else None})
         out[view] = units
     return out
+
+
+EXAMPLES_PER_VERDICT = 5
+_GOOD = ("ok", "caught_uncertain", "caught_alert")
+
+
+def verdict_examples(judged: Any, per_verdict: int = EXAMPLES_PER_VERDICT) -> list[dict[str, Any]]:
+    """The first few judged windows of each verdict that is not the right outcome, per
+    expectation (kind and label): what an operator opens first when a target is missed.
+    A window gives its id, key, view, flows, what it was expected to be and what the
+    detector said."""
+    scoped = judged[judged["scoped"].astype(bool) & ~judged["verdict"].isin(_GOOD)]
+    out: list[dict[str, Any]] = []
+    for (kind, label, verdict), g in scoped.groupby(["kind", "expected", "verdict"], sort=True):
+        for r in g.sort_values("first_seen_ms", kind="stable").head(per_verdict).itertuples(index=False):
+            out.append({"kind": kind, "label": label, "verdict": verdict, "window_id": str(r.window_id),
+                        "key": str(r.key), "view": str(r.view), "flows": int(r.n_flows),
+                        "first_seen_ms": int(r.first_seen_ms), "predicted": str(r.predicted),
+                        "confidence": round(float(r.confidence), 4), "uncertain": bool(r.uncertain)})
+    return out

@@ -304,6 +304,17 @@ def test_cli_open_world_report_matches_score_frame(tmp_path):
             for u in rec["units"]["all"]:
                 found.update(u["windows"])
             assert found == _expected_units(res.windows, entry.expect, entry.scope), cap.name
+            # The windows behind each verdict that is not the right outcome: a few of each,
+            # real windows of that capture, with what the detector said of them.
+            shown = Counter((e["label"], e["verdict"]) for e in rec["examples"])
+            wanted = Counter({(u["label"], v): min(n, 5) for u in rec["units"]["all"] for v, n in u["windows"].items()
+                              if v not in ("ok", "caught_uncertain", "caught_alert")})
+            assert shown == wanted and (sum(wanted.values()) > 0) == any(
+                v not in ("ok", "caught_uncertain", "caught_alert") for v in found), cap.name
+            by_id = res.windows.set_index("window_id")
+            for e in rec["examples"]:
+                w = by_id.loc[e["window_id"]]
+                assert (e["predicted"], e["flows"], e["key"]) == (w["predicted"], w["n_flows"], w["key"])
             checked += 1
     assert checked == 7
     scan = records["portscan"]
@@ -313,6 +324,7 @@ def test_cli_open_world_report_matches_score_frame(tmp_path):
     assert set(scan["top_keys"]) == set(bundle.meta.window.views)
     (unit,) = scan["units"]["all"]  # 30 SYNs, K=8: the rule fires from the 20th pair on
     assert 0 < unit["fanout_windows"] < sum(unit["windows"].values()) and unit["fanout_flagged"]
+    assert "windows behind " in run.output  # a missed target shows the windows behind it
 
     strict = CliRunner().invoke(evaluate, ["--open-world", str(manifest), "default", "--out", str(out),
                                            "--quiet", "--no-plots", "--fail-on-targets"])
