@@ -4,9 +4,9 @@ Both models are scored on the same held-out windows (labelled by a person, a dat
 site baseline, never by an LLM: llm_agents.store.TRUTH_SOURCES). The challenger is promoted
 only if its macro-F1 is higher, the paired bootstrap interval of that gain lies above 0,
 and no known class loses more than `max_recall_drop` of recall, when the windows say the
-loss is real (`recall_changes`: a one-sided sign test on the windows of that class one model
-got right and the other wrong; two windows of a 71-window class flipping in a retrain is
-2.8 points and no evidence):
+loss is real (`loss_is_real`: a one-sided sign test on `recall_changes`, the windows of that
+class one model got right and the other wrong; two windows of a 71-window class flipping in
+a retrain is 2.8 points and no evidence):
 
     >>> champ, chall = score_figures(old, x, m, truth), score_figures(new, x, m, truth)
     >>> sig = paired_gain(truth, predict(old, x, m), predict(new, x, m))

@@ -59,7 +59,7 @@ def test_a_recall_drop_is_refused_only_when_its_windows_are_evidence() -> None:
         champ, chall = figures(champion, 0.90), figures(challenger, 0.99)
         ok, reason, delta = gate(champ, chall, flips=flips)
         assert (ok, reason) == ((False, "recall_drop:http_bruteforce") if refused else (True, "promoted")), lost
-        # The tests' own check of a promotion record agrees, by its own arithmetic.
+        # The tests' check of a promotion record agrees.
         record = SimpleNamespace(recall_delta=delta, recall_flips=flips, champion=champ)
         if refused:
             with pytest.raises(AssertionError, match="lost 5 held-out windows"):
