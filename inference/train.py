@@ -106,9 +106,6 @@ class TrainConfig:
     # from the victim (icmp, udp, ftp brute force) were called benign in 47-78% of held-out
     # windows; with "all" 1-17%, at the same benign false-alert rate (experiment open-world).
     outlier_views: str = "all"
-    # Outlier exposure of repeated sessions (`repeated_sessions`): this many per intensified
-    # outlier, trained away from benign only (attack logits untouched). 0 turns it off.
-    repeat_outliers: float = 0.125
     # Link conditions stretch or squeeze a window's times (round trips, rate limits): each
     # training window's time features are shifted together by N(0, timing_jitter) in log
     # space (1.0: times x e^N(0,1)). 0 turns it off.
@@ -311,13 +308,7 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
             from inference.features import FEATURE_NAMES
             pick &= x[:, FEATURE_NAMES.index("view_dst"), 0] == 0
         ox, om = intensified(x[pick], mask[pick], np.random.default_rng(seed), cfg.outlier_rate)
-        oy = np.full(len(ox), -1, np.int64)  # -1: flat output (energy up)
-        if cfg.repeat_outliers > 0:
-            b = y == names.index(benign)
-            rx, rm = repeated_sessions(x[b], mask[b], np.random.default_rng(seed + 1), int(cfg.repeat_outliers * len(ox)))
-            ox, om = np.concatenate([ox, rx]), np.concatenate([om, rm])
-            oy = np.concatenate([oy, np.full(len(rx), names.index(benign), np.int64)])  # away from this class
-        outliers = _Set(schema.normalise(ox, om), om, oy)
+        outliers = _Set(schema.normalise(ox, om), om, np.zeros(len(ox), np.int64))
     with _deterministic(seed, cfg.threads):
         fits = []
         for i in range(max(1, cfg.members)):
@@ -490,37 +481,6 @@ def intensified(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     return out * mask[:, None, :], mask
 
 
-def repeated_sessions(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                      n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `n` windows of one client repeating one short session against one service:
-    each is a benign source window rebuilt as K copies of one of its answered TCP
-    connections (with a SYN), a few hundred ms to seconds apart, the flow's own host history
-    kept. Whatever the protocol, a brute force looks like this; a benign client rarely does
-    it K times over within a window. What such a window is, the model has not seen: it
-    should not call it benign."""
-    from inference.features import FEATURE_NAMES
-
-    fi = {name: FEATURE_NAMES.index(name) for name in (
-        "proto_tcp", "tcp_no_syn", "log_bwd_packets", "view_dst", "log_gap_ms", "dst_port_changed",
-        "peer_changed", "log_duration_ms")}
-    k = x.shape[2]
-    ok = ((x[:, fi["proto_tcp"], :] > 0.5) & (x[:, fi["tcp_no_syn"], :] < 0.5)
-          & (x[:, fi["log_bwd_packets"], :] > 0) & mask.astype(bool))
-    ok &= (x[:, fi["view_dst"], :1] < 0.5)
-    rows = np.flatnonzero(ok.any(axis=1))
-    if len(rows) == 0 or n <= 0:
-        return np.zeros((0,) + x.shape[1:], x.dtype), np.zeros((0, k), mask.dtype)
-    rows = rng.choice(rows, size=min(n, len(rows)), replace=False)
-    col = np.array([rng.choice(np.flatnonzero(ok[r])) for r in rows])
-    out = np.repeat(x[rows, :, col][:, :, None], k, axis=2).copy()
-    out[:, fi["log_duration_ms"], :] = np.maximum(out[:, fi["log_duration_ms"], :] + rng.normal(0.0, 0.1, (len(rows), k)), 0.0)
-    out[:, fi["log_gap_ms"], :] = np.log1p(np.exp(rng.uniform(np.log(100), np.log(3000), (len(rows), k))))
-    out[:, fi["log_gap_ms"], 0] = 0.0
-    out[:, fi["dst_port_changed"], :] = 0.0
-    out[:, fi["peer_changed"], :] = 0.0
-    return out, np.ones((len(rows), k), dtype=mask.dtype)
-
-
 def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progress: bool,
          port_codes: list[tuple[list[int], np.ndarray]], outliers: _Set | None = None,
          time_rows: tuple[list[int], np.ndarray] | None = None) -> _Fit:
@@ -538,7 +498,6 @@ def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progre
     xt, mt, yt = torch.from_numpy(tr.x), torch.from_numpy(tr.mask), torch.from_numpy(tr.y)
     if outliers is not None:
         ox, om = torch.from_numpy(outliers.x), torch.from_numpy(outliers.mask)
-        oy_t = torch.from_numpy(outliers.y)
     gen = torch.Generator().manual_seed(seed)
     batch = _batch_size(len(yt), cfg.batch_size)
     groups = [(rows, torch.from_numpy(codes)) for rows, codes in port_codes]
@@ -565,13 +524,7 @@ def _fit(tr: _Set, va: _Set, n_classes: int, cfg: TrainConfig, seed: int, progre
                 if outliers is not None:
                     oi = torch.randint(0, len(ox), (max(1, len(idx) // 4),), generator=gen)
                     z = model(ox[oi], om[oi])
-                    lse = torch.logsumexp(z, 1)
-                    flat = lse - z.mean(1)
-                    # -log(1 - p_benign): away from benign, whichever attack class it leans to
-                    away = oy_t[oi]
-                    zb = z.masked_fill(torch.nn.functional.one_hot(away.clamp(min=0), z.shape[1]).bool(), float("-inf"))
-                    not_benign = lse - torch.logsumexp(zb, 1)
-                    loss = loss + cfg.outlier_weight * torch.where(away < 0, flat, not_benign).mean()
+                    loss = loss + cfg.outlier_weight * (torch.logsumexp(z, 1) - z.mean(1)).mean()
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)

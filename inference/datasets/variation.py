@@ -24,12 +24,6 @@ from them by the edge's own code:
               trickled header line or body chunk, the headers of the request that holds
               the connection, are the tool's settings; the server's answers keep theirs
               (again only where the server just acknowledges)
-    idle      for a slow DoS, in some copies the trickle is slow enough (or the link loses
-              enough) that the meter's idle timeout cuts each connection: the first piece
-              holds the handshake, the later ones are mid-connection flows without a SYN,
-              a few segments each, the last one with the close. The held-out tools'
-              connections meter that way (slowloris at 1-3 s a header over a lossy link:
-              8-87% of their flows SYN-less), the lab's training tools' never do
     replies   for probes and floods, a share of the flows lose their answers (a victim
               overloaded, a firewall dropping, a dark address)
     flags     TCP probes without a SYN carry another combination of FIN, PSH and URG
@@ -89,11 +83,6 @@ class Variation:
     # on average): a slow read, where the server sends and the client's ACKs trickle, keeps
     # its counts and sizes.
     quiet_bytes: float = 100.0
-    # Chance that a copy of a slow-DoS run meters as idle-cut pieces, packets per later piece,
-    # and the meter's idle timeout the gaps between pieces exceed (the lab's NFStream: 5 s).
-    idle_split_chance: float = 0.5
-    piece_packets: tuple[float, float] = (2.0, 8.0)
-    idle_timeout_ms: float = 5000.0
 
 
 def run_keys(df: Any, benign: str = "benign") -> np.ndarray:
@@ -173,13 +162,6 @@ def _render(run: Any, rng: np.random.Generator, v: Variation) -> Any:
     new_first = np.round(start + (first - start) * r)
     out["first_seen_ms"] = new_first.astype(np.int64)
     out["last_seen_ms"] = (new_first + out["duration_ms"].to_numpy(dtype=np.float64)).astype(np.int64)
-    if label in v.client_shaped and v.idle_split_chance > 0 and rng.random() < v.idle_split_chance:
-        cut = _split_idle(out, _loguniform(rng, v.piece_packets), v.idle_timeout_ms, rng)
-        # As many flows as the run had (a share of each connection's pieces, as a capture
-        # that starts or ends mid-way sees them): more slow-DoS flows than the lab made
-        # shifted the class balance, and unknown kinds went to benign (docs/openworld.md).
-        keep = np.sort(rng.choice(len(cut), size=len(out), replace=False)) if len(cut) > len(out) else slice(None)
-        out = cut.iloc[keep].reset_index(drop=True)
     _tidy_sizes(out)
     for col in run.columns:
         if out[col].dtype != run[col].dtype and np.issubdtype(run[col].dtype, np.integer):
@@ -238,74 +220,6 @@ def _trickle(out: Any, n: float, on: np.ndarray) -> None:
     for col in ("mean_piat_ms", "stddev_piat_ms"):
         out[col] = np.where(one, 0.0, f64(col))
     out["max_piat_ms"] = np.where(one, 0.0, np.minimum(f64("max_piat_ms"), dur))
-
-
-def _split_idle(out: Any, q: float, idle_ms: float, rng: np.random.Generator) -> Any:
-    """Each TCP flow as the meter would record it if its connection went quiet for longer
-    than `idle_ms` every `q` packets: a first piece with the handshake (SYN counts) and
-    about `q` more packets, then pieces of about `q` packets without a SYN, the last one with
-    the close (FIN, RST). Each piece keeps the flow's share of packets each way, bytes a
-    packet each way, ACK and PSH shares and pace; pieces are `idle_ms` to twice that apart.
-    Flows too short to cut stay whole."""
-    import pandas as pd
-
-    f64 = lambda c: out[c].to_numpy(dtype=np.float64)  # noqa: E731
-    pk, fwd, bwd = f64("packets"), f64("src2dst_packets"), f64("dst2src_packets")
-    s_syn, d_syn = f64("src2dst_syn_packets"), f64("dst2src_syn_packets")
-    hs = np.minimum(pk, s_syn + d_syn + np.minimum(s_syn, 1.0))  # SYN, SYN-ACK, the ACK
-    body = pk - hs
-    m = np.where(out["protocol"].to_numpy() == 6, np.maximum(np.ceil(body / q), 1.0), 1.0).astype(np.int64)
-    if (m <= 1).all():
-        return out
-    rep = out.loc[out.index.repeat(m)].reset_index(drop=True)
-    j = rep.groupby(np.repeat(np.arange(len(out)), m)).cumcount().to_numpy()
-    M = np.repeat(m, m)
-    last = j == M - 1
-    cut = M > 1
-    r = lambda a: np.repeat(a, m)  # noqa: E731
-    body_r, hs_r = r(body), r(hs)
-    per = np.where(cut, np.floor(body_r / M), body_r)
-    share = per + np.where(last, body_r - per * M, 0.0)  # the last piece takes the remainder
-    b_fwd = np.maximum(r(fwd) - r(s_syn) - np.minimum(r(s_syn), 1.0), 0.0)
-    b_bwd = np.maximum(r(bwd) - r(d_syn), 0.0)
-    frac = np.where(body_r > 0, b_fwd / np.maximum(b_fwd + b_bwd, 1.0), 0.5)
-    owner = np.repeat(np.arange(len(out)), m)
-    first = j == 0
-    # The client's share of each piece rounded on the running total, so the pieces add up.
-    sent = np.round(pd.Series(share).groupby(owner).cumsum().to_numpy() * frac)
-    p_fwd = sent - np.where(first, 0.0, np.concatenate([[0.0], sent[:-1]]))
-    p_bwd = share - p_fwd
-    hs_fwd = np.where(first, np.minimum(r(s_syn), 1.0) + r(s_syn), 0.0)
-    hs_bwd = np.where(first, r(d_syn), 0.0)
-    new_fwd, new_bwd = np.where(cut, p_fwd + hs_fwd, r(fwd)), np.where(cut, p_bwd + hs_bwd, r(bwd))
-    new_pk = new_fwd + new_bwd
-    for col, was, now in (("src2dst_bytes", r(fwd), new_fwd), ("dst2src_bytes", r(bwd), new_bwd)):
-        rep[col] = np.round(rep[col].to_numpy(dtype=np.float64) * now / np.maximum(was, 1.0))
-    rep["bytes"] = rep["src2dst_bytes"].to_numpy(dtype=np.float64) + rep["dst2src_bytes"].to_numpy(dtype=np.float64)
-    grow = new_pk / np.maximum(r(pk), 1.0)
-    for col in ("ack_packets", "psh_packets"):
-        rep[col] = np.minimum(np.round(rep[col].to_numpy(dtype=np.float64) * grow), new_pk)
-    for col in ("syn_packets", "src2dst_syn_packets", "dst2src_syn_packets", "urg_packets"):
-        rep[col] = np.where(first | ~cut, rep[col].to_numpy(dtype=np.float64), 0.0)
-    for col, side in (("fin_packets", new_pk), ("rst_packets", new_pk), ("dst2src_rst_packets", new_bwd)):
-        rep[col] = np.where(last | ~cut, np.minimum(rep[col].to_numpy(dtype=np.float64), side), 0.0)
-    rep["src2dst_packets"], rep["dst2src_packets"], rep["packets"] = new_fwd, new_bwd, new_pk
-    pace = rep["mean_piat_ms"].to_numpy(dtype=np.float64)
-    dur = np.where(cut, np.maximum(new_pk - 1, 0.0) * pace, rep["duration_ms"].to_numpy(dtype=np.float64))
-    rep["duration_ms"] = dur
-    one = new_pk <= 1
-    rep["mean_piat_ms"] = np.where(one, 0.0, np.where(cut, pace, rep["mean_piat_ms"].to_numpy(dtype=np.float64)))
-    rep["stddev_piat_ms"] = np.where(one, 0.0, rep["stddev_piat_ms"].to_numpy(dtype=np.float64))
-    rep["max_piat_ms"] = np.where(one, 0.0, np.minimum(rep["max_piat_ms"].to_numpy(dtype=np.float64), dur))
-    # Piece starts: each after the previous piece ends and a silence of idle_ms to 2 idle_ms.
-    gap = rng.uniform(idle_ms, 2 * idle_ms, len(rep))
-    step = np.where(first, 0.0, gap) + np.concatenate([[0.0], dur[:-1]]) * ~first
-    offset = pd.Series(step).groupby(owner).cumsum().to_numpy()
-    start = rep["first_seen_ms"].to_numpy(dtype=np.float64) + offset
-    rep["first_seen_ms"] = np.round(start).astype(np.int64)
-    rep["last_seen_ms"] = np.round(start + dur).astype(np.int64)
-    rep["flow_id"] = np.where(first, rep["flow_id"].astype(str), rep["flow_id"].astype(str) + "~p" + j.astype(str))
-    return rep
 
 
 def _scale_client(out: Any, c: float, on: np.ndarray) -> None:
