@@ -7,11 +7,18 @@ on a **foreign reference**: captures with an expectation each,
 
     benign captures      the nDPI train half (foreign benign the models may have learned
                          from, never the test half), the site baseline when there is one
-    labelled captures    the lab's own evaluation capture: benign windows, and windows of
-                         each known class, which must keep being hit
+    labelled captures    the lab's own evaluation capture, and the first lab capture of
+                         held-out conditions (`data/openworld/lab-heldout.toml`: tools,
+                         settings and a link training never used, and attack kinds no
+                         model was trained on): benign windows, windows of each known
+                         class, which must keep being hit, and windows of kinds neither
+                         model knows, which must not go to benign
 
 and the challenger is refused when, beyond a tolerance, it raises benign false alerts, it
-raises benign deferrals, or it loses hits (confident and right) on a known class.
+raises benign deferrals, it loses hits (confident and right) on a known class, or it calls
+more windows of kinds neither model knows confidently benign (and those windows are evidence,
+not noise: the sign test of evaluation.holdout_gate.loss_is_real on the windows that
+flipped).
 
     >>> ref = default_reference(site_baseline=data_dir / "baseline")
     >>> champ, chall = reference_figures(champion, ref), reference_figures(challenger, ref)
@@ -26,6 +33,8 @@ from typing import Any, Iterable
 from inference.openworld_verdicts import judge_windows
 
 SITE_PREFIX = "site:"   # reference captures from the site baseline (default_reference)
+REPO = Path(__file__).resolve().parents[1]
+HELDOUT_MANIFEST = REPO / "data" / "openworld" / "lab-heldout.toml"
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,9 @@ class RefCapture:
     # when, who was under attack; inference.openworld_verdicts.judge_windows). Without it
     # every window is judged by its own label, collateral ones included.
     judging: dict[str, Any] | None = None
+    # A capture of held-out conditions: its known-class windows count towards one pooled
+    # hit rate (`Figures.heldout_hits`), not the per-class hits.
+    heldout: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,14 @@ class Tolerance:
     false_alerts: float = 0.005   # +0.5 points of benign windows
     deferrals: float = 0.02       # +2 points of benign windows
     known_hits: float = 0.02      # -2 points of a known class's windows
+    unknown_missed: float = 0.01  # +1 point of the windows of kinds neither model knows
+    # Known-class windows of held-out conditions, all classes pooled: reported, not gated
+    # (None). A retrain's challenger hits 4-8 points fewer of them than the shipped bundle
+    # (HTTP brute force 23-65 points), with or without new data: its validation split (a
+    # hash of window ids) puts each validation window beside its training neighbours, and the
+    # energy threshold fitted there defers what held-out tools send. Gated at -3 points, every
+    # retrain would be refused; see docs/openworld.md ("The gate sees held-out conditions").
+    heldout_hits: float | None = None
 
 
 @dataclass
@@ -60,6 +80,15 @@ class Figures:
     deferrals: float = 0.0
     hits: dict[str, float] = field(default_factory=dict)
     support: dict[str, int] = field(default_factory=dict)
+    # Kinds this model was not trained on: windows per kind, and the ids of those it called
+    # benign with confidence (window ids come from the flows: the same for every model).
+    unknown: dict[str, int] = field(default_factory=dict)
+    unknown_missed: dict[str, list[str]] = field(default_factory=dict)
+    # Known-class windows of the held-out captures: how many, the share hit (confident and
+    # right), and that share per class (reported, not gated one by one).
+    heldout_known: int = 0
+    heldout_hits: float = 0.0
+    heldout_by_class: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +109,7 @@ def reference_figures(bundle: Any, reference: Iterable[RefCapture]) -> Figures:
             scope = "labels" if cap.expect == "labels" else "all"
             judged.append(judge_windows(w, expect=None if scope == "labels" else cap.expect, scope=scope,
                                         class_names=bundle.class_names, benign=bundle.meta.benign_class,
-                                        **(cap.judging or {})))
+                                        **(cap.judging or {})).assign(_heldout=cap.heldout))
     fig = Figures(bundle.version)
     if not judged:
         return fig
@@ -92,20 +121,49 @@ def reference_figures(bundle: Any, reference: Iterable[RefCapture]) -> Figures:
     if len(ben):
         fig.false_alerts = float((ben == "false_alert").mean())
         fig.deferrals = float((ben == "deferred").mean())
-    known = j[j["kind"] == "known"]
+    held = j[(j["kind"] == "known") & j["_heldout"]]
+    fig.heldout_known = int(len(held))
+    if len(held):
+        fig.heldout_hits = float((held["verdict"] == "ok").mean())
+        fig.heldout_by_class = {str(c): float((g["verdict"] == "ok").mean()) for c, g in held.groupby("expected")}
+    known = j[(j["kind"] == "known") & ~j["_heldout"]]
     for label, g in known.groupby("expected"):
         fig.hits[str(label)] = float((g["verdict"] == "ok").mean())
         fig.support[str(label)] = int(len(g))
+    unknown = j[j["kind"] == "unknown"]
+    for label, g in unknown.groupby("expected"):
+        fig.unknown[str(label)] = int(len(g))
+        fig.unknown_missed[str(label)] = sorted(g.loc[g["verdict"] == "miss", "window_id"].astype(str))
     return fig
+
+
+def unknown_change(champion: Figures, challenger: Figures) -> dict[str, Any]:
+    """Windows of kinds neither model was trained on (each model's own `unknown`): the
+    missed share of each, and the windows that flipped to or from benign."""
+    kinds = sorted(set(champion.unknown) & set(challenger.unknown))
+    total = sum(challenger.unknown[k] for k in kinds)
+    a = {(k, w) for k in kinds for w in champion.unknown_missed.get(k, [])}
+    b = {(k, w) for k in kinds for w in challenger.unknown_missed.get(k, [])}
+    return {"kinds": kinds, "windows": total,
+            "champion": len(a) / total if total else 0.0, "challenger": len(b) / total if total else 0.0,
+            "lost": len(b - a), "gained": len(a - b)}
 
 
 def open_world_gate(champion: Figures, challenger: Figures, tol: Tolerance = Tolerance()
                     ) -> tuple[bool, str, dict[str, Any]]:
     """(pass?, reason, what moved). Reasons: ok, open_world_false_alerts,
-    open_world_deferrals, open_world_hits:<class>."""
+    open_world_deferrals, open_world_hits:<class>, open_world_heldout_hits,
+    open_world_unknown_missed."""
+    from evaluation.holdout_gate import loss_is_real
+
+    unk = unknown_change(champion, challenger)
     detail = {"false_alerts": challenger.false_alerts - champion.false_alerts,
               "deferrals": challenger.deferrals - champion.deferrals,
-              "hits": {c: challenger.hits.get(c, 0.0) - h for c, h in champion.hits.items()}}
+              "hits": {c: challenger.hits.get(c, 0.0) - h for c, h in champion.hits.items()},
+              "heldout_hits": (challenger.heldout_hits - champion.heldout_hits
+                               if champion.heldout_known and challenger.heldout_known else 0.0),
+              "unknown_missed": unk["challenger"] - unk["champion"],
+              "unknown_flips": {"lost": unk["lost"], "gained": unk["gained"], "windows": unk["windows"]}}
     if detail["false_alerts"] > tol.false_alerts + 1e-12:
         return False, "open_world_false_alerts", detail
     if detail["deferrals"] > tol.deferrals + 1e-12:
@@ -113,13 +171,18 @@ def open_world_gate(champion: Figures, challenger: Figures, tol: Tolerance = Tol
     for c, d in sorted(detail["hits"].items(), key=lambda kv: kv[1]):
         if d < -tol.known_hits - 1e-12:
             return False, f"open_world_hits:{c}", detail
+    if tol.heldout_hits is not None and detail["heldout_hits"] < -tol.heldout_hits - 1e-12:
+        return False, "open_world_heldout_hits", detail
+    if detail["unknown_missed"] > tol.unknown_missed + 1e-12 and loss_is_real(unk["lost"], unk["gained"]):
+        return False, "open_world_unknown_missed", detail
     return True, "ok", detail
 
 
 def default_reference(site_baseline: str | Path | None = None, foreign: bool = True,
-                      lab: bool = True) -> list[RefCapture]:
+                      lab: bool = True, heldout: str | Path | None = HELDOUT_MANIFEST) -> list[RefCapture]:
     """The nDPI train half (one capture per file), the lab evaluation capture (labelled),
-    and the site baseline's flows when `site_baseline` holds one (evaluation.baseline)."""
+    the captures of the `heldout` open-world manifest (labelled; None: none), and the site
+    baseline's flows when `site_baseline` holds one (evaluation.baseline)."""
     out: list[RefCapture] = []
     if foreign:
         from inference.datasets.ndpi import load_ndpi
@@ -132,11 +195,37 @@ def default_reference(site_baseline: str | Path | None = None, foreign: bool = T
 
         flows = lab_eval_flows()
         out.append(RefCapture("lab-eval", flows, "labels", lab_eval_judging(flows)))
+    if heldout is not None:
+        out += manifest_reference(heldout)
     if site_baseline is not None:
         from evaluation.baseline import load_baseline
 
         out += [RefCapture(f"{SITE_PREFIX}{c}", g.drop(columns=["capture"]), "benign")
                 for c, g in load_baseline(site_baseline, part="reference").groupby("capture", sort=True)]
+    return out
+
+
+def manifest_reference(path: str | Path) -> list[RefCapture]:
+    """The captures of an open-world manifest as reference captures, judged as
+    `edgeloop evaluate --open-world` judges them (scope "labels" or "all" only). A capture
+    that does not load raises: a gate never judges on less than it was told to."""
+    from contracts.errors import SourceError
+    from inference.openworld_captures import expand
+    from inference.openworld_manifest import load_manifest
+
+    out = []
+    for entry in load_manifest(path).entries:
+        if entry.scope not in ("labels", "all"):
+            raise SourceError(f"{path}: capture {entry.name}: scope {entry.scope} is not a gate reference")
+        for cap in expand(entry):
+            got = cap.load()
+            if got.flows is None:
+                raise SourceError(f"{path}: capture {cap.name}: {got.reason}: {got.detail}")
+            if entry.scope == "labels":
+                judging = {"principals": got.principals, "attacked": got.attacked, "periods": got.periods}
+                out.append(RefCapture(cap.name, got.flows, "labels", judging, heldout=True))
+            else:
+                out.append(RefCapture(cap.name, got.flows, entry.expect, heldout=True))
     return out
 
 

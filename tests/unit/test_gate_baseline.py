@@ -26,7 +26,61 @@ def test_the_gate_refuses_what_is_worse_out_there(challenger, reason):
     champion = fig(0.0, 0.01, syn_scan=0.9)
     ok, why, detail = open_world_gate(champion, challenger, Tolerance())
     assert (ok, why) == (reason == "ok", reason)
-    assert set(detail) == {"false_alerts", "deferrals", "hits"}
+    assert set(detail) == {"false_alerts", "deferrals", "hits", "heldout_hits", "unknown_missed", "unknown_flips"}
+
+
+def unk(missed: dict[str, int], windows: int = 259, **hits) -> Figures:
+    """Figures with kinds the model does not know: `missed` windows of each called benign
+    (ids w0, w1, ... of that kind), out of `windows` per kind."""
+    f = fig(0.0, 0.01, syn_scan=0.9, **hits)
+    f.unknown = {k: windows for k in missed}
+    f.unknown_missed = {k: [f"{k}-w{i}" for i in range(n)] for k, n in missed.items()}
+    return f
+
+
+@pytest.mark.parametrize("challenger, reason", [
+    (unk({"icmp_flood": 12, "ftp": 0}), "open_world_unknown_missed"),  # 12 of 518 more benign, none back
+    (unk({"icmp_flood": 5, "ftp": 0}), "ok"),                          # 5 of 518: +0.97 pt, within 1 pt
+    (unk({"icmp_flood": 0, "ftp": 0}), "ok"),                          # none missed, as before
+])
+def test_the_gate_refuses_a_model_that_calls_unseen_kinds_benign(challenger, reason):
+    champion = unk({"icmp_flood": 0, "ftp": 0})
+    ok, why, detail = open_world_gate(champion, challenger, Tolerance())
+    assert (ok, why) == (reason == "ok", reason), detail
+    assert detail["unknown_flips"] == {"lost": len(challenger.unknown_missed["icmp_flood"]), "gained": 0,
+                                       "windows": 518}
+
+
+def test_a_rise_that_is_noise_passes():
+    """+2 points beyond the tolerance, but 4 windows lost against 2 gained: no evidence."""
+    champion, challenger = unk({"icmp_flood": 0, "ftp": 2}, windows=50), unk({"icmp_flood": 4, "ftp": 0}, windows=50)
+    ok, why, detail = open_world_gate(champion, challenger, Tolerance())
+    assert detail["unknown_missed"] == pytest.approx(0.02)
+    assert (ok, why) == (True, "ok")
+    challenger = unk({"icmp_flood": 9, "ftp": 0}, windows=50)   # 9 lost, 2 gained: real (p 0.03)
+    assert open_world_gate(champion, challenger, Tolerance())[:2] == (False, "open_world_unknown_missed")
+
+
+@pytest.mark.parametrize("hits, reason", [(0.95, "ok"), (0.929, "open_world_heldout_hits")])
+def test_the_gate_refuses_a_model_that_hits_less_under_held_out_conditions(hits, reason):
+    champion, challenger = fig(0.0, 0.01, syn_scan=0.9), fig(0.0, 0.01, syn_scan=0.9)
+    champion.heldout_known = challenger.heldout_known = 1400
+    champion.heldout_hits, challenger.heldout_hits = 0.96, hits   # -1 pt passes, -3.1 pt does not
+    assert open_world_gate(champion, challenger, Tolerance(heldout_hits=0.03))[:2] == (reason == "ok", reason)
+    # By default the held-out hits are reported, not gated.
+    ok, why, detail = open_world_gate(champion, challenger, Tolerance())
+    assert (ok, why) == (True, "ok") and detail["heldout_hits"] == pytest.approx(hits - 0.96)
+
+
+def test_a_kind_one_model_knows_is_not_compared_as_unseen():
+    """The loop's challenger learned slow DoS from labels: its champion's misses of that kind
+    are not held against it, nor compared with a class it now knows."""
+    champion = unk({"slow_http_dos": 0, "icmp_flood": 0})
+    challenger = unk({"icmp_flood": 0}, slow_http_dos=0.9)   # slow DoS now known (and hit)
+    challenger.unknown_missed["icmp_flood"] = []
+    assert open_world_gate(champion, challenger, Tolerance())[:2] == (True, "ok")
+    champion = unk({"slow_http_dos": 100, "icmp_flood": 0})   # the champion called it benign
+    assert open_world_gate(champion, challenger, Tolerance())[:2] == (True, "ok")
 
 
 def test_reference_figures_count_the_verdicts_the_edge_would_give(tiny_bundle):
@@ -65,6 +119,31 @@ def test_a_lab_reference_is_judged_as_the_open_world_evaluation_judges_it(tiny_b
     assert 0 < judged.support["syn_scan"] == len(mine) < raw.support["syn_scan"]
     lab = [c for c in default_reference(foreign=False) if c.name == "lab-eval"]
     assert lab and lab[0].judging and lab[0].judging["principals"] and lab[0].judging["attacked"]
+
+
+def test_the_default_reference_holds_a_held_out_lab_capture_with_unseen_kinds():
+    """Issue 10's gate looks at the lab's held-out conditions too: the first held-out
+    capture (tools, settings and a link training never used, and three kinds no shipped
+    model was trained on), judged by its labels as `edgeloop evaluate --open-world` judges it."""
+    from evaluation.gate import default_reference
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+
+    ref = default_reference(foreign=False)
+    held = [c for c in ref if c.name == "lab-heldout"]
+    assert held and held[0].expect == "labels" and held[0].judging["principals"]
+    bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
+    with_held = reference_figures(bundle, ref)
+    without = reference_figures(bundle, [c for c in ref if c.name != "lab-heldout"])
+    assert without.unknown == {}
+    assert set(with_held.unknown) == {"ftp_bruteforce", "icmp_flood", "udp_flood"}
+    assert all(n >= 50 for n in with_held.unknown.values())
+    # Its known-class windows are pooled into one held-out hit rate; the per-class hits stay
+    # the evaluation capture's.
+    assert with_held.support == without.support and without.heldout_known == 0
+    assert with_held.heldout_known > 1000 and 0.95 < with_held.heldout_hits < 1.0
+    assert set(with_held.heldout_by_class) == set(bundle.class_names) - {"benign"}
+    # The shipped bundle misses none of them (openworld-lab-heldout.json: 0.00%).
+    assert sum(map(len, with_held.unknown_missed.values())) == 0
 
 
 def test_a_baseline_leaves_out_what_the_model_calls_attacks(tiny_bundle, tmp_path):
@@ -139,3 +218,25 @@ def test_a_baseline_decision_shows_the_site_beside_the_reference(capsys, monkeyp
     print_decision(d)
     out = capsys.readouterr().out
     assert "site deferred (120 windows)" in out and "5.00%" in out and "2.50%" in out and "-2.50 pt" in out
+
+
+def test_a_decision_shows_the_held_out_conditions_and_the_unseen_kinds(capsys, monkeypatch):
+    from llm_agents.cli import print_decision
+    from llm_agents.retrain import RetrainDecision
+
+    champ, chall = Figures("a", 1000, 0.004, 0.02), Figures("b", 1000, 0.004, 0.02)
+    champ.heldout_known = chall.heldout_known = 1392
+    champ.heldout_hits, chall.heldout_hits = 0.974, 0.921
+    champ.unknown = chall.unknown = {"icmp_flood": 78, "udp_flood": 181}
+    chall.unknown_missed = {"icmp_flood": [f"w{i}" for i in range(12)], "udp_flood": []}
+    ok, why, change = open_world_gate(champ, chall, Tolerance())
+    assert (ok, why) == (False, "open_world_unknown_missed")
+    d = RetrainDecision("request", False, why, "a", "b",
+                        open_world={"captures": 9, "champion": champ.to_dict(), "challenger": chall.to_dict(),
+                                    "change": change, "tolerance": Tolerance().__dict__})
+    monkeypatch.setenv("COLUMNS", "250")
+    print_decision(d)
+    out = capsys.readouterr().out
+    assert "held-out conditions, known classes hit (1392 windows)" in out and "97.4%" in out and "-5.3 pt" in out
+    assert "reported" in out
+    assert "unseen kinds called benign (259 windows)" in out and "+4.6 pt (12 lost, 0 gained)" in out
