@@ -57,6 +57,8 @@ EXPERIMENTS = {
                  "Policy success rates: direct, coder-only, blueprint loop, library (Hermes Table I)."),
     "open-world": ("evaluation.experiment_openworld:open_world",
                    "Train per seed on the default set; judge each on foreign captures and held-out kinds."),
+    "compare": ("evaluation.experiment_openworld:compare",
+                "Two open-world runs side by side: a recipe change against the recipe before, seed range by seed range."),
     "baseline": ("llm_agents.experiments.baseline:baseline",
                  "Site baseline on half a foreign capture set; false alerts on the other half, before and after."),
 }

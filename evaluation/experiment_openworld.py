@@ -182,6 +182,120 @@ def _seeds(_: Any, __: Any, value: str) -> tuple[int, ...]:
         raise click.BadParameter(f"{value!r}: comma-separated integers, e.g. 0,1,2") from exc
 
 
+def per_manifest(result: dict[str, Any]) -> dict[str, dict[tuple[str, str], dict[int, float]]]:
+    """Per manifest and (kind, verdict), each seed's rate over all its labels, weighted by
+    windows (benign false alerts; known classes ok; unknown kinds missed), and per unknown
+    kind ("unknown:<label>", "miss") each seed's own rate."""
+    out: dict[str, dict[tuple[str, str], dict[int, float]]] = {}
+    for rec in result["per_seed"]:
+        sums: dict[tuple[str, str, str], list[float]] = {}
+        for f in rec["figures"]:
+            acc = sums.setdefault((f["manifest"], f["kind"], f["verdict"]), [0.0, 0.0])
+            acc[0] += f["windows"] * f["value"]
+            acc[1] += f["windows"]
+            if f["kind"] == "unknown":
+                out.setdefault(f["manifest"], {}).setdefault((f"unknown:{f['label']}", f["verdict"]), {})[
+                    rec["seed"]] = f["value"]
+        for (m, kind, verdict), (num, den) in sums.items():
+            if den:
+                out.setdefault(m, {}).setdefault((kind, verdict), {})[rec["seed"]] = num / den
+    return out
+
+
+def compare_runs(candidate: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Two `experiment open-world` results side by side, on the manifests both judged: per
+    figure each side's seed range and median, and whether the candidate's median is worse;
+    then what the issue's targets say of each side over all captures."""
+    import statistics
+
+    a, b = per_manifest(candidate), per_manifest(baseline)
+    rows = []
+    for m in sorted(set(a) & set(b)):
+        for key in sorted(set(a[m]) & set(b[m])):
+            kind, verdict = key
+            op, target = TARGETS[(kind.split(":")[0], verdict)]
+            ca, ba = list(a[m][key].values()), list(b[m][key].values())
+            med_c, med_b = statistics.median(ca), statistics.median(ba)
+            rows.append({"manifest": m, "figure": kind, "verdict": verdict, "op": op, "target": target,
+                         "candidate": [min(ca), med_c, max(ca)], "baseline": [min(ba), med_b, max(ba)],
+                         "worse": (med_c > med_b + 1e-12) if op == "<=" else (med_c < med_b - 1e-12)})
+
+    def summary(side: dict[str, dict[tuple[str, str], dict[int, float]]]) -> dict[str, Any]:
+        common = sorted(set(a) & set(b))
+        known = [statistics.median(side[m][("known", "ok")].values()) for m in common if ("known", "ok") in side[m]]
+        unknown = [max(side[m][("unknown", "miss")].values()) for m in common if ("unknown", "miss") in side[m]]
+        fa = [max(side[m][("benign", "false_alert")].values()) for m in common if ("benign", "false_alert") in side[m]]
+        return {"known_ok_mean_of_medians": statistics.mean(known) if known else None,
+                "captures_known_median_met": sum(v >= TARGETS[("known", "ok")][1] for v in known),
+                "captures_unknown_every_seed_met": sum(v <= TARGETS[("unknown", "miss")][1] for v in unknown),
+                "captures": {"known": len(known), "unknown": len(unknown)},
+                "benign_false_alerts_worst": max(fa) if fa else None}
+
+    f1 = {name: [r["lab_macro_f1"]["all"] for r in res["per_seed"]] for name, res in
+          (("candidate", candidate), ("baseline", baseline))}
+    return {"rows": rows, "candidate": {**summary(a), "lab_macro_f1": [min(f1["candidate"]), max(f1["candidate"])]},
+            "baseline": {**summary(b), "lab_macro_f1": [min(f1["baseline"]), max(f1["baseline"])]}}
+
+
+@click.command("compare")
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--all-rows", is_flag=True, help="Every figure, not only those whose median moved.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the comparison here.")
+def compare(candidate: Path, baseline: Path, all_rows: bool, json_out: Path | None) -> None:
+    """Compare two `experiment open-world` runs (their openworld-seeds.json): a recipe change
+    against the recipe before, seed range by seed range.
+
+    Per manifest both judged: benign false alerts and deferrals, known classes right,
+    unknown kinds missed (pooled and each kind's own), each side's lowest, median and
+    highest seed, and whether the candidate's median is worse. Then, over all captures,
+    what the issue's targets say of each side.
+
+    edgeloop experiment compare var/exp/new/openworld-seeds.json var/exp/old/openworld-seeds.json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        res = compare_runs(json.loads(candidate.read_text()), json.loads(baseline.read_text()))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise click.ClickException(f"not two `experiment open-world` results: {exc!r}") from exc
+    t = Table(title=f"{candidate} against {baseline} (lowest / median / highest seed)")
+    for col in ("manifest", "figure", "verdict", "baseline", "candidate", "target", "median"):
+        t.add_column(col)
+
+    def rng(v: list[float]) -> str:
+        return " / ".join(f"{x:.2%}" for x in v)
+    for r in res["rows"]:
+        moved = abs(r["candidate"][1] - r["baseline"][1]) > 1e-12
+        if all_rows or moved:
+            t.add_row(r["manifest"], r["figure"], r["verdict"], rng(r["baseline"]), rng(r["candidate"]),
+                      f"{r['op']} {r['target']:g}", "[red]worse[/]" if r["worse"] else ("better" if moved else "same"))
+    console = Console()
+    console.print(t)
+    s = Table(title="over all captures both judged")
+    for col in ("", "baseline", "candidate"):
+        s.add_column(col)
+    b, c = res["baseline"], res["candidate"]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2%}"
+    s.add_row("known classes right, mean of the per-capture medians",
+              pct(b["known_ok_mean_of_medians"]), pct(c["known_ok_mean_of_medians"]))
+    s.add_row(f"captures whose median meets known >= 95% (of {c['captures']['known']})",
+              str(b["captures_known_median_met"]), str(c["captures_known_median_met"]))
+    s.add_row(f"captures with unknown missed <= 1% on every seed (of {c['captures']['unknown']})",
+              str(b["captures_unknown_every_seed_met"]), str(c["captures_unknown_every_seed_met"]))
+    s.add_row("benign false alerts, worst capture and seed", pct(b["benign_false_alerts_worst"]),
+              pct(c["benign_false_alerts_worst"]))
+    s.add_row("lab macro-F1, lowest-highest seed", "-".join(f"{x:.4f}" for x in b["lab_macro_f1"]),
+              "-".join(f"{x:.4f}" for x in c["lab_macro_f1"]))
+    console.print(s)
+    if json_out is not None:
+        json_out.write_text(json.dumps(res, indent=2, default=float))
+
+
 @click.command("open-world")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds, help="Training seeds.")
 @click.option("--manifest", "manifests", multiple=True,
