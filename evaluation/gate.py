@@ -206,8 +206,8 @@ def default_reference(site_baseline: str | Path | None = None, foreign: bool = T
 
 
 def manifest_reference(path: str | Path) -> list[RefCapture]:
-    """The captures of an open-world manifest as reference captures, judged as
-    `edgeloop evaluate --open-world` judges them (scope "labels" or "all" only). A capture
+    """The captures of an open-world manifest of labelled captures (scope "labels") as
+    reference captures, judged as `edgeloop evaluate --open-world` judges them. A capture
     that does not load raises: a gate never judges on less than it was told to."""
     from contracts.errors import SourceError
     from inference.openworld_captures import expand
@@ -215,17 +215,15 @@ def manifest_reference(path: str | Path) -> list[RefCapture]:
 
     out = []
     for entry in load_manifest(path).entries:
-        if entry.scope not in ("labels", "all"):
-            raise SourceError(f"{path}: capture {entry.name}: scope {entry.scope} is not a gate reference")
+        if entry.scope != "labels":
+            raise SourceError(f"{path}: capture {entry.name}: scope {entry.scope} is not a gate reference "
+                              "(held-out conditions are labelled captures)")
         for cap in expand(entry):
             got = cap.load()
             if got.flows is None:
                 raise SourceError(f"{path}: capture {cap.name}: {got.reason}: {got.detail}")
-            if entry.scope == "labels":
-                judging = {"principals": got.principals, "attacked": got.attacked, "periods": got.periods}
-                out.append(RefCapture(cap.name, got.flows, "labels", judging, heldout=True))
-            else:
-                out.append(RefCapture(cap.name, got.flows, entry.expect, heldout=True))
+            judging = {"principals": got.principals, "attacked": got.attacked, "periods": got.periods}
+            out.append(RefCapture(cap.name, got.flows, "labels", judging, heldout=True))
     return out
 
 

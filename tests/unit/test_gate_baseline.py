@@ -144,6 +144,12 @@ def test_the_default_reference_holds_a_held_out_lab_capture_with_unseen_kinds():
     assert set(with_held.heldout_by_class) == set(bundle.class_names) - {"benign"}
     # The shipped bundle misses none of them (openworld-lab-heldout.json: 0.00%).
     assert sum(map(len, with_held.unknown_missed.values())) == 0
+    # A manifest of captures judged some other way is refused, not half used.
+    from contracts.errors import SourceError
+    from evaluation.gate import manifest_reference
+
+    with pytest.raises(SourceError, match="capture benign: scope all is not a gate reference"):
+        manifest_reference("data/openworld/crafted/crafted.toml")
 
 
 def test_a_baseline_leaves_out_what_the_model_calls_attacks(tiny_bundle, tmp_path):
