@@ -15,7 +15,8 @@ on a **foreign reference**: captures with an expectation each,
                          model knows, which must not go to benign
 
 and the challenger is refused when, beyond a tolerance, it raises benign false alerts, it
-raises benign deferrals, it loses hits (confident and right) on a known class, or it calls
+raises benign deferrals, it loses hits (confident and right) on a known class or on the
+held-out conditions' known windows (pooled), names more of those wrong, or it calls
 more windows of kinds neither model knows confidently benign (and those windows are evidence,
 not noise: the sign test of evaluation.holdout_gate.loss_is_real on the windows that
 flipped).
@@ -61,13 +62,15 @@ class Tolerance:
     deferrals: float = 0.02       # +2 points of benign windows
     known_hits: float = 0.02      # -2 points of a known class's windows
     unknown_missed: float = 0.01  # +1 point of the windows of kinds neither model knows
-    # Known-class windows of held-out conditions, all classes pooled: reported, not gated
-    # (None). A retrain's challenger hits 4-8 points fewer of them than the shipped bundle
-    # (HTTP brute force 23-65 points), with or without new data: its validation split (a
-    # hash of window ids) puts each validation window beside its training neighbours, and the
-    # energy threshold fitted there defers what held-out tools send. Gated at -3 points, every
-    # retrain would be refused; see docs/openworld.md ("The gate sees held-out conditions").
-    heldout_hits: float | None = None
+    # Known-class windows of held-out conditions, all classes pooled: -3 points of hits
+    # (confident and right; None: reported only). A retrain's challenger hits 0.6 point fewer
+    # than the shipped bundle with no new data, 4.2 more with one scan tool labelled
+    # (llm_agents.retrain.validation_split; before it, 4-8 points fewer, every time).
+    heldout_hits: float | None = 0.03
+    # ... and +2 points of them confidently benign or named another class. A site baseline
+    # is held to this one only (Retrainer passes heldout_hits=None): its tighter energy
+    # threshold defers 5-6 points more of them to the agent, and names no more of them wrong.
+    heldout_wrong: float | None = 0.02
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Figures:
     # right), and that share per class (reported, not gated one by one).
     heldout_known: int = 0
     heldout_hits: float = 0.0
+    heldout_wrong: float = 0.0     # the share missed (confidently benign) or of a wrong class
     heldout_by_class: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +129,7 @@ def reference_figures(bundle: Any, reference: Iterable[RefCapture]) -> Figures:
     fig.heldout_known = int(len(held))
     if len(held):
         fig.heldout_hits = float((held["verdict"] == "ok").mean())
+        fig.heldout_wrong = float(held["verdict"].isin(("miss", "wrong_class")).mean())
         fig.heldout_by_class = {str(c): float((g["verdict"] == "ok").mean()) for c, g in held.groupby("expected")}
     known = j[(j["kind"] == "known") & ~j["_heldout"]]
     for label, g in known.groupby("expected"):
@@ -153,15 +158,16 @@ def open_world_gate(champion: Figures, challenger: Figures, tol: Tolerance = Tol
                     ) -> tuple[bool, str, dict[str, Any]]:
     """(pass?, reason, what moved). Reasons: ok, open_world_false_alerts,
     open_world_deferrals, open_world_hits:<class>, open_world_heldout_hits,
-    open_world_unknown_missed."""
+    open_world_heldout_wrong, open_world_unknown_missed."""
     from evaluation.holdout_gate import loss_is_real
 
     unk = unknown_change(champion, challenger)
+    both_held = bool(champion.heldout_known and challenger.heldout_known)
     detail = {"false_alerts": challenger.false_alerts - champion.false_alerts,
               "deferrals": challenger.deferrals - champion.deferrals,
               "hits": {c: challenger.hits.get(c, 0.0) - h for c, h in champion.hits.items()},
-              "heldout_hits": (challenger.heldout_hits - champion.heldout_hits
-                               if champion.heldout_known and challenger.heldout_known else 0.0),
+              "heldout_hits": (challenger.heldout_hits - champion.heldout_hits if both_held else 0.0),
+              "heldout_wrong": (challenger.heldout_wrong - champion.heldout_wrong if both_held else 0.0),
               "unknown_missed": unk["challenger"] - unk["champion"],
               "unknown_flips": {"lost": unk["lost"], "gained": unk["gained"], "windows": unk["windows"]}}
     if detail["false_alerts"] > tol.false_alerts + 1e-12:
@@ -173,6 +179,8 @@ def open_world_gate(champion: Figures, challenger: Figures, tol: Tolerance = Tol
             return False, f"open_world_hits:{c}", detail
     if tol.heldout_hits is not None and detail["heldout_hits"] < -tol.heldout_hits - 1e-12:
         return False, "open_world_heldout_hits", detail
+    if tol.heldout_wrong is not None and detail["heldout_wrong"] > tol.heldout_wrong + 1e-12:
+        return False, "open_world_heldout_wrong", detail
     if detail["unknown_missed"] > tol.unknown_missed + 1e-12 and loss_is_real(unk["lost"], unk["gained"]):
         return False, "open_world_unknown_missed", detail
     return True, "ok", detail

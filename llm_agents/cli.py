@@ -373,12 +373,13 @@ def print_decision(d: Any) -> None:
         for c, h in sorted(ow["champion"]["hits"].items()):
             b = ow["challenger"]["hits"].get(c, 0.0)
             t.add_row(f"hits {c}", f"{h:.1%}", f"{b:.1%}", f"{100 * (b - h):+.1f} pt", f"-{100 * tol['known_hits']:.0f} pt")
-        if ow["champion"].get("heldout_known"):   # reported beside the gated figures
-            a, b = ow["champion"]["heldout_hits"], ow["challenger"]["heldout_hits"]
-            held_tol = tol.get("heldout_hits")
-            t.add_row(f"held-out conditions, known classes hit ({ow['champion']['heldout_known']} windows)",
-                      f"{a:.1%}", f"{b:.1%}", f"{100 * (b - a):+.1f} pt",
-                      f"-{100 * held_tol:.0f} pt" if held_tol is not None else "reported")
+        if ow["champion"].get("heldout_known"):   # a tolerance of None: reported, not gated
+            for name, tk, sign in (("hit", "heldout_hits", "-"), ("named wrong", "heldout_wrong", "+")):
+                a, b = ow["champion"].get(tk, 0.0), ow["challenger"].get(tk, 0.0)
+                held_tol = tol.get(tk)
+                t.add_row(f"held-out conditions, known classes {name} ({ow['champion']['heldout_known']} windows)",
+                          f"{a:.1%}", f"{b:.1%}", f"{100 * (b - a):+.1f} pt",
+                          f"{sign}{100 * held_tol:.0f} pt" if held_tol is not None else "reported")
         flips = ow["change"].get("unknown_flips")
         if flips and flips["windows"]:   # kinds neither model was trained on
             a = ow["change"]["unknown_missed"]

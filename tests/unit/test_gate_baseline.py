@@ -26,7 +26,8 @@ def test_the_gate_refuses_what_is_worse_out_there(challenger, reason):
     champion = fig(0.0, 0.01, syn_scan=0.9)
     ok, why, detail = open_world_gate(champion, challenger, Tolerance())
     assert (ok, why) == (reason == "ok", reason)
-    assert set(detail) == {"false_alerts", "deferrals", "hits", "heldout_hits", "unknown_missed", "unknown_flips"}
+    assert set(detail) == {"false_alerts", "deferrals", "hits", "heldout_hits", "heldout_wrong", "unknown_missed",
+                           "unknown_flips"}
 
 
 def unk(missed: dict[str, int], windows: int = 259, **hits) -> Figures:
@@ -61,15 +62,22 @@ def test_a_rise_that_is_noise_passes():
     assert open_world_gate(champion, challenger, Tolerance())[:2] == (False, "open_world_unknown_missed")
 
 
-@pytest.mark.parametrize("hits, reason", [(0.95, "ok"), (0.929, "open_world_heldout_hits")])
-def test_the_gate_refuses_a_model_that_hits_less_under_held_out_conditions(hits, reason):
+@pytest.mark.parametrize("hits, wrong, reason", [
+    (0.95, 0.02, "ok"),                             # -1 pt hits, +1 pt named wrong
+    (0.929, 0.02, "open_world_heldout_hits"),       # -3.1 pt hits
+    (0.95, 0.031, "open_world_heldout_wrong"),      # +2.1 pt named wrong
+])
+def test_the_gate_refuses_a_model_that_hits_less_under_held_out_conditions(hits, wrong, reason):
     champion, challenger = fig(0.0, 0.01, syn_scan=0.9), fig(0.0, 0.01, syn_scan=0.9)
     champion.heldout_known = challenger.heldout_known = 1400
-    champion.heldout_hits, challenger.heldout_hits = 0.96, hits   # -1 pt passes, -3.1 pt does not
-    assert open_world_gate(champion, challenger, Tolerance(heldout_hits=0.03))[:2] == (reason == "ok", reason)
-    # By default the held-out hits are reported, not gated.
+    champion.heldout_hits, challenger.heldout_hits = 0.96, hits
+    champion.heldout_wrong, challenger.heldout_wrong = 0.01, wrong
     ok, why, detail = open_world_gate(champion, challenger, Tolerance())
-    assert (ok, why) == (True, "ok") and detail["heldout_hits"] == pytest.approx(hits - 0.96)
+    assert (ok, why) == (reason == "ok", reason)
+    assert detail["heldout_hits"] == pytest.approx(hits - 0.96) and detail["heldout_wrong"] == pytest.approx(wrong - 0.01)
+    # A site baseline's gate (no hit tolerance) still refuses what it names wrong, and only that.
+    site = open_world_gate(champion, challenger, Tolerance(heldout_hits=None))[:2]
+    assert site == ((False, reason) if reason == "open_world_heldout_wrong" else (True, "ok"))
 
 
 def test_a_kind_one_model_knows_is_not_compared_as_unseen():
@@ -232,7 +240,8 @@ def test_a_decision_shows_the_held_out_conditions_and_the_unseen_kinds(capsys, m
 
     champ, chall = Figures("a", 1000, 0.004, 0.02), Figures("b", 1000, 0.004, 0.02)
     champ.heldout_known = chall.heldout_known = 1392
-    champ.heldout_hits, chall.heldout_hits = 0.974, 0.921
+    champ.heldout_hits, chall.heldout_hits = 0.974, 0.951
+    champ.heldout_wrong, chall.heldout_wrong = 0.011, 0.019
     champ.unknown = chall.unknown = {"icmp_flood": 78, "udp_flood": 181}
     chall.unknown_missed = {"icmp_flood": [f"w{i}" for i in range(12)], "udp_flood": []}
     ok, why, change = open_world_gate(champ, chall, Tolerance())
@@ -243,6 +252,7 @@ def test_a_decision_shows_the_held_out_conditions_and_the_unseen_kinds(capsys, m
     monkeypatch.setenv("COLUMNS", "250")
     print_decision(d)
     out = capsys.readouterr().out
-    assert "held-out conditions, known classes hit (1392 windows)" in out and "97.4%" in out and "-5.3 pt" in out
-    assert "reported" in out
+    assert "held-out conditions, known classes hit (1392 windows)" in out and "97.4%" in out and "-2.3 pt" in out
+    assert "known classes named wrong (1392 windows)" in out and "+0.8 pt" in out and "+2 pt" in out
+    assert "-3 pt" in out and "reported" not in out
     assert "unseen kinds called benign (259 windows)" in out and "+4.6 pt (12 lost, 0 gained)" in out

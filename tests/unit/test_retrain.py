@@ -128,6 +128,30 @@ def test_holdout_is_stable_per_window_and_near_the_fraction() -> None:
     assert not (h & holdout_mask(ids, 0.2, salt="synth-val")).all()
 
 
+def test_the_reference_validates_on_each_class_latest_windows_and_labels_by_hash() -> None:
+    """The shipped training set validates a challenger as the recipe does (each class's latest
+    windows); windows labelled since, and every window of a site baseline, by a stable hash."""
+    from llm_agents.retrain import _Real, validation_split
+
+    n_ref, n_lab = 300, 200
+    ids = np.array([f"r{i}" for i in range(n_ref)] + [f"l{i}" for i in range(n_lab)])
+    labels = np.array((["benign", "syn_scan", "benign"] * n_ref)[:n_ref] + ["fin_scan"] * n_lab)
+    side = np.ones(len(ids), dtype=bool)
+    side[::7] = False                                  # the gate's holdout: never validates
+    real = _Real(None, None, None, labels, ids, ~side, side)  # type: ignore[arg-type]
+    val = validation_split(real, side, set(ids[:n_ref]), 0.2)
+    assert not (val & ~side).any()
+    for c in ("benign", "syn_scan"):
+        mine = np.flatnonzero(side[:n_ref] & (labels[:n_ref] == c))
+        n = int(round(len(mine) * 0.2))
+        assert val[mine[-n:]].all() and not val[mine[:-n]].any()
+    hashed = side & holdout_mask(ids, 0.2, salt="val")
+    assert np.array_equal(val[n_ref:], hashed[n_ref:])
+    assert 0.12 < val[n_ref:].mean() < 0.28
+    # No reference ids (a site baseline): the hash everywhere.
+    assert np.array_equal(side & validation_split(real, side, set(), 0.2), hashed)
+
+
 @pytest.fixture(scope="module")
 def lab():
     """SYNTHETIC flows: a champion trained without slow_http_dos, the windows it never saw."""
@@ -268,6 +292,23 @@ def test_a_site_baseline_needs_no_lab_gain_only_no_loss() -> None:
     assert gate(champ, same, significance=noise, need_gain=False)[:2] == (True, "promoted")
 
 
+def test_a_site_baseline_validates_by_hash_and_other_retrains_on_the_reference_tail(tmp_path, lab) -> None:
+    from llm_agents.retrain import SITE_TRIGGER
+
+    ref, novel, champ = lab
+    rt = _retrainer(tmp_path, ref, champ, [])
+    rt.store.append("labelled", novel)
+    real = rt._real(rt.champion())
+    hashed = real.side & holdout_mask(real.ids, rt.cfg.val_fraction, salt="val")
+    assert np.array_equal(rt._validation(real, real.side, SITE_TRIGGER), hashed)
+    val = rt._validation(real, real.side, "labels")
+    mine = np.isin(real.ids, novel["window_id"].unique())
+    assert np.array_equal(val[mine], hashed[mine]) and not np.array_equal(val[~mine], hashed[~mine])
+    for c in set(real.labels[~mine]):                  # the reference: each class's latest
+        idx = np.flatnonzero(real.side & ~mine & (real.labels == c))
+        assert val[idx].tolist() == sorted(val[idx].tolist()) and val[idx].any()
+
+
 def test_recipe_variants_train_but_never_twin_a_held_out_window(tmp_path, lab) -> None:
     """The store keeps re-rendered copies of each attack run (as the shipped recipe trains);
     a retrain leaves out every copy of a flow that sits, in the same view, in a window it
@@ -286,7 +327,7 @@ def test_recipe_variants_train_but_never_twin_a_held_out_window(tmp_path, lab) -
     rt = _retrainer(tmp_path, ref, champ, [], config=RetrainConfig(epochs=3, synth_below=0, members=1))
     rt.store.append("synthetic", var)
     real = rt._real(rt.champion())
-    fit = real.side & ~holdout_mask(real.ids, rt.cfg.val_fraction, salt="val")
+    fit = real.side & ~rt._validation(real, real.side, "request")
     kept, n_out = _without_twins(rt.store.frame(("synthetic",)), real, fit)
     out = real.frame[~real.frame["window_id"].isin(set(real.ids[fit]))]
     held = set(out["flow_id"].astype(str))
@@ -313,7 +354,11 @@ def test_a_site_baseline_is_promoted_only_when_the_site_comes_out_better(tmp_pat
 
     def figures(bundle, reference):
         if not all(c.name.startswith("site:") for c in reference):
-            return RefFigures(bundle.version, 100)
+            # Held-out conditions: the baseline's challenger defers 7 points more of their
+            # known windows and names none more wrong (as its hash-validated threshold does).
+            chall = bundle.version != champ.version
+            return RefFigures(bundle.version, 100, heldout_known=1000, heldout_hits=0.90 if chall else 0.97,
+                              heldout_wrong=0.01)
         if bundle.version == champ.version:
             return RefFigures(bundle.version, 100, 0.02, 0.05)
         return RefFigures(bundle.version, 100, 0.02 + change["false_alerts"], 0.05 + change["deferrals"])
@@ -330,6 +375,7 @@ def test_a_site_baseline_is_promoted_only_when_the_site_comes_out_better(tmp_pat
         d = rt.run("baseline")          # the same data again: no lab gain is asked of it
         assert d.reason == reason and d.promoted == (reason == "promoted") == bool(published), (c, d.to_dict())
         assert d.open_world["site"]["captures"] == 1
+        assert d.open_world["tolerance"]["heldout_hits"] is None and d.open_world["tolerance"]["heldout_wrong"]
     rt = _retrainer(tmp_path / "none", ref, champ, [], config=cfg, reference=lambda: site[:1])
     assert rt.run("baseline").reason == "no_site_reference"
 
