@@ -61,6 +61,9 @@ EXPERIMENTS = {
                 "Two open-world runs side by side: a recipe change against the recipe before, seed range by seed range."),
     "baseline": ("llm_agents.experiments.baseline:baseline",
                  "Site baseline on half a foreign capture set; false alerts on the other half, before and after."),
+    "review-round": ("llm_agents.experiments.review_round:review_round",
+                     "One round of the loop on a held-out lab capture (a person labels its uncertain windows); "
+                     "judged on the others."),
 }
 
 

@@ -1,0 +1,55 @@
+"""`edgeloop experiment review-round`: what goes to the review queue, what a person labels,
+and how the judged windows are counted (the retrain itself is the retrainer's, tested there)."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from llm_agents.experiments.review_round import MANIFESTS, judged_windows, queue_labels, rates, review_round
+
+
+def test_rates_count_each_kind_by_its_own_windows() -> None:
+    w = pd.DataFrame({
+        "kind": ["benign"] * 4 + ["known"] * 5 + ["unknown"] * 2,
+        "expected": ["benign"] * 4 + ["syn_scan", "syn_scan", "slow_http_dos", "slow_http_dos", "slow_http_dos"]
+        + ["icmp_flood"] * 2,
+        "verdict": ["ok", "ok", "false_alert", "deferred", "ok", "ok", "ok", "deferred", "miss", "miss",
+                    "caught_uncertain"]})
+    r = rates(w)
+    assert (r["false_alerts"], r["deferred"]) == (0.25, 0.25)
+    assert r["known_right"] == pytest.approx(0.6) and r["unknown_missed"] == 0.5
+    assert r["known_right_by_class"] == {"slow_http_dos": pytest.approx(1 / 3), "syn_scan": 1.0}
+    assert (r["benign_windows"], r["known_windows"], r["unknown_windows"]) == (4, 5, 2)
+
+
+@pytest.mark.skipif(not (MANIFESTS.parent / "lab" / "heldout-d.parquet").is_file(), reason="no held-out capture")
+def test_a_person_labels_the_queue_by_the_capture_labels_and_never_an_unseen_kind(tmp_path) -> None:
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+
+    champion = Bundle.load(DEFAULT_BUNDLE_DIR)
+    src = MANIFESTS / "lab-heldout-d.toml"
+    judged = judged_windows(src, champion, tmp_path)
+    unc, attacks = queue_labels(champion, src, judged, "attacks")
+    _, everything = queue_labels(champion, src, judged, "all")
+    queued = {u.window_id for u in unc}
+    assert unc and set(everything) <= queued
+    truth = judged.drop_duplicates("window_id").set_index("window_id")
+    # What the edge deferred is what the judge calls deferred or caught as uncertain.
+    assert set(truth.index[truth["verdict"].isin(["deferred", "caught_uncertain"])]) <= queued
+    assert attacks and all(truth.loc[w, "kind"] == "known" and truth.loc[w, "expected"] == y
+                           for w, y in attacks.items())
+    extra = {w: y for w, y in everything.items() if w not in attacks}
+    assert extra and set(extra.values()) == {"benign"} and all(truth.loc[w, "kind"] == "benign" for w in extra)
+    assert everything.items() >= attacks.items()
+    unseen = set(truth.index[truth["kind"] == "unknown"]) & queued
+    assert unseen and not unseen & set(everything)     # unseen kinds stay in the queue, unlabelled
+
+
+def test_the_command_refuses_unknown_arms_and_manifests(tmp_path) -> None:
+    r = CliRunner().invoke(review_round, ["--out", str(tmp_path), "--arms", "attacks,some"])
+    assert r.exit_code == 2 and "arms are attacks, all" in r.output
+    r = CliRunner().invoke(review_round, ["--out", str(tmp_path), "--judge", "no-such-capture"])
+    assert r.exit_code == 2 and "no manifest data/openworld/no-such-capture.toml" in r.output
+    r = CliRunner().invoke(review_round, ["--out", str(tmp_path), "--capture", "lab-heldout"])
+    assert r.exit_code == 2
