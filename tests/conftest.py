@@ -36,7 +36,7 @@ SERIAL_MODULES = {"test_local_llm"}
 # wait on a broker. Run side by side, two of them took 2-10x longer.
 CPU_BOUND = {"test_novel_attack_loop", "test_scan_retrain", "test_experiment_scarce",
              "test_quantize", "test_retrain", "test_model_training", "test_evaluate", "test_inference_cli",
-             "test_experiment_augment"}
+             "test_experiment_augment", "test_review_round_loop"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
