@@ -100,7 +100,7 @@ def queue_labels(bundle: Any, capture: Path, judged: Any, arm: str) -> tuple[lis
 
 def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] = ARMS,
         judge: tuple[str, ...] | None = None, epochs: int | None = None, members: int | None = None,
-        say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+        plot: bool = True, say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     from collections import Counter
 
     from evaluation.gate import default_reference
@@ -153,7 +153,42 @@ def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] 
                                      for m in judge}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     (out_dir / "review-round.json").write_text(json.dumps(result, indent=2, default=float))
+    if plot:
+        review_round_png(result, out_dir / "review-round.png")
     return result
+
+
+def review_round_png(res: dict[str, Any], path: Path) -> Path:
+    """Per judged capture, known classes right and unknown kinds missed, one bar per model,
+    beside the targets (95% right, 1% missed)."""
+    import numpy as np
+
+    from inference.plots import _pyplot
+
+    plt = _pyplot()
+    caps = [m for m in res["judge"] if "known_right" in res["judged"]["champion"].get(m, {})]
+    models = list(res["judged"])
+    fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 0.75 * len(caps) + 2), 6.5), sharex=True)
+    x, w = np.arange(len(caps)), 0.8 / max(1, len(models))
+    for i, who in enumerate(models):
+        for ax, key in zip(axes, ("known_right", "unknown_missed")):
+            vals = [100 * res["judged"][who].get(m, {}).get(key, np.nan) for m in caps]
+            d = res["arms"].get(who, {}).get("decision")
+            label = who if d is None else f"{who} ({'promoted' if d['promoted'] else 'refused: ' + d['reason']})"
+            ax.bar(x + (i - (len(models) - 1) / 2) * w, vals, w, label=label)
+    axes[0].axhline(95, color="k", ls="--", lw=0.8)
+    axes[0].set_ylim(min(80.0, *(100 * r.get("known_right", 1) for who in models
+                                  for r in res["judged"][who].values()) if caps else [80.0]), 100)
+    axes[0].set_ylabel("known classes right (%)")
+    axes[1].axhline(1, color="k", ls="--", lw=0.8)
+    axes[1].set_ylabel("unknown kinds missed (%)")
+    axes[1].set_xticks(x, [m.replace("lab-heldout", "held-out") or m for m in caps], rotation=30, ha="right")
+    axes[0].legend(title="model", fontsize=8)
+    axes[0].set_title(f"one review round on {res['capture']}: judged on captures no model learnt from")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _pct(r: dict[str, Any], key: str, digits: int = 1) -> str:
@@ -180,7 +215,8 @@ def review_round(out_dir: Path, capture: str, arms: str, judge: str | None, epoc
     The shipped detector's uncertain windows of one held-out lab capture are labelled by a
     person (by the capture's labels), a retrain runs through the promotion gate, and the
     champion and each challenger are judged window by window on captures none of them
-    learnt from. About 2 minutes an arm here. Writes review-round.json in --out.
+    learnt from. About 2 minutes an arm here. Writes review-round.json and a plot
+    (review-round.png: known classes right and unknown kinds missed per capture) in --out.
     """
     from rich.console import Console
     from rich.table import Table

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from llm_agents.experiments.review_round import MANIFESTS, judged_windows, queue_labels, rates, review_round
+from llm_agents.experiments.review_round import (MANIFESTS, judged_windows, queue_labels, rates, review_round,
+                                                 review_round_png)
 
 
 def test_rates_count_each_kind_by_its_own_windows() -> None:
@@ -53,3 +54,16 @@ def test_the_command_refuses_unknown_arms_and_manifests(tmp_path) -> None:
     assert r.exit_code == 2 and "no manifest data/openworld/no-such-capture.toml" in r.output
     r = CliRunner().invoke(review_round, ["--out", str(tmp_path), "--capture", "lab-heldout"])
     assert r.exit_code == 2
+
+
+def test_the_plot_has_a_bar_per_model_and_capture(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    r = {"known_right": 0.9, "unknown_missed": 0.01}
+    res = {"capture": "lab-heldout-d", "judge": ["lab-heldout-f", "ndpi-test"],
+           "arms": {"attacks": {"decision": {"promoted": True, "reason": "promoted"}}},
+           "judged": {"champion": {"lab-heldout-f": r, "ndpi-test": {"false_alerts": 0.0}},
+                      "attacks": {"lab-heldout-f": dict(r, known_right=0.97), "ndpi-test": {"false_alerts": 0.0}}}}
+    path = review_round_png(res, tmp_path / "p.png")
+    assert Image.open(path).size[0] >= 700
