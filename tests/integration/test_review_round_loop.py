@@ -7,7 +7,9 @@ of the fourth capture's review queue by its labels, as `edgeloop review correct`
 agent's retrain (one member, 20 epochs here) runs through the promotion gate with the
 foreign reference. Measured: promoted, 98.1% right on the sixth capture, unknown kinds and
 benign windows as before. With the retrainer's old validation split (a hash of every
-window) the same round was refused and read 80.1% there.
+window) the same round was refused and read 80.1% there. What the round costs (brute
+forces over the held-out link fall towards slow DoS: docs/openworld.md) is printed, not
+asserted.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def test_one_review_round_on_a_held_out_capture_helps_on_another(tmp_path):
           f"unknown missed {before['unknown_missed']:.4f} -> {after['unknown_missed']:.4f}, benign false alerts "
           f"{before['false_alerts']:.4f} -> {after['false_alerts']:.4f}, deferred {before['deferred']:.4f} -> "
           f"{after['deferred']:.4f}")
+    print("per class, champion -> challenger: " + ", ".join(
+        f"{c} {v:.2f} -> {after['known_right_by_class'].get(c, 0.0):.2f}"
+        for c, v in sorted(before["known_right_by_class"].items())))
     assert arm["labelled"].get("slow_http_dos", 0) >= 50 and "benign" not in arm["labelled"]
     assert arm["decision"]["promoted"], arm["decision"]
     assert after["known_right"] >= max(before["known_right"] + 0.03, 0.95)
