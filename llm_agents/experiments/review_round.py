@@ -68,9 +68,12 @@ def rates(w: Any) -> dict[str, Any]:
     return out
 
 
-def queue_labels(bundle: Any, capture: Path, judged: Any, arm: str) -> tuple[list[Any], dict[str, str]]:
-    """The capture's windows the edge sends to `uncertain` (UncertainWindow), and the label a
-    person gives each one in this arm (window id -> class); unlabelled ones are left out."""
+def queue_labels(bundle: Any, capture: Path, judged: Any, arm: str,
+                 audit: float = 0.0) -> tuple[list[Any], dict[str, str]]:
+    """The capture's windows the edge sends to `uncertain` (UncertainWindow): those it is
+    unsure of, and `audit` of the confident ones (the edge's audit sample, reason "audit");
+    and the label a person gives each one in this arm (window id -> class); unlabelled ones
+    are left out."""
     from contracts.records import UncertainWindow, decode
     from inference.openworld_captures import expand
     from inference.openworld_manifest import load_manifest
@@ -79,7 +82,7 @@ def queue_labels(bundle: Any, capture: Path, judged: Any, arm: str) -> tuple[lis
     from streams.sources.files import records_from_frame
 
     caps = [c for e in load_manifest(capture).entries for c in expand(e)]
-    eng = EdgeDetector(OnnxDetector(bundle), DetectorConfig(uncertain_rate_per_s=0, audit_sample=0.0),
+    eng = EdgeDetector(OnnxDetector(bundle), DetectorConfig(uncertain_rate_per_s=0, audit_sample=audit),
                        clock=lambda: 0.0)
     for cap in caps:
         flows = cap.load().flows
@@ -100,7 +103,7 @@ def queue_labels(bundle: Any, capture: Path, judged: Any, arm: str) -> tuple[lis
 
 def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] = ARMS,
         judge: tuple[str, ...] | None = None, epochs: int | None = None, members: int | None = None,
-        plot: bool = True, say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+        audit: float | None = None, plot: bool = True, say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     from collections import Counter
 
     from evaluation.gate import default_reference
@@ -111,24 +114,27 @@ def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] 
     from llm_agents.labeling.review import Parked, decide
     from llm_agents.retrain import RetrainConfig, Retrainer
 
+    from streams.detector import DetectorConfig
+
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    audit = DetectorConfig().audit_sample if audit is None else audit
     champion = Bundle.load(DEFAULT_BUNDLE_DIR)
     judge = tuple(judge) if judge is not None else tuple(m for m in (*HELDOUT, "ndpi-test") if m != capture)
     if capture in judge:
         raise click.BadParameter(f"{capture} is the labelled capture: it cannot also judge", param_hint="--judge")
     src = MANIFESTS / f"{capture}.toml"
     judged = judged_windows(src, champion, out_dir / "champion")
-    say(f"{capture}: {judged['window_id'].nunique():,} judged windows")
+    say(f"{capture}: {judged['window_id'].nunique():,} judged windows; the edge audits {audit:.0%} of its confident ones")
     result: dict[str, Any] = {"schema": "edgeloop.review_round/1", "capture": capture, "judge": list(judge),
-                              "champion": champion.version, "arms": {},
+                              "champion": champion.version, "audit": audit, "arms": {},
                               "judged": {"champion": {}}}
     for m in judge:
         result["judged"]["champion"][m] = rates(judged_windows(MANIFESTS / f"{m}.toml", champion, out_dir / "champion"))
     cfg = RetrainConfig()
     cfg = RetrainConfig(epochs=epochs or cfg.epochs, members=members or cfg.members)
     for arm in arms:
-        unc, labels = queue_labels(champion, src, judged, arm)
+        unc, labels = queue_labels(champion, src, judged, arm, audit)
         data = Path(tempfile.mkdtemp(prefix=f"review-round-{arm}-", dir=out_dir))
         state = AgentState.open(data)
         say(seed_reference(state.store, champion, None))
@@ -142,7 +148,8 @@ def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] 
         rt.keep_challengers = data / "challengers"
         d = rt.run("labels", {"experiment": f"review round on {capture}, arm {arm}"})
         say(f"arm {arm}: retrain {d.reason} ({d.seconds.get('total', 0):.0f} s)")
-        result["arms"][arm] = {"queued": len(unc), "labelled": dict(Counter(labels.values())),
+        result["arms"][arm] = {"queued": len(unc), "audited": sum(u.reason == "audit" for u in unc),
+                               "labelled": dict(Counter(labels.values())),
                                "decision": {"promoted": d.promoted, "reason": d.reason,
                                             "challenger": d.challenger_version},
                                "open_world_gate": d.open_world.get("change", {})}
@@ -208,8 +215,11 @@ def _pct(r: dict[str, Any], key: str, digits: int = 1) -> str:
                                             "(default: every other held-out capture and ndpi-test).")
 @click.option("--epochs", type=int, default=None, help="Challenger epochs (default: the retrainer's).")
 @click.option("--members", type=int, default=None, help="Ensemble members per challenger (default: the retrainer's).")
+@click.option("--audit", type=click.FloatRange(0, 1), default=None,
+              help="Share of confident windows the edge also sends to review (default: the edge's "
+                   "EDGELOOP_AUDIT_SAMPLE default, 0.01).")
 def review_round(out_dir: Path, capture: str, arms: str, judge: str | None, epochs: int | None,
-                 members: int | None) -> None:
+                 members: int | None, audit: float | None) -> None:
     """One round of the loop on a capture of held-out conditions, judged on the others.
 
     The shipped detector's uncertain windows of one held-out lab capture are labelled by a
@@ -230,11 +240,13 @@ def review_round(out_dir: Path, capture: str, arms: str, judge: str | None, epoc
         if not (MANIFESTS / f"{m}.toml").is_file():
             raise click.BadParameter(f"no manifest data/openworld/{m}.toml", param_hint="--judge")
     err = Console(stderr=True)
-    res = run(out_dir, capture=capture, arms=picked, judge=names, epochs=epochs, members=members, say=err.log)
+    res = run(out_dir, capture=capture, arms=picked, judge=names, epochs=epochs, members=members, audit=audit,
+              say=err.log)
     con = Console()
     for arm, a in res["arms"].items():
         d = a["decision"]
-        con.print(f"arm {arm}: {sum(a['labelled'].values())} of {a['queued']} queued windows labelled; "
+        con.print(f"arm {arm}: {sum(a['labelled'].values())} of {a['queued']} queued windows labelled "
+                  f"({a['audited']} of them the audit sample of confident windows); "
                   f"gate {'promoted' if d['promoted'] else 'refused'} ({d['reason']})")
     models = list(res["judged"])
     t = Table(title=f"judged on captures no model learnt from (labelled: {capture}); %, champion / "

@@ -45,6 +45,12 @@ def test_a_person_labels_the_queue_by_the_capture_labels_and_never_an_unseen_kin
     assert everything.items() >= attacks.items()
     unseen = set(truth.index[truth["kind"] == "unknown"]) & queued
     assert unseen and not unseen & set(everything)     # unseen kinds stay in the queue, unlabelled
+    # The edge's audit sample adds confident windows to the queue, labelled the same way.
+    audited_unc, audited = queue_labels(champion, src, judged, "attacks", audit=0.05)
+    extra = {u.window_id for u in audited_unc if u.reason == "audit"}
+    assert extra and not extra & queued and {u.window_id for u in audited_unc} == queued | extra
+    assert audited.items() >= attacks.items() and set(audited) - set(attacks) <= extra
+    assert any(truth.loc[w, "kind"] == "known" for w in extra) and set(audited) - set(attacks)
 
 
 def test_the_command_refuses_unknown_arms_and_manifests(tmp_path) -> None:
