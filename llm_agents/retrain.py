@@ -28,7 +28,7 @@ What a run does, every step written to the audit log with its figures:
    early stopping, the temperature and the OOD threshold use `val_fraction` of the real
    training side, never synthetic windows: each class's latest reference windows, as the
    recipe validates, and a stable hash of the windows labelled since (`validation_split`;
-   a site baseline: the hash everywhere).
+   a site baseline, or a challenger with a new class: the hash everywhere).
    New classes (labels the champion lacks, with at least `min_new_class_windows` real
    training windows) are appended after the champion's classes, so existing class
    indices keep their meaning. A class name is the accepted label (a `novel:<name>`
@@ -349,7 +349,7 @@ class Retrainer:
         side = real.side & np.isin(real.labels, classes)
         # Early stopping, temperature and the OOD threshold are fitted on real windows only,
         # never the held-out ones (validation_split).
-        val = self._validation(real, side, d.trigger)
+        val = self._validation(real, side, d.trigger, new_class=len(classes) > len(champ.class_names))
         fit = side & ~val
         xs, ms, ys = [real.x[fit]], [real.mask[fit]], [real.labels[fit]]
         prov = {"real": int(fit.sum()), "real_validation": int(val.sum())}
@@ -376,9 +376,14 @@ class Retrainer:
                              source={"dataset": "edgeloop store", "champion": champ.version,
                                      "provenance": prov, "holdout_fraction": self.cfg.holdout_fraction})
 
-    def _validation(self, real: _Real, side: np.ndarray, trigger: str) -> np.ndarray:
-        """The windows of `side` that validate a challenger (validation_split)."""
-        ref = set() if trigger == SITE_TRIGGER else self.store.window_ids(("reference",))
+    def _validation(self, real: _Real, side: np.ndarray, trigger: str, new_class: bool = False) -> np.ndarray:
+        """The windows of `side` that validate a challenger (validation_split). A site
+        baseline, and a challenger that adds a class, validate by hash everywhere: the
+        tighter energy threshold sends what the new class does not yet cover back to the
+        agent. With the reference's tail, the novel-attack loop's challenger called 24 of
+        the 154 slow-DoS windows of another rate confidently SSH brute force in one run of
+        three (and in a suite run), where the hash deferred them."""
+        ref = set() if trigger == SITE_TRIGGER or new_class else self.store.window_ids(("reference",))
         return validation_split(real, side, ref, self.cfg.val_fraction)
 
     def _release(self, challenger: Bundle, d: RetrainDecision) -> str:

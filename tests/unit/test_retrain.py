@@ -206,6 +206,10 @@ def test_new_class_is_learned_promoted_released_and_audited(tmp_path, lab) -> No
         assert set(synth["provenance"]) == {"stat:kde"} and check_flows(synth).ok.all()
         assert set(synth["label_source"]) == {"synthesizer"}
     assert d.train_provenance["real"] > 0
+    # A challenger that adds a class validates by hash (Retrainer._validation).
+    real = rt._real(champ)
+    hashed = real.side & np.isin(real.labels, d.challenger.classes) & holdout_mask(real.ids, rt.cfg.val_fraction, salt="val")
+    assert d.train_provenance["real_validation"] == int(hashed.sum())
     actions = [e.action for e in rt.audit.events()]
     assert actions == ["champion_registered", "retrain_started", "synthesis", "release_published", "promoted"]
     promoted = rt.audit.events(action="promoted")[0]
@@ -301,6 +305,8 @@ def test_a_site_baseline_validates_by_hash_and_other_retrains_on_the_reference_t
     real = rt._real(rt.champion())
     hashed = real.side & holdout_mask(real.ids, rt.cfg.val_fraction, salt="val")
     assert np.array_equal(rt._validation(real, real.side, SITE_TRIGGER), hashed)
+    # A challenger that adds a class (the novel-attack loop) validates by hash too.
+    assert np.array_equal(rt._validation(real, real.side, "labels", new_class=True), hashed)
     val = rt._validation(real, real.side, "labels")
     mine = np.isin(real.ids, novel["window_id"].unique())
     assert np.array_equal(val[mine], hashed[mine]) and not np.array_equal(val[~mine], hashed[~mine])
