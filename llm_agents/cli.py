@@ -380,6 +380,13 @@ def print_decision(d: Any) -> None:
                 t.add_row(f"held-out conditions, known classes {name} ({ow['champion']['heldout_known']} windows)",
                           f"{a:.1%}", f"{b:.1%}", f"{100 * (b - a):+.1f} pt",
                           f"{sign}{100 * held_tol:.0f} pt" if held_tol is not None else "reported")
+            # Per class, where it moved by a point or more: the pooled rate can hide a class's
+            # fall behind another's rise (a review round: slow DoS up, brute forces down).
+            by_a, by_b = ow["champion"].get("heldout_by_class", {}), ow["challenger"].get("heldout_by_class", {})
+            for c in sorted(set(by_a) & set(by_b), key=lambda c: by_b[c] - by_a[c]):
+                if abs(by_b[c] - by_a[c]) >= 0.01:
+                    t.add_row(f"  held-out {c} hit", f"{by_a[c]:.1%}", f"{by_b[c]:.1%}",
+                              f"{100 * (by_b[c] - by_a[c]):+.1f} pt", "reported")
         flips = ow["change"].get("unknown_flips")
         if flips and flips["windows"]:   # kinds neither model was trained on
             a = ow["change"]["unknown_missed"]
