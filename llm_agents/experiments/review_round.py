@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,37 +69,41 @@ def rates(w: Any) -> dict[str, Any]:
     return out
 
 
-def queue_labels(bundle: Any, capture: Path, judged: Any, arm: str,
-                 audit: float = 0.0) -> tuple[list[Any], dict[str, str]]:
-    """The capture's windows the edge sends to `uncertain` (UncertainWindow): those it is
-    unsure of, and `audit` of the confident ones (the edge's audit sample, reason "audit");
-    and the label a person gives each one in this arm (window id -> class); unlabelled ones
-    are left out."""
+def review_queue(bundle: Any, capture: Path, audit: float = 0.0) -> list[Any]:
+    """The capture's windows the edge sends to `uncertain` (UncertainWindow, flows
+    included): those it is unsure of, and `audit` of the confident ones (the edge's audit
+    sample, reason "audit")."""
     from contracts.records import UncertainWindow, decode
+    from inference.onnx_detector import OnnxDetector
     from inference.openworld_captures import expand
     from inference.openworld_manifest import load_manifest
-    from inference.onnx_detector import OnnxDetector
     from streams.detector import DetectorConfig, EdgeDetector
     from streams.sources.files import records_from_frame
 
-    caps = [c for e in load_manifest(capture).entries for c in expand(e)]
     eng = EdgeDetector(OnnxDetector(bundle), DetectorConfig(uncertain_rate_per_s=0, audit_sample=audit),
                        clock=lambda: 0.0)
-    for cap in caps:
+    for cap in (c for e in load_manifest(capture).entries for c in expand(e)):
         flows = cap.load().flows
         if flows is not None:
-            records, _ = records_from_frame(flows)
-            eng.ingest(records)
-    unc = [decode(UncertainWindow, o.value) for o in eng.flush_all() if o.topic == "uncertain"]
+            eng.ingest(records_from_frame(flows)[0])
+    return [decode(UncertainWindow, o.value) for o in eng.flush_all() if o.topic == "uncertain"]
+
+
+def person_labels(queue: list[Any], judged: Any, arm: str, benign: str = "benign") -> dict[str, str]:
+    """The label a person gives each queued window in this arm (window id -> class), read
+    from the judged windows: a known class by its name, benign ones only in the `all` arm,
+    kinds no model knows never; windows out of the judge's scope are left out."""
     truth = judged.drop_duplicates("window_id").set_index("window_id")
     labels: dict[str, str] = {}
-    for u in unc:
+    for u in queue:
         if u.window_id not in truth.index:
             continue
         row = truth.loc[u.window_id]
-        if row["kind"] == "known" or (arm == "all" and row["kind"] == "benign"):
-            labels[u.window_id] = str(row["expected"]) if row["kind"] == "known" else bundle.meta.benign_class
-    return unc, labels
+        if row["kind"] == "known":
+            labels[u.window_id] = str(row["expected"])
+        elif arm == "all" and row["kind"] == "benign":
+            labels[u.window_id] = benign
+    return labels
 
 
 def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] = ARMS,
@@ -132,9 +137,10 @@ def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] 
     for m in judge:
         result["judged"]["champion"][m] = rates(judged_windows(MANIFESTS / f"{m}.toml", champion, out_dir / "champion"))
     cfg = RetrainConfig()
-    cfg = RetrainConfig(epochs=epochs or cfg.epochs, members=members or cfg.members)
+    cfg = replace(cfg, epochs=epochs or cfg.epochs, members=members or cfg.members)
+    unc = review_queue(champion, src, audit)   # the same queue for every arm
     for arm in arms:
-        unc, labels = queue_labels(champion, src, judged, arm, audit)
+        labels = person_labels(unc, judged, arm, champion.meta.benign_class)
         data = Path(tempfile.mkdtemp(prefix=f"review-round-{arm}-", dir=out_dir))
         state = AgentState.open(data)
         say(seed_reference(state.store, champion, None))
@@ -184,12 +190,12 @@ def review_round_png(res: dict[str, Any], path: Path) -> Path:
             label = who if d is None else f"{who} ({'promoted' if d['promoted'] else 'refused: ' + d['reason']})"
             ax.bar(x + (i - (len(models) - 1) / 2) * w, vals, w, label=label)
     axes[0].axhline(95, color="k", ls="--", lw=0.8)
-    axes[0].set_ylim(min(80.0, *(100 * r.get("known_right", 1) for who in models
-                                  for r in res["judged"][who].values()) if caps else [80.0]), 100)
+    lows = [100 * r["known_right"] for who in models for r in res["judged"][who].values() if "known_right" in r]
+    axes[0].set_ylim(min([80.0, *lows]), 100)
     axes[0].set_ylabel("known classes right (%)")
     axes[1].axhline(1, color="k", ls="--", lw=0.8)
     axes[1].set_ylabel("unknown kinds missed (%)")
-    axes[1].set_xticks(x, [m.replace("lab-heldout", "held-out") or m for m in caps], rotation=30, ha="right")
+    axes[1].set_xticks(x, [m.replace("lab-heldout", "held-out") for m in caps], rotation=30, ha="right")
     axes[0].legend(title="model", fontsize=8)
     axes[0].set_title(f"one review round on {res['capture']}: judged on captures no model learnt from")
     fig.tight_layout()

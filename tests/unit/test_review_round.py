@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from llm_agents.experiments.review_round import (MANIFESTS, judged_windows, queue_labels, rates, review_round,
-                                                 review_round_png)
+from llm_agents.experiments.review_round import (MANIFESTS, judged_windows, person_labels, rates, review_queue,
+                                                 review_round, review_round_png)
 
 
 def test_rates_count_each_kind_by_its_own_windows() -> None:
@@ -31,8 +31,8 @@ def test_a_person_labels_the_queue_by_the_capture_labels_and_never_an_unseen_kin
     champion = Bundle.load(DEFAULT_BUNDLE_DIR)
     src = MANIFESTS / "lab-heldout-d.toml"
     judged = judged_windows(src, champion, tmp_path)
-    unc, attacks = queue_labels(champion, src, judged, "attacks")
-    _, everything = queue_labels(champion, src, judged, "all")
+    unc = review_queue(champion, src)
+    attacks, everything = person_labels(unc, judged, "attacks"), person_labels(unc, judged, "all")
     queued = {u.window_id for u in unc}
     assert unc and set(everything) <= queued
     truth = judged.drop_duplicates("window_id").set_index("window_id")
@@ -46,7 +46,8 @@ def test_a_person_labels_the_queue_by_the_capture_labels_and_never_an_unseen_kin
     unseen = set(truth.index[truth["kind"] == "unknown"]) & queued
     assert unseen and not unseen & set(everything)     # unseen kinds stay in the queue, unlabelled
     # The edge's audit sample adds confident windows to the queue, labelled the same way.
-    audited_unc, audited = queue_labels(champion, src, judged, "attacks", audit=0.05)
+    audited_unc = review_queue(champion, src, audit=0.05)
+    audited = person_labels(audited_unc, judged, "attacks")
     extra = {u.window_id for u in audited_unc if u.reason == "audit"}
     assert extra and not extra & queued and {u.window_id for u in audited_unc} == queued | extra
     assert audited.items() >= attacks.items() and set(audited) - set(attacks) <= extra
@@ -73,4 +74,8 @@ def test_the_plot_has_a_bar_per_model_and_capture(tmp_path) -> None:
            "judged": {"champion": {"lab-heldout-f": r, "ndpi-test": {"false_alerts": 0.0}},
                       "attacks": {"lab-heldout-f": dict(r, known_right=0.97), "ndpi-test": {"false_alerts": 0.0}}}}
     path = review_round_png(res, tmp_path / "p.png")
-    assert Image.open(path).size[0] >= 700
+    img = Image.open(path).convert("RGB")
+    assert img.size[0] >= 700
+    # A bar per model: matplotlib's first two colours (champion, then the arm) are both drawn.
+    colours = {c for _, c in img.getcolors(maxcolors=1 << 20)}
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours
