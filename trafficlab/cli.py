@@ -84,9 +84,10 @@ def check() -> None:
 @click.option("--variants", default="train", show_default=True,
               help="Which variants run: train, heldout, all, or a comma-separated list of "
               "scenario/variant names (e.g. syn_flood/hping3_syn_spoofed).")
-@click.option("--conditions", type=click.Choice(["none", "train", "heldout"]), default="none",
+@click.option("--conditions", type=click.Choice(["none", "train", "train-slow", "heldout"]), default="none",
               show_default=True, help="Link conditions: none; train (per-host delay, jitter, loss, "
-              "rate and a per-lab MTU drawn from the seed, outside the held-out region); heldout "
+              "rate and a per-lab MTU drawn from the seed, outside the held-out region); train-slow (every "
+              "host from the training region's slow corner: 120-300 ms, 0.5-5% loss, MTU 1400-1420); heldout "
               "(the evaluation-only profile: long delay, high loss, low rate, MTU 1280).")
 @click.option("--scale", "--duration-scale", "scale", type=click.FloatRange(0.01, 20.0),
               default=1.0, show_default=True, help="Duration scale: each attack class gets "

@@ -2,8 +2,9 @@
 
 Real traffic crosses links the lab's bridge does not have: long round trips, jitter,
 lossy Wi-Fi, slow uplinks, tunnels with a small MTU. A generation therefore draws a
-`LinkCondition` for every host's access link from its seed (`mode="train"`), or applies
-the named evaluation profile (`mode="heldout"`), or none at all (`mode="none"`).
+`LinkCondition` for every host's access link from its seed (`mode="train"`), or draws
+every host from the training draw's slow corner (`mode="train-slow"`), or applies the
+named evaluation profile (`mode="heldout"`), or none at all (`mode="none"`).
 `trafficlab.linkemu` applies them; the datasheet records them.
 
 A host's `delay_ms` is the round trip its access link adds (half each way); `jitter_ms`
@@ -16,6 +17,9 @@ profile measures link conditions the detector never saw:
     heldout region:  (delay >= 200 ms and loss >= 2 %)  or  rate < 8 Mbit/s  or  MTU < 1400
     heldout profile: every host 220-300 ms, jitter 10-15 % of it, loss 2.5-5 %,
                      2-6 Mbit/s, MTU 1280
+    train-slow:      every host 120-300 ms, loss 1-5 % below 200 ms and 0.5-2 % above,
+                     10-20 Mbit/s or unlimited, MTU 1400 or 1420: the edge of the training
+                     region, which the plain draw reaches for about 2 % of hosts
 
     >>> cond = draw_conditions("train", random.Random(1), ["vic", "att", "c1"])
     >>> cond.links["vic"].delay_ms, cond.mtu
@@ -28,7 +32,7 @@ from typing import Iterable
 
 from contracts.errors import LabError
 
-MODES = ("none", "train", "heldout")
+MODES = ("none", "train", "train-slow", "heldout")
 TRAIN_MTUS = (1500, 1500, 1500, 1460, 1420, 1400)
 HELDOUT_MTU = 1280
 TRAIN_RATES = (10.0, 20.0, 50.0, 100.0, 200.0)
@@ -42,6 +46,13 @@ TRAIN_RANGES = {
     "mtu": f"one per generation from {sorted(set(TRAIN_MTUS))}",
     "excluded": "the held-out region: (delay >= 200 ms and loss >= 2%) or rate < 8 Mbit/s "
                 "or MTU < 1400",
+}
+SLOW_MTUS = (1400, 1420)
+SLOW_RANGES = {
+    "delay_ms": "120-300", "jitter_ms": "0-25% of the delay",
+    "loss": "1-5% below 200 ms of delay, 0.5-2% (exclusive) from 200 ms",
+    "rate_mbit": "50% unlimited, else 10 or 20", "mtu": f"one per generation from {list(SLOW_MTUS)}",
+    "excluded": TRAIN_RANGES["excluded"],
 }
 HELDOUT_PROFILE = {"delay_ms": [220, 300], "jitter": "10-15% of the delay", "loss": [0.025, 0.05],
                    "rate_mbit": list(HELDOUT_RATES), "mtu": HELDOUT_MTU}
@@ -97,7 +108,8 @@ class Conditions:
     def to_dict(self) -> dict:
         return {"mode": self.mode, "mtu": self.mtu,
                 "links": {r: asdict(c) for r, c in sorted(self.links.items())},
-                "train_ranges": TRAIN_RANGES if self.mode == "train" else None,
+                "train_ranges": TRAIN_RANGES if self.mode == "train"
+                else SLOW_RANGES if self.mode == "train-slow" else None,
                 "heldout_profile": HELDOUT_PROFILE if self.mode == "heldout" else None,
                 "applied_by": "trafficlab.linkemu (userspace, AF_PACKET) on every host link"
                               if self.mode != "none" else None}
@@ -119,6 +131,17 @@ def draw_train_link(rng: random.Random, mtu: int) -> LinkCondition:
     raise LabError("could not draw a training link outside the held-out region")
 
 
+def draw_slow_link(rng: random.Random, mtu: int) -> LinkCondition:
+    """One training link from the slow corner next to the held-out region (never in it)."""
+    delay = rng.uniform(120, 300)
+    loss = rng.uniform(0.01, 0.05) if delay < 200 else rng.uniform(0.005, 0.0199)
+    rate = None if rng.random() < 0.5 else rng.choice((10.0, 20.0))
+    link = LinkCondition(round(delay, 1), round(delay * rng.uniform(0, 0.25), 1), round(loss, 4), rate)
+    if in_heldout_region(link, mtu):
+        raise LabError(f"slow training link {link} falls in the held-out region")
+    return link
+
+
 def heldout_link(rng: random.Random) -> LinkCondition:
     delay = rng.uniform(220, 300)
     return LinkCondition(round(delay, 1), round(delay * rng.uniform(0.10, 0.15), 1),
@@ -135,4 +158,7 @@ def draw_conditions(mode: str, rng: random.Random, roles: Iterable[str]) -> Cond
     if mode == "train":
         mtu = rng.choice(TRAIN_MTUS)
         return Conditions("train", mtu, {r: draw_train_link(rng, mtu) for r in roles})
+    if mode == "train-slow":
+        mtu = rng.choice(SLOW_MTUS)
+        return Conditions("train-slow", mtu, {r: draw_slow_link(rng, mtu) for r in roles})
     return Conditions("heldout", HELDOUT_MTU, {r: heldout_link(rng) for r in roles})

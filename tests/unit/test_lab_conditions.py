@@ -44,6 +44,25 @@ def test_training_draws_never_enter_the_held_out_region_but_cover_the_rest() -> 
     assert any(link.delay_ms >= 200 for link in links) and any(link.loss >= 0.02 for link in links)
 
 
+def test_slow_corner_stays_outside_the_region_and_is_slow() -> None:
+    """`train-slow` draws every host from the slow edge of the training region: long delay
+    with loss just under the held-out region's, never inside it."""
+    rng = random.Random(0)
+    links = []
+    for _ in range(200):
+        cond = draw_conditions("train-slow", rng, ROLES)
+        assert cond.mode == "train-slow" and cond.mtu in (1400, 1420) and cond.emulated == set(ROLES)
+        for link in cond.links.values():
+            assert not in_heldout_region(link, cond.mtu), link
+            links.append(link)
+    assert all(120 <= link.delay_ms <= 300 and link.loss >= 0.005 for link in links)
+    assert all((link.rate_mbit or 1e9) >= 10 for link in links)
+    # both sides of the corner: 200 ms and more with loss just under 2%, less with up to 5%
+    assert max(link.loss for link in links if link.delay_ms >= 200) > 0.019
+    assert max(link.loss for link in links if link.delay_ms < 200) > 0.045
+    assert draw_conditions("train-slow", random.Random(3), ROLES).to_dict()["train_ranges"]["delay_ms"] == "120-300"
+
+
 def test_held_out_profile_lies_inside_the_region() -> None:
     for seed in range(50):
         cond = draw_conditions("heldout", random.Random(seed), ROLES)
