@@ -29,9 +29,18 @@ def _target_cell(targets: list[dict[str, Any]], group: str, kind: str, view: str
     if view != ALL_VIEWS:
         return ""
     cells = [f"[{'green' if t['met'] else 'red'}]{t['verdict']} {_pct(t['value'])} {t['op']} "
-             f"{_pct(t['target'])} {'met' if t['met'] else 'MISSED'}[/]"
+             f"{_pct(t['target'])} {'met' if t['met'] else 'MISSED'}[/]" + _interval(t)
              for t in targets if t["group"] == group and t["kind"] == kind]
     return "\n".join(cells)
+
+
+def _interval(t: dict[str, Any]) -> str:
+    """ "  3 of 222; 95% 0.5-3.9%, unsettled": the windows behind a target and their interval."""
+    if not t.get("interval"):
+        return ""
+    lo, hi = t["interval"]
+    return (f"\n[dim]  {t['count']:,} of {t['windows']:,}; 95% {100 * lo:.1f}-{100 * hi:.1f}%"
+            f"{'' if t['settled'] else ', unsettled'}[/]")
 
 
 def report_table(report: dict[str, Any]) -> Table:
@@ -71,8 +80,11 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     if not report["targets"]:
         console.print("[yellow]targets: none could be checked (nothing scored)[/]")
     else:
-        console.print("targets: " + ("all met" if not missed else f"{len(missed)} of "
-                                     f"{len(report['targets'])} missed"))
+        met, n = len(report["targets"]) - len(missed), len(report["targets"])
+        sure = [t for t in report["targets"] if t.get("settled")]
+        console.print("targets: " + ("all met" if not missed else f"{len(missed)} of {n} missed")
+                      + f"; settled by the windows' 95% interval: {sum(t['met'] for t in sure)} of {met} "
+                      f"met, {sum(not t['met'] for t in sure)} of {len(missed)} missed")
     for t in missed:
         _print_examples(report, t, console)
     for key, path in report["files"].items():

@@ -13,7 +13,7 @@ from inference.datasets import ndpi
 from inference.openworld_heuristic import fanout_flags, flag_windows, flagged_times
 from inference.openworld_manifest import ManifestError, load_manifest
 from inference.openworld_meter import inspect_capture, meter_capture
-from inference.openworld_report import aggregate, check_targets
+from inference.openworld_report import aggregate, check_targets, settled, wilson
 from inference.openworld_verdicts import capture_units, capture_verdict, judge_windows
 
 CLASSES = ["benign", "fin_scan", "slow_http_dos", "ssh_bruteforce", "syn_flood", "syn_scan"]
@@ -105,6 +105,40 @@ def test_groups_sum_units_and_targets_are_checked_on_all_views():
     recs[0]["units"]["all"][0]["windows"] = {"ok": 89, "deferred": 11}  # 11 of 200: 5.5%
     missed = [t for t in check_targets(aggregate(recs)) if not t["met"]]
     assert [(t["verdict"], t["target"]) for t in missed] == [("deferred", 0.05)]
+
+
+@pytest.mark.parametrize("k,n", [(0, 5533), (3, 222), (1023, 1062), (11, 200), (50, 50), (1, 1)])
+def test_wilson_interval_is_scipys(k, n):
+    from scipy.stats import binomtest
+
+    ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    lo, hi = wilson(k, n)
+    assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
+    assert wilson(0, 0) is None
+
+
+def test_a_target_is_settled_only_when_its_whole_interval_lies_on_one_side():
+    unit = lambda w: {"kind": "unknown", "label": "udp_flood", "windows": w, "verdict": "miss",  # noqa: E731
+                      "fanout_windows": 0, "fanout_flagged": False}
+
+    def target(w):
+        (t,) = check_targets(aggregate([{"group": "g", "status": "scored", "units": {"all": [unit(w)]}}]))
+        return t
+
+    few = target({"miss": 3, "caught_alert": 219})          # 1.4%, 95% 0.5-3.9%: a 1% target
+    assert (few["met"], few["settled"], few["count"], few["windows"]) == (False, False, 3, 222)
+    assert few["interval"][0] < 0.01 < few["interval"][1]
+    many = target({"miss": 300, "caught_alert": 21900})      # the same 1.4% of 100x the windows
+    assert (many["met"], many["settled"]) == (False, True)
+    clean = target({"miss": 0, "caught_alert": 2000})        # 0 of 2,000: at most 0.19%
+    assert (clean["met"], clean["settled"]) == (True, True)
+    assert target({"miss": 0, "caught_alert": 100})["settled"] is False   # 0 of 100: up to 3.7%
+    # ">=" targets the other way round
+    assert settled(">=", 0.95, (0.951, 0.97)) and settled(">=", 0.95, (0.90, 0.949))
+    assert not settled(">=", 0.95, (0.94, 0.96)) and not settled("<=", 0.01, None)
+    # an interval that reaches the target exactly could still be met: not settled missed
+    assert not settled(">=", 0.95, (0.90, 0.95)) and not settled("<=", 0.01, (0.01, 0.02))
+    assert settled("<=", 0.01, (0.0, 0.01))
 
 
 # ---------------------------------------------------------------- manifests
@@ -282,7 +316,7 @@ def test_cli_open_world_report_matches_score_frame(tmp_path):
     run = CliRunner().invoke(evaluate, ["--open-world", str(manifest), "default", "--out", str(out),
                                         "--quiet", "--no-plots"])
     assert run.exit_code == 0, run.output
-    assert "fan-out" in run.output and "targets: " in run.output
+    assert "fan-out" in run.output and "targets: " in run.output and "settled by the windows' 95% interval" in run.output
     report = json.loads((out / "openworld-crafted.json").read_text())
     assert report["schema"] == "edgeloop.openworld_report/1"
     assert report["failures"] == {"not_a_capture": 1, "missing_file": 1}
