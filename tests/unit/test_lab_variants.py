@@ -136,3 +136,19 @@ def test_one_spoofed_flood_run_can_carry_20000_sources(tmp_path: Path) -> None:
     assert run.match == "victim" and "--rand-source" in run.argv
     assert run.params["count"] >= 20_000 and run.max_packets == run.params["count"]
     assert run.argv[run.argv.index("-c") + 1] == str(run.params["count"]) and run.timeout_s <= 150
+
+
+def test_the_idle_slowloris_goes_silent_past_the_meters_idle_timeout(tmp_path: Path) -> None:
+    """slowhttptest_H_idle: follow-ups slower than NFStream's 5 s idle timeout (and within
+    nginx's 30 s header timeout), held for at least two silences; the other -H
+    variants stay below it, so each of their connections is one flow."""
+    idle = variant_filter("slow_http_dos/slowhttptest_H_idle")
+    plain = variant_filter("slow_http_dos/slowhttptest_H")
+    for seed in range(8):
+        rng, target = random.Random(seed), _target(tmp_path, seed)
+        for r in SCENARIOS["slow_http_dos"].plan(rng, 2000, target, idle):
+            assert r.variant == "slowhttptest_H_idle" and r.argv[:2] == ["slowhttptest", "-H"]
+            assert 5 < r.params["interval_s"] <= 12
+            assert r.params["length_s"] >= 2 * r.params["interval_s"]
+        for r in SCENARIOS["slow_http_dos"].plan(rng, 2000, target, plain):
+            assert r.params["interval_s"] < 5

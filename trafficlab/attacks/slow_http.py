@@ -13,11 +13,15 @@ MODES = {"-H": "slowloris", "-B": "slow_body", "-X": "slow_read", "-R": "range"}
 
 
 def slowhttptest(mode: str, rates: tuple[int, ...] = (100, 150, 200, 250, 300),
-                 intervals: tuple[int, int] = (1, 4)):
+                 intervals: tuple[int, int] = (1, 4), holds: tuple[int, int] = (4, 10)):
+    """`intervals`: seconds between a connection's follow-ups. Below the meter's 5 s idle
+    timeout a connection is one flow; above it (nginx still waits 30 s for a header) it
+    meters as a first piece with the handshake and SYN-less pieces after each silence, as
+    slowhttptest's own default (-i 10) and the classic slowloris (15 s) do."""
     def plan(rng: random.Random, n: int, t: Target):
         rate = rng.choice(rates)
-        interval = rng.randint(*intervals)   # below nginx's and NFStream's 5 s idle: one flow
-        hold = rng.randint(4, 10)
+        interval = rng.randint(*intervals)
+        hold = rng.randint(*holds)
         length = int(n / rate) + hold
         argv = ["slowhttptest", mode, "-c", str(n), "-r", str(rate), "-l", str(length), "-p", "3"]
         params = {"mode": MODES[mode], "connections": n, "rate": rate, "length_s": length}
@@ -65,6 +69,9 @@ SLOW_HTTP = Scenario("slow_http_dos", "slow HTTP denial of service against nginx
             ("slowhttptest",)),
     Variant("slowhttptest_X", "train", "slowhttptest -X", "slow read of a large file",
             slowhttptest("-X"), ("slowhttptest",)),
+    Variant("slowhttptest_H_idle", "train", "slowhttptest -H -i 6-12", "slowloris with follow-ups "
+            "slower than the meter's idle timeout: each connection meters in pieces",
+            slowhttptest("-H", intervals=(6, 12), holds=(24, 40)), ("slowhttptest",)),
     Variant("slowhttptest_R", "heldout", "slowhttptest -R", "many overlapping Range requests",
             slowhttptest("-R"), ("slowhttptest",)),
     Variant("slowhttptest_H_fast", "heldout", "slowhttptest -H -r 500+", "slowloris at other rates "
