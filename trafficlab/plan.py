@@ -31,7 +31,7 @@ class GenerateOptions:
     name: str = "lab"
     scenarios: str | list[str] | None = None     # None/"all", "known", or names
     variants: str = "train"                      # train | heldout | all | scenario/variant,...
-    conditions: str = "none"                     # none | train | heldout
+    conditions: str = "none"                     # none | train | train-slow | heldout
     scale: float = 1.0                            # x FLOWS_PER_ATTACK flows per attack class
     runs_per_class: int | None = None             # None: 2-4 runs per class, from the seed
     n_clients: int = 6
