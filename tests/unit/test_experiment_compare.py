@@ -64,6 +64,24 @@ def test_the_comparison_says_where_the_candidate_is_worse_and_what_the_targets_s
     assert b["lab_macro_f1"] == [0.99, 0.997] and c["benign_false_alerts_worst"] == pytest.approx(0.003)
 
 
+def test_unknown_kinds_are_pooled_over_captures_per_seed_with_the_worst_seeds_interval():
+    res = compare_runs(CAND, BASE)
+    b, c = res["baseline"]["unknown_missed_pooled"], res["candidate"]["unknown_missed_pooled"]
+    # The baseline's seeds miss 1, 0 and 2 of a's 200 unknown windows: its worst is seed 2, at
+    # exactly 1%: met, but 200 windows cannot show it (the interval reaches 3.6%).
+    assert b["per_seed"] == {"0": {"missed": 1, "windows": 200}, "1": {"missed": 0, "windows": 200},
+                             "2": {"missed": 2, "windows": 200}}
+    assert (b["worst"]["seed"], b["worst"]["missed"], b["worst"]["met"], b["worst"]["settled"]) == (2, 2, True, False)
+    assert b["worst"]["interval"][1] > 0.03
+    # The candidate's seed 0 misses 25 of 200: 12.5%, settled (8.6-17.8%).
+    w = c["worst"]
+    assert (w["seed"], w["missed"], w["met"], w["settled"]) == (0, 25, False, True)
+    assert w["interval"][0] == pytest.approx(0.0861, abs=1e-3)
+    # only the manifests both sides judged are pooled
+    from evaluation.experiment_openworld import pooled_unknown_missed
+    assert pooled_unknown_missed(CAND, {"b"})["worst"] is None
+
+
 def test_the_command_prints_both_sides(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(CAND))
     (tmp_path / "b.json").write_text(json.dumps(BASE))
@@ -71,6 +89,7 @@ def test_the_command_prints_both_sides(tmp_path):
                                      "--json", str(tmp_path / "out.json")], env={"COLUMNS": "220"})
     assert r.exit_code == 0, r.output
     assert "90.00% / 92.50% / 95.00%" in r.output and "worse" in r.output and "0.9900-0.9970" in r.output
+    assert "12.50% (25 of 200, seed 0; 8.61%-17.80%)" in r.output and "0.27%-3.57%, unsettled" in r.output
     assert json.loads((tmp_path / "out.json").read_text())["rows"]
     (tmp_path / "x.json").write_text("{}")
     r = CliRunner().invoke(compare, [str(tmp_path / "x.json"), str(tmp_path / "b.json")])
