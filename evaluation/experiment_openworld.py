@@ -373,4 +373,9 @@ def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Pat
                     else f"{r['values'].get(s, float('nan')):.4f}" for s in seeds),
                   f"{r['op']} {r['target']:g}", "yes" if r["met"] else "[red]no[/]")
     Console().print(t)
+    pooled = pooled_unknown_missed(res, {Path(m).stem for m in res["manifests"]})
+    if pooled["worst"]:
+        seeds_txt = ", ".join(f"seed {s} {v['missed']:,} of {v['windows']:,}" for s, v in pooled["per_seed"].items())
+        Console().print(f"unknown kinds missed, pooled over the captures: {seeds_txt}; worst "
+                        + _pooled_cell(pooled))
     err.print(f"wrote {out_dir / 'openworld-seeds.json'} and {res['plot']}")

@@ -94,3 +94,20 @@ def test_the_command_prints_both_sides(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     r = CliRunner().invoke(compare, [str(tmp_path / "x.json"), str(tmp_path / "b.json")])
     assert r.exit_code == 1 and "not two `experiment open-world` results" in r.output
+
+
+def test_open_world_prints_unknown_kinds_pooled_per_seed(monkeypatch, tmp_path):
+    """`experiment open-world` ends its table with the unknown kinds pooled over the captures
+    per seed, and the worst seed's interval (training is stubbed: the printing is tested)."""
+    import evaluation.experiment_openworld as eo
+
+    res = {**CAND, "manifests": ["data/openworld/a.toml", "data/openworld/b.toml"],
+           "table": eo.table_rows(CAND["per_seed"]), "plot": str(tmp_path / "p.png")}
+    monkeypatch.setattr(eo, "run", lambda *a, **k: res)
+    m = tmp_path / "a.toml"
+    m.write_text("")
+    r = CliRunner().invoke(eo.open_world, ["--seeds", "0,1,2", "--manifest", str(m), "--out", str(tmp_path)],
+                           env={"COLUMNS": "220"})
+    assert r.exit_code == 0, r.output
+    assert ("unknown kinds missed, pooled over the captures: seed 0 25 of 200, seed 1 0 of 200, "
+            "seed 2 0 of 200; worst 12.50% (25 of 200, seed 0; 8.61%-17.80%)") in r.output
