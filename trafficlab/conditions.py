@@ -19,7 +19,7 @@ profile measures link conditions the detector never saw:
                      2-6 Mbit/s, MTU 1280
     train-slow:      every host 120-300 ms, loss 1-5 % below 200 ms and 0.5-2 % above,
                      10-20 Mbit/s or unlimited, MTU 1400 or 1420: the edge of the training
-                     region, which the plain draw reaches for about 2 % of hosts
+                     region, which the plain draw reaches for about 3 % of hosts
 
     >>> cond = draw_conditions("train", random.Random(1), ["vic", "att", "c1"])
     >>> cond.links["vic"].delay_ms, cond.mtu
