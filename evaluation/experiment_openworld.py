@@ -261,9 +261,10 @@ def pooled_unknown_missed(result: dict[str, Any], manifests: set[str]) -> dict[s
     seed, (k, n) = max(judged.items(), key=lambda kv: kv[1][0] / kv[1][1])
     interval = wilson(k, n)
     op, target = TARGETS[("unknown", "miss")]
+    met = k / n <= target if op == "<=" else k / n >= target
     return {"per_seed": {str(s): {"missed": k_, "windows": n_} for s, (k_, n_) in judged.items()},
             "worst": {"seed": seed, "missed": k, "windows": n, "rate": k / n, "interval": list(interval),
-                      "met": k / n <= target, "settled": settled(op, target, interval)}}
+                      "met": met, "settled": settled(op, target, interval)}}
 
 
 def _pooled_cell(p: dict[str, Any]) -> str:

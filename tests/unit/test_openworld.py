@@ -133,6 +133,11 @@ def test_a_target_is_settled_only_when_its_whole_interval_lies_on_one_side():
     clean = target({"miss": 0, "caught_alert": 2000})        # 0 of 2,000: at most 0.19%
     assert (clean["met"], clean["settled"]) == (True, True)
     assert target({"miss": 0, "caught_alert": 100})["settled"] is False   # 0 of 100: up to 3.7%
+    # the report's table shows the windows and the interval under each target
+    from inference.openworld_table import _target_cell
+    assert "3 of 222; 95% 0.5-3.9%, unsettled" in _target_cell([few], "g", "unknown", "all")
+    cell = _target_cell([clean], "g", "unknown", "all")
+    assert "0 of 2,000; 95% 0.0-0.2%" in cell and "unsettled" not in cell
     # ">=" targets the other way round
     assert settled(">=", 0.95, (0.951, 0.97)) and settled(">=", 0.95, (0.90, 0.949))
     assert not settled(">=", 0.95, (0.94, 0.96)) and not settled("<=", 0.01, None)
