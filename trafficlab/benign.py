@@ -2,7 +2,7 @@
 
 Each client has a profile (what it mostly does) and a rate multiplier, both drawn from
 the generation seed. Between them the profiles cover what a small office network does:
-web browsing over HTTP/1.1, TLS and HTTP/2, API calls and wrk bursts, admin logins (and
+web browsing over HTTP/1.1, TLS and HTTP/2, page loads over parallel short connections, API calls and wrk bursts, admin logins (and
 the odd mistyped password), DNS lookups against the victim and the corp resolvers, SSH
 sessions, consoles with typed keystrokes, scp, SMB file shares, anonymous FTP, MQTT
 telemetry, NTP, SNMP polling, memcached lookups, bulk transfers (iperf3, large files) and
@@ -34,16 +34,16 @@ from trafficlab.services import ASSETS, DOWNLOADS, IPERF_PORTS, PAGES
 
 # Action weights and base actions per second for each profile.
 PROFILES: dict[str, tuple[dict[str, float], float]] = {
-    "browser": ({"web": 0.35, "tls": 0.2, "http2": 0.15, "dns": 0.15, "wrk": 0.05, "download": 0.05,
-                 "login_page": 0.05}, 5.0),
+    "browser": ({"web": 0.3, "tls": 0.15, "http2": 0.15, "page_load": 0.15, "dns": 0.15, "wrk": 0.05,
+                 "download": 0.05, "login_page": 0.05}, 5.0),
     "api": ({"api": 0.45, "tls": 0.1, "http2": 0.1, "wrk": 0.1, "dns": 0.1, "memcached": 0.15}, 6.0),
     "admin": ({"ssh": 0.2, "console": 0.15, "scp": 0.1, "admin": 0.15, "dns": 0.15, "snmp": 0.1,
                "web": 0.05, "ntp": 0.1}, 3.0),
     "bulk": ({"iperf": 0.1, "download": 0.15, "bulk": 0.05, "ssh_upload": 0.1, "scp": 0.1, "smb": 0.15,
               "ftp": 0.1, "dns": 0.25}, 2.0),
     "resolver": ({"dns": 0.4, "resolver": 0.3, "web": 0.1, "tls": 0.1, "ntp": 0.1}, 4.0),
-    "office": ({"smb": 0.35, "http2": 0.2, "web": 0.15, "ftp": 0.1, "dns": 0.1, "admin": 0.05,
-                "resolver": 0.05}, 3.0),
+    "office": ({"smb": 0.35, "http2": 0.15, "web": 0.15, "page_load": 0.05, "ftp": 0.1, "dns": 0.1,
+                "admin": 0.05, "resolver": 0.05}, 3.0),
     "iot": ({"mqtt": 0.6, "ntp": 0.15, "resolver": 0.15, "dns": 0.1}, 3.0),
     "monitor": ({"snmp": 0.45, "ntp": 0.15, "api": 0.15, "resolver": 0.15, "admin": 0.1}, 3.0),
 }

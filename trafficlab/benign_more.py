@@ -1,6 +1,6 @@
-"""More benign client actions: HTTP/2, admin logins, FTP, SMB, MQTT, scp, typed SSH
-consoles, NTP, SNMP, memcached, the corp resolvers, bulk downloads, and the long-lived
-idle connections some profiles hold open for the whole run.
+"""More benign client actions: HTTP/2, page loads over parallel connections, admin logins,
+FTP, SMB, MQTT, scp, typed SSH consoles, NTP, SNMP, memcached, the corp resolvers, bulk
+downloads, and the long-lived idle connections some profiles hold open for the whole run.
 
 A mixin of `trafficlab.benign.Client`: each `_name` builder draws its parameters under
 the client's lock and returns (argv or None, env, stdin bytes); work that is not one
@@ -14,6 +14,8 @@ import struct
 import subprocess
 import threading
 import time
+
+from trafficlab.services import PAGES
 
 CONSOLE_COMMANDS = ("ls -la", "uptime", "df -h", "ps aux", "cat /etc/motd", "tail -n 20 app.log",
                     "top -bn1", "systemctl status app", "cd /var/log", "grep error app.log", "")
@@ -31,6 +33,20 @@ class MoreActions:
         host = self.rng.choice(["www.lab.internal", "lab.internal"])
         argv = self._curl([f"https://{host}/{p}" for p in pages], rate=False)
         return argv + ["-k", "--http2", "--resolve", f"{host}:443:{self.victim}"], None, None
+
+    def _page_load(self):
+        """A browser loading a page from a server without HTTP/2: 4-12 assets over up to
+        six parallel HTTP/1.1 connections at once (browsers' per-host limit), each a short
+        connection with its own TLS handshake. One client's burst of short connections to
+        one server is what a page load looks like from the server's side."""
+        assets = sorted(PAGES)
+        pages = [self.rng.choice(assets) for _ in range(self.rng.randint(4, 12))]
+        host = self.rng.choice(["www.lab.internal", "lab.internal", "static.lab.internal"])
+        scheme = "https" if self.rng.random() < 0.8 else "http"
+        argv = self._curl([f"{scheme}://{host}/{p}" for p in pages], rate=False)
+        return argv + ["-k", "--http1.1", "--parallel", "--parallel-immediate",
+                       "--parallel-max", str(self.rng.randint(2, 6)),
+                       "--resolve", f"{host}:443:{self.victim}", "--resolve", f"{host}:80:{self.victim}"], None, None
 
     def _admin(self):
         wrong = self.rng.random() < 0.12 or not self.admin_pass
