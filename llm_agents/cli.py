@@ -65,11 +65,11 @@ def retrain_config(s: Any, **overrides: Any) -> Any:
     return RetrainConfig(**kw)
 
 
-def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
-    """Give a store its reference data: `path`, else the default training set (the lab
-    training capture plus the nDPI train half as foreign benign), and the re-rendered
-    copies of its attack runs the shipped recipe trains on. Each is seeded once: a store
-    made before the copies existed gets them on its next start."""
+def seed_reference(store: Any, champion: Any, path: Path | None, flows: Any = None) -> str:
+    """Give a store its reference data: `path` (or labelled `flows` already loaded), else
+    the default training set (the lab training captures plus the nDPI train half as foreign
+    benign), and the re-rendered copies of its attack runs the shipped recipe trains on. Each
+    is seeded once: a store made before the copies existed gets them on its next start."""
     from inference.evaluate import load_labelled_flows
     from inference.train import RECIPE
     from llm_agents.store import VARIATION, reference_frame, variant_frame
@@ -79,7 +79,9 @@ def seed_reference(store: Any, champion: Any, path: Path | None) -> str:
     has_var = not copies or any(VARIATION in p.get("provenance", {}) for p in store.parts(("synthetic",)))
     if has_ref and has_var:
         return "reference data already in the store"
-    if path is None:
+    if flows is not None:
+        source = "given flows"
+    elif path is None:
         from inference.datasets.training import training_flows
         try:
             flows, source = training_flows(), "default-training-set"

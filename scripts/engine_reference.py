@@ -17,7 +17,9 @@ confidences moved), and for 7ef2386b (the same network with the flow-support gat
 windows, each holding a 470 KB DNS-reflection flow, went to uncertain; nothing else moved),
 and for the destination-view rule (contracts.window.SOURCE_ONLY_CLASSES: 242 destination
 windows of the evaluation capture and 242 of the held-out one, each called a host sweep,
-went to uncertain; nothing else moved).
+went to uncertain; nothing else moved), and for the default bundle a546cb0c (the idle-cut
+slowloris capture in the recipe: windows, flows, views, close reasons and feature digests all
+identical; verdicts and confidences moved).
 tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations

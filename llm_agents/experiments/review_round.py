@@ -108,7 +108,11 @@ def person_labels(queue: list[Any], judged: Any, arm: str, benign: str = "benign
 
 def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] = ARMS,
         judge: tuple[str, ...] | None = None, epochs: int | None = None, members: int | None = None,
-        audit: float | None = None, plot: bool = True, say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+        audit: float | None = None, champion: Any = None, reference: Any = None, plot: bool = True,
+        say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """One review round (see `review_round`). `champion`: the bundle it starts from (default:
+    the shipped one); `reference`: labelled flows its retrain learns beside the labels
+    (default: the default training set)."""
     from collections import Counter
 
     from evaluation.gate import default_reference
@@ -124,7 +128,7 @@ def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] 
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     audit = DetectorConfig().audit_sample if audit is None else audit
-    champion = Bundle.load(DEFAULT_BUNDLE_DIR)
+    champion = champion if champion is not None else Bundle.load(DEFAULT_BUNDLE_DIR)
     judge = tuple(judge) if judge is not None else tuple(m for m in (*HELDOUT, "ndpi-test") if m != capture)
     if capture in judge:
         raise click.BadParameter(f"{capture} is the labelled capture: it cannot also judge", param_hint="--judge")
@@ -143,7 +147,7 @@ def run(out_dir: Path, *, capture: str = "lab-heldout-d", arms: tuple[str, ...] 
         labels = person_labels(unc, judged, arm, champion.meta.benign_class)
         data = Path(tempfile.mkdtemp(prefix=f"review-round-{arm}-", dir=out_dir))
         state = AgentState.open(data)
-        say(seed_reference(state.store, champion, None))
+        say(seed_reference(state.store, champion, None, flows=reference))
         state.review.park([Parked(window=u, reason=u.reason, proposed=u.predicted) for u in unc if u.window_id in labels])
         for item in state.review.pending():
             decide(state.review, state.store, state.ledger, item.id, labels[item.window.window_id], who="operator")
@@ -224,12 +228,15 @@ def _pct(r: dict[str, Any], key: str, digits: int = 1) -> str:
 @click.option("--audit", type=click.FloatRange(0, 1), default=None,
               help="Share of confident windows the edge also sends to review (default: the edge's "
                    "EDGELOOP_AUDIT_SAMPLE default, 0.01).")
+@click.option("--champion", "champion_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="The detector the round starts from: a bundle directory (default: the "
+                                 "shipped bundle).")
 def review_round(out_dir: Path, capture: str, arms: str, judge: str | None, epochs: int | None,
-                 members: int | None, audit: float | None) -> None:
+                 members: int | None, audit: float | None, champion_dir: Path | None) -> None:
     """One round of the loop on a capture of held-out conditions, judged on the others.
 
-    The shipped detector's uncertain windows of one held-out lab capture are labelled by a
-    person (by the capture's labels), a retrain runs through the promotion gate, and the
+    The shipped detector's (or --champion's) uncertain windows of one held-out lab capture
+    are labelled by a person (by the capture's labels), a retrain runs through the promotion gate, and the
     champion and each challenger are judged window by window on captures none of them
     learnt from. About 2 minutes an arm here. Writes review-round.json and a plot
     (review-round.png: known classes right and unknown kinds missed per capture) in --out.
@@ -246,8 +253,11 @@ def review_round(out_dir: Path, capture: str, arms: str, judge: str | None, epoc
         if not (MANIFESTS / f"{m}.toml").is_file():
             raise click.BadParameter(f"no manifest data/openworld/{m}.toml", param_hint="--judge")
     err = Console(stderr=True)
+    from inference.bundle import Bundle
+
+    champion = Bundle.load(champion_dir) if champion_dir is not None else None
     res = run(out_dir, capture=capture, arms=picked, judge=names, epochs=epochs, members=members, audit=audit,
-              say=err.log)
+              champion=champion, say=err.log)
     con = Console()
     for arm, a in res["arms"].items():
         d = a["decision"]

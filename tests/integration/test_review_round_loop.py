@@ -1,8 +1,14 @@
 """The loop repairs what held-out conditions break: one review round on one held-out lab
 capture makes the detector better on another, and the gate lets it through.
 
-The shipped detector gets 91.9% of the sixth held-out capture's known-class windows right
-(slow HTTP DoS over the held-out lossy link: 49%). A person labels the known-class windows
+The round replays the case from before the idle-cut slowloris capture joined the recipe
+(2026-12-06): it starts from the default bundle of then, 7ef2386b (kept in tests/data), and
+retrains on the training set of then (the default set without `lab-train-idle`). That
+detector gets 91.9% of the sixth held-out capture's known-class windows right (slow HTTP DoS
+over the held-out lossy link: 49%). The shipped bundle gets 96.9% there and parks 8 slow-DoS
+windows of the fourth capture, too few to learn from; a retrain on today's set from the old
+detector learns the slow DoS but loses the brute forces over the held-out link (SSH 37%), and
+the gate refuses it (`open_world_heldout_hits`). A person labels the known-class windows
 of the fourth capture's review queue by its labels, as `edgeloop review correct` does; the
 agent's retrain (one member, 20 epochs here) runs through the promotion gate with the
 foreign reference. The queue holds only what the edge is unsure about (no audit sample: with
@@ -16,17 +22,26 @@ asserted.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from inference.bundle import Bundle
 from llm_agents.experiments.review_round import MANIFESTS, run
+
+OLD_DEFAULT = Path(__file__).resolve().parents[1] / "data" / "bundle-7ef2386b"
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.skipif(not (MANIFESTS.parent / "lab" / "heldout-f.parquet").is_file(), reason="no held-out captures")
 def test_one_review_round_on_a_held_out_capture_helps_on_another(tmp_path):
+    from inference.datasets.training import CAPTURE, training_flows
+
+    then = training_flows()
+    then = then[then[CAPTURE] != "lab-train-idle"]
     res = run(tmp_path, capture="lab-heldout-d", arms=("attacks",), judge=("lab-heldout-f",), epochs=20, members=1,
-              audit=0.0, plot=False)
+              audit=0.0, champion=Bundle.load(OLD_DEFAULT), reference=then, plot=False)
     arm = res["arms"]["attacks"]
     before, after = res["judged"]["champion"]["lab-heldout-f"], res["judged"]["attacks"]["lab-heldout-f"]
     print(f"\nreview round: {arm['labelled']} labelled, {arm['decision']['reason']}; sixth capture known right "

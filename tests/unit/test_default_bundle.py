@@ -5,9 +5,10 @@ The figures it ships with are in its reports (reports/openworld-*.json) and the 
 these tests guard them against regressions at the issue's targets (benign on the nDPI test
 half: <= 1% false alerts, <= 5% deferred; on the held-out lab capture also known classes
 >= 95% right and unknown kinds <= 1% confidently benign; the lab's own capture, judged by
-who carries each attack: macro-F1 >= 0.98). The other held-out captures (lab-heldout-b to
--e) meet them but for known classes >= 95% right on the third to fifth (slow HTTP DoS);
-their reports ship beside the others and the README gives their figures.
+who carries each attack: macro-F1 >= 0.98). Twelve of the thirteen held-out captures meet
+every target and are held to it; the fifth (lab-heldout-e) misses known classes >= 95% right
+(93.8%: slow HTTP DoS 63%, SSH brute force 81%). Their reports ship beside the others and the
+README gives their figures.
 """
 from __future__ import annotations
 
@@ -58,12 +59,17 @@ def test_foreign_benign_traffic_is_neither_alerted_nor_deferred(bundle):
     assert f.false_alerts <= 0.01 and f.deferrals <= 0.05, f
 
 
-def test_held_out_lab_capture_meets_every_target(bundle, tmp_path):
+# Every held-out lab capture on which the shipped bundle meets all the targets (all but e).
+MEETS_EVERY_TARGET = ("lab-heldout", *(f"lab-heldout-{c}" for c in "bcdfghijklm"))
+
+
+@pytest.mark.parametrize("manifest", MEETS_EVERY_TARGET)
+def test_held_out_lab_capture_meets_every_target(bundle, tmp_path, manifest):
     from evaluation.experiment_openworld import REPO
     from evaluation.openworld import evaluate_open_world
 
-    rep = evaluate_open_world(REPO / "data" / "openworld" / "lab-heldout.toml", bundle, out_dir=tmp_path, plots=False,
-                              progress=False)
+    rep = evaluate_open_world(REPO / "data" / "openworld" / f"{manifest}.toml", bundle, out_dir=tmp_path,
+                              plots=False, progress=False)
     assert rep["totals"]["failed"] == 0
     assert rep["targets_met"], [t for t in rep["targets"] if not t["met"]]
 
@@ -72,7 +78,8 @@ def test_shipped_reports_are_this_bundles(bundle):
     for name in ("eval", "openworld-ndpi-test", "openworld-lab-heldout", "openworld-lab-heldout-b",
                  "openworld-lab-heldout-c", "openworld-lab-heldout-d", "openworld-lab-heldout-e",
                  "openworld-lab-heldout-f", "openworld-lab-heldout-g", "openworld-lab-heldout-h",
-                 "openworld-lab-heldout-i", "openworld-lab-heldout-j", "openworld-lab-heldout-k"):
+                 "openworld-lab-heldout-i", "openworld-lab-heldout-j", "openworld-lab-heldout-k",
+                 "openworld-lab-heldout-l", "openworld-lab-heldout-m"):
         report = json.loads((DEFAULT_BUNDLE_DIR / "reports" / f"{name}.json").read_text())
         assert report["bundle"]["version"] == bundle.version, name
 

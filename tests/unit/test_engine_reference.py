@@ -1,6 +1,6 @@
 """Same answers: the edge engine on the shipped lab captures gives the windows, features and
 verdicts of the reference (scripts/engine_reference.py: first written before the columnar
-rebuild at commit 4e695a1, written again for the default bundles 54c10b09, 770d01ca and 7ef2386b and for
+rebuild at commit 4e695a1, written again for the default bundles 54c10b09, 770d01ca, 7ef2386b and a546cb0c and for
 the destination-view rule, with the same windows): every window id, its flows, view and close reason, and its verdict exactly; its
 features and confidence to float rounding."""
 from __future__ import annotations
