@@ -14,10 +14,11 @@ so early stopping and calibration see traffic later than what the network learne
 
 Same seed, same data, same machine and libraries: same weights, same ONNX bytes and the same
 bundle version (timings live in `metrics`, which the version ignores). Elsewhere the float64
-class-distance buffers can differ in their last bits: the shipped 7ef2386b, retrained at the
-commit that made it on 2026-12-06, came out as 3241fbcd, with identical weights, thresholds
-and temperature and one buffer (members.2.proj) 2.7e-15 off. torch is imported when a
-function runs, never at import, so this module is cheap to import.
+class-distance buffers can differ in their last bits: the default bundle 7ef2386b (shipped
+until 2026-12-06), retrained at the commit that made it on 2026-12-06, came out as 3241fbcd,
+with identical weights, thresholds and temperature and one buffer (members.2.proj) 2.7e-15
+off. torch is imported when a function runs, never at import, so this module is cheap to
+import.
 """
 from __future__ import annotations
 
