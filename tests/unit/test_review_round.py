@@ -2,6 +2,8 @@
 and how the judged windows are counted (the retrain itself is the retrainer's, tested there)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -79,3 +81,22 @@ def test_the_plot_has_a_bar_per_model_and_capture(tmp_path) -> None:
     # A bar per model: matplotlib's first two colours (champion, then the arm) are both drawn.
     colours = {c for _, c in img.getcolors(maxcolors=1 << 20)}
     assert (31, 119, 180) in colours and (255, 127, 14) in colours
+
+
+def test_champion_starts_the_round_from_the_bundle_given(tmp_path, monkeypatch) -> None:
+    import llm_agents.experiments.review_round as rr
+
+    old = Path(__file__).resolve().parents[1] / "data" / "bundle-7ef2386b"
+    seen = {}
+
+    def fake_run(out_dir, **kw):
+        seen.update(kw)
+        return {"arms": {}, "judged": {"champion": {}}, "judge": []}
+    monkeypatch.setattr(rr, "run", fake_run)
+    r = CliRunner().invoke(review_round, ["--out", str(tmp_path), "--champion", str(old)])
+    assert r.exit_code == 0, r.output
+    assert seen["champion"].version == "7ef2386be8253122"
+    r = CliRunner().invoke(review_round, ["--out", str(tmp_path)])
+    assert r.exit_code == 0 and seen["champion"] is None          # run() loads the shipped bundle
+    r = CliRunner().invoke(review_round, ["--out", str(tmp_path), "--champion", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2
