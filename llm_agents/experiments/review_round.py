@@ -34,7 +34,7 @@ import click
 from evaluation.gate import REPO
 
 MANIFESTS = REPO / "data" / "openworld"
-HELDOUT = tuple(f"lab-heldout{s}" for s in ("", *(f"-{c}" for c in "bcdefghijkl")))
+HELDOUT = tuple(f"lab-heldout{s}" for s in ("", *(f"-{c}" for c in "bcdefghijklm")))
 ARMS = ("attacks", "all")
 
 
