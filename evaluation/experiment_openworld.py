@@ -245,7 +245,7 @@ def pooled_unknown_missed(result: dict[str, Any], manifests: set[str]) -> dict[s
     """Unknown-kind windows missed, pooled over the manifests, per seed, with the worst seed's
     Wilson 95% interval: one capture's 200-odd windows cannot show 1% either way (0 of 267
     still allows 1.4%), a dozen captures can."""
-    from inference.openworld_report import settled, wilson
+    from inference.openworld_report import meets, settled, wilson
 
     per_seed = {}
     for rec in result["per_seed"]:
@@ -261,7 +261,7 @@ def pooled_unknown_missed(result: dict[str, Any], manifests: set[str]) -> dict[s
     seed, (k, n) = max(judged.items(), key=lambda kv: kv[1][0] / kv[1][1])
     interval = wilson(k, n)
     op, target = TARGETS[("unknown", "miss")]
-    met = k / n <= target if op == "<=" else k / n >= target
+    met = meets(op, target, k / n)
     return {"per_seed": {str(s): {"missed": k_, "windows": n_} for s, (k_, n_) in judged.items()},
             "worst": {"seed": seed, "missed": k, "windows": n, "rate": k / n, "interval": list(interval),
                       "met": met, "settled": settled(op, target, interval)}}

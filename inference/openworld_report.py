@@ -119,6 +119,11 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] 
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
+def meets(op: str, bound: float, value: float | None) -> bool:
+    """Whether a rate meets its target ("<=" or ">=" the bound); a missing rate does not."""
+    return value is not None and (value <= bound if op == "<=" else value >= bound)
+
+
 def settled(op: str, bound: float, interval: tuple[float, float] | None) -> bool:
     """Whether the whole interval lies on one side of the target (met or missed alike)."""
     if interval is None:
@@ -135,7 +140,7 @@ def check_targets(groups: dict[str, Any]) -> list[dict[str, Any]]:
         for kind, block in g.get("views", {}).get(ALL_VIEWS, {}).items():
             for verdict, op, bound in TARGETS[kind]:
                 value = block["windows"]["rates"][verdict]
-                met = value is not None and (value <= bound if op == "<=" else value >= bound)
+                met = meets(op, bound, value)
                 count, total = block["windows"]["counts"][verdict], block["windows"]["total"]
                 interval = wilson(count, total)
                 out.append({"group": name, "kind": kind, "view": ALL_VIEWS, "verdict": verdict,

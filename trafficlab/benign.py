@@ -2,12 +2,12 @@
 
 Each client has a profile (what it mostly does) and a rate multiplier, both drawn from
 the generation seed. Between them the profiles cover what a small office network does:
-web browsing over HTTP/1.1, TLS and HTTP/2, page loads over parallel short connections, API calls and wrk bursts, admin logins (and
-the odd mistyped password), DNS lookups against the victim and the corp resolvers, SSH
-sessions, consoles with typed keystrokes, scp, SMB file shares, anonymous FTP, MQTT
-telemetry, NTP, SNMP polling, memcached lookups, bulk transfers (iperf3, large files) and
-long idle connections (an MQTT subscriber, an idle SSH session). Every action is bounded
-by a timeout and talks only to lab addresses.
+web browsing over HTTP/1.1, TLS and HTTP/2, page loads over parallel short connections, API
+calls and wrk bursts, admin logins (and the odd mistyped password), DNS lookups against the
+victim and the corp resolvers, SSH sessions, consoles with typed keystrokes, scp, SMB file
+shares, anonymous FTP, MQTT telemetry, NTP, SNMP polling, memcached lookups, bulk transfers
+(iperf3, large files) and long idle connections (an MQTT subscriber, an idle SSH session).
+Every action is bounded by a timeout and talks only to lab addresses.
 
     ip netns exec el-123-c1 python -m trafficlab.benign --victim 10.77.0.10 \\
         --servers 10.77.0.80,10.77.0.91 --profile office --seed 7 --until 1790000000.0 \\

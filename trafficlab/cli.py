@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.errors import LabError
+from trafficlab.conditions import MODES
 
 console = Console(stderr=True, log_path=False)
 
@@ -84,7 +85,7 @@ def check() -> None:
 @click.option("--variants", default="train", show_default=True,
               help="Which variants run: train, heldout, all, or a comma-separated list of "
               "scenario/variant names (e.g. syn_flood/hping3_syn_spoofed).")
-@click.option("--conditions", type=click.Choice(["none", "train", "train-slow", "heldout"]), default="none",
+@click.option("--conditions", type=click.Choice(MODES), default="none",
               show_default=True, help="Link conditions: none; train (per-host delay, jitter, loss, "
               "rate and a per-lab MTU drawn from the seed, outside the held-out region); train-slow (every "
               "host from the training region's slow corner: 120-300 ms, 0.5-5% loss, MTU 1400-1420); heldout "
