@@ -28,6 +28,16 @@ ClosedBy = Literal["k", "time", "idle", "flush", "revoke", "pressure"]
 # never counts such a window as a hit (it is collateral). The source's windows show the
 # sweep.
 SOURCE_ONLY_CLASSES: frozenset[str] = frozenset({"host_sweep"})
+# Classes whose attacker is the host that opens the flows: scans, brute force, slow DoS.
+# A destination window whose flows all come from one peer, called one of these, holds that
+# one peer's attack, which the peer's own source windows show and name; an alert on it
+# would name the target as the key, and one client's burst of short connections to a
+# server (page loads, an app's API calls) looks like it. Such a window goes to `uncertain`
+# (reason ood). With two peers or more it alerts as before (a brute force from many hosts
+# shows only there). Floods and reflection are not here: their victim is what a
+# destination window names, whether one spoofed address sends or many.
+ONE_PEER_SOURCE_CLASSES: frozenset[str] = frozenset(
+    {"slow_http_dos", "http_bruteforce", "ssh_bruteforce", "syn_scan", "fin_scan", "udp_scan"})
 
 
 def parse_views(views: str | Sequence[str]) -> tuple[str, ...]:

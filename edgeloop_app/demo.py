@@ -82,6 +82,7 @@ class LiveView:
         self.by_class: Counter[str] = Counter()
         self.truth_hits: Counter[str] = Counter()
         self.uncertain = 0
+        self.covered = 0  # of them, not sent: the detector's edgeloop_uncertain_covered_total
         self.windows = 0
         self.alerts: list[dict] = []
         self.detections: list[dict] = []  # kept for the policy twin (a demo-sized capture)
@@ -106,7 +107,9 @@ class LiveView:
         t.add_column("windows", justify="right")
         for c, n in self.by_class.most_common():
             t.add_row(c, f"{n:,}")
-        t.add_row("[yellow]uncertain (to the agent)[/]", f"{self.uncertain:,}")
+        t.add_row("[yellow]uncertain (to the agent)[/]", f"{self.uncertain - self.covered:,}")
+        if self.covered:
+            t.add_row("[yellow]uncertain, covered by their sources' windows[/]", f"{self.covered:,}")
         t.add_row("[red]alerts[/]", f"{len(self.alerts):,}")
         t.caption = f"model {self.model or '…'}; metrics http://127.0.0.1:{port}/metrics"
         return t
@@ -318,6 +321,7 @@ def _watch(consumer_cls, bootstrap: str, topics: Topics, det: subprocess.Popen, 
                 for batch in c.poll(timeout_ms=250).values():
                     for m in batch:
                         view.feed(m.topic, m.value)
+                view.covered = int(metric(port, "edgeloop_uncertain_covered_total"))
                 live.update(view.table(sent, port, time.monotonic() - t0))
                 done = (metric(port, "edgeloop_flows_in_total") >= sent
                         and metric(port, "edgeloop_open_windows") == 0
@@ -342,7 +346,9 @@ def _summary(view: LiveView, df, console: Console) -> None:
                       safe(ports),
                       f"{a['max_confidence']:.2f}")
         console.print(t)
-    console.print(f"{view.windows:,} windows scored, {view.uncertain:,} uncertain, {len(view.alerts)} alerts.")
+    covered = (f" ({view.covered:,} of them targets' windows that their sources' windows carry, not sent to "
+               "the agent)" if view.covered else "")
+    console.print(f"{view.windows:,} windows scored, {view.uncertain:,} uncertain{covered}, {len(view.alerts)} alerts.")
 
 
 @click.command()

@@ -10,7 +10,11 @@ confidence is under the bundle's threshold (or its class's own floor), its OOD s
 above the bundle's OOD threshold, one of its flows is bigger than any flow of its protocol
 in training (the bundle's support, inference.support), or it is a destination window called
 a class only a source's windows can show (contracts.window.SOURCE_ONLY_CLASSES: a host
-sweep); each of the last three goes out with reason "ood".
+sweep), or a destination window whose flows all come from one peer called a class whose
+attacker opens the flows (contracts.window.ONE_PEER_SOURCE_CLASSES: that peer's source
+windows show it); each of the last four goes out with reason "ood". The last two are
+`covered`: every flow of such a window sits in a source window that is judged on its own,
+so the edge counts them and does not spend the agent's rate-limited channel on them.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from contracts.errors import ModelError
-from contracts.window import SOURCE_ONLY_CLASSES
+from contracts.window import ONE_PEER_SOURCE_CLASSES, SOURCE_ONLY_CLASSES
 from inference.bundle import Bundle
 from inference.support import beyond_support
 
@@ -34,6 +38,10 @@ class Scores:
     ood: np.ndarray  # [n]
     uncertain: np.ndarray  # [n] bool
     low_confidence: np.ndarray  # [n] bool (else the reason is OOD)
+    # [n] bool: uncertain because it is a destination window whose flows its sources' windows
+    # carry and name (the two destination rules above); the edge does not send these to the
+    # agent. None: no window is.
+    covered: np.ndarray | None = None
 
 
 def make_session(path: str | bytes, threads: int = 1, conv_matmul: bool = True) -> Any:
@@ -85,6 +93,8 @@ class OnnxDetector:
         names = tuple(self.schema.names)
         self._view_dst = names.index("view_dst") if "view_dst" in names else None
         self._source_only = np.array([c in SOURCE_ONLY_CLASSES for c in self.class_names], dtype=bool)
+        self._peer_changed = names.index("peer_changed") if "peer_changed" in names else None
+        self._one_peer_source = np.array([c in ONE_PEER_SOURCE_CLASSES for c in self.class_names], dtype=bool)
         try:
             # The int8 graph's convolutions take their weights from DequantizeLinear nodes, which
             # the rewrite leaves alone: no child process for it.
@@ -110,9 +120,17 @@ class OnnxDetector:
         thr = self.thresholds.ood
         ood = energy > thr if thr is not None else np.zeros(len(pred), dtype=bool)
         ood |= beyond_support(x_raw, mask, self.thresholds.support)
-        if self._view_dst is not None and self._source_only.any():
-            ood |= self._source_only[pred] & (x_raw[:, self._view_dst, 0] > 0.5)
-        return Scores(probs, pred, conf, energy, low | ood, low)
+        covered = None
+        if self._view_dst is not None:
+            dst = x_raw[:, self._view_dst, 0] > 0.5
+            covered = self._source_only[pred] & dst
+            if self._peer_changed is not None:
+                # peer_changed is 0 on a window's first flow and 1 where the peer differs
+                # from the flow before: no 1 on a real flow means one peer.
+                one_peer = ~((x_raw[:, self._peer_changed, :] > 0.5) & (mask > 0)).any(axis=1)
+                covered |= self._one_peer_source[pred] & dst & one_peer
+            ood |= covered
+        return Scores(probs, pred, conf, energy, low | ood, low, covered)
 
     def score_windows(self, windows: Sequence[Any]) -> Scores:
         from inference.windowing import stack_windows

@@ -19,7 +19,9 @@ and for the destination-view rule (contracts.window.SOURCE_ONLY_CLASSES: 242 des
 windows of the evaluation capture and 242 of the held-out one, each called a host sweep,
 went to uncertain; nothing else moved), and for the default bundle a546cb0c (the idle-cut
 slowloris capture in the recipe: windows, flows, views, close reasons and feature digests all
-identical; verdicts and confidences moved).
+identical; verdicts and confidences moved), and for the one-peer destination rule
+(contracts.window.ONE_PEER_SOURCE_CLASSES: 454 windows of the evaluation capture and 385 of
+the held-out one went to uncertain; nothing else moved, the spoofed flood not at all).
 tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations

@@ -239,6 +239,7 @@ class EdgeDetector:
         # in one numpy pass (k / 10^d, the same double as round(x, d) gives).
         predicted, conf = s.predicted.tolist(), s.confidence.tolist()
         unsure, low = s.uncertain.tolist(), s.low_confidence.tolist()
+        covered = s.covered.tolist() if s.covered is not None else [False] * len(batch)
         probs = np.round(s.probabilities.astype(np.float64), 5).tolist()
         conf_r = np.round(s.confidence.astype(np.float64), 5).tolist()
         ood = np.round(s.ood.astype(np.float64), 4).tolist()
@@ -254,13 +255,14 @@ class EdgeDetector:
                 view=w.view)
             dets.append(d)
             # The flows are rebuilt as records only for a window that goes to `uncertain`.
-            u = self.router.route(d, bool(low[i]), lambda w=w: w.items, names, lambda w=w: w.history)
+            u = self.router.route(d, bool(low[i]), lambda w=w: w.items, names, lambda w=w: w.history,
+                                  covered=covered[i])
             if u is not None:
                 out.append(Output("uncertain", w.key.encode(), encode(u)))
                 if m:
                     m.uncertain.labels(reason=u.reason).inc()
             elif d.uncertain and m:
-                m.uncertain_rate_limited.inc()
+                (m.uncertain_covered if covered[i] else m.uncertain_rate_limited).inc()
             muted = (self.overrides.mutes(d.predicted, conf[i], d.key, _services(w)) if self.overrides
                      else None)
             alerting = not d.uncertain and d.predicted != self.alerts.benign

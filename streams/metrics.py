@@ -110,6 +110,10 @@ class EdgeMetrics:
         self.uncertain_rate_limited = Counter(
             f"{p}_uncertain_rate_limited", "Uncertain windows not forwarded (rate limit); "
             "still present in detections with uncertain=true", **r)
+        self.uncertain_covered = Counter(
+            f"{p}_uncertain_covered", "Uncertain destination windows not forwarded because their "
+            "flows' source windows carry and name them (a scan's or a sweep's targets, a one-peer "
+            "brute force or slow DoS victim); still present in detections with uncertain=true", **r)
         self.uncertain_ratio = Gauge(f"{p}_uncertain_ratio",
                                      "Share of windows scored uncertain in the last batch interval", **r)
         self.alerts = Counter(f"{p}_alerts", "Alerts published, by attack class", ["attack"], **r)

@@ -150,11 +150,18 @@ class UncertainRouter:
         self.bucket = TokenBucket(rate_per_s) if rate_per_s > 0 else None
         self.audit_fraction, self.worker = audit_fraction, worker
         self.rate_limited = 0
+        self.covered = 0
 
     def route(self, d: Detection, low_confidence: bool, flows: Sequence[Any] | Callable[[], Sequence[Any]],
-              class_names: list[str], history: Any = None) -> Any:
+              class_names: list[str], history: Any = None, covered: bool = False) -> Any:
         """The message for `uncertain` (an UncertainRow: `encode` it), or None. `history` (an array [n, N_HISTORY],
-        or a callable giving it) rides with the flows, rounded, only when a message is sent."""
+        or a callable giving it) rides with the flows, rounded, only when a message is sent.
+        A `covered` uncertain window (a destination window whose flows its sources' windows
+        carry: inference.onnx_detector) is counted, not sent, and takes no token: a scan of a
+        thousand hosts must not use up the channel that the truly unsure windows need."""
+        if d.uncertain and covered:
+            self.covered += 1
+            return None
         if d.uncertain:
             reason = "low_confidence" if low_confidence else "ood"
             if self.bucket is not None and not self.bucket.take():

@@ -210,7 +210,12 @@ def test_uncertain_messages_carry_the_flows_as_they_came_in(tiny_bundle, flows):
 
     rows = list(iter_flow_dicts(flows))
     wire = [r for a in range(0, len(rows), 100) for r in decode_flow_rows(encode_flow_batch(rows[a:a + 100], "t"))]
-    eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig(uncertain_rate_per_s=0, audit_sample=1.0))
+    model = OnnxDetector(tiny_bundle)
+    # Covered destination windows are counted, not sent (test_source_only_classes); here
+    # every window must go out, so neither destination rule applies.
+    model._source_only[:] = False
+    model._one_peer_source[:] = False
+    eng = EdgeDetector(model, DetectorConfig(uncertain_rate_per_s=0, audit_sample=1.0))
     for a in range(0, len(wire), 100):
         eng.ingest(wire[a:a + 100])
     outs = eng.flush_all()

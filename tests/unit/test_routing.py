@@ -23,6 +23,20 @@ def test_uncertain_windows_are_rate_limited_and_counted():
     assert out[0].reason == "low_confidence"
 
 
+def test_covered_windows_are_counted_not_sent_and_take_no_token():
+    """A destination window deferred because its sources' windows carry its flows (a scan's
+    targets) must not use up the rate-limited channel: after 50 of them, the one truly
+    unsure window still goes out. Fails if covered windows are sent or take a token."""
+    r = UncertainRouter(rate_per_s=1, audit_fraction=0)
+    covered = [r.route(det(i, unc=True), False, [], ["benign", "syn_scan"], covered=True) for i in range(50)]
+    assert covered == [None] * 50 and r.covered == 50 and r.rate_limited == 0
+    out = r.route(det(99, unc=True, conf=0.4), True, [], ["benign", "syn_scan"])
+    assert out is not None and out.reason == "low_confidence"
+    # `covered` says nothing about a window that is not uncertain: the audit sample still picks it.
+    r2 = UncertainRouter(rate_per_s=1, audit_fraction=1.0)
+    assert r2.route(det(1), False, [], ["benign", "syn_scan"], covered=True).reason == "audit"
+
+
 def test_audit_sample_is_deterministic_and_about_the_fraction():
     picks = [audit_pick(f"window-{i}", 0.1) for i in range(5000)]
     assert 350 < sum(picks) < 650
