@@ -297,6 +297,14 @@ def _print_report(r: dict[str, Any]) -> None:
     missed = [k for k, v in r["targets"].items() if k != "all_met" and not v["met"]]
     console.print("targets: " + ("all met" if not missed else "missed " + ", ".join(
         f"{k} ({r['targets'][k]['value']:.4f} vs {r['targets'][k]['target']})" for k in missed)))
+    if len(r["bundle"]["window"].get("views", ["src"])) > 1:
+        # A multi-view bundle: say what these windows are, since the judged figure differs.
+        console.print("  (every window of every view, labelled by its flows: the windows of a scan's targets and "
+                      "of a one-source attack's victim count as that attack. The open-world judge counts an "
+                      "attack on its attacker's windows, or its victim's for spoofed and reflected attacks, and "
+                      "the rest as collateral: `edgeloop evaluate --open-world MANIFEST`. The lab evaluation "
+                      "capture's macro-F1 judged that way, the >= 0.98 target, is what `edgeloop experiment "
+                      "open-world` reports per training seed.)")
     console.print(f"report: {r['files']['json']}")
 
 
