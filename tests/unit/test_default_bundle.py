@@ -33,12 +33,13 @@ def test_default_bundle_verifies_and_is_small(bundle):
     assert bundle.class_names == ["benign", *sorted(set(LAB_CLASSES) - {"benign"})]
     assert bundle.meta.window.views == ["src", "dst"]
     # What an edge loads and verifies (bundle.json and the ONNX files), and the
-    # reports that ride along in the repo (one JSON and plot per open-world manifest).
+    # reports that ride along in the repo (one JSON and plot per open-world manifest, about
+    # 110 KB each; the nDPI test half's JSON 300 KB).
     files = [p for p in DEFAULT_BUNDLE_DIR.rglob("*") if p.is_file()]
     model = sum(p.stat().st_size for p in files if "reports" not in p.relative_to(DEFAULT_BUNDLE_DIR).parts)
     reports = sum(p.stat().st_size for p in files) - model
     assert model < 1.5 * 1024 * 1024, model
-    assert reports < 2 * 1024 * 1024, reports
+    assert reports < 3 * 1024 * 1024, reports
 
 
 def test_lab_evaluation_capture_holds(bundle):
@@ -60,7 +61,7 @@ def test_foreign_benign_traffic_is_neither_alerted_nor_deferred(bundle):
 
 
 # Every held-out lab capture on which the shipped bundle meets all the targets (all but e).
-MEETS_EVERY_TARGET = ("lab-heldout", *(f"lab-heldout-{c}" for c in "bcdfghijklm"))
+MEETS_EVERY_TARGET = ("lab-heldout", *(f"lab-heldout-{c}" for c in "bcdfghijklmn"))
 
 
 @pytest.mark.parametrize("manifest", MEETS_EVERY_TARGET)
@@ -79,7 +80,7 @@ def test_shipped_reports_are_this_bundles(bundle):
                  "openworld-lab-heldout-c", "openworld-lab-heldout-d", "openworld-lab-heldout-e",
                  "openworld-lab-heldout-f", "openworld-lab-heldout-g", "openworld-lab-heldout-h",
                  "openworld-lab-heldout-i", "openworld-lab-heldout-j", "openworld-lab-heldout-k",
-                 "openworld-lab-heldout-l", "openworld-lab-heldout-m"):
+                 "openworld-lab-heldout-l", "openworld-lab-heldout-m", "openworld-lab-heldout-n"):
         report = json.loads((DEFAULT_BUNDLE_DIR / "reports" / f"{name}.json").read_text())
         assert report["bundle"]["version"] == bundle.version, name
 
