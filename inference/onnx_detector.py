@@ -39,8 +39,9 @@ class Scores:
     uncertain: np.ndarray  # [n] bool
     low_confidence: np.ndarray  # [n] bool (else the reason is OOD)
     # [n] bool: uncertain because it is a destination window whose flows its sources' windows
-    # carry and name (the two destination rules above); the edge does not send these to the
-    # agent. None: no window is.
+    # carry and name (the two destination rules above), whatever else it is unsure of; the
+    # edge does not send these to the agent, since those source windows go on their own
+    # merits. None: no window is.
     covered: np.ndarray | None = None
 
 
