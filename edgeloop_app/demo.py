@@ -107,7 +107,9 @@ class LiveView:
         t.add_column("windows", justify="right")
         for c, n in self.by_class.most_common():
             t.add_row(c, f"{n:,}")
-        t.add_row("[yellow]uncertain (to the agent)[/]", f"{self.uncertain - self.covered:,}")
+        # The detector counts a covered window before the detections that carry it are read
+        # here, so the difference can dip below 0 for a moment.
+        t.add_row("[yellow]uncertain (to the agent)[/]", f"{max(0, self.uncertain - self.covered):,}")
         if self.covered:
             t.add_row("[yellow]uncertain, covered by their sources' windows[/]", f"{self.covered:,}")
         t.add_row("[red]alerts[/]", f"{len(self.alerts):,}")
