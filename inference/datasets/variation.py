@@ -26,12 +26,6 @@ from them by the edge's own code:
               (again only where the server just acknowledges)
     replies   for probes and floods, a share of the flows lose their answers (a victim
               overloaded, a firewall dropping, a dark address)
-    loss      for a connection's classes (brute force, slow DoS), a lossy link: each packet
-              of a TCP flow is lost with a chance l (uniform 0-10%, one per copy) and TCP
-              waits a retransmission timeout before sending it again (early in a connection
-              three round trips, at least the round trip + 200 ms; a SYN's 1 s; doubled for
-              each further loss of the same segment); half the
-              losses fall past the sensor, which then sees the segment twice
     flags     TCP probes without a SYN carry another combination of FIN, PSH and URG
               (FIN, NULL, Xmas and the rest are one technique)
 
@@ -89,12 +83,6 @@ class Variation:
     # on average): a slow read, where the server sends and the client's ACKs trickle, keeps
     # its counts and sizes.
     quiet_bytes: float = 100.0
-    # A lossy link's retransmission stalls, for the classes whose flows are TCP connections
-    # a tool keeps talking on (a probe or a flood is not sent again). Drawn from a generator
-    # of their own, so every other choice of a copy is the same with or without them.
-    # Per packet, the path's: both ends' access links (each 0-5% in the lab's training draw).
-    loss: tuple[float, float] = (0.0, 0.10)
-    lossy: tuple[str, ...] = ("http_bruteforce", "slow_http_dos", "ssh_bruteforce")
 
 
 def run_keys(df: Any, benign: str = "benign") -> np.ndarray:
@@ -130,7 +118,6 @@ def run_variants(df: Any, copies: int = 2, seed: int = 0, variation: Variation |
     if copies < 1 or not len(df):
         return df.iloc[0:0].copy()
     rng = np.random.default_rng(seed)
-    loss_rng = np.random.default_rng([seed, 1])
     keys = run_keys(df, benign)
     base = df.get(CAPTURE, pd.Series("capture", index=df.index)).astype(str).to_numpy()
     parts = []
@@ -140,7 +127,7 @@ def run_variants(df: Any, copies: int = 2, seed: int = 0, variation: Variation |
             continue                                  # benign
         run = df.iloc[idx.to_numpy()]
         for c in range(copies):
-            out = _render(run, rng, v, loss_rng)
+            out = _render(run, rng, v)
             out["flow_id"] = out["flow_id"].astype(str) + f"{COPY_MARK}{c}"
             out[CAPTURE] = f"variant-{c}:{cap}:{key}"
             parts.append(out)
@@ -151,8 +138,7 @@ def _loguniform(rng: np.random.Generator, lo_hi: Sequence[float]) -> float:
     return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))
 
 
-def _render(run: Any, rng: np.random.Generator, v: Variation,
-            loss_rng: np.random.Generator | None = None) -> Any:
+def _render(run: Any, rng: np.random.Generator, v: Variation) -> Any:
     """One copy of one run with its choices redrawn (see the module docstring)."""
     out = run.copy()
     r, s = _loguniform(rng, v.rate), _loguniform(rng, v.size)
@@ -172,8 +158,6 @@ def _render(run: Any, rng: np.random.Generator, v: Variation,
     if label in v.probe_classes and rng.random() < v.no_reply_chance:
         lost = rng.random(len(out)) < rng.uniform(*v.no_reply_share)
         _drop_replies(out, lost)
-    if label in v.lossy and loss_rng is not None:
-        _loss_stalls(out, loss_rng.uniform(*v.loss), rtt, loss_rng)
     _redraw_probe_flags(out, rng)
     new_first = np.round(start + (first - start) * r)
     out["first_seen_ms"] = new_first.astype(np.int64)
@@ -197,63 +181,6 @@ def _longer_round_trip(out: Any, rtt: float, rng: np.random.Generator) -> None:
     out["mean_piat_ms"] = np.where(p > 1, dur / np.maximum(p - 1, 1), out["mean_piat_ms"].to_numpy(dtype=np.float64))
     out["max_piat_ms"] = np.where(waits > 0, out["max_piat_ms"].to_numpy(dtype=np.float64) + rtt, out["max_piat_ms"].to_numpy(dtype=np.float64))
     out["max_piat_ms"] = np.minimum(out["max_piat_ms"].to_numpy(dtype=np.float64), dur)
-
-
-RTO_MIN_MS = 200.0      # Linux's floor on the retransmission timeout (TCP_RTO_MIN)
-SYN_RTO_MS = 1000.0     # the timeout before a first SYN is sent again (RFC 6298)
-
-
-def _loss_stalls(out: Any, loss: float, rtt: float, rng: np.random.Generator) -> None:
-    """Each packet of a TCP flow of more than one packet is lost with chance `loss`; TCP
-    sends it again after a timeout, doubled for each further loss of the same segment: a
-    SYN's SYN_RTO_MS; else, early in a connection as these are (RFC 6298: the variance
-    starts at half the first round trip R), R + max(2R, RTO_MIN_MS), R being the copy's
-    added round trip.
-    Lost before the sensor, the stall lengthens one gap; lost past it (half the time), the
-    meter sees the segment twice: one packet more, in the direction it went, at that
-    direction's average size, and a new gap as long as the stall. Duration, gaps and
-    counts follow; the gap spread takes each lengthened gap as an average one."""
-    if loss <= 0 or not len(out):
-        return
-    f64 = lambda c: out[c].to_numpy(dtype=np.float64)  # noqa: E731
-    pk, fwd, bwd = f64("packets"), f64("src2dst_packets"), f64("dst2src_packets")
-    tcp = (out["protocol"].to_numpy() == 6) & (pk > 1)
-    k = np.where(tcp, rng.binomial(pk.astype(np.int64), loss), 0)
-    if not k.any():
-        return
-    flow = np.repeat(np.arange(len(out)), k)
-    syn = rng.random(len(flow)) < 1.0 / pk[flow]
-    again = rng.geometric(1.0 - loss, len(flow)) - 1
-    stall = np.where(syn, SYN_RTO_MS, rtt + max(2.0 * rtt, RTO_MIN_MS)) * np.exp2(again)
-    seen = rng.random(len(flow)) < 0.5
-    ahead = rng.random(len(flow)) < fwd[flow] / np.maximum(fwd[flow] + bwd[flow], 1.0)
-    ahead |= syn
-    n = len(out)
-    total = np.bincount(flow, stall, n)
-    biggest = np.zeros(n)
-    np.maximum.at(biggest, flow, stall)
-    more_fwd = np.bincount(flow, seen & ahead, n)
-    more_bwd = np.bincount(flow, seen & ~ahead, n)
-    gaps = np.maximum(pk - 1, 1.0)
-    mean, sd = f64("mean_piat_ms"), f64("stddev_piat_ms")
-    sq_sum = gaps * (sd ** 2 + mean ** 2) + np.bincount(flow, stall ** 2 + ~seen * 2 * mean[flow] * stall, n)
-    new_gaps = gaps + more_fwd + more_bwd
-    dur = f64("duration_ms") + total
-    new_mean = dur / new_gaps
-    hit = k > 0
-    out["mean_piat_ms"] = np.where(hit, new_mean, mean)
-    out["stddev_piat_ms"] = np.where(hit, np.sqrt(np.maximum(sq_sum / new_gaps - new_mean ** 2, 0.0)), sd)
-    out["duration_ms"] = dur
-    out["max_piat_ms"] = np.minimum(np.maximum(f64("max_piat_ms"), biggest), dur)
-    for col, side, more in (("src2dst_bytes", fwd, more_fwd), ("dst2src_bytes", bwd, more_bwd)):
-        out[col] = np.round(f64(col) + more * f64(col) / np.maximum(side, 1.0))
-    out["bytes"] = f64("src2dst_bytes") + f64("dst2src_bytes")
-    out["src2dst_packets"], out["dst2src_packets"] = fwd + more_fwd, bwd + more_bwd
-    out["packets"] = pk + more_fwd + more_bwd
-    again_syn = np.bincount(flow, syn & seen, n)
-    out["syn_packets"] = f64("syn_packets") + again_syn
-    out["src2dst_syn_packets"] = f64("src2dst_syn_packets") + again_syn
-    out["ack_packets"] = np.minimum(f64("ack_packets") + more_fwd + more_bwd - again_syn, f64("packets"))
 
 
 def _server_quiet(out: Any, most: float) -> np.ndarray:
