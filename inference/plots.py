@@ -93,12 +93,17 @@ def openworld_png(report: dict[str, Any], path: Path, title: str) -> Path:
     rows = [(f"{g} · {k} · {v}", b) for g, grp in report["groups"].items()
             for v, kinds in grp.get("views", {}).items() for k, b in kinds.items()]
     if not rows:
+        totals = report.get("totals", {})
         rows = [("nothing scored", None)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 1.2 + 0.45 * len(rows)), sharey=True)
+        why = (f"nothing scored: {totals.get('failed', 0)} of {totals.get('captures', 0)} "
+               "capture(s) failed (see the report's failures)")
+    fig, axes = plt.subplots(1, 2, figsize=(13, max(2.4, 1.2 + 0.45 * len(rows))), sharey=True)
     seen: dict[str, Any] = {}
     for ax, unit, fkey in ((axes[0], "windows", "windows_rate"), (axes[1], "captures", "captures_rate")):
         for y, (_, b) in enumerate(rows):
             if b is None:
+                ax.text(0.5, y, why, ha="center", va="center", fontsize=8)
+                ax.set_ylim(-0.5, 0.5)
                 continue
             left = 0.0
             for verdict, share in b[unit]["rates"].items():
@@ -121,8 +126,9 @@ def openworld_png(report: dict[str, Any], path: Path, title: str) -> Path:
     axes[0].set_yticks(range(len(rows)), [r for r, _ in rows], fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(title)
-    fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=min(8, len(seen)),
-               fontsize=8, frameon=False)
+    if seen:                     # nothing scored: no verdict to name
+        fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=min(8, len(seen)),
+                   fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06 + 0.2 / len(rows), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -445,3 +445,25 @@ def test_a_broken_lab_labels_file_is_a_counted_reason_not_a_crash(tmp_path, doc)
     got = expand(load_manifest(m).entries[0])[0].load()
     assert got.flows is None and got.reason == "bad_labels", got
     assert "c.labels.json" in got.detail
+
+
+def test_a_manifest_whose_every_capture_fails_still_reports_and_plots(tmp_path):
+    """Nothing scored: the report names each failure, the plot says so (it used to raise
+    inside matplotlib's legend with no verdict to name), and --fail-on-targets exits 1."""
+    from click.testing import CliRunner
+
+    from edgeloop_app.model_cli import evaluate
+
+    manifest = tmp_path / "gone.toml"
+    manifest.write_text('schema = "edgeloop.openworld_manifest/1"\nname = "gone"\n'
+                        f'[[capture]]\nname = "a"\npath = "{tmp_path / "absent.pcap"}"\nexpect = "benign"\n')
+    out = tmp_path / "report"
+    run = CliRunner().invoke(evaluate, ["--open-world", str(manifest), "default", "--out", str(out), "--quiet"])
+    assert run.exit_code == 0, run.output
+    assert "none could be checked (nothing scored)" in run.output
+    report = json.loads((out / "openworld-gone.json").read_text())
+    assert report["failures"] == {"missing_file": 1} and report["totals"]["scored"] == 0
+    assert (out / "openworld-gone.png").stat().st_size > 1000
+    strict = CliRunner().invoke(evaluate, ["--open-world", str(manifest), "default", "--out", str(out),
+                                           "--quiet", "--no-plots", "--fail-on-targets"])
+    assert strict.exit_code == 1
