@@ -331,6 +331,13 @@ def models_list() -> None:
         f1 = b.meta.metrics.get("val_macro_f1")
         t.add_row("*" if b.version == cur else "", b.version, created, ", ".join(b.class_names),
                   f"{f1:.4f}" if isinstance(f1, float) else "", "yes" if b.meta.int8 else "")
+    if not bundles:
+        from inference.bundle import DEFAULT_BUNDLE_DIR
+
+        shipped = (f"the bundle shipped in {DEFAULT_BUNDLE_DIR} ({Bundle.load(DEFAULT_BUNDLE_DIR).version})"
+                   if (DEFAULT_BUNDLE_DIR / "bundle.json").is_file() else "no bundle: train one with `edgeloop train`")
+        t.caption = (f"empty: detectors without EDGELOOP_MODEL serve {shipped} until `edgeloop release` "
+                     "or a promotion adds one")
     console.print(t)
 
 
