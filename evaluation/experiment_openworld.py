@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
+SEEDS_SCHEMA = "edgeloop.openworld_seeds/1"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFESTS = (REPO / "data" / "openworld" / "ndpi-test.toml",
                      REPO / "data" / "openworld" / "lab-heldout.toml",
@@ -117,7 +118,7 @@ def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epoch
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         say(f"seed {seed}: {bundle.version}, lab macro-F1 {rec['lab_macro_f1']['all']:.4f}, {rec['seconds']} s")
         per_seed.append(rec)
-    result = {"schema": "edgeloop.openworld_seeds/1", "seeds": list(seeds), "per_seed": per_seed,
+    result = {"schema": SEEDS_SCHEMA, "seeds": list(seeds), "per_seed": per_seed,
               "manifests": [str(m) for m in manifests], "lab_f1_target": LAB_F1_TARGET,
               "table": table_rows(per_seed)}
     (out_dir / "openworld-seeds.json").write_text(json.dumps(result, indent=2, default=float))
@@ -200,6 +201,21 @@ def per_manifest(result: dict[str, Any]) -> dict[str, dict[tuple[str, str], dict
             if den:
                 out.setdefault(m, {}).setdefault((kind, verdict), {})[rec["seed"]] = num / den
     return out
+
+
+def _load_seeds(path: Path) -> dict[str, Any]:
+    """An `experiment open-world` result, or an error naming the file and what it holds."""
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: not JSON ({exc}); compare takes the openworld-seeds.json "
+                                   "that `experiment open-world` writes in its --out") from exc
+    if not isinstance(doc, dict) or doc.get("schema", SEEDS_SCHEMA) != SEEDS_SCHEMA or "per_seed" not in doc:
+        what = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise click.ClickException(f"{path}: not an `experiment open-world` result (schema {what!r}, "
+                                   f"not {SEEDS_SCHEMA!r}); compare takes the openworld-seeds.json "
+                                   "it writes in its --out")
+    return doc
 
 
 def compare_runs(candidate: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -296,8 +312,9 @@ def compare(candidate: Path, baseline: Path, all_rows: bool, json_out: Path | No
     from rich.console import Console
     from rich.table import Table
 
+    runs = [_load_seeds(candidate), _load_seeds(baseline)]
     try:
-        res = compare_runs(json.loads(candidate.read_text()), json.loads(baseline.read_text()))
+        res = compare_runs(*runs)
     except (KeyError, TypeError, ValueError) as exc:
         raise click.ClickException(f"not two `experiment open-world` results: {exc!r}") from exc
     t = Table(title=f"{candidate} against {baseline} (lowest / median / highest seed)")

@@ -91,9 +91,14 @@ def test_the_command_prints_both_sides(tmp_path):
     assert "90.00% / 92.50% / 95.00%" in r.output and "worse" in r.output and "0.9900-0.9970" in r.output
     assert "12.50% (25 of 200, seed 0; 8.61%-17.80%)" in r.output and "0.27%-3.57%, unsettled" in r.output
     assert json.loads((tmp_path / "out.json").read_text())["rows"]
-    (tmp_path / "x.json").write_text("{}")
-    r = CliRunner().invoke(compare, [str(tmp_path / "x.json"), str(tmp_path / "b.json")])
-    assert r.exit_code == 1 and "not two `experiment open-world` results" in r.output
+    # the wrong file says which it is and what it holds, not a KeyError
+    (tmp_path / "x.json").write_text('{"schema": "edgeloop.openworld_report/1"}')
+    r = CliRunner().invoke(compare, [str(tmp_path / "x.json"), str(tmp_path / "b.json")], env={"COLUMNS": "400"})
+    assert r.exit_code == 1 and "x.json: not an `experiment open-world` result" in r.output
+    assert "edgeloop.openworld_report/1" in r.output and "KeyError" not in r.output
+    (tmp_path / "y.json").write_text("flow_id,label\n")
+    r = CliRunner().invoke(compare, [str(tmp_path / "c.json"), str(tmp_path / "y.json")], env={"COLUMNS": "400"})
+    assert r.exit_code == 1 and "y.json: not JSON" in r.output
 
 
 def test_open_world_prints_unknown_kinds_pooled_per_seed(monkeypatch, tmp_path):
