@@ -334,10 +334,11 @@ def models_list() -> None:
     if not bundles:
         from inference.bundle import DEFAULT_BUNDLE_DIR
 
-        shipped = (f"the bundle shipped in {DEFAULT_BUNDLE_DIR} ({Bundle.load(DEFAULT_BUNDLE_DIR).version})"
-                   if (DEFAULT_BUNDLE_DIR / "bundle.json").is_file() else "no bundle: train one with `edgeloop train`")
-        t.caption = (f"empty: detectors without EDGELOOP_MODEL serve {shipped} until `edgeloop release` "
-                     "or a promotion adds one")
+        if (DEFAULT_BUNDLE_DIR / "bundle.json").is_file():
+            t.caption = (f"empty: detectors without EDGELOOP_MODEL serve the bundle shipped in {DEFAULT_BUNDLE_DIR} "
+                         f"({Bundle.load(DEFAULT_BUNDLE_DIR).version}) until `edgeloop release` or a promotion adds one")
+        else:
+            t.caption = "empty, and no default bundle is shipped: train one with `edgeloop train`"
     console.print(t)
 
 
