@@ -39,8 +39,9 @@ class OnnxFile(BaseModel):
 
 
 class Thresholds(BaseModel):
-    """Below `confidence`, with an OOD score above `ood`, or with a flow beyond `support`,
-    a window is uncertain."""
+    """Below `confidence`, with an OOD score above `ood`, with a flow beyond `support`, or
+    called benign while an ensemble member's p(benign) is under `member_benign`, a window is
+    uncertain."""
 
     confidence: float = Field(0.8, ge=0, le=1)
     # None: no out-of-distribution gate (JSON has no infinity).
@@ -51,6 +52,10 @@ class Thresholds(BaseModel):
     # margin): a window with a flow beyond it is out of distribution (inference.support).
     # Empty: no such gate (bundles made before it).
     support: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # An ensemble's benign call needs every member's calibrated p(benign) at or above this
+    # (the graph's "member_logits" output); below it the window is uncertain: the members
+    # disagree, as they do on what none of them learned. None: no such gate.
+    member_benign: float | None = Field(None, ge=0, le=1)
 
 
 def check_window(bundle: "Bundle", k: int, seconds: float, views: Any, *, follow: bool = False) -> WindowSpec:
@@ -102,6 +107,8 @@ def content_version(meta: BundleMeta) -> str:
         del d["window"]["views"]
     if not d["thresholds"].get("support"):  # nor do bundles from before the flow-support gate
         d["thresholds"].pop("support", None)
+    if d["thresholds"].get("member_benign") is None:  # nor those without the member gate
+        d["thresholds"].pop("member_benign", None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

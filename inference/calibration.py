@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.onnx_detector import calibrate
+from inference.onnx_detector import calibrate, member_min_benign
 
 T_MIN, T_MAX = 0.05, 20.0
 
@@ -84,3 +84,20 @@ def energy_threshold(logits: np.ndarray, temperature: float, quantile: float = 0
     """The OOD threshold: this quantile of in-distribution free energy (see onnx_detector)."""
     _, energy = calibrate(logits, temperature)
     return float(np.quantile(energy.astype(np.float64), quantile))
+
+
+def member_benign_threshold(member_logits: np.ndarray, y: np.ndarray, temperature: float, benign: int,
+                            floor: float, ood: float | None, share: float) -> tuple[float | None, int]:
+    """The member-disagreement gate's tau (onnx_detector): the `share` quantile of the
+    lowest member's p(benign) over the benign windows (y) the ensemble calls benign with
+    nothing else making them uncertain (confidence >= `floor`, energy <= `ood`); so the
+    gate defers about `share` of such calls on in-distribution data. (None, 0) when there
+    are none. Also returns how many there were."""
+    probs, energy = calibrate(member_logits.mean(axis=0), temperature)
+    called = (y == benign) & (probs.argmax(axis=1) == benign) & (probs[:, benign] >= floor)
+    if ood is not None:
+        called &= energy <= ood
+    if not called.any():
+        return None, 0
+    low = member_min_benign(member_logits[:, called], temperature, benign)
+    return float(np.quantile(low.astype(np.float64), share)), int(called.sum())

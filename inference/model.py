@@ -117,7 +117,23 @@ class Ensemble(nn.Module):
         self.net = members[0].net
 
     def forward(self, windows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(windows, mask) for m in self.members], dim=0).mean(dim=0)
+        return self.member_logits(windows, mask).mean(dim=0)
+
+    def member_logits(self, windows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[members, n, C]: each member's own logits."""
+        return torch.stack([m(windows, mask) for m in self.members], dim=0)
+
+
+class WithMembers(nn.Module):
+    """An Ensemble that returns its members' logits beside their mean (for export only)."""
+
+    def __init__(self, ensemble: Ensemble) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, windows: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.ensemble.member_logits(windows, mask)
+        return z.mean(dim=0), z
 
 
 def fit_distance(net: WindowCNN, f: "np.ndarray", y: "np.ndarray", ridge: float = 0.1

@@ -12,7 +12,10 @@ in training (the bundle's support, inference.support), or it is a destination wi
 a class only a source's windows can show (contracts.window.SOURCE_ONLY_CLASSES: a host
 sweep), or a destination window whose flows all come from one peer called a class whose
 attacker opens the flows (contracts.window.ONE_PEER_SOURCE_CLASSES: that peer's source
-windows show it); each of the last four goes out with reason "ood". The last two are
+windows show it), or, where the bundle sets `member_benign`, it is called benign while one
+of the ensemble's members gives benign less than that (the members disagree, as they do on
+what none of them learned: the graph's "member_logits"); each of the last five goes out with
+reason "ood". The destination rules are
 `covered`: every flow of such a window sits in a source window that is judged on its own,
 so the edge counts them and does not spend the agent's rate-limited channel on them.
 """
@@ -27,6 +30,7 @@ import numpy as np
 from contracts.errors import ModelError
 from contracts.window import ONE_PEER_SOURCE_CLASSES, SOURCE_ONLY_CLASSES
 from inference.bundle import Bundle
+from inference.export import MEMBERS_OUTPUT
 from inference.support import beyond_support
 
 
@@ -75,6 +79,11 @@ def calibrate(logits: np.ndarray, temperature: float) -> tuple[np.ndarray, np.nd
     return probs.astype(np.float32), energy.astype(np.float32)
 
 
+def member_min_benign(member_logits: np.ndarray, temperature: float, benign: int) -> np.ndarray:
+    """[n]: the lowest member's calibrated p(benign), from member logits [M, n, C]."""
+    return np.min([calibrate(z, temperature)[0][:, benign] for z in member_logits], axis=0)
+
+
 class OnnxDetector:
     def __init__(self, bundle: Bundle, session: Any = None, int8: bool = False, threads: int = 1) -> None:
         self.bundle = bundle
@@ -96,12 +105,21 @@ class OnnxDetector:
         self._source_only = np.array([c in SOURCE_ONLY_CLASSES for c in self.class_names], dtype=bool)
         self._peer_changed = names.index("peer_changed") if "peer_changed" in names else None
         self._one_peer_source = np.array([c in ONE_PEER_SOURCE_CLASSES for c in self.class_names], dtype=bool)
+        self._member_tau = meta.thresholds.member_benign
+        self._benign = self.class_names.index(meta.benign_class) if meta.benign_class in self.class_names else None
         try:
             # The int8 graph's convolutions take their weights from DequantizeLinear nodes, which
             # the rewrite leaves alone: no child process for it.
             self.session = session or make_session(str(bundle.onnx_path(int8)), threads, conv_matmul=not int8)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"bundle {self.version}: cannot load ONNX model: {exc}") from exc
+        self._outputs = ["logits"]
+        if self._member_tau is not None and self._benign is not None:
+            names = [o.name for o in self.session.get_outputs()]
+            if MEMBERS_OUTPUT not in names:
+                raise ModelError(f"bundle {self.version}: thresholds.member_benign is set but the graph has "
+                                 f"no {MEMBERS_OUTPUT!r} output (it has {names})")
+            self._outputs.append(MEMBERS_OUTPUT)
 
     def run(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Raw logits for already-normalised input."""
@@ -114,13 +132,19 @@ class OnnxDetector:
             return Scores(np.zeros((0, len(self.class_names)), np.float32), z.astype(int), z, z,
                           z.astype(bool), z.astype(bool))
         x = self.schema.normalise(x_raw, mask)
-        probs, energy = calibrate(self.run(x, mask), self.temperature)
+        out = self.session.run(self._outputs, {"windows": x, "mask": mask})
+        probs, energy = calibrate(out[0], self.temperature)
         pred = probs.argmax(axis=1)
         conf = probs[np.arange(len(pred)), pred]
         low = conf < self._floors[pred]
         thr = self.thresholds.ood
         ood = energy > thr if thr is not None else np.zeros(len(pred), dtype=bool)
         ood |= beyond_support(x_raw, mask, self.thresholds.support)
+        if len(out) > 1:  # the member-disagreement gate: only benign calls move
+            called = (pred == self._benign) & ~low & ~ood
+            if called.any():
+                p = member_min_benign(out[1][:, called], self.temperature, self._benign)
+                ood[np.flatnonzero(called)[p < self._member_tau]] = True
         covered = None
         if self._view_dst is not None:
             dst = x_raw[:, self._view_dst, 0] > 0.5

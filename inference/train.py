@@ -114,6 +114,12 @@ class TrainConfig:
     # Members of the ensemble (inference.model.Ensemble), each trained with its own seed
     # (seed * 1000 + i); their logits are averaged in the exported graph.
     members: int = 3
+    # The member-disagreement gate (inference.onnx_detector): the share of the validation
+    # windows that are benign and called benign whose lowest member's p(benign) may fall
+    # under the gate's tau (0.005: tau is that score's 0.5% quantile there, the budget the
+    # energy gate's ood_quantile spends on all windows). The graph then also returns the
+    # members' logits. None (or one member): no gate.
+    member_gate: float | None = None
     # Copies of every attack run re-rendered as other tools, settings and links would have
     # sent it (inference.datasets.variation: pace, round trip, sizes, lost answers, probe
     # flags), windowed by the edge's code beside the real runs; train_bundle only. 0: off.
@@ -320,7 +326,8 @@ def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,
             fits.append(_fit(tr, va, len(names), cfg, member_seed, progress, _port_codes(schema), outliers,
                              _time_rows(schema)))
         fit = fits[0] if len(fits) == 1 else _ensemble(fits, tr, va)
-        onnx_bytes = _export(fit.model, va if len(va.y) else tr)
+        gate = cfg.member_gate is not None and fit.member_val_logits is not None
+        onnx_bytes = _export(fit.model, va if len(va.y) else tr, members=gate)
     int8_bytes, int8_info, speed = (_int8(onnx_bytes, tr, va, len(names), cfg, seed)
                                     if int8 else (None, {"requested": False}, {}))
     meta = _meta(fit, tr, va, names, schema, window, cfg, seed, benign, source or {}, name)
@@ -411,6 +418,9 @@ class _Fit:
     history: list[dict[str, float]]
     val_logits: np.ndarray
     train_logits: np.ndarray
+    # [M, n, C] per ensemble member (validation, training); None for a single network.
+    member_val_logits: np.ndarray | None = None
+    member_train_logits: np.ndarray | None = None
 
 
 def _class_weights(y: np.ndarray, n_classes: int, cap: float) -> np.ndarray:
@@ -558,7 +568,8 @@ def _ensemble(fits: list[_Fit], tr: _Set, va: _Set) -> _Fit:
                 fits[0].best_epoch, float(np.mean([f.best_val_f1 for f in fits])),
                 [{"member": i, **row} for i, f in enumerate(fits) for row in f.history],
                 torch_logits(model, va.x, va.mask) if len(va.y) else np.zeros((0, fits[0].val_logits.shape[1])),
-                torch_logits(model, tr.x, tr.mask))
+                torch_logits(model, tr.x, tr.mask),
+                np.stack([f.val_logits for f in fits]), np.stack([f.train_logits for f in fits]))
 
 
 def _batch_size(n: int, largest: int) -> int:
@@ -596,10 +607,10 @@ def _progress(enabled: bool, epochs: int) -> Iterator[Any]:
         yield step
 
 
-def _export(model: Any, sample: _Set) -> bytes:
+def _export(model: Any, sample: _Set, members: bool = False) -> bytes:
     from inference.export import export_onnx
 
-    return export_onnx(model, sample.x, sample.mask)
+    return export_onnx(model, sample.x, sample.mask, members=members)
 
 
 def _meta(fit: _Fit, tr: _Set, va: _Set, names: list[str], schema: FeatureSchema,
@@ -622,6 +633,8 @@ def _meta(fit: _Fit, tr: _Set, va: _Set, names: list[str], schema: FeatureSchema
     ood_on_val = len(va.y) >= MIN_OOD_WINDOWS
     ood_logits = fit.val_logits if ood_on_val else np.concatenate([fit.train_logits, fit.val_logits])
     ood = energy_threshold(ood_logits, temperature, cfg.ood_quantile)
+    member_benign, gate_how = _member_gate(fit, tr, va, names.index(benign) if benign in names else None,
+                                           temperature, cfg, ood, ood_on_val)
     training = {
         "seed": seed, "config": asdict(cfg), "source": source,
         "model": {"arch": "WindowCNN", "members": max(1, cfg.members), **fit.model.net.config.to_json(),
@@ -638,7 +651,8 @@ def _meta(fit: _Fit, tr: _Set, va: _Set, names: list[str], schema: FeatureSchema
                           + ("" if cfg.attack_confidence is None
                              else f"; {cfg.attack_confidence} for attack classes"),
             "ood": f"{cfg.ood_quantile:.1%} quantile of free energy (incl. the distance term) on {len(ood_logits)} in-distribution "
-                   f"{'validation' if ood_on_val else 'train+validation'} windows"},
+                   f"{'validation' if ood_on_val else 'train+validation'} windows",
+            **({"member_benign": gate_how} if gate_how else {})},
     }
     metrics: dict[str, Any] = {"val_macro_f1": fit.best_val_f1, "history": fit.history}
     if has_val:
@@ -647,11 +661,30 @@ def _meta(fit: _Fit, tr: _Set, va: _Set, names: list[str], schema: FeatureSchema
     return BundleMeta(name=name, created_ms=int(time.time() * 1000), class_names=names,
                       benign_class=benign, window=window, features=schema.to_json(),
                       temperature=temperature,
-                      thresholds=Thresholds(confidence=cfg.confidence, ood=ood, per_class=(
+                      thresholds=Thresholds(confidence=cfg.confidence, ood=ood, member_benign=member_benign,
+                                            per_class=(
                           {} if cfg.attack_confidence is None
                           else {c: cfg.attack_confidence for c in names if c != benign})),
                       onnx=OnnxFile(file="model.onnx", sha256=""), metrics=metrics,
                       training=training)
+
+
+def _member_gate(fit: _Fit, tr: _Set, va: _Set, benign: int | None, temperature: float,
+                 cfg: TrainConfig, ood: float | None, on_val: bool) -> tuple[float | None, str]:
+    """The member-disagreement gate's tau and how it was set (TrainConfig.member_gate);
+    (None, "") when there is no gate."""
+    from inference.calibration import member_benign_threshold
+
+    if cfg.member_gate is None or fit.member_val_logits is None or benign is None:
+        return None, ""
+    z, y = fit.member_val_logits, va.y
+    if not on_val:  # as for the energy gate: too few validation windows, so training too
+        z, y = np.concatenate([fit.member_train_logits, z], axis=1), np.concatenate([tr.y, y])
+    tau, n = member_benign_threshold(z, y, temperature, benign, cfg.confidence, ood, cfg.member_gate)
+    if tau is None:
+        return None, "none: no benign window was called benign, so nothing to set it from"
+    return tau, (f"{cfg.member_gate:.1%} quantile of the lowest member's p(benign) on the {n} benign "
+                 f"{'validation' if on_val else 'train+validation'} windows called benign")
 
 
 def _counts(y: np.ndarray, names: list[str]) -> dict[str, int]:
