@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.errors import EdgeloopError
+from evaluation.experiment_openworld import MEMBER_GATE_HELP
 
 console = Console(stderr=True)
 FORMATS = ("flows", "cicids2017", "nslkdd")
@@ -71,11 +72,14 @@ def _load(path: Path, fmt: str, labels: Path | None = None) -> Any:
 @click.option("--variants", type=click.IntRange(0, 10), default=None,
               help="Re-rendered copies of each attack run (other pace, round trip, sizes, lost "
                    "answers, probe flags; inference.datasets.variation); 0: off. [default: 3]")
+@click.option("--member-gate", type=click.FloatRange(0, 0.5), default=None, metavar="SHARE",
+              help=MEMBER_GATE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None, no_eval: bool,
           no_foreign: bool, fmt: str, out: Path | None, int8: bool, seed: int, epochs: int | None,
           k: int | None, seconds: float | None, views: str | None, exclude: tuple[str, ...],
-          outlier_weight: float | None, variants: int | None, quiet: bool) -> None:
+          outlier_weight: float | None, variants: int | None, member_gate: float | None,
+          quiet: bool) -> None:
     """Train the 1-D CNN detector on labelled flows and write a model bundle.
 
     Windows are built by the edge's own windowing code (every view, with host history),
@@ -118,6 +122,7 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
     target = out or Path(tempfile.mkdtemp(prefix="edgeloop-train-"))
     cfg = RECIPE if outlier_weight is None else replace(RECIPE, outlier_weight=outlier_weight)
     cfg = cfg if variants is None else replace(cfg, run_variants=variants)
+    cfg = cfg if member_gate is None else replace(cfg, member_gate=member_gate)
     try:
         vs = parse_views(views or s.window_views)
         bundle = train_bundle(train_df, val_df=val_df, k=k or s.window_k, seconds=seconds or s.window_seconds,

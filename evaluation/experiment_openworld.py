@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -88,26 +89,50 @@ def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _same_recipe(bundle: Any, cfg: Any, path: Path) -> None:
+    """ModelError when a bundle to be reused was trained with settings other than `cfg`
+    (epochs aside, which the command sets). A setting newer than the bundle counts at its
+    default: the bundle was made without it."""
+    from dataclasses import MISSING, fields
+
+    from contracts.errors import ModelError
+
+    was = json.loads(json.dumps(bundle.meta.training.get("config", {})))
+    now = json.loads(json.dumps(asdict(cfg)))
+    default = json.loads(json.dumps({f.name: f.default for f in fields(cfg) if f.default is not MISSING}))
+    was = {k: was.get(k, default.get(k)) for k in now}
+    diff = sorted(k for k in now if k != "epochs" and was[k] != now[k])
+    if diff:
+        raise ModelError(f"{path} was trained with other settings ("
+                         + ", ".join(f"{k} {was[k]!r} there, {now[k]!r} now" for k in diff)
+                         + "): judge it with the settings it was made with, or use another --out")
+
+
 def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epochs: int | None = None,
-        say: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Train and judge one bundle per seed; write out_dir/openworld-seeds.json (+ .png)."""
+        say: Callable[[str], None] = lambda m: None, config: Any = None) -> dict[str, Any]:
+    """Train and judge one bundle per seed with `config` (default: the recipe, RECIPE);
+    write out_dir/openworld-seeds.json (+ .png). A seed-N/ bundle already in out_dir is
+    reused, unless it was trained with other settings (ModelError naming them)."""
     from evaluation.openworld import evaluate_open_world
     from inference.bundle import Bundle
     from inference.datasets.training import training_flows
     from inference.train import RECIPE, train_bundle
 
+    cfg = config or RECIPE
     out_dir.mkdir(parents=True, exist_ok=True)
-    flows = training_flows()
+    flows = None
     per_seed = []
     for seed in seeds:
         t0 = time.perf_counter()
         path = out_dir / f"seed-{seed}"
         if (path / "bundle.json").is_file():
             bundle = Bundle.load(path)
+            _same_recipe(bundle, cfg, path)
             say(f"seed {seed}: reusing {path}")
         else:
+            flows = training_flows() if flows is None else flows
             bundle = train_bundle(flows, views=["src", "dst"], seed=seed, epochs=epochs, progress=False,
-                                  out_dir=path, dataset="default training set", config=RECIPE)
+                                  out_dir=path, dataset="default training set", config=cfg)
         rec = {"seed": seed, "version": bundle.version, "train_seconds": bundle.meta.metrics.get("train_seconds"),
                "lab_macro_f1": lab_macro_f1(bundle), "figures": [], "reports": {}}
         for m in manifests:
@@ -119,6 +144,7 @@ def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epoch
         say(f"seed {seed}: {bundle.version}, lab macro-F1 {rec['lab_macro_f1']['all']:.4f}, {rec['seconds']} s")
         per_seed.append(rec)
     result = {"schema": SEEDS_SCHEMA, "seeds": list(seeds), "per_seed": per_seed,
+              "config": json.loads(json.dumps(asdict(cfg))),
               "manifests": [str(m) for m in manifests], "lab_f1_target": LAB_F1_TARGET,
               "table": table_rows(per_seed)}
     (out_dir / "openworld-seeds.json").write_text(json.dumps(result, indent=2, default=float))
@@ -354,6 +380,12 @@ def compare(candidate: Path, baseline: Path, all_rows: bool, json_out: Path | No
         json_out.write_text(json.dumps(res, indent=2, default=float))
 
 
+MEMBER_GATE_HELP = ("Train with the member-disagreement gate: a benign call needs every ensemble "
+                    "member's p(benign) >= tau, tau set so the gate defers this share of the "
+                    "validation windows called benign (e.g. 0.005). Off in the recipe: judged "
+                    "and not adopted (docs/openworld.md, rule 15).")
+
+
 @click.command("open-world")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds, help="Training seeds.")
 @click.option("--manifest", "manifests", multiple=True,
@@ -364,7 +396,10 @@ def compare(candidate: Path, baseline: Path, all_rows: bool, json_out: Path | No
               default=Path("var/experiments/openworld"), show_default=True,
               help="Bundles (seed-N/, reused when present), reports, JSON and plot.")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs per training.")
-def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Path, epochs: int | None) -> None:
+@click.option("--member-gate", type=click.FloatRange(0, 0.5), default=None, metavar="SHARE",
+              help=MEMBER_GATE_HELP)
+def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Path, epochs: int | None,
+               member_gate: float | None) -> None:
     """Train one detector per seed on the default training set and judge each outside the lab.
 
     Prints every open-world figure (benign false alerts and deferrals, known classes
@@ -378,8 +413,11 @@ def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Pat
 
     err = Console(stderr=True)
     try:
+        from inference.train import RECIPE
+
+        cfg = RECIPE if member_gate is None else replace(RECIPE, member_gate=member_gate)
         res = run(seeds, manifests or [m for m in DEFAULT_MANIFESTS if m.is_file()], out_dir,
-                  epochs=epochs, say=err.log)
+                  epochs=epochs, say=err.log, config=cfg)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     t = Table(title=f"open world over seeds {', '.join(map(str, seeds))}")
