@@ -1,6 +1,7 @@
 """How far a detector's ensemble members disagree on the windows it calls benign: a diagnostic
-for an open-set gate not built yet (docs/openworld.md, "A lead: the ensemble members'
-disagreement").
+for the member-disagreement gate at hand-picked thresholds, on any ensemble bundle (the gate
+itself is built: `edgeloop train --member-gate SHARE`; docs/openworld.md, "A lead: the
+ensemble members' disagreement" and rule 15 after it).
 
     .venv/bin/python scripts/member_disagreement.py BUNDLE OUT [--tau 0.5,0.7] [--manifest M ...]
 
@@ -14,8 +15,8 @@ windows missed (confidently benign) before and after, the worst capture after, b
 deferrals on the nDPI test half and the lab captures before and after, and known-class misses
 it would defer. OUT/all.parquet keeps every scoped window with that score (`member_min`).
 
-A diagnostic only: no detector runs this gate, and a tau chosen by looking at these captures
-is not a judged figure.
+A diagnostic only: a tau chosen by looking at these captures is not a judged figure. Run it
+on a bundle without the gate (with one, its own gate already defers some benign calls).
 """
 from __future__ import annotations
 
