@@ -59,6 +59,8 @@ EXPERIMENTS = {
                    "Train per seed on the default set; judge each on foreign captures and held-out kinds."),
     "compare": ("evaluation.experiment_openworld:compare",
                 "Two open-world runs side by side: a recipe change against the recipe before, seed range by seed range."),
+    "judge": ("evaluation.recipe_rule:judge_cmd",
+              "Judge two open-world runs by an adoption rule written before the candidate was trained."),
     "baseline": ("llm_agents.experiments.baseline:baseline",
                  "Site baseline on half a foreign capture set; false alerts on the other half, before and after."),
     "review-round": ("llm_agents.experiments.review_round:review_round",
