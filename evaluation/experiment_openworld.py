@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from edgeloop_app.model_cli import MEMBER_GATE_HELP
+
 SEEDS_SCHEMA = "edgeloop.openworld_seeds/1"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFESTS = (REPO / "data" / "openworld" / "ndpi-test.toml",
@@ -378,12 +380,6 @@ def compare(candidate: Path, baseline: Path, all_rows: bool, json_out: Path | No
     console.print(s)
     if json_out is not None:
         json_out.write_text(json.dumps(res, indent=2, default=float))
-
-
-MEMBER_GATE_HELP = ("Train with the member-disagreement gate: a benign call needs every ensemble "
-                    "member's p(benign) >= tau, tau set so the gate defers this share of the "
-                    "validation windows called benign (e.g. 0.005). Off in the recipe: judged "
-                    "and not adopted (docs/openworld.md, rule 15).")
 
 
 @click.command("open-world")
