@@ -110,6 +110,34 @@ def _same_recipe(bundle: Any, cfg: Any, path: Path) -> None:
                          + "): judge it with the settings it was made with, or use another --out")
 
 
+def with_settings(cfg: Any, settings: Sequence[str]) -> Any:
+    """`cfg` with each FIELD=VALUE applied (VALUE read as JSON, else as a string; a list
+    becomes a tuple where the field holds one); click.BadParameter naming what is wrong."""
+    from dataclasses import fields
+
+    known = {f.name: f for f in fields(cfg)}
+    changes: dict[str, Any] = {}
+    for item in settings:
+        name, sep, text = item.partition("=")
+        if not sep or name not in known:
+            raise click.BadParameter(f"{item!r}: FIELD=VALUE with FIELD one of {', '.join(sorted(known))}",
+                                     param_hint="--set")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        current = getattr(cfg, name)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        ok = (current is None or value is None or isinstance(value, type(current))
+              or (isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool)))
+        if not ok:
+            raise click.BadParameter(f"{item!r}: {name} holds {type(current).__name__}, not "
+                                     f"{type(value).__name__}", param_hint="--set")
+        changes[name] = float(value) if isinstance(current, float) and isinstance(value, int) else value
+    return replace(cfg, **changes) if changes else cfg
+
+
 def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epochs: int | None = None,
         say: Callable[[str], None] = lambda m: None, config: Any = None) -> dict[str, Any]:
     """Train and judge one bundle per seed with `config` (default: the recipe, RECIPE);
@@ -394,8 +422,11 @@ def compare(candidate: Path, baseline: Path, all_rows: bool, json_out: Path | No
 @click.option("--epochs", type=int, default=None, help="Maximum epochs per training.")
 @click.option("--member-gate", type=click.FloatRange(0, 0.5), default=None, metavar="SHARE",
               help=MEMBER_GATE_HELP)
+@click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
+              help="Train with one setting of the recipe changed (inference.train.TrainConfig; "
+                   "repeatable; VALUE as JSON, e.g. --set benign_link_copies=1): a candidate recipe.")
 def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Path, epochs: int | None,
-               member_gate: float | None) -> None:
+               member_gate: float | None, settings: tuple[str, ...]) -> None:
     """Train one detector per seed on the default training set and judge each outside the lab.
 
     Prints every open-world figure (benign false alerts and deferrals, known classes
@@ -412,6 +443,7 @@ def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Pat
         from inference.train import RECIPE
 
         cfg = RECIPE if member_gate is None else replace(RECIPE, member_gate=member_gate)
+        cfg = with_settings(cfg, settings)
         res = run(seeds, manifests or [m for m in DEFAULT_MANIFESTS if m.is_file()], out_dir,
                   epochs=epochs, say=err.log, config=cfg)
     except EdgeloopError as exc:

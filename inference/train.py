@@ -124,6 +124,10 @@ class TrainConfig:
     # sent it (inference.datasets.variation: pace, round trip, sizes, lost answers, probe
     # flags), windowed by the edge's code beside the real runs; train_bundle only. 0: off.
     run_variants: int = 0
+    # Copies of each lab capture's benign flows over longer round trips (the attack copies'
+    # 0-300 ms; inference.datasets.variation.benign_link_copies), beside the attack copies;
+    # needs run_variants > 0. 0: off.
+    benign_link_copies: int = 0
 
 
 CAPTURE_COLUMN = "capture"
@@ -266,6 +270,13 @@ def _with_variants(df: Any, tr: Windows, val: Windows | None, cfg: TrainConfig, 
     if CAPTURE_COLUMN not in df.columns:
         df = df.assign(**{CAPTURE_COLUMN: "capture"})
     extra = run_variants(df, copies=cfg.run_variants, seed=seed, benign=spec[3])
+    if cfg.benign_link_copies > 0:
+        import pandas as pd
+
+        from inference.datasets.variation import Variation, benign_link_copies
+
+        slow = benign_link_copies(df, cfg.benign_link_copies, seed, Variation().rtt_ms, benign=spec[3])
+        extra = pd.concat([extra, slow], ignore_index=True) if len(slow) else extra
     if not len(extra):
         return tr, val, 0
     vw = frame_windows(extra, *spec)

@@ -32,7 +32,8 @@ from them by the edge's own code:
 Each copy is a capture of its own (`capture` column), one run per capture, so windows never
 mix two copies and no host history runs from one into the next. Benign flows are left as
 they are (copies of them, over other links and sizes, made unknown floods look benign in
-the open-world experiment). Labels and carriers (inference.datasets.lab.CARRIES) are kept; flow ids get a
+the open-world experiment); `benign_link_copies` makes copies of them over longer round
+trips only (TrainConfig.benign_link_copies, off in the recipe: rule 17). Labels and carriers (inference.datasets.lab.CARRIES) are kept; flow ids get a
 suffix, so every copy's windows have ids of their own.
 
     >>> extra = run_variants(flows, copies=2, seed=0)
@@ -130,6 +131,47 @@ def run_variants(df: Any, copies: int = 2, seed: int = 0, variation: Variation |
             out = _render(run, rng, v)
             out["flow_id"] = out["flow_id"].astype(str) + f"{COPY_MARK}{c}"
             out[CAPTURE] = f"variant-{c}:{cap}:{key}"
+            parts.append(out)
+    return pd.concat(parts, ignore_index=True) if parts else df.iloc[0:0].copy()
+
+
+BENIGN_MARK = "~b"   # a benign link copy's flow id: the real flow's id, this mark and the copy's number
+
+
+def benign_link_copies(df: Any, copies: int = 1, seed: int = 0, rtt_ms: Sequence[float] = (0.0, 300.0),
+                       benign: str = "benign", foreign: str = "ndpi") -> Any:
+    """`copies` copies of each capture's benign flows over longer round trips: each source
+    host's answered exchanges wait d ms more (uniform d per host and copy, the attack copies'
+    range), nothing else redrawn (not sizes, not pace). Attack runs already travel slow
+    links in their copies; benign traffic did not, so slowness alone could read as an attack
+    (page loads over a slow link called slow DoS). Foreign captures (`capture` starting with
+    `foreign`) are left out: their links are already someone else's. Each copy is a capture
+    of its own, with its own host history. A generator of its own ([seed, 2]), so the attack
+    copies draw what they drew without it."""
+    import pandas as pd
+
+    if copies < 1 or not len(df):
+        return df.iloc[0:0].copy()
+    rng = np.random.default_rng([seed, 2])
+    base = df.get(CAPTURE, pd.Series("capture", index=df.index)).astype(str)
+    pick = (df["label"].astype(str) == benign).to_numpy() & ~base.str.startswith(foreign).to_numpy()
+    parts = []
+    for cap, flows in df[pick].groupby(base[pick].to_numpy(), sort=True):
+        for c in range(copies):
+            out = flows.copy()
+            hosts = out["src_ip"].astype(str).to_numpy()
+            for host, idx in pd.Series(np.arange(len(out))).groupby(hosts, sort=True):
+                part = out.iloc[idx.to_numpy()].copy()
+                _longer_round_trip(part, rng.uniform(*rtt_ms), rng)
+                for col in ("duration_ms", "mean_piat_ms", "max_piat_ms"):
+                    out.iloc[idx.to_numpy(), out.columns.get_loc(col)] = part[col].to_numpy()
+            dur = out["duration_ms"].to_numpy(dtype=np.float64)
+            out["last_seen_ms"] = (out["first_seen_ms"].to_numpy(dtype=np.float64) + dur).astype(np.int64)
+            for col in flows.columns:
+                if out[col].dtype != flows[col].dtype and np.issubdtype(flows[col].dtype, np.integer):
+                    out[col] = np.round(out[col].to_numpy(dtype=np.float64)).astype(flows[col].dtype)
+            out["flow_id"] = out["flow_id"].astype(str) + f"{BENIGN_MARK}{c}"
+            out[CAPTURE] = f"benign-link-{c}:{cap}"
             parts.append(out)
     return pd.concat(parts, ignore_index=True) if parts else df.iloc[0:0].copy()
 

@@ -54,3 +54,17 @@ def test_train_member_gate_option_reaches_the_bundle(tmp_path):
     assert r.exit_code == 0, r.output
     b = Bundle.load(tmp_path / "b")
     assert b.meta.training["config"]["member_gate"] == 0.05 and b.meta.thresholds.member_benign is not None
+
+
+def test_set_changes_one_recipe_field_and_names_a_wrong_one():
+    import click
+
+    from evaluation.experiment_openworld import with_settings
+
+    cfg = with_settings(TrainConfig(), ["benign_link_copies=1", "outlier_rate=[2, 20]", "confidence=1"])
+    assert (cfg.benign_link_copies, cfg.outlier_rate, cfg.confidence) == (1, (2, 20), 1.0)
+    assert with_settings(TrainConfig(), []) == TrainConfig()
+    for bad, why in (("nope=1", "FIELD one of"), ("members=three", "members holds int, not str"),
+                     ("members", "FIELD=VALUE")):
+        with pytest.raises(click.BadParameter, match=why):
+            with_settings(TrainConfig(), [bad])

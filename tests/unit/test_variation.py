@@ -177,3 +177,40 @@ def test_client_sizes_and_trickles_stay_for_classes_not_listed(flows):
     v = Variation(client_size=(4.0, 4.0), trickle=(3.0, 3.0), client_shaped=("slow_http_dos",))
     brute = run_variants(flows, copies=1, seed=0, variation=v).query("label == 'ssh_bruteforce'")
     assert (brute["src2dst_bytes"] == 1500).all() and (brute["packets"] == 20).all()
+
+
+def _benign_exchanges() -> pd.DataFrame:
+    """Two lab clients' answered TCP flows and a foreign capture's, for the benign link copies."""
+    kw = dict(packets=12, bytes=2000, src2dst_packets=7, src2dst_bytes=900, dst2src_packets=5, dst2src_bytes=1100,
+              duration_ms=110.0, mean_piat_ms=10.0, max_piat_ms=30.0, dst_port=443, rst_packets=0,
+              dst2src_rst_packets=0, fin_packets=2, ack_packets=11)
+    rows = [_flow(i, f"10.77.0.{1 + i % 2}", "10.77.0.5", "benign", 1_000 + 100 * i, **kw) for i in range(20)]
+    rows += [_flow(50 + i, "192.168.1.7", "10.77.0.5", "benign", 1_000 + 100 * i, **{**kw, "capture": "ndpi"})
+             for i in range(5)]
+    rows += [_flow(80 + i, "10.77.128.1", "10.77.0.5", "syn_scan", 2_000 + 10 * i) for i in range(10)]
+    return pd.DataFrame(rows)
+
+
+def test_benign_link_copies_slow_only_the_lab_benign_flows_one_round_trip_per_host():
+    from inference.datasets.variation import BENIGN_MARK, benign_link_copies
+
+    df = _benign_exchanges()
+    out = benign_link_copies(df, copies=2, seed=0)
+    assert len(out) == 2 * 20 and set(out["label"]) == {"benign"}           # no attack, no foreign flow
+    assert set(out["capture"]) == {"benign-link-0:lab", "benign-link-1:lab"}
+    assert out["flow_id"].str.contains(BENIGN_MARK, regex=False).all() and out["flow_id"].is_unique
+    src = df.set_index("flow_id")
+    real = src.loc[out["flow_id"].str.split(BENIGN_MARK, regex=False).str[0]]
+    untouched = [c for c in df.columns if c not in ("flow_id", "capture", "duration_ms", "mean_piat_ms",
+                                                   "max_piat_ms", "last_seen_ms")]
+    assert (out[untouched].to_numpy() == real[untouched].to_numpy()).all()   # sizes, counts, pace kept
+    # 5 answered exchanges per flow: each waits the host's d ms more (+-10% per flow)
+    added = (out["duration_ms"].to_numpy() - real["duration_ms"].to_numpy()) / 5
+    per_host = pd.Series(added).groupby([out["capture"].to_numpy(), out["src_ip"].to_numpy()])
+    assert (per_host.max() <= per_host.min() * 1.1 / 0.9 + 1e-6).all() and (added >= 0).all()
+    assert per_host.mean().nunique() == 4 and per_host.mean().max() <= 300 * 1.1
+    assert (out["last_seen_ms"] >= out["first_seen_ms"]).all()
+    records, errors = records_from_frame(out)
+    assert not errors and len(records) == len(out)
+    assert benign_link_copies(df, copies=0, seed=0).empty
+
