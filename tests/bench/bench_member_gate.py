@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "bench"))
 
 from bench_edge import bench_flows  # noqa: E402
-from bench_int8 import engine_rate  # noqa: E402
+from bench_int8 import engine_rates  # noqa: E402
 
 
 def gated_copy(bundle, tau: float, out: Path):
@@ -74,12 +74,10 @@ def main() -> None:
 
     import pandas as pd
 
-    from contracts.records import encode_flow_batch
     from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
     from inference.onnx_detector import OnnxDetector
     from inference.windowing import stack_windows, windows_from_frame
     from streams.score import score_frame
-    from streams.sources.files import iter_flow_dicts
 
     bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
     gated_bundle = gated_copy(bundle, args.tau, Path(tempfile.mkdtemp(prefix="edgeloop-gated-")))
@@ -108,13 +106,8 @@ def main() -> None:
         print(f"  {name:<44}{r:>12,.0f} windows/s")
     print(f"  gate / no gate (score): {rates['OnnxDetector.score, member gate'] / rates['OnnxDetector.score, no gate']:.3f}x")
 
-    rows = list(iter_flow_dicts(bench_flows(args.flows)))
-    raws = [encode_flow_batch(rows[a:a + 500]) for a in range(0, len(rows), 500)]
-    best = {"no gate": 0.0, "member gate": 0.0}
-    for _ in range(args.repeat):
-        for name, det in (("no gate", plain), ("member gate", gated)):
-            best[name] = max(best[name], engine_rate(det, raws, len(rows)))
-    print(f"engine in process, {len(rows):,} synthetic flows, best of {args.repeat} alternated:")
+    best, n = engine_rates({"no gate": plain, "member gate": gated}, bench_flows(args.flows), args.repeat)
+    print(f"engine in process, {n:,} synthetic flows, best of {args.repeat} alternated:")
     for name, r in best.items():
         print(f"  {name:<44}{r:>12,.0f} flows/s")
     print(f"  gate / no gate: {best['member gate'] / best['no gate']:.3f}x")
