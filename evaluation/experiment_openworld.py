@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from edgeloop_app.model_cli import MEMBER_GATE_HELP
+from inference.bundle import MEMBER_GATE_HELP
 
 SEEDS_SCHEMA = "edgeloop.openworld_seeds/1"
 REPO = Path(__file__).resolve().parents[1]
