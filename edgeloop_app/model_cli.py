@@ -15,10 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.errors import EdgeloopError
-from inference.bundle import MEMBER_GATE_HELP
 
 console = Console(stderr=True)
 FORMATS = ("flows", "cicids2017", "nslkdd")
+MEMBER_GATE_HELP = ("Train with the member-disagreement gate: a benign call needs every ensemble "
+                    "member's p(benign) >= tau, tau set so the gate defers this share of the "
+                    "validation windows called benign (e.g. 0.005). Off in the recipe: judged "
+                    "and not adopted (docs/openworld.md, rule 15).")
 
 
 def _settings() -> Any:

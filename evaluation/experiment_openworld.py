@@ -20,7 +20,6 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from inference.bundle import MEMBER_GATE_HELP
 
 SEEDS_SCHEMA = "edgeloop.openworld_seeds/1"
 REPO = Path(__file__).resolve().parents[1]
@@ -420,13 +419,11 @@ def compare(candidate: Path, baseline: Path, all_rows: bool, json_out: Path | No
               default=Path("var/experiments/openworld"), show_default=True,
               help="Bundles (seed-N/, reused when present), reports, JSON and plot.")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs per training.")
-@click.option("--member-gate", type=click.FloatRange(0, 0.5), default=None, metavar="SHARE",
-              help=MEMBER_GATE_HELP)
 @click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
               help="Train with one setting of the recipe changed (inference.train.TrainConfig; "
-                   "repeatable; VALUE as JSON, e.g. --set benign_link_copies=1): a candidate recipe.")
+                   "repeatable; VALUE as JSON, e.g. --set member_gate=0.005): a candidate recipe.")
 def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Path, epochs: int | None,
-               member_gate: float | None, settings: tuple[str, ...]) -> None:
+               settings: tuple[str, ...]) -> None:
     """Train one detector per seed on the default training set and judge each outside the lab.
 
     Prints every open-world figure (benign false alerts and deferrals, known classes
@@ -442,8 +439,7 @@ def open_world(seeds: tuple[int, ...], manifests: tuple[Path, ...], out_dir: Pat
     try:
         from inference.train import RECIPE
 
-        cfg = RECIPE if member_gate is None else replace(RECIPE, member_gate=member_gate)
-        cfg = with_settings(cfg, settings)
+        cfg = with_settings(RECIPE, settings)
         res = run(seeds, manifests or [m for m in DEFAULT_MANIFESTS if m.is_file()], out_dir,
                   epochs=epochs, say=err.log, config=cfg)
     except EdgeloopError as exc:

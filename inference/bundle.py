@@ -58,12 +58,6 @@ class Thresholds(BaseModel):
     member_benign: float | None = Field(None, ge=0, le=1)
 
 
-# The --member-gate option of `edgeloop train` and `edgeloop experiment open-world`.
-MEMBER_GATE_HELP = ("Train with the member-disagreement gate: a benign call needs every ensemble "
-                    "member's p(benign) >= tau, tau set so the gate defers this share of the "
-                    "validation windows called benign (e.g. 0.005). Off in the recipe: judged "
-                    "and not adopted (docs/openworld.md, rule 15).")
-
 
 def check_window(bundle: "Bundle", k: int, seconds: float, views: Any, *, follow: bool = False) -> WindowSpec:
     """The window spec to run `bundle` with: its own, when the settings agree or `follow`

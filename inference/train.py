@@ -125,8 +125,8 @@ class TrainConfig:
     # flags), windowed by the edge's code beside the real runs; train_bundle only. 0: off.
     run_variants: int = 0
     # Copies of each lab capture's benign flows over longer round trips (the attack copies'
-    # 0-300 ms; inference.datasets.variation.benign_link_copies), beside the attack copies;
-    # needs run_variants > 0. 0: off.
+    # 0-300 ms; inference.datasets.variation.benign_link_copies), beside the attack copies.
+    # 0: off.
     benign_link_copies: int = 0
 
 
@@ -234,7 +234,7 @@ def train_bundle(train_df: Any, *, val_df: Any = None, k: int = 8, seconds: floa
     tr = frame_windows(train_df, k, seconds, key, benign, views)
     val = None if val_df is None else frame_windows(val_df, k, seconds, key, benign, views)
     n_variants = 0
-    if cfg.run_variants > 0:
+    if cfg.run_variants > 0 or cfg.benign_link_copies > 0:
         tr, val, n_variants = _with_variants(train_df, tr, val, cfg, seed, (k, seconds, key, benign, views))
     source = {"dataset": dataset, "train_flows": int(len(train_df)), "variant_flows": n_variants,
               **({"variation": _variation_record()} if n_variants else {}),

@@ -68,3 +68,15 @@ def test_set_changes_one_recipe_field_and_names_a_wrong_one():
                      ("members", "FIELD=VALUE")):
         with pytest.raises(click.BadParameter, match=why):
             with_settings(TrainConfig(), [bad])
+
+
+def test_benign_link_copies_reach_training_without_attack_copies(tmp_path):
+    from inference.datasets.synthetic import synthetic_flows
+    from inference.train import train_bundle
+
+    flows = synthetic_flows(hosts_per_class=2, flows_per_host=24, seed=1)
+    b = train_bundle(flows, epochs=1, progress=False, out_dir=tmp_path,
+                     config=TrainConfig(members=1, run_variants=0, benign_link_copies=1))
+    benign = int((flows["label"] == "benign").sum())
+    # every benign flow but those of the validation windows, copied once
+    assert 0 < b.meta.training["source"]["variant_flows"] <= benign
