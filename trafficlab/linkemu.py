@@ -24,7 +24,10 @@ maximum of many draws to every frame of a flood.
 
 links.json: {"seed": 7, "links": [{"host_dev": "p-c1", "bridge_dev": "q-c1",
              "up": {"delay_ms": 40, "jitter_ms": 4, "loss": 0.01, "rate_mbit": 20}, "down": {...}}]}
-It writes a JSON line of per-direction counters to stdout when it stops (SIGTERM or --until).
+It writes a JSON line of per-direction counters to stdout when it stops (SIGTERM or --until):
+frames in, out, lost, dropped from the tail, and the mean delay plus jitter the admitted
+frames were given (queueing behind the rate limit not included), so a run can show the
+delay it applied apart from the queues its traffic built.
 """
 from __future__ import annotations
 
@@ -77,7 +80,10 @@ class Pipe:
     last_due: float = 0.0
     jitter: float = 0.0          # current jitter offset, seconds (OU process)
     jitter_at: float = 0.0
-    counts: dict = field(default_factory=lambda: {"in": 0, "out": 0, "lost": 0, "tail_drop": 0})
+    counts: dict = field(default_factory=lambda: {"in": 0, "out": 0, "lost": 0, "tail_drop": 0,
+                                                  "delay_ms_mean": None})
+    delay_sum: float = 0.0       # seconds of delay + jitter given to admitted frames (no queueing)
+    admitted: int = 0
 
     def admit(self, frame: bytes, now: float) -> float | None:
         """Queue a frame; returns its due time (None if it was lost or dropped)."""
@@ -93,10 +99,13 @@ class Pipe:
                 return None
             self.link_free = start + len(frame) * 8 / (s.rate_mbit * 1e6)
             start = self.link_free
-        delay = s.delay_ms / 1000 + (self._jitter(now) if s.jitter_ms else 0.0)
-        due = max(self.last_due, start + max(0.0, delay))
+        delay = max(0.0, s.delay_ms / 1000 + (self._jitter(now) if s.jitter_ms else 0.0))
+        due = max(self.last_due, start + delay)
         self.last_due = due
         self.queue.append((due, frame))
+        self.delay_sum += delay
+        self.admitted += 1
+        self.counts["delay_ms_mean"] = round(self.delay_sum * 1000 / self.admitted, 2)
         return due
 
     def _jitter(self, now: float) -> float:

@@ -49,6 +49,15 @@ def test_conditions_were_applied(slow_lab) -> None:
     counters = sheet["link_counters"]
     assert {k.split(":")[0] for k in counters} == {f"p-{h}" for h in hosts}
     assert sum(c["lost"] for c in counters.values()) > 0            # loss happened
+    # The delay each direction gave its frames, apart from queueing: half the link's round
+    # trip. Jitter averages out over a busy direction's many bursts (one run: -3 to +8 ms on
+    # the directions with 1,000 frames or more; up to +14 ms on quiet ones, not judged).
+    off = {}
+    for name, c in counters.items():
+        want = cond["links"][name.split(":")[0][2:]]["delay_ms"] / 2
+        off[name] = round(c["delay_ms_mean"] - want, 1)
+        assert c["out"] < 1000 or abs(off[name]) <= 0.25 * want, (name, c, want)
+    print(f"\nmean delay given minus half the link's round trip, per direction (ms): {off}")
     # Round trips, as the switch sees them: a SYN-flood flow is the SYN, then the victim's
     # answer after the victim's downlink and uplink (a RST from a closed port ends it there),
     # then, for an open port, the attacker's RST after the attacker's downlink and uplink.
@@ -65,10 +74,22 @@ def test_conditions_were_applied(slow_lab) -> None:
     # a failure names every link's counters, to tell drops on the victim's link from others.
     assert len(answered) + len(full) >= 8, (len(flood), len(answered), len(full),
                                             flood["packets"].value_counts().to_dict(), counters)
+    # The flood lasts about 15 ms, well inside the jitter's 50 ms time constant
+    # (trafficlab.linkemu.JITTER_TAU_S), so its flows share one jitter draw per direction: the
+    # median is one sample of delay + N(0, up^2 + down^2), plus queueing (never less). A bound
+    # of 0.8 x delay failed 2 of 3 full runs (medians 168 and 181 ms on a 229.7 ms link with
+    # 29.2 ms of jitter each way: 1.5 sigma), so the bound is 3 sigma under the delay: a link
+    # without the emulator shows about 1 ms. This bound alone cannot tell delay from the
+    # queue behind the victim's 2-6 Mbit/s uplink (with the delay zeroed, a run measured
+    # 432 ms): the counters above do. The emulator's arithmetic is pinned in
+    # tests/unit/test_lab_conditions.py.
+    def floor(*roles: str) -> float:
+        sigma = sum(2 * cond["links"][r]["jitter_ms"] ** 2 for r in roles) ** 0.5
+        return sum(cond["links"][r]["delay_ms"] for r in roles) - 3 * sigma
     if len(answered):
-        assert answered["duration_ms"].median() >= 0.8 * vic, (answered["duration_ms"].describe(), vic)
+        assert answered["duration_ms"].median() >= floor("vic"), (answered["duration_ms"].describe(), vic)
     if len(full):
-        assert full["duration_ms"].median() >= 0.8 * (vic + att), (full["duration_ms"].describe(), vic, att)
+        assert full["duration_ms"].median() >= floor("vic", "att"), (full["duration_ms"].describe(), vic, att)
     assert df["max_ps"].max() <= 1280 + 14                              # the MTU held
 
 
