@@ -17,6 +17,16 @@ it would defer. OUT/all.parquet keeps every scoped window with that score (`memb
 
 A diagnostic only: a tau chosen by looking at these captures is not a judged figure. Run it
 on a bundle without the gate (with one, its own gate already defers some benign calls).
+
+`--measure benign-distance` asks the same of another score, class-conditional density in the
+embedding (Lee et al., 2018): each member's squared Mahalanobis distance of the window's pooled
+features to the benign class mean (tied covariance), read from the graph, which already
+computes it for every class (`inference.model.DistanceShifted` folds the nearest class's into
+the energy). A gate would send a benign call to `uncertain` when the largest member's distance
+is over tau; `--tau` then gives quantiles of that distance over the training windows that are
+benign and called benign (0.995: 0.5% of them would be deferred), as the member gate's SHARE
+does on validation windows. docs/openworld.md, "Measured, not built: the distance to the
+benign class".
 """
 from __future__ import annotations
 
@@ -49,11 +59,48 @@ def member_session(bundle) -> tuple[object, str]:
     return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]), name
 
 
+def distance_session(bundle) -> tuple[object, list[str]]:
+    """A session on the bundle's fp32 graph that also outputs each member's squared
+    Mahalanobis distances to every class mean [n, C] (the input of the member's ReduceMin)."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.load(str(bundle.onnx_path(False)))
+    names = [n.input[0] for n in m.graph.node if n.op_type == "ReduceMin" and n.output[0].startswith("/members.")]
+    if not names:
+        raise SystemExit(f"{bundle.version}: no per-member class distances in the graph")
+    for name in names:
+        m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]), names
+
+
+def train_distance_quantiles(det, measure, qs: list[float]) -> list[float]:
+    """Quantiles of `measure` over the default training set's windows that are benign and
+    called benign (the reference a gate's tau would be set from)."""
+    from inference.datasets.training import training_flows
+    from inference.train import frame_windows
+
+    w = det.window
+    tr = frame_windows(training_flows(), w.k, w.seconds, w.key, det.class_names[det._benign], w.views)
+    pick = np.array(tr.labels) == det.class_names[det._benign]
+    x, mask = tr.x[pick].astype(np.float32), tr.mask[pick].astype(np.float32)
+    s = det.score(x, mask)
+    called = (s.predicted == det._benign) & ~s.uncertain
+    return [float(np.quantile(measure(det, x, mask)[called], q)) for q in qs]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle", help="bundle directory")
     ap.add_argument("out", type=Path, help="directory for the reports and all.parquet")
-    ap.add_argument("--tau", default="0.5,0.7,0.8,0.9", help="thresholds to print (comma-separated)")
+    ap.add_argument("--measure", choices=("member", "benign-distance"), default="member",
+                    help="member: the lowest member's p(benign), gate below tau; benign-distance: "
+                         "the largest member's distance to the benign mean, gate above tau")
+    ap.add_argument("--tau", default=None, help="thresholds to print (comma-separated; default "
+                    "0.5,0.7,0.8,0.9 for member; for benign-distance, quantiles of the training "
+                    "benign windows' distances, default 0.995,0.99,0.98,0.95)")
     ap.add_argument("--manifest", action="append", help="manifest names under data/openworld "
                     "(repeatable; default: the nDPI test half and lab captures a-n)")
     a = ap.parse_args()
@@ -65,18 +112,35 @@ def main() -> None:
     from inference.bundle import Bundle
 
     bundle = Bundle.load(a.bundle)
-    sess, out_name = member_session(bundle)
+    distance = a.measure == "benign-distance"
+    b = bundle.meta.class_names.index(bundle.meta.benign_class)
+    if distance:
+        sess, names = distance_session(bundle)
+
+        def measure(self, x_raw, mask):        # the largest member's distance to the benign mean
+            d = sess.run(names, {"windows": self.schema.normalise(x_raw, mask), "mask": mask})
+            return np.max([m[:, b] for m in d], axis=0)
+    else:
+        sess, out_name = member_session(bundle)
+
+        def measure(self, x_raw, mask):        # the lowest member's calibrated p(benign)
+            members = sess.run([out_name], {"windows": self.schema.normalise(x_raw, mask), "mask": mask})[0]
+            return np.stack([od.calibrate(z, self.temperature)[0][:, b] for z in members]).min(axis=0)
     shipped_score = od.OnnxDetector.score
 
     def score(self, x_raw, mask):
         s = shipped_score(self, x_raw, mask)       # every verdict as shipped
         if len(x_raw):
-            x = self.schema.normalise(x_raw, mask)
-            members = sess.run([out_name], {"windows": x, "mask": mask})[0]   # [members, n, C]
-            b = self.class_names.index(bundle.meta.benign_class)
-            p = np.stack([od.calibrate(z, self.temperature)[0][:, b] for z in members])
-            s.ood[:] = p.min(axis=0)                  # reported as ood_score: the lowest member
+            s.ood[:] = measure(self, x_raw, mask)  # reported as ood_score
         return s
+
+    if distance:
+        qs = [float(t) for t in (a.tau or "0.995,0.99,0.98,0.95").split(",")]
+        taus = train_distance_quantiles(od.OnnxDetector(bundle), measure, qs)
+        print("training benign windows called benign, distance quantiles: "
+              + ", ".join(f"{q:g}: {t:.1f}" for q, t in zip(qs, taus)))
+    else:
+        taus = [float(t) for t in (a.tau or "0.5,0.7,0.8,0.9").split(",")]
 
     od.OnnxDetector.score = score
     a.out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +153,8 @@ def main() -> None:
                                                   "uncertain", "ood_score", "scoped"]))
         print(f"{man}: scored", file=sys.stderr)
     d = pd.concat(frames, ignore_index=True)
-    d = d[d["scoped"]].rename(columns={"ood_score": "member_min"})
+    col = "benign_distance" if distance else "member_min"
+    d = d[d["scoped"]].rename(columns={"ood_score": col})
     d.to_parquet(a.out / "all.parquet")
 
     ndpi = d["capture"].str.startswith("ndpi")
@@ -97,12 +162,13 @@ def main() -> None:
     missed = unk & (d["verdict"] == "miss")
     deferred = d["verdict"] == "deferred"
     print(f"bundle {bundle.version}: {int(unk.sum()):,} unknown-kind windows, {int(missed.sum())} missed")
-    for tau in (float(t) for t in a.tau.split(",")):
-        gate = (d["predicted"] == bundle.meta.benign_class) & ~d["uncertain"] & (d["member_min"] < tau)
+    for tau in taus:
+        beyond = d[col] > tau if distance else d[col] < tau
+        gate = (d["predicted"] == bundle.meta.benign_class) & ~d["uncertain"] & beyond
         left = missed & ~gate
         worst = left[unk].groupby(d.loc[unk, "capture"]).mean().max()
         nd, lab = ben & ndpi, ben & ~ndpi
-        print(f"tau {tau:.2f}: unknown missed {int(missed.sum())} -> {int(left.sum())} "
+        print(f"tau {tau:.{1 if distance else 2}f}: unknown missed {int(missed.sum())} -> {int(left.sum())} "
               f"(worst capture {worst:.2%}); benign deferred nDPI {deferred[nd].mean():.2%} -> "
               f"{(deferred | gate)[nd].mean():.2%}, lab {deferred[lab].mean():.2%} -> "
               f"{(deferred | gate)[lab].mean():.2%}; known misses deferred "
