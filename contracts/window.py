@@ -38,6 +38,13 @@ SOURCE_ONLY_CLASSES: frozenset[str] = frozenset({"host_sweep"})
 # destination window names, whether one spoofed address sends or many.
 ONE_PEER_SOURCE_CLASSES: frozenset[str] = frozenset(
     {"slow_http_dos", "http_bruteforce", "ssh_bruteforce", "syn_scan", "fin_scan", "udp_scan"})
+# A destination window whose flows (a full window of them) are each one packet nobody
+# answered, from a peer other than the flow before's, all starting within this many
+# milliseconds, has the shape of a spoofed-source flood of any protocol: sources that never
+# answer, each sending once, at 140 or more a second, to one host. Called benign, it goes to
+# `uncertain` (reason ood) instead: the network has seen TCP floods of that shape and may
+# call an ICMP or UDP one benign (docs/openworld.md, rule 19). None: no such rule.
+FLOOD_SHAPE_SPAN_MS: float | None = 50.0
 
 
 def parse_views(views: str | Sequence[str]) -> tuple[str, ...]:

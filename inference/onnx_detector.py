@@ -14,8 +14,10 @@ sweep), or a destination window whose flows all come from one peer called a clas
 attacker opens the flows (contracts.window.ONE_PEER_SOURCE_CLASSES: that peer's source
 windows show it), or, where the bundle sets `member_benign`, it is called benign while one
 of the ensemble's members gives benign less than that (the members disagree, as they do on
-what none of them learned: the graph's "member_logits"); each of the last five goes out with
-reason "ood". The destination rules are
+what none of them learned: the graph's "member_logits"), or it is a destination window
+called benign with the shape of a spoofed flood (`flood_shaped`: a full window of one-packet,
+unanswered flows from changing peers within contracts.window.FLOOD_SHAPE_SPAN_MS); each of
+the last six goes out with reason "ood". The destination rules are
 `covered`: every flow of such a window sits in a source window that is judged on its own,
 so the edge counts them and does not spend the agent's rate-limited channel on them.
 """
@@ -28,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from contracts.errors import ModelError
-from contracts.window import ONE_PEER_SOURCE_CLASSES, SOURCE_ONLY_CLASSES
+from contracts.window import FLOOD_SHAPE_SPAN_MS, ONE_PEER_SOURCE_CLASSES, SOURCE_ONLY_CLASSES
 from inference.bundle import Bundle
 from inference.export import MEMBERS_OUTPUT
 from inference.support import beyond_support
@@ -105,6 +107,11 @@ class OnnxDetector:
         self._source_only = np.array([c in SOURCE_ONLY_CLASSES for c in self.class_names], dtype=bool)
         self._peer_changed = names.index("peer_changed") if "peer_changed" in names else None
         self._one_peer_source = np.array([c in ONE_PEER_SOURCE_CLASSES for c in self.class_names], dtype=bool)
+        self._flood_shape = (None if FLOOD_SHAPE_SPAN_MS is None
+                             or not {"view_dst", "peer_changed", "log_gap_ms", "log_packets",
+                                     "log_bwd_packets"} <= set(names)
+                             else tuple(names.index(f) for f in ("log_packets", "log_bwd_packets",
+                                                                 "peer_changed", "log_gap_ms")))
         self._member_tau = meta.thresholds.member_benign
         self._benign = self.class_names.index(meta.benign_class) if meta.benign_class in self.class_names else None
         try:
@@ -145,6 +152,11 @@ class OnnxDetector:
             if called.any():
                 p = member_min_benign(out[1][:, called], self.temperature, self._benign)
                 ood[np.flatnonzero(called)[p < self._member_tau]] = True
+        if self._flood_shape is not None and self._benign is not None:
+            called = (pred == self._benign) & ~low & ~ood & (x_raw[:, self._view_dst, 0] > 0.5)
+            if called.any():
+                rows = np.flatnonzero(called)
+                ood[rows[flood_shaped(x_raw[rows], mask[rows], self._flood_shape, FLOOD_SHAPE_SPAN_MS)]] = True
         covered = None
         if self._view_dst is not None:
             dst = x_raw[:, self._view_dst, 0] > 0.5
@@ -162,3 +174,17 @@ class OnnxDetector:
 
         x, mask = stack_windows(windows, self.k)
         return self.score(x, mask)
+
+
+def flood_shaped(x_raw: np.ndarray, mask: np.ndarray, cols: tuple[int, int, int, int],
+                 span_ms: float) -> np.ndarray:
+    """[n] bool: raw windows x [n, F, K] that are full (K real flows), each flow one packet
+    with none back, the peer changing at every flow after the first, and the last flow
+    starting within `span_ms` of the first. `cols`: the schema's indices of log_packets,
+    log_bwd_packets, peer_changed and log_gap_ms (log1p of the gap to the flow before)."""
+    packets, bwd, changed, gap = cols
+    real = mask > 0
+    one = (x_raw[:, packets, :] < np.log1p(1.5)) & (x_raw[:, bwd, :] == 0)
+    peers = (x_raw[:, changed, 1:] > 0.5).all(axis=1)
+    span = np.expm1(x_raw[:, gap, 1:].astype(np.float64)).sum(axis=1)
+    return real.all(axis=1) & one.all(axis=1) & peers & (span <= span_ms)

@@ -21,7 +21,10 @@ went to uncertain; nothing else moved), and for the default bundle a546cb0c (the
 slowloris capture in the recipe: windows, flows, views, close reasons and feature digests all
 identical; verdicts and confidences moved), and for the one-peer destination rule
 (contracts.window.ONE_PEER_SOURCE_CLASSES: 454 windows of the evaluation capture and 385 of
-the held-out one went to uncertain; nothing else moved, the spoofed flood not at all).
+the held-out one went to uncertain; nothing else moved, the spoofed flood not at all), and
+for the flood-shape rule (contracts.window.FLOOD_SHAPE_SPAN_MS, rule 19: 5 destination windows
+of the evaluation capture, each 8 one-packet IPv6 neighbour-discovery flows from 8 hosts at the
+lab's start, called benign, went to uncertain; nothing else moved).
 tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations

@@ -1,0 +1,91 @@
+"""The flood-shape rule at the edge (contracts.window.FLOOD_SHAPE_SPAN_MS, rule 19): what it
+costs and how many verdicts it moves. Prints figures; it does not pass or fail.
+
+    .venv/bin/python tests/bench/bench_flood_shape.py [--flows 100000] [--repeat 3]
+
+1. OnnxDetector.score on the shipped lab evaluation capture's windows, batch 256, without and
+   with the rule, alternated --repeat times, best of each: windows/s.
+2. The whole engine in this process on synthetic flows, without and with the rule, alternated
+   --repeat times, best of each: flows/s.
+3. Every window of the shipped lab captures scored both ways: the verdicts that move.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "bench"))
+
+from bench_edge import bench_flows  # noqa: E402
+from bench_int8 import engine_rates  # noqa: E402
+
+
+def detector(bundle, span):
+    """A detector built with the rule's span set to `span` (None: no rule)."""
+    import inference.onnx_detector as od
+
+    keep = od.FLOOD_SHAPE_SPAN_MS
+    od.FLOOD_SHAPE_SPAN_MS = span
+    try:
+        return od.OnnxDetector(bundle)
+    finally:
+        od.FLOOD_SHAPE_SPAN_MS = keep
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flows", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    import pandas as pd
+
+    from contracts.window import FLOOD_SHAPE_SPAN_MS
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+    from inference.windowing import stack_windows, windows_from_frame
+    from streams.score import score_frame
+
+    bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
+    dets = {"without": detector(bundle, None), "with": detector(bundle, FLOOD_SHAPE_SPAN_MS)}
+    spec = bundle.meta.window
+    ws = windows_from_frame(pd.read_parquet(REPO / "data" / "lab" / "eval.parquet"), k=spec.k,
+                            seconds=spec.seconds, views=spec.views)
+    x, mask = stack_windows(ws, spec.k)
+    batches = [(x[a:a + 256], mask[a:a + 256]) for a in range(0, len(x), 256)]
+    best = {name: 0.0 for name in dets}
+    for _ in range(args.repeat):
+        for name, det in dets.items():
+            t0 = time.perf_counter()
+            for xb, mb in batches:
+                det.score(xb, mb)
+            best[name] = max(best[name], len(x) / (time.perf_counter() - t0))
+    print(f"bundle {bundle.version}; rule span {FLOOD_SHAPE_SPAN_MS} ms; best of {args.repeat} alternated")
+    print(f"1. OnnxDetector.score, {len(x):,} windows of the lab evaluation capture, batch 256:")
+    for name, rate in best.items():
+        print(f"  {name} the rule: {rate:,.0f} windows/s")
+    print(f"  with / without: {best['with'] / best['without']:.3f}x")
+
+    rates, n = engine_rates(dets, bench_flows(args.flows), args.repeat)
+    print(f"2. the engine in this process, {n:,} synthetic flows in messages of 500:")
+    for name, rate in rates.items():
+        print(f"  {name} the rule: {rate:,.0f} flows/s")
+    print(f"  with / without: {rates['with'] / rates['without']:.3f}x")
+
+    print("3. verdicts that move (label: without -> with), every window of the shipped lab captures:")
+    for cap in ("eval", "heldout", "spoofed_flood"):
+        df = pd.read_parquet(REPO / "data" / "lab" / f"{cap}.parquet")
+        a, b = (score_frame(df, bundle, model=det).windows.set_index("window_id") for det in dets.values())
+        moved = b.index[a["uncertain"] != b.loc[a.index, "uncertain"]]
+        label = df.set_index("flow_id")["label"]
+        what = Counter(f"{'/'.join(sorted(set(label.loc[list(f)])))}: {p} -> uncertain"
+                       for f, p in zip(a.loc[moved, "flow_ids"], a.loc[moved, "predicted"]))
+        print(f"  {cap}: {len(a):,} windows, {len(moved)} moved" + "".join(f"; {k} x{v}" for k, v in what.items()))
+
+
+if __name__ == "__main__":
+    main()
