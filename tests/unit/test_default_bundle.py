@@ -80,7 +80,8 @@ def test_shipped_reports_are_this_bundles(bundle):
                  "openworld-lab-heldout-c", "openworld-lab-heldout-d", "openworld-lab-heldout-e",
                  "openworld-lab-heldout-f", "openworld-lab-heldout-g", "openworld-lab-heldout-h",
                  "openworld-lab-heldout-i", "openworld-lab-heldout-j", "openworld-lab-heldout-k",
-                 "openworld-lab-heldout-l", "openworld-lab-heldout-m", "openworld-lab-heldout-n"):
+                 "openworld-lab-heldout-l", "openworld-lab-heldout-m", "openworld-lab-heldout-n",
+                 "openworld-lab-heldout-o", "openworld-lab-heldout-p"):
         report = json.loads((DEFAULT_BUNDLE_DIR / "reports" / f"{name}.json").read_text())
         assert report["bundle"]["version"] == bundle.version, name
 
