@@ -7,7 +7,7 @@ ensemble members' disagreement" and rule 15 after it).
 
 The shipped model is three CNNs whose logits are averaged (the graph's `ReduceMean` over a
 `Concat` of the members' logits). For every window of each manifest (default: the nDPI test
-half and the judged lab held-out captures a-n; never o or p, which are kept unjudged), this
+half and the lab held-out captures a-n, as measured before o and p were judged), this
 scores as `edgeloop evaluate --open-world` does, with every verdict as shipped, and records
 the lowest member's calibrated p(benign). Then, per threshold tau, it prints what a gate
 "a benign call needs every member at p(benign) >= tau, else uncertain" would do: unknown-kind
