@@ -23,7 +23,7 @@ so the edge counts them and does not spend the agent's rate-limited channel on t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,6 +49,10 @@ class Scores:
     # edge does not send these to the agent, since those source windows go on their own
     # merits. None: no window is.
     covered: np.ndarray | None = None
+    # Which gates deferred which windows ([n] bool each; a window can be under several, and a
+    # gate never run is absent): "low_confidence", "energy", "support", "member",
+    # "flood_shape", "destination" (the covered ones). The edge counts them by gate.
+    gates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def make_session(path: str | bytes, threads: int = 1, conv_matmul: bool = True) -> Any:
@@ -145,18 +149,26 @@ class OnnxDetector:
         conf = probs[np.arange(len(pred)), pred]
         low = conf < self._floors[pred]
         thr = self.thresholds.ood
+        gates = {"low_confidence": low}
         ood = energy > thr if thr is not None else np.zeros(len(pred), dtype=bool)
-        ood |= beyond_support(x_raw, mask, self.thresholds.support)
+        gates["energy"] = ood.copy()
+        gates["support"] = beyond_support(x_raw, mask, self.thresholds.support)
+        ood |= gates["support"]
         if len(out) > 1:  # the member-disagreement gate: only benign calls move
             called = (pred == self._benign) & ~low & ~ood
+            gates["member"] = np.zeros(len(pred), dtype=bool)
             if called.any():
                 p = member_min_benign(out[1][:, called], self.temperature, self._benign)
-                ood[np.flatnonzero(called)[p < self._member_tau]] = True
+                gates["member"][np.flatnonzero(called)[p < self._member_tau]] = True
+                ood |= gates["member"]
         if self._flood_shape is not None and self._benign is not None:
             called = (pred == self._benign) & ~low & ~ood & (x_raw[:, self._view_dst, 0] > 0.5)
+            gates["flood_shape"] = np.zeros(len(pred), dtype=bool)
             if called.any():
                 rows = np.flatnonzero(called)
-                ood[rows[flood_shaped(x_raw[rows], mask[rows], self._flood_shape, FLOOD_SHAPE_SPAN_MS)]] = True
+                gates["flood_shape"][rows[flood_shaped(x_raw[rows], mask[rows], self._flood_shape,
+                                                       FLOOD_SHAPE_SPAN_MS)]] = True
+                ood |= gates["flood_shape"]
         covered = None
         if self._view_dst is not None:
             dst = x_raw[:, self._view_dst, 0] > 0.5
@@ -167,7 +179,8 @@ class OnnxDetector:
                 one_peer = ~((x_raw[:, self._peer_changed, :] > 0.5) & (mask > 0)).any(axis=1)
                 covered |= self._one_peer_source[pred] & dst & one_peer
             ood |= covered
-        return Scores(probs, pred, conf, energy, low | ood, low, covered)
+            gates["destination"] = covered
+        return Scores(probs, pred, conf, energy, low | ood, low, covered, gates)
 
     def score_windows(self, windows: Sequence[Any]) -> Scores:
         from inference.windowing import stack_windows

@@ -232,6 +232,9 @@ class EdgeDetector:
         if m:
             m.inference_seconds.observe(time.perf_counter() - t0)
             m.batch_windows.observe(len(batch))
+            for gate, hit in s.gates.items():
+                if (n := int(hit.sum())):
+                    m.uncertain_gates.labels(gate=gate).inc(n)
         now_ms = int(time.time() * 1000)
         names = model.class_names
         dets, out = [], []
