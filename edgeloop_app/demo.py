@@ -83,6 +83,8 @@ class LiveView:
         self.truth_hits: Counter[str] = Counter()
         self.uncertain = 0
         self.covered = 0  # of them, not sent: the detector's edgeloop_uncertain_covered_total
+        # the detector's edgeloop_uncertain_gates_total: which checks deferred them
+        self.gates: dict[str, int] = {}
         self.windows = 0
         self.alerts: list[dict] = []
         self.detections: list[dict] = []  # kept for the policy twin (a demo-sized capture)
@@ -112,6 +114,9 @@ class LiveView:
         t.add_row("[yellow]uncertain (to the agent)[/]", f"{max(0, self.uncertain - self.covered):,}")
         if self.covered:
             t.add_row("[yellow]uncertain, covered by their sources' windows[/]", f"{self.covered:,}")
+        gates = ", ".join(f"{g} {n:,}" for g, n in sorted(self.gates.items(), key=lambda kv: -kv[1]) if n)
+        if gates:
+            t.add_row("[yellow]  deferred by[/]", gates)
         t.add_row("[red]alerts[/]", f"{len(self.alerts):,}")
         t.caption = f"model {self.model or '…'}; metrics http://127.0.0.1:{port}/metrics"
         return t
@@ -120,6 +125,7 @@ class LiveView:
 def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, console: Console) -> None:
     from kafka import KafkaConsumer
 
+    from inference.onnx_detector import UNCERTAIN_GATES
     from streams.broker import EmbeddedBroker
     from streams.producer import FlowPublisher
     from streams.sources.files import load_flows
@@ -324,6 +330,8 @@ def _watch(consumer_cls, bootstrap: str, topics: Topics, det: subprocess.Popen, 
                     for m in batch:
                         view.feed(m.topic, m.value)
                 view.covered = int(metric(port, "edgeloop_uncertain_covered_total"))
+                view.gates = {g: int(metric(port, "edgeloop_uncertain_gates_total", gate=g))
+                              for g in UNCERTAIN_GATES}
                 live.update(view.table(sent, port, time.monotonic() - t0))
                 done = (metric(port, "edgeloop_flows_in_total") >= sent
                         and metric(port, "edgeloop_open_windows") == 0

@@ -36,6 +36,10 @@ from inference.export import MEMBERS_OUTPUT
 from inference.support import beyond_support
 
 
+# What Scores.gates may hold: the checks that can make a window uncertain.
+UNCERTAIN_GATES: tuple[str, ...] = ("low_confidence", "energy", "support", "member", "flood_shape", "destination")
+
+
 @dataclass
 class Scores:
     probabilities: np.ndarray  # [n, C]
@@ -49,9 +53,9 @@ class Scores:
     # edge does not send these to the agent, since those source windows go on their own
     # merits. None: no window is.
     covered: np.ndarray | None = None
-    # Which gates deferred which windows ([n] bool each; a window can be under several, and a
-    # gate never run is absent): "low_confidence", "energy", "support", "member",
-    # "flood_shape", "destination" (the covered ones). The edge counts them by gate.
+    # Which gates deferred which windows ([n] bool each, keys from UNCERTAIN_GATES; a window
+    # can be under several, and a gate never run is absent; "destination": the covered ones).
+    # The edge counts them by gate.
     gates: dict[str, np.ndarray] = field(default_factory=dict)
 
 

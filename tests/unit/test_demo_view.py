@@ -12,9 +12,11 @@ def test_make_runs_live_table_never_shows_a_negative_count_to_the_agent():
 
     view = LiveView(Topics())
     view.uncertain, view.covered = 3, 5
+    view.gates = {"low_confidence": 2, "destination": 5, "flood_shape": 1, "member": 0}
     con = Console(width=120, record=True)
     con.print(view.table(10, 9400, 1.0))
     rows = {ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in con.export_text().splitlines()
             if ln.count("│") >= 3}
     assert rows["uncertain (to the agent)"] == "0"
     assert rows["uncertain, covered by their sources' windows"] == "5"
+    assert rows["deferred by"] == "destination 5, low_confidence 2, flood_shape 1"

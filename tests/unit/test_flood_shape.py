@@ -112,8 +112,9 @@ def test_the_edge_counts_deferred_windows_by_gate(bundle):
     outs += eng.flush_all()
     dets = [d for o in outs if o.topic == "detections" for d in json.loads(o.value)["detections"]]
     gate = {g: reg.get_sample_value("edgeloop_uncertain_gates_total", {"gate": g}) or 0.0
-            for g in ("low_confidence", "energy", "support", "member", "flood_shape", "destination")}
+            for g in od.UNCERTAIN_GATES}
     assert gate["flood_shape"] == 5 and gate["member"] == 0
+    assert set(eng.model.score(*_flood(1)).gates) <= set(od.UNCERTAIN_GATES)
     assert gate["destination"] == reg.get_sample_value("edgeloop_uncertain_covered_total")
     assert gate["low_confidence"] > 0 and gate["energy"] > 0
     unsure = sum(d["uncertain"] for d in dets)
