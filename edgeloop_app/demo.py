@@ -125,7 +125,6 @@ class LiveView:
 def run_demo(s: Settings, flows_file: Path | None, speed: float, keep: bool, console: Console) -> None:
     from kafka import KafkaConsumer
 
-    from inference.onnx_detector import UNCERTAIN_GATES
     from streams.broker import EmbeddedBroker
     from streams.producer import FlowPublisher
     from streams.sources.files import load_flows
@@ -317,6 +316,8 @@ def _wait_joined(det: subprocess.Popen, port: int, log: Path, timeout: float = 9
 
 def _watch(consumer_cls, bootstrap: str, topics: Topics, det: subprocess.Popen, s: Settings, sent: int,
            console: Console) -> LiveView:
+    from inference.onnx_detector import UNCERTAIN_GATES
+
     c = consumer_cls(topics.detections, topics.alerts, bootstrap_servers=bootstrap, group_id=None,
                      auto_offset_reset="earliest", consumer_timeout_ms=300, enable_auto_commit=False,
                      **kafka_python_options())

@@ -44,6 +44,10 @@ def test_run_shows_the_whole_loop_and_ends_with_a_proposal_waiting(broker, topic
     assert summary and received, out[-3000:]
     uncertain, covered = (int(g.replace(",", "")) for g in summary.groups())
     assert covered >= 20 and int(received.group(1)) < uncertain, (uncertain, covered, received.group(0))
+    # The live table says which checks deferred them, from the detector's own counter: the
+    # covered ones under "destination", as many as were counted apart.
+    gates = re.search(r"deferred by\s*│\s*([^│]+)│", out)
+    assert gates and f"destination {covered:,}" in gates.group(1), out[-3000:]
     # The run ends with a proposal waiting for approval, stored where `edgeloop policy` looks.
     waiting = PolicyStore(tmp_path / "var" / "policies").list(["proposed"])
     assert waiting, out[-3000:]
