@@ -80,8 +80,7 @@ class Pipe:
     last_due: float = 0.0
     jitter: float = 0.0          # current jitter offset, seconds (OU process)
     jitter_at: float = 0.0
-    counts: dict = field(default_factory=lambda: {"in": 0, "out": 0, "lost": 0, "tail_drop": 0,
-                                                  "delay_ms_mean": None})
+    counts: dict = field(default_factory=lambda: {"in": 0, "out": 0, "lost": 0, "tail_drop": 0})
     delay_sum: float = 0.0       # seconds of delay + jitter given to admitted frames (no queueing)
     admitted: int = 0
 
@@ -105,8 +104,12 @@ class Pipe:
         self.queue.append((due, frame))
         self.delay_sum += delay
         self.admitted += 1
-        self.counts["delay_ms_mean"] = round(self.delay_sum * 1000 / self.admitted, 2)
         return due
+
+    def report(self) -> dict:
+        """The counters, and the mean delay + jitter given to admitted frames (ms; None if none)."""
+        mean = round(self.delay_sum * 1000 / self.admitted, 2) if self.admitted else None
+        return {**self.counts, "delay_ms_mean": mean}
 
     def _jitter(self, now: float) -> float:
         """Advance the OU jitter process to `now` and return its value (seconds)."""
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(pipes, min(args.until, time.time() + 3600))
     finally:
-        print(json.dumps({p.name: p.counts for p in pipes}), flush=True)
+        print(json.dumps({p.name: p.report() for p in pipes}), flush=True)
 
 
 if __name__ == "__main__":

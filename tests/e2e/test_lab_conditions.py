@@ -55,6 +55,8 @@ def test_conditions_were_applied(slow_lab) -> None:
     off = {}
     for name, c in counters.items():
         want = cond["links"][name.split(":")[0][2:]]["delay_ms"] / 2
+        if c["delay_ms_mean"] is None:                      # no frame admitted that way
+            continue
         off[name] = round(c["delay_ms_mean"] - want, 1)
         assert c["out"] < 1000 or abs(off[name]) <= 0.25 * want, (name, c, want)
     print(f"\nmean delay given minus half the link's round trip, per direction (ms): {off}")

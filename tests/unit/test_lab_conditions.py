@@ -120,6 +120,9 @@ def test_emulated_delay_and_jitter_keep_order() -> None:
     # About 40 ms on average: jitter spreads it, and a FIFO of independent per-frame draws
     # (which would add the running maximum of the jitter to every frame) would not.
     assert min(delays) > 0.005 and 0.034 < mean < 0.048 and max(delays) > 0.050
+    # The report gives the mean delay + jitter drawn, about the 40 ms set; the FIFO only ever
+    # holds a frame longer, so the frames' own mean is no less.
+    assert 34 < pipe.report()["delay_ms_mean"] <= mean * 1000 < 48
     pipe.flush(now=dues[999])
     assert len(out.sent) >= 1000 and out.sent[0] == bytes([0]) * 60
 
