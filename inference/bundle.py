@@ -58,7 +58,6 @@ class Thresholds(BaseModel):
     member_benign: float | None = Field(None, ge=0, le=1)
 
 
-
 def check_window(bundle: "Bundle", k: int, seconds: float, views: Any, *, follow: bool = False) -> WindowSpec:
     """The window spec to run `bundle` with: its own, when the settings agree or `follow`
     is set; otherwise BundleVerificationError naming both (train/serve skew: a model fed

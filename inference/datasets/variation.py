@@ -33,8 +33,9 @@ Each copy is a capture of its own (`capture` column), one run per capture, so wi
 mix two copies and no host history runs from one into the next. Benign flows are left as
 they are (copies of them, over other links and sizes, made unknown floods look benign in
 the open-world experiment); `benign_link_copies` makes copies of them over longer round
-trips only (TrainConfig.benign_link_copies, off in the recipe: rule 17). Labels and carriers (inference.datasets.lab.CARRIES) are kept; flow ids get a
-suffix, so every copy's windows have ids of their own.
+trips only (TrainConfig.benign_link_copies, off in the recipe: rule 17). Labels and carriers
+(inference.datasets.lab.CARRIES) are kept; flow ids get a suffix, so every copy's windows
+have ids of their own.
 
     >>> extra = run_variants(flows, copies=2, seed=0)
     >>> extra.groupby("capture").size()

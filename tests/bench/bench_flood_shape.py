@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "bench"))
 
 from bench_edge import bench_flows  # noqa: E402
-from bench_int8 import engine_rates  # noqa: E402
+from bench_int8 import print_engine_rates  # noqa: E402
 
 
 def detector(bundle, span):
@@ -70,11 +70,8 @@ def main() -> None:
         print(f"  {name} the rule: {rate:,.0f} windows/s")
     print(f"  with / without: {best['with'] / best['without']:.3f}x")
 
-    rates, n = engine_rates(dets, bench_flows(args.flows), args.repeat)
-    print(f"2. the engine in this process, {n:,} synthetic flows in messages of 500:")
-    for name, rate in rates.items():
-        print(f"  {name} the rule: {rate:,.0f} flows/s")
-    print(f"  with / without: {rates['with'] / rates['without']:.3f}x")
+    print("2. ", end="")
+    print_engine_rates(dets, bench_flows(args.flows), args.repeat, "without", "with")
 
     print("3. verdicts that move (label: without -> with), every window of the shipped lab captures:")
     for cap in ("eval", "heldout", "spoofed_flood"):

@@ -53,6 +53,16 @@ def engine_rates(detectors: dict, flows, repeat: int) -> tuple[dict[str, float],
     return best, len(rows)
 
 
+def print_engine_rates(detectors: dict, flows, repeat: int, base: str, candidate: str) -> dict[str, float]:
+    """engine_rates, printed: each detector's best flows/s and candidate / base."""
+    best, n = engine_rates(detectors, flows, repeat)
+    print(f"the engine in this process, {n:,} synthetic flows in messages of 500, best of {repeat} alternated:")
+    for name, rate in best.items():
+        print(f"  {name:<44}{rate:>12,.0f} flows/s")
+    print(f"  {candidate} / {base}: {best[candidate] / best[base]:.3f}x")
+    return best
+
+
 def verdict(w) -> str:
     return "uncertain" if w.uncertain else str(w.predicted)
 
@@ -73,11 +83,8 @@ def main() -> None:
     bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
     benign = bundle.meta.benign_class
     fp32, int8 = OnnxDetector(bundle), OnnxDetector(bundle, int8=True)
-    best, n = engine_rates({"fp32": fp32, "int8": int8}, bench_flows(args.flows), args.repeat)
-    print(f"bundle {bundle.version}; engine in process, {n:,} synthetic flows, best of {args.repeat} alternated:")
-    for name, rate in best.items():
-        print(f"  {name}: {rate:,.0f} flows/s")
-    print(f"  int8 / fp32: {best['int8'] / best['fp32']:.2f}x")
+    print(f"bundle {bundle.version}")
+    print_engine_rates({"fp32": fp32, "int8": int8}, bench_flows(args.flows), args.repeat, "fp32", "int8")
 
     print("verdicts, every window of the shipped lab captures (class, or uncertain):")
     total, moved, outcome = 0, Counter(), Counter()

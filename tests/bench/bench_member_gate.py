@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "bench"))
 
 from bench_edge import bench_flows  # noqa: E402
-from bench_int8 import engine_rates  # noqa: E402
+from bench_int8 import print_engine_rates  # noqa: E402
 
 
 def gated_copy(bundle, tau: float, out: Path):
@@ -106,11 +106,8 @@ def main() -> None:
         print(f"  {name:<44}{r:>12,.0f} windows/s")
     print(f"  gate / no gate (score): {rates['OnnxDetector.score, member gate'] / rates['OnnxDetector.score, no gate']:.3f}x")
 
-    best, n = engine_rates({"no gate": plain, "member gate": gated}, bench_flows(args.flows), args.repeat)
-    print(f"engine in process, {n:,} synthetic flows, best of {args.repeat} alternated:")
-    for name, r in best.items():
-        print(f"  {name:<44}{r:>12,.0f} flows/s")
-    print(f"  gate / no gate: {best['member gate'] / best['no gate']:.3f}x")
+    print_engine_rates({"no gate": plain, "member gate": gated}, bench_flows(args.flows), args.repeat,
+                       "no gate", "member gate")
 
     print("verdicts on the shipped captures' windows (benign calls the gate sends to uncertain):")
     for cap, df in frames.items():

@@ -13,7 +13,7 @@ from contracts.window import FLOOD_SHAPE_SPAN_MS
 from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
 from inference.features import FEATURE_NAMES, N_FEATURES
 from inference.onnx_detector import OnnxDetector
-from tests.unit.test_source_only_classes import REPO, _Session
+from tests.unit.test_source_only_classes import REPO, _Session, eval_capture_through_the_engine
 
 F = {n: FEATURE_NAMES.index(n) for n in ("view_dst", "peer_changed", "log_gap_ms", "log_packets",
                                           "log_bwd_packets")}
@@ -89,32 +89,13 @@ def test_the_engine_applies_it_to_real_windows(bundle, monkeypatch):
 def test_the_edge_counts_deferred_windows_by_gate(bundle):
     """The engine on the lab evaluation capture: edgeloop_uncertain_gates_total counts the 5
     flood-shaped windows under `flood_shape`, the covered ones under `destination`, and the
-    rest under the network's own doubts; every uncertain detection is under at least one
-    gate. Fails if a gate's windows are not counted, or counted under another gate."""
-    import json
-
-    from prometheus_client import CollectorRegistry
-
-    from streams.detector import DetectorConfig, EdgeDetector
-    from streams.metrics import EdgeMetrics
-    from streams.sources.files import records_from_frame
-
-    records, bad = records_from_frame(pd.read_parquet(REPO / "data" / "lab" / "eval.parquet"))
-    assert not bad
-    reg = CollectorRegistry()
-    w = bundle.meta.window
-    eng = EdgeDetector(OnnxDetector(bundle), DetectorConfig(seconds=w.seconds, key=w.key, uncertain_rate_per_s=0,
-                                                            audit_sample=0.0), EdgeMetrics(reg))
-    outs = []
-    for a in range(0, len(records), 500):
-        eng.ingest(records[a:a + 500])
-        outs += eng.tick()
-    outs += eng.flush_all()
-    dets = [d for o in outs if o.topic == "detections" for d in json.loads(o.value)["detections"]]
+    rest under the network's own doubts, and no fewer counts than uncertain detections.
+    Fails if a gate's windows are not counted, or counted under another gate."""
+    outs, dets, reg = eval_capture_through_the_engine(bundle)
     gate = {g: reg.get_sample_value("edgeloop_uncertain_gates_total", {"gate": g}) or 0.0
             for g in od.UNCERTAIN_GATES}
     assert gate["flood_shape"] == 5 and gate["member"] == 0
-    assert set(eng.model.score(*_flood(1)).gates) <= set(od.UNCERTAIN_GATES)
+    assert set(OnnxDetector(bundle).score(*_flood(1)).gates) <= set(od.UNCERTAIN_GATES)
     assert gate["destination"] == reg.get_sample_value("edgeloop_uncertain_covered_total")
     assert gate["low_confidence"] > 0 and gate["energy"] > 0
     unsure = sum(d["uncertain"] for d in dets)

@@ -114,22 +114,18 @@ def test_the_shipped_bundle_raises_no_sweep_alert_on_a_destination_window():
     assert not ((w["verdict"] == "false_alert") & (w["view"] == "dst") & (w["predicted"] == "host_sweep")).any()
 
 
-def test_the_edge_does_not_send_covered_windows_to_the_agent(bundle):
-    """The engine on the lab evaluation capture with no rate limit: every uncertain window
-    goes to `uncertain` except the covered ones (a sweep's or a one-peer attack's targets),
-    which are counted in edgeloop_uncertain_covered_total instead. Fails if covered windows
-    are sent, or if they stop being deferred (no alert names a one-peer target)."""
+def eval_capture_through_the_engine(bundle):
+    """The lab evaluation capture through the edge engine in messages of 500, no rate limit
+    and no audit sample: (outputs, detections as dicts, the metrics registry)."""
     import json
 
     from prometheus_client import CollectorRegistry
 
-    from contracts.records import UncertainWindow, decode
     from streams.detector import DetectorConfig, EdgeDetector
     from streams.metrics import EdgeMetrics
     from streams.sources.files import records_from_frame
 
-    flows = pd.read_parquet(REPO / "data" / "lab" / "eval.parquet")
-    records, bad = records_from_frame(flows)
+    records, bad = records_from_frame(pd.read_parquet(REPO / "data" / "lab" / "eval.parquet"))
     assert not bad
     reg = CollectorRegistry()
     w = bundle.meta.window
@@ -141,6 +137,17 @@ def test_the_edge_does_not_send_covered_windows_to_the_agent(bundle):
         outs += eng.tick()
     outs += eng.flush_all()
     dets = [d for o in outs if o.topic == "detections" for d in json.loads(o.value)["detections"]]
+    return outs, dets, reg
+
+
+def test_the_edge_does_not_send_covered_windows_to_the_agent(bundle):
+    """The engine on the lab evaluation capture with no rate limit: every uncertain window
+    goes to `uncertain` except the covered ones (a sweep's or a one-peer attack's targets),
+    which are counted in edgeloop_uncertain_covered_total instead. Fails if covered windows
+    are sent, or if they stop being deferred (no alert names a one-peer target)."""
+    from contracts.records import UncertainWindow, decode
+
+    outs, dets, reg = eval_capture_through_the_engine(bundle)
     sent = [decode(UncertainWindow, o.value) for o in outs if o.topic == "uncertain"]
     unsure = [d for d in dets if d["uncertain"]]
     covered = reg.get_sample_value("edgeloop_uncertain_covered_total")
