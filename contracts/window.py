@@ -45,6 +45,16 @@ ONE_PEER_SOURCE_CLASSES: frozenset[str] = frozenset(
 # `uncertain` (reason ood) instead: the network has seen TCP floods of that shape and may
 # call an ICMP or UDP one benign (docs/openworld.md, rule 19). None: no such rule.
 FLOOD_SHAPE_SPAN_MS: float | None = 50.0
+# A source window of at least REPEAT_SHAPE_MIN_FLOWS flows, every one TCP to the same
+# destination address and port, at least REPEAT_SHAPE_ANSWERED of them answered with 3
+# packets or more, whose bytes sent per flow lie within REPEAT_SHAPE_SPREAD of their median
+# (the median absolute deviation over the median), has the shape of repeated sessions: one
+# client logging in, or polling, over and over. Called benign, it goes to `uncertain`
+# (reason ood) instead: the network calls a brute force of a protocol it never learned
+# (FTP) benign (docs/openworld.md, rule 20). The cost is pollers deferred. None: no such rule.
+REPEAT_SHAPE_MIN_FLOWS: int | None = 4
+REPEAT_SHAPE_ANSWERED = 0.75
+REPEAT_SHAPE_SPREAD = 0.25
 
 
 def parse_views(views: str | Sequence[str]) -> tuple[str, ...]:

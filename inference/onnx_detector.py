@@ -16,8 +16,10 @@ windows show it), or, where the bundle sets `member_benign`, it is called benign
 of the ensemble's members gives benign less than that (the members disagree, as they do on
 what none of them learned: the graph's "member_logits"), or it is a destination window
 called benign with the shape of a spoofed flood (`flood_shaped`: a full window of one-packet,
-unanswered flows from changing peers within contracts.window.FLOOD_SHAPE_SPAN_MS); each of
-the last six goes out with reason "ood". The destination rules are
+unanswered flows from changing peers within contracts.window.FLOOD_SHAPE_SPAN_MS), or a
+source window called benign with the shape of repeated sessions (`repeat_shaped`: one
+client's answered TCP sessions to one service, alike in size: contracts.window.REPEAT_SHAPE_*);
+each of the last seven goes out with reason "ood". The destination rules are
 `covered`: every flow of such a window sits in a source window that is judged on its own,
 so the edge counts them and does not spend the agent's rate-limited channel on them.
 """
@@ -30,14 +32,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from contracts.errors import ModelError
-from contracts.window import FLOOD_SHAPE_SPAN_MS, ONE_PEER_SOURCE_CLASSES, SOURCE_ONLY_CLASSES
+from contracts.window import (FLOOD_SHAPE_SPAN_MS, ONE_PEER_SOURCE_CLASSES, REPEAT_SHAPE_ANSWERED,
+                              REPEAT_SHAPE_MIN_FLOWS, REPEAT_SHAPE_SPREAD, SOURCE_ONLY_CLASSES)
 from inference.bundle import Bundle
 from inference.export import MEMBERS_OUTPUT
 from inference.support import beyond_support
 
 
 # What Scores.gates may hold: the checks that can make a window uncertain.
-UNCERTAIN_GATES: tuple[str, ...] = ("low_confidence", "energy", "support", "member", "flood_shape", "destination")
+UNCERTAIN_GATES: tuple[str, ...] = ("low_confidence", "energy", "support", "member", "flood_shape", "repeat_shape",
+                                     "destination")
 
 
 @dataclass
@@ -120,6 +124,11 @@ class OnnxDetector:
                                      "log_bwd_packets"} <= set(names)
                              else tuple(names.index(f) for f in ("log_packets", "log_bwd_packets",
                                                                  "peer_changed", "log_gap_ms")))
+        self._repeat_shape = (None if REPEAT_SHAPE_MIN_FLOWS is None
+                              or not {"view_dst", "proto_tcp", "peer_changed", "dst_port_changed",
+                                      "log_bwd_packets", "log_fwd_bytes"} <= set(names)
+                              else tuple(names.index(f) for f in ("proto_tcp", "peer_changed", "dst_port_changed",
+                                                                  "log_bwd_packets", "log_fwd_bytes")))
         self._member_tau = meta.thresholds.member_benign
         self._benign = self.class_names.index(meta.benign_class) if meta.benign_class in self.class_names else None
         try:
@@ -173,6 +182,13 @@ class OnnxDetector:
                 gates["flood_shape"][rows[flood_shaped(x_raw[rows], mask[rows], self._flood_shape,
                                                        FLOOD_SHAPE_SPAN_MS)]] = True
                 ood |= gates["flood_shape"]
+        if self._repeat_shape is not None and self._benign is not None:
+            called = (pred == self._benign) & ~low & ~ood & (x_raw[:, self._view_dst, 0] < 0.5)
+            gates["repeat_shape"] = np.zeros(len(pred), dtype=bool)
+            if called.any():
+                rows = np.flatnonzero(called)
+                gates["repeat_shape"][rows[repeat_shaped(x_raw[rows], mask[rows], self._repeat_shape)]] = True
+                ood |= gates["repeat_shape"]
         covered = None
         if self._view_dst is not None:
             dst = x_raw[:, self._view_dst, 0] > 0.5
@@ -205,3 +221,28 @@ def flood_shaped(x_raw: np.ndarray, mask: np.ndarray, cols: tuple[int, int, int,
     peers = (x_raw[:, changed, 1:] > 0.5).all(axis=1)
     span = np.expm1(x_raw[:, gap, 1:].astype(np.float64)).sum(axis=1)
     return real.all(axis=1) & one.all(axis=1) & peers & (span <= span_ms)
+
+
+def repeat_shaped(x_raw: np.ndarray, mask: np.ndarray, cols: tuple[int, int, int, int, int],
+                  min_flows: int | None = REPEAT_SHAPE_MIN_FLOWS, answered: float = REPEAT_SHAPE_ANSWERED,
+                  spread: float = REPEAT_SHAPE_SPREAD) -> np.ndarray:
+    """[n] bool: raw windows x [n, F, K] of at least `min_flows` real flows, every one TCP
+    with the peer and the destination port of the flow before, at least `answered` of them
+    with 3 packets or more back, whose bytes sent per flow have a median absolute deviation
+    of at most `spread` x their median. `cols`: the schema's indices of proto_tcp,
+    peer_changed, dst_port_changed, log_bwd_packets and log_fwd_bytes."""
+    tcp, changed, port_changed, bwd, fwd_bytes = cols
+    real = mask > 0
+    n = real.sum(axis=1)
+    out = n >= (min_flows or 1)
+    alike = (~real | ((x_raw[:, tcp, :] > 0.5) & (x_raw[:, changed, :] < 0.5)
+                      & (x_raw[:, port_changed, :] < 0.5))).all(axis=1)
+    back = ((x_raw[:, bwd, :] >= np.log1p(2.5)) & real).sum(axis=1) >= answered * n
+    out &= alike & back
+    if out.any():
+        rows = np.flatnonzero(out)
+        sent = np.where(real[rows], np.expm1(x_raw[rows, fwd_bytes, :].astype(np.float64)), np.nan)
+        med = np.nanmedian(sent, axis=1)
+        mad = np.nanmedian(np.abs(sent - med[:, None]), axis=1)
+        out[rows] = mad <= spread * np.maximum(med, 1.0)
+    return out

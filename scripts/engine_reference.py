@@ -24,7 +24,11 @@ identical; verdicts and confidences moved), and for the one-peer destination rul
 the held-out one went to uncertain; nothing else moved, the spoofed flood not at all), and
 for the flood-shape rule (contracts.window.FLOOD_SHAPE_SPAN_MS, rule 19: 5 destination windows
 of the evaluation capture, each 8 one-packet IPv6 neighbour-discovery flows from 8 hosts at the
-lab's start, called benign, went to uncertain; nothing else moved).
+lab's start, called benign, went to uncertain; nothing else moved), and for the repeat-shape
+rule (contracts.window.REPEAT_SHAPE_*, rule 20: source windows called benign went to
+uncertain, 5 of the evaluation capture, MQTT publishers and one HTTP client, and 10 of the
+held-out one, 8 benign pollers, an SSH brute force and a slow HTTP DoS the network missed;
+nothing else moved, the spoofed flood not at all).
 tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations

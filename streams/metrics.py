@@ -114,7 +114,8 @@ class EdgeMetrics:
             f"{p}_uncertain_gates", "Windows scored uncertain, by each gate that made them so (a "
             "window can count under several): low_confidence, energy, support (a flow bigger than "
             "training's), member (the ensemble disagrees), flood_shape (a spoofed flood's shape "
-            "called benign), destination (covered by its sources' windows)", ["gate"], **r)
+            "called benign), repeat_shape (one client's repeated sessions to one service called "
+            "benign), destination (covered by its sources' windows)", ["gate"], **r)
         self.uncertain_covered = Counter(
             f"{p}_uncertain_covered", "Uncertain destination windows not forwarded because their "
             "flows' source windows carry and name them (a scan's or a sweep's targets, a one-peer "

@@ -1,7 +1,9 @@
-"""The flood-shape rule at the edge (contracts.window.FLOOD_SHAPE_SPAN_MS, rule 19): what it
-costs and how many verdicts it moves. Prints figures; it does not pass or fail.
+"""A shape rule at the edge: the flood-shape rule (contracts.window.FLOOD_SHAPE_SPAN_MS, rule
+19) or the repeat-shape rule (contracts.window.REPEAT_SHAPE_*, rule 20): what it costs and how
+many verdicts it moves. Prints figures; it does not pass or fail.
 
-    .venv/bin/python tests/bench/bench_flood_shape.py [--flows 100000] [--repeat 3]
+    .venv/bin/python tests/bench/bench_flood_shape.py [--rule flood_shape|repeat_shape]
+                                                      [--flows 100000] [--repeat 3]
 
 1. OnnxDetector.score on the shipped lab evaluation capture's windows, batch 256, without and
    with the rule, alternated --repeat times, best of each: windows/s.
@@ -25,33 +27,41 @@ from bench_edge import bench_flows  # noqa: E402
 from bench_int8 import print_engine_rates  # noqa: E402
 
 
-def detector(bundle, span):
-    """A detector built with the rule's span set to `span` (None: no rule)."""
+# Each rule: the setting that turns it off when None, and the captures whose moves to show.
+RULES = {"flood_shape": ("FLOOD_SHAPE_SPAN_MS", ("eval", "heldout", "spoofed_flood")),
+         "repeat_shape": ("REPEAT_SHAPE_MIN_FLOWS", ("eval", "heldout", "heldout-p"))}
+
+
+def detector(bundle, setting, value):
+    """A detector built with the rule's `setting` at `value` (None: no rule)."""
     import inference.onnx_detector as od
 
-    keep = od.FLOOD_SHAPE_SPAN_MS
-    od.FLOOD_SHAPE_SPAN_MS = span
+    keep = getattr(od, setting)
+    setattr(od, setting, value)
     try:
         return od.OnnxDetector(bundle)
     finally:
-        od.FLOOD_SHAPE_SPAN_MS = keep
+        setattr(od, setting, keep)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rule", choices=sorted(RULES), default="flood_shape")
     ap.add_argument("--flows", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
     import pandas as pd
 
-    from contracts.window import FLOOD_SHAPE_SPAN_MS
+    import contracts.window
     from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
     from inference.windowing import stack_windows, windows_from_frame
     from streams.score import score_frame
 
     bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
-    dets = {"without": detector(bundle, None), "with": detector(bundle, FLOOD_SHAPE_SPAN_MS)}
+    setting, captures = RULES[args.rule]
+    value = getattr(contracts.window, setting)
+    dets = {"without": detector(bundle, setting, None), "with": detector(bundle, setting, value)}
     spec = bundle.meta.window
     ws = windows_from_frame(pd.read_parquet(REPO / "data" / "lab" / "eval.parquet"), k=spec.k,
                             seconds=spec.seconds, views=spec.views)
@@ -64,7 +74,7 @@ def main() -> None:
             for xb, mb in batches:
                 det.score(xb, mb)
             best[name] = max(best[name], len(x) / (time.perf_counter() - t0))
-    print(f"bundle {bundle.version}; rule span {FLOOD_SHAPE_SPAN_MS} ms; best of {args.repeat} alternated")
+    print(f"bundle {bundle.version}; rule {args.rule} ({setting} = {value}); best of {args.repeat} alternated")
     print(f"1. OnnxDetector.score, {len(x):,} windows of the lab evaluation capture, batch 256:")
     for name, rate in best.items():
         print(f"  {name} the rule: {rate:,.0f} windows/s")
@@ -74,11 +84,11 @@ def main() -> None:
     print_engine_rates(dets, bench_flows(args.flows), args.repeat, "without", "with")
 
     print("3. verdicts that move (label: without -> with), every window of the shipped lab captures:")
-    for cap in ("eval", "heldout", "spoofed_flood"):
+    for cap in captures:
         df = pd.read_parquet(REPO / "data" / "lab" / f"{cap}.parquet")
         a, b = (score_frame(df, bundle, model=det).windows.set_index("window_id") for det in dets.values())
         moved = b.index[a["uncertain"] != b.loc[a.index, "uncertain"]]
-        label = df.set_index("flow_id")["label"]
+        label = df.drop_duplicates("flow_id").set_index("flow_id")["label"]
         what = Counter(f"{'/'.join(sorted(set(label.loc[list(f)])))}: {p} -> uncertain"
                        for f, p in zip(a.loc[moved, "flow_ids"], a.loc[moved, "predicted"]))
         print(f"  {cap}: {len(a):,} windows, {len(moved)} moved" + "".join(f"; {k} x{v}" for k, v in what.items()))
