@@ -55,6 +55,22 @@ FLOOD_SHAPE_SPAN_MS: float | None = 50.0
 REPEAT_SHAPE_MIN_FLOWS: int | None = 4
 REPEAT_SHAPE_ANSWERED = 0.75
 REPEAT_SHAPE_SPREAD = 0.25
+# The shape rules by name, as a detector is told which to apply (EDGELOOP_SHAPE_RULES): both
+# by default. A site whose pollers (one client connecting to one service every few seconds)
+# fill the uncertain channel can leave repeat_shape out.
+SHAPE_RULES: tuple[str, ...] = ("flood_shape", "repeat_shape")
+
+
+def parse_shape_rules(rules: str | Sequence[str]) -> tuple[str, ...]:
+    """("flood_shape",) from "flood_shape" or a sequence; "" or "none": no rule. Raises
+    ValueError on a name that is not a shape rule."""
+    items = [r.strip() for r in rules.split(",")] if isinstance(rules, str) else list(rules)
+    items = [r for r in items if r and r != "none"]
+    bad = [r for r in items if r not in SHAPE_RULES]
+    if bad:
+        raise ValueError(f"shape rules {rules!r}: {', '.join(bad)} unknown; give any of "
+                         f"{', '.join(SHAPE_RULES)}, or none")
+    return tuple(r for r in SHAPE_RULES if r in items)
 
 
 def parse_views(views: str | Sequence[str]) -> tuple[str, ...]:

@@ -379,7 +379,7 @@ def score(file: Path, output: Path | None, model: str | None, follow_bundle: boo
         bundle = resolve_bundle(model or s.model, s.data_dir / "registry")
         check_window(bundle, s.window_k, s.window_seconds, s.views,
                      follow=follow_bundle or s.follow_bundle_window)
-        model = OnnxDetector(bundle, int8=s.int8)
+        model = OnnxDetector(bundle, int8=s.int8, shape_rules=s.shape_rules)
         res = score_frame(load_flows(file), bundle, DetectorConfig.from_settings(s), model=model)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc

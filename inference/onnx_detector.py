@@ -33,7 +33,8 @@ import numpy as np
 
 from contracts.errors import ModelError
 from contracts.window import (FLOOD_SHAPE_SPAN_MS, ONE_PEER_SOURCE_CLASSES, REPEAT_SHAPE_ANSWERED,
-                              REPEAT_SHAPE_MIN_FLOWS, REPEAT_SHAPE_SPREAD, SOURCE_ONLY_CLASSES)
+                              REPEAT_SHAPE_MIN_FLOWS, REPEAT_SHAPE_SPREAD, SHAPE_RULES, SOURCE_ONLY_CLASSES,
+                              parse_shape_rules)
 from inference.bundle import Bundle
 from inference.export import MEMBERS_OUTPUT
 from inference.support import beyond_support
@@ -99,8 +100,12 @@ def member_min_benign(member_logits: np.ndarray, temperature: float, benign: int
 
 
 class OnnxDetector:
-    def __init__(self, bundle: Bundle, session: Any = None, int8: bool = False, threads: int = 1) -> None:
+    def __init__(self, bundle: Bundle, session: Any = None, int8: bool = False, threads: int = 1,
+                 shape_rules: str | Sequence[str] = SHAPE_RULES) -> None:
+        """`shape_rules`: which of contracts.window.SHAPE_RULES to apply (EDGELOOP_SHAPE_RULES);
+        a ValueError names one that is not a shape rule."""
         self.bundle = bundle
+        self.shape_rules = parse_shape_rules(shape_rules)
         self.precision = "int8" if int8 else "fp32"
         meta = bundle.meta
         self.version = bundle.version
@@ -119,12 +124,12 @@ class OnnxDetector:
         self._source_only = np.array([c in SOURCE_ONLY_CLASSES for c in self.class_names], dtype=bool)
         self._peer_changed = names.index("peer_changed") if "peer_changed" in names else None
         self._one_peer_source = np.array([c in ONE_PEER_SOURCE_CLASSES for c in self.class_names], dtype=bool)
-        self._flood_shape = (None if FLOOD_SHAPE_SPAN_MS is None
+        self._flood_shape = (None if FLOOD_SHAPE_SPAN_MS is None or "flood_shape" not in self.shape_rules
                              or not {"view_dst", "peer_changed", "log_gap_ms", "log_packets",
                                      "log_bwd_packets"} <= set(names)
                              else tuple(names.index(f) for f in ("log_packets", "log_bwd_packets",
                                                                  "peer_changed", "log_gap_ms")))
-        self._repeat_shape = (None if REPEAT_SHAPE_MIN_FLOWS is None
+        self._repeat_shape = (None if REPEAT_SHAPE_MIN_FLOWS is None or "repeat_shape" not in self.shape_rules
                               or not {"view_dst", "proto_tcp", "peer_changed", "dst_port_changed",
                                       "log_bwd_packets", "log_fwd_bytes"} <= set(names)
                               else tuple(names.index(f) for f in ("proto_tcp", "peer_changed", "dst_port_changed",

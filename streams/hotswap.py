@@ -18,10 +18,11 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from contracts.errors import BundleVerificationError, EdgeloopError, RecordError
 from contracts.records import ModelRelease, decode, encode
+from contracts.window import SHAPE_RULES
 from inference.bundle import Bundle
 from inference.onnx_detector import OnnxDetector
 from streams.kafka_security import kafka_python_options
@@ -64,10 +65,11 @@ def publish_release(bootstrap: str, topic: str, bundle: Bundle, reason: str = ""
     return rel
 
 
-def load_release(rel: ModelRelease, store: Path, threads: int = 1, int8: bool = False) -> OnnxDetector:
+def load_release(rel: ModelRelease, store: Path, threads: int = 1, int8: bool = False,
+                 shape_rules: str | Sequence[str] = SHAPE_RULES) -> OnnxDetector:
     """Fetch the bundle a release names from `store` by its version and verify it against the
     release; raises ReleaseRefused (reason `load` for a bundle without the int8 model `int8`
-    asks for)."""
+    asks for). The detector applies `shape_rules`, as the one it replaces did."""
     if not VERSION.fullmatch(rel.version):
         raise ReleaseRefused("bad_version", f"release version {rel.version[:80]!r} is not a content hash")
     path = Path(store) / rel.version
@@ -80,7 +82,7 @@ def load_release(rel: ModelRelease, store: Path, threads: int = 1, int8: bool = 
         bundle.verify(expected_sha256=rel.sha256)
         if rel.feature_schema_sha256 != bundle.meta.features.get("sha256"):
             raise BundleVerificationError(rel.version, "release feature schema differs from bundle's")
-        return OnnxDetector(bundle, threads=threads, int8=int8)
+        return OnnxDetector(bundle, threads=threads, int8=int8, shape_rules=shape_rules)
     except BundleVerificationError as exc:
         raise ReleaseRefused("verification", exc.detail) from exc
     except EdgeloopError as exc:
@@ -95,8 +97,9 @@ class ModelWatcher:
                  current_version: Callable[[], str], metrics: EdgeMetrics | None = None, *,
                  store: Path, trusted: TrustedKeys | None = None,
                  on_refused: Callable[[bytes, RecordError], Awaitable[None] | None] | None = None,
-                 int8: bool = False) -> None:
+                 int8: bool = False, shape_rules: str | Sequence[str] = SHAPE_RULES) -> None:
         self.bootstrap, self.topic, self.on_model = bootstrap, topic, on_model
+        self.shape_rules = shape_rules
         self.current_version, self.metrics = current_version, metrics
         self.store, self.trusted, self.on_refused = Path(store), trusted, on_refused
         self.int8 = int8
@@ -113,7 +116,8 @@ class ModelWatcher:
         try:
             if self.trusted is not None:
                 self.trusted.verify(rel)
-            det = await asyncio.to_thread(load_release, rel, self.store, int8=self.int8)
+            det = await asyncio.to_thread(load_release, rel, self.store, int8=self.int8,
+                                          shape_rules=self.shape_rules)
             res = self.on_model(det)
             if asyncio.iscoroutine(res):
                 await res

@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     # (README, "int8 at the edge"). Check yours first: EDGELOOP_INT8=1 edgeloop score FILE.
     # A bundle or release without an int8 model is refused, not served in fp32.
     int8: bool = False
+    # The shape rules a detector applies on top of its model (inference.onnx_detector): a
+    # destination window shaped like a spoofed flood (flood_shape) and a source window shaped
+    # like one client's repeated sessions to one service (repeat_shape), called benign, go to
+    # `uncertain`. Comma-separated, or "none". Leave repeat_shape out where pollers fill the
+    # uncertain channel: edgeloop_uncertain_gates_total{gate="repeat_shape"} counts what it
+    # defers. Without it, a brute force of a protocol the model never learned (FTP) can be
+    # called benign (docs/openworld.md, rule 20).
+    shape_rules: str = "flood_shape,repeat_shape"
     # Freeze what the worker holds at startup out of Python's cyclic garbage collector
     # (streams.metrics.freeze_startup): a full collection then walks only what the worker
     # made since (52-67 ms -> 6-10 ms a full collection in a worker;
@@ -161,6 +169,13 @@ class Settings(BaseSettings):
         from contracts.window import parse_views
 
         return ",".join(parse_views(v))
+
+    @field_validator("shape_rules")
+    @classmethod
+    def _shape_rules(cls, v: str) -> str:
+        from contracts.window import parse_shape_rules
+
+        return ",".join(parse_shape_rules(v)) or "none"
 
     @field_validator("heartbeat_s")
     @classmethod

@@ -84,7 +84,8 @@ class EdgeWorker:
                      follow=settings.follow_bundle_window)
         cfg = DetectorConfig.from_settings(settings)
         cfg = DetectorConfig(**{**cfg.__dict__, "worker": self.worker_id})
-        self.engine = EdgeDetector(OnnxDetector(bundle, int8=settings.int8), cfg, self.metrics)
+        self.engine = EdgeDetector(OnnxDetector(bundle, int8=settings.int8, shape_rules=settings.shape_rules),
+                                   cfg, self.metrics)
         self.app = faust_app(settings, bootstrap)
         self.last_offset: dict[int, int] = {}
         self.ledger = OffsetLedger()
@@ -102,7 +103,7 @@ class EdgeWorker:
                                     lambda: self.engine.model.version, self.metrics,
                                     store=settings.model_store or settings.data_dir / "registry",
                                     trusted=trusted_keys(settings, "model releases"),
-                                    int8=settings.int8,
+                                    int8=settings.int8, shape_rules=settings.shape_rules,
                                     on_refused=lambda raw, exc: self.refused(self.names["models"], raw, exc))
         self._wire()
 

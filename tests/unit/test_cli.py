@@ -65,3 +65,20 @@ def test_int8_on_a_bundle_without_an_int8_model_is_a_clear_error(tmp_path, tiny_
     r = CliRunner().invoke(main, ["score", __file__, "--model", str(tiny_bundle.path)],
                            env={"EDGELOOP_INT8": "1", "EDGELOOP_DATA_DIR": str(tmp_path)})
     assert r.exit_code != 0 and "has no int8 model" in r.output
+
+
+def test_score_applies_the_shape_rules_a_detector_is_told(tmp_path):
+    """EDGELOOP_SHAPE_RULES is how an operator sees what leaving a shape rule out would change:
+    on the lab evaluation capture, the 5 repeated-session source windows the shipped network
+    calls benign are uncertain with the default rules and benign without repeat_shape."""
+    import pandas as pd
+
+    from inference.bundle import DEFAULT_BUNDLE_DIR
+
+    flows = tmp_path / "flows.parquet"
+    pd.read_parquet(REPO / "data" / "lab" / "eval.parquet").to_parquet(flows)
+    _, on = _score(tmp_path, DEFAULT_BUNDLE_DIR, flows, {})
+    _, off = _score(tmp_path, DEFAULT_BUNDLE_DIR, flows, {"EDGELOOP_SHAPE_RULES": "flood_shape"})
+    a = pd.read_parquet(on).set_index("window_id")["uncertain"]
+    b = pd.read_parquet(off).set_index("window_id")["uncertain"]
+    assert (a & ~b.loc[a.index]).sum() == 5 and not (b.loc[a.index] & ~a).any()

@@ -32,12 +32,12 @@ def keys(tmp_path):
 class Watch:
     """A ModelWatcher with a fake engine: what it swapped in, refused and dead-lettered."""
 
-    def __init__(self, store, trusted=None, int8=False) -> None:
+    def __init__(self, store, trusted=None, int8=False, shape_rules="flood_shape,repeat_shape") -> None:
         self.swapped, self.dead = [], []
         self.metrics = EdgeMetrics(CollectorRegistry())
         self.w = ModelWatcher("unused:9092", "models", self.swapped.append, lambda: "0" * 16, self.metrics,
                               store=store, trusted=trusted, on_refused=lambda raw, exc: self.dead.append((raw, exc)),
-                              int8=int8)
+                              int8=int8, shape_rules=shape_rules)
 
     def send(self, value: bytes) -> str | None:
         asyncio.run(self.w.handle(value))
@@ -108,3 +108,22 @@ def test_a_detector_serving_int8_refuses_a_release_without_an_int8_model(store, 
     w = Watch(store, int8=True)
     assert w.send(encode(release_for(tiny_bundle))) == "load"
     assert w.swapped == [] and w.refused("load") == 1
+
+
+def test_a_swapped_in_detector_applies_the_shape_rules_the_worker_was_told(store, tiny_bundle):
+    """EDGELOOP_SHAPE_RULES holds across a hot swap: a release loads with the worker's rules,
+    not the default ones."""
+    w = Watch(store, shape_rules="flood_shape")
+    assert w.send(encode(release_for(tiny_bundle))) is None
+    assert w.swapped[0].shape_rules == ("flood_shape",)
+
+
+def test_a_worker_serves_and_swaps_with_its_shape_rules(tmp_path, tiny_bundle):
+    """The worker's first detector and its watcher (for every later release) both take
+    EDGELOOP_SHAPE_RULES."""
+    from streams.settings import Settings
+    from streams.worker import EdgeWorker
+
+    w = EdgeWorker(Settings(model=str(tiny_bundle.path), data_dir=tmp_path, shape_rules="repeat_shape"),
+                   "127.0.0.1:9", tiny_bundle, CollectorRegistry())
+    assert w.engine.model.shape_rules == ("repeat_shape",) and w.watcher.shape_rules == "repeat_shape"

@@ -74,6 +74,19 @@ def test_the_rule_can_be_turned_off(bundle, monkeypatch):
     assert not s.uncertain.any() and "repeat_shape" not in s.gates
 
 
+def test_a_detector_told_to_leave_it_out_does_not_apply_it(bundle):
+    """EDGELOOP_SHAPE_RULES=flood_shape (a site whose pollers fill the uncertain channel): the
+    window stays benign; a name that is not a shape rule is refused, naming the ones there are."""
+    x, mask = _logins(1)
+    det = OnnxDetector(bundle, session=_Session([list(bundle.class_names).index("benign")],
+                                                len(bundle.class_names)), shape_rules="flood_shape")
+    det.thresholds = det.thresholds.model_copy(update={"ood": None, "support": {}})
+    s = det.score(x, mask)
+    assert not s.uncertain.any() and "repeat_shape" not in s.gates and "flood_shape" in s.gates
+    with pytest.raises(ValueError, match="repeat_shapes unknown; give any of flood_shape, repeat_shape"):
+        OnnxDetector(bundle, session=_Session([0], len(bundle.class_names)), shape_rules="repeat_shapes")
+
+
 def _moved(df: pd.DataFrame, bundle, monkeypatch) -> pd.DataFrame:
     from streams.score import score_frame
 

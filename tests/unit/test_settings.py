@@ -13,7 +13,8 @@ def test_env_values_are_typed(monkeypatch):
 
 @pytest.mark.parametrize("key,value", [("EDGELOOP_WINDOW_K", "eight"), ("EDGELOOP_WINDOW_KEY", "mac"),
                                        ("EDGELOOP_BATCH_MAX", "0"), ("EDGELOOP_AUDIT_SAMPLE", "2"),
-                                       ("EDGELOOP_HEARTBEAT_S", "9"), ("EDGELOOP_COMPRESSION", "brotli")])
+                                       ("EDGELOOP_HEARTBEAT_S", "9"), ("EDGELOOP_COMPRESSION", "brotli"),
+                                       ("EDGELOOP_SHAPE_RULES", "flood_shape,repeat")])
 def test_bad_value_names_key_and_value(monkeypatch, key, value):
     monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError) as e:
@@ -35,3 +36,11 @@ def test_compression_maps_to_what_kafka_clients_take(monkeypatch):
     assert load_settings().kafka_compression == "lz4"
     monkeypatch.setenv("EDGELOOP_COMPRESSION", "none")
     assert load_settings().kafka_compression is None
+
+
+def test_shape_rules_default_to_both_and_can_be_left_out(monkeypatch):
+    assert load_settings().shape_rules == "flood_shape,repeat_shape"
+    monkeypatch.setenv("EDGELOOP_SHAPE_RULES", " repeat_shape ")
+    assert load_settings().shape_rules == "repeat_shape"
+    monkeypatch.setenv("EDGELOOP_SHAPE_RULES", "")
+    assert load_settings().shape_rules == "none"
