@@ -172,31 +172,29 @@ class OnnxDetector:
         gates["energy"] = ood.copy()
         gates["support"] = beyond_support(x_raw, mask, self.thresholds.support)
         ood |= gates["support"]
-        if len(out) > 1:  # the member-disagreement gate: only benign calls move
+        dst = x_raw[:, self._view_dst, 0] > 0.5 if self._view_dst is not None else None
+
+        def defer_benign(gate: str, where: np.ndarray | None, test: Any) -> np.ndarray:
+            """The windows `test(rows)` flags among those called benign, confidently and not
+            yet uncertain (and `where`), under `gate`: only benign calls move."""
             called = (pred == self._benign) & ~low & ~ood
-            gates["member"] = np.zeros(len(pred), dtype=bool)
-            if called.any():
-                p = member_min_benign(out[1][:, called], self.temperature, self._benign)
-                gates["member"][np.flatnonzero(called)[p < self._member_tau]] = True
-                ood |= gates["member"]
+            rows = np.flatnonzero(called if where is None else called & where)
+            hit = np.zeros(len(pred), dtype=bool)
+            if len(rows):
+                hit[rows[test(rows)]] = True
+            gates[gate] = hit
+            return hit
+
+        if len(out) > 1:  # the member-disagreement gate
+            ood |= defer_benign("member", None, lambda r: member_min_benign(
+                out[1][:, r], self.temperature, self._benign) < self._member_tau)
         if self._flood_shape is not None and self._benign is not None:
-            called = (pred == self._benign) & ~low & ~ood & (x_raw[:, self._view_dst, 0] > 0.5)
-            gates["flood_shape"] = np.zeros(len(pred), dtype=bool)
-            if called.any():
-                rows = np.flatnonzero(called)
-                gates["flood_shape"][rows[flood_shaped(x_raw[rows], mask[rows], self._flood_shape,
-                                                       FLOOD_SHAPE_SPAN_MS)]] = True
-                ood |= gates["flood_shape"]
+            ood |= defer_benign("flood_shape", dst, lambda r: flood_shaped(
+                x_raw[r], mask[r], self._flood_shape, FLOOD_SHAPE_SPAN_MS))
         if self._repeat_shape is not None and self._benign is not None:
-            called = (pred == self._benign) & ~low & ~ood & (x_raw[:, self._view_dst, 0] < 0.5)
-            gates["repeat_shape"] = np.zeros(len(pred), dtype=bool)
-            if called.any():
-                rows = np.flatnonzero(called)
-                gates["repeat_shape"][rows[repeat_shaped(x_raw[rows], mask[rows], self._repeat_shape)]] = True
-                ood |= gates["repeat_shape"]
+            ood |= defer_benign("repeat_shape", ~dst, lambda r: repeat_shaped(x_raw[r], mask[r], self._repeat_shape))
         covered = None
-        if self._view_dst is not None:
-            dst = x_raw[:, self._view_dst, 0] > 0.5
+        if dst is not None:
             covered = self._source_only[pred] & dst
             if self._peer_changed is not None:
                 # peer_changed is 0 on a window's first flow and 1 where the peer differs
