@@ -14,7 +14,7 @@ help:
 	@echo "make test   - the whole test suite (unit, integration on the embedded broker, lab e2e; TEST_WORKERS=N)"
 	@echo "make bench  - benchmarks that print figures (flows/s, latency, RSS)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py inference/_history_kernel.pyx
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

@@ -38,7 +38,7 @@ import numpy as np
 from contracts.window import VIEWS, ClosedBy, KeyMode, parse_views  # noqa: F401 (the windowing's own names)
 from inference.features import (N_FEATURES, RAW_COLUMNS, context_features, failed_flags,
                                  flow_features, raw_matrix, raw_matrix_from_frame)
-from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory
+from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, new_history
 from inference.window_batch import (  # noqa: F401 (ClosedWindow and the byte figures are the windowing's own names)
     BATCH_FLOW_BYTES, EXTRA_FLOW_BYTES, MISSING, ClosedWindow, FlowBatch, extra_columns, gather)
 
@@ -86,13 +86,13 @@ FLOW_BYTES = 40
 class _View:
     """One view's open windows, least recently active first, and host history."""
 
-    def __init__(self, name: str, index: int, max_hosts: int) -> None:
+    def __init__(self, name: str, index: int, max_hosts: int, host_history: str = "auto") -> None:
         self.name, self.index = name, index
         self.key = key_function(name)
         # An OrderedDict: taking windows off the front of a plain dict rescans the holes its
         # deletions leave (measured: 5-24 us a window at 10k-100k open, against 0.3-0.4 us).
         self.open: OrderedDict[str, _Open] = OrderedDict()
-        self.history = HostHistory(max_hosts=max_hosts)
+        self.history = new_history(max_hosts=max_hosts, engine=host_history)
 
     def columns(self, src: list[str], dst: list[str]) -> tuple[list[str], list[str]]:
         """Each flow's key and peer in this view (the address lists themselves where they are)."""
@@ -108,7 +108,7 @@ class Windower:
     """Incremental windowing over any number of keys and views, bounded by `max_open`
     windows per view, `max_bytes` of open-window state over all views (the estimate of
     `open_bytes`: windows, their flows and the batches they keep alive), and `max_hosts`
-    remembered hosts per view. At a bound the least recently active window of the view
+    remembered hosts per view (`host_history`: how they are counted, `new_history`). At a bound the least recently active window of the view
     holding the most windows closes early ("pressure")."""
 
     def __init__(self, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
@@ -116,13 +116,13 @@ class Windower:
                  clock: Callable[[], float] = time.monotonic,
                  views: Sequence[str] | str | None = None,
                  max_hosts: int = DEFAULT_MAX_HOSTS, idle_s: float | None = None,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, host_history: str = "auto") -> None:
         self.k, self.horizon_ms, self.max_open = k, seconds * 1000.0, max_open
         self.max_bytes = max_bytes
         self.seconds, self.keep_items, self.clock = seconds, keep_items, clock
         self.idle_s = seconds if idle_s is None else idle_s
         self.views = parse_views(views if views is not None else (key,))
-        self._views = [_View(v, i, max_hosts) for i, v in enumerate(self.views)]
+        self._views = [_View(v, i, max_hosts, host_history) for i, v in enumerate(self.views)]
         self._windows = 0  # open windows over all views
         self._held = 0  # flows held by open windows over all views
         self._batch_bytes = 0  # bytes of the batches open windows keep alive

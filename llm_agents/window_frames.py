@@ -31,7 +31,7 @@ from contracts.records import FLOW_FIELDS
 from inference.datasets.lab import CARRIES
 from inference.features import (CONTEXT_FEATURES, FLOW_FEATURES, N_FEATURES, RAW_COLUMNS,
                                 failed_flags, flow_features, raw_matrix_from_frame)
-from inference.history import HISTORY_FEATURES, HostHistory
+from inference.history import HISTORY_FEATURES, new_history
 from inference.windowing import KeyMode, window_id, window_label, windows_from_frame
 
 WINDOW_COLUMNS = ("window_id", "label", "provenance")
@@ -161,7 +161,7 @@ def _history(df: pd.DataFrame, raw: np.ndarray, peer: np.ndarray, ts: np.ndarray
         out[have] = stored[have]
     if not have.all():
         miss = ~have
-        own = HostHistory(max_hosts=max(1, int(miss.sum())), max_pairs=max(1, 2 * int(miss.sum())))
+        own = new_history(max_hosts=max(1, int(miss.sum())), max_pairs=max(1, 2 * int(miss.sum())))
         out[miss] = own.update(df["window_id"].astype(str).to_numpy()[miss].tolist(), peer[miss].tolist(),
                                dport[miss].astype(int).tolist(), ts[miss].tolist(),
                                failed_flags(raw[miss]).tolist(),

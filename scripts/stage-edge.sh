@@ -12,6 +12,7 @@
 set -euo pipefail
 
 EDGE_PACKAGES=(contracts streams inference edgeloop_app)
+# setup.py builds the one compiled module, host history's kernel (inference/_history_kernel.pyx).
 
 if [[ ${1:-} == --list ]]; then
     printf '%s\n' "${EDGE_PACKAGES[@]}"
@@ -24,7 +25,7 @@ fi
 
 DEST=$1
 SRC=${2:-$(cd "$(dirname "$0")/.." && pwd)}
-for p in pyproject.toml README.md "${EDGE_PACKAGES[@]}"; do
+for p in pyproject.toml setup.py README.md "${EDGE_PACKAGES[@]}"; do
     [[ -e "$SRC/$p" ]] || { echo "stage-edge.sh: $SRC/$p is missing" >&2; exit 1; }
 done
 # A leftover package in DEST would be packaged too: stage into a clean directory only.
@@ -33,5 +34,7 @@ if [[ -d "$DEST" ]] && [[ -n $(ls -A "$DEST") ]]; then
     exit 1
 fi
 mkdir -p "$DEST"
-tar -C "$SRC" --exclude=__pycache__ --exclude='*.pyc' -cf - pyproject.toml README.md "${EDGE_PACKAGES[@]}" \
+# A checkout's in-place build (the kernel's .so and its generated C) is rebuilt, not staged.
+tar -C "$SRC" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.so' --exclude=inference/_history_kernel.c \
+    -cf - pyproject.toml setup.py README.md "${EDGE_PACKAGES[@]}" \
     | tar -C "$DEST" -xf -

@@ -50,6 +50,7 @@ class DetectorConfig:
     worker: str = ""
     idle_s: float | None = None
     max_hosts: int = 50_000
+    host_history: str = "auto"
     # At most this long scoring per tick: thousands of windows closing at once (an idle
     # expiry after a flood) are scored over several ticks, not in one stall of the loop.
     tick_budget_ms: float = 100.0
@@ -62,6 +63,7 @@ class DetectorConfig:
             ("uncertain_rate_per_s", "uncertain_rate_per_s"), ("audit_sample", "audit_sample"),
             ("alert_min_windows", "alert_min_windows"), ("alert_interval_s", "alert_interval_s"),
             ("worker", "worker_id"), ("idle_s", "window_idle_s"), ("max_hosts", "max_hosts"),
+            ("host_history", "host_history"),
             ("memory_mb", "window_memory_mb"))})
 
 
@@ -77,6 +79,7 @@ class EdgeDetector:
         self.windower = Windower(k=spec.k, seconds=spec.seconds, key=spec.views[0],  # type: ignore[arg-type]
                                  max_open=config.max_open, clock=clock, views=spec.views,
                                  max_hosts=config.max_hosts, idle_s=config.idle_s,
+                                 host_history=config.host_history,
                                  max_bytes=None if config.memory_mb is None else int(config.memory_mb * 2**20))
         self.router = UncertainRouter(config.uncertain_rate_per_s, config.audit_sample, config.worker)
         benign = model.bundle.meta.benign_class

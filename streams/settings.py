@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     max_open_windows: int = Field(200_000, ge=1)
     # Hosts remembered per view for host history (inference.history): the memory bound.
     max_hosts: int = Field(50_000, ge=1, le=10_000_000)
+    # How host history is counted: "compiled" (the C kernel setup.py builds,
+    # inference/_history_kernel.pyx: 0.6-0.7 us a flow against numpy's 6-12), "numpy", or
+    # "auto" (compiled where it was built, else numpy, with a warning at start). The same
+    # features bit for bit either way. "compiled" refuses to start where the kernel is missing.
+    host_history: Literal["auto", "compiled", "numpy"] = "auto"
     # Batched inference: up to N windows or M milliseconds. Under load batches fill to N
     # long before the wait; at 5,000 flows/s a 5 ms wait (with a 5 ms fetch wait) gave
     # p50 29 ms / p99 median 63 ms produced->detection against 35 / 83 with 20 and 10

@@ -38,6 +38,7 @@ from contracts.arrow_flows import decode_flow_arrow, is_arrow
 from contracts.errors import RecordError
 from contracts.records import decode_flow_rows, encode, record_json
 from inference.bundle import Bundle, check_window
+from inference.history import KERNEL_MISSING
 from inference.onnx_detector import OnnxDetector
 from streams.deadletter import dead_letter
 from streams.detector import DetectorConfig, EdgeDetector, Output
@@ -84,6 +85,9 @@ class EdgeWorker:
                      follow=settings.follow_bundle_window)
         cfg = DetectorConfig.from_settings(settings)
         cfg = DetectorConfig(**{**cfg.__dict__, "worker": self.worker_id})
+        if settings.host_history == "auto" and KERNEL_MISSING:
+            log.warning("host history counted with numpy, about 10x slower than the compiled kernel, "
+                        "which is not built here (%s); reinstall with a C compiler", KERNEL_MISSING)
         self.engine = EdgeDetector(OnnxDetector(bundle, int8=settings.int8, shape_rules=settings.shape_rules),
                                    cfg, self.metrics)
         self.app = faust_app(settings, bootstrap)

@@ -441,7 +441,8 @@ def where_time_goes(model: Path, df, messages: int = 500) -> dict[str, float]:
     return {k: v / total for k, v in out.items()}
 
 
-def stage_times(model: Path, df, messages: int = 500, repeat: int = 3) -> tuple[float, dict[str, float]]:
+def stage_times(model: Path, df, messages: int = 500, repeat: int = 3,
+                host_history: str = "auto") -> tuple[float, dict[str, float]]:
     """The engine in this process on the same flows, timed by the wall clock per stage (no
     profiler: cProfile's per-call cost inflates the many small Python calls it counts):
     microseconds a flow, best total of `repeat` runs, and each stage's own time in that run
@@ -453,7 +454,7 @@ def stage_times(model: Path, df, messages: int = 500, repeat: int = 3) -> tuple[
     import inference.windowing as windowing
     from contracts.records import decode_flow_rows, encode_flow_batch
     from inference.bundle import Bundle
-    from inference.history import HostHistory
+    from inference.history import CompiledHistory, HostHistory
     from inference.onnx_detector import OnnxDetector
     from streams.detector import DetectorConfig, EdgeDetector
 
@@ -481,6 +482,7 @@ def stage_times(model: Path, df, messages: int = 500, repeat: int = 3) -> tuple[
     stages = ((det.session, "run", "ONNX Runtime"),
               (OnnxDetector, "score_windows", "scoring: stack, normalise, calibrate, gates"),
               (HostHistory, "update", "host history (both views)"),
+              (CompiledHistory, "update", "host history (both views)"),
               (windowing.Windower, "_assign", "window assignment"),
               (windowing.Windower, "_close", "window closing: gather, features"),
               (windowing, "raw_matrix", "records to columns"), (windowing, "extra_columns", "records to columns"),
@@ -492,7 +494,7 @@ def stage_times(model: Path, df, messages: int = 500, repeat: int = 3) -> tuple[
         with ExitStack() as stack:
             for owner, name, stage in stages:
                 stack.enter_context(timed(owner, name, stage))
-            eng = EdgeDetector(det, DetectorConfig())
+            eng = EdgeDetector(det, DetectorConfig(host_history=host_history))
             t0 = time.perf_counter()
             for raw in raws:
                 t = time.perf_counter()
@@ -510,7 +512,7 @@ def stage_times(model: Path, df, messages: int = 500, repeat: int = 3) -> tuple[
     return best * us, {k: v * us for k, v in kept.items()}
 
 
-def push_costs(model: Path, df, sizes: tuple[int, ...] = (50, 100, 500)) -> None:
+def push_costs(model: Path, df, sizes: tuple[int, ...] = (50, 100, 500), host_history: str = "auto") -> None:
     """The engine in this process, one message a push then a tick (as a worker at a modest
     rate): milliseconds a push to window it and to tick, per message size, over the second
     half of the flows (the first half fills the windows and host history), and the fixed
@@ -525,7 +527,7 @@ def push_costs(model: Path, df, sizes: tuple[int, ...] = (50, 100, 500)) -> None
     got = {}
     for size in sizes:
         msgs = [decode_flow_rows(encode_flow_batch(rows[a:a + size])) for a in range(0, len(rows), size)]
-        eng = EdgeDetector(det, DetectorConfig())
+        eng = EdgeDetector(det, DetectorConfig(host_history=host_history))
         half = len(msgs) // 2
         for m in msgs[:half]:
             eng.ingest(m)
@@ -546,12 +548,27 @@ def push_costs(model: Path, df, sizes: tuple[int, ...] = (50, 100, 500)) -> None
         print(f"  {what}: {1000 * per_flow:.1f} us a flow + {got[lo][i] - per_flow * lo:.2f} ms a push")
 
 
-def print_stages(model: Path, df, messages: int = 500) -> None:
-    total, stages = stage_times(model, df, messages=messages)
-    print(f"\nwhere the engine's time goes (wall clock, the same flows in this process in messages of "
-          f"{messages}, best of 3): {total:.2f} us a flow, {1e6 / total:,.0f} flows/s")
-    for stage, us in sorted(stages.items(), key=lambda kv: -kv[1]):
-        print(f"  {stage:<50}{us:>14.2f} us/flow {us / total:>6.1%}")
+def print_stages(model: Path, df, messages: int = 500, engines: tuple[str, ...] = ("auto",),
+                 repeat: int = 1) -> None:
+    """The stage table per host-history engine; with several, alternated `repeat` times and
+    the best run of each printed."""
+    best: dict[str, tuple[float, dict[str, float]]] = {}
+    for r in range(repeat):
+        for engine in engines:
+            got = stage_times(model, df, messages=messages, host_history=engine)
+            if len(engines) > 1:
+                print(f"  run {r + 1}, host history {engine}: {got[0]:.2f} us a flow", flush=True)
+            if engine not in best or got[0] < best[engine][0]:
+                best[engine] = got
+    for engine, (total, stages) in best.items():
+        print(f"\nwhere the engine's time goes (wall clock, the same flows in this process in messages of "
+              f"{messages}, best of {3 * repeat}, host history {engine}): {total:.2f} us a flow, "
+              f"{1e6 / total:,.0f} flows/s")
+        for stage, us in sorted(stages.items(), key=lambda kv: -kv[1]):
+            print(f"  {stage:<50}{us:>14.2f} us/flow {us / total:>6.1%}")
+    if len(best) > 1:
+        (a, (ta, _)), (b, (tb, _)) = list(best.items())[:2]
+        print(f"\nhost history {b} against {a}: {ta / tb:.2f}x the flows/s")
 
 
 def main() -> None:
@@ -574,6 +591,9 @@ def main() -> None:
                     "messages read between two ticks together, in the throughput and the latency steps")
     ap.add_argument("--stages-only", action="store_true", help="only the engine in this process, its time per "
                     "flow by stage (wall clock), then stop: no broker, no workers")
+    ap.add_argument("--history-compare", action="store_true", help="also alternate a worker counting host history with "
+                    "numpy (EDGELOOP_HOST_HISTORY=numpy) against the default compiled kernel; with --stages-only "
+                    "or --push-cost, the engine in process both ways")
     ap.add_argument("--push-cost", action="store_true", help="only the engine in this process, one message "
                     "a push then a tick, at 50, 100 and 500 flows a message: the cost a push, then stop")
     ap.add_argument("--gc-compare", action="store_true", help="also run the latency step --repeat times with "
@@ -584,11 +604,16 @@ def main() -> None:
     model = model_path(tmp)
     df = bench_flows(a.flows)
     if a.stages_only:
-        print_stages(model, df, a.message_flows)
+        if a.history_compare:
+            print_stages(model, df, a.message_flows, ("numpy", "compiled"), a.repeat)
+        else:
+            print_stages(model, df, a.message_flows)
         return
     if a.push_cost:
-        print(f"the engine's cost a push ({len(df):,} flows in this process, one message a push then a tick):")
-        push_costs(model, df)
+        for engine in ("numpy", "compiled") if a.history_compare else ("auto",):
+            print(f"the engine's cost a push ({len(df):,} flows in this process, one message a push then a tick, "
+                  f"host history {engine}):")
+            push_costs(model, df, host_history=engine)
         return
     with EmbeddedBroker(free_port()) as b:
         topics = Topics("bench.")
@@ -606,6 +631,7 @@ def main() -> None:
                   f"({apub.stats.bytes / 1e6:.1f} MB against {st.bytes / 1e6:.1f} MB before compression)")
             bare_a, wa = float("inf"), {"flows_per_s": 0.0}
         bare_s, w, w8, w1 = float("inf"), {"flows_per_s": 0.0}, {"flows_per_s": 0.0}, {"flows_per_s": 0.0}
+        wn = {"flows_per_s": 0.0}
         for r in range(a.repeat):
             secs, n = asyncio.run(bare_consumer(b.bootstrap, topics.flows, len(df)))
             got = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-throughput-{r}")
@@ -618,6 +644,11 @@ def main() -> None:
                 print(f"         worker windowing each message alone {g1['flows_per_s']:,.0f} fl/s; the default "
                       f"windowed {got['pushed_messages'] / max(got['pushes'], 1):.1f} messages a push", flush=True)
                 w1 = g1 if g1["flows_per_s"] > w1["flows_per_s"] else w1
+            if a.history_compare:
+                gn = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-numpy-{r}",
+                                       host_history="numpy")
+                print(f"         worker with host history in numpy {gn['flows_per_s']:,.0f} fl/s", flush=True)
+                wn = gn if gn["flows_per_s"] > wn["flows_per_s"] else wn
             if a.int8:
                 g8 = worker_throughput(b.bootstrap, topics, model, tmp, len(df), group=f"bench-int8-{r}", int8="1")
                 print(f"         worker int8 {g8['flows_per_s']:,.0f} fl/s", flush=True)
@@ -649,6 +680,10 @@ def main() -> None:
     if a.coalesce_compare:
         print(f"{'edge worker windowing each message alone':<52}{w1['flows_per_s']:>16,.0f} fl/s")
         print(f"{'  ratio default (coalesced) / alone':<52}{w['flows_per_s'] / w1['flows_per_s']:>21.2f}x")
+    if a.history_compare:
+        print(f"{'edge worker, EDGELOOP_HOST_HISTORY=numpy':<52}{wn['flows_per_s']:>16,.0f} fl/s")
+        print(f"{'  ratio default (compiled) / numpy':<52}{w['flows_per_s'] / wn['flows_per_s']:>21.2f}x")
+        print(f"{'  peak RSS, compiled / numpy':<52}{w['rss_mb']:>13.0f} / {wn['rss_mb']:.0f} MB")
     if a.int8:
         print(f"{'edge worker, EDGELOOP_INT8=1':<52}{w8['flows_per_s']:>16,.0f} fl/s")
         print(f"{'  ratio int8 worker / bare consumer':<52}{w8['flows_per_s'] / (n / bare_s):>21.2f}x")

@@ -1,10 +1,12 @@
 """Host history at its bounds: bytes per table entry and flows/s, with the tables full.
 
-Fills one view's HostHistory (`--max-hosts`, pairs 4x) with flows from more sources than it
+Fills one view's host history (`--max-hosts`, pairs 4x) with flows from more sources than it
 holds, in wire-sized batches whose strings are made inside the measured region (as the
 worker's decode makes them), and prints the bytes tracemalloc sees held per entry once the
-input is dropped, then flows/s of the batch path and of the flow-by-flow reference on the
-same flows, alternated best of --repeat (tracemalloc off). Prints figures; no pass or fail.
+input is dropped, for numpy's HostHistory and the compiled kernel (CompiledHistory, whose
+arrays are allocated at their bounds), then flows/s of numpy's batch path, of the
+flow-by-flow reference and of the compiled kernel on the same flows, alternated best of
+--repeat (tracemalloc off). Prints figures; no pass or fail.
 
     .venv/bin/python tests/bench/bench_history.py [--flows 400000] [--max-hosts 50000] [--repeat 3]
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from inference.history import HostHistory  # noqa: E402
+from inference.history import CompiledHistory, HostHistory  # noqa: E402
 
 BATCH = 500
 
@@ -38,10 +40,10 @@ def batches(flows: int, seed: int = 0):
                (rng.random(n) < 0.3).tolist(), rng.integers(40, 5000, n).astype(float).tolist())
 
 
-def held_bytes(flows: int, max_hosts: int) -> tuple[HostHistory, int]:
+def held_bytes(flows: int, max_hosts: int, cls: type = HostHistory) -> tuple[HostHistory, int]:
     gc.collect()
     tracemalloc.start()
-    h = HostHistory(max_hosts)
+    h = cls(max_hosts)
     for b in batches(flows):
         h.update(*b)
     del b
@@ -53,8 +55,8 @@ def held_bytes(flows: int, max_hosts: int) -> tuple[HostHistory, int]:
 
 def rate(flows: int, max_hosts: int, path: str) -> float:
     data = list(batches(flows, seed=1))
-    h = HostHistory(max_hosts)
-    step = h.update if path == "batch" else h._update_rows
+    h = (CompiledHistory if path == "compiled" else HostHistory)(max_hosts)
+    step = h._update_rows if path == "flow by flow" else h.update
     t0 = time.perf_counter()
     for b in data:
         step(*b)
@@ -70,9 +72,12 @@ def main() -> None:
     h, held = held_bytes(args.flows, args.max_hosts)
     print(f"{args.flows:,} flows, max_hosts {args.max_hosts:,}: hosts {len(h):,}, pairs {len(h._peers):,}, "
           f"services {len(h._services):,}")
-    print(f"held {held / 2**20:.1f} MiB, {held / h.entries:.0f} B per entry (hosts + pairs + services)")
+    print(f"numpy: held {held / 2**20:.1f} MiB, {held / h.entries:.0f} B per entry (hosts + pairs + services)")
     del h
-    best = {"batch": 0.0, "flow by flow": 0.0}
+    h, held = held_bytes(args.flows, args.max_hosts, CompiledHistory)
+    print(f"compiled: held {held / 2**20:.1f} MiB, {held / h.entries:.0f} B per entry ({h.entries:,} entries)")
+    del h
+    best = {"batch": 0.0, "flow by flow": 0.0, "compiled": 0.0}
     for _ in range(args.repeat):
         for path in best:
             best[path] = max(best[path], rate(args.flows // 4, args.max_hosts // 4, path))

@@ -71,12 +71,12 @@ def full_wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     """The wheel `pip install .` builds from a checkout: every top-level package, with
     tests/ beside them as in the repository."""
     tree = tmp_path_factory.mktemp("full")
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "_history_kernel.c")
     for d in REPO.iterdir():
         if d.is_dir() and (d / "__init__.py").exists():
             shutil.copytree(d, tree / d.name, ignore=skip)
     shutil.copytree(REPO / "tests" / "support", tree / "tests" / "support", ignore=skip)
-    for f in ("pyproject.toml", "README.md"):
+    for f in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / f, tree / f)
     return build_wheel(tree, tmp_path_factory.mktemp("full-wheel"))
 
@@ -101,6 +101,9 @@ def test_the_edge_wheel_has_only_the_edge_packages(edge_wheel):
     assert top_level(names) == set(edge_packages())
     assert scaffolding(names) == []
     assert experiments(names) == []
+    # host history's kernel, compiled from the staged .pyx (stage-edge.sh leaves a checkout's .so out)
+    assert [n for n in names if n.startswith("inference/_history_kernel")
+            and n.endswith(".so")], "the edge wheel lacks the compiled host-history kernel"
 
 
 def test_the_edge_command_line_imports_only_what_the_edge_wheel_holds(edge_wheel):
@@ -147,7 +150,7 @@ def test_the_deploy_files_stage_the_edge_through_the_same_script():
     assert re.search(r"^WORKDIR /src$", docker, re.M) and "pip install ." in docker
     allowed = {line[1:].rstrip("/") for line in (DEPLOY / "docker" / "Dockerfile.edge.dockerignore")
                .read_text().splitlines() if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "scripts/stage-edge.sh", *edge_packages()}
+    assert allowed == {"pyproject.toml", "setup.py", "README.md", "scripts/stage-edge.sh", *edge_packages()}
     install = (DEPLOY / "systemd" / "install.sh").read_text()
     assert re.search(r'if ! has_role agent .*\n(.*\n){0,3}\s*bash "\$REPO/scripts/stage-edge\.sh" "\$src" "\$SOURCE"',
                      install), "install.sh must stage the edge for roles without the agent"
