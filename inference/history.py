@@ -300,7 +300,10 @@ class CompiledHistory:
     of 50; `tests/bench/bench_history.py --compare`).
 
     Hosts are held by their string hash (`hash(key)`), as the pairs already were: two hosts
-    whose hashes collide (about 1 in 10^14 among 50,000) count as one. Every table is a
+    whose hashes collide (about 1 in 10^14 among 50,000) count as one. The tables are open
+    addressing, so addresses crafted to share a slot would make long probe chains; crafting
+    them needs the process's string-hash key, random per process (PYTHONHASHSEED unset, as
+    everywhere in deploy/). Every table is a
     preallocated array of its bound (a view with the defaults: 50,000 hosts and 200,000
     pairs per table, about 24 MB of address space), touched page by page as it fills."""
 

@@ -9,16 +9,20 @@ import pytest
 
 from contracts.records import FlowRecord
 from inference.features import FEATURE_NAMES
-from inference.history import HISTORY_FEATURES, HostHistory
+from inference.history import HISTORY_FEATURES, HostHistory, new_history
 from inference.windowing import Windower, windows_from_frame
+
+
+ENGINES = ("numpy", "compiled")  # the same semantics either way (tests/unit/test_history_kernel.py)
 
 
 def col(name: str) -> int:
     return HISTORY_FEATURES.index(name)
 
 
-def test_decayed_count_follows_the_half_life():
-    h = HostHistory()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_decayed_count_follows_the_half_life(engine):
+    h = new_history(engine=engine)
     n = 30
     rows = h.update(["a"] * n, ["b"] * n, [80] * n, [i * 1000.0 for i in range(n)], [False] * n, [100.0] * n)
     want = sum(2 ** (-i / 10) for i in range(n))  # 10 s half-life, one flow a second
@@ -29,8 +33,9 @@ def test_decayed_count_follows_the_half_life():
     assert rows[-1, col("h10_bytes_sd")] == pytest.approx(0.0, abs=1e-3)  # every flow the same size
 
 
-def test_new_services_count_distinct_destination_ports_within_the_scale():
-    h = HostHistory()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_new_services_count_distinct_destination_ports_within_the_scale(engine):
+    h = new_history(engine=engine)
     # 20 distinct ports in 20 s, then the same 20 again: the repeats are not new within 60 s.
     ports = list(range(1, 21)) * 2
     ts = [i * 1000.0 for i in range(40)]
@@ -43,15 +48,17 @@ def test_new_services_count_distinct_destination_ports_within_the_scale():
     assert rows[:, col("h60_failed")].min() == pytest.approx(1.0)
 
 
-def test_out_of_order_flows_do_not_decay_backwards():
-    h = HostHistory()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_out_of_order_flows_do_not_decay_backwards(engine):
+    h = new_history(engine=engine)
     rows = h.update(["a"] * 3, ["b", "c", "d"], [1, 2, 3], [10_000.0, 5_000.0, 10_000.0], [False] * 3, [1.0] * 3)
     flows = np.expm1(rows[:, col("h10_flows")])
     assert flows.tolist() == pytest.approx([1.0, 2.0, 3.0])
 
 
-def test_memory_is_bounded_whatever_the_number_of_sources():
-    h = HostHistory(max_hosts=1000, max_pairs=2000)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_memory_is_bounded_whatever_the_number_of_sources(engine):
+    h = new_history(max_hosts=1000, max_pairs=2000, engine=engine)
     n = 300_000
     keys = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(n)]
     h.update(keys, ["192.0.2.1"] * n, [80] * n, [float(i) for i in range(n)], [True] * n, [60.0] * n)
@@ -119,8 +126,9 @@ def test_a_window_frame_keeps_the_history_the_stream_saw():
     assert pd.Series(frame["view"]).isin(["src", "dst"]).all()
 
 
-def test_size_spread_tells_a_repeating_host_from_a_varied_one():
-    h = HostHistory()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_size_spread_tells_a_repeating_host_from_a_varied_one(engine):
+    h = new_history(engine=engine)
     n = 40
     rows = h.update(["a"] * n, ["b"] * n, [22] * n, [i * 100.0 for i in range(n)], [False] * n,
                     [100.0 if i % 2 else 10_000.0 for i in range(n)])
