@@ -668,6 +668,8 @@ def main() -> None:
         if a.coalesce_compare:   # the same paced run, each message windowed alone and coalesced
             alternate_latency(b.bootstrap, model, tmp, a, "coalesce_flows",
                               ("0", str(Settings.model_fields["coalesce_flows"].default)), run_base=10)
+        if a.history_compare:   # the same paced run, host history in numpy and compiled
+            alternate_latency(b.bootstrap, model, tmp, a, "host_history", ("numpy", "compiled"), run_base=20)
         two = two_workers(b.bootstrap, topics, model, tmp, len(df), broker_pid=b.proc.pid if b.proc else None)  # last: its hand-overs load the broker
     print(f"\nmodel {model}")
     print(f"{'stage':<52}{'figure':>22}")
