@@ -227,9 +227,11 @@ def detect() -> None:
         port = serve_metrics(reg, s.metrics_port, s.metrics_addr)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
+    from inference.history import history_engine
     console.print(f"detector {w.worker_id}: model {bundle.version}{' int8' if s.int8 else ''} "
                   f"({', '.join(bundle.class_names)}), "
-                  f"{bundle.meta.window.describe()}; metrics http://{s.metrics_addr}:{port}/metrics")
+                  f"{bundle.meta.window.describe()}, host history {history_engine(s.host_history)}; "
+                  f"metrics http://{s.metrics_addr}:{port}/metrics")
     w.run()
 
 

@@ -82,3 +82,17 @@ def test_score_applies_the_shape_rules_a_detector_is_told(tmp_path):
     a = pd.read_parquet(on).set_index("window_id")["uncertain"]
     b = pd.read_parquet(off).set_index("window_id")["uncertain"]
     assert (a & ~b.loc[a.index]).sum() == 5 and not (b.loc[a.index] & ~a).any()
+
+
+def test_detect_refuses_to_start_without_the_kernel_it_was_told_to_use(monkeypatch, tmp_path):
+    """EDGELOOP_HOST_HISTORY=compiled where the kernel is not built: a clear error before any
+    broker is touched, naming the setting and the way out."""
+    import inference.history as history
+
+    monkeypatch.setattr(history, "_HistoryKernel", None)
+    monkeypatch.setattr(history, "KERNEL_MISSING", "ModuleNotFoundError: no module named _history_kernel")
+    r = CliRunner().invoke(main, ["detect"], env={"EDGELOOP_HOST_HISTORY": "compiled",
+                                                  "EDGELOOP_DATA_DIR": str(tmp_path),
+                                                  "EDGELOOP_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert r.exit_code == 1, r.output
+    assert "EDGELOOP_HOST_HISTORY='compiled'" in r.output and "not built here" in r.output
