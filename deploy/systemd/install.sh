@@ -126,7 +126,7 @@ if ((${#extras[@]})); then spec="${src}[$(IFS=,; echo "${extras[*]}")]"; fi
 # install goes on and a detector counts host history in numpy, about 10x slower.
 if ! (cd / && "$VENV/bin/python" -c "import inference._history_kernel" 2>/dev/null); then
     echo "   warning: host history's compiled kernel was not built (no C compiler?):" \
-         "apt-get install gcc libc6-dev, then run this again" >&2
+         "apt-get install gcc libc6-dev python3-dev, then run this again" >&2
 fi
 if has_role enforce && ! command -v nft >/dev/null; then
     echo "   warning: the enforcer runs nft: apt-get install nftables" >&2
