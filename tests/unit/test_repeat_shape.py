@@ -122,3 +122,20 @@ def test_the_edge_counts_repeat_shaped_windows(bundle):
     outs, dets, reg = eval_capture_through_the_engine(bundle)
     assert reg.get_sample_value("edgeloop_uncertain_gates_total", {"gate": "repeat_shape"}) == 5
     assert reg.get_sample_value("edgeloop_uncertain_gates_total", {"gate": "flood_shape"}) == 5
+
+
+def test_row_medians_are_nanmedians_to_the_last_bit():
+    """The repeat-shape rule's medians without numpy's masked-array path: the same doubles as
+    np.nanmedian(axis=1) on NaN-padded rows of 1-8 numbers (odd and even counts, ties)."""
+    import numpy as np
+
+    from inference.onnx_detector import row_medians
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        a = np.expm1(rng.uniform(0, 12, (int(rng.integers(1, 40)), 8)))
+        if trial % 3 == 0:
+            a = np.round(a / 100)  # ties
+        for row, n in zip(a, rng.integers(1, 9, len(a))):
+            row[n:] = np.nan
+        assert np.array_equal(row_medians(a), np.nanmedian(a, axis=1))
