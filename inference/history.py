@@ -299,17 +299,17 @@ class HostHistory:
 class CompiledHistory:
     """`HostHistory`'s counting in C (`inference/_history_kernel.pyx`): the flow-by-flow
     reference (`HostHistory._update_rows`) line for line, so every feature is the same float32
-    bit for bit and the tables hold and evict the same hosts and pairs, at 0.6-0.7 us a flow
+    bit for bit and the tables hold and evict the same hosts and pairs, at 0.5-0.7 us a flow
     whatever the push size (numpy's batch path: 6 us a flow in pushes of 500, 11 in pushes
-    of 50; `tests/bench/bench_history.py --compare`).
+    of 50; `tests/bench/bench_history.py` prints both).
 
     Hosts are held by their string hash (`hash(key)`), as the pairs already were: two hosts
     whose hashes collide (about 1 in 10^14 among 50,000) count as one. The tables are open
     addressing, so addresses crafted to share a slot would make long probe chains; crafting
     them needs the process's string-hash key, random per process (PYTHONHASHSEED unset, as
-    everywhere in deploy/). Every table is a
-    preallocated array of its bound (a view with the defaults: 50,000 hosts and 200,000
-    pairs per table, about 24 MB of address space), touched page by page as it fills."""
+    everywhere in deploy/). Every table is an array allocated at its bound (a view with the
+    defaults: 50,000 hosts and 200,000 pairs per table, 21.7 MiB), touched page by page as
+    it fills."""
 
     def __init__(self, max_hosts: int = DEFAULT_MAX_HOSTS, max_pairs: int | None = None) -> None:
         if _HistoryKernel is None:
