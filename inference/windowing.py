@@ -38,7 +38,7 @@ import numpy as np
 from contracts.window import VIEWS, ClosedBy, KeyMode, parse_views  # noqa: F401 (the windowing's own names)
 from inference.features import (N_FEATURES, RAW_COLUMNS, context_features, failed_flags,
                                  flow_features, raw_matrix, raw_matrix_from_frame)
-from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, new_history
+from inference.history import DEFAULT_MAX_HOSTS, N_HISTORY, HostHistory, new_history
 from inference.window_batch import (  # noqa: F401 (ClosedWindow and the byte figures are the windowing's own names)
     BATCH_FLOW_BYTES, EXTRA_FLOW_BYTES, MISSING, ClosedWindow, FlowBatch, extra_columns, gather)
 
@@ -135,6 +135,11 @@ class Windower:
         """Estimated memory of the open windows (WINDOW_BYTES, FLOW_BYTES and the live
         batches' bytes)."""
         return self._windows * WINDOW_BYTES + self._held * FLOW_BYTES + self._batch_bytes
+
+    @property
+    def history_engine(self) -> str:
+        """How this windower counts host history: "compiled" or "numpy"."""
+        return "numpy" if isinstance(self._views[0].history, HostHistory) else "compiled"
 
     @property
     def history_entries(self) -> int:

@@ -91,6 +91,7 @@ class EdgeDetector:
         self.overrides: Any = None  # streams.active_policies.DetectorOverrides from active policies
         if metrics:
             metrics.set_model(model.version, model.precision)
+            metrics.host_history_info.labels(engine=self.windower.history_engine).set(1)
 
     def swap(self, model: OnnxDetector) -> None:
         """Use `model` from the next batch on. Refuses a bundle whose windows are cut

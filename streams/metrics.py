@@ -152,6 +152,9 @@ class EdgeMetrics:
                                        "(bounded by EDGELOOP_WINDOW_MEMORY_MB)", **r)
         self.model_info = Gauge(f"{p}_model_info", "The model version in use and its precision, fp32 or "
                                 "int8 (EDGELOOP_INT8) (value 1)", ["version", "precision"], **r)
+        self.host_history_info = Gauge(f"{p}_host_history_info", "How host history is counted: compiled "
+                                       "(the C kernel the install builds) or numpy, about 10x slower "
+                                       "(EDGELOOP_HOST_HISTORY) (value 1)", ["engine"], **r)
         self.model_swaps = Counter(f"{p}_model_swaps", "Model bundles swapped in", **r)
         self.model_swaps_refused = Counter(f"{p}_model_swaps_refused",
                                            "Model releases refused at verification", ["reason"], **r)

@@ -99,10 +99,19 @@ def test_the_setting_reaches_the_engine(monkeypatch, tiny_bundle):
     from streams.detector import DetectorConfig, EdgeDetector
     from streams.settings import Settings
 
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import EdgeMetrics
+
     for engine, cls in (("numpy", HostHistory), ("compiled", CompiledHistory)):
         monkeypatch.setenv("EDGELOOP_HOST_HISTORY", engine)
-        eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig.from_settings(Settings()))
+        reg = CollectorRegistry()
+        eng = EdgeDetector(OnnxDetector(tiny_bundle), DetectorConfig.from_settings(Settings()), EdgeMetrics(reg))
         assert {type(v.history) for v in eng.windower._views} == {cls}
+        # what EdgeloopHostHistoryInNumpy alerts on
+        assert reg.get_sample_value("edgeloop_host_history_info", {"engine": engine}) == 1.0
+        assert reg.get_sample_value("edgeloop_host_history_info",
+                                    {"engine": "numpy" if engine == "compiled" else "compiled"}) is None
     monkeypatch.setenv("EDGELOOP_HOST_HISTORY", "fast")
     with pytest.raises(Exception, match="host_history"):
         Settings()
