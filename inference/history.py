@@ -241,7 +241,8 @@ class HostHistory:
     def _update_rows(self, keys: Sequence[str], peers: Sequence[str], ports: Sequence[int],
                      ts_ms: Sequence[float], failed: Sequence[bool], nbytes: Sequence[float]) -> np.ndarray:
         """Flow by flow: the reference semantics (and the path that evicts)."""
-        ts_ms = list(ts_ms.tolist() if isinstance(ts_ms, np.ndarray) else ts_ms)
+        ts_ms, failed, nbytes = (c.tolist() if isinstance(c, np.ndarray) else c for c in (ts_ms, failed, nbytes))
+        ts_ms = list(ts_ms)
         n = len(keys)
         out = np.empty((n, N_HISTORY), dtype=np.float32)
         rows: list[list[float]] = [None] * n  # type: ignore[list-item]

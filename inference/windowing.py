@@ -159,9 +159,11 @@ class Windower:
         n = len(flow_ids)
         if n == 0:
             return []
-        failed = failed_flags(raw).tolist()
-        all_ts, all_dports = raw[:, _TS].tolist(), raw[:, _DPORT].tolist()
-        nbytes = raw[:, _BYTES].tolist()
+        # Host history takes the columns as arrays (the compiled kernel reads them as they
+        # are); the assignment loop reads times one by one, from a list.
+        failed = failed_flags(raw)
+        ts_col, dports, nbytes = (np.ascontiguousarray(raw[:, j]) for j in (_TS, _DPORT, _BYTES))
+        all_ts = ts_col.tolist()
         if n > len(_ROW_NUMBERS):  # a whole capture windowed at once
             _ROW_NUMBERS.extend(range(len(_ROW_NUMBERS), n))
         # One string object per distinct address of the batch (a decoder makes one per field).
@@ -181,7 +183,7 @@ class Windower:
         done: list[tuple[_View, str, _Open, ClosedBy]] = []
         for view in self._views:
             keys, peers = view.columns(src_ips, dst_ips)
-            hist = view.history.update(keys, peers, all_dports, all_ts, failed, nbytes)
+            hist = view.history.update(keys, peers, dports, ts_col, failed, nbytes)
             batch.hist.append(hist)
             batch.nbytes += hist.nbytes
             self._batch_bytes += hist.nbytes
