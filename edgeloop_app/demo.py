@@ -218,7 +218,9 @@ def _health(targets: list[str], before: tuple[float, list[dict]], console: Conso
 
 def _agent(s: Settings, bootstrap: str, log: Path, console: Console) -> None:
     """Run the agent until `uncertain` is drained; show what it did with the windows."""
-    env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_METRICS_PORT": str(s.metrics_port + 1)}
+    # Port 0: the agent's /metrics is not scraped here, and a fixed neighbour of the
+    # detector's port may be taken by something else (the agent then exits 1 at start).
+    env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": bootstrap, "EDGELOOP_METRICS_PORT": "0"}
     try:
         r = subprocess.run([sys.executable, "-m", "edgeloop_app.cli", "agent", "--once", "--no-retrain"], env=env,
                            capture_output=True, text=True, timeout=180)

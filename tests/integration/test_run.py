@@ -2,7 +2,9 @@
 the agent's pass, health from the services' own metrics, and a proposal waiting for a person."""
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +19,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_run_shows_the_whole_loop_and_ends_with_a_proposal_waiting(broker, topics, tmp_path: Path) -> None:
+    port = free_port()
     env = {**os.environ, "EDGELOOP_KAFKA_BOOTSTRAP": broker.bootstrap, "EDGELOOP_TOPIC_PREFIX": topics.prefix,
-           "EDGELOOP_DATA_DIR": str(tmp_path / "var"), "EDGELOOP_METRICS_PORT": str(free_port()),
+           "EDGELOOP_DATA_DIR": str(tmp_path / "var"), "EDGELOOP_METRICS_PORT": str(port),
            "EDGELOOP_LLM_BASE_URL": "", "COLUMNS": "200"}
-    r = subprocess.run([sys.executable, "-m", "edgeloop_app.cli", "run"], env=env, cwd=REPO, capture_output=True,
-                       text=True, timeout=280)
+    # The ports beside the detector's are taken, as they may be on a busy machine: the run's
+    # other services must find their own (the agent once took port + 1 and exited 1 when it
+    # could not bind it).
+    with contextlib.ExitStack() as held:
+        for neighbour in (port + 1, port + 2):
+            sock = held.enter_context(socket.socket())
+            with contextlib.suppress(OSError):
+                sock.bind(("127.0.0.1", neighbour))
+                sock.listen()
+        r = subprocess.run([sys.executable, "-m", "edgeloop_app.cli", "run"], env=env, cwd=REPO,
+                           capture_output=True, text=True, timeout=280)
     out = r.stdout + r.stderr
+    agent_log = tmp_path / "var" / "logs" / "agent.log"
+    if agent_log.exists():  # in every failure message below: what the agent itself printed
+        out += "\n--- agent.log (tail) ---\n" + agent_log.read_text()[-1500:]
     assert r.returncode == 0, out[-4000:]
     # Step 1 starts the embedded broker; with EDGELOOP_KAFKA_BOOTSTRAP set it uses that one.
     assert f"using Kafka at {broker.bootstrap}" in out
