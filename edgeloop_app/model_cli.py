@@ -143,7 +143,14 @@ def train(train_file: Path | None, val_file: Path | None, eval_file: Path | None
                   f"int8 {'kept' if m.int8 else 'no'}; {m.window.describe()})")
     console.print(f"bundle: {bundle.path}" + ("" if out else f"   (make it current: edgeloop release {bundle.path})"))
     if eval_df is not None and not no_eval:
-        _evaluate_and_print(bundle, eval_df, eval_name, eval_src)
+        judging = None
+        if eval_file:
+            judging = _lab_judging(eval_df, Path(eval_file), None, m.benign_class)
+        else:  # the shipped lab evaluation, its attack runs on hosts of their own as in training
+            from inference.datasets.training import lab_eval_judging
+
+            judging = lab_eval_judging(eval_df, m.benign_class)
+        _evaluate_and_print(bundle, eval_df, eval_name, eval_src, judging)
         if train_file is None:
             from evaluation.experiment_openworld import lab_macro_f1
 
@@ -222,7 +229,8 @@ def evaluate(model: str | None, file: Path | None, manifest: Path | None, labels
     df = _load(file, fmt, labels)
     try:
         report = evaluate_bundle(bundle, df, name=name or file.stem, out_dir=out,
-                                 plots=not no_plots, speed=not no_speed, source=str(file))
+                                 plots=not no_plots, speed=not no_speed, source=str(file),
+                                 judging=_lab_judging(df, file, labels, bundle.meta.benign_class))
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc
     _print_report(report)
@@ -272,10 +280,25 @@ def _resolve(model: str) -> Any:
         raise click.ClickException(str(exc)) from exc
 
 
-def _evaluate_and_print(bundle: Any, df: Any, name: str, source: str) -> None:
+def _evaluate_and_print(bundle: Any, df: Any, name: str, source: str, judging: dict[str, Any] | None) -> None:
     from inference.evaluate import evaluate_bundle
 
-    _print_report(evaluate_bundle(bundle, df, name=name, source=source))
+    _print_report(evaluate_bundle(bundle, df, name=name, source=source, judging=judging))
+
+
+def _lab_judging(df: Any, file: Path, labels: Path | None, benign: str) -> dict[str, Any] | None:
+    """How to judge a lab capture's windows (evaluate_bundle's `judging`) when its labels
+    document is at hand: --labels naming a `.labels.json`, or one beside FILE; else None."""
+    from inference.evaluate import lab_judging
+
+    doc = labels if labels is not None and labels.name.endswith(".labels.json") else \
+        file.with_name(file.name.split(".")[0] + ".labels.json")
+    if not doc.is_file():
+        return None
+    try:
+        return lab_judging(df, doc, benign)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"{doc}: cannot read the lab labels to judge windows by: {exc}") from exc
 
 
 def _print_report(r: dict[str, Any]) -> None:
@@ -302,10 +325,21 @@ def _print_report(r: dict[str, Any]) -> None:
     for label, u in r["unseen"].items():
         console.print(f"unseen label {label}: {u['uncertain']}/{u['windows']} windows to uncertain "
                       f"({u['low_confidence']} low confidence, {u['ood']} OOD); predicted {u['predicted']}")
+    j = r.get("judged")
+    if j is not None:
+        console.print(f"judged windows ({j['windows']:,} of {r['dataset']['windows']:,}; {j['collateral']:,} "
+                      f"collateral): macro-F1 {j['macro_f1']:.4f}  accuracy {j['accuracy']:.4f}  ECE "
+                      f"{j['ece']:.4f}  uncertain {j['uncertain']['rate']:.2%}  min recall "
+                      f"{min(v['recall'] for v in j['per_class'].values() if v['support']):.4f}")
+        console.print("  (the figures above count every window of every view, labelled by its flows: a scan "
+                      "target's destination window, one flow from the scanner, counts as the scan and is deferred "
+                      "by design. Judged windows are benign windows and each attack's windows keyed by its "
+                      "principal, as `edgeloop evaluate --open-world` judges a lab capture.)")
     missed = [k for k, v in r["targets"].items() if k != "all_met" and not v["met"]]
-    console.print("targets: " + ("all met" if not missed else "missed " + ", ".join(
-        f"{k} ({r['targets'][k]['value']:.4f} vs {r['targets'][k]['target']})" for k in missed)))
-    if len(r["bundle"]["window"].get("views", ["src"])) > 1:
+    console.print(f"targets (on {r.get('targets_on', 'every window')}): " + ("all met" if not missed else
+                  "missed " + ", ".join(f"{k} ({r['targets'][k]['value']:.4f} vs {r['targets'][k]['target']})"
+                                        for k in missed)))
+    if j is None and len(r["bundle"]["window"].get("views", ["src"])) > 1:
         # A multi-view bundle: say what these windows are, since the judged figure differs.
         console.print("  (every window of every view, labelled by its flows: the windows of a scan's targets and "
                       "of a one-source attack's victim count as that attack. The open-world judge counts an "

@@ -166,10 +166,15 @@ def label_flows(flows: Any, labels: Any, benign: str = "benign") -> Any:
 def evaluate_bundle(bundle: Bundle, flows_df: Any, *, name: str = "flows",
                     out_dir: str | Path | None = None, plots: bool = True, speed: bool = True,
                     batch_sizes: tuple[int, ...] = (1, 32, 256), n_bins: int = 15,
-                    source: str = "") -> dict[str, Any]:
+                    source: str = "", judging: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score labelled flows with `bundle`; write `<out_dir>/<name>.json` (+ PNGs) and return it.
 
-    `out_dir` defaults to `<bundle>/reports`.
+    `out_dir` defaults to `<bundle>/reports`. With `judging` (`lab_judging`: who carried
+    each attack, when, and who was under attack) the report also holds `judged`: the same
+    figures over the windows the open-world judge scopes (benign windows, and each attack in
+    the windows keyed by its principal), and the targets are read there. Every window stays
+    in the top-level figures: a scan target's destination window, one flow from the scanner,
+    is labelled with the scan but deferred by design (the scanner's own windows name it).
     """
     meta = bundle.meta
     spec = meta.window
@@ -194,8 +199,46 @@ def evaluate_bundle(bundle: Bundle, flows_df: Any, *, name: str = "flows",
     report["unseen"] = _unseen(s, truth, known, names)
     report["int8"] = _int8(bundle, x, mask, truth, known, names, s)
     report["speed"] = _speed(bundle, det, x, mask, batch_sizes) if speed else {}
-    report["targets"] = _targets(report)
+    if judging is not None:
+        scoped, collateral = _judged_scope(closed, truth, s, names, meta.benign_class, judging)
+        report["judged"] = {"scope": JUDGED_SCOPE, "collateral": int(collateral.sum()),
+                            "labels": _counts(truth[scoped]),
+                            **_known_metrics(s, logits, truth, known & scoped, names, det.temperature, n_bins)}
+    report["targets"] = _targets(report.get("judged", report), report["int8"])
+    report["targets_on"] = "judged windows" if "judged" in report else "every window"
     return _write(report, bundle, name, out_dir, plots)
+
+
+# What the `judged` block of a report counts (also written into it).
+JUDGED_SCOPE = ("benign windows, and each attack's windows keyed by its principal (the attacker's source "
+                "windows; the victim's destination windows for spoofed and reflected attacks), as the "
+                "open-world judge reads a labelled lab capture; the rest is collateral")
+
+
+def lab_judging(flows: Any, labels_json: str | Path, benign: str = "benign") -> dict[str, Any]:
+    """`evaluate_bundle`'s `judging` for a lab capture read as it was written (runs not
+    separated): the principals and run periods of its labels document, and when each
+    destination received attack flows."""
+    from inference.datasets.lab import labels_principals
+    from inference.openworld_captures import attacked_times
+
+    principals, periods = labels_principals(json.loads(Path(labels_json).read_text()))
+    return {"principals": principals, "periods": periods, "attacked": attacked_times(flows, benign)}
+
+
+def _judged_scope(closed: list[Any], truth: np.ndarray, s: Scores, names: list[str], benign: str,
+                  judging: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: judged (in scope) and collateral, by inference.openworld_verdicts.judge_windows."""
+    import pandas as pd
+
+    from inference.openworld_verdicts import judge_windows
+
+    frame = pd.DataFrame({"view": [w.view for w in closed], "key": [w.key for w in closed],
+                          "label": truth.astype(str), "first_seen_ms": [w.first_seen_ms for w in closed],
+                          "last_seen_ms": [w.last_seen_ms for w in closed],
+                          "predicted": np.array(names, dtype=object)[s.predicted], "uncertain": s.uncertain})
+    j = judge_windows(frame, expect=None, scope="labels", class_names=names, benign=benign, **judging)
+    return j["scoped"].to_numpy(dtype=bool), j["collateral"].to_numpy(dtype=bool)
 
 
 def _counts(values: np.ndarray) -> dict[str, int]:
@@ -277,7 +320,8 @@ def _speed(bundle: Bundle, det: OnnxDetector, x: np.ndarray, mask: np.ndarray,
     return out
 
 
-def _targets(r: dict[str, Any]) -> dict[str, Any]:
+def _targets(r: dict[str, Any], int8: dict[str, Any]) -> dict[str, Any]:
+    """The targets, read on `r`: a report's judged block when it has one, else every window."""
     recalls = [v["recall"] for v in r["per_class"].values() if v["support"]]
     min_recall = min(recalls) if recalls else 0.0
     t = {"macro_f1": {"value": r["macro_f1"], "target": TARGETS["macro_f1"],
@@ -285,8 +329,10 @@ def _targets(r: dict[str, Any]) -> dict[str, Any]:
          "min_recall": {"value": min_recall, "target": TARGETS["min_recall"],
                         "met": min_recall >= TARGETS["min_recall"]},
          "ece": {"value": r["ece"], "target": TARGETS["ece"], "met": r["ece"] <= TARGETS["ece"]}}
-    if r["int8"].get("available"):
-        d = r["int8"]["accuracy_delta_points"]
+    for v in t.values():
+        v["windows"] = r["windows"]  # how many windows the figure is over
+    if int8.get("available"):
+        d = int8["accuracy_delta_points"]
         t["int8_delta_points"] = {"value": d, "target": TARGETS["int8_delta_points"],
                                   "met": abs(d) <= TARGETS["int8_delta_points"]}
     t["all_met"] = all(v["met"] for v in t.values())

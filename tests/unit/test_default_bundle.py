@@ -83,7 +83,7 @@ def test_shipped_reports_are_this_bundles(bundle):
                  "openworld-lab-heldout-i", "openworld-lab-heldout-j", "openworld-lab-heldout-k",
                  "openworld-lab-heldout-l", "openworld-lab-heldout-m", "openworld-lab-heldout-n",
                  "openworld-lab-heldout-o", "openworld-lab-heldout-p", "openworld-lab-heldout-q",
-                 "openworld-lab-heldout-r"):
+                 "openworld-lab-heldout-r", "openworld-lab-heldout-as-recorded"):
         report = json.loads((DEFAULT_BUNDLE_DIR / "reports" / f"{name}.json").read_text())
         assert report["bundle"]["version"] == bundle.version, name
 

@@ -110,3 +110,38 @@ def test_lab_labels_json_marks_flows_to_or_from_the_attacker(tmp_path):
                           "dst_ip": ["10.0.0.1", "10.0.0.9", "10.0.0.1", "10.0.0.1"],
                           "first_seen_ms": [950, 1500, 2200, 1999]})
     assert label_flows(flows, spans)["label"].tolist() == ["syn_scan", "syn_scan", "benign", "syn_scan"]
+
+
+def test_judged_windows_count_each_attack_on_its_principal_and_the_targets_read_there(tmp_path):
+    """With the lab's judging (who carried each attack), the report's `judged` block holds
+    benign windows and each attack's windows keyed by its attacker; the attack's other
+    windows (its targets' destination windows) are collateral, and the targets are read on
+    the judged windows while the top-level figures still count every window."""
+    from inference.evaluate import lab_judging
+    from inference.windowing import window_label, windows_from_frame
+
+    bundle = train_bundle(synthetic_flows(hosts_per_class=3, flows_per_host=48, seed=3), epochs=3, progress=False,
+                          views=("src", "dst"), out_dir=tmp_path / "bundle")
+    flows = synthetic_flows(hosts_per_class=2, flows_per_host=48, seed=11)
+    attackers = {lab: sorted(set(g["src_ip"].astype(str))) for lab, g in flows.groupby("label") if lab != "benign"}
+    doc = {"spans": [{"label": lab, "attacker_ip": ip, "start_ms": 0, "end_ms": 4e12, "match": "attacker"}
+                     for lab, ips in attackers.items() for ip in ips]}
+    (tmp_path / "cap.labels.json").write_text(json.dumps(doc))
+    r = evaluate_bundle(bundle, flows, name="judged", out_dir=tmp_path, plots=False, speed=False,
+                        judging=lab_judging(flows, tmp_path / "cap.labels.json"))
+    spec = bundle.meta.window
+    closed = windows_from_frame(flows, k=spec.k, seconds=spec.seconds, key=spec.key, views=spec.views)
+    truth = [window_label(w.labels) for w in closed]
+    for lab, ips in attackers.items():
+        on_attacker = sum(t == lab and w.view == "src" and w.key in ips for w, t in zip(closed, truth))
+        assert r["judged"]["labels"].get(lab, 0) == on_attacker > 0, lab
+    elsewhere = sum(t != "benign" and not (w.view == "src" and w.key in attackers[t]) for w, t in zip(closed, truth))
+    assert elsewhere > 0 and r["judged"]["collateral"] >= elsewhere
+    assert r["windows"] > r["judged"]["windows"]
+    assert r["targets_on"] == "judged windows"
+    assert r["targets"]["macro_f1"]["value"] == r["judged"]["macro_f1"]
+    assert r["targets"]["min_recall"]["windows"] == r["judged"]["windows"] < r["windows"]
+    plain = evaluate_bundle(bundle, flows, name="plain", out_dir=tmp_path, plots=False, speed=False)
+    assert "judged" not in plain and plain["targets_on"] == "every window"
+    assert plain["targets"]["macro_f1"]["value"] == plain["macro_f1"] == r["macro_f1"]
+    assert plain["targets"]["macro_f1"]["windows"] == plain["windows"] == r["windows"]
