@@ -37,8 +37,8 @@ from contracts.window import WindowSpec
 from inference.bundle import Bundle, BundleMeta, OnnxFile, Thresholds, write_bundle
 from inference.calibration import (T_MAX, T_MIN, energy_threshold, expected_calibration_error,
                                    fit_temperature, nll)
-from inference.datasets.lab import CARRIES
-from inference.features import FeatureSchema
+from inference.datasets.lab import CARRIES, RECORDED_DST, RECORDED_SRC
+from inference.features import N_FEATURES, FeatureSchema
 from inference.onnx_detector import calibrate
 from inference.scores import accuracy, confusion_matrix, macro_f1
 from inference.support import SUPPORT_FEATURES, flow_support
@@ -124,6 +124,14 @@ class TrainConfig:
     # sent it (inference.datasets.variation: pace, round trip, sizes, lost answers, probe
     # flags), windowed by the edge's code beside the real runs; train_bundle only. 0: off.
     run_variants: int = 0
+    # Beside each lab capture with its attack runs apart (each from a host of its own), its
+    # attack windows as the lab recorded them: one attacker address running its attacks one
+    # after another, so a host's history holds its earlier attacks beside a later one, as an
+    # intruder that keeps its address looks (data/openworld/lab-heldout-as-recorded.toml).
+    # Only windows holding a flow whose address the separation moved are added (the rest are
+    # the same windows twice). Needs the recorded addresses (inference.datasets.lab.load_lab
+    # with separate_runs); train_bundle only. False: off.
+    recorded_attacks: bool = False
     # Copies of each lab capture's benign flows over longer round trips (the attack copies'
     # 0-300 ms; inference.datasets.variation.benign_link_copies), beside the attack copies.
     # 0: off.
@@ -234,7 +242,7 @@ def train_bundle(train_df: Any, *, val_df: Any = None, k: int = 8, seconds: floa
     tr = frame_windows(train_df, k, seconds, key, benign, views)
     val = None if val_df is None else frame_windows(val_df, k, seconds, key, benign, views)
     n_variants = 0
-    if cfg.run_variants > 0 or cfg.benign_link_copies > 0:
+    if cfg.run_variants > 0 or cfg.benign_link_copies > 0 or cfg.recorded_attacks:
         tr, val, n_variants = _with_variants(train_df, tr, val, cfg, seed, (k, seconds, key, benign, views))
     source = {"dataset": dataset, "train_flows": int(len(train_df)), "variant_flows": n_variants,
               **({"variation": _variation_record()} if n_variants else {}),
@@ -277,11 +285,42 @@ def _with_variants(df: Any, tr: Windows, val: Windows | None, cfg: TrainConfig, 
 
         slow = benign_link_copies(df, cfg.benign_link_copies, seed, Variation().rtt_ms, benign=spec[3])
         extra = pd.concat([extra, slow], ignore_index=True) if len(slow) else extra
+    if cfg.recorded_attacks:
+        rec, n_rec = recorded_attack_windows(df, spec)
+        tr = Windows(np.concatenate([tr.x, rec.x]), np.concatenate([tr.mask, rec.mask]), tr.labels + rec.labels)
+    else:
+        n_rec = 0
     if not len(extra):
-        return tr, val, 0
+        return tr, val, n_rec
     vw = frame_windows(extra, *spec)
     both = Windows(np.concatenate([tr.x, vw.x]), np.concatenate([tr.mask, vw.mask]), tr.labels + vw.labels)
-    return both, val, int(len(extra))
+    return both, val, int(len(extra)) + n_rec
+
+
+def recorded_attack_windows(df: Any, spec: tuple) -> tuple[Windows, int]:
+    """The attack windows of the lab captures in `df` as recorded (TrainConfig.recorded_attacks):
+    each capture whose attack runs were set apart, windowed again with its recorded addresses,
+    keeping the attack windows that hold a flow the separation moved. Returns them and how
+    many flows were windowed for them."""
+    k, seconds, key, benign, views = spec
+    none = Windows(np.zeros((0, N_FEATURES, k), np.float32), np.zeros((0, k), np.float32), [], [])
+    if RECORDED_SRC not in df.columns:
+        return none, 0
+    lab = df[df[RECORDED_SRC].notna()]
+    moved = ((lab[RECORDED_SRC].astype(str) != lab["src_ip"].astype(str))
+             | (lab[RECORDED_DST].astype(str) != lab["dst_ip"].astype(str))).to_numpy()
+    if not moved.any():
+        return none, 0
+    captures = set(lab.loc[moved, CAPTURE_COLUMN]) if CAPTURE_COLUMN in lab.columns else {None}
+    if CAPTURE_COLUMN in lab.columns:
+        keep = lab[CAPTURE_COLUMN].isin(captures).to_numpy()
+        lab, moved = lab[keep], moved[keep]
+    rec = lab.assign(src_ip=lab[RECORDED_SRC], dst_ip=lab[RECORDED_DST])
+    moved_ids = set(rec.loc[moved, "flow_id"].astype(str))
+    w = frame_windows(rec, k, seconds, key, benign, views)
+    pick = np.array([lab_ != benign and any(f in moved_ids for f in ids)
+                     for lab_, ids in zip(w.labels, w.flow_ids or [])], dtype=bool)
+    return w.take(np.flatnonzero(pick)), int(len(rec))
 
 
 def train_windows(x: np.ndarray, mask: np.ndarray, labels: Sequence[str], *,

@@ -61,9 +61,11 @@ def load_lab(split: Literal["train", "eval"], root: str | Path | None = None,
     in capture order.
 
     With `separate_runs`, every attack run comes from a host of its own (see
-    `separate_attack_runs`), read from the spans in `<name>.labels.json` beside it. With
-    `carriers`, a CARRIES column says in which views each attack flow carries its attack
-    (`flow_carriers`), so training can leave out windows no detector can be right about."""
+    `separate_attack_runs`), read from the spans in `<name>.labels.json` beside it, and the
+    addresses as recorded stay beside them (RECORDED_SRC, RECORDED_DST: what
+    inference.train's `recorded_attacks` windows). With `carriers`, a CARRIES column says
+    in which views each attack flow carries its attack (`flow_carriers`), so training can
+    leave out windows no detector can be right about."""
     import pandas as pd
 
     path = Path(path) if path else getattr(lab_paths(root), split)
@@ -75,11 +77,17 @@ def load_lab(split: Literal["train", "eval"], root: str | Path | None = None,
         labels = path.with_name(path.name.replace(".parquet", ".labels.json"))
         spans = json.loads(labels.read_text()).get("spans", [])
         if separate_runs:
+            recorded = df["src_ip"].astype(str).to_numpy(), df["dst_ip"].astype(str).to_numpy()
             df = separate_attack_runs(df, spans)
+            df[RECORDED_SRC], df[RECORDED_DST] = recorded
         if carriers:
             df[CARRIES] = flow_carriers(df, span_principals(spans, separated=separate_runs))
     return df
 
+
+# A capture read with `separate_runs`: each flow's addresses as the lab recorded them (the
+# attacker keeping its address from one run to the next).
+RECORDED_SRC, RECORDED_DST = "recorded_src_ip", "recorded_dst_ip"
 
 # Per attack flow, the views in which it carries its attack: "s" (its source is a src-view
 # principal of its label), "d" (its destination is a dst-view principal), both or neither.
