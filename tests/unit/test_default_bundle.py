@@ -35,12 +35,13 @@ def test_default_bundle_verifies_and_is_small(bundle):
     assert bundle.meta.window.views == ["src", "dst"]
     # What an edge loads and verifies (bundle.json and the ONNX files), and the
     # reports that ride along in the repo (one JSON and plot per open-world manifest, about
-    # 110 KB each; the nDPI test half's JSON 300 KB).
+    # 110 KB each; the nDPI test half's JSON 300 KB; the as-recorded manifest's JSON, a-r in
+    # one, 600 KB, without its plot: the README tables it).
     files = [p for p in DEFAULT_BUNDLE_DIR.rglob("*") if p.is_file()]
     model = sum(p.stat().st_size for p in files if "reports" not in p.relative_to(DEFAULT_BUNDLE_DIR).parts)
     reports = sum(p.stat().st_size for p in files) - model
     assert model < 1.5 * 1024 * 1024, model
-    assert reports < 3 * 1024 * 1024, reports
+    assert reports < 3.5 * 1024 * 1024, reports
 
 
 def test_lab_evaluation_capture_holds(bundle):
