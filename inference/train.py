@@ -39,6 +39,7 @@ from inference.calibration import (T_MAX, T_MIN, energy_threshold, expected_cali
                                    fit_temperature, nll)
 from inference.datasets.lab import CARRIES, RECORDED_DST, RECORDED_SRC
 from inference.features import N_FEATURES, FeatureSchema
+from inference.history import N_HISTORY
 from inference.onnx_detector import calibrate
 from inference.scores import accuracy, confusion_matrix, macro_f1
 from inference.support import SUPPORT_FEATURES, flow_support
@@ -132,6 +133,11 @@ class TrainConfig:
     # the same windows twice). Needs the recorded addresses (inference.datasets.lab.load_lab
     # with separate_runs); train_bundle only. False: off.
     recorded_attacks: bool = False
+    # A copy of this share of the real attack windows (with `recorded_attacks`, those too)
+    # whose host-history features are another attack class's window's, label kept: the
+    # window's own flows must decide its class when the host's past was another attack (a
+    # SYN flood from an address that scanned a minute before). train_bundle only. 0: off.
+    history_swap: float = 0.0
     # Copies of each lab capture's benign flows over longer round trips (the attack copies'
     # 0-300 ms; inference.datasets.variation.benign_link_copies), beside the attack copies.
     # 0: off.
@@ -242,7 +248,7 @@ def train_bundle(train_df: Any, *, val_df: Any = None, k: int = 8, seconds: floa
     tr = frame_windows(train_df, k, seconds, key, benign, views)
     val = None if val_df is None else frame_windows(val_df, k, seconds, key, benign, views)
     n_variants = 0
-    if cfg.run_variants > 0 or cfg.benign_link_copies > 0 or cfg.recorded_attacks:
+    if cfg.run_variants > 0 or cfg.benign_link_copies > 0 or cfg.recorded_attacks or cfg.history_swap > 0:
         tr, val, n_variants = _with_variants(train_df, tr, val, cfg, seed, (k, seconds, key, benign, views))
     source = {"dataset": dataset, "train_flows": int(len(train_df)), "variant_flows": n_variants,
               **({"variation": _variation_record()} if n_variants else {}),
@@ -290,11 +296,40 @@ def _with_variants(df: Any, tr: Windows, val: Windows | None, cfg: TrainConfig, 
         tr = Windows(np.concatenate([tr.x, rec.x]), np.concatenate([tr.mask, rec.mask]), tr.labels + rec.labels)
     else:
         n_rec = 0
+    if cfg.history_swap > 0:
+        sw = history_swapped(tr, cfg.history_swap, np.random.default_rng(seed + 7919), spec[3])
+        tr = Windows(np.concatenate([tr.x, sw.x]), np.concatenate([tr.mask, sw.mask]), tr.labels + sw.labels)
     if not len(extra):
         return tr, val, n_rec
     vw = frame_windows(extra, *spec)
     both = Windows(np.concatenate([tr.x, vw.x]), np.concatenate([tr.mask, vw.mask]), tr.labels + vw.labels)
     return both, val, int(len(extra)) + n_rec
+
+
+def history_swapped(w: Windows, share: float, rng: np.random.Generator, benign: str = "benign") -> Windows:
+    """Copies of `share` of `w`'s attack windows, each with the host-history features of a
+    window of another attack class (flow by flow; past the donor's last flow, its last
+    flow's), its own flows, mask and label kept (TrainConfig.history_swap)."""
+    labels = np.array(w.labels, dtype=object)
+    attack = np.flatnonzero(labels != benign)
+    n = int(round(share * len(attack)))
+    if n == 0 or len(set(labels[attack])) < 2:
+        return Windows(w.x[:0], w.mask[:0], [], [])
+    take = rng.choice(attack, size=n, replace=False)
+    donors = np.empty(n, dtype=np.int64)
+    for i, t in enumerate(take):
+        while True:  # another class: at least two attack classes, so this ends
+            d = attack[rng.integers(len(attack))]
+            if labels[d] != labels[t]:
+                donors[i] = d
+                break
+    k = w.x.shape[2]
+    last = np.maximum(w.mask[donors].sum(axis=1).astype(np.int64) - 1, 0)
+    pos = np.minimum(np.arange(k)[None, :], last[:, None])  # [n, K] donor flow per position
+    x = w.x[take].copy()
+    hist = slice(N_FEATURES - N_HISTORY, N_FEATURES)
+    x[:, hist, :] = np.take_along_axis(w.x[donors][:, hist, :], pos[:, None, :], axis=2)
+    return Windows(x, w.mask[take].copy(), [str(lab) for lab in labels[take]], None)
 
 
 def recorded_attack_windows(df: Any, spec: tuple) -> tuple[Windows, int]:

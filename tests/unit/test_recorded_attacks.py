@@ -64,3 +64,23 @@ def test_nothing_is_added_without_recorded_addresses(tmp_path):
     df = _capture(tmp_path).drop(columns=[RECORDED_SRC])
     rec, flows = recorded_attack_windows(df, SPEC)
     assert flows == 0 and len(rec.labels) == 0 and rec.x.shape[1:] == (N_FEATURES, SPEC[0])
+
+
+def test_history_swap_keeps_each_windows_flows_and_label_and_takes_another_attack_classes_history():
+    from inference.train import Windows, history_swapped
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, N_FEATURES, 8)).astype(np.float32)
+    mask = np.ones((30, 8), np.float32)
+    mask[12, 5:] = 0  # a donor with 5 flows: positions past its last take its last flow's history
+    labels = ["benign"] * 10 + ["syn_scan"] * 10 + ["syn_flood"] * 10
+    out = history_swapped(Windows(x, mask, labels, None), 0.5, np.random.default_rng(1))
+    own, hist = slice(0, N_FEATURES - N_HISTORY), slice(N_FEATURES - N_HISTORY, N_FEATURES)
+    assert len(out.labels) == 10 and "benign" not in out.labels
+    for i, label in enumerate(out.labels):
+        (src,) = [j for j in range(30) if np.array_equal(x[j, own], out.x[i, own])]
+        assert labels[src] == label and np.array_equal(mask[src], out.mask[i])
+        donors = [d for d in range(10, 30) if labels[d] != label and np.array_equal(
+            x[d, hist][:, np.minimum(np.arange(8), int(mask[d].sum()) - 1)], out.x[i, hist])]
+        assert donors, f"window {i} ({label}): its history is no other attack class's window's"
+    assert len(history_swapped(Windows(x[:20], mask[:20], labels[:20], None), 0.5, rng).labels) == 0  # one class
