@@ -291,8 +291,7 @@ def _lab_judging(df: Any, file: Path, labels: Path | None, benign: str) -> dict[
     document is at hand: --labels naming a `.labels.json`, or one beside FILE; else None."""
     from inference.evaluate import lab_judging
 
-    doc = labels if labels is not None and labels.name.endswith(".labels.json") else \
-        file.with_name(file.name.split(".")[0] + ".labels.json")
+    doc = labels if labels is not None and labels.name.endswith(".labels.json") else file.with_suffix(".labels.json")
     if not doc.is_file():
         return None
     try:

@@ -252,7 +252,7 @@ def repeat_shaped(x_raw: np.ndarray, mask: np.ndarray, cols: tuple[int, int, int
 
 
 def row_medians(a: np.ndarray) -> np.ndarray:
-    """np.nanmedian(a, axis=1) for rows of NaN-padded float64 numbers (at least one a row),
+    """np.nanmedian(a, axis=1) for rows of NaN-padded float64 numbers (at least one in each row),
     the same doubles: the two middle values summed and halved. nanmedian takes numpy's
     masked-array path for arrays this small, about 0.3 ms a call: half of a tick's scoring at
     100-flow pushes (tests/bench/bench_edge.py --push-cost)."""

@@ -162,6 +162,11 @@ class Windows:
         return Windows(self.x[idx], self.mask[idx], [self.labels[i] for i in idx],
                        None if self.flow_ids is None else [self.flow_ids[i] for i in idx])
 
+    def plus(self, other: "Windows") -> "Windows":
+        """These windows, then `other`'s (training input only: flow ids are not kept)."""
+        return Windows(np.concatenate([self.x, other.x]), np.concatenate([self.mask, other.mask]),
+                       self.labels + other.labels)
+
 
 def frame_windows(df: Any, k: int = 8, seconds: float = 10.0, key: KeyMode = "src",
                   benign: str = "benign", views: Sequence[str] | None = None) -> Windows:
@@ -291,19 +296,15 @@ def _with_variants(df: Any, tr: Windows, val: Windows | None, cfg: TrainConfig, 
 
         slow = benign_link_copies(df, cfg.benign_link_copies, seed, Variation().rtt_ms, benign=spec[3])
         extra = pd.concat([extra, slow], ignore_index=True) if len(slow) else extra
+    n_rec = 0
     if cfg.recorded_attacks:
         rec, n_rec = recorded_attack_windows(df, spec)
-        tr = Windows(np.concatenate([tr.x, rec.x]), np.concatenate([tr.mask, rec.mask]), tr.labels + rec.labels)
-    else:
-        n_rec = 0
+        tr = tr.plus(rec)
     if cfg.history_swap > 0:
-        sw = history_swapped(tr, cfg.history_swap, np.random.default_rng(seed + 7919), spec[3])
-        tr = Windows(np.concatenate([tr.x, sw.x]), np.concatenate([tr.mask, sw.mask]), tr.labels + sw.labels)
+        tr = tr.plus(history_swapped(tr, cfg.history_swap, np.random.default_rng(seed + 7919), spec[3]))
     if not len(extra):
         return tr, val, n_rec
-    vw = frame_windows(extra, *spec)
-    both = Windows(np.concatenate([tr.x, vw.x]), np.concatenate([tr.mask, vw.mask]), tr.labels + vw.labels)
-    return both, val, int(len(extra)) + n_rec
+    return tr.plus(frame_windows(extra, *spec)), val, int(len(extra)) + n_rec
 
 
 def history_swapped(w: Windows, share: float, rng: np.random.Generator, benign: str = "benign") -> Windows:
@@ -346,9 +347,8 @@ def recorded_attack_windows(df: Any, spec: tuple) -> tuple[Windows, int]:
              | (lab[RECORDED_DST].astype(str) != lab["dst_ip"].astype(str))).to_numpy()
     if not moved.any():
         return none, 0
-    captures = set(lab.loc[moved, CAPTURE_COLUMN]) if CAPTURE_COLUMN in lab.columns else {None}
-    if CAPTURE_COLUMN in lab.columns:
-        keep = lab[CAPTURE_COLUMN].isin(captures).to_numpy()
+    if CAPTURE_COLUMN in lab.columns:  # only the captures whose runs were set apart
+        keep = lab[CAPTURE_COLUMN].isin(set(lab.loc[moved, CAPTURE_COLUMN])).to_numpy()
         lab, moved = lab[keep], moved[keep]
     rec = lab.assign(src_ip=lab[RECORDED_SRC], dst_ip=lab[RECORDED_DST])
     moved_ids = set(rec.loc[moved, "flow_id"].astype(str))

@@ -96,12 +96,11 @@ def test_engine_choice_and_its_errors(monkeypatch):
 
 def test_the_setting_reaches_the_engine(monkeypatch, tiny_bundle):
     from inference.onnx_detector import OnnxDetector
-    from streams.detector import DetectorConfig, EdgeDetector
-    from streams.settings import Settings
-
     from prometheus_client import CollectorRegistry
 
+    from streams.detector import DetectorConfig, EdgeDetector
     from streams.metrics import EdgeMetrics
+    from streams.settings import Settings
 
     for engine, cls in (("numpy", HostHistory), ("compiled", CompiledHistory)):
         monkeypatch.setenv("EDGELOOP_HOST_HISTORY", engine)

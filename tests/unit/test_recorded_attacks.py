@@ -84,3 +84,30 @@ def test_history_swap_keeps_each_windows_flows_and_label_and_takes_another_attac
             x[d, hist][:, np.minimum(np.arange(8), int(mask[d].sum()) - 1)], out.x[i, hist])]
         assert donors, f"window {i} ({label}): its history is no other attack class's window's"
     assert len(history_swapped(Windows(x[:20], mask[:20], labels[:20], None), 0.5, rng).labels) == 0  # one class
+
+
+
+def test_train_bundle_adds_the_recorded_and_swapped_windows(tmp_path, monkeypatch):
+    """Both settings reach training: the set grows by the recorded windows, then by the
+    swapped copies, and the bundle records how many flows the recorded copy windowed."""
+    from dataclasses import replace
+
+    from inference import train as tr
+
+    df = _capture(tmp_path)
+    sizes: list[int] = []
+    real = tr.train_windows
+
+    def counting(x, *a, **k):
+        sizes.append(len(x))
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(tr, "train_windows", counting)
+    base = replace(tr.RECIPE, run_variants=0)
+    cfgs = (base, replace(base, recorded_attacks=True), replace(base, recorded_attacks=True, history_swap=0.5))
+    bundles = [tr.train_bundle(df, views=["src", "dst"], epochs=1, progress=False, config=c, out_dir=tmp_path / f"b{i}")
+               for i, c in enumerate(cfgs)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    # Recorded again: the capture less the flows of the validation windows (never copied).
+    none, recorded, swapped = (b.meta.training["source"]["variant_flows"] for b in bundles)
+    assert none == 0 and 0 < recorded == swapped < len(df)
