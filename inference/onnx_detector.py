@@ -101,9 +101,10 @@ def member_min_benign(member_logits: np.ndarray, temperature: float, benign: int
 
 class OnnxDetector:
     def __init__(self, bundle: Bundle, session: Any = None, int8: bool = False, threads: int = 1,
-                 shape_rules: str | Sequence[str] = SHAPE_RULES) -> None:
+                 shape_rules: str | Sequence[str] = SHAPE_RULES, by_length: bool = True) -> None:
         """`shape_rules`: which of contracts.window.SHAPE_RULES to apply (EDGELOOP_SHAPE_RULES);
-        a ValueError names one that is not a shape rule."""
+        a ValueError names one that is not a shape rule. `by_length=False`: every batch runs
+        padded to K (the benchmarks' baseline; see run_by_length)."""
         self.bundle = bundle
         self.shape_rules = parse_shape_rules(shape_rules)
         self.precision = "int8" if int8 else "fp32"
@@ -142,6 +143,11 @@ class OnnxDetector:
             self.session = session or make_session(str(bundle.onnx_path(int8)), threads, conv_matmul=not int8)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"bundle {self.version}: cannot load ONNX model: {exc}") from exc
+        # A session whose window axis is dynamic (inference.conv_matmul.any_window_length)
+        # runs short windows on their real positions only (run_by_length).
+        inputs = getattr(self.session, "get_inputs", lambda: [])()
+        self._any_length = by_length and bool(inputs) and not isinstance(inputs[0].shape[-1], int)
+        self._lengths = tuple(sorted({2 ** i for i in range(self.k.bit_length()) if 2 ** i < self.k} | {self.k}))
         self._outputs = ["logits"]
         if self._member_tau is not None and self._benign is not None:
             names = [o.name for o in self.session.get_outputs()]
@@ -152,7 +158,53 @@ class OnnxDetector:
 
     def run(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Raw logits for already-normalised input."""
-        return self.session.run(["logits"], {"windows": x, "mask": mask})[0]
+        return self.run_by_length(x, mask, ["logits"])[0]
+
+    # A length group smaller than this runs with the next longer one: a run costs about
+    # 80 us before its first window (a padded window about 30 here).
+    MIN_GROUP = 16
+
+    def run_by_length(self, x: np.ndarray, mask: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+        """The session's `outputs` for normalised windows x [n, F, K], mask [n, K].
+
+        Where the session takes any window length, the windows are grouped by their length
+        (the last real position, rounded up to 1, 2, 4, ..., K; a group under MIN_GROUP
+        windows joins the next) and each group runs on its first positions only: the same
+        answers to float rounding (the rewrite's check), for a fraction of the rows. Real
+        traffic's windows are mostly one or two flows; a flood's are full, and run as one."""
+        n, k = mask.shape
+        if not self._any_length or n < 2 * self.MIN_GROUP:
+            return self.session.run(outputs, {"windows": x, "mask": mask})
+        real = mask > 0
+        length = np.where(real.any(axis=1), k - np.argmax(real[:, ::-1], axis=1), 1)
+        group = np.searchsorted(np.asarray(self._lengths), length)  # index of the length it runs at
+        sizes = np.bincount(group, minlength=len(self._lengths))
+        for g in range(len(sizes) - 1):  # a small group runs with the next
+            if sizes[g] < self.MIN_GROUP:
+                group[group == g] = g + 1
+                sizes[g + 1] += sizes[g]
+                sizes[g] = 0
+        if sizes.max() == n:  # one group: one run, no copies
+            cut = self._lengths[int(sizes.argmax())]
+            return self.session.run(outputs, {"windows": x if cut == k else np.ascontiguousarray(x[:, :, :cut]),
+                                              "mask": mask if cut == k else np.ascontiguousarray(mask[:, :cut])})
+        got: list[np.ndarray] | None = None
+        for g, cut in enumerate(self._lengths):
+            if not sizes[g]:
+                continue
+            rows = np.flatnonzero(group == g)
+            part = self.session.run(outputs, {"windows": np.ascontiguousarray(x[rows, :, :cut]),
+                                              "mask": np.ascontiguousarray(mask[rows, :cut])})
+            if got is None:  # logits [n, C]; member logits [M, n, C]
+                got = [np.empty(p.shape[:-2] + (n,) + p.shape[-1:], dtype=p.dtype) if p.ndim == 3
+                       else np.empty((n,) + p.shape[1:], dtype=p.dtype) for p in part]
+            for o, p in zip(got, part):
+                if p.ndim == 3:
+                    o[:, rows] = p
+                else:
+                    o[rows] = p
+        assert got is not None
+        return got
 
     def score(self, x_raw: np.ndarray, mask: np.ndarray) -> Scores:
         """Score unnormalised windows x [n, F, K] with mask [n, K]."""
@@ -161,7 +213,7 @@ class OnnxDetector:
             return Scores(np.zeros((0, len(self.class_names)), np.float32), z.astype(int), z, z,
                           z.astype(bool), z.astype(bool))
         x = self.schema.normalise(x_raw, mask)
-        out = self.session.run(self._outputs, {"windows": x, "mask": mask})
+        out = self.run_by_length(x, mask, self._outputs)
         probs, energy = calibrate(out[0], self.temperature)
         pred = probs.argmax(axis=1)
         conf = probs[np.arange(len(pred)), pred]

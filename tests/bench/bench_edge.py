@@ -442,7 +442,7 @@ def where_time_goes(model: Path, df, messages: int = 500) -> dict[str, float]:
 
 
 def stage_times(model: Path, df, messages: int = 500, repeat: int = 3,
-                host_history: str = "auto") -> tuple[float, dict[str, float]]:
+                host_history: str = "auto", by_length: bool = True) -> tuple[float, dict[str, float]]:
     """The engine in this process on the same flows, timed by the wall clock per stage (no
     profiler: cProfile's per-call cost inflates the many small Python calls it counts):
     microseconds a flow, best total of `repeat` runs, and each stage's own time in that run
@@ -460,7 +460,7 @@ def stage_times(model: Path, df, messages: int = 500, repeat: int = 3,
 
     rows = list(iter_flow_dicts(df))
     raws = [encode_flow_batch(rows[a:a + messages]) for a in range(0, len(rows), messages)]
-    det = OnnxDetector(Bundle.load(model))
+    det = OnnxDetector(Bundle.load(model), by_length=by_length)
     own: dict[str, float] = defaultdict(float)
     inside: list[float] = []  # per open timed call: time spent in the timed calls it made
 

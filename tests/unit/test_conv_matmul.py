@@ -79,9 +79,11 @@ def test_the_shipped_model_gives_the_same_answers() -> None:
     np.testing.assert_allclose(new.probabilities, slow.probabilities, atol=1e-4)
     np.testing.assert_allclose(new.ood, slow.ood, rtol=1e-4, atol=1e-3)
     assert (new.predicted == slow.predicted).all() and (new.uncertain == slow.uncertain).all()
-    default = OnnxDetector(b).score(x, mask)                          # the edge's session takes the rewrite
+    edge = OnnxDetector(b)                          # the edge's session takes the rewrite (and any window length)
+    default = OnnxDetector(b, session=edge.session, by_length=False).score(x, mask)
     assert np.array_equal(default.probabilities, new.probabilities)
     assert not np.array_equal(default.probabilities, slow.probabilities)   # (float rounding tells them apart)
+    np.testing.assert_allclose(edge.score(x, mask).probabilities, new.probabilities, atol=1e-5)
 
 
 def test_the_edge_rewrites_in_a_child_and_never_imports_onnx_itself(caplog) -> None:

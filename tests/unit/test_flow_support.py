@@ -68,6 +68,7 @@ def test_the_detector_defers_a_window_beyond_support_as_ood():
     det._view_dst, det._source_only, det._outputs = None, np.zeros(2, bool), ["logits"]
     det._flood_shape = None                   # no view_dst in this schema: no flood-shape rule
     det._repeat_shape = None                  # nor a repeat-shape rule
+    det._any_length = False                   # a fixed-length session
     for support, want in (({}, [False, False]), (flow_support(train, tmask, math.log(2)), [True, False])):
         det.thresholds = SimpleNamespace(ood=None, support=support)
         s = det.score(x, mask)
