@@ -136,3 +136,20 @@ def test_real_captures_score_the_same_by_length_and_padded(bundle):
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
         np.testing.assert_allclose(a.ood, b.ood, rtol=1e-5, atol=1e-3)
     assert cuts.count(1) >= 30 and cuts.count(8) >= 30    # the one-flow groups ran on one position
+
+
+def test_stacking_pads_each_window_after_its_own_flows():
+    from types import SimpleNamespace
+
+    from inference.features import N_FEATURES
+
+    rng = np.random.default_rng(3)
+    windows = [SimpleNamespace(features=rng.normal(size=(n, N_FEATURES)).astype(np.float32))
+               for n in (1, 8, 3, 1, 5, 2)]
+    x, mask = stack_windows(windows, 8)
+    assert x.shape == (6, N_FEATURES, 8) and mask.sum(axis=1).tolist() == [1, 8, 3, 1, 5, 2]
+    for i, w in enumerate(windows):
+        n = len(w.features)
+        assert np.array_equal(x[i, :, :n], w.features.T) and not x[i, :, n:].any()
+        assert mask[i, :n].all() and not mask[i, n:].any()
+    assert stack_windows([], 8)[0].shape == (0, N_FEATURES, 8)
