@@ -55,10 +55,22 @@ FLOOD_SHAPE_SPAN_MS: float | None = 50.0
 REPEAT_SHAPE_MIN_FLOWS: int | None = 4
 REPEAT_SHAPE_ANSWERED = 0.75
 REPEAT_SHAPE_SPREAD = 0.25
-# The shape rules by name, as a detector is told which to apply (EDGELOOP_SHAPE_RULES): both
-# by default. A site whose pollers (one client connecting to one service every few seconds)
-# fill the uncertain channel can leave repeat_shape out.
-SHAPE_RULES: tuple[str, ...] = ("flood_shape", "repeat_shape")
+# Classes a window shows only across several services: a port scan touches several ports,
+# a host sweep several hosts. A source window of at least ONE_SERVICE_MIN_FLOWS flows, every
+# one to the same destination address and port, cannot show them; called one of them, its
+# call is replaced by the best class it can show (their probabilities set to 0, the rest
+# renormalised, then the usual floors): an attacker that scanned and then floods keeps a
+# scanner's host history, and the network called its flood a scan (docs/openworld.md,
+# rule 23). No other call moves. Off by default: judged under rule 23, it moved no guard
+# figure but gained less than the rule asked. None: no such rule.
+MANY_SERVICE_CLASSES: frozenset[str] = frozenset({"syn_scan", "fin_scan", "udp_scan", "host_sweep"})
+ONE_SERVICE_MIN_FLOWS: int | None = 4
+# The shape rules by name, as a detector is told which to apply (EDGELOOP_SHAPE_RULES), and
+# those applied by default. A site whose pollers (one client connecting to one service every
+# few seconds) fill the uncertain channel can leave repeat_shape out; one_service is chosen
+# by naming it.
+SHAPE_RULES: tuple[str, ...] = ("flood_shape", "repeat_shape", "one_service")
+DEFAULT_SHAPE_RULES: tuple[str, ...] = ("flood_shape", "repeat_shape")
 
 
 def parse_shape_rules(rules: str | Sequence[str]) -> tuple[str, ...]:

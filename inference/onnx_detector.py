@@ -19,7 +19,11 @@ called benign with the shape of a spoofed flood (`flood_shaped`: a full window o
 unanswered flows from changing peers within contracts.window.FLOOD_SHAPE_SPAN_MS), or a
 source window called benign with the shape of repeated sessions (`repeat_shaped`: one
 client's answered TCP sessions to one service, alike in size: contracts.window.REPEAT_SHAPE_*);
-each of the last seven goes out with reason "ood". The destination rules are
+each of the last seven goes out with reason "ood". One rule replaces a call instead of
+deferring it: a source window of at least 4 flows to one service called a port scan or a
+host sweep (contracts.window.MANY_SERVICE_CLASSES, which no such window can show) takes the
+best class it can show (`one_service`, `rerank`; Scores.reranked), where the detector is told
+to apply it (off by default: rule 23). The destination rules are
 `covered`: every flow of such a window sits in a source window that is judged on its own,
 so the edge counts them and does not spend the agent's rate-limited channel on them.
 """
@@ -32,8 +36,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from contracts.errors import ModelError
-from contracts.window import (FLOOD_SHAPE_SPAN_MS, ONE_PEER_SOURCE_CLASSES, REPEAT_SHAPE_ANSWERED,
-                              REPEAT_SHAPE_MIN_FLOWS, REPEAT_SHAPE_SPREAD, SHAPE_RULES, SOURCE_ONLY_CLASSES,
+from contracts.window import (FLOOD_SHAPE_SPAN_MS, MANY_SERVICE_CLASSES, ONE_PEER_SOURCE_CLASSES,
+                              ONE_SERVICE_MIN_FLOWS, REPEAT_SHAPE_ANSWERED, REPEAT_SHAPE_MIN_FLOWS,
+                              REPEAT_SHAPE_SPREAD, DEFAULT_SHAPE_RULES, SOURCE_ONLY_CLASSES,
                               parse_shape_rules)
 from inference.bundle import Bundle
 from inference.export import MEMBERS_OUTPUT
@@ -62,6 +67,9 @@ class Scores:
     # can be under several, and a gate never run is absent; "destination": the covered ones).
     # The edge counts them by gate.
     gates: dict[str, np.ndarray] = field(default_factory=dict)
+    # [n] bool: windows whose call the one-service rule replaced (a scan or sweep call on a
+    # window to one service; see `rerank`); None: none was.
+    reranked: np.ndarray | None = None
 
 
 def make_session(path: str | bytes, threads: int = 1, conv_matmul: bool = True) -> Any:
@@ -101,7 +109,7 @@ def member_min_benign(member_logits: np.ndarray, temperature: float, benign: int
 
 class OnnxDetector:
     def __init__(self, bundle: Bundle, session: Any = None, int8: bool = False, threads: int = 1,
-                 shape_rules: str | Sequence[str] = SHAPE_RULES, by_length: bool = True) -> None:
+                 shape_rules: str | Sequence[str] = DEFAULT_SHAPE_RULES, by_length: bool = True) -> None:
         """`shape_rules`: which of contracts.window.SHAPE_RULES to apply (EDGELOOP_SHAPE_RULES);
         a ValueError names one that is not a shape rule. `by_length=False`: every batch runs
         padded to K (the benchmarks' baseline; see run_by_length)."""
@@ -135,6 +143,12 @@ class OnnxDetector:
                                       "log_bwd_packets", "log_fwd_bytes"} <= set(names)
                               else tuple(names.index(f) for f in ("proto_tcp", "peer_changed", "dst_port_changed",
                                                                   "log_bwd_packets", "log_fwd_bytes")))
+        many = np.array([c in MANY_SERVICE_CLASSES for c in self.class_names], dtype=bool)
+        self._one_service = (None if ONE_SERVICE_MIN_FLOWS is None or "one_service" not in self.shape_rules
+                             or not many.any() or many.all()
+                             or not {"peer_changed", "dst_port_changed"} <= set(names)
+                             else (names.index("peer_changed"), names.index("dst_port_changed")))
+        self._many_service = many
         self._member_tau = meta.thresholds.member_benign
         self._benign = self.class_names.index(meta.benign_class) if meta.benign_class in self.class_names else None
         try:
@@ -215,6 +229,18 @@ class OnnxDetector:
         x = self.schema.normalise(x_raw, mask)
         out = self.run_by_length(x, mask, self._outputs)
         probs, energy = calibrate(out[0], self.temperature)
+        dst = x_raw[:, self._view_dst, 0] > 0.5 if self._view_dst is not None else None
+        reranked = None
+        if self._one_service is not None:
+            called = self._many_service[probs.argmax(axis=1)]
+            if dst is not None:
+                called &= ~dst
+            rows = np.flatnonzero(called)
+            if len(rows):
+                rows = rows[one_service(x_raw[rows], mask[rows], self._one_service)]
+                probs[rows] = rerank(probs[rows], self._many_service)
+                reranked = np.zeros(len(probs), dtype=bool)
+                reranked[rows] = True
         pred = probs.argmax(axis=1)
         conf = probs[np.arange(len(pred)), pred]
         low = conf < self._floors[pred]
@@ -224,7 +250,6 @@ class OnnxDetector:
         gates["energy"] = ood.copy()
         gates["support"] = beyond_support(x_raw, mask, self.thresholds.support)
         ood |= gates["support"]
-        dst = x_raw[:, self._view_dst, 0] > 0.5 if self._view_dst is not None else None
 
         def defer_benign(gate: str, where: np.ndarray | None, test: Any) -> np.ndarray:
             """The windows `test(rows)` flags among those called benign, confidently and not
@@ -255,13 +280,36 @@ class OnnxDetector:
                 covered |= self._one_peer_source[pred] & dst & one_peer
             ood |= covered
             gates["destination"] = covered
-        return Scores(probs, pred, conf, energy, low | ood, low, covered, gates)
+        return Scores(probs, pred, conf, energy, low | ood, low, covered, gates, reranked)
 
     def score_windows(self, windows: Sequence[Any]) -> Scores:
         from inference.windowing import stack_windows
 
         x, mask = stack_windows(windows, self.k)
         return self.score(x, mask)
+
+
+def one_service(x_raw: np.ndarray, mask: np.ndarray, cols: tuple[int, int],
+                min_flows: int | None = ONE_SERVICE_MIN_FLOWS) -> np.ndarray:
+    """[n] bool: raw windows x [n, F, K] of at least `min_flows` real flows, none after the
+    first to another peer or another destination port than the flow before: every flow to
+    one service. `cols`: the schema's indices of peer_changed and dst_port_changed."""
+    changed, port_changed = cols
+    real = mask > 0
+    moved = ((x_raw[:, changed, :] > 0.5) | (x_raw[:, port_changed, :] > 0.5)) & real
+    return (real.sum(axis=1) >= (min_flows or 1)) & ~moved.any(axis=1)
+
+
+def rerank(probs: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """Probabilities [n, C] with the `excluded` classes ([C] bool) set to 0 and each row
+    renormalised over the rest: the best call among the classes the window can show. A row
+    with nothing left is returned as it was."""
+    out = np.where(excluded[None, :], np.float32(0.0), probs)
+    left = out.sum(axis=1, keepdims=True)
+    ok = left[:, 0] > 0
+    out[ok] /= left[ok]
+    out[~ok] = probs[~ok]
+    return out.astype(np.float32, copy=False)
 
 
 def flood_shaped(x_raw: np.ndarray, mask: np.ndarray, cols: tuple[int, int, int, int],

@@ -239,6 +239,8 @@ class EdgeDetector:
             for gate, hit in s.gates.items():
                 if (n := int(hit.sum())):
                     m.uncertain_gates.labels(gate=gate).inc(n)
+            if s.reranked is not None and (n := int(s.reranked.sum())):
+                m.windows_reranked.labels(rule="one_service").inc(n)
         now_ms = int(time.time() * 1000)
         names = model.class_names
         dets, out = [], []

@@ -116,6 +116,10 @@ class EdgeMetrics:
             "training's), member (the ensemble disagrees), flood_shape (a spoofed flood's shape "
             "called benign), repeat_shape (one client's repeated sessions to one service called "
             "benign), destination (covered by its sources' windows)", ["gate"], **r)
+        self.windows_reranked = Counter(
+            f"{p}_windows_reranked", "Windows whose call a rule replaced, by rule: one_service (a "
+            "source window to one service called a port scan or a host sweep, which it cannot "
+            "show, takes the best class it can show)", ["rule"], **r)
         self.uncertain_covered = Counter(
             f"{p}_uncertain_covered", "Uncertain destination windows not forwarded because their "
             "flows' source windows carry and name them (a scan's or a sweep's targets, a one-peer "

@@ -98,7 +98,11 @@ class Settings(BaseSettings):
     # `uncertain`. Comma-separated, or "none". Leave repeat_shape out where pollers fill the
     # uncertain channel: edgeloop_uncertain_gates_total{gate="repeat_shape"} counts what it
     # defers. Without it, a brute force of a protocol the model never learned (FTP) can be
-    # called benign (docs/openworld.md, rule 20).
+    # called benign (docs/openworld.md, rule 20). one_service (off unless named): a source
+    # window of 4 flows or more to one service, called a port scan or a host sweep, takes the
+    # best class it can show; edgeloop_windows_reranked_total counts it (rule 23: it turned
+    # most floods from an address that had scanned from syn_scan into syn_flood, and moved
+    # nothing else measured, but gained less than the rule asked).
     shape_rules: str = "flood_shape,repeat_shape"
     # Freeze what the worker holds at startup out of Python's cyclic garbage collector
     # (streams.metrics.freeze_startup): a full collection then walks only what the worker
