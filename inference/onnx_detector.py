@@ -73,9 +73,11 @@ class Scores:
 
 
 def make_session(path: str | bytes, threads: int = 1, conv_matmul: bool = True) -> Any:
-    """An ONNX Runtime session on one core. With `conv_matmul` (the default) the model's 1-D
-    convolutions run as batch-wide matrix products (inference.conv_matmul: 1.8x the windows/s
-    of the shipped model here, same answers to float rounding); the file is not changed."""
+    """An ONNX Runtime session on one core. With `conv_matmul` (the default) the graph is
+    rewritten for serving in a child process (inference.conv_matmul.serving_rewrite): its 1-D
+    convolutions run as batch-wide matrix products (1.8x the windows/s of the shipped model
+    here) and its window axis takes any length (OnnxDetector.run_by_length), same answers to
+    float rounding; the file is not changed."""
     import onnxruntime as ort
 
     if conv_matmul:
@@ -153,8 +155,9 @@ class OnnxDetector:
         self._benign = self.class_names.index(meta.benign_class) if meta.benign_class in self.class_names else None
         try:
             # The int8 graph's convolutions take their weights from DequantizeLinear nodes, which
-            # the rewrite leaves alone: no child process for it.
-            self.session = session or make_session(str(bundle.onnx_path(int8)), threads, conv_matmul=not int8)
+            # the rewrite leaves alone; its window axis becomes dynamic all the same (nDPI
+            # windows: 1.48x the windows/s of one padded int8 run, no verdict moved).
+            self.session = session or make_session(str(bundle.onnx_path(int8)), threads)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"bundle {self.version}: cannot load ONNX model: {exc}") from exc
         # A session whose window axis is dynamic (inference.conv_matmul.any_window_length)

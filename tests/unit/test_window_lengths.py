@@ -153,3 +153,22 @@ def test_stacking_pads_each_window_after_its_own_flows():
         assert np.array_equal(x[i, :, :n], w.features.T) and not x[i, :, n:].any()
         assert mask[i, :n].all() and not mask[i, n:].any()
     assert stack_windows([], 8)[0].shape == (0, N_FEATURES, 8)
+
+
+def test_the_int8_model_takes_any_window_length_too(bundle):
+    """Its convolutions are left as they are (their weights come from DequantizeLinear), but
+    its window axis is made dynamic: the nDPI windows score the same both ways."""
+    if not bundle.onnx_path(True).is_file():
+        pytest.skip("the default bundle has no int8 model")
+    spec = bundle.meta.window
+    det = OnnxDetector(bundle, int8=True)
+    assert det._any_length
+    padded = OnnxDetector(bundle, session=det.session, int8=True, by_length=False)
+    ndpi = pd.read_parquet(REPO / "data" / "ndpi" / "flows.parquet")
+    windows = [w for _, g in ndpi.groupby("file") for w in
+               windows_from_frame(g, k=spec.k, seconds=spec.seconds, views=spec.views, label_column=None)]
+    for i in range(0, len(windows), 256):
+        x, mask = stack_windows(windows[i:i + 256], spec.k)
+        a, b = det.score(x, mask), padded.score(x, mask)
+        assert (a.predicted == b.predicted).all() and (a.uncertain == b.uncertain).all()
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
