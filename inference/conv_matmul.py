@@ -139,23 +139,24 @@ def any_window_length(model: bytes) -> bytes | None:
     return m.SerializeToString()
 
 
-def check_any_window_length(model: bytes, flexible: bytes, k: int, n_features: int, n: int = 256,
-                            atol: float = 1e-4, rtol: float = 1e-4) -> str | None:
+def check_any_window_length(model: bytes, flexible: bytes, n: int = 256, atol: float = 1e-4,
+                            rtol: float = 1e-4) -> str | None:
     """None when `flexible` (any_window_length's output) gives `model`'s outputs on a probe
     batch with every fill from 1 to K, padded to K and cut to each window's own length;
     else what differed."""
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    plain = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    flex = ort.InferenceSession(flexible, opts, providers=["CPUExecutionProvider"])
+    _, n_features, k = plain.get_inputs()[0].shape   # the exported graph fixes F and K
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, n_features, k)).astype(np.float32)
     x[::7] *= 12.0  # some far out, past the model's clip
     fill = 1 + np.arange(n) % k
     mask = (np.arange(k)[None, :] < fill[:, None]).astype(np.float32)
     x *= mask[:, None, :]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    plain = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    flex = ort.InferenceSession(flexible, opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in plain.get_outputs()]
     want = plain.run(names, {"windows": x, "mask": mask})
     for length in range(1, k + 1):
@@ -163,7 +164,7 @@ def check_any_window_length(model: bytes, flexible: bytes, k: int, n_features: i
         got = flex.run(names, {"windows": np.ascontiguousarray(x[rows, :, :length]),
                                "mask": np.ascontiguousarray(mask[rows, :length])})
         for name, a, b in zip(names, got, want):
-            b = b[rows] if name == names[0] else b[:, rows]
+            b = b[(slice(None),) * (b.ndim - 2) + (rows,)]   # logits [n, C]; member logits [M, n, C]
             if a.shape != b.shape or not np.allclose(a, b, atol=atol, rtol=rtol):
                 return f"{name} on windows of {length} flows differs by up to {np.abs(a - b).max():.3g}"
     return None
@@ -175,18 +176,13 @@ def serving_rewrite(model: bytes) -> tuple[bytes, int]:
     fast, n = conv_as_matmul(model)
     try:
         flexible = any_window_length(fast)
-    except Exception as exc:  # onnx raises its own untyped errors
+        why = None if flexible is None else check_any_window_length(fast, flexible)
+    except Exception as exc:  # onnx and onnxruntime raise their own untyped errors
         log.warning("window length kept fixed (%s: %s)", type(exc).__name__, exc)
         return fast, n
-    if flexible is not None:
-        import onnx
-
-        dims = [d.dim_value for d in onnx.load_from_string(fast).graph.input[0].type.tensor_type.shape.dim]
-        why = check_any_window_length(fast, flexible, k=dims[2], n_features=dims[1])
-        if why is None:
-            return flexible, n
+    if why is not None:
         log.warning("window length kept fixed: %s", why)
-    return fast, n
+    return (flexible, n) if flexible is not None and why is None else (fast, n)
 
 
 def try_conv_as_matmul(model: bytes, timeout_s: float = 60.0) -> tuple[bytes, int]:

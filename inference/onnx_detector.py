@@ -212,14 +212,10 @@ class OnnxDetector:
             rows = np.flatnonzero(group == g)
             part = self.session.run(outputs, {"windows": np.ascontiguousarray(x[rows, :, :cut]),
                                               "mask": np.ascontiguousarray(mask[rows, :cut])})
-            if got is None:  # logits [n, C]; member logits [M, n, C]
-                got = [np.empty(p.shape[:-2] + (n,) + p.shape[-1:], dtype=p.dtype) if p.ndim == 3
-                       else np.empty((n,) + p.shape[1:], dtype=p.dtype) for p in part]
+            if got is None:  # logits [n, C]; member logits [M, n, C]: windows on the next-to-last axis
+                got = [np.empty(p.shape[:-2] + (n,) + p.shape[-1:], dtype=p.dtype) for p in part]
             for o, p in zip(got, part):
-                if p.ndim == 3:
-                    o[:, rows] = p
-                else:
-                    o[rows] = p
+                o[(slice(None),) * (p.ndim - 2) + (rows,)] = p
         assert got is not None
         return got
 
@@ -233,18 +229,19 @@ class OnnxDetector:
         out = self.run_by_length(x, mask, self._outputs)
         probs, energy = calibrate(out[0], self.temperature)
         dst = x_raw[:, self._view_dst, 0] > 0.5 if self._view_dst is not None else None
+        pred = probs.argmax(axis=1)
         reranked = None
         if self._one_service is not None:
-            called = self._many_service[probs.argmax(axis=1)]
+            called = self._many_service[pred]
             if dst is not None:
                 called &= ~dst
             rows = np.flatnonzero(called)
             if len(rows):
                 rows = rows[one_service(x_raw[rows], mask[rows], self._one_service)]
                 probs[rows] = rerank(probs[rows], self._many_service)
+                pred[rows] = probs[rows].argmax(axis=1)
                 reranked = np.zeros(len(probs), dtype=bool)
                 reranked[rows] = True
-        pred = probs.argmax(axis=1)
         conf = probs[np.arange(len(pred)), pred]
         low = conf < self._floors[pred]
         thr = self.thresholds.ood

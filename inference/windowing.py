@@ -341,8 +341,9 @@ def _per_flow(values: np.ndarray | None, batches: list[FlowBatch], name: str) ->
 
 
 def stack_windows(windows: Sequence[ClosedWindow], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad and stack windows into the model's input: x [n, F, K] and mask [n, K]: one
-    scatter of all their flows' rows (2.3x a copy a window, on one-flow windows)."""
+    """Pad and stack windows into the model's input: x [n, F, K] and mask [n, K], by one
+    scatter of all their flows' rows (about 2.3x faster than a copy per window on the nDPI
+    captures' windows, mostly one flow each)."""
     n = len(windows)
     x = np.zeros((n, N_FEATURES, k), dtype=np.float32)
     if n == 0:

@@ -86,7 +86,6 @@ def test_history_swap_keeps_each_windows_flows_and_label_and_takes_another_attac
     assert len(history_swapped(Windows(x[:20], mask[:20], labels[:20], None), 0.5, rng).labels) == 0  # one class
 
 
-
 def test_train_bundle_adds_the_recorded_and_swapped_windows(tmp_path, monkeypatch):
     """Both settings reach training: the set grows by the recorded windows, then by the
     swapped copies, and the bundle records how many flows the recorded copy windowed."""

@@ -28,7 +28,7 @@ def test_the_shipped_model_takes_any_window_length_with_the_same_answers(bundle)
     assert flexible is not None
     dims = [d.dim_param or d.dim_value for d in onnx.load_from_string(flexible).graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["n", len(bundle.feature_schema.names), "k"]
-    assert check_any_window_length(fast, flexible, k=bundle.meta.window.k, n_features=dims[1]) is None
+    assert check_any_window_length(fast, flexible) is None
 
 
 def test_the_check_catches_a_wrong_fill(bundle):
@@ -39,7 +39,7 @@ def test_the_check_catches_a_wrong_fill(bundle):
     for init in m.graph.initializer:
         if init.name.endswith("/k"):   # [0, K]: the K the fill divides by
             init.CopyFrom(numpy_helper.from_array(np.array([0, 4], np.int64), init.name))
-    why = check_any_window_length(fast, m.SerializeToString(), k=8, n_features=len(bundle.feature_schema.names))
+    why = check_any_window_length(fast, m.SerializeToString())
     assert why is not None and "differs" in why
 
 
@@ -172,3 +172,25 @@ def test_the_int8_model_takes_any_window_length_too(bundle):
         a, b = det.score(x, mask), padded.score(x, mask)
         assert (a.predicted == b.predicted).all() and (a.uncertain == b.uncertain).all()
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+
+
+def test_member_logits_come_back_in_the_batchs_order_too(bundle):
+    """The member-disagreement gate reads the members' logits [M, n, C]: grouped by length,
+    they are put back on their windows' axis like the logits."""
+    c = len(bundle.class_names)
+
+    class Members(_Recorder):
+        def run(self, names, feeds):
+            z = super().run(["logits"], feeds)[0]
+            out = {"logits": z, "member_logits": np.stack([z, 2 * z, z - 1])}
+            return [out[n] for n in names]
+
+    fills = [1] * 20 + [8] * 30 + [2] * 20
+    order = np.random.default_rng(2).permutation(len(fills))
+    x, mask = _windows([fills[i] for i in order])
+    det = OnnxDetector(bundle, session=Members(c))
+    got = det.run_by_length(x, mask, ["logits", "member_logits"])
+    want = OnnxDetector(bundle, session=Members(c), by_length=False).run_by_length(x, mask, ["logits", "member_logits"])
+    assert len(det.session.shapes) == 3 and got[1].shape == (3, len(fills), c)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
