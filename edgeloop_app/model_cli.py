@@ -207,6 +207,7 @@ def evaluate(model: str | None, file: Path | None, manifest: Path | None, labels
     caught_alert / miss. Prints rates per group by window and by capture, per view,
     beside a fan-out rule (>= 20 distinct dst:port pairs in 5 minutes) and the targets;
     writes JSON and a PNG. Captures that fail to load or meter are counted per reason.
+    The shape rules are those the edge applies (EDGELOOP_SHAPE_RULES); the report names them.
 
     \b
     edgeloop evaluate default data/lab/eval.parquet

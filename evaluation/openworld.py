@@ -89,22 +89,23 @@ def score_capture(cap: Capture, bundle: Any, config: Any, model: Any = None) -> 
 def evaluate_open_world(manifest: str | Path, bundle: Any, *, out_dir: str | Path | None = None,
                         name: str | None = None, plots: bool = True, progress: bool = True,
                         config: Any = None, windows_out: str | Path | None = None,
-                        int8: bool = False) -> dict[str, Any]:
+                        int8: bool = False, shape_rules: str | None = None) -> dict[str, Any]:
     """Score every capture of the manifest; write <out_dir>/<name>.json (+ .png); return it.
 
     `out_dir` defaults to `<bundle>/reports`, `name` to `openworld-<manifest stem>`.
     `windows_out` also writes every judged window (Parquet) for a closer look. `int8`
     scores with the bundle's int8 model, as a detector with EDGELOOP_INT8=1 serves it (a
-    bundle without one is refused).
+    bundle without one is refused). `shape_rules`: the detector's (streams.score.detector_for:
+    EDGELOOP_SHAPE_RULES when None); the report names them.
     """
-    from inference.onnx_detector import OnnxDetector
+    from streams.score import detector_for
 
     t0 = time.perf_counter()
     bundle.verify()  # a stale bundle (other features, other hashes) fails here, by name
     mf = load_manifest(manifest)
     caps = [c for e in mf.entries for c in expand(e)]
     config = config or detector_config(bundle)
-    model = OnnxDetector(bundle, int8=int8)  # one session for every capture
+    model = detector_for(bundle, int8=int8, shape_rules=shape_rules)  # one session for every capture
     records, frames = [], []
     with progress_steps("open world", len(caps), progress) as step:
         for cap in caps:
@@ -115,6 +116,7 @@ def evaluate_open_world(manifest: str | Path, bundle: Any, *, out_dir: str | Pat
             step(cap.name)
     report = build_report(mf, bundle, records, time.perf_counter() - t0)
     report["bundle"]["precision"] = model.precision
+    report["bundle"]["shape_rules"] = list(model.shape_rules)
     if windows_out is not None and frames:
         import pandas as pd
 

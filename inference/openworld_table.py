@@ -72,6 +72,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(f"{tot['captures']} captures: {tot['scored']} scored, {tot['failed']} failed; "
                   f"{tot['flows']:,} flows ({tot['bad_rows']} invalid rows not scored), "
                   f"{tot['windows']:,} windows")
+    rules = report.get("bundle", {}).get("shape_rules")
+    if rules is not None:
+        console.print(f"shape rules applied: {', '.join(rules) or 'none'}")
     for reason, n in sorted(report["failures"].items(), key=lambda kv: -kv[1]):
         examples = [c for c in report["captures"] if c.get("reason") == reason][:2]
         console.print(f"[yellow]failed: {reason} ({REASONS.get(reason, '?')}): {n} captures[/]"

@@ -30,15 +30,27 @@ class ScoreResult:
     class_names: list[str] = field(default_factory=list)
 
 
+def detector_for(bundle: Bundle, int8: bool = False, shape_rules: str | None = None) -> OnnxDetector:
+    """The detector a worker with these settings would serve: the shape rules it applies are
+    `shape_rules`, else EDGELOOP_SHAPE_RULES (streams.settings), so a capture scored or judged
+    offline gets the verdicts the edge would give it."""
+    if shape_rules is None:
+        from streams.settings import Settings
+
+        shape_rules = Settings().shape_rules
+    return OnnxDetector(bundle, int8=int8, shape_rules=shape_rules)
+
+
 def score_frame(df: pd.DataFrame, bundle: Bundle, config: DetectorConfig = DetectorConfig(),
                 model: OnnxDetector | None = None) -> ScoreResult:
     """Score every window of a flow DataFrame; bad rows are reported, not scored.
 
     One frame is one capture (host history runs through it). Pass `model` (an
-    OnnxDetector of `bundle`) to score many captures without loading the model each time.
+    OnnxDetector of `bundle`) to score many captures without loading the model each time;
+    without one, `detector_for(bundle)` (the shape rules EDGELOOP_SHAPE_RULES names).
     """
     records, bad = records_from_frame(df)
-    model = model or OnnxDetector(bundle)
+    model = model or detector_for(bundle)
     rows: list[dict[str, Any]] = []
     truth: dict[str, str] = {}
 

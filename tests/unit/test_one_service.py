@@ -147,3 +147,24 @@ def test_without_the_rule_constant_nothing_is_reranked(bundle, monkeypatch):
     logits = _logits(names, "syn_scan", "syn_flood", 0.9, 0.095)[None, :]
     s = _detector(bundle, logits).score(np.zeros((1, N_FEATURES, 8), np.float32), np.ones((1, 8), np.float32))
     assert names[s.predicted[0]] == "syn_scan"
+
+
+def test_offline_scoring_and_the_open_world_judge_apply_the_rules_the_edge_is_told(tmp_path, monkeypatch, bundle):
+    """`edgeloop score`, the open-world evaluation and `experiment open-world` build their
+    detector as a worker does, from EDGELOOP_SHAPE_RULES, and the report names the rules: a
+    rule judged offline is the rule the edge would apply (rule 24's first run scored with the
+    defaults while the variable named one_service, and nothing in the report said so)."""
+    from evaluation.openworld import evaluate_open_world
+    from inference.openworld_crafted import write_crafted_set
+    from streams.score import detector_for
+
+    manifest = write_crafted_set(tmp_path / "crafted")
+    monkeypatch.delenv("EDGELOOP_SHAPE_RULES", raising=False)
+    assert detector_for(bundle).shape_rules == ("flood_shape", "repeat_shape")
+    off = evaluate_open_world(manifest, bundle, out_dir=tmp_path / "off", plots=False, progress=False)
+    assert off["bundle"]["shape_rules"] == ["flood_shape", "repeat_shape"]
+    monkeypatch.setenv("EDGELOOP_SHAPE_RULES", ON)
+    assert detector_for(bundle).shape_rules == tuple(ON.split(","))
+    assert detector_for(bundle, shape_rules="none").shape_rules == ()
+    on = evaluate_open_world(manifest, bundle, out_dir=tmp_path / "on", plots=False, progress=False)
+    assert on["bundle"]["shape_rules"] == ON.split(",")
