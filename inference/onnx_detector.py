@@ -23,7 +23,9 @@ each of the last seven goes out with reason "ood". One rule replaces a call inst
 deferring it: a source window of at least 4 flows to one service called a port scan or a
 host sweep (contracts.window.MANY_SERVICE_CLASSES, which no such window can show) takes the
 best class it can show (`one_service`, `rerank`; Scores.reranked), where the detector is told
-to apply it (off by default: rule 23). The destination rules are
+to apply it (off by default: rule 23); where that best class is benign, the window is
+deferred instead (gate "one_service"): a rule never turns an attack call into a benign one
+(rule 24: unknown UDP floods called udp_scan became confident benign). The destination rules are
 `covered`: every flow of such a window sits in a source window that is judged on its own,
 so the edge counts them and does not spend the agent's rate-limited channel on them.
 """
@@ -47,7 +49,7 @@ from inference.support import beyond_support
 
 # What Scores.gates may hold: the checks that can make a window uncertain.
 UNCERTAIN_GATES: tuple[str, ...] = ("low_confidence", "energy", "support", "member", "flood_shape", "repeat_shape",
-                                     "destination")
+                                     "destination", "one_service")
 
 
 @dataclass
@@ -230,7 +232,7 @@ class OnnxDetector:
         probs, energy = calibrate(out[0], self.temperature)
         dst = x_raw[:, self._view_dst, 0] > 0.5 if self._view_dst is not None else None
         pred = probs.argmax(axis=1)
-        reranked = None
+        reranked = to_benign = None
         if self._one_service is not None:
             called = self._many_service[pred]
             if dst is not None:
@@ -242,6 +244,8 @@ class OnnxDetector:
                 pred[rows] = probs[rows].argmax(axis=1)
                 reranked = np.zeros(len(probs), dtype=bool)
                 reranked[rows] = True
+                if self._benign is not None:
+                    to_benign = reranked & (pred == self._benign)
         conf = probs[np.arange(len(pred)), pred]
         low = conf < self._floors[pred]
         thr = self.thresholds.ood
@@ -250,6 +254,9 @@ class OnnxDetector:
         gates["energy"] = ood.copy()
         gates["support"] = beyond_support(x_raw, mask, self.thresholds.support)
         ood |= gates["support"]
+        if to_benign is not None:  # an attack call re-ranked to benign: deferred, never benign
+            gates["one_service"] = to_benign
+            ood |= to_benign
 
         def defer_benign(gate: str, where: np.ndarray | None, test: Any) -> np.ndarray:
             """The windows `test(rows)` flags among those called benign, confidently and not

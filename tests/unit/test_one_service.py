@@ -77,6 +77,25 @@ def test_a_scan_call_on_a_window_to_one_service_takes_the_best_class_it_can_show
     assert s.uncertain[6] and s.low_confidence[6]
 
 
+def test_a_scan_call_whose_best_other_class_is_benign_is_deferred_not_called_benign(bundle):
+    """Rule 24: unknown UDP floods to one port, called udp_scan, took benign as the best class
+    left and became confident misses. A re-ranked window whose best class is benign goes to
+    `uncertain` (gate "one_service"), whatever its confidence; one re-ranked to an attack
+    class does not."""
+    names = list(bundle.class_names)
+    x = np.zeros((3, N_FEATURES, 8), np.float32)
+    mask = np.zeros((3, 8), np.float32)
+    mask[:, :6] = 1.0
+    calls = [("udp_scan", "benign"), ("syn_scan", "syn_flood"), ("benign", "udp_scan")]
+    logits = np.stack([_logits(names, a, b, 0.9, 0.095) for a, b in calls])
+    s = _detector(bundle, logits).score(x, mask)
+    assert [names[p] for p in s.predicted] == ["benign", "syn_flood", "benign"]
+    assert s.reranked.tolist() == [True, True, False]
+    assert s.confidence[0] > 0.9 and not s.low_confidence[0]  # confident: only the rule defers it
+    assert s.uncertain.tolist() == [True, False, False]
+    assert s.gates["one_service"].tolist() == [True, False, False]
+
+
 def test_the_rule_is_off_unless_named(bundle):
     names = list(bundle.class_names)
     x = np.zeros((1, N_FEATURES, 8), np.float32)
