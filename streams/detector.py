@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -26,7 +27,7 @@ from inference.onnx_detector import OnnxDetector
 from inference.window_batch import arrow_columns
 from inference.windowing import ClosedBy, ClosedWindow, Windower
 from streams.metrics import EdgeMetrics, observe_many
-from streams.routing import AlertAggregator, UncertainRouter
+from streams.routing import AlertAggregator, UncertainRouter, audit_pick
 
 
 class Output(NamedTuple):
@@ -242,50 +243,96 @@ class EdgeDetector:
             if s.reranked is not None and (n := int(s.reranked.sum())):
                 m.windows_reranked.labels(rule="one_service").inc(n)
         now_ms = int(time.time() * 1000)
-        names = model.class_names
-        dets, out = [], []
-        # Python scalars once per batch, not numpy scalars per window; rounded for the wire
+        names, version = model.class_names, model.version
+        # Python values once per batch, not numpy scalars per window; rounded for the wire
         # in one numpy pass (k / 10^d, the same double as round(x, d) gives).
-        predicted, conf = s.predicted.tolist(), s.confidence.tolist()
-        unsure, low = s.uncertain.tolist(), s.low_confidence.tolist()
-        covered = s.covered.tolist() if s.covered is not None else [False] * len(batch)
+        predicted = [names[p] for p in s.predicted.tolist()]
+        unsure = s.uncertain.tolist()
         probs = np.round(s.probabilities.astype(np.float64), 5).tolist()
         conf_r = np.round(s.confidence.astype(np.float64), 5).tolist()
         ood = np.round(s.ood.astype(np.float64), 4).tolist()
-        for i, w in enumerate(batch):
-            self._released += w.origins
-            produced = w.produced_ms
-            d = DetectionRow(
-                window_id=w.window_id, key=w.key, flow_ids=w.flow_ids, first_seen_ms=w.first_seen_ms,
-                last_seen_ms=w.last_seen_ms, predicted=names[predicted[i]],
-                probabilities=probs[i], confidence=conf_r[i],
-                ood_score=ood[i], uncertain=bool(unsure[i]), closed_by=w.closed_by,
-                model_version=model.version, produced_ms=produced or None, scored_ms=now_ms,
-                view=w.view)
-            dets.append(d)
-            # The flows are rebuilt as records only for a window that goes to `uncertain`.
-            u = self.router.route(d, bool(low[i]), lambda w=w: w.items, names, lambda w=w: w.history,
-                                  covered=covered[i])
-            if u is not None:
-                out.append(Output("uncertain", w.key.encode(), encode(u)))
-                if m:
-                    m.uncertain.labels(reason=u.reason).inc()
-            elif d.uncertain and m:
-                (m.uncertain_covered if covered[i] else m.uncertain_rate_limited).inc()
-            muted = (self.overrides.mutes(d.predicted, conf[i], d.key, _services(w)) if self.overrides
-                     else None)
-            alerting = not d.uncertain and d.predicted != self.alerts.benign
-            if muted is None:
-                if alerting:  # the columns are read only for windows that count towards an alert
-                    self.alerts.add(d, w.column("src_ip"), w.column("dst_ip"), w.column("dst_port"))
-            elif m and alerting:
-                m.alerts_muted.labels(reason=muted).inc()
-        out.insert(0, Output("detections", None, encode_detection_batch(self.cfg.worker, model.version, names, dets)))
+        dets = [DetectionRow(
+                    window_id=w.window_id, key=w.key, flow_ids=w.flow_ids, first_seen_ms=w.first_seen_ms,
+                    last_seen_ms=w.last_seen_ms, predicted=p, probabilities=pr, confidence=c, ood_score=o,
+                    uncertain=u, closed_by=w.closed_by, model_version=version, produced_ms=w.produced_ms or None,
+                    scored_ms=now_ms, view=w.view)
+                for w, p, pr, c, o, u in zip(batch, predicted, probs, conf_r, ood, unsure)]
+        self._released.extend(chain.from_iterable(w.origins for w in batch))
+        out = [Output("detections", None, encode_detection_batch(self.cfg.worker, version, names, dets))]
+        out += self._route(batch, dets, s)
+        self._alert(batch, dets, s)
         if m:
             self._observe(dets, now_ms)
         if self.on_scored:
             self.on_scored(dets)
         return out
+
+    def _route(self, batch: list[ClosedWindow], dets: list[Any], s: Any) -> list[Output]:
+        """The batch's `uncertain` messages, in window order: every uncertain window goes to
+        the router (rate limit, covered), a confident one only when the audit sample picks it.
+        The flows are rebuilt as records only for a window that goes out."""
+        m, router, names = self.metrics, self.router, self.model.class_names
+        fraction = router.audit_fraction
+        unsure = s.uncertain
+        if fraction > 0:
+            picks = [i for i in np.flatnonzero(~unsure).tolist() if audit_pick(dets[i].window_id, fraction)]
+            rows = sorted(np.flatnonzero(unsure).tolist() + picks) if picks else np.flatnonzero(unsure).tolist()
+        else:
+            rows = np.flatnonzero(unsure).tolist()
+        low = s.low_confidence
+        covered = s.covered
+        out = []
+        for i in rows:
+            w, d = batch[i], dets[i]
+            cov = bool(covered[i]) if covered is not None else False
+            u = router.route(d, bool(low[i]), lambda w=w: w.items, names, lambda w=w: w.history, covered=cov)
+            if u is not None:
+                out.append(Output("uncertain", w.key.encode(), encode(u)))
+                if m:
+                    m.uncertain.labels(reason=u.reason).inc()
+            elif d.uncertain and m:
+                (m.uncertain_covered if cov else m.uncertain_rate_limited).inc()
+        return out
+
+    def _alert(self, batch: list[ClosedWindow], dets: list[Any], s: Any) -> None:
+        """Confident attack windows into the alert aggregates, a group per (view, key, attack)
+        in one call with its columns laid end to end; windows the active policies mute are
+        counted instead."""
+        names, benign = self.model.class_names, self.alerts.benign
+        confident = ~s.uncertain
+        alerting = np.flatnonzero(confident & (s.predicted != names.index(benign)) if benign in names
+                                  else confident).tolist()
+        if not alerting:
+            return
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        overrides, m = self.overrides, self.metrics
+        conf = s.confidence
+        for i in alerting:
+            d = dets[i]
+            if overrides is not None:
+                muted = overrides.mutes(d.predicted, float(conf[i]), d.key, _services(batch[i]))
+                if muted is not None:
+                    if m:
+                        m.alerts_muted.labels(reason=muted).inc()
+                    continue
+            k = (d.view, d.key, d.predicted)
+            g = groups.get(k)
+            if g is None:
+                groups[k] = [i]
+            else:
+                g.append(i)
+        for k, rows in groups.items():
+            ws = [batch[i] for i in rows]
+            if len(rows) == 1:
+                w = ws[0]
+                src, dst, ports = w.src, w.dst, w.column("dst_port")
+            else:
+                src = list(chain.from_iterable(w.src for w in ws))
+                dst = list(chain.from_iterable(w.dst for w in ws))
+                ports = list(chain.from_iterable(w.column("dst_port") for w in ws))
+            self.alerts.add_group(k, len(rows), sum(len(w.flow_ids) for w in ws),
+                                  min(w.first_seen_ms for w in ws), max(w.last_seen_ms for w in ws),
+                                  max(dets[i].confidence for i in rows), src, dst, ports)
 
     def _observe(self, dets: list[Any], now_ms: int) -> None:  # DetectionRows
         m = self.metrics

@@ -80,16 +80,23 @@ class AlertAggregator:
         ClosedWindow's `column`, no records rebuilt)."""
         if d.uncertain or d.predicted == self.benign:
             return
-        k = (d.view, d.key, d.predicted)
+        self.add_group((d.view, d.key, d.predicted), 1, len(d.flow_ids), d.first_seen_ms, d.last_seen_ms,
+                       d.confidence, src_ips, dst_ips, dst_ports)
+
+    def add_group(self, k: tuple[str, str, str], windows: int, flows: int, first_seen_ms: int,
+                  last_seen_ms: int, max_confidence: float, src_ips: Sequence[str] = (),
+                  dst_ips: Sequence[str] = (), dst_ports: Sequence[int] = ()) -> None:
+        """Count `windows` confident detections of one (view, key, attack) at once, their
+        columns laid end to end in window order: the same aggregate as `add` one at a time."""
         a = self._aggs.get(k)
         if a is None:  # (not setdefault: that would build an aggregate and its four sets per call)
             a = self._aggs[k] = _AlertAgg()
-        a.windows += 1
+        a.windows += windows
         a.intervals = 0  # still active: a slow attacker keeps adding up to min_windows
-        a.flows += len(d.flow_ids)
-        a.first_seen_ms = min(a.first_seen_ms, d.first_seen_ms)
-        a.last_seen_ms = max(a.last_seen_ms, d.last_seen_ms)
-        a.max_confidence = max(a.max_confidence, d.confidence)
+        a.flows += flows
+        a.first_seen_ms = min(a.first_seen_ms, first_seen_ms)
+        a.last_seen_ms = max(a.last_seen_ms, last_seen_ms)
+        a.max_confidence = max(a.max_confidence, max_confidence)
         if a.sources < self.SOURCE_CAP:
             before = len(a._seen)
             a._seen.update(src_ips)
@@ -99,6 +106,10 @@ class AlertAggregator:
             if len(listed) >= cap:
                 continue
             if len(listed) + len(col) <= cap:  # room for all of them: one C-level update
+                listed.update(col)
+                continue
+            col = dict.fromkeys(col)  # distinct, in order (a group's columns repeat a lot)
+            if len(listed) + len(col) <= cap:
                 listed.update(col)
                 continue
             for v in col:  # the first values, in order, up to the cap
