@@ -124,3 +124,31 @@ def test_an_alert_lists_its_flows_addresses_and_counts_distinct_sources(monkeypa
     assert alert.sources == 5  # six distinct, counted up to the cap
     assert alert.src_ips == ["10.1.0.1", "10.1.0.2", "10.1.0.3"] and alert.dst_ips == ["10.9.0.1"]
     assert alert.dst_ports == [22, 80, 443] and alert.flows == sum(len(det(i).flow_ids) for i in (1, 2))
+
+
+def test_a_group_of_windows_aggregates_exactly_as_the_same_windows_one_at_a_time():
+    """The engine adds a batch's windows of one (view, key, attack) in one add_group call,
+    their columns end to end: the alert must list the same first values up to the cap, count
+    the same sources, flows, times and confidence as adding them one by one."""
+    import random
+
+    rnd = random.Random(7)
+    wins = []
+    for i in range(40):
+        n = rnd.randint(1, 8)
+        src = [f"10.1.{rnd.randint(0, 30)}.{rnd.randint(0, 9)}" for _ in range(n)]
+        dst = [f"10.2.0.{rnd.randint(0, 70)}" for _ in range(n)]
+        ports = [rnd.choice([22, 80, rnd.randint(1, 65535)]) for _ in range(n)]
+        wins.append((det(i, conf=0.9 + i / 1000), src, dst, ports))
+    one = AlertAggregator("benign", min_windows=1, interval_s=1, clock=lambda: 0.0)
+    for d, s, t, p in wins:
+        one.add(d, s, t, p)
+    grouped = AlertAggregator("benign", min_windows=1, interval_s=1, clock=lambda: 0.0)
+    for part in (wins[:1], wins[1:25], wins[25:]):
+        grouped.add_group(("src", "10.0.0.66", "syn_scan"), len(part), sum(len(d.flow_ids) for d, *_ in part),
+                          min(d.first_seen_ms for d, *_ in part), max(d.last_seen_ms for d, *_ in part),
+                          max(d.confidence for d, *_ in part), [a for _, s, _, _ in part for a in s],
+                          [a for _, _, t, _ in part for a in t], [a for *_, p in part for a in p])
+    (a,), (b,) = one.drain("v1", force=True), grouped.drain("v1", force=True)
+    assert len(a.dst_ips) == len(a.dst_ports) == AlertAggregator.MAX_LISTED  # the caps were reached
+    assert a == b
