@@ -29,6 +29,9 @@ rule (contracts.window.REPEAT_SHAPE_*, rule 20: source windows called benign wen
 uncertain, 5 of the evaluation capture, MQTT publishers and one HTTP client, and 10 of the
 held-out one, 8 benign pollers, an SSH brute force and a slow HTTP DoS the network missed;
 nothing else moved, the spoofed flood not at all).
+Since 2026-12-07 (eleventh session) it also holds what the engine sends besides detections
+(`outputs`: every uncertain message and alert, in order), written by the engine before the
+per-window path went onto columns (as at commit daa9d9c), which the columnar one matched exactly.
 tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations
@@ -68,6 +71,43 @@ def answers(capture: str) -> dict:
     return out
 
 
+def outputs(capture: str) -> dict:
+    """What the engine sends besides detections, driven as a worker drives it (pushes of 500
+    records, a tick after each, a clock half a second on per push): every `uncertain` message
+    (window id, reason; each uncertain window, rate limit off, and a 5% audit sample) and
+    every alert (its id, key, view, attack, windows, flows, sources, listed addresses and
+    ports, times), in the order they went out."""
+    import json as _json
+
+    import pandas as pd
+
+    from inference.bundle import DEFAULT_BUNDLE_DIR, Bundle
+    from streams.detector import DetectorConfig, EdgeDetector
+    from inference.onnx_detector import OnnxDetector
+    from streams.sources.files import records_from_frame
+
+    bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
+    records, _ = records_from_frame(pd.read_parquet(REPO / "data" / "lab" / f"{capture}.parquet"))
+    now = [1000.0]
+    eng = EdgeDetector(OnnxDetector(bundle, shape_rules="flood_shape,repeat_shape"),
+                       DetectorConfig(uncertain_rate_per_s=0, audit_sample=0.05), clock=lambda: now[0])
+    sent = []
+    for i in range(0, len(records), 500):
+        eng.ingest(records[i:i + 500])
+        now[0] += 0.5
+        sent += eng.tick(now=True)
+    sent += eng.flush_all()
+    uncertain, alerts = [], []
+    for o in sent:
+        v = _json.loads(o.value)
+        if o.topic == "uncertain":
+            uncertain.append([v["window_id"], v["reason"]])
+        elif o.topic == "alerts":
+            alerts.append({k: v[k] for k in ("alert_id", "key", "view", "attack", "windows", "flows", "sources",
+                                             "src_ips", "dst_ips", "dst_ports", "first_seen_ms", "last_seen_ms")})
+    return {"uncertain": uncertain, "alerts": alerts}
+
+
 EXACT = ("view", "flows", "n", "closed_by", "predicted", "uncertain")
 # Host history is now a vectorised scan: float rounding moves the digests in the last place.
 TOLERANCE = {"confidence": 2e-4, "fsum": 5e-3, "fsq": 5e-3}
@@ -86,21 +126,36 @@ def differences(want: dict, got: dict) -> list[str]:
     return out
 
 
+def output_differences(want: dict, got: dict) -> list[str]:
+    """Where two runs' uncertain messages or alerts differ, in order (exactly)."""
+    out = []
+    for topic in ("uncertain", "alerts"):
+        a, b = want[topic], got[topic]
+        if len(a) != len(b):
+            out.append(f"{topic}: {len(a)} -> {len(b)} messages")
+        out += [f"{topic} #{i}: {x} -> {y}" for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return out
+
+
 def main() -> None:
     sys.path.insert(0, str(REPO))
     mode, path = sys.argv[1], Path(sys.argv[2])
     got = {c: answers(c) for c in CAPTURES}
+    got.update({f"{c}:outputs": outputs(c) for c in CAPTURES})
     if mode == "write":
         path.parent.mkdir(parents=True, exist_ok=True)
         with gzip.open(path, "wt") as fh:
             json.dump(got, fh, sort_keys=True)
-        print(f"wrote {path}: " + ", ".join(f"{c} {len(v)} windows" for c, v in got.items()))
+        print(f"wrote {path}: " + ", ".join(f"{c} {len(got[c])} windows" for c in CAPTURES))
     else:
         with gzip.open(path, "rt") as fh:
             want = json.load(fh)
         bad = {c: differences(want[c], got[c]) for c in CAPTURES}
+        bad.update({f"{c}:outputs": output_differences(want[f"{c}:outputs"], got[f"{c}:outputs"]) for c in CAPTURES})
         for c, d in bad.items():
-            print(f"{c}: {len(got[c])} windows, {len(d)} differences", *d[:10], sep="\n  ")
+            what = (f"{len(got[c]['uncertain'])} uncertain messages, {len(got[c]['alerts'])} alerts"
+                    if c.endswith(":outputs") else f"{len(got[c])} windows")
+            print(f"{c}: {what}, {len(d)} differences", *d[:10], sep="\n  ")
         sys.exit(1 if any(bad.values()) else 0)
 
 
