@@ -216,6 +216,18 @@ class ClosedWindow:
 _RAW_INDEX = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 
+def windows_column(windows: Sequence[ClosedWindow], name: str) -> list[Any]:
+    """`column(name)` of several windows laid end to end: a RAW_COLUMNS field in one numpy
+    pass over their rows (not an array conversion per window)."""
+    if len(windows) == 1:
+        return windows[0].column(name)
+    j = _RAW_INDEX.get(name)
+    if j is None or any(w.raw is None for w in windows):
+        return [v for w in windows for v in w.column(name)]
+    col = np.concatenate([w.raw[:, j] for w in windows])
+    return col.astype(np.int64).tolist() if name in _INT_RAW else col.tolist()
+
+
 MISSING = object()  # a gathered label or origin of a flow whose batch was pushed without any
 
 

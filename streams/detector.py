@@ -24,7 +24,7 @@ import numpy as np
 from contracts.errors import BundleVerificationError
 from contracts.records import DetectionRow, FlowRecord, encode, encode_detection_batch, join_rows
 from inference.onnx_detector import OnnxDetector
-from inference.window_batch import arrow_columns
+from inference.window_batch import arrow_columns, windows_column
 from inference.windowing import ClosedBy, ClosedWindow, Windower
 from streams.metrics import EdgeMetrics, observe_many
 from streams.routing import AlertAggregator, UncertainRouter, audit_pick
@@ -325,11 +325,11 @@ class EdgeDetector:
             ws = [batch[i] for i in rows]
             if len(rows) == 1:
                 w = ws[0]
-                src, dst, ports = w.src, w.dst, w.column("dst_port")
+                src, dst = w.src, w.dst
             else:
                 src = list(chain.from_iterable(w.src for w in ws))
                 dst = list(chain.from_iterable(w.dst for w in ws))
-                ports = list(chain.from_iterable(w.column("dst_port") for w in ws))
+            ports = windows_column(ws, "dst_port")
             self.alerts.add_group(k, len(rows), sum(len(w.flow_ids) for w in ws),
                                   min(w.first_seen_ms for w in ws), max(w.last_seen_ms for w in ws),
                                   max(dets[i].confidence for i in rows), src, dst, ports)
