@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
