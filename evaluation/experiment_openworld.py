@@ -167,6 +167,7 @@ def run(seeds: Sequence[int], manifests: Sequence[Path], out_dir: Path, *, epoch
         for m in manifests:
             rep = evaluate_open_world(m, bundle, out_dir=path / "reports", plots=False, progress=False)
             rec["reports"][m.stem] = rep["files"]["json"]
+            rec["shape_settings"] = rep["bundle"]["shape_settings"]
             rec["figures"] += [{"manifest": m.stem, **f} for f in figures(rep)]
             rec.setdefault("failures", {})[m.stem] = rep["failures"]
         rec["seconds"] = round(time.perf_counter() - t0, 1)

@@ -117,6 +117,7 @@ def evaluate_open_world(manifest: str | Path, bundle: Any, *, out_dir: str | Pat
     report = build_report(mf, bundle, records, time.perf_counter() - t0)
     report["bundle"]["precision"] = model.precision
     report["bundle"]["shape_rules"] = list(model.shape_rules)
+    report["bundle"]["shape_settings"] = model.shape_settings
     if windows_out is not None and frames:
         import pandas as pd
 

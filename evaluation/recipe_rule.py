@@ -26,6 +26,7 @@ A clause whose captures match nothing judged by both results is an error, not a 
 from __future__ import annotations
 
 import fnmatch
+import json
 import statistics
 import tomllib
 from pathlib import Path
@@ -219,6 +220,18 @@ def _digits(figure: str, row: dict[str, Any]) -> int:
     return 6
 
 
+def shape_settings_line(run: dict[str, Any]) -> str:
+    """The shape rules and constants an `experiment open-world` run was scored with, as its
+    reports recorded them (one line; "differ by seed" where its seeds disagree)."""
+    got = [json.dumps(r.get("shape_settings"), sort_keys=True) for r in run.get("per_seed", [])]
+    if not got or got[0] == "null":
+        return "not recorded (a run before 2026-12-07)"
+    if len(set(got)) > 1:
+        return "differ by seed: " + "; ".join(got)
+    settings = json.loads(got[0])
+    return ", ".join(f"{rule} ({', '.join(f'{k} {v}' for k, v in p.items())})" for rule, p in settings.items()) or "none"
+
+
 @click.command("judge")
 @click.argument("rule_file", metavar="RULE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -235,8 +248,6 @@ def judge_cmd(rule_file: Path, candidate: Path, baseline: Path, json_out: Path |
     \b
     edgeloop experiment judge docs/rules/rule-15.toml CAND/openworld-seeds.json BASE/openworld-seeds.json
     """
-    import json
-
     from rich.console import Console
     from rich.table import Table
 
@@ -244,7 +255,8 @@ def judge_cmd(rule_file: Path, candidate: Path, baseline: Path, json_out: Path |
 
     try:
         rule = load_rule(rule_file)
-        v = judge(rule, _load_seeds(candidate), _load_seeds(baseline))
+        cand, base = _load_seeds(candidate), _load_seeds(baseline)
+        v = judge(rule, cand, base)
     except RuleError as exc:
         raise click.ClickException(str(exc)) from exc
     figure = {c.id: c.figure for c in rule.clause}
@@ -255,6 +267,8 @@ def judge_cmd(rule_file: Path, candidate: Path, baseline: Path, json_out: Path |
     out.print(f"{rule.name}{f' (written {rule.written})' if rule.written else ''}:")
     for c in rule.clause:
         out.print(f"  {c.id}  {c.what or _describe(c)}")
+    for side, run in (("candidate", cand), ("baseline", base)):
+        out.print(f"{side} shape rules: {shape_settings_line(run)}", highlight=False)
     t = Table()
     for col in ("clause", "capture", "candidate", "baseline", "bound", ""):
         t.add_column(col)

@@ -153,6 +153,13 @@ class OnnxDetector:
                              or not {"peer_changed", "dst_port_changed"} <= set(names)
                              else (names.index("peer_changed"), names.index("dst_port_changed")))
         self._many_service = many
+        # The constants each rule runs with, read once here and passed on every call, so that
+        # `shape_settings` (which a report records) is what the rules applied.
+        self._shape_params = {
+            "flood_shape": {"span_ms": FLOOD_SHAPE_SPAN_MS} if self._flood_shape is not None else None,
+            "repeat_shape": ({"min_flows": REPEAT_SHAPE_MIN_FLOWS, "answered": REPEAT_SHAPE_ANSWERED,
+                              "spread": REPEAT_SHAPE_SPREAD} if self._repeat_shape is not None else None),
+            "one_service": {"min_flows": ONE_SERVICE_MIN_FLOWS} if self._one_service is not None else None}
         self._member_tau = meta.thresholds.member_benign
         self._benign = self.class_names.index(meta.benign_class) if meta.benign_class in self.class_names else None
         try:
@@ -239,7 +246,8 @@ class OnnxDetector:
                 called &= ~dst
             rows = np.flatnonzero(called)
             if len(rows):
-                rows = rows[one_service(x_raw[rows], mask[rows], self._one_service)]
+                rows = rows[one_service(x_raw[rows], mask[rows], self._one_service,
+                                        self._shape_params["one_service"]["min_flows"])]
                 probs[rows] = rerank(probs[rows], self._many_service)
                 pred[rows] = probs[rows].argmax(axis=1)
                 reranked = np.zeros(len(probs), dtype=bool)
@@ -274,9 +282,10 @@ class OnnxDetector:
                 out[1][:, r], self.temperature, self._benign) < self._member_tau)
         if self._flood_shape is not None and self._benign is not None:
             ood |= defer_benign("flood_shape", dst, lambda r: flood_shaped(
-                x_raw[r], mask[r], self._flood_shape, FLOOD_SHAPE_SPAN_MS))
+                x_raw[r], mask[r], self._flood_shape, self._shape_params["flood_shape"]["span_ms"]))
         if self._repeat_shape is not None and self._benign is not None:
-            ood |= defer_benign("repeat_shape", ~dst, lambda r: repeat_shaped(x_raw[r], mask[r], self._repeat_shape))
+            ood |= defer_benign("repeat_shape", ~dst, lambda r: repeat_shaped(x_raw[r], mask[r], self._repeat_shape,
+                                                                              **self._shape_params["repeat_shape"]))
         covered = None
         if dst is not None:
             covered = self._source_only[pred] & dst
@@ -288,6 +297,13 @@ class OnnxDetector:
             ood |= covered
             gates["destination"] = covered
         return Scores(probs, pred, conf, energy, low | ood, low, covered, gates, reranked)
+
+    @property
+    def shape_settings(self) -> dict[str, Any]:
+        """Each shape rule this detector applies, with the constants it runs with
+        (contracts.window); a rule named but not applicable to this bundle's features, or
+        turned off by its constant, is absent."""
+        return {rule: dict(p) for rule, p in self._shape_params.items() if p is not None}
 
     def score_windows(self, windows: Sequence[Any]) -> Scores:
         from inference.windowing import stack_windows

@@ -187,3 +187,16 @@ def test_offline_scoring_and_the_open_world_judge_apply_the_rules_the_edge_is_to
     assert detector_for(bundle, shape_rules="none").shape_rules == ()
     on = evaluate_open_world(manifest, bundle, out_dir=tmp_path / "on", plots=False, progress=False)
     assert on["bundle"]["shape_rules"] == ON.split(",")
+    assert on["bundle"]["shape_settings"]["one_service"] == {"min_flows": 4}
+    assert "one_service" not in off["bundle"]["shape_settings"]
+
+
+def test_the_judge_prints_what_each_side_was_scored_with():
+    from evaluation.recipe_rule import shape_settings_line
+
+    seed = {"shape_settings": {"flood_shape": {"span_ms": 50.0}, "repeat_shape": {"min_flows": 2}}}
+    assert shape_settings_line({"per_seed": [seed, seed]}) == "flood_shape (span_ms 50.0), repeat_shape (min_flows 2)"
+    other = {"shape_settings": {"repeat_shape": {"min_flows": 4}}}
+    assert shape_settings_line({"per_seed": [seed, other]}).startswith("differ by seed: ")
+    assert shape_settings_line({"per_seed": [{}]}).startswith("not recorded")
+    assert shape_settings_line({"per_seed": [{"shape_settings": {}}]}) == "none"

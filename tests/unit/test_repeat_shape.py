@@ -139,3 +139,26 @@ def test_row_medians_are_nanmedians_to_the_last_bit():
         for row, n in zip(a, rng.integers(1, 9, len(a))):
             row[n:] = np.nan
         assert np.array_equal(row_medians(a), np.nanmedian(a, axis=1))
+
+
+def test_the_constants_a_detector_reports_are_the_ones_its_rules_run_with(bundle, monkeypatch):
+    """OnnxDetector.shape_settings (recorded in every open-world report, printed by `experiment
+    judge`) reads the constants once, at construction, and the rules are called with them: a
+    detector built while REPEAT_SHAPE_MIN_FLOWS is 2 says 2 and defers a two-session window;
+    one built with the shipped 4 says 4 and does not. Rule 26's baseline was once scored with
+    the candidate's constant by mistake, and no report said so."""
+    benign = list(bundle.class_names).index("benign")
+    x, mask = _logins(1, flows=2)
+    shipped = _detector(bundle, [benign])
+    assert shipped.shape_settings == {"flood_shape": {"span_ms": 50.0},
+                                      "repeat_shape": {"min_flows": 4, "answered": 0.75, "spread": 0.25}}
+    assert not shipped.score(x, mask).uncertain.any()
+    monkeypatch.setattr(od, "REPEAT_SHAPE_MIN_FLOWS", 2)
+    two = _detector(bundle, [benign])
+    assert two.shape_settings["repeat_shape"]["min_flows"] == 2
+    assert two.score(x, mask).gates["repeat_shape"].tolist() == [True]
+    assert "one_service" not in two.shape_settings
+    named = OnnxDetector(bundle, session=_Session([benign], len(bundle.class_names)),
+                         shape_rules="repeat_shape,one_service")
+    assert set(named.shape_settings) == {"repeat_shape", "one_service"}
+    assert named.shape_settings["one_service"] == {"min_flows": 4}
