@@ -225,7 +225,7 @@ def shape_settings_line(run: dict[str, Any]) -> str:
     reports recorded them (one line; "differ by seed" where its seeds disagree)."""
     got = [json.dumps(r.get("shape_settings"), sort_keys=True) for r in run.get("per_seed", [])]
     if not got or got[0] == "null":
-        return "not recorded (a run before 2026-12-07)"
+        return "not recorded (a run made before reports kept them)"
     if len(set(got)) > 1:
         return "differ by seed: " + "; ".join(got)
     settings = json.loads(got[0])
