@@ -370,10 +370,9 @@ def score(file: Path, output: Path | None, model: str | None, follow_bundle: boo
     with the bundle's int8 model under EDGELOOP_INT8=1, as a detector would.
     """
     from inference.bundle import check_window
-    from inference.onnx_detector import OnnxDetector
     from inference.registry import resolve_bundle
     from streams.detector import DetectorConfig
-    from streams.score import score_frame, summary, write_windows
+    from streams.score import detector_for, score_frame, summary, write_windows
     from streams.sources.files import load_flows
 
     s = settings_or_exit()
@@ -381,7 +380,7 @@ def score(file: Path, output: Path | None, model: str | None, follow_bundle: boo
         bundle = resolve_bundle(model or s.model, s.data_dir / "registry")
         check_window(bundle, s.window_k, s.window_seconds, s.views,
                      follow=follow_bundle or s.follow_bundle_window)
-        model = OnnxDetector(bundle, int8=s.int8, shape_rules=s.shape_rules)
+        model = detector_for(bundle, int8=s.int8, shape_rules=s.shape_rules)
         res = score_frame(load_flows(file), bundle, DetectorConfig.from_settings(s), model=model)
     except EdgeloopError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -228,8 +228,9 @@ def shape_settings_line(run: dict[str, Any]) -> str:
         return "not recorded (a run made before reports kept them)"
     if len(set(got)) > 1:
         return "differ by seed: " + "; ".join(got)
-    settings = json.loads(got[0])
-    return ", ".join(f"{rule} ({', '.join(f'{k} {v}' for k, v in p.items())})" for rule, p in settings.items()) or "none"
+    from inference.openworld_table import describe_shape_settings
+
+    return describe_shape_settings(json.loads(got[0]))
 
 
 @click.command("judge")

@@ -65,6 +65,12 @@ def report_table(report: dict[str, Any]) -> Table:
     return t
 
 
+def describe_shape_settings(settings: dict[str, dict[str, Any]]) -> str:
+    """A report's `bundle.shape_settings` on one line: each rule with its constants."""
+    return ", ".join(f"{rule} ({', '.join(f'{k} {v}' for k, v in p.items())})"
+                     for rule, p in settings.items()) or "none"
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     """The table, then failures by reason, totals, targets and the files written."""
     console.print(report_table(report))
@@ -72,9 +78,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(f"{tot['captures']} captures: {tot['scored']} scored, {tot['failed']} failed; "
                   f"{tot['flows']:,} flows ({tot['bad_rows']} invalid rows not scored), "
                   f"{tot['windows']:,} windows")
-    rules = report.get("bundle", {}).get("shape_rules")
-    if rules is not None:
-        console.print(f"shape rules applied: {', '.join(rules) or 'none'}")
+    settings = report.get("bundle", {}).get("shape_settings")
+    if settings is not None:
+        console.print(f"shape rules applied: {describe_shape_settings(settings)}", highlight=False)
     for reason, n in sorted(report["failures"].items(), key=lambda kv: -kv[1]):
         examples = [c for c in report["captures"] if c.get("reason") == reason][:2]
         console.print(f"[yellow]failed: {reason} ({REASONS.get(reason, '?')}): {n} captures[/]"

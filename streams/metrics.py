@@ -115,7 +115,8 @@ class EdgeMetrics:
             "window can count under several): low_confidence, energy, support (a flow bigger than "
             "training's), member (the ensemble disagrees), flood_shape (a spoofed flood's shape "
             "called benign), repeat_shape (one client's repeated sessions to one service called "
-            "benign), destination (covered by its sources' windows)", ["gate"], **r)
+            "benign), destination (covered by its sources' windows), one_service (an attack call the "
+            "one-service rule would have turned into benign)", ["gate"], **r)
         self.windows_reranked = Counter(
             f"{p}_windows_reranked", "Windows whose call a rule replaced, by rule: one_service (a "
             "source window to one service called a port scan or a host sweep, which it cannot "

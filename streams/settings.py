@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     # window of 4 flows or more to one service, called a port scan or a host sweep, takes the
     # best class it can show; edgeloop_windows_reranked_total counts it (rule 23: it turned
     # most floods from an address that had scanned from syn_scan into syn_flood, and moved
-    # nothing else measured, but gained less than the rule asked).
+    # nothing else measured, but gained less than the rule asked); a window whose best class
+    # left is benign goes to `uncertain` instead (gate one_service; rule 24).
     shape_rules: str = "flood_shape,repeat_shape"
     # Freeze what the worker holds at startup out of Python's cyclic garbage collector
     # (streams.metrics.freeze_startup): a full collection then walks only what the worker

@@ -322,6 +322,7 @@ def test_cli_open_world_report_matches_score_frame(tmp_path):
                                         "--quiet", "--no-plots"])
     assert run.exit_code == 0, run.output
     assert "fan-out" in run.output and "targets: " in run.output and "settled by the windows' 95% interval" in run.output
+    assert "shape rules applied: flood_shape (span_ms 50.0), repeat_shape (min_flows 4, answered 0.75" in run.output
     report = json.loads((out / "openworld-crafted.json").read_text())
     assert report["schema"] == "edgeloop.openworld_report/1"
     assert report["failures"] == {"not_a_capture": 1, "missing_file": 1}
