@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import openai
@@ -338,6 +339,8 @@ def test_a_killed_agent_resumes_without_losing_or_repeating_a_window(broker, top
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         decided_at_kill = sum(st.ledger.outcomes().values())
+        # Labels in the outbox not yet marked published: the only ones a restart may send again.
+        unmarked = {wid for _, wid, _ in st.ledger.pending()}
         assert 40 <= decided_at_kill < len(data.windows)
         second = start("--once")
         out, _ = second.communicate(timeout=90)
@@ -349,8 +352,12 @@ def test_a_killed_agent_resumes_without_losing_or_repeating_a_window(broker, top
     stored = labelled.drop_duplicates("window_id")
     assert all(data.truth[w] == y for w, y in zip(stored["window_id"], stored["label"]))
     assert committed_all(broker.bootstrap, f"g-{topics.prefix}", topics.uncertain)
-    # `labels` is at least once: every window is there; a repeat is possible only for the
-    # records published in the instant before the kill.
+    # `labels` is at least once: every window is there; a repeat is possible only for a
+    # record the killed agent had sent but not yet marked published in the outbox (how many
+    # that is depends on where the kill lands: one batch's labels and any late verdicts).
     recs = labels_on(topic_reader, topics, len(data.windows))
     assert {r.window_id for r in recs} == set(data.truth)
-    assert len(recs) - len({(r.window_id, r.accepted) for r in recs}) <= 20
+    sent = Counter((r.window_id, r.accepted) for r in recs)
+    repeated = {wid for (wid, _), n in sent.items() if n > 1}
+    assert repeated <= unmarked and max(sent.values()) <= 2, (sorted(repeated - unmarked), sent.most_common(3))
+    assert st.ledger.unpublished() == 0
