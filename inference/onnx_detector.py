@@ -23,7 +23,7 @@ each of the last seven goes out with reason "ood". One rule replaces a call inst
 deferring it: a source window of at least 4 flows to one service called a port scan or a
 host sweep (contracts.window.MANY_SERVICE_CLASSES, which no such window can show) takes the
 best class it can show (`one_service`, `rerank`; Scores.reranked), where the detector is told
-to apply it (off by default: rule 23); where that best class is benign, the window is
+to apply it (on by default since rule 27; rule 23); where that best class is benign, the window is
 deferred instead (gate "one_service"): a rule never turns an attack call into a benign one
 (rule 24: unknown UDP floods called udp_scan became confident benign). The destination rules are
 `covered`: every flow of such a window sits in a source window that is judged on its own,

@@ -146,7 +146,7 @@ class TrainConfig:
 
 CAPTURE_COLUMN = "capture"
 # How the shipped default bundle is trained (`edgeloop train`, the open-world experiment).
-RECIPE = TrainConfig(run_variants=3, confidence=0.9, attack_confidence=0.6)
+RECIPE = TrainConfig(run_variants=3, confidence=0.9, attack_confidence=0.6, recorded_attacks=True)
 
 
 @dataclass

@@ -32,6 +32,12 @@ nothing else moved, the spoofed flood not at all).
 Since 2026-12-07 (eleventh session) it also holds what the engine sends besides detections
 (`outputs`: every uncertain message and alert, in order), written by the engine before the
 per-window path went onto columns (as at commit daa9d9c), which the columnar one matched exactly.
+Written again 2026-12-08 for the default bundle af197e62 with the one-service rule on (rule 27):
+windows, flows, views, close reasons and feature digests all identical; the predicted class
+moved on 222, 612 and 22,000 windows (the spoofed flood's one-flow source windows, deferred
+before and after: benign at 0.40 -> syn_scan at 0.54), the `uncertain` flag on 279, 253 and 6;
+uncertain messages 967 -> 815, 1,466 -> 1,484 and 22,160 -> 22,166. The outputs are now the
+engine's with the default shape rules, as a worker runs.
 tests/unit/test_engine_reference.py holds today's engine to those answers.
 """
 from __future__ import annotations
@@ -89,7 +95,7 @@ def outputs(capture: str) -> dict:
     bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
     records, _ = records_from_frame(pd.read_parquet(REPO / "data" / "lab" / f"{capture}.parquet"))
     now = [1000.0]
-    eng = EdgeDetector(OnnxDetector(bundle, shape_rules="flood_shape,repeat_shape"),
+    eng = EdgeDetector(OnnxDetector(bundle),  # the default shape rules, as a worker runs
                        DetectorConfig(uncertain_rate_per_s=0, audit_sample=0.05), clock=lambda: now[0])
     sent = []
     for i in range(0, len(records), 500):

@@ -98,13 +98,13 @@ class Settings(BaseSettings):
     # `uncertain`. Comma-separated, or "none". Leave repeat_shape out where pollers fill the
     # uncertain channel: edgeloop_uncertain_gates_total{gate="repeat_shape"} counts what it
     # defers. Without it, a brute force of a protocol the model never learned (FTP) can be
-    # called benign (docs/openworld.md, rule 20). one_service (off unless named): a source
+    # called benign (docs/openworld.md, rule 20). one_service (on since rule 27): a source
     # window of 4 flows or more to one service, called a port scan or a host sweep, takes the
     # best class it can show; edgeloop_windows_reranked_total counts it (rule 23: it turned
     # most floods from an address that had scanned from syn_scan into syn_flood, and moved
     # nothing else measured, but gained less than the rule asked); a window whose best class
     # left is benign goes to `uncertain` instead (gate one_service; rule 24).
-    shape_rules: str = "flood_shape,repeat_shape"
+    shape_rules: str = "flood_shape,repeat_shape,one_service"
     # Freeze what the worker holds at startup out of Python's cyclic garbage collector
     # (streams.metrics.freeze_startup): a full collection then walks only what the worker
     # made since (52-67 ms -> 6-10 ms a full collection in a worker;

@@ -69,7 +69,7 @@ def test_the_detector_defers_a_window_beyond_support_as_ood():
     det._flood_shape = None                   # no view_dst in this schema: no flood-shape rule
     det._repeat_shape = None                  # nor a repeat-shape rule
     det._any_length = False                   # a fixed-length session
-    det._one_service = None                   # no one-service rule (off by default)
+    det._one_service = None                   # no one-service rule
     for support, want in (({}, [False, False]), (flow_support(train, tmask, math.log(2)), [True, False])):
         det.thresholds = SimpleNamespace(ood=None, support=support)
         s = det.score(x, mask)

@@ -1,7 +1,8 @@
 """The one-service rule (contracts.window.MANY_SERVICE_CLASSES, ONE_SERVICE_MIN_FLOWS; rule
-23): a source window of at least 4 flows, every one to the same destination address and port,
-cannot show a port scan or a host sweep; called one, it takes the best class it can show
-(renormalised, then the usual floors). Nothing else moves."""
+23, on by default since rule 27): a source window of at least 4 flows, every one to the same
+destination address and port, cannot show a port scan or a host sweep; called one, it takes the
+best class it can show (renormalised, then the usual floors), or is deferred where that is
+benign (rule 24). Nothing else moves."""
 from __future__ import annotations
 
 import numpy as np
@@ -96,7 +97,7 @@ def test_a_scan_call_whose_best_other_class_is_benign_is_deferred_not_called_ben
     assert s.gates["one_service"].tolist() == [True, False, False]
 
 
-def test_the_rule_is_off_unless_named(bundle):
+def test_the_rule_is_on_by_default_and_off_where_left_out(bundle):
     names = list(bundle.class_names)
     x = np.zeros((1, N_FEATURES, 8), np.float32)
     mask = np.ones((1, 8), np.float32)
@@ -106,7 +107,8 @@ def test_the_rule_is_off_unless_named(bundle):
     assert names[off.predicted[0]] == "syn_scan" and off.reranked is None
     default = OnnxDetector(bundle, session=_Logits(logits))
     default.thresholds = default.thresholds.model_copy(update={"ood": None, "support": {}})
-    assert default.shape_rules == ("flood_shape", "repeat_shape") and default.score(x, mask).reranked is None
+    assert default.shape_rules == ("flood_shape", "repeat_shape", "one_service")
+    assert names[default.score(x, mask).predicted[0]] == "syn_flood" and default.score(x, mask).reranked.tolist() == [True]
 
 
 def test_rerank_keeps_a_row_with_nothing_left():
@@ -151,7 +153,7 @@ def test_the_engine_counts_what_it_reranked(bundle):
         eng.tick()
     eng.flush_all()
     n = sum(len(p) for _, _, p in seen)
-    assert n >= 50
+    assert n >= 20  # 33 with the shipped bundle af197e62 (88 with a546cb0c, trained without recorded attacks)
     assert reg.get_sample_value("edgeloop_windows_reranked_total", {"rule": "one_service"}) == n
     names = list(bundle.class_names)
     for x, mask, pred in seen:
@@ -178,12 +180,12 @@ def test_offline_scoring_and_the_open_world_judge_apply_the_rules_the_edge_is_to
     from streams.score import detector_for
 
     manifest = write_crafted_set(tmp_path / "crafted")
-    monkeypatch.delenv("EDGELOOP_SHAPE_RULES", raising=False)
+    monkeypatch.setenv("EDGELOOP_SHAPE_RULES", "flood_shape,repeat_shape")
     assert detector_for(bundle).shape_rules == ("flood_shape", "repeat_shape")
     off = evaluate_open_world(manifest, bundle, out_dir=tmp_path / "off", plots=False, progress=False)
     assert off["bundle"]["shape_rules"] == ["flood_shape", "repeat_shape"]
-    monkeypatch.setenv("EDGELOOP_SHAPE_RULES", ON)
-    assert detector_for(bundle).shape_rules == tuple(ON.split(","))
+    monkeypatch.delenv("EDGELOOP_SHAPE_RULES")
+    assert detector_for(bundle).shape_rules == tuple(ON.split(","))  # the default since rule 27
     assert detector_for(bundle, shape_rules="none").shape_rules == ()
     on = evaluate_open_world(manifest, bundle, out_dir=tmp_path / "on", plots=False, progress=False)
     assert on["bundle"]["shape_rules"] == ON.split(",")

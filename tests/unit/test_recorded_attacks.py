@@ -102,7 +102,7 @@ def test_train_bundle_adds_the_recorded_and_swapped_windows(tmp_path, monkeypatc
         return real(x, *a, **k)
 
     monkeypatch.setattr(tr, "train_windows", counting)
-    base = replace(tr.RECIPE, run_variants=0)
+    base = replace(tr.RECIPE, run_variants=0, recorded_attacks=False)
     cfgs = (base, replace(base, recorded_attacks=True), replace(base, recorded_attacks=True, history_swap=0.5))
     bundles = [tr.train_bundle(df, views=["src", "dst"], epochs=1, progress=False, config=c, out_dir=tmp_path / f"b{i}")
                for i, c in enumerate(cfgs)]

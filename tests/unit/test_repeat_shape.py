@@ -151,14 +151,14 @@ def test_the_constants_a_detector_reports_are_the_ones_its_rules_run_with(bundle
     x, mask = _logins(1, flows=2)
     shipped = _detector(bundle, [benign])
     assert shipped.shape_settings == {"flood_shape": {"span_ms": 50.0},
-                                      "repeat_shape": {"min_flows": 4, "answered": 0.75, "spread": 0.25}}
+                                      "repeat_shape": {"min_flows": 4, "answered": 0.75, "spread": 0.25},
+                                      "one_service": {"min_flows": 4}}
     assert not shipped.score(x, mask).uncertain.any()
     monkeypatch.setattr(od, "REPEAT_SHAPE_MIN_FLOWS", 2)
     two = _detector(bundle, [benign])
     assert two.shape_settings["repeat_shape"]["min_flows"] == 2
     assert two.score(x, mask).gates["repeat_shape"].tolist() == [True]
-    assert "one_service" not in two.shape_settings
+    assert two.shape_settings["one_service"] == {"min_flows": 4}
     named = OnnxDetector(bundle, session=_Session([benign], len(bundle.class_names)),
-                         shape_rules="repeat_shape,one_service")
-    assert set(named.shape_settings) == {"repeat_shape", "one_service"}
-    assert named.shape_settings["one_service"] == {"min_flows": 4}
+                         shape_rules="repeat_shape")
+    assert set(named.shape_settings) == {"repeat_shape"}  # a rule left out is not reported

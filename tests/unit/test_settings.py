@@ -38,8 +38,8 @@ def test_compression_maps_to_what_kafka_clients_take(monkeypatch):
     assert load_settings().kafka_compression is None
 
 
-def test_shape_rules_default_to_both_and_can_be_left_out(monkeypatch):
-    assert load_settings().shape_rules == "flood_shape,repeat_shape"
+def test_shape_rules_default_to_all_three_and_can_be_left_out(monkeypatch):
+    assert load_settings().shape_rules == "flood_shape,repeat_shape,one_service"
     monkeypatch.setenv("EDGELOOP_SHAPE_RULES", " repeat_shape ")
     assert load_settings().shape_rules == "repeat_shape"
     monkeypatch.setenv("EDGELOOP_SHAPE_RULES", "")
