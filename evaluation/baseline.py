@@ -95,13 +95,12 @@ def build_baseline(captures: Mapping[str, Any], bundle: Any, out_dir: str | Path
     on its later traffic), "auto" (by capture when there are several)."""
     import pandas as pd
 
-    from inference.onnx_detector import OnnxDetector
     from streams.detector import DetectorConfig
-    from streams.score import score_frame
+    from streams.score import detector_for, score_frame
 
     if not captures:
         raise SourceError("a baseline needs at least one capture with flows")
-    model = OnnxDetector(bundle)
+    model = detector_for(bundle)  # the shape rules a worker would apply
     cfg = DetectorConfig(seconds=bundle.meta.window.seconds, key=bundle.meta.window.key)
     kept, info = [], {}
     for name, flows in captures.items():

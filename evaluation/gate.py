@@ -101,11 +101,10 @@ class Figures:
 
 def reference_figures(bundle: Any, reference: Iterable[RefCapture]) -> Figures:
     """Score every reference capture with `bundle` (the edge's code) and count verdicts."""
-    from inference.onnx_detector import OnnxDetector
     from streams.detector import DetectorConfig
-    from streams.score import score_frame
+    from streams.score import detector_for, score_frame
 
-    model = OnnxDetector(bundle)
+    model = detector_for(bundle)  # the shape rules a worker would apply (EDGELOOP_SHAPE_RULES)
     cfg = DetectorConfig(seconds=bundle.meta.window.seconds, key=bundle.meta.window.key)
     judged = []
     for cap in reference:

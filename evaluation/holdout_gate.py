@@ -23,7 +23,6 @@ from typing import Mapping
 import numpy as np
 
 from inference.bundle import Bundle
-from inference.onnx_detector import OnnxDetector
 
 
 @dataclass
@@ -42,7 +41,9 @@ class Figures:
 
 def predict(bundle: Bundle, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The class name `bundle` predicts for each window."""
-    det = OnnxDetector(bundle)
+    from streams.score import detector_for
+
+    det = detector_for(bundle)  # the shape rules a worker would apply
     return np.asarray(det.class_names, dtype=object)[det.score(x, mask).predicted] if len(x) else np.array([], object)
 
 

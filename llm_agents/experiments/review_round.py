@@ -74,13 +74,13 @@ def review_queue(bundle: Any, capture: Path, audit: float = 0.0) -> list[Any]:
     included): those it is unsure of, and `audit` of the confident ones (the edge's audit
     sample, reason "audit")."""
     from contracts.records import UncertainWindow, decode
-    from inference.onnx_detector import OnnxDetector
     from inference.openworld_captures import expand
     from inference.openworld_manifest import load_manifest
     from streams.detector import DetectorConfig, EdgeDetector
+    from streams.score import detector_for
     from streams.sources.files import records_from_frame
 
-    eng = EdgeDetector(OnnxDetector(bundle), DetectorConfig(uncertain_rate_per_s=0, audit_sample=audit),
+    eng = EdgeDetector(detector_for(bundle), DetectorConfig(uncertain_rate_per_s=0, audit_sample=audit),
                        clock=lambda: 0.0)
     for cap in (c for e in load_manifest(capture).entries for c in expand(e)):
         flows = cap.load().flows

@@ -15,7 +15,10 @@ foreign reference. The queue holds only what the edge is unsure about (no audit 
 the edge's 1% audit, this one-member challenger lost SSH brute-force recall on the lab
 holdout and the gate refused it, `recall_drop:ssh_bruteforce`; the command's three-member
 retrain was promoted). Measured: promoted, 98.1% right on the sixth capture, unknown kinds and
-benign windows as before. With the retrainer's old validation split (a hash of every
+benign windows as before. It replays that case with the shape rules of then too
+(EDGELOOP_SHAPE_RULES=flood_shape,repeat_shape: the edge, the judge and the gate all read it):
+with the one-service rule, on by default since rule 27, this one-member challenger was refused
+(`open_world_heldout_wrong`, 2026-12-08). With the retrainer's old validation split (a hash of every
 window) the same round was refused and read 80.1% there. What the round costs (brute
 forces over the held-out link fall towards slow DoS: docs/openworld.md) is printed, not
 asserted.
@@ -35,8 +38,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.skipif(not (MANIFESTS.parent / "lab" / "heldout-f.parquet").is_file(), reason="no held-out captures")
-def test_one_review_round_on_a_held_out_capture_helps_on_another(tmp_path):
+def test_one_review_round_on_a_held_out_capture_helps_on_another(tmp_path, monkeypatch):
     from inference.datasets.training import CAPTURE, training_flows
+
+    monkeypatch.setenv("EDGELOOP_SHAPE_RULES", "flood_shape,repeat_shape")
 
     then = training_flows()
     then = then[then[CAPTURE] != "lab-train-idle"]

@@ -92,7 +92,9 @@ def test_the_gate_moves_only_benign_calls_the_members_disagree_on(gated):
     meta.thresholds = meta.thresholds.model_copy(update={"member_benign": 0.6, "ood": None, "support": {},
                                                          "confidence": 0.9, "per_class": {}})
     b = type(gated)(gated.path, meta)
-    det = OnnxDetector(b, session=_Session(z))
+    # Without the one-service rule: these all-zero windows are 8 flows to one service, and the
+    # attack call (class 1) may be a scan it would re-rank; only the member gate is judged here.
+    det = OnnxDetector(b, session=_Session(z), shape_rules="flood_shape,repeat_shape")
     det.temperature = 1.0
     x = np.zeros((4, N_FEATURES, 8), np.float32)
     s = det.score(x, np.ones((4, 8), np.float32))
@@ -101,7 +103,8 @@ def test_the_gate_moves_only_benign_calls_the_members_disagree_on(gated):
     assert s.low_confidence.tolist() == [False, False, False, True]   # the gate's reason is "ood"
     # with no gate in the bundle the same logits pass as benign
     meta.thresholds.member_benign = None
-    s0 = OnnxDetector(type(gated)(gated.path, meta), session=_Session(z, ("logits",))).score(
+    s0 = OnnxDetector(type(gated)(gated.path, meta), session=_Session(z, ("logits",)),
+                      shape_rules="flood_shape,repeat_shape").score(
         x, np.ones((4, 8), np.float32))
     assert not s0.uncertain[1]
 

@@ -202,3 +202,25 @@ def test_the_judge_prints_what_each_side_was_scored_with():
     assert shape_settings_line({"per_seed": [seed, other]}).startswith("differ by seed: ")
     assert shape_settings_line({"per_seed": [{}]}).startswith("not recorded")
     assert shape_settings_line({"per_seed": [{"shape_settings": {}}]}) == "none"
+
+
+def test_the_gate_the_baseline_and_the_review_round_build_their_detector_as_a_worker_does(bundle, monkeypatch):
+    """The promotion gate's reference figures, the lab-holdout recall check, the site baseline
+    and the review round's queue judge a model with the shape rules a worker would apply
+    (streams.score.detector_for, EDGELOOP_SHAPE_RULES), not the library's defaults: a rule
+    named there that does not exist stops each of them."""
+    import pandas as pd
+
+    from evaluation.baseline import build_baseline
+    from evaluation.gate import reference_figures
+    from evaluation.holdout_gate import predict
+    from llm_agents.experiments.review_round import MANIFESTS, review_queue
+
+    monkeypatch.setenv("EDGELOOP_SHAPE_RULES", "flood_shape,no_such_rule")
+    calls = [lambda: reference_figures(bundle, []),
+             lambda: predict(bundle, np.zeros((0, N_FEATURES, 8), np.float32), np.zeros((0, 8), np.float32)),
+             lambda: build_baseline({"site": pd.DataFrame({"flow_id": []})}, bundle, "unused"),
+             lambda: review_queue(bundle, MANIFESTS / "lab-heldout-d.toml")]
+    for call in calls:
+        with pytest.raises(ValueError, match="no_such_rule"):
+            call()

@@ -38,8 +38,16 @@ def test_a_person_labels_the_queue_by_the_capture_labels_and_never_an_unseen_kin
     queued = {u.window_id for u in unc}
     assert unc and set(everything) <= queued
     truth = judged.drop_duplicates("window_id").set_index("window_id")
-    # What the edge deferred is what the judge calls deferred or caught as uncertain.
-    assert set(truth.index[truth["verdict"].isin(["deferred", "caught_uncertain"])]) <= queued
+    # What the edge deferred is what the judge calls deferred or caught as uncertain, less the
+    # destination windows it covers (called a class only their sources' windows can show: the
+    # edge does not forward them, by design; with af197e62, 41 destination windows of an
+    # unknown ICMP flood's victim called host_sweep).
+    from contracts.window import ONE_PEER_SOURCE_CLASSES, SOURCE_ONLY_CLASSES
+
+    deferred = set(truth.index[truth["verdict"].isin(["deferred", "caught_uncertain"])])
+    held_back = truth.loc[sorted(deferred - queued)]
+    assert ((held_back["view"] == "dst") & held_back["predicted"].isin(SOURCE_ONLY_CLASSES | ONE_PEER_SOURCE_CLASSES)).all()
+    assert len(deferred & queued) > len(held_back)
     assert attacks and all(truth.loc[w, "kind"] == "known" and truth.loc[w, "expected"] == y
                            for w, y in attacks.items())
     extra = {w: y for w, y in everything.items() if w not in attacks}

@@ -83,17 +83,17 @@ def test_a_one_peer_destination_window_of_an_attacker_class_is_deferred(bundle):
 
 
 def test_the_shipped_bundle_raises_no_one_peer_destination_alert_on_foreign_benign_traffic():
-    """The nDPI test half, where the shipped network calls 28 destination windows slow HTTP
-    DoS or HTTP brute force, 23 of them false alerts before the rule (one client's bursts of
-    short connections to one server; all false alerts: 26 -> 3): none of them alerts. Fails
-    without the rule, or if `peer_changed` is renamed."""
+    """The nDPI test half, where the shipped network calls 16 destination windows slow HTTP
+    DoS or HTTP brute force (a546cb0c: 28, 23 of them false alerts before the rule: one client's
+    bursts of short connections to one server; all false alerts 26 -> 3): none of them alerts.
+    Fails without the rule, or if `peer_changed` is renamed."""
     bundle = Bundle.load(DEFAULT_BUNDLE_DIR)
     with tempfile.TemporaryDirectory() as tmp:
         rep = evaluate_open_world(REPO / "data" / "openworld" / "ndpi-test.toml", bundle, out_dir=tmp, plots=False,
                                   progress=False, windows_out=Path(tmp) / "w.parquet")
         w = pd.read_parquet(rep["files"]["windows"])
     called = w[(w["view"] == "dst") & w["predicted"].isin(sorted(ONE_PEER_SOURCE_CLASSES))]
-    assert len(called) >= 20
+    assert len(called) >= 10
     false = w[w["verdict"] == "false_alert"]
     assert not ((false["view"] == "dst") & false["predicted"].isin(sorted(ONE_PEER_SOURCE_CLASSES))).any()
     assert len(false) <= 3
