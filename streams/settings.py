@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.errors import ConfigError
+from contracts.window import DEFAULT_SHAPE_RULES
 
 WindowKey = Literal["src", "dst", "pair"]
 # What both Kafka clients here can read and write: kafka-python[lz4,zstd] and aiokafka[lz4,zstd].
@@ -104,7 +105,7 @@ class Settings(BaseSettings):
     # most floods from an address that had scanned from syn_scan into syn_flood, and moved
     # nothing else measured, but gained less than the rule asked); a window whose best class
     # left is benign goes to `uncertain` instead (gate one_service; rule 24).
-    shape_rules: str = "flood_shape,repeat_shape,one_service"
+    shape_rules: str = ",".join(DEFAULT_SHAPE_RULES)  # the detector's own default, one list
     # Freeze what the worker holds at startup out of Python's cyclic garbage collector
     # (streams.metrics.freeze_startup): a full collection then walks only what the worker
     # made since (52-67 ms -> 6-10 ms a full collection in a worker;
